@@ -1,0 +1,190 @@
+//! The deterministic rules by which commands change the image.
+//!
+//! `check` answers whether a command would apply, without changing anything;
+//! the controller leader calls it before proposing so that a bad request costs
+//! no log entry. `apply` checks again (the image may have moved since) and then
+//! changes the image. Both are pure: same image and command, same result, on
+//! every controller and every watcher.
+
+use std::collections::BTreeMap;
+
+use crate::command::{Command, Outcome, PRODUCER_ID_BLOCK_SIZE};
+use crate::error::MetaError;
+use crate::ids::{Epoch, LeaderEpoch, NodeId, NodeKind, ProducerId, StreamId, Version};
+use crate::image::{Image, NodeRecord, NodeState, Partition, Topic};
+use crate::topic_rules::{collision_key, validate_partition_count, validate_topic_config, validate_topic_name};
+
+impl Image {
+    /// Checks that `command` would apply to this image.
+    pub fn check(&self, command: &Command) -> Result<(), MetaError> {
+        match command {
+            Command::RegisterNode { zone, internal_addr, .. } => {
+                if zone.is_empty() || internal_addr.is_empty() {
+                    return Err(MetaError::InvalidRequest {
+                        reason: "a node registers with a zone and an address".into(),
+                    });
+                }
+                Ok(())
+            }
+            Command::FenceNode { kind, id, .. } => self.node(*kind, *id).map(|_| ()),
+            Command::CreateTopic { name, configs, leaders, .. } => {
+                validate_topic_name(name)?;
+                validate_partition_count(leaders.len() as i64)?;
+                let key = collision_key(name);
+                if let Some(existing) = self.topics.keys().find(|existing| collision_key(existing) == key) {
+                    if existing == name {
+                        return Err(MetaError::TopicAlreadyExists { name: name.clone() });
+                    }
+                    return Err(MetaError::InvalidTopicName {
+                        name: name.clone(),
+                        reason: format!("it collides with topic {existing:?} ('.' and '_' count as the same)"),
+                    });
+                }
+                configs.iter().try_for_each(|(key, value)| validate_topic_config(key, value))
+            }
+            Command::DeleteTopic { name } => self.topic(name).map(|_| ()),
+            Command::CreatePartitions { name, leaders } => {
+                let topic = self.topic(name)?;
+                if leaders.is_empty() {
+                    return Err(MetaError::InvalidPartitions {
+                        count: topic.partitions.len() as i64,
+                        reason: format!("topic {name:?} already has {} partitions", topic.partitions.len()),
+                    });
+                }
+                validate_partition_count((topic.partitions.len() + leaders.len()) as i64)
+            }
+            Command::AlterConfigs { name, set, delete } => {
+                self.topic(name)?;
+                set.iter().try_for_each(|(key, value)| validate_topic_config(key, value))?;
+                for key in delete {
+                    if !crate::topic_rules::TOPIC_CONFIG_KEYS.contains(&key.as_str()) {
+                        return Err(MetaError::UnknownConfig { key: key.clone() });
+                    }
+                }
+                Ok(())
+            }
+            Command::AllocateProducerIds { broker, broker_epoch } => {
+                self.check_active(NodeKind::Broker, *broker, *broker_epoch)
+            }
+        }
+    }
+
+    /// Applies `command` at `version` (its Raft log index). On error the image
+    /// is unchanged except for its version.
+    pub fn apply(&mut self, version: Version, command: &Command) -> Result<Outcome, MetaError> {
+        assert!(version > self.version, "metadata version must only move forward: {version} after {}", self.version);
+        self.version = version;
+        self.check(command)?;
+        let outcome = match command {
+            Command::RegisterNode { kind, id, zone, internal_addr, kafka_listeners, incarnation } => {
+                let epoch = Epoch(version.0);
+                let record = NodeRecord {
+                    kind: *kind,
+                    id: *id,
+                    zone: zone.clone(),
+                    internal_addr: internal_addr.clone(),
+                    kafka_listeners: kafka_listeners.clone(),
+                    incarnation: incarnation.clone(),
+                    epoch,
+                    state: NodeState::Active,
+                };
+                self.nodes_mut(*kind).insert(*id, record);
+                Outcome::Registered { epoch }
+            }
+            Command::FenceNode { kind, id, epoch } => {
+                let node = self.nodes_mut(*kind).get_mut(id).expect("checked: node is registered");
+                let applied = node.epoch == *epoch && node.state == NodeState::Active;
+                if applied {
+                    node.state = NodeState::Fenced;
+                }
+                Outcome::Fenced { applied }
+            }
+            Command::CreateTopic { id, name, configs, owner, description, leaders } => {
+                let partitions = self.new_partitions(leaders);
+                let topic = Topic {
+                    id: *id,
+                    name: name.clone(),
+                    configs: configs.clone(),
+                    owner: owner.clone(),
+                    description: description.clone(),
+                    partitions,
+                };
+                self.topics.insert(name.clone(), topic);
+                Outcome::TopicCreated { id: *id }
+            }
+            Command::DeleteTopic { name } => {
+                let topic = self.topics.remove(name).expect("checked: topic exists");
+                Outcome::TopicDeleted { id: topic.id }
+            }
+            Command::CreatePartitions { name, leaders } => {
+                let mut partitions = self.new_partitions(leaders);
+                let topic = self.topics.get_mut(name).expect("checked: topic exists");
+                topic.partitions.append(&mut partitions);
+                Outcome::PartitionsCreated { count: leaders.len() }
+            }
+            Command::AlterConfigs { name, set, delete } => {
+                let topic = self.topics.get_mut(name).expect("checked: topic exists");
+                for key in delete {
+                    topic.configs.remove(key);
+                }
+                topic.configs.extend(set.iter().map(|(key, value)| (key.clone(), value.clone())));
+                Outcome::ConfigsAltered
+            }
+            Command::AllocateProducerIds { .. } => {
+                let first = self.next_producer_id;
+                self.next_producer_id = ProducerId(first.0 + i64::from(PRODUCER_ID_BLOCK_SIZE));
+                Outcome::ProducerIds { first, count: PRODUCER_ID_BLOCK_SIZE }
+            }
+        };
+        Ok(outcome)
+    }
+
+    /// Looks up a registered node.
+    pub fn node(&self, kind: NodeKind, id: NodeId) -> Result<&NodeRecord, MetaError> {
+        self.nodes(kind).get(&id).ok_or(MetaError::UnknownNode { kind, node: id })
+    }
+
+    /// Checks that a node is registered at exactly `epoch` and not fenced.
+    pub fn check_active(&self, kind: NodeKind, id: NodeId, epoch: Epoch) -> Result<(), MetaError> {
+        let node = self.node(kind, id)?;
+        if node.epoch != epoch {
+            return Err(MetaError::StaleEpoch { kind, node: id, epoch, current: node.epoch });
+        }
+        if node.state == NodeState::Fenced {
+            return Err(MetaError::Fenced { kind, node: id, epoch });
+        }
+        Ok(())
+    }
+
+    /// Looks up a topic by name.
+    pub fn topic(&self, name: &str) -> Result<&Topic, MetaError> {
+        self.topics.get(name).ok_or_else(|| MetaError::UnknownTopic { name: name.to_owned() })
+    }
+
+    fn new_partitions(&mut self, leaders: &[Option<NodeId>]) -> Vec<Partition> {
+        leaders
+            .iter()
+            .map(|leader| {
+                let stream_id = self.next_stream_id;
+                self.next_stream_id = StreamId(stream_id.0 + 1);
+                Partition { leader: *leader, leader_epoch: LeaderEpoch(0), stream_id }
+            })
+            .collect()
+    }
+}
+
+/// Builds the configs map of a request, refusing duplicate keys.
+pub fn configs_from_pairs(
+    pairs: impl IntoIterator<Item = (String, String)>,
+) -> Result<BTreeMap<String, String>, MetaError> {
+    let mut configs = BTreeMap::new();
+    for (key, value) in pairs {
+        if configs.insert(key.clone(), value).is_some() {
+            return Err(MetaError::InvalidRequest { reason: format!("config {key:?} is given twice") });
+        }
+    }
+    Ok(configs)
+}
+
+#[cfg(test)]
+mod tests;

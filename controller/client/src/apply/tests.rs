@@ -1,0 +1,135 @@
+use std::collections::BTreeMap;
+
+use uuid::Uuid;
+
+use super::*;
+use crate::ids::TopicId;
+
+fn register(image: &mut Image, version: u64, kind: NodeKind, id: u32) -> Epoch {
+    let command = Command::RegisterNode {
+        kind,
+        id: NodeId(id),
+        zone: "a".into(),
+        internal_addr: "127.0.0.1:1".into(),
+        kafka_listeners: vec![],
+        incarnation: "i".into(),
+    };
+    match image.apply(Version(version), &command) {
+        Ok(Outcome::Registered { epoch }) => epoch,
+        other => panic!("register failed: {other:?}"),
+    }
+}
+
+fn create_topic(name: &str, partitions: usize) -> Command {
+    Command::CreateTopic {
+        id: TopicId(Uuid::new_v4()),
+        name: name.into(),
+        configs: BTreeMap::new(),
+        owner: String::new(),
+        description: String::new(),
+        leaders: vec![None; partitions],
+    }
+}
+
+#[test]
+fn every_registration_gets_a_new_larger_epoch() {
+    let mut image = Image::default();
+    let first = register(&mut image, 1, NodeKind::Broker, 7);
+    let second = register(&mut image, 5, NodeKind::Broker, 7);
+    assert!(second > first);
+    assert_eq!(image.brokers[&NodeId(7)].epoch, second);
+    assert_eq!(image.brokers[&NodeId(7)].state, NodeState::Active);
+}
+
+#[test]
+fn a_fence_for_an_old_epoch_does_not_touch_a_new_registration() {
+    let mut image = Image::default();
+    let old = register(&mut image, 1, NodeKind::Wal, 1);
+    let new = register(&mut image, 2, NodeKind::Wal, 1);
+    let outcome = image.apply(Version(3), &Command::FenceNode { kind: NodeKind::Wal, id: NodeId(1), epoch: old });
+    assert_eq!(outcome, Ok(Outcome::Fenced { applied: false }));
+    assert_eq!(image.check_active(NodeKind::Wal, NodeId(1), new), Ok(()));
+
+    let outcome = image.apply(Version(4), &Command::FenceNode { kind: NodeKind::Wal, id: NodeId(1), epoch: new });
+    assert_eq!(outcome, Ok(Outcome::Fenced { applied: true }));
+    assert_eq!(
+        image.check_active(NodeKind::Wal, NodeId(1), new),
+        Err(MetaError::Fenced { kind: NodeKind::Wal, node: NodeId(1), epoch: new })
+    );
+    assert!(matches!(image.check_active(NodeKind::Wal, NodeId(1), old), Err(MetaError::StaleEpoch { .. })));
+}
+
+#[test]
+fn a_refused_command_changes_nothing_but_the_version() {
+    let mut image = Image::default();
+    image.apply(Version(1), &create_topic("orders", 3)).unwrap();
+    let before = image.clone();
+
+    let duplicate = image.apply(Version(2), &create_topic("orders", 1));
+    assert_eq!(duplicate, Err(MetaError::TopicAlreadyExists { name: "orders".into() }));
+    let colliding = image.apply(Version(3), &create_topic("orders", 1));
+    assert!(colliding.is_err());
+    let bad_config = Command::AlterConfigs {
+        name: "orders".into(),
+        set: BTreeMap::from([("retention.ms".into(), "1000".into()), ("nope".into(), "1".into())]),
+        delete: vec![],
+    };
+    assert_eq!(image.apply(Version(4), &bad_config), Err(MetaError::UnknownConfig { key: "nope".into() }));
+
+    assert_eq!(Image { version: before.version, ..image.clone() }, before);
+    assert_eq!(image.version, Version(4));
+}
+
+#[test]
+fn names_that_differ_only_in_dot_and_underscore_collide() {
+    let mut image = Image::default();
+    image.apply(Version(1), &create_topic("a.b", 1)).unwrap();
+    assert!(matches!(image.apply(Version(2), &create_topic("a_b", 1)), Err(MetaError::InvalidTopicName { .. })));
+}
+
+#[test]
+fn stream_ids_are_never_reused() {
+    let mut image = Image::default();
+    image.apply(Version(1), &create_topic("a", 2)).unwrap();
+    image.apply(Version(2), &Command::DeleteTopic { name: "a".into() }).unwrap();
+    image.apply(Version(3), &create_topic("a", 1)).unwrap();
+    image.apply(Version(4), &Command::CreatePartitions { name: "a".into(), leaders: vec![None] }).unwrap();
+    let streams: Vec<StreamId> = image.topics["a"].partitions.iter().map(|p| p.stream_id).collect();
+    assert_eq!(streams, vec![StreamId(2), StreamId(3)]);
+}
+
+#[test]
+fn producer_id_blocks_go_only_to_active_brokers_and_never_overlap() {
+    let mut image = Image::default();
+    let epoch = register(&mut image, 1, NodeKind::Broker, 1);
+    let allocate = |epoch| Command::AllocateProducerIds { broker: NodeId(1), broker_epoch: epoch };
+    let first = image.apply(Version(2), &allocate(epoch)).unwrap();
+    let second = image.apply(Version(3), &allocate(epoch)).unwrap();
+    assert_eq!(first, Outcome::ProducerIds { first: ProducerId(0), count: PRODUCER_ID_BLOCK_SIZE });
+    assert_eq!(second, Outcome::ProducerIds { first: ProducerId(1000), count: PRODUCER_ID_BLOCK_SIZE });
+    assert!(matches!(image.apply(Version(4), &allocate(Epoch(99))), Err(MetaError::StaleEpoch { .. })));
+}
+
+#[test]
+fn leaders_are_placed_on_the_least_loaded_active_broker() {
+    let mut image = Image::default();
+    assert_eq!(image.place_leaders(2), vec![None, None]);
+    register(&mut image, 1, NodeKind::Broker, 1);
+    register(&mut image, 2, NodeKind::Broker, 2);
+    let leaders = image.place_leaders(3);
+    assert_eq!(leaders, vec![Some(NodeId(1)), Some(NodeId(2)), Some(NodeId(1))]);
+    image
+        .apply(
+            Version(3),
+            &Command::CreateTopic {
+                id: TopicId(Uuid::new_v4()),
+                name: "t".into(),
+                configs: BTreeMap::new(),
+                owner: String::new(),
+                description: String::new(),
+                leaders,
+            },
+        )
+        .unwrap();
+    assert_eq!(image.place_leaders(1), vec![Some(NodeId(2))]);
+}

@@ -1,0 +1,245 @@
+//! The gRPC client every Keel process uses to reach the controller quorum.
+//!
+//! It holds one lazily connected channel per controller and sends each call to
+//! the controller that answered last. Any controller accepts any call (writes
+//! on a follower are forwarded to the leader), so the client only moves on to
+//! the next controller when one is unreachable or has no leader, and retries
+//! with backoff until the call's deadline.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use keel_proto::controller as pb;
+use pb::metadata_client::MetadataClient as GrpcClient;
+use tokio::time::Instant;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::command::{Command, Outcome};
+use crate::error::MetaError;
+use crate::ids::Version;
+use crate::image::Image;
+
+/// The largest gRPC message a controller sends or accepts (images can be large).
+pub const GRPC_MESSAGE_BYTES_MAX: usize = 64 << 20;
+
+/// Why a call to the controller quorum failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The controller refused the request; nothing changed.
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+    /// No controller answered usefully before the deadline.
+    #[error("no controller answered within {waited:?} (last error: {last})")]
+    Unavailable { waited: Duration, last: String },
+    /// A controller answered with something this client cannot read.
+    #[error("controller reply could not be decoded: {0}")]
+    Decode(String),
+}
+
+/// Options for a `MetadataClient`; every field is used explicitly.
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    /// How long one attempt may take.
+    pub attempt_timeout: Duration,
+    /// How long a call keeps retrying across controllers.
+    pub call_deadline: Duration,
+    pub connect_timeout: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            attempt_timeout: Duration::from_secs(5),
+            call_deadline: Duration::from_secs(15),
+            connect_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+/// A client of the whole controller quorum.
+#[derive(Debug)]
+pub struct MetadataClient {
+    endpoints: Vec<String>,
+    channels: Vec<Channel>,
+    /// Index of the controller that answered last.
+    preferred: AtomicUsize,
+    options: ClientOptions,
+}
+
+/// One event of a watch stream.
+#[derive(Clone, Debug, PartialEq)]
+pub enum WatchItem {
+    /// Replace the whole image with this one.
+    Image(Image),
+    /// Apply this command at this version.
+    Delta(Version, Command),
+}
+
+impl MetadataClient {
+    /// Builds a client for controllers at `endpoints` (`host:port`). Connects lazily.
+    pub fn new(endpoints: Vec<String>, options: ClientOptions) -> anyhow::Result<MetadataClient> {
+        anyhow::ensure!(!endpoints.is_empty(), "no controller address given");
+        let channels = endpoints
+            .iter()
+            .map(|addr| {
+                Ok(Endpoint::from_shared(format!("http://{addr}"))?
+                    .connect_timeout(options.connect_timeout)
+                    .timeout(options.attempt_timeout)
+                    .tcp_nodelay(true)
+                    .connect_lazy())
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(MetadataClient { endpoints, channels, preferred: AtomicUsize::new(0), options })
+    }
+
+    /// The controller addresses this client knows.
+    pub fn endpoints(&self) -> &[String] {
+        &self.endpoints
+    }
+
+    /// A raw gRPC client for controller `index`, for calls that must reach one
+    /// particular controller (`NodeStatus`).
+    pub fn controller(&self, index: usize) -> GrpcClient<Channel> {
+        GrpcClient::new(self.channels[index].clone())
+            .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX)
+    }
+
+    /// Sends one call, moving across controllers and retrying with backoff
+    /// while the failure is retryable and the deadline has not passed.
+    pub async fn call<T, F, Fut>(&self, call: F) -> Result<T, ClientError>
+    where
+        F: Fn(GrpcClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let start = Instant::now();
+        let mut backoff = Duration::from_millis(20);
+        let mut index = self.preferred.load(Ordering::Relaxed);
+        loop {
+            let status = match call(self.controller(index)).await {
+                Ok(response) => {
+                    self.preferred.store(index, Ordering::Relaxed);
+                    return Ok(response.into_inner());
+                }
+                Err(status) => status,
+            };
+            match MetaError::from_status(&status) {
+                Some(error) if !error.is_retryable() => return Err(error.into()),
+                _ if !is_retryable_status(&status) => {
+                    return Err(ClientError::Unavailable { waited: start.elapsed(), last: status.to_string() })
+                }
+                _ => {}
+            }
+            if start.elapsed() + backoff > self.options.call_deadline {
+                return Err(ClientError::Unavailable { waited: start.elapsed(), last: status.to_string() });
+            }
+            tracing::debug!(controller = %self.endpoints[index], %status, "controller call failed, trying next");
+            index = (index + 1) % self.channels.len();
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_millis(500));
+        }
+    }
+
+    /// Sends a write and decodes its outcome.
+    async fn write<F, Fut>(&self, call: F) -> Result<(Version, Outcome), ClientError>
+    where
+        F: Fn(GrpcClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<pb::WriteReply>, tonic::Status>>,
+    {
+        let reply = self.call(call).await?;
+        let outcome = serde_json::from_slice(&reply.outcome).map_err(|e| ClientError::Decode(e.to_string()))?;
+        Ok((Version(reply.version), outcome))
+    }
+
+    pub async fn create_topic(&self, request: pb::CreateTopicRequest) -> Result<(Version, Outcome), ClientError> {
+        self.write(|mut c| {
+            let request = request.clone();
+            async move { c.create_topic(request).await }
+        })
+        .await
+    }
+
+    pub async fn delete_topic(&self, name: &str) -> Result<(Version, Outcome), ClientError> {
+        let request = pb::DeleteTopicRequest { name: name.to_owned() };
+        self.write(|mut c| {
+            let request = request.clone();
+            async move { c.delete_topic(request).await }
+        })
+        .await
+    }
+
+    pub async fn create_partitions(&self, name: &str, count: i32) -> Result<(Version, Outcome), ClientError> {
+        let request = pb::CreatePartitionsRequest { name: name.to_owned(), count };
+        self.write(|mut c| {
+            let request = request.clone();
+            async move { c.create_partitions(request).await }
+        })
+        .await
+    }
+
+    pub async fn alter_configs(&self, request: pb::AlterConfigsRequest) -> Result<(Version, Outcome), ClientError> {
+        self.write(|mut c| {
+            let request = request.clone();
+            async move { c.alter_configs(request).await }
+        })
+        .await
+    }
+
+    pub async fn allocate_producer_ids(
+        &self,
+        request: pb::AllocateProducerIdsRequest,
+    ) -> Result<(Version, Outcome), ClientError> {
+        self.write(|mut c| async move { c.allocate_producer_ids(request).await }).await
+    }
+
+    /// A linearizable read of the whole image.
+    pub async fn read_image(&self) -> Result<Image, ClientError> {
+        let reply = self.call(|mut c| async move { c.read_image(pb::ReadImageRequest {}).await }).await?;
+        decode_image(&reply)
+    }
+
+    pub async fn cluster_status(&self) -> Result<pb::ClusterStatusReply, ClientError> {
+        self.call(|mut c| async move { c.cluster_status(pb::ClusterStatusRequest {}).await }).await
+    }
+
+    /// Opens a watch stream from `from_version` on whichever controller answers.
+    ///
+    /// The stream ends when the connection breaks; the caller reopens it from
+    /// the last version it applied and gets exactly the changes it missed (or
+    /// a fresh image when those are no longer in the controller's log).
+    pub async fn watch(
+        &self,
+        from_version: Version,
+    ) -> Result<impl Stream<Item = Result<WatchItem, ClientError>>, ClientError> {
+        let request = pb::WatchRequest { from_version: from_version.0 };
+        let stream = self.call(|mut c| async move { c.watch(request).await }).await?;
+        Ok(stream.map(|event| {
+            let event = event
+                .map_err(|status| ClientError::Unavailable { waited: Duration::ZERO, last: status.to_string() })?;
+            match event.event {
+                Some(pb::watch_event::Event::Image(image)) => decode_image(&image).map(WatchItem::Image),
+                Some(pb::watch_event::Event::Delta(delta)) => serde_json::from_slice(&delta.command)
+                    .map(|command| WatchItem::Delta(Version(delta.version), command))
+                    .map_err(|e| ClientError::Decode(e.to_string())),
+                None => Err(ClientError::Decode("empty watch event".into())),
+            }
+        }))
+    }
+}
+
+fn decode_image(reply: &pb::ImageReply) -> Result<Image, ClientError> {
+    let image: Image = serde_json::from_slice(&reply.image).map_err(|e| ClientError::Decode(e.to_string()))?;
+    if image.version.0 != reply.version {
+        return Err(ClientError::Decode(format!("image at {} labelled v{}", image.version, reply.version)));
+    }
+    Ok(image)
+}
+
+/// Statuses worth sending to another controller: it is down, busy or between leaders.
+fn is_retryable_status(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled | tonic::Code::Unknown
+    )
+}

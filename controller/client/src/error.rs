@@ -1,0 +1,91 @@
+//! Typed metadata errors, shared by the controller (which produces them) and
+//! clients (which branch on them). They cross gRPC as JSON in the status details.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{ControllerId, Epoch, NodeId, NodeKind};
+
+/// Why the controller refused a metadata request. A refused request changes nothing.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum MetaError {
+    #[error("topic {name:?} already exists")]
+    TopicAlreadyExists { name: String },
+    #[error("invalid topic name {name:?}: {reason}")]
+    InvalidTopicName { name: String, reason: String },
+    #[error("unknown topic {name:?}")]
+    UnknownTopic { name: String },
+    #[error("invalid partition count {count}: {reason}")]
+    InvalidPartitions { count: i64, reason: String },
+    #[error("unknown topic config {key:?}")]
+    UnknownConfig { key: String },
+    #[error("invalid value {value:?} for topic config {key:?}: {reason}")]
+    InvalidConfig { key: String, value: String, reason: String },
+    #[error("{kind} {node} is not registered")]
+    UnknownNode { kind: NodeKind, node: NodeId },
+    #[error("{kind} {node} epoch {epoch} is stale (current epoch {current})")]
+    StaleEpoch { kind: NodeKind, node: NodeId, epoch: Epoch, current: Epoch },
+    #[error("{kind} {node} epoch {epoch} is fenced; it must register again")]
+    Fenced { kind: NodeKind, node: NodeId, epoch: Epoch },
+    #[error("invalid request: {reason}")]
+    InvalidRequest { reason: String },
+    #[error("controller {controller} is not a member of the quorum")]
+    UnknownController { controller: ControllerId },
+    #[error("membership change refused: {reason}")]
+    MembershipRefused { reason: String },
+    #[error("no controller leader is known right now")]
+    NoLeader,
+    #[error("controller internal error: {reason}")]
+    Internal { reason: String },
+}
+
+impl MetaError {
+    /// Whether the same request may succeed if sent again later.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            MetaError::NoLeader | MetaError::Internal { .. } => true,
+            MetaError::TopicAlreadyExists { .. }
+            | MetaError::InvalidTopicName { .. }
+            | MetaError::UnknownTopic { .. }
+            | MetaError::InvalidPartitions { .. }
+            | MetaError::UnknownConfig { .. }
+            | MetaError::InvalidConfig { .. }
+            | MetaError::UnknownNode { .. }
+            | MetaError::StaleEpoch { .. }
+            | MetaError::Fenced { .. }
+            | MetaError::InvalidRequest { .. }
+            | MetaError::UnknownController { .. }
+            | MetaError::MembershipRefused { .. } => false,
+        }
+    }
+
+    /// The gRPC status code this error travels under.
+    pub fn grpc_code(&self) -> tonic::Code {
+        match self {
+            MetaError::TopicAlreadyExists { .. } => tonic::Code::AlreadyExists,
+            MetaError::InvalidTopicName { .. }
+            | MetaError::InvalidPartitions { .. }
+            | MetaError::UnknownConfig { .. }
+            | MetaError::InvalidConfig { .. }
+            | MetaError::InvalidRequest { .. } => tonic::Code::InvalidArgument,
+            MetaError::UnknownTopic { .. } | MetaError::UnknownNode { .. } | MetaError::UnknownController { .. } => {
+                tonic::Code::NotFound
+            }
+            MetaError::StaleEpoch { .. } | MetaError::Fenced { .. } | MetaError::MembershipRefused { .. } => {
+                tonic::Code::FailedPrecondition
+            }
+            MetaError::NoLeader => tonic::Code::Unavailable,
+            MetaError::Internal { .. } => tonic::Code::Internal,
+        }
+    }
+
+    /// Encodes the error as a gRPC status carrying the typed error in its details.
+    pub fn to_status(&self) -> tonic::Status {
+        let details = serde_json::to_vec(self).expect("MetaError serializes to JSON");
+        tonic::Status::with_details(self.grpc_code(), self.to_string(), details.into())
+    }
+
+    /// Decodes the typed error a controller put in a status, if there is one.
+    pub fn from_status(status: &tonic::Status) -> Option<MetaError> {
+        serde_json::from_slice(status.details()).ok()
+    }
+}

@@ -1,0 +1,79 @@
+//! Typed ids and positions, so a bare integer never crosses a module boundary.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+macro_rules! id_type {
+    ($(#[$meta:meta])* $name:ident($inner:ty), $prefix:literal) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub $inner);
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, concat!($prefix, "{}"), self.0)
+            }
+        }
+    };
+}
+
+id_type!(
+    /// A broker's or WAL node's configured id (a Kafka broker id for brokers).
+    NodeId(u32), ""
+);
+id_type!(
+    /// A controller's configured id. Its Raft id changes with every incarnation.
+    ControllerId(u32), "c"
+);
+id_type!(
+    /// A node's registration epoch: the metadata version of its latest `RegisterNode`.
+    /// Every registration gets a larger one, so a stale incarnation is recognisable.
+    Epoch(u64), "e"
+);
+id_type!(
+    /// The metadata version: the Raft log index of the last applied command.
+    Version(u64), "v"
+);
+id_type!(
+    /// The id of a partition's log as an offset range (DESIGN §2).
+    StreamId(u64), "s"
+);
+id_type!(
+    /// Kafka's partition leader epoch; bumped on every leader change.
+    LeaderEpoch(i32), ""
+);
+id_type!(
+    /// Kafka producer id, allocated by the controller in blocks.
+    ProducerId(i64), ""
+);
+
+/// A topic's id: a UUID, as Kafka's `topic_id`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TopicId(pub Uuid);
+
+impl fmt::Display for TopicId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// The kind of a registered node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeKind {
+    Broker,
+    Wal,
+}
+
+impl fmt::Display for NodeKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            NodeKind::Broker => "broker",
+            NodeKind::Wal => "wal",
+        })
+    }
+}

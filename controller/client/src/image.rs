@@ -1,0 +1,120 @@
+//! The metadata image: every entity of DESIGN §2 that exists so far, as one
+//! value that commands change in order.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{Epoch, LeaderEpoch, NodeId, NodeKind, ProducerId, StreamId, TopicId, Version};
+
+/// The whole cluster metadata at one version.
+///
+/// The controller's state machine holds one; every watcher (brokers, WAL
+/// nodes, keelctl) keeps its own copy by applying the same deltas.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Image {
+    /// The Raft log index of the last applied command (0 before the first).
+    pub version: Version,
+    pub brokers: BTreeMap<NodeId, NodeRecord>,
+    pub wal_nodes: BTreeMap<NodeId, NodeRecord>,
+    /// Topics by name; names are unique.
+    pub topics: BTreeMap<String, Topic>,
+    /// The stream id the next partition gets. Stream ids are never reused.
+    pub next_stream_id: StreamId,
+    /// The first producer id of the next block handed out.
+    pub next_producer_id: ProducerId,
+}
+
+/// A registered broker or WAL node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    pub kind: NodeKind,
+    pub id: NodeId,
+    pub zone: String,
+    pub internal_addr: String,
+    /// Kafka listeners as host:port (brokers only).
+    pub kafka_listeners: Vec<String>,
+    /// The id the node wrote when its data directory was created.
+    pub incarnation: String,
+    /// The epoch of its latest registration.
+    pub epoch: Epoch,
+    pub state: NodeState,
+}
+
+/// Whether a node's current registration may act.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeState {
+    Active,
+    /// Its session expired; it must register again (new epoch) before acting.
+    Fenced,
+}
+
+/// A Kafka topic.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Topic {
+    pub id: TopicId,
+    pub name: String,
+    /// Only keys Keel knows (see `topic_config`); absent keys take their default.
+    pub configs: BTreeMap<String, String>,
+    pub owner: String,
+    pub description: String,
+    /// Indexed by partition number.
+    pub partitions: Vec<Partition>,
+}
+
+/// One partition of a topic.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Partition {
+    /// The broker that leads it, if any broker was live to take it.
+    pub leader: Option<NodeId>,
+    pub leader_epoch: LeaderEpoch,
+    pub stream_id: StreamId,
+}
+
+impl Image {
+    /// The registered nodes of one kind.
+    pub fn nodes(&self, kind: NodeKind) -> &BTreeMap<NodeId, NodeRecord> {
+        match kind {
+            NodeKind::Broker => &self.brokers,
+            NodeKind::Wal => &self.wal_nodes,
+        }
+    }
+
+    pub(crate) fn nodes_mut(&mut self, kind: NodeKind) -> &mut BTreeMap<NodeId, NodeRecord> {
+        match kind {
+            NodeKind::Broker => &mut self.brokers,
+            NodeKind::Wal => &mut self.wal_nodes,
+        }
+    }
+
+    /// Active brokers, with the number of partitions each leads.
+    pub fn broker_load(&self) -> BTreeMap<NodeId, usize> {
+        let mut load: BTreeMap<NodeId, usize> = self
+            .brokers
+            .values()
+            .filter(|broker| broker.state == NodeState::Active)
+            .map(|broker| (broker.id, 0))
+            .collect();
+        for partition in self.topics.values().flat_map(|topic| &topic.partitions) {
+            if let Some(count) = partition.leader.and_then(|leader| load.get_mut(&leader)) {
+                *count += 1;
+            }
+        }
+        load
+    }
+
+    /// Picks leaders for `count` new partitions: each goes to the active broker
+    /// that leads the fewest partitions, lowest id first on ties. `None` when no
+    /// broker is active; the partitions wait for one.
+    pub fn place_leaders(&self, count: usize) -> Vec<Option<NodeId>> {
+        let mut load = self.broker_load();
+        (0..count)
+            .map(|_| {
+                let (&broker, _) = load.iter().min_by_key(|(id, count)| (**count, **id))?;
+                *load.get_mut(&broker).expect("broker was just found in the map") += 1;
+                Some(broker)
+            })
+            .collect()
+    }
+}

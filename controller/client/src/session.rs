@@ -1,0 +1,176 @@
+//! Keeps a broker's or WAL node's registration alive: registers, heartbeats,
+//! and registers again (with a new epoch) after being fenced.
+//!
+//! The lease is measured on this process's own monotonic clock from the moment
+//! a heartbeat was *sent*: if the controller answered, it had renewed the
+//! session at some time after that send, so the session cannot expire at the
+//! controller before `send + session_timeout`. The holder stops acting at
+//! `send + session_timeout - margin`. No clock is compared across machines.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use keel_proto::controller as pb;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::client::{ClientError, MetadataClient};
+use crate::error::MetaError;
+use crate::ids::{Epoch, NodeId, NodeKind};
+
+/// What a node tells the controller when it registers.
+#[derive(Clone, Debug)]
+pub struct Registration {
+    pub kind: NodeKind,
+    pub id: NodeId,
+    pub zone: String,
+    pub internal_addr: String,
+    pub kafka_listeners: Vec<String>,
+    pub incarnation: String,
+}
+
+/// The current registration, as far as this process knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionState {
+    pub epoch: Epoch,
+    /// Until when this process may act under `epoch`.
+    pub lease_until: Instant,
+}
+
+impl SessionState {
+    /// Whether the lease still holds now.
+    pub fn is_live(&self) -> bool {
+        Instant::now() < self.lease_until
+    }
+}
+
+/// Runs one node's session against the controller quorum.
+#[derive(Debug)]
+pub struct SessionKeeper {
+    client: Arc<MetadataClient>,
+    registration: Registration,
+    heartbeat_interval: Duration,
+    /// Safety margin subtracted from the session timeout for the local lease.
+    lease_margin: Duration,
+    state: watch::Sender<Option<SessionState>>,
+}
+
+impl SessionKeeper {
+    pub fn new(
+        client: Arc<MetadataClient>,
+        registration: Registration,
+        heartbeat_interval: Duration,
+        lease_margin: Duration,
+    ) -> (SessionKeeper, watch::Receiver<Option<SessionState>>) {
+        let (state, receiver) = watch::channel(None);
+        (SessionKeeper { client, registration, heartbeat_interval, lease_margin, state }, receiver)
+    }
+
+    /// Registers and heartbeats until `cancel` fires. Cancellation-safe: it only
+    /// sends requests and updates the watch channel.
+    pub async fn run(self, cancel: CancellationToken) {
+        while !cancel.is_cancelled() {
+            let Some((epoch, session_timeout)) = self.register(&cancel).await else { return };
+            tracing::info!(kind = %self.registration.kind, node = %self.registration.id, %epoch, "registered");
+            self.heartbeat_until_lost(epoch, session_timeout, &cancel).await;
+            self.state.send_replace(None);
+        }
+    }
+
+    async fn register(&self, cancel: &CancellationToken) -> Option<(Epoch, Duration)> {
+        let r = &self.registration;
+        let request = pb::RegisterNodeRequest {
+            kind: kind_to_pb(r.kind) as i32,
+            node_id: r.id.0,
+            zone: r.zone.clone(),
+            internal_addr: r.internal_addr.clone(),
+            kafka_listeners: r.kafka_listeners.clone(),
+            incarnation: r.incarnation.clone(),
+        };
+        loop {
+            let sent = Instant::now();
+            let call = self.client.call(|mut c| {
+                let request = request.clone();
+                async move { c.register_node(request).await }
+            });
+            let result = tokio::select! {
+                _ = cancel.cancelled() => return None,
+                result = call => result,
+            };
+            match result {
+                Ok(reply) => {
+                    let session_timeout = Duration::from_millis(reply.session_timeout_ms);
+                    let epoch = Epoch(reply.epoch);
+                    self.state.send_replace(Some(SessionState {
+                        epoch,
+                        lease_until: self.lease_from(sent, session_timeout),
+                    }));
+                    return Some((epoch, session_timeout));
+                }
+                Err(error) => tracing::warn!(node = %r.id, "failed to register: {error:#}"),
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return None,
+                _ = tokio::time::sleep(self.heartbeat_interval) => {}
+            }
+        }
+    }
+
+    async fn heartbeat_until_lost(&self, epoch: Epoch, mut session_timeout: Duration, cancel: &CancellationToken) {
+        let r = &self.registration;
+        let request = pb::HeartbeatRequest { kind: kind_to_pb(r.kind) as i32, node_id: r.id.0, epoch: epoch.0 };
+        let mut ticker = tokio::time::interval(self.heartbeat_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = ticker.tick() => {}
+            }
+            let sent = Instant::now();
+            let call = self.client.call(|mut c| async move { c.heartbeat(request).await });
+            let result = tokio::select! {
+                _ = cancel.cancelled() => return,
+                result = tokio::time::timeout(session_timeout, call) => result,
+            };
+            match result {
+                Ok(Ok(reply)) => {
+                    session_timeout = Duration::from_millis(reply.session_timeout_ms);
+                    self.state.send_replace(Some(SessionState {
+                        epoch,
+                        lease_until: self.lease_from(sent, session_timeout),
+                    }));
+                }
+                Ok(Err(ClientError::Meta(
+                    error @ (MetaError::Fenced { .. } | MetaError::StaleEpoch { .. } | MetaError::UnknownNode { .. }),
+                ))) => {
+                    tracing::warn!(node = %r.id, %epoch, "session lost, registering again: {error}");
+                    return;
+                }
+                Ok(Err(error)) => tracing::warn!(node = %r.id, "failed to heartbeat: {error:#}"),
+                Err(_) => tracing::warn!(node = %r.id, "heartbeat timed out"),
+            }
+        }
+    }
+
+    fn lease_from(&self, sent: Instant, session_timeout: Duration) -> Instant {
+        sent + session_timeout.saturating_sub(self.lease_margin)
+    }
+}
+
+/// The protobuf form of a node kind.
+pub fn kind_to_pb(kind: NodeKind) -> pb::NodeKind {
+    match kind {
+        NodeKind::Broker => pb::NodeKind::Broker,
+        NodeKind::Wal => pb::NodeKind::Wal,
+    }
+}
+
+/// The node kind of a protobuf value, refusing unknown values.
+pub fn kind_from_pb(value: i32) -> Result<NodeKind, MetaError> {
+    match pb::NodeKind::try_from(value) {
+        Ok(pb::NodeKind::Broker) => Ok(NodeKind::Broker),
+        Ok(pb::NodeKind::Wal) => Ok(NodeKind::Wal),
+        _ => Err(MetaError::InvalidRequest { reason: format!("unknown node kind {value}") }),
+    }
+}

@@ -1,0 +1,197 @@
+//! The running controller: its Raft node, state and the operations the gRPC
+//! services and background tasks share (routing to the leader, proposing
+//! commands, expiring sessions).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use keel_controller_client::{pb, Command, Image, MetaError, Outcome, Version};
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::ServerState;
+use pb::metadata_client::MetadataClient as GrpcClient;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic::transport::Channel;
+
+use crate::config::ControllerConfig;
+use crate::metrics::Metrics;
+use crate::network::Peers;
+use crate::raft_types::{ControllerNode, Raft, RaftId};
+use crate::sessions::Sessions;
+use crate::store::{Identity, LogStore, Shared};
+
+/// Metadata key marking a request one controller forwarded to another.
+pub(crate) const FORWARDED_HEADER: &str = "x-keel-forwarded";
+
+/// Everything a running controller holds.
+pub struct Controller {
+    pub(crate) config: Arc<ControllerConfig>,
+    pub(crate) identity: Arc<Identity>,
+    pub(crate) raft: Raft,
+    pub(crate) state: Arc<Shared>,
+    pub(crate) log: LogStore,
+    pub(crate) sessions: Mutex<Sessions>,
+    pub(crate) peers: Peers,
+    pub(crate) metrics: Metrics,
+    /// Cancelled when this controller must stop (shutdown, or a fatal Raft error).
+    pub(crate) cancel: CancellationToken,
+    /// Every background task of this controller (watch feeds included).
+    pub(crate) tasks: TaskTracker,
+}
+
+impl std::fmt::Debug for Controller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Controller").field("identity", &self.identity).finish_non_exhaustive()
+    }
+}
+
+/// Where a request must go.
+#[derive(Debug)]
+pub(crate) enum Route {
+    /// This controller leads: handle it here.
+    Local,
+    /// Send it to the leader through this client.
+    Forward(Box<GrpcClient<Channel>>),
+}
+
+impl Controller {
+    /// Decides whether this controller handles a leader-only request or forwards
+    /// it. A request that was already forwarded once is never forwarded again
+    /// (leadership is moving); the client retries instead.
+    pub(crate) fn route(&self, already_forwarded: bool) -> Result<Route, MetaError> {
+        let (leader, node) = {
+            let metrics = self.raft.metrics();
+            let metrics = metrics.borrow();
+            let leader = metrics.current_leader;
+            let node = leader.and_then(|leader| metrics.membership_config.membership().get_node(&leader).cloned());
+            (leader, node)
+        };
+        match (leader, node) {
+            (Some(leader), _) if leader == self.identity.raft_id => Ok(Route::Local),
+            (Some(_), Some(node)) if !already_forwarded => {
+                let channel =
+                    self.peers.channel(&node.addr).map_err(|e| MetaError::Internal { reason: e.to_string() })?;
+                self.metrics.forwarded_requests.inc();
+                Ok(Route::Forward(Box::new(
+                    GrpcClient::new(channel)
+                        .max_decoding_message_size(keel_controller_client::GRPC_MESSAGE_BYTES_MAX)
+                        .max_encoding_message_size(keel_controller_client::GRPC_MESSAGE_BYTES_MAX),
+                )))
+            }
+            _ => Err(MetaError::NoLeader),
+        }
+    }
+
+    /// Builds a command from the current image, checks it, commits it and
+    /// returns its outcome. Called on the leader.
+    pub(crate) async fn propose(
+        &self,
+        build: impl FnOnce(&Image) -> Result<Command, MetaError>,
+    ) -> Result<(Version, Outcome), MetaError> {
+        let command = self.state.read(|state| {
+            let command = build(&state.image)?;
+            state.image.check(&command)?;
+            Ok::<_, MetaError>(command)
+        });
+        let command = command.inspect_err(|error| self.count_refused(error))?;
+        let started = Instant::now();
+        let response = self.raft.client_write(command).await.map_err(|e| self.client_write_error(e))?;
+        self.metrics.commit_latency.observe(started.elapsed().as_secs_f64());
+        match response.data.result {
+            Some(Ok(outcome)) => Ok((response.data.version, outcome)),
+            Some(Err(error)) => {
+                self.count_refused(&error);
+                Err(error)
+            }
+            None => Err(MetaError::Internal { reason: "a command entry produced no result".into() }),
+        }
+    }
+
+    /// Maps a failed Raft write to a metadata error; a fatal Raft error stops this controller.
+    pub(crate) fn client_write_error(
+        &self,
+        error: RaftError<RaftId, ClientWriteError<RaftId, ControllerNode>>,
+    ) -> MetaError {
+        match error {
+            RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => MetaError::NoLeader,
+            RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
+                MetaError::MembershipRefused { reason: e.to_string() }
+            }
+            RaftError::Fatal(fatal) => {
+                tracing::error!(error = %fatal, "raft stopped; shutting this controller down");
+                self.cancel.cancel();
+                MetaError::Internal { reason: format!("raft stopped: {fatal}") }
+            }
+        }
+    }
+
+    fn count_refused(&self, error: &MetaError) {
+        let reason = match error.grpc_code() {
+            tonic::Code::AlreadyExists => "already_exists",
+            tonic::Code::InvalidArgument => "invalid",
+            tonic::Code::NotFound => "not_found",
+            tonic::Code::FailedPrecondition => "precondition",
+            tonic::Code::Unavailable => "no_leader",
+            _ => "internal",
+        };
+        self.metrics.writes_refused.with_label_values(&[reason]).inc();
+    }
+
+    /// Keeps the session deadlines while this controller leads and fences the
+    /// nodes whose sessions expire. Runs until cancelled; cancellation-safe.
+    pub(crate) async fn run_session_expiry(self: Arc<Self>, tick: Duration) {
+        let mut led_term = None;
+        let mut ticker = tokio::time::interval(tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = self.cancel.cancelled() => return,
+                _ = ticker.tick() => {}
+            }
+            let (state, term) = {
+                let metrics = self.raft.metrics();
+                let metrics = metrics.borrow();
+                (metrics.state, metrics.current_term)
+            };
+            self.update_raft_gauges();
+            if state != ServerState::Leader {
+                if led_term.take().is_some() {
+                    self.sessions.lock().expect("sessions lock poisoned").clear();
+                }
+                continue;
+            }
+            let now = Instant::now();
+            let expired = {
+                let mut sessions = self.sessions.lock().expect("sessions lock poisoned");
+                if led_term != Some(term) {
+                    tracing::info!(term, "elected controller leader; every session gets a full timeout");
+                    sessions.clear();
+                    led_term = Some(term);
+                }
+                self.state.read(|state| sessions.sync(&state.image, now));
+                sessions.expired(now)
+            };
+            for (kind, id, epoch) in expired {
+                match self.propose(|_| Ok(Command::FenceNode { kind, id, epoch })).await {
+                    Ok(_) => {
+                        self.metrics.sessions_expired.inc();
+                        tracing::info!(%kind, node = %id, %epoch, "session expired; node fenced");
+                        self.sessions.lock().expect("sessions lock poisoned").on_fenced(kind, id, epoch);
+                    }
+                    Err(error) => tracing::warn!(%kind, node = %id, %epoch, "failed to fence expired node: {error}"),
+                }
+            }
+        }
+    }
+
+    fn update_raft_gauges(&self) {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        self.metrics.term.set(metrics.current_term as i64);
+        self.metrics.is_leader.set(i64::from(metrics.state == ServerState::Leader));
+        self.metrics.applied_index.set(metrics.last_applied.map_or(0, |log_id| log_id.index) as i64);
+        let purged = metrics.purged.map_or(0, |log_id| log_id.index);
+        self.metrics.log_entries.set(metrics.last_log_index.unwrap_or(0).saturating_sub(purged) as i64);
+    }
+}

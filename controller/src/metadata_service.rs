@@ -1,0 +1,226 @@
+//! The `Metadata` gRPC service: what brokers, WAL nodes and keelctl call.
+//!
+//! Writes, linearizable reads, membership changes and the cluster status are
+//! leader-only: a follower forwards them once to the leader it knows. The
+//! watch stream and `NodeStatus` are served by whichever controller answers.
+
+mod membership;
+mod status;
+mod watch;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use keel_controller_client::topic_rules::validate_partition_count;
+use keel_controller_client::{kind_from_pb, pb, Command, MetaError, NodeId, Outcome, TopicId, Version};
+use tokio::time::Instant;
+use tonic::{Request, Response, Status};
+
+use crate::controller::{Controller, Route, FORWARDED_HEADER};
+
+/// The gRPC face of a `Controller`.
+#[derive(Debug)]
+pub(crate) struct MetadataService {
+    pub(crate) controller: Arc<Controller>,
+}
+
+/// Handles a leader-only request here, or forwards it to the leader and
+/// returns the leader's answer (errors included, details intact).
+macro_rules! leader_only {
+    ($self:ident, $request:ident, $method:ident) => {{
+        let forwarded = $request.metadata().contains_key(FORWARDED_HEADER);
+        match $self.controller.route(forwarded).map_err(|e| e.to_status())? {
+            Route::Local => $request.into_inner(),
+            Route::Forward(mut client) => {
+                let mut request = Request::new($request.into_inner());
+                request.metadata_mut().insert(FORWARDED_HEADER, tonic::metadata::MetadataValue::from_static("1"));
+                return client.$method(request).await;
+            }
+        }
+    }};
+}
+
+fn write_reply((version, outcome): (Version, Outcome)) -> Result<Response<pb::WriteReply>, Status> {
+    let outcome = serde_json::to_vec(&outcome).map_err(|e| Status::internal(format!("encode outcome: {e}")))?;
+    Ok(Response::new(pb::WriteReply { version: version.0, outcome }))
+}
+
+fn millis(duration: Duration) -> u64 {
+    duration.as_millis() as u64
+}
+
+#[tonic::async_trait]
+impl pb::metadata_server::Metadata for MetadataService {
+    async fn register_node(
+        &self,
+        request: Request<pb::RegisterNodeRequest>,
+    ) -> Result<Response<pb::RegisterNodeReply>, Status> {
+        let request = leader_only!(self, request, register_node);
+        let kind = kind_from_pb(request.kind).map_err(|e| e.to_status())?;
+        let id = NodeId(request.node_id);
+        let command = Command::RegisterNode {
+            kind,
+            id,
+            zone: request.zone,
+            internal_addr: request.internal_addr,
+            kafka_listeners: request.kafka_listeners,
+            incarnation: request.incarnation,
+        };
+        let (version, outcome) = self.controller.propose(|_| Ok(command)).await.map_err(|e| e.to_status())?;
+        let Outcome::Registered { epoch } = outcome else {
+            return Err(Status::internal(format!("register produced {outcome:?}")));
+        };
+        let mut sessions = self.controller.sessions.lock().expect("sessions lock poisoned");
+        sessions.on_registered(kind, id, epoch, Instant::now());
+        Ok(Response::new(pb::RegisterNodeReply {
+            epoch: epoch.0,
+            version: version.0,
+            session_timeout_ms: millis(sessions.timeout()),
+        }))
+    }
+
+    async fn heartbeat(&self, request: Request<pb::HeartbeatRequest>) -> Result<Response<pb::HeartbeatReply>, Status> {
+        let request = leader_only!(self, request, heartbeat);
+        let kind = kind_from_pb(request.kind).map_err(|e| e.to_status())?;
+        let (id, epoch) = (NodeId(request.node_id), keel_controller_client::Epoch(request.epoch));
+        self.controller.state.read(|state| state.image.check_active(kind, id, epoch)).map_err(|e| e.to_status())?;
+        let mut sessions = self.controller.sessions.lock().expect("sessions lock poisoned");
+        if !sessions.on_heartbeat(kind, id, epoch, Instant::now()) {
+            return Err(MetaError::Fenced { kind, node: id, epoch }.to_status());
+        }
+        Ok(Response::new(pb::HeartbeatReply { session_timeout_ms: millis(sessions.timeout()) }))
+    }
+
+    async fn create_topic(&self, request: Request<pb::CreateTopicRequest>) -> Result<Response<pb::WriteReply>, Status> {
+        let request = leader_only!(self, request, create_topic);
+        let result = self
+            .controller
+            .propose(|image| {
+                validate_partition_count(i64::from(request.partitions))?;
+                Ok(Command::CreateTopic {
+                    id: TopicId(uuid::Uuid::new_v4()),
+                    name: request.name,
+                    configs: request.configs.into_iter().collect(),
+                    owner: request.owner,
+                    description: request.description,
+                    leaders: image.place_leaders(request.partitions as usize),
+                })
+            })
+            .await;
+        write_reply(result.map_err(|e| e.to_status())?)
+    }
+
+    async fn delete_topic(&self, request: Request<pb::DeleteTopicRequest>) -> Result<Response<pb::WriteReply>, Status> {
+        let request = leader_only!(self, request, delete_topic);
+        let result = self.controller.propose(|_| Ok(Command::DeleteTopic { name: request.name })).await;
+        write_reply(result.map_err(|e| e.to_status())?)
+    }
+
+    async fn create_partitions(
+        &self,
+        request: Request<pb::CreatePartitionsRequest>,
+    ) -> Result<Response<pb::WriteReply>, Status> {
+        let request = leader_only!(self, request, create_partitions);
+        let result = self
+            .controller
+            .propose(|image| {
+                let current = image.topic(&request.name)?.partitions.len() as i64;
+                let count = i64::from(request.count);
+                if count <= current {
+                    return Err(MetaError::InvalidPartitions {
+                        count,
+                        reason: format!(
+                            "topic {:?} already has {current} partitions; the count can only grow",
+                            request.name
+                        ),
+                    });
+                }
+                validate_partition_count(count)?;
+                Ok(Command::CreatePartitions {
+                    leaders: image.place_leaders((count - current) as usize),
+                    name: request.name,
+                })
+            })
+            .await;
+        write_reply(result.map_err(|e| e.to_status())?)
+    }
+
+    async fn alter_configs(
+        &self,
+        request: Request<pb::AlterConfigsRequest>,
+    ) -> Result<Response<pb::WriteReply>, Status> {
+        let request = leader_only!(self, request, alter_configs);
+        let command = Command::AlterConfigs {
+            name: request.name,
+            set: request.set.into_iter().collect(),
+            delete: request.delete,
+        };
+        let result = self.controller.propose(|_| Ok(command)).await;
+        write_reply(result.map_err(|e| e.to_status())?)
+    }
+
+    async fn allocate_producer_ids(
+        &self,
+        request: Request<pb::AllocateProducerIdsRequest>,
+    ) -> Result<Response<pb::WriteReply>, Status> {
+        let request = leader_only!(self, request, allocate_producer_ids);
+        let command = Command::AllocateProducerIds {
+            broker: NodeId(request.broker_id),
+            broker_epoch: keel_controller_client::Epoch(request.broker_epoch),
+        };
+        let result = self.controller.propose(|_| Ok(command)).await;
+        write_reply(result.map_err(|e| e.to_status())?)
+    }
+
+    async fn read_image(&self, request: Request<pb::ReadImageRequest>) -> Result<Response<pb::ImageReply>, Status> {
+        let _request = leader_only!(self, request, read_image);
+        self.controller.raft.ensure_linearizable().await.map_err(|_| MetaError::NoLeader.to_status())?;
+        let image = self.controller.state.read(|state| state.image.clone());
+        Ok(Response::new(watch::image_reply(&image)?))
+    }
+
+    type WatchStream = watch::WatchStream;
+
+    async fn watch(&self, request: Request<pb::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        Ok(Response::new(watch::start(self.controller.clone(), Version(request.into_inner().from_version))))
+    }
+
+    async fn join_as_learner(
+        &self,
+        request: Request<pb::JoinAsLearnerRequest>,
+    ) -> Result<Response<pb::MembershipReply>, Status> {
+        let request = leader_only!(self, request, join_as_learner);
+        membership::join_as_learner(&self.controller, request).await.map(Response::new).map_err(|e| e.to_status())
+    }
+
+    async fn promote_controller(
+        &self,
+        request: Request<pb::ControllerRequest>,
+    ) -> Result<Response<pb::MembershipReply>, Status> {
+        let request = leader_only!(self, request, promote_controller);
+        membership::promote(&self.controller, request).await.map(Response::new).map_err(|e| e.to_status())
+    }
+
+    async fn remove_controller(
+        &self,
+        request: Request<pb::ControllerRequest>,
+    ) -> Result<Response<pb::MembershipReply>, Status> {
+        let request = leader_only!(self, request, remove_controller);
+        membership::remove(&self.controller, request).await.map(Response::new).map_err(|e| e.to_status())
+    }
+
+    async fn cluster_status(
+        &self,
+        request: Request<pb::ClusterStatusRequest>,
+    ) -> Result<Response<pb::ClusterStatusReply>, Status> {
+        let _request = leader_only!(self, request, cluster_status);
+        Ok(Response::new(status::cluster_status(&self.controller)))
+    }
+
+    async fn node_status(
+        &self,
+        _request: Request<pb::NodeStatusRequest>,
+    ) -> Result<Response<pb::NodeStatusReply>, Status> {
+        Ok(Response::new(status::node_status(&self.controller)))
+    }
+}

@@ -1,0 +1,67 @@
+//! The controller's Prometheus metrics.
+
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+
+/// Metrics of one controller, registered in the registry passed in.
+#[derive(Clone, Debug)]
+pub(crate) struct Metrics {
+    /// Time from proposing a command to its being applied on the leader.
+    pub(crate) commit_latency: Histogram,
+    /// Write requests refused, by reason class.
+    pub(crate) writes_refused: IntCounterVec,
+    pub(crate) sessions_expired: IntCounter,
+    pub(crate) forwarded_requests: IntCounter,
+    pub(crate) term: IntGauge,
+    pub(crate) is_leader: IntGauge,
+    pub(crate) applied_index: IntGauge,
+    pub(crate) log_entries: IntGauge,
+    pub(crate) watchers: IntGauge,
+}
+
+impl Metrics {
+    pub(crate) fn new(registry: &Registry) -> anyhow::Result<Metrics> {
+        let buckets = vec![0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
+        let metrics = Metrics {
+            commit_latency: Histogram::with_opts(
+                HistogramOpts::new(
+                    "keel_controller_commit_latency_seconds",
+                    "Time from proposing a metadata command to its being applied on the leader.",
+                )
+                .buckets(buckets),
+            )?,
+            writes_refused: IntCounterVec::new(
+                Opts::new("keel_controller_writes_refused_total", "Metadata writes refused, by reason."),
+                &["reason"],
+            )?,
+            sessions_expired: IntCounter::new(
+                "keel_controller_sessions_expired_total",
+                "Broker and WAL node sessions expired and fenced by this controller.",
+            )?,
+            forwarded_requests: IntCounter::new(
+                "keel_controller_forwarded_requests_total",
+                "Requests this controller forwarded to the leader.",
+            )?,
+            term: IntGauge::new("keel_controller_term", "Current Raft term.")?,
+            is_leader: IntGauge::new("keel_controller_is_leader", "1 when this controller is the Raft leader.")?,
+            applied_index: IntGauge::new(
+                "keel_controller_applied_index",
+                "Index of the last Raft entry applied to the metadata image.",
+            )?,
+            log_entries: IntGauge::new(
+                "keel_controller_log_entries",
+                "Raft log entries held on disk (last index minus purged index).",
+            )?,
+            watchers: IntGauge::new("keel_controller_watchers", "Open metadata watch streams.")?,
+        };
+        registry.register(Box::new(metrics.commit_latency.clone()))?;
+        registry.register(Box::new(metrics.writes_refused.clone()))?;
+        registry.register(Box::new(metrics.sessions_expired.clone()))?;
+        registry.register(Box::new(metrics.forwarded_requests.clone()))?;
+        registry.register(Box::new(metrics.term.clone()))?;
+        registry.register(Box::new(metrics.is_leader.clone()))?;
+        registry.register(Box::new(metrics.applied_index.clone()))?;
+        registry.register(Box::new(metrics.log_entries.clone()))?;
+        registry.register(Box::new(metrics.watchers.clone()))?;
+        Ok(metrics)
+    }
+}

@@ -1,0 +1,10 @@
+//! Compiles `keel/*.proto` with the protoc shipped inside the `protoc-bin-vendored`
+//! crate, so a fresh machine needs no protoc install.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let protoc = protoc_bin_vendored::protoc_bin_path()?;
+    std::env::set_var("PROTOC", protoc);
+    println!("cargo:rerun-if-changed=keel");
+    tonic_build::configure().compile_protos(&["keel/controller.proto"], &["."])?;
+    Ok(())
+}

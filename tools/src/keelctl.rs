@@ -1,0 +1,62 @@
+//! `keelctl` subcommands. Read commands print a human table, or JSON with
+//! `--json`; every command exits non-zero with a one-line reason on failure.
+
+mod cluster;
+mod controller;
+mod dev;
+mod topic;
+
+use clap::{Parser, Subcommand};
+use keel_controller_client::{ClientOptions, MetadataClient};
+
+/// The Keel admin CLI.
+#[derive(Debug, Parser)]
+#[command(name = "keelctl", version)]
+pub struct Cli {
+    /// Controller gRPC addresses, comma-separated.
+    #[arg(long, global = true, env = "KEEL_CONTROLLERS", value_delimiter = ',', default_value = dev::DEFAULT_CONTROLLERS)]
+    controllers: Vec<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// The whole cluster: controllers, registered nodes per zone, leases.
+    Cluster {
+        #[command(subcommand)]
+        command: cluster::ClusterCommand,
+    },
+    /// Topics: create, list, describe, alter configs, delete.
+    Topic {
+        #[command(subcommand)]
+        command: topic::TopicCommand,
+    },
+    /// The controller quorum's membership.
+    Controller {
+        #[command(subcommand)]
+        command: controller::ControllerCommand,
+    },
+    /// Runs a whole local cluster on loopback until Ctrl-C.
+    Dev(dev::DevArgs),
+}
+
+/// Runs one `keelctl` invocation.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Dev(args) = cli.command {
+        return dev::run(args).await;
+    }
+    let client = MetadataClient::new(cli.controllers, ClientOptions::default())?;
+    match cli.command {
+        Command::Cluster { command } => cluster::run(&client, command).await,
+        Command::Topic { command } => topic::run(&client, command).await,
+        Command::Controller { command } => controller::run(&client, command).await,
+        Command::Dev(_) => unreachable!("handled above"),
+    }
+}
+
+/// Prints `value` as pretty JSON.
+fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}

@@ -1,0 +1,101 @@
+//! `keelctl cluster status`.
+
+use std::collections::BTreeMap;
+
+use clap::Subcommand;
+use keel_controller_client::{pb, MetadataClient};
+use serde::Serialize;
+
+use super::controller::ControllerView;
+use super::print_json;
+
+#[derive(Debug, Subcommand)]
+pub(super) enum ClusterCommand {
+    /// Controllers with leader and term, registered nodes per zone, lease state.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// The JSON shape of `keelctl cluster status --json`.
+#[derive(Debug, Serialize)]
+struct StatusView {
+    cluster_id: String,
+    leader_controller_id: u32,
+    term: u64,
+    metadata_version: u64,
+    topic_count: u32,
+    controllers: Vec<ControllerView>,
+    /// Registered brokers and WAL nodes, by zone.
+    zones: BTreeMap<String, Vec<NodeView>>,
+}
+
+#[derive(Debug, Serialize)]
+struct NodeView {
+    kind: &'static str,
+    node_id: u32,
+    address: String,
+    epoch: u64,
+    state: String,
+    lease_remaining_ms: Option<u64>,
+}
+
+pub(super) async fn run(client: &MetadataClient, command: ClusterCommand) -> anyhow::Result<()> {
+    let ClusterCommand::Status { json } = command;
+    let status = client.cluster_status().await?;
+    let view = StatusView {
+        cluster_id: status.cluster_id.clone(),
+        leader_controller_id: status.leader_controller_id,
+        term: status.term,
+        metadata_version: status.version,
+        topic_count: status.topic_count,
+        controllers: status.controllers.iter().map(ControllerView::from).collect(),
+        zones: zones(&status.nodes),
+    };
+    if json {
+        return print_json(&view);
+    }
+    println!(
+        "cluster {}  leader c{}  term {}  metadata version {}  topics {}",
+        view.cluster_id, view.leader_controller_id, view.term, view.metadata_version, view.topic_count
+    );
+    println!();
+    super::controller::print_table(&view.controllers, Some(view.leader_controller_id));
+    println!();
+    if view.zones.is_empty() {
+        println!("no brokers or WAL nodes registered");
+    }
+    for (zone, nodes) in &view.zones {
+        println!("zone {zone}");
+        println!("  {:<7} {:>5}  {:<22} {:>8}  {:<7} {}", "KIND", "ID", "ADDRESS", "EPOCH", "STATE", "LEASE");
+        for node in nodes {
+            let lease = node.lease_remaining_ms.map_or("-".to_owned(), |ms| format!("{ms}ms"));
+            println!(
+                "  {:<7} {:>5}  {:<22} {:>8}  {:<7} {}",
+                node.kind, node.node_id, node.address, node.epoch, node.state, lease
+            );
+        }
+    }
+    Ok(())
+}
+
+fn zones(nodes: &[pb::NodeInfo]) -> BTreeMap<String, Vec<NodeView>> {
+    let mut zones: BTreeMap<String, Vec<NodeView>> = BTreeMap::new();
+    for node in nodes {
+        let kind = match pb::NodeKind::try_from(node.kind) {
+            Ok(pb::NodeKind::Broker) => "broker",
+            Ok(pb::NodeKind::Wal) => "wal",
+            _ => "unknown",
+        };
+        zones.entry(node.zone.clone()).or_default().push(NodeView {
+            kind,
+            node_id: node.node_id,
+            address: node.internal_addr.clone(),
+            epoch: node.epoch,
+            state: node.state.clone(),
+            lease_remaining_ms: node.lease_remaining_ms,
+        });
+    }
+    zones
+}

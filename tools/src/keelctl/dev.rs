@@ -1,0 +1,75 @@
+//! `keelctl dev`: a whole local cluster on loopback, data under one directory,
+//! until Ctrl-C. Today that is the controller quorum; brokers and WAL nodes
+//! join it as they are built.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::launcher::{ClusterOptions, ControllerSpec, LocalCluster};
+
+/// The controller addresses `keelctl dev` uses, and `keelctl`'s default.
+pub(super) const DEFAULT_CONTROLLERS: &str = "127.0.0.1:9190,127.0.0.1:9191,127.0.0.1:9192";
+
+#[derive(Debug, clap::Args)]
+pub(super) struct DevArgs {
+    /// Where the cluster keeps its data and logs. Kept across runs.
+    #[arg(long, env = "KEEL_DEV_DIR", default_value = "/tmp/keel-dev")]
+    data_dir: PathBuf,
+    /// Delete the data directory first.
+    #[arg(long)]
+    fresh: bool,
+}
+
+pub(super) async fn run(args: DevArgs) -> anyhow::Result<()> {
+    if args.fresh && args.data_dir.exists() {
+        std::fs::remove_dir_all(&args.data_dir)?;
+    }
+    let specs = (0..3u16)
+        .map(|i| {
+            Ok(ControllerSpec {
+                id: u32::from(i) + 1,
+                grpc: format!("127.0.0.1:{}", 9190 + i).parse()?,
+                admin: format!("127.0.0.1:{}", 9290 + i).parse()?,
+                data_dir: args.data_dir.join(format!("controller-{}", i + 1)),
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let options = ClusterOptions { cluster_id: "keel-dev".into(), controller_args: vec![] };
+    let mut cluster = LocalCluster::new(&args.data_dir, options, specs)?;
+    cluster.start_all()?;
+    println!("starting 3 controllers; data and logs in {}", args.data_dir.display());
+    let leader = match cluster.wait_for_leader(Duration::from_secs(30)).await {
+        Ok(leader) => leader,
+        Err(error) => {
+            cluster.stop_all(Duration::from_secs(5));
+            anyhow::bail!("{error}; see the controller-*.log files in {}", args.data_dir.display());
+        }
+    };
+    for controller in &cluster.controllers {
+        println!(
+            "controller c{}  grpc {}  admin http://{}/metrics",
+            controller.spec.id, controller.spec.grpc, controller.spec.admin
+        );
+    }
+    println!("leader: c{}", cluster.controllers[leader].spec.id);
+    println!("ready: try `keelctl cluster status` and `keelctl topic create orders -p 12` (Ctrl-C stops the cluster)");
+    let mut reported_exits = std::collections::BTreeSet::new();
+    loop {
+        tokio::select! {
+            signal = keel_common::signal::shutdown_requested() => {
+                println!("{}: stopping the cluster", signal?);
+                break;
+            }
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {
+                for controller in &mut cluster.controllers {
+                    if !controller.is_running() && reported_exits.insert(controller.spec.id) {
+                        eprintln!("controller c{} exited; see its log in {}", controller.spec.id, args.data_dir.display());
+                    }
+                }
+            }
+        }
+    }
+    cluster.stop_all(Duration::from_secs(10));
+    println!("stopped");
+    Ok(())
+}

@@ -1,0 +1,261 @@
+//! Starts and stops local Keel processes: the whole cluster of `keelctl dev`,
+//! the clusters of the multi-process tests and of `keel-bench`.
+//!
+//! Every process is a real binary started from the same directory as the
+//! running executable (or its parent, for test executables under `deps/`),
+//! with its log in `<dir>/<name>.log`. Processes are ended by their pid only,
+//! and all of them are killed when the `LocalCluster` is dropped, also on panic.
+
+use std::fs::File;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::Context;
+use keel_controller_client::{pb, ClientOptions, MetadataClient};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use tokio::time::Instant;
+
+/// Finds a Keel binary next to the running executable.
+pub fn find_binary(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("locate the running executable")?;
+    let mut dir = exe.parent().context("executable has no directory")?.to_path_buf();
+    for _ in 0..2 {
+        let candidate = dir.join(name);
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+        match dir.parent() {
+            Some(parent) => dir = parent.to_path_buf(),
+            None => break,
+        }
+    }
+    anyhow::bail!("no {name} binary near {}; build the workspace first (cargo build --workspace --bins)", exe.display())
+}
+
+/// Where one controller listens and keeps its data.
+#[derive(Clone, Debug)]
+pub struct ControllerSpec {
+    pub id: u32,
+    pub grpc: SocketAddr,
+    pub admin: SocketAddr,
+    pub data_dir: PathBuf,
+}
+
+/// A controller process this launcher started.
+#[derive(Debug)]
+pub struct ControllerProcess {
+    pub spec: ControllerSpec,
+    child: Option<Child>,
+}
+
+impl ControllerProcess {
+    /// The process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        match &mut self.child {
+            Some(child) => matches!(child.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// Kills the process with SIGKILL and reaps it.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Sends SIGTERM and waits up to `patience` for a clean exit, then SIGKILL.
+    pub fn terminate(&mut self, patience: Duration) {
+        let Some(mut child) = self.child.take() else { return };
+        let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+        let deadline = std::time::Instant::now() + patience;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// Options for a local cluster's controllers.
+#[derive(Clone, Debug)]
+pub struct ClusterOptions {
+    pub cluster_id: String,
+    /// Extra flags for every controller (for example a shorter snapshot interval).
+    pub controller_args: Vec<String>,
+}
+
+/// A set of local processes forming one Keel cluster.
+#[derive(Debug)]
+pub struct LocalCluster {
+    pub dir: PathBuf,
+    pub options: ClusterOptions,
+    pub controllers: Vec<ControllerProcess>,
+    controller_binary: PathBuf,
+}
+
+impl LocalCluster {
+    /// Describes a cluster of `specs` under `dir`; nothing is started yet.
+    pub fn new(dir: &Path, options: ClusterOptions, specs: Vec<ControllerSpec>) -> anyhow::Result<LocalCluster> {
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+        let controllers = specs.into_iter().map(|spec| ControllerProcess { spec, child: None }).collect();
+        Ok(LocalCluster {
+            dir: dir.to_path_buf(),
+            options,
+            controllers,
+            controller_binary: find_binary("keel-controller")?,
+        })
+    }
+
+    /// Specs for `count` controllers on free loopback ports, data under `dir`.
+    pub fn free_port_specs(dir: &Path, count: u32) -> anyhow::Result<Vec<ControllerSpec>> {
+        (1..=count)
+            .map(|id| {
+                Ok(ControllerSpec {
+                    id,
+                    grpc: free_loopback_addr()?,
+                    admin: free_loopback_addr()?,
+                    data_dir: dir.join(format!("controller-{id}")),
+                })
+            })
+            .collect()
+    }
+
+    /// The `--peers` value naming every controller.
+    pub fn peers(&self) -> String {
+        self.controllers.iter().map(|c| format!("{}={}", c.spec.id, c.spec.grpc)).collect::<Vec<_>>().join(",")
+    }
+
+    /// The controllers' gRPC addresses.
+    pub fn controller_addrs(&self) -> Vec<String> {
+        self.controllers.iter().map(|c| c.spec.grpc.to_string()).collect()
+    }
+
+    /// A client of the whole quorum.
+    pub fn client(&self) -> anyhow::Result<MetadataClient> {
+        MetadataClient::new(self.controller_addrs(), ClientOptions::default())
+    }
+
+    /// Starts every controller that is not running.
+    pub fn start_all(&mut self) -> anyhow::Result<()> {
+        for index in 0..self.controllers.len() {
+            if !self.controllers[index].is_running() {
+                self.start_controller(index)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts controller `index` (0-based) from its data directory.
+    pub fn start_controller(&mut self, index: usize) -> anyhow::Result<()> {
+        let peers = self.peers();
+        let controller = &mut self.controllers[index];
+        let spec = &controller.spec;
+        let log_path = self.dir.join(format!("controller-{}.log", spec.id));
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .with_context(|| format!("open {}", log_path.display()))?;
+        let child = Command::new(&self.controller_binary)
+            .arg("--node-id")
+            .arg(spec.id.to_string())
+            .arg("--cluster-id")
+            .arg(&self.options.cluster_id)
+            .arg("--listen")
+            .arg(spec.grpc.to_string())
+            .arg("--admin-listen")
+            .arg(spec.admin.to_string())
+            .arg("--data-dir")
+            .arg(&spec.data_dir)
+            .arg("--peers")
+            .arg(&peers)
+            .args(&self.options.controller_args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("start {}", self.controller_binary.display()))?;
+        controller.child = Some(child);
+        Ok(())
+    }
+
+    /// Deletes controller `index`'s data directory (it must be stopped).
+    pub fn wipe_controller(&mut self, index: usize) -> anyhow::Result<()> {
+        let controller = &mut self.controllers[index];
+        anyhow::ensure!(!controller.is_running(), "stop controller {} before wiping it", controller.spec.id);
+        match std::fs::remove_dir_all(&controller.spec.data_dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Asks every running controller for its own status.
+    pub async fn node_statuses(&self) -> Vec<Option<pb::NodeStatusReply>> {
+        let client = match self.client() {
+            Ok(client) => client,
+            Err(_) => return vec![None; self.controllers.len()],
+        };
+        let mut statuses = Vec::new();
+        for index in 0..self.controllers.len() {
+            let mut request = tonic_request();
+            request.set_timeout(Duration::from_millis(500));
+            statuses.push(client.controller(index).node_status(request).await.ok().map(|r| r.into_inner()));
+        }
+        statuses
+    }
+
+    /// Waits until a running controller reports itself leader; returns its index.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> anyhow::Result<usize> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let statuses = self.node_statuses().await;
+            if let Some(index) = statuses.iter().position(|s| s.as_ref().is_some_and(|s| s.role == "leader")) {
+                return Ok(index);
+            }
+            anyhow::ensure!(Instant::now() < deadline, "no controller became leader within {timeout:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Kills every process (SIGKILL).
+    pub fn kill_all(&mut self) {
+        for controller in &mut self.controllers {
+            controller.kill9();
+        }
+    }
+
+    /// Stops every process with SIGTERM, waiting up to `patience` for each.
+    pub fn stop_all(&mut self, patience: Duration) {
+        for controller in &mut self.controllers {
+            controller.terminate(patience);
+        }
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        self.kill_all();
+    }
+}
+
+fn tonic_request() -> tonic::Request<pb::NodeStatusRequest> {
+    tonic::Request::new(pb::NodeStatusRequest {})
+}
+
+/// A loopback address with a port the kernel just handed out and released.
+pub fn free_loopback_addr() -> anyhow::Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0").context("find a free loopback port")?;
+    Ok(listener.local_addr()?)
+}
