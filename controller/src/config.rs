@@ -240,4 +240,23 @@ mod tests {
         };
         assert!(config.validate().is_err());
     }
+
+    #[test]
+    fn the_example_configs_in_deploy_parse_and_validate() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/config");
+        let mut checked = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if !(name.starts_with("controller") && name.ends_with(".toml")) {
+                continue;
+            }
+            let file: ConfigToml = keel_common::config::load_toml(&path).unwrap();
+            let config = file.validate().unwrap_or_else(|e| panic!("{name}: {e:#}"));
+            assert_eq!(config.peers.len(), 3, "{name}");
+            config.raft_config().unwrap();
+            checked += 1;
+        }
+        assert_eq!(checked, 3, "expected the three zone configs in {}", dir.display());
+    }
 }

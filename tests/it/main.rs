@@ -1,1 +1,8 @@
-fn main() {}
+//! Multi-process tests: real Keel binaries on loopback, driven from outside
+//! through the same gRPC API and client library that Keel's own processes use.
+
+mod controller_bad_input;
+mod controller_learner;
+mod controller_quorum;
+mod controller_sessions;
+mod controller_snapshot;

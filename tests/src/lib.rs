@@ -1,1 +1,88 @@
-//! stub
+//! Shared set-up for the multi-process tests: a cluster of real Keel binaries
+//! on free loopback ports in a temporary directory, killed when dropped (also
+//! when a test fails), with the logs printed on failure.
+
+use std::time::Duration;
+
+use keel_tools::launcher::{ClusterOptions, LocalCluster};
+
+pub use keel_tools::launcher;
+
+/// Log lines that tests which kill or wipe controllers expect: openraft logs
+/// every RPC to an unreachable peer (dead, or answering under a new raft id)
+/// at ERROR. Anything else at WARN or ERROR fails a test.
+pub const PEER_UNREACHABLE: &[&str] = &["err=Unreachable node", "error=Unreachable node"];
+
+/// A running cluster owned by one test.
+#[derive(Debug)]
+pub struct TestCluster {
+    pub cluster: LocalCluster,
+    dir: tempfile::TempDir,
+}
+
+impl TestCluster {
+    /// Starts `count` controllers with `controller_args` and waits for a leader.
+    pub async fn start(count: u32, controller_args: &[&str]) -> anyhow::Result<TestCluster> {
+        init_tracing();
+        let dir = tempfile::Builder::new().prefix("keel-test").tempdir()?;
+        let specs = LocalCluster::free_port_specs(dir.path(), count)?;
+        let options = ClusterOptions {
+            cluster_id: "test".into(),
+            controller_args: controller_args.iter().map(|arg| arg.to_string()).collect(),
+        };
+        let mut cluster = LocalCluster::new(dir.path(), options, specs)?;
+        cluster.start_all()?;
+        cluster.wait_for_leader(Duration::from_secs(30)).await?;
+        Ok(TestCluster { cluster, dir })
+    }
+
+    /// The indexes of the controllers other than `leader`.
+    pub fn others(&self, leader: usize) -> Vec<usize> {
+        (0..self.cluster.controllers.len()).filter(|index| *index != leader).collect()
+    }
+
+    /// Fails if any controller logged an ERROR or WARN line containing none of `allowed`.
+    pub fn assert_clean_logs(&self, allowed: &[&str]) {
+        let mut unexpected = self.cluster.log_lines_at("ERROR", allowed).expect("read controller logs");
+        unexpected.extend(self.cluster.log_lines_at("WARN", allowed).expect("read controller logs"));
+        assert!(unexpected.is_empty(), "unexpected log lines:\n{}", unexpected.join("\n"));
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        self.cluster.kill_all();
+        if std::thread::panicking() {
+            for controller in &self.cluster.controllers {
+                let path = self.dir.path().join(format!("controller-{}.log", controller.spec.id));
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(40).collect();
+                eprintln!("---- last lines of {} ----", path.display());
+                for line in tail.into_iter().rev() {
+                    eprintln!("{line}");
+                }
+            }
+        }
+    }
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, or fails after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {timeout:?} waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Test output through `tracing`, shown by the test runner on failure.
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("info").try_init();
+}

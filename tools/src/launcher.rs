@@ -103,6 +103,8 @@ pub struct LocalCluster {
     pub options: ClusterOptions,
     pub controllers: Vec<ControllerProcess>,
     controller_binary: PathBuf,
+    /// A client of the whole quorum, made on first use (it needs a runtime).
+    client: std::sync::OnceLock<MetadataClient>,
 }
 
 impl LocalCluster {
@@ -115,6 +117,7 @@ impl LocalCluster {
             options,
             controllers,
             controller_binary: find_binary("keel-controller")?,
+            client: std::sync::OnceLock::new(),
         })
     }
 
@@ -142,9 +145,23 @@ impl LocalCluster {
         self.controllers.iter().map(|c| c.spec.grpc.to_string()).collect()
     }
 
-    /// A client of the whole quorum.
+    /// A new client of the whole quorum.
     pub fn client(&self) -> anyhow::Result<MetadataClient> {
         MetadataClient::new(self.controller_addrs(), ClientOptions::default())
+    }
+
+    /// A new client that talks to controller `index` only.
+    pub fn client_of(&self, index: usize) -> anyhow::Result<MetadataClient> {
+        MetadataClient::new(vec![self.controllers[index].spec.grpc.to_string()], ClientOptions::default())
+    }
+
+    /// The cluster's own client, shared by its status polls.
+    fn shared_client(&self) -> anyhow::Result<&MetadataClient> {
+        if let Some(client) = self.client.get() {
+            return Ok(client);
+        }
+        let client = self.client()?;
+        Ok(self.client.get_or_init(|| client))
     }
 
     /// Starts every controller that is not running.
@@ -203,7 +220,7 @@ impl LocalCluster {
 
     /// Asks every running controller for its own status.
     pub async fn node_statuses(&self) -> Vec<Option<pb::NodeStatusReply>> {
-        let client = match self.client() {
+        let client = match self.shared_client() {
             Ok(client) => client,
             Err(_) => return vec![None; self.controllers.len()],
         };
@@ -214,6 +231,27 @@ impl LocalCluster {
             statuses.push(client.controller(index).node_status(request).await.ok().map(|r| r.into_inner()));
         }
         statuses
+    }
+
+    /// Appends every line of the controllers' logs at `level` (`ERROR`, `WARN`)
+    /// that contains none of `allowed`, as `controller-N.log: line`.
+    pub fn log_lines_at(&self, level: &str, allowed: &[&str]) -> anyhow::Result<Vec<String>> {
+        let marker = format!(" {level} ");
+        let mut found = Vec::new();
+        for controller in &self.controllers {
+            let name = format!("controller-{}.log", controller.spec.id);
+            let text = match std::fs::read_to_string(self.dir.join(&name)) {
+                Ok(text) => text,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e.into()),
+            };
+            found.extend(
+                text.lines()
+                    .filter(|line| line.contains(&marker) && !allowed.iter().any(|allowed| line.contains(allowed)))
+                    .map(|line| format!("{name}: {line}")),
+            );
+        }
+        Ok(found)
     }
 
     /// Waits until a running controller reports itself leader; returns its index.

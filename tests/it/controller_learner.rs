@@ -1,0 +1,72 @@
+//! A controller whose disk was wiped never votes under its old identity: it
+//! rejoins as a learner and votes only after an operator promotes it.
+
+use std::time::Duration;
+
+use keel_controller_client::pb;
+use keel_tests::{eventually, TestCluster, PEER_UNREACHABLE};
+use tracing::info;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wiped_controller_rejoins_as_a_learner_and_votes_only_after_promotion() {
+    let mut test = TestCluster::start(3, &[]).await.unwrap();
+    let client = test.cluster.client().unwrap();
+    client
+        .create_topic(pb::CreateTopicRequest { name: "before".into(), partitions: 1, ..Default::default() })
+        .await
+        .unwrap();
+    let leader = test.cluster.wait_for_leader(Duration::from_secs(5)).await.unwrap();
+    let [wiped, other] = test.others(leader)[..] else { panic!("three controllers") };
+
+    info!("wipe a follower's disk and restart it: it joins as a learner");
+    test.cluster.controllers[wiped].kill9();
+    test.cluster.wipe_controller(wiped).unwrap();
+    test.cluster.start_controller(wiped).unwrap();
+    let learner = test.cluster.client_of(wiped).unwrap();
+    eventually(Duration::from_secs(20), "the wiped controller is a caught-up learner", || async {
+        let status = learner.controller(0).node_status(pb::NodeStatusRequest {}).await.ok()?.into_inner();
+        (status.role == "learner" && status.last_applied_index.is_some()).then_some(())
+    })
+    .await;
+
+    info!("with the leader gone, one voter and the learner cannot elect anyone");
+    test.cluster.controllers[leader].kill9();
+    for _ in 0..30 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let statuses = test.cluster.node_statuses().await;
+        assert!(
+            statuses.iter().flatten().all(|s| s.role != "leader"),
+            "a leader was elected without a voter majority: {statuses:?}"
+        );
+        let learner_role = statuses[wiped].as_ref().map(|s| s.role.clone());
+        assert_eq!(learner_role.as_deref(), Some("learner"));
+    }
+
+    info!("the old voter returns; the operator promotes the learner");
+    test.cluster.start_controller(leader).unwrap();
+    test.cluster.wait_for_leader(Duration::from_secs(15)).await.unwrap();
+    let controller_id = test.cluster.controllers[wiped].spec.id;
+    let request = pb::ControllerRequest { controller_id };
+    let reply = client.call(|mut c| async move { c.promote_controller(request).await }).await.unwrap();
+    let voters: Vec<u32> = reply.controllers.iter().filter(|c| c.voter).map(|c| c.controller_id).collect();
+    assert_eq!(voters.len(), 3, "{reply:?}");
+    assert_eq!(
+        reply.controllers.iter().filter(|c| c.controller_id == controller_id).count(),
+        1,
+        "the old incarnation is gone"
+    );
+
+    info!("now the promoted controller votes: it and one other elect a leader");
+    let leader = test.cluster.wait_for_leader(Duration::from_secs(10)).await.unwrap();
+    let to_kill = if leader == wiped { other } else { leader };
+    test.cluster.controllers[to_kill].kill9();
+    test.cluster.wait_for_leader(Duration::from_secs(15)).await.unwrap();
+    let image = client.read_image().await.unwrap();
+    assert!(image.topics.contains_key("before"));
+    client
+        .create_topic(pb::CreateTopicRequest { name: "after".into(), partitions: 1, ..Default::default() })
+        .await
+        .unwrap();
+
+    test.assert_clean_logs(PEER_UNREACHABLE);
+}
