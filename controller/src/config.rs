@@ -36,15 +36,17 @@ pub struct ConfigToml {
     /// The lowest id bootstraps the quorum when every one of them is fresh.
     #[arg(long, env = "KEEL_CONTROLLER_PEERS", value_delimiter = ',')]
     pub peers: Option<Vec<String>>,
-    /// Raft heartbeat interval. Default 100ms.
+    /// Raft heartbeat interval. Default 50ms.
     #[arg(long, env = "KEEL_CONTROLLER_HEARTBEAT_INTERVAL", value_parser = humantime_serde::re::humantime::parse_duration)]
     #[serde(with = "humantime_serde")]
     pub heartbeat_interval: Option<Duration>,
-    /// Shortest Raft election timeout. Default 400ms.
+    /// Shortest Raft election timeout. Default 300ms. A follower also waits out the
+    /// leader lease (the longest election timeout) after the last heartbeat, so
+    /// re-election after a leader dies takes about max + a random [min, max].
     #[arg(long, env = "KEEL_CONTROLLER_ELECTION_TIMEOUT_MIN", value_parser = humantime_serde::re::humantime::parse_duration)]
     #[serde(with = "humantime_serde")]
     pub election_timeout_min: Option<Duration>,
-    /// Longest Raft election timeout. Default 800ms.
+    /// Longest Raft election timeout. Default 600ms.
     #[arg(long, env = "KEEL_CONTROLLER_ELECTION_TIMEOUT_MAX", value_parser = humantime_serde::re::humantime::parse_duration)]
     #[serde(with = "humantime_serde")]
     pub election_timeout_max: Option<Duration>,
@@ -138,9 +140,9 @@ impl ConfigToml {
                 me.addr
             );
         }
-        let heartbeat_interval = heartbeat_interval.unwrap_or(Duration::from_millis(100));
-        let election_timeout_min = election_timeout_min.unwrap_or(Duration::from_millis(400));
-        let election_timeout_max = election_timeout_max.unwrap_or(Duration::from_millis(800));
+        let heartbeat_interval = heartbeat_interval.unwrap_or(Duration::from_millis(50));
+        let election_timeout_min = election_timeout_min.unwrap_or(Duration::from_millis(300));
+        let election_timeout_max = election_timeout_max.unwrap_or(Duration::from_millis(600));
         anyhow::ensure!(
             heartbeat_interval < election_timeout_min,
             "heartbeat_interval must be shorter than election_timeout_min"
@@ -216,7 +218,7 @@ mod tests {
         let flags = ConfigToml { session_timeout: Some(Duration::from_secs(5)), ..Default::default() };
         let config = flags.or(file).validate().unwrap();
         assert_eq!(config.session_timeout, Duration::from_secs(5));
-        assert_eq!(config.heartbeat_interval, Duration::from_millis(100));
+        assert_eq!(config.heartbeat_interval, Duration::from_millis(50));
         assert!(config.is_bootstrapper());
     }
 

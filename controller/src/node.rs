@@ -268,8 +268,14 @@ async fn join_as_learner(controller: &Controller, channel: tonic::transport::Cha
         addr: controller.config.advertise.clone(),
     };
     match client.join_as_learner(request).await {
-        Ok(_) => {
-            tracing::info!("joined the quorum as a learner; `keelctl controller promote` makes it a voter");
+        Ok(reply) => {
+            let raft_id = controller.identity.raft_id;
+            let voter = reply.into_inner().controllers.iter().any(|c| c.raft_id == raft_id && c.voter);
+            if voter {
+                tracing::info!("already a voter of the quorum");
+            } else {
+                tracing::info!("joined the quorum as a learner; `keelctl controller promote` makes it a voter");
+            }
             Ok(true)
         }
         Err(status) => {

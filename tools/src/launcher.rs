@@ -18,6 +18,9 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::time::Instant;
 
+/// How long a status poll waits for one controller.
+const STATUS_TIMEOUT: Duration = Duration::from_millis(300);
+
 /// Finds a Keel binary next to the running executable.
 pub fn find_binary(name: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe().context("locate the running executable")?;
@@ -218,19 +221,18 @@ impl LocalCluster {
         }
     }
 
-    /// Asks every running controller for its own status.
+    /// Asks every controller for its own status, all at once, each within
+    /// `STATUS_TIMEOUT` (a dead controller answers `None`, promptly).
     pub async fn node_statuses(&self) -> Vec<Option<pb::NodeStatusReply>> {
-        let client = match self.shared_client() {
-            Ok(client) => client,
-            Err(_) => return vec![None; self.controllers.len()],
-        };
-        let mut statuses = Vec::new();
-        for index in 0..self.controllers.len() {
-            let mut request = tonic_request();
-            request.set_timeout(Duration::from_millis(500));
-            statuses.push(client.controller(index).node_status(request).await.ok().map(|r| r.into_inner()));
-        }
-        statuses
+        let Ok(client) = self.shared_client() else { return vec![None; self.controllers.len()] };
+        let calls = (0..self.controllers.len()).map(|index| async move {
+            let mut controller = client.controller(index);
+            match tokio::time::timeout(STATUS_TIMEOUT, controller.node_status(pb::NodeStatusRequest {})).await {
+                Ok(Ok(reply)) => Some(reply.into_inner()),
+                _ => None,
+            }
+        });
+        futures::future::join_all(calls).await
     }
 
     /// Appends every line of the controllers' logs at `level` (`ERROR`, `WARN`)
@@ -286,10 +288,6 @@ impl Drop for LocalCluster {
     fn drop(&mut self) {
         self.kill_all();
     }
-}
-
-fn tonic_request() -> tonic::Request<pb::NodeStatusRequest> {
-    tonic::Request::new(pb::NodeStatusRequest {})
 }
 
 /// A loopback address with a port the kernel just handed out and released.

@@ -70,9 +70,12 @@ impl Image {
     }
 
     /// Applies `command` at `version` (its Raft log index). On error the image
-    /// is unchanged except for its version.
+    /// is unchanged except for its version; a version that does not follow the
+    /// image's own changes nothing at all.
     pub fn apply(&mut self, version: Version, command: &Command) -> Result<Outcome, MetaError> {
-        assert!(version > self.version, "metadata version must only move forward: {version} after {}", self.version);
+        if version <= self.version {
+            return Err(MetaError::VersionNotAfter { version, current: self.version });
+        }
         self.version = version;
         self.check(command)?;
         let outcome = match command {

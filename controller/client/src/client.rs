@@ -32,6 +32,9 @@ pub enum ClientError {
     /// No controller answered usefully before the deadline.
     #[error("no controller answered within {waited:?} (last error: {last})")]
     Unavailable { waited: Duration, last: String },
+    /// A controller refused the call with a status that carries no typed error.
+    #[error("controller refused the call: {0}")]
+    Refused(String),
     /// A controller answered with something this client cannot read.
     #[error("controller reply could not be decoded: {0}")]
     Decode(String),
@@ -126,9 +129,7 @@ impl MetadataClient {
             };
             match MetaError::from_status(&status) {
                 Some(error) if !error.is_retryable() => return Err(error.into()),
-                _ if !is_retryable_status(&status) => {
-                    return Err(ClientError::Unavailable { waited: start.elapsed(), last: status.to_string() })
-                }
+                _ if !is_retryable_status(&status) => return Err(ClientError::Refused(status.to_string())),
                 _ => {}
             }
             if start.elapsed() + backoff > self.options.call_deadline {

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{ControllerId, Epoch, NodeId, NodeKind};
+use crate::ids::{ControllerId, Epoch, NodeId, NodeKind, Version};
 
 /// Why the controller refused a metadata request. A refused request changes nothing.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
@@ -32,6 +32,8 @@ pub enum MetaError {
     UnknownController { controller: ControllerId },
     #[error("membership change refused: {reason}")]
     MembershipRefused { reason: String },
+    #[error("metadata version {version} does not follow the image's version {current}")]
+    VersionNotAfter { version: Version, current: Version },
     #[error("no controller leader is known right now")]
     NoLeader,
     #[error("controller internal error: {reason}")]
@@ -54,7 +56,8 @@ impl MetaError {
             | MetaError::Fenced { .. }
             | MetaError::InvalidRequest { .. }
             | MetaError::UnknownController { .. }
-            | MetaError::MembershipRefused { .. } => false,
+            | MetaError::MembershipRefused { .. }
+            | MetaError::VersionNotAfter { .. } => false,
         }
     }
 
@@ -70,9 +73,10 @@ impl MetaError {
             MetaError::UnknownTopic { .. } | MetaError::UnknownNode { .. } | MetaError::UnknownController { .. } => {
                 tonic::Code::NotFound
             }
-            MetaError::StaleEpoch { .. } | MetaError::Fenced { .. } | MetaError::MembershipRefused { .. } => {
-                tonic::Code::FailedPrecondition
-            }
+            MetaError::StaleEpoch { .. }
+            | MetaError::Fenced { .. }
+            | MetaError::MembershipRefused { .. }
+            | MetaError::VersionNotAfter { .. } => tonic::Code::FailedPrecondition,
             MetaError::NoLeader => tonic::Code::Unavailable,
             MetaError::Internal { .. } => tonic::Code::Internal,
         }

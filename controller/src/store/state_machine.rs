@@ -148,6 +148,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 }
                 EntryPayload::Normal(command) => {
                     let result = state.image.apply(version, &command);
+                    assert!(
+                        !matches!(result, Err(keel_controller_client::MetaError::VersionNotAfter { .. })),
+                        "raft applied entry {version} out of order: {result:?}"
+                    );
                     let encoded = serde_json::to_vec(&command)
                         .map_err(|e| storage_error(ErrorSubject::Apply(entry.log_id), ErrorVerb::Read, e))?;
                     // No receiver is fine: nobody is watching.

@@ -30,6 +30,9 @@ pub struct ControllerBenchArgs {
     pub kills: u32,
     #[arg(long)]
     pub json: bool,
+    /// Keep the controllers' data and logs after the run.
+    #[arg(long)]
+    pub keep_data: bool,
 }
 
 /// What the controller benchmark measured.
@@ -44,6 +47,7 @@ pub struct ControllerBenchReport {
 
 pub async fn run(args: ControllerBenchArgs) -> anyhow::Result<ControllerBenchReport> {
     let dir = tempfile::Builder::new().prefix("keel-bench-controller").tempdir()?;
+    eprintln!("controllers' data and logs in {}", dir.path().display());
     let specs = LocalCluster::free_port_specs(dir.path(), 3)?;
     let options = ClusterOptions { cluster_id: "bench".into(), controller_args: vec![] };
     let mut cluster = LocalCluster::new(dir.path(), options, specs)?;
@@ -87,12 +91,20 @@ pub async fn run(args: ControllerBenchArgs) -> anyhow::Result<ControllerBenchRep
         let term = cluster.node_statuses().await[leader].as_ref().map_or(0, |status| status.term);
         cluster.controllers[leader].kill9();
         let killed_at = Instant::now();
-        wait_for_new_leader(&cluster, term).await.with_context(|| format!("kill {kill}"))?;
-        reelection.record(killed_at.elapsed().as_micros() as u64)?;
+        let new_leader = wait_for_new_leader(&cluster, term).await.with_context(|| format!("kill {kill}"))?;
+        let elapsed = killed_at.elapsed();
+        reelection.record(elapsed.as_micros() as u64)?;
+        eprintln!(
+            "kill {kill}: c{} killed, c{} leader after {elapsed:?}",
+            cluster.controllers[leader].spec.id, cluster.controllers[new_leader].spec.id
+        );
         cluster.start_controller(leader)?;
         wait_until_all_follow(&cluster).await?;
     }
     cluster.stop_all(Duration::from_secs(5));
+    if args.keep_data {
+        eprintln!("kept {}", dir.keep().display());
+    }
     Ok(ControllerBenchReport {
         commit_latency: LatencySummary::from_micros(&latency),
         commits_per_second,
@@ -111,25 +123,33 @@ async fn alter(client: &MetadataClient, i: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_for_new_leader(cluster: &LocalCluster, old_term: u64) -> anyhow::Result<()> {
+/// Polls until a controller reports itself leader of a term after `old_term`; returns its index.
+async fn wait_for_new_leader(cluster: &LocalCluster, old_term: u64) -> anyhow::Result<usize> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         let statuses = cluster.node_statuses().await;
-        if statuses.iter().flatten().any(|s| s.role == "leader" && s.term > old_term) {
-            return Ok(());
+        if let Some(index) =
+            statuses.iter().position(|s| s.as_ref().is_some_and(|s| s.role == "leader" && s.term > old_term))
+        {
+            return Ok(index);
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     anyhow::bail!("no new leader within 30s")
 }
 
-/// Waits until every controller is back and knows the leader, so the next
-/// kill starts from a healthy quorum.
+/// Waits until every controller is back, knows the leader and has applied the
+/// same entries, so the next kill starts from a healthy quorum. (A follower
+/// that still lacks the new leader's first entry would lose its own campaign
+/// and cost an extra election round.)
 async fn wait_until_all_follow(cluster: &LocalCluster) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         let statuses = cluster.node_statuses().await;
-        if statuses.iter().all(|s| s.as_ref().is_some_and(|s| s.leader_controller_id.is_some())) {
+        let caught_up = statuses.iter().all(|s| s.as_ref().is_some_and(|s| s.leader_controller_id.is_some()))
+            && statuses.iter().flatten().map(|s| s.last_applied_index).collect::<std::collections::BTreeSet<_>>().len()
+                == 1;
+        if caught_up {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -81,6 +81,16 @@ fn a_refused_command_changes_nothing_but_the_version() {
 }
 
 #[test]
+fn a_delta_that_does_not_follow_the_image_changes_nothing() {
+    let mut image = Image::default();
+    image.apply(Version(5), &create_topic("a", 1)).unwrap();
+    let before = image.clone();
+    let result = image.apply(Version(5), &create_topic("b", 1));
+    assert_eq!(result, Err(MetaError::VersionNotAfter { version: Version(5), current: Version(5) }));
+    assert_eq!(image, before);
+}
+
+#[test]
 fn names_that_differ_only_in_dot_and_underscore_collide() {
     let mut image = Image::default();
     image.apply(Version(1), &create_topic("a.b", 1)).unwrap();
