@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use keel_controller_client::pb;
+use keel_tests::launcher::{free_loopback_addr, ControllerSpec};
 use keel_tests::{eventually, TestCluster, PEER_UNREACHABLE};
 use tracing::info;
 
@@ -67,6 +68,59 @@ async fn a_wiped_controller_rejoins_as_a_learner_and_votes_only_after_promotion(
         .create_topic(pb::CreateTopicRequest { name: "after".into(), partitions: 1, ..Default::default() })
         .await
         .unwrap();
+
+    test.assert_clean_logs(PEER_UNREACHABLE);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_controller_is_added_as_learner_promoted_and_removed() {
+    let mut test = TestCluster::start(3, &[]).await.unwrap();
+    let client = test.cluster.client().unwrap();
+
+    info!("a fourth controller with an empty directory joins as a learner");
+    let spec = ControllerSpec {
+        id: 4,
+        grpc: free_loopback_addr().unwrap(),
+        admin: free_loopback_addr().unwrap(),
+        data_dir: test.cluster.dir.join("controller-4"),
+    };
+    let fourth = test.cluster.add_controller(spec);
+    test.cluster.start_controller(fourth).unwrap();
+    let direct = test.cluster.client_of(fourth).unwrap();
+    eventually(Duration::from_secs(20), "controller 4 is a learner", || async {
+        let status = direct.controller(0).node_status(pb::NodeStatusRequest {}).await.ok()?.into_inner();
+        (status.role == "learner" && status.leader_controller_id.is_some()).then_some(())
+    })
+    .await;
+
+    info!("promoted, it is the fourth voter; with one voter down, three of four still commit");
+    let request = pb::ControllerRequest { controller_id: 4 };
+    let reply = client.call(|mut c| async move { c.promote_controller(request).await }).await.unwrap();
+    assert_eq!(reply.controllers.iter().filter(|c| c.voter).count(), 4, "{reply:?}");
+    let leader = test.cluster.wait_for_leader(Duration::from_secs(10)).await.unwrap();
+    let victim = (0..3).find(|index| *index != leader).unwrap();
+    test.cluster.controllers[victim].kill9();
+    client
+        .create_topic(pb::CreateTopicRequest { name: "with-four".into(), partitions: 1, ..Default::default() })
+        .await
+        .unwrap();
+    test.cluster.start_controller(victim).unwrap();
+
+    info!("removed again, the quorum is back to the original three");
+    let request = pb::ControllerRequest { controller_id: 4 };
+    let reply = client.call(|mut c| async move { c.remove_controller(request).await }).await.unwrap();
+    let ids: Vec<u32> = reply.controllers.iter().map(|c| c.controller_id).collect();
+    assert_eq!(ids.len(), 3, "{reply:?}");
+    assert!(!ids.contains(&4), "{reply:?}");
+    let request = pb::ControllerRequest { controller_id: 4 };
+    let again = client.call(|mut c| async move { c.remove_controller(request).await }).await;
+    assert!(
+        matches!(
+            again,
+            Err(keel_controller_client::ClientError::Meta(keel_controller_client::MetaError::UnknownController { .. }))
+        ),
+        "{again:?}"
+    );
 
     test.assert_clean_logs(PEER_UNREACHABLE);
 }

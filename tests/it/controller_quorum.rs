@@ -122,3 +122,22 @@ async fn a_reconnecting_watcher_receives_exactly_the_missed_deltas() {
 
     test.assert_clean_logs(&[]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_five_controller_quorum_survives_losing_two() {
+    let mut test = TestCluster::start(5, &[]).await.unwrap();
+    let client = test.cluster.client().unwrap();
+    client.create_topic(topic("five".into())).await.unwrap();
+
+    info!("kill -9 the leader and one follower: three of five still elect and commit");
+    let leader = test.cluster.wait_for_leader(Duration::from_secs(10)).await.unwrap();
+    let follower = test.others(leader)[0];
+    test.cluster.controllers[leader].kill9();
+    test.cluster.controllers[follower].kill9();
+    test.cluster.wait_for_leader(Duration::from_secs(15)).await.unwrap();
+    client.create_topic(topic("after-two-losses".into())).await.unwrap();
+    let image = client.read_image().await.unwrap();
+    assert!(image.topics.contains_key("five") && image.topics.contains_key("after-two-losses"));
+
+    test.assert_clean_logs(PEER_UNREACHABLE);
+}

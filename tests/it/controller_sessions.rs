@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use keel_controller_client::{NodeId, NodeKind, Registration, SessionKeeper, SessionState};
+use keel_controller_client::{pb, ClientError, MetaError, NodeId, NodeKind, Registration, SessionKeeper, SessionState};
 use keel_tests::{eventually, TestCluster, PEER_UNREACHABLE};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -77,6 +77,12 @@ async fn silence_fences_a_node_and_leader_failover_expires_nobody() {
     .await;
     let fenced_after = silent_since.elapsed();
     assert!(fenced_after >= SESSION_TIMEOUT - HEARTBEAT * 2, "fenced after only {fenced_after:?}");
+    let heartbeat = pb::HeartbeatRequest { kind: pb::NodeKind::Wal as i32, node_id: 3, epoch: epochs[2].0 };
+    let refused = client.call(|mut c| async move { c.heartbeat(heartbeat).await }).await;
+    assert!(
+        matches!(refused, Err(ClientError::Meta(MetaError::Fenced { epoch, .. })) if epoch == epochs[2]),
+        "a heartbeat at the fenced epoch must be refused: {refused:?}"
+    );
 
     info!("kill -9 the controller leader; healthy sessions outlive the failover");
     let leader = test.cluster.wait_for_leader(Duration::from_secs(5)).await.unwrap();

@@ -211,6 +211,14 @@ impl LocalCluster {
         Ok(())
     }
 
+    /// Adds a controller to the cluster (not started); returns its index.
+    pub fn add_controller(&mut self, spec: ControllerSpec) -> usize {
+        self.controllers.push(ControllerProcess { spec, child: None });
+        // The shared client knew only the former controllers.
+        self.client = std::sync::OnceLock::new();
+        self.controllers.len() - 1
+    }
+
     /// Deletes controller `index`'s data directory (it must be stopped).
     pub fn wipe_controller(&mut self, index: usize) -> anyhow::Result<()> {
         let controller = &mut self.controllers[index];
