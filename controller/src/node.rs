@@ -196,7 +196,7 @@ async fn bootstrap_or_join(controller: Arc<Controller>) {
             }
         }
         attempts += 1;
-        if attempts % 20 == 0 {
+        if attempts.is_multiple_of(20) {
             tracing::info!(attempts, "waiting for the other controllers to bootstrap or admit this one");
         }
         tokio::select! {

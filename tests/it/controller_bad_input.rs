@@ -35,7 +35,8 @@ async fn bad_requests_get_typed_errors_and_change_nothing() {
 
     info!("topic requests that break Kafka's rules (orders_eu collides with orders.eu)");
     let long = "x".repeat(250);
-    let cases: Vec<(pb::CreateTopicRequest, fn(&MetaError) -> bool)> = vec![
+    type Expected = fn(&MetaError) -> bool;
+    let cases: Vec<(pb::CreateTopicRequest, Expected)> = vec![
         (create("orders", 1, &[]), |e| matches!(e, MetaError::TopicAlreadyExists { .. })),
         (create("orders_eu", 1, &[]), |e| matches!(e, MetaError::InvalidTopicName { .. })),
         (create("bad name", 1, &[]), |e| matches!(e, MetaError::InvalidTopicName { .. })),

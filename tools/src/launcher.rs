@@ -76,6 +76,9 @@ impl ControllerProcess {
     }
 
     /// Sends SIGTERM and waits up to `patience` for a clean exit, then SIGKILL.
+    /// Synchronous on purpose: it also runs from `Drop` and at the very end of
+    /// `keelctl dev`, where nothing else needs the thread.
+    #[allow(clippy::disallowed_methods)]
     pub fn terminate(&mut self, patience: Duration) {
         let Some(mut child) = self.child.take() else { return };
         let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);

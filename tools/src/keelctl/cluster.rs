@@ -68,7 +68,7 @@ pub(super) async fn run(client: &MetadataClient, command: ClusterCommand) -> any
     }
     for (zone, nodes) in &view.zones {
         println!("zone {zone}");
-        println!("  {:<7} {:>5}  {:<22} {:>8}  {:<7} {}", "KIND", "ID", "ADDRESS", "EPOCH", "STATE", "LEASE");
+        println!("  {:<7} {:>5}  {:<22} {:>8}  {:<7} LEASE", "KIND", "ID", "ADDRESS", "EPOCH", "STATE");
         for node in nodes {
             let lease = node.lease_remaining_ms.map_or("-".to_owned(), |ms| format!("{ms}ms"));
             println!(

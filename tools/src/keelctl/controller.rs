@@ -43,7 +43,7 @@ impl From<&pb::ControllerInfo> for ControllerView {
 }
 
 pub(super) fn print_table(controllers: &[ControllerView], leader: Option<u32>) {
-    println!("{:<11} {:<17} {:<22} {:<8} {}", "CONTROLLER", "RAFT ID", "ADDRESS", "ROLE", "MATCHED");
+    println!("{:<11} {:<17} {:<22} {:<8} MATCHED", "CONTROLLER", "RAFT ID", "ADDRESS", "ROLE");
     for c in controllers {
         let id = format!(
             "c{}{}",

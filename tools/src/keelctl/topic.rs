@@ -101,7 +101,7 @@ pub(super) async fn run(client: &MetadataClient, command: TopicCommand) -> anyho
             if json {
                 return print_json(&topics);
             }
-            println!("{:<40} {:>10}  {:<36}  {}", "TOPIC", "PARTITIONS", "ID", "OWNER");
+            println!("{:<40} {:>10}  {:<36}  OWNER", "TOPIC", "PARTITIONS", "ID");
             for t in &topics {
                 println!("{:<40} {:>10}  {:<36}  {}", t.name, t.partitions, t.id, t.owner);
             }

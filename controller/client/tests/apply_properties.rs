@@ -1,0 +1,117 @@
+//! Properties of the metadata rules under arbitrary command sequences: apply
+//! never panics, `check` predicts `apply`, a refused command changes nothing
+//! but the version, the image's invariants hold after every step, and commands
+//! and images survive their JSON encoding (the form they take on the wire).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use keel_controller_client::{Command, Epoch, Image, NodeId, NodeKind, NodeState, TopicId, Version};
+use proptest::prelude::*;
+
+fn name() -> impl Strategy<Value = String> {
+    // A small alphabet, so that duplicates and '.'/'_' collisions happen often,
+    // plus names that break the rules.
+    prop_oneof![
+        8 => "[ab][._]?[ab]?".prop_map(|s| s),
+        1 => Just(String::new()),
+        1 => Just("..".to_owned()),
+        1 => Just("bad name".to_owned()),
+        1 => Just("x".repeat(250)),
+    ]
+}
+
+fn configs() -> impl Strategy<Value = BTreeMap<String, String>> {
+    let key = prop_oneof![Just("retention.ms"), Just("cleanup.policy"), Just("max.message.bytes"), Just("nope")];
+    let value = prop_oneof![Just("-1"), Just("1000"), Just("compact"), Just("delete,compact"), Just("x"), Just("-7")];
+    proptest::collection::btree_map(key.prop_map(str::to_owned), value.prop_map(str::to_owned), 0..3)
+}
+
+fn kind() -> impl Strategy<Value = NodeKind> {
+    prop_oneof![Just(NodeKind::Broker), Just(NodeKind::Wal)]
+}
+
+fn leaders() -> impl Strategy<Value = Vec<Option<NodeId>>> {
+    proptest::collection::vec(proptest::option::of((0u32..4).prop_map(NodeId)), 0..5)
+}
+
+fn command() -> impl Strategy<Value = Command> {
+    prop_oneof![
+        (kind(), 0u32..4, prop_oneof![Just("a"), Just("b"), Just("")]).prop_map(|(kind, id, zone)| {
+            Command::RegisterNode {
+                kind,
+                id: NodeId(id),
+                zone: zone.into(),
+                internal_addr: "127.0.0.1:1".into(),
+                kafka_listeners: vec![],
+                incarnation: "i".into(),
+            }
+        }),
+        (kind(), 0u32..4, 0u64..40).prop_map(|(kind, id, epoch)| Command::FenceNode {
+            kind,
+            id: NodeId(id),
+            epoch: Epoch(epoch)
+        }),
+        (name(), configs(), leaders()).prop_map(|(name, configs, leaders)| Command::CreateTopic {
+            id: TopicId(uuid::Uuid::from_u128(name.len() as u128)),
+            name,
+            configs,
+            owner: String::new(),
+            description: String::new(),
+            leaders,
+        }),
+        name().prop_map(|name| Command::DeleteTopic { name }),
+        (name(), leaders()).prop_map(|(name, leaders)| Command::CreatePartitions { name, leaders }),
+        (
+            name(),
+            configs(),
+            proptest::collection::vec(prop_oneof![Just("retention.ms".to_owned()), Just("nope".to_owned())], 0..2)
+        )
+            .prop_map(|(name, set, delete)| Command::AlterConfigs { name, set, delete }),
+        (0u32..4, 0u64..40)
+            .prop_map(|(id, epoch)| Command::AllocateProducerIds { broker: NodeId(id), broker_epoch: Epoch(epoch) }),
+    ]
+}
+
+fn assert_invariants(image: &Image) {
+    let mut streams = BTreeSet::new();
+    for (name, topic) in &image.topics {
+        assert_eq!(&topic.name, name);
+        assert!(keel_controller_client::topic_rules::validate_topic_name(name).is_ok(), "{name:?}");
+        assert!(!topic.partitions.is_empty());
+        for partition in &topic.partitions {
+            assert!(partition.stream_id < image.next_stream_id, "stream ids come from the counter");
+            assert!(streams.insert(partition.stream_id), "stream {} used twice", partition.stream_id);
+        }
+        for (key, value) in &topic.configs {
+            assert!(keel_controller_client::topic_rules::validate_topic_config(key, value).is_ok(), "{key}={value}");
+        }
+    }
+    for node in image.brokers.values().chain(image.wal_nodes.values()) {
+        assert!(node.epoch.0 <= image.version.0, "an epoch is the version of a registration");
+        assert!(matches!(node.state, NodeState::Active | NodeState::Fenced));
+    }
+    assert_eq!(image.next_producer_id.0 % 1000, 0);
+}
+
+proptest! {
+    #[test]
+    fn commands_apply_by_the_rules(commands in proptest::collection::vec(command(), 1..60)) {
+        let mut image = Image::default();
+        for (index, command) in commands.iter().enumerate() {
+            let version = Version(index as u64 + 1);
+            let predicted = image.check(command);
+            let before = image.clone();
+            let result = image.apply(version, command);
+            prop_assert_eq!(predicted.is_ok(), result.is_ok(), "check and apply disagree on {:?}", command);
+            if result.is_err() {
+                prop_assert_eq!(&Image { version, ..before }, &image);
+            }
+            assert_invariants(&image);
+
+            let encoded = serde_json::to_vec(command).unwrap();
+            prop_assert_eq!(&serde_json::from_slice::<Command>(&encoded).unwrap(), command);
+        }
+        let encoded = serde_json::to_vec(&image).unwrap();
+        prop_assert_eq!(serde_json::from_slice::<Image>(&encoded).unwrap(), image);
+    }
+}
