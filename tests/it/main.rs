@@ -1,6 +1,7 @@
 //! Multi-process tests: real Keel binaries on loopback, driven from outside
 //! through the same gRPC API and client library that Keel's own processes use.
 
+mod controller_admin;
 mod controller_bad_input;
 mod controller_learner;
 mod controller_quorum;

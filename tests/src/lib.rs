@@ -82,6 +82,19 @@ where
     }
 }
 
+/// Sends `GET path` over HTTP/1.0 to `addr` and returns the status code and body.
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).await?;
+    let mut response = String::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut response)).await??;
+    let status = response.split_whitespace().nth(1).and_then(|code| code.parse().ok());
+    let status = status.ok_or_else(|| anyhow::anyhow!("not an HTTP response: {response:?}"))?;
+    let body = response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
+    Ok((status, body))
+}
+
 /// Test output through `tracing`, shown by the test runner on failure.
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("info").try_init();

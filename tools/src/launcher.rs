@@ -75,22 +75,25 @@ impl ControllerProcess {
         }
     }
 
-    /// Sends SIGTERM and waits up to `patience` for a clean exit, then SIGKILL.
-    /// Synchronous on purpose: it also runs from `Drop` and at the very end of
-    /// `keelctl dev`, where nothing else needs the thread.
+    /// Sends SIGTERM and waits up to `patience` for the process to exit; kills
+    /// it with SIGKILL after that. Returns the exit status of a process that
+    /// exited by itself, `None` if it had to be killed or was not running.
+    /// Synchronous on purpose: it also runs at the very end of `keelctl dev`,
+    /// where nothing else needs the thread.
     #[allow(clippy::disallowed_methods)]
-    pub fn terminate(&mut self, patience: Duration) {
-        let Some(mut child) = self.child.take() else { return };
+    pub fn terminate(&mut self, patience: Duration) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
         let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
         let deadline = std::time::Instant::now() + patience;
         while std::time::Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
             }
             std::thread::sleep(Duration::from_millis(20));
         }
         let _ = child.kill();
         let _ = child.wait();
+        None
     }
 }
 
@@ -290,7 +293,9 @@ impl LocalCluster {
     /// Stops every process with SIGTERM, waiting up to `patience` for each.
     pub fn stop_all(&mut self, patience: Duration) {
         for controller in &mut self.controllers {
-            controller.terminate(patience);
+            if controller.is_running() && controller.terminate(patience).is_none() {
+                eprintln!("controller c{} did not stop within {patience:?} and was killed", controller.spec.id);
+            }
         }
     }
 }
