@@ -23,9 +23,8 @@ async fn a_wiped_controller_rejoins_as_a_learner_and_votes_only_after_promotion(
     test.cluster.controllers[wiped].kill9();
     test.cluster.wipe_controller(wiped).unwrap();
     test.cluster.start_controller(wiped).unwrap();
-    let learner = test.cluster.client_of(wiped).unwrap();
     eventually(Duration::from_secs(20), "the wiped controller is a caught-up learner", || async {
-        let status = learner.controller(0).node_status(pb::NodeStatusRequest {}).await.ok()?.into_inner();
+        let status = test.status_of(wiped).await?;
         (status.role == "learner" && status.last_applied_index.is_some()).then_some(())
     })
     .await;
@@ -86,9 +85,8 @@ async fn a_new_controller_is_added_as_learner_promoted_and_removed() {
     };
     let fourth = test.cluster.add_controller(spec);
     test.cluster.start_controller(fourth).unwrap();
-    let direct = test.cluster.client_of(fourth).unwrap();
     eventually(Duration::from_secs(20), "controller 4 is a learner", || async {
-        let status = direct.controller(0).node_status(pb::NodeStatusRequest {}).await.ok()?.into_inner();
+        let status = test.status_of(fourth).await?;
         (status.role == "learner" && status.leader_controller_id.is_some()).then_some(())
     })
     .await;

@@ -73,7 +73,7 @@ async fn the_log_stays_bounded_and_a_wiped_follower_catches_up_by_snapshot() {
     let truth = client.read_image().await.unwrap();
     let direct = test.cluster.client_of(wiped).unwrap();
     let status = eventually(Duration::from_secs(30), "the wiped controller has caught up", || async {
-        let status = direct.controller(0).node_status(pb::NodeStatusRequest {}).await.ok()?.into_inner();
+        let status = test.status_of(wiped).await?;
         (status.last_applied_index? >= truth.version.0).then_some(status)
     })
     .await;

@@ -36,6 +36,11 @@ impl TestCluster {
         Ok(TestCluster { cluster, dir })
     }
 
+    /// Controller `index`'s own status, if it answers.
+    pub async fn status_of(&self, index: usize) -> Option<keel_controller_client::pb::NodeStatusReply> {
+        self.cluster.node_statuses().await.into_iter().nth(index).flatten()
+    }
+
     /// The indexes of the controllers other than `leader`.
     pub fn others(&self, leader: usize) -> Vec<usize> {
         (0..self.cluster.controllers.len()).filter(|index| *index != leader).collect()
