@@ -1,0 +1,68 @@
+use proptest::prelude::*;
+
+use super::*;
+
+fn entry(seq: u64, batches: &[&[u8]]) -> Entry {
+    let header = EntryHeader { log: LogId(7), epoch: LogEpoch(2), seq: Seq(seq), acked: Seq(seq.saturating_sub(1)) };
+    let records = batches
+        .iter()
+        .enumerate()
+        .map(|(i, batch)| Record {
+            stream: StreamId(i as u64),
+            base_offset: Offset(100 * i as i64),
+            record_count: 3,
+            batch: Bytes::copy_from_slice(batch),
+        })
+        .collect();
+    Entry::build(header, records)
+}
+
+#[test]
+fn an_entry_decodes_to_itself() {
+    let built = entry(5, &[b"abc", b"", b"defgh"]);
+    assert_eq!(Entry::decode(built.bytes.clone()), Ok(built.clone()));
+    assert_eq!(decode_header(&built.bytes), Ok((built.header, built.bytes.len())));
+}
+
+#[test]
+fn every_flipped_bit_is_detected() {
+    let built = entry(1, &[b"payload"]);
+    for byte in 0..built.bytes.len() {
+        for bit in 0..8 {
+            let mut corrupt = built.bytes.to_vec();
+            corrupt[byte] ^= 1 << bit;
+            assert!(Entry::decode(Bytes::from(corrupt)).is_err(), "flip at byte {byte} bit {bit} went unnoticed");
+        }
+    }
+}
+
+#[test]
+fn a_torn_tail_is_truncation_not_corruption() {
+    let built = entry(1, &[b"payload"]);
+    for cut in 0..built.bytes.len() {
+        let error = decode_header(&built.bytes[..cut]).unwrap_err();
+        assert!(error.is_truncation(), "cut at {cut}: {error:?}");
+    }
+}
+
+#[test]
+fn stream_ends_are_base_plus_count() {
+    let built = entry(1, &[b"a", b"b"]);
+    let ends: Vec<_> = built.stream_ends().collect();
+    assert_eq!(ends, vec![(StreamId(0), Offset(3)), (StreamId(1), Offset(103))]);
+}
+
+proptest! {
+    #[test]
+    fn round_trip(seq in 1u64..1_000_000, batches in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..64), 0..6)) {
+        let batches: Vec<&[u8]> = batches.iter().map(Vec::as_slice).collect();
+        let built = entry(seq, &batches);
+        prop_assert_eq!(Entry::decode(built.bytes.clone()), Ok(built));
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+        let _ = Entry::decode(Bytes::from(bytes.clone()));
+        let _ = decode_header(&bytes);
+    }
+}
