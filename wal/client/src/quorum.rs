@@ -69,10 +69,13 @@ pub struct QuorumWriter {
     next_seq: Seq,
     /// The highest seq such that it and every seq before it are durable.
     acked: Seq,
-    /// Entries sent and not yet durable, in seq order. They are resent to a
-    /// member that reconnects, and re-appended unchanged to the next log when
-    /// this one is sealed.
-    pending: VecDeque<(Seq, Bytes)>,
+    /// Entries not yet acknowledged by every member, in seq order. They are
+    /// resent to a member that reconnects (it may have lost what it had not
+    /// fsynced, after the others made it durable), and those not yet durable
+    /// are re-appended unchanged to the next log when this one is sealed.
+    /// A member that stays away makes this grow: `unreplicated_bytes` is what
+    /// the caller caps, sealing the log early when it is too large.
+    unreplicated: VecDeque<(Seq, Bytes)>,
     stopped: Option<WriterError>,
 }
 
@@ -94,7 +97,7 @@ impl QuorumWriter {
             zones_required,
             next_seq: last_seq.next(),
             acked: last_seq,
-            pending: VecDeque::new(),
+            unreplicated: VecDeque::new(),
             stopped: None,
         }
     }
@@ -120,7 +123,7 @@ impl QuorumWriter {
         let seq = self.next_seq;
         let entry = Entry::build(EntryHeader { log: self.log, epoch: self.epoch, seq, acked: self.acked }, records);
         self.next_seq = seq.next();
-        self.pending.push_back((seq, entry.bytes.clone()));
+        self.unreplicated.push_back((seq, entry.bytes.clone()));
         Ok(entry)
     }
 
@@ -136,14 +139,15 @@ impl QuorumWriter {
             return None;
         }
         state.acked = seq;
+        let everywhere = self.members.iter().map(|state| state.acked).min().expect("a writer has members");
+        while self.unreplicated.front().is_some_and(|(held, _)| *held <= everywhere) {
+            self.unreplicated.pop_front();
+        }
         let durable = self.durable_prefix();
         if durable <= self.acked {
             return None;
         }
         self.acked = durable;
-        while self.pending.front().is_some_and(|(pending, _)| *pending <= durable) {
-            self.pending.pop_front();
-        }
         Some(durable)
     }
 
@@ -169,13 +173,18 @@ impl QuorumWriter {
     }
 
     /// Member `index` is reachable again. Returns the entries to resend to it:
-    /// the pending ones after what it acknowledged. (It answers for each one it
+    /// every one after what it acknowledged. (It answers for each one it
     /// already holds without storing it twice.)
     pub fn on_member_back(&mut self, index: usize) -> Vec<(Seq, Bytes)> {
         let state = &mut self.members[index];
         state.reachable = true;
         let after = state.acked;
-        self.pending.iter().filter(|(seq, _)| *seq > after).cloned().collect()
+        self.unreplicated.iter().filter(|(seq, _)| *seq > after).cloned().collect()
+    }
+
+    /// Bytes held for members that have not acknowledged them yet.
+    pub fn unreplicated_bytes(&self) -> usize {
+        self.unreplicated.iter().map(|(_, bytes)| bytes.len()).sum()
     }
 
     /// Whether the reachable members can still acknowledge entries.
@@ -201,7 +210,8 @@ impl QuorumWriter {
     /// the next log before anything new (DESIGN §3).
     pub fn seal(&mut self) -> Vec<(Seq, Bytes)> {
         self.stopped.get_or_insert(WriterError::Sealed { log: self.log });
-        self.pending.drain(..).collect()
+        let acked = self.acked;
+        self.unreplicated.drain(..).filter(|(seq, _)| *seq > acked).collect()
     }
 }
 

@@ -53,7 +53,7 @@ fn one_lost_member_degrades_two_stall() {
 }
 
 #[test]
-fn a_returning_member_gets_what_it_has_not_acknowledged() {
+fn a_returning_member_gets_everything_it_has_not_acknowledged() {
     let mut writer = writer(&["a", "b", "c"], 2);
     send(&mut writer, 4);
     writer.on_ack(0, Seq(1));
@@ -63,7 +63,20 @@ fn a_returning_member_gets_what_it_has_not_acknowledged() {
     writer.on_ack(0, Seq(2));
     writer.on_ack(1, Seq(2));
     let resend: Vec<Seq> = writer.on_member_back(2).into_iter().map(|(seq, _)| seq).collect();
-    assert_eq!(resend, vec![Seq(3), Seq(4)], "seq 2 is durable elsewhere and no longer pending");
+    assert_eq!(resend, vec![Seq(2), Seq(3), Seq(4)], "seq 2 is durable elsewhere, but member 2 may not hold it");
+}
+
+#[test]
+fn entries_are_released_once_every_member_holds_them() {
+    let mut writer = writer(&["a", "b", "c"], 2);
+    send(&mut writer, 2);
+    let one_entry = writer.unreplicated_bytes() / 2;
+    writer.on_ack(0, Seq(2));
+    writer.on_ack(1, Seq(2));
+    assert_eq!(writer.acked(), Seq(2));
+    assert_eq!(writer.unreplicated_bytes(), 2 * one_entry, "member 2 has acknowledged nothing");
+    writer.on_ack(2, Seq(1));
+    assert_eq!(writer.unreplicated_bytes(), one_entry);
 }
 
 #[test]
