@@ -1,13 +1,15 @@
 //! `keel-wal`: the WAL node (DESIGN §3, §7). It appends entries for brokers'
 //! WAL logs, fsyncs them, serves them back and trims them.
 //!
-//! Built so far: the per-log rules (`acceptor`), free of I/O, and the
-//! deterministic simulation that checks them together with the writer and
-//! recovery cores of `keel-wal-client` (`tests/simulation.rs`). The journal,
-//! the gRPC service and the binary are not built yet.
+//! Built so far: the per-log rules (`acceptor`), free of I/O; the journal
+//! (`journal`), segment files with group commit and crash recovery; and the
+//! deterministic simulation that checks the rules together with the writer
+//! and recovery cores of `keel-wal-client` (`tests/simulation.rs`). The gRPC
+//! service and the binary are not built yet.
 //!
 //! It must never acknowledge an entry before it is fsynced, never accept an
 //! append from an epoch older than one it has seen, and never serve a reader
 //! past what is known committed.
 
 pub mod acceptor;
+pub mod journal;

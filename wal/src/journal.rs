@@ -1,0 +1,382 @@
+//! The WAL node's journal: one multiplexed journal for all logs, in segment
+//! files, written with group commit (many records, one fdatasync).
+//!
+//! ```text
+//! segment-0000000000000007.kseg   (preallocated to segment_bytes, zero-filled)
+//! +----------------------+--------+--------+-----+--------+------------------+
+//! | segment header (32)  | record | record | ... | record | zeros ...        |
+//! +----------------------+--------+--------+-----+--------+------------------+
+//! header: magic "KSEG" | version 1 | zero x3 | number u64 | crc32c u32 | zero x12
+//! record: a WAL entry (magic "KWAL", its own length and CRC32C), or
+//!         a fence: magic "KFNC" | crc32c u32 (of log and epoch) | log u64 | epoch u64
+//! ```
+//!
+//! Segments are zero-filled when created, so appending never changes a file's
+//! size or extents and an fdatasync costs what the data costs. The end of the
+//! data in a segment is the first zero magic. A record never spans segments.
+//!
+//! On open, every segment is scanned and each log's entries and newest fence
+//! are restored. A record that is cut short or fails its checksum at the end
+//! of the journal is a torn write from a crash: it was never acknowledged
+//! (acknowledgements follow the fdatasync), so the tail is zeroed and the
+//! journal continues from there. Damage followed by valid data is corruption
+//! and refuses to open.
+//!
+//! A segment is deleted once every entry in it is trimmed; fences it holds
+//! are first written again to the active segment, so a fence is never lost.
+
+mod scan;
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use bytes::{BufMut, Bytes, BytesMut};
+pub(crate) use keel_wal_client::entry::ENTRY_MAGIC;
+use keel_wal_client::entry::{decode_header, EntryHeader};
+use keel_wal_client::ids::{LogEpoch, LogId, Seq};
+
+pub const SEGMENT_MAGIC: u32 = 0x4B53_4547; // "KSEG"
+pub const FENCE_MAGIC: u32 = 0x4B46_4E43; // "KFNC"
+pub const SEGMENT_HEADER_BYTES: u64 = 32;
+pub const FENCE_RECORD_BYTES: usize = 24;
+const SEGMENT_VERSION: u8 = 1;
+
+/// Journal settings, passed explicitly.
+#[derive(Clone, Debug)]
+pub struct JournalOptions {
+    pub dir: PathBuf,
+    /// Size of every segment file. Must hold the largest entry.
+    pub segment_bytes: u64,
+}
+
+/// Why the journal failed.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("journal I/O failed on {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("journal is corrupt in {path} at offset {offset}: {reason}")]
+    Corrupt { path: PathBuf, offset: u64, reason: String },
+    #[error("a record of {bytes} bytes does not fit in a segment of {segment_bytes} bytes")]
+    RecordTooLarge { bytes: usize, segment_bytes: u64 },
+    #[error("{log} has no entry {seq} in the journal")]
+    NotFound { log: LogId, seq: Seq },
+}
+
+/// One record to write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JournalRecord {
+    /// A validated WAL entry, stored byte for byte.
+    Entry(Bytes),
+    /// The log is fenced at this epoch.
+    Fence { log: LogId, epoch: LogEpoch },
+}
+
+/// Where an entry lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Location {
+    segment: u64,
+    offset: u64,
+    len: u32,
+}
+
+/// What the journal holds for one log.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LogContents {
+    /// Entries in seq order, from `first_seq`.
+    locations: std::collections::VecDeque<(Seq, Location)>,
+    /// The newest fence recorded for the log.
+    pub fence: Option<LogEpoch>,
+    /// Entries up to here may go.
+    pub trim_seq: Seq,
+    /// The highest "acked" carried by an entry of the log.
+    pub writer_acked: Seq,
+    /// The epoch of the newest entry (the writer's, from its header).
+    pub last_entry_epoch: LogEpoch,
+}
+
+impl LogContents {
+    /// The first seq still held, if any.
+    pub fn first_seq(&self) -> Option<Seq> {
+        self.locations.front().map(|(seq, _)| *seq)
+    }
+
+    /// The last seq held, if any.
+    pub fn last_seq(&self) -> Option<Seq> {
+        self.locations.back().map(|(seq, _)| *seq)
+    }
+}
+
+/// A segment file of the journal.
+#[derive(Debug)]
+struct Segment {
+    number: u64,
+    path: PathBuf,
+    file: File,
+    /// Per log, the last seq this segment holds.
+    last_seqs: BTreeMap<LogId, Seq>,
+    /// Fences recorded in this segment.
+    fences: BTreeMap<LogId, LogEpoch>,
+}
+
+/// The open journal.
+#[derive(Debug)]
+pub struct Journal {
+    options: JournalOptions,
+    /// Oldest first; the last one is the active segment.
+    segments: Vec<Segment>,
+    /// Where the next record goes in the active segment.
+    write_offset: u64,
+    logs: BTreeMap<LogId, LogContents>,
+}
+
+/// What opening the journal found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OpenReport {
+    pub segments: usize,
+    pub entries: u64,
+    /// Bytes of a torn tail that were zeroed.
+    pub torn_bytes: u64,
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> JournalError + '_ {
+    move |source| JournalError::Io { path: path.to_path_buf(), source }
+}
+
+fn segment_path(dir: &Path, number: u64) -> PathBuf {
+    dir.join(format!("segment-{number:016}.kseg"))
+}
+
+impl Journal {
+    /// Opens the journal in `options.dir`, creating it if needed, and restores every log.
+    pub fn open(options: JournalOptions) -> Result<(Journal, OpenReport), JournalError> {
+        assert!(
+            options.segment_bytes >= SEGMENT_HEADER_BYTES + FENCE_RECORD_BYTES as u64 * 2,
+            "segment_bytes too small to hold anything"
+        );
+        std::fs::create_dir_all(&options.dir).map_err(io_error(&options.dir))?;
+        let scanned = scan::scan(&options)?;
+        let mut journal =
+            Journal { options, segments: scanned.segments, write_offset: scanned.write_offset, logs: scanned.logs };
+        if journal.segments.is_empty() {
+            journal.start_segment(0)?;
+        }
+        let report =
+            OpenReport { segments: journal.segments.len(), entries: scanned.entries, torn_bytes: scanned.torn_bytes };
+        Ok((journal, report))
+    }
+
+    /// What the journal holds for each log.
+    pub fn logs(&self) -> &BTreeMap<LogId, LogContents> {
+        &self.logs
+    }
+
+    /// Writes `records` in order and makes them durable with one fdatasync per
+    /// segment touched. Entries must already be validated by the node's rules.
+    pub fn append(&mut self, records: &[JournalRecord]) -> Result<(), JournalError> {
+        let mut touched = vec![self.active().number];
+        for record in records {
+            let bytes = match record {
+                JournalRecord::Entry(bytes) => bytes.clone(),
+                JournalRecord::Fence { log, epoch } => encode_fence(*log, *epoch),
+            };
+            let capacity = self.options.segment_bytes - SEGMENT_HEADER_BYTES;
+            if bytes.len() as u64 > capacity {
+                return Err(JournalError::RecordTooLarge {
+                    bytes: bytes.len(),
+                    segment_bytes: self.options.segment_bytes,
+                });
+            }
+            if self.write_offset + bytes.len() as u64 > self.options.segment_bytes {
+                self.sync_segments(&touched)?;
+                let next = self.active().number + 1;
+                self.start_segment(next)?;
+                touched = vec![next];
+            }
+            let offset = self.write_offset;
+            let active = self.segments.last_mut().expect("a journal always has an active segment");
+            active.file.write_all_at(&bytes, offset).map_err(io_error(&active.path))?;
+            self.write_offset += bytes.len() as u64;
+            let number = active.number;
+            match record {
+                JournalRecord::Entry(_) => {
+                    let (header, _) =
+                        decode_header(&bytes).expect("journal entries are validated before they are written");
+                    let location = Location { segment: number, offset, len: bytes.len() as u32 };
+                    self.index_entry(&header, location);
+                }
+                JournalRecord::Fence { log, epoch } => self.index_fence(*log, *epoch),
+            }
+        }
+        self.sync_segments(&touched)
+    }
+
+    /// Reads entry `seq` of `log`, checking its checksum again.
+    pub fn read(&self, log: LogId, seq: Seq) -> Result<Bytes, JournalError> {
+        let not_found = || JournalError::NotFound { log, seq };
+        let contents = self.logs.get(&log).ok_or_else(not_found)?;
+        let first = contents.first_seq().ok_or_else(not_found)?;
+        let index = seq.0.checked_sub(first.0).ok_or_else(not_found)? as usize;
+        let (held, location) = *contents.locations.get(index).ok_or_else(not_found)?;
+        assert_eq!(held, seq, "journal index out of order for {log}");
+        let segment = self.segments.iter().find(|s| s.number == location.segment).expect("indexed segments exist");
+        let mut buf = vec![0; location.len as usize];
+        segment.file.read_exact_at(&mut buf, location.offset).map_err(io_error(&segment.path))?;
+        match decode_header(&buf) {
+            Ok((header, _)) if header.log == log && header.seq == seq => Ok(Bytes::from(buf)),
+            Ok(_) | Err(_) => Err(JournalError::Corrupt {
+                path: segment.path.clone(),
+                offset: location.offset,
+                reason: format!("entry {seq} of {log} no longer reads back"),
+            }),
+        }
+    }
+
+    /// Lets entries of `log` up to `seq` go, and deletes every segment that
+    /// then holds nothing needed (fences in it are written again first).
+    pub fn trim(&mut self, log: LogId, seq: Seq) -> Result<(), JournalError> {
+        if let Some(contents) = self.logs.get_mut(&log) {
+            contents.trim_seq = contents.trim_seq.max(seq);
+            while contents.locations.front().is_some_and(|(held, _)| *held <= contents.trim_seq) {
+                contents.locations.pop_front();
+            }
+        }
+        self.delete_trimmed_segments()
+    }
+
+    /// Bytes the journal's files take on disk.
+    pub fn disk_bytes(&self) -> u64 {
+        self.segments.len() as u64 * self.options.segment_bytes
+    }
+
+    fn active(&self) -> &Segment {
+        self.segments.last().expect("a journal always has an active segment")
+    }
+
+    fn index_entry(&mut self, header: &EntryHeader, location: Location) {
+        let contents = self.logs.entry(header.log).or_default();
+        if let Some(last) = contents.last_seq() {
+            assert_eq!(header.seq, last.next(), "{}: journal entries must be appended in seq order", header.log);
+        }
+        contents.locations.push_back((header.seq, location));
+        contents.writer_acked = contents.writer_acked.max(header.acked.min(header.seq));
+        contents.last_entry_epoch = header.epoch;
+        let segment = self.segments.iter_mut().find(|s| s.number == location.segment).expect("the segment exists");
+        segment.last_seqs.insert(header.log, header.seq);
+    }
+
+    fn index_fence(&mut self, log: LogId, epoch: LogEpoch) {
+        let contents = self.logs.entry(log).or_default();
+        contents.fence = Some(contents.fence.map_or(epoch, |fence| fence.max(epoch)));
+        let active = self.segments.last_mut().expect("a journal always has an active segment");
+        active.fences.insert(log, epoch);
+    }
+
+    fn sync_segments(&self, numbers: &[u64]) -> Result<(), JournalError> {
+        for segment in self.segments.iter().filter(|s| numbers.contains(&s.number)) {
+            segment.file.sync_data().map_err(io_error(&segment.path))?;
+        }
+        Ok(())
+    }
+
+    /// Creates segment `number`, zero-filled to its full size, and makes it active.
+    fn start_segment(&mut self, number: u64) -> Result<(), JournalError> {
+        let path = segment_path(&self.options.dir, number);
+        let staging = path.with_extension("kseg.new");
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .open(&staging)
+            .map_err(io_error(&staging))?;
+        let zeros = vec![0u8; 1 << 20];
+        let mut left = self.options.segment_bytes;
+        while left > 0 {
+            let chunk = left.min(zeros.len() as u64) as usize;
+            file.write_all(&zeros[..chunk]).map_err(io_error(&staging))?;
+            left -= chunk as u64;
+        }
+        file.write_all_at(&encode_segment_header(number), 0).map_err(io_error(&staging))?;
+        file.sync_all().map_err(io_error(&staging))?;
+        std::fs::rename(&staging, &path).map_err(io_error(&path))?;
+        sync_dir(&self.options.dir)?;
+        self.segments.push(Segment { number, path, file, last_seqs: BTreeMap::new(), fences: BTreeMap::new() });
+        self.write_offset = SEGMENT_HEADER_BYTES;
+        Ok(())
+    }
+
+    fn delete_trimmed_segments(&mut self) -> Result<(), JournalError> {
+        let active = self.active().number;
+        let deletable: Vec<u64> = self
+            .segments
+            .iter()
+            .filter(|segment| segment.number != active)
+            .filter(|segment| {
+                segment
+                    .last_seqs
+                    .iter()
+                    .all(|(log, last)| self.logs.get(log).is_none_or(|contents| contents.trim_seq >= *last))
+            })
+            .map(|segment| segment.number)
+            .collect();
+        if deletable.is_empty() {
+            return Ok(());
+        }
+        // Fences live as long as the journal: write again those of the segments going away.
+        let carried: Vec<JournalRecord> = self
+            .segments
+            .iter()
+            .filter(|segment| deletable.contains(&segment.number))
+            .flat_map(|segment| segment.fences.keys())
+            .filter_map(|log| self.logs.get(log).and_then(|contents| contents.fence).map(|epoch| (*log, epoch)))
+            .collect::<BTreeMap<_, _>>()
+            .into_iter()
+            .map(|(log, epoch)| JournalRecord::Fence { log, epoch })
+            .collect();
+        if !carried.is_empty() {
+            self.append(&carried)?;
+        }
+        for number in deletable {
+            let position = self.segments.iter().position(|segment| segment.number == number).expect("listed above");
+            if self.segments[position].number == self.active().number {
+                continue;
+            }
+            let segment = self.segments.remove(position);
+            std::fs::remove_file(&segment.path).map_err(io_error(&segment.path))?;
+        }
+        sync_dir(&self.options.dir)
+    }
+}
+
+fn encode_segment_header(number: u64) -> Bytes {
+    let mut buf = BytesMut::with_capacity(SEGMENT_HEADER_BYTES as usize);
+    buf.put_u32(SEGMENT_MAGIC);
+    buf.put_u8(SEGMENT_VERSION);
+    buf.put_bytes(0, 3);
+    buf.put_u64(number);
+    let crc = crc32c::crc32c(&buf);
+    buf.put_u32(crc);
+    buf.put_bytes(0, SEGMENT_HEADER_BYTES as usize - buf.len());
+    buf.freeze()
+}
+
+fn encode_fence(log: LogId, epoch: LogEpoch) -> Bytes {
+    let mut body = BytesMut::with_capacity(16);
+    body.put_u64(log.0);
+    body.put_u64(epoch.0);
+    let mut buf = BytesMut::with_capacity(FENCE_RECORD_BYTES);
+    buf.put_u32(FENCE_MAGIC);
+    buf.put_u32(crc32c::crc32c(&body));
+    buf.put_slice(&body);
+    buf.freeze()
+}
+
+fn sync_dir(dir: &Path) -> Result<(), JournalError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io_error(dir))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,162 @@
+//! Opening the journal: read every segment in order, rebuild the index, and
+//! zero a torn tail left by a crash.
+
+use std::collections::BTreeMap;
+use std::fs::OpenOptions;
+use std::os::unix::fs::FileExt;
+
+use keel_wal_client::entry::decode_header;
+use keel_wal_client::ids::{LogEpoch, LogId};
+
+use super::{
+    io_error, segment_path, sync_dir, JournalError, JournalOptions, Location, LogContents, Segment, FENCE_MAGIC,
+    FENCE_RECORD_BYTES, SEGMENT_HEADER_BYTES, SEGMENT_MAGIC, SEGMENT_VERSION,
+};
+use crate::journal::ENTRY_MAGIC;
+
+pub(super) struct Scanned {
+    pub(super) segments: Vec<Segment>,
+    pub(super) write_offset: u64,
+    pub(super) logs: BTreeMap<LogId, LogContents>,
+    pub(super) entries: u64,
+    pub(super) torn_bytes: u64,
+}
+
+fn u32_at(buf: &[u8], pos: usize) -> u32 {
+    u32::from_be_bytes(buf[pos..pos + 4].try_into().expect("four bytes"))
+}
+
+fn u64_at(buf: &[u8], pos: usize) -> u64 {
+    u64::from_be_bytes(buf[pos..pos + 8].try_into().expect("eight bytes"))
+}
+
+pub(super) fn scan(options: &JournalOptions) -> Result<Scanned, JournalError> {
+    let mut numbers = Vec::new();
+    for dirent in std::fs::read_dir(&options.dir).map_err(io_error(&options.dir))? {
+        let path = dirent.map_err(io_error(&options.dir))?.path();
+        let name = path.file_name().and_then(|name| name.to_str()).unwrap_or_default().to_owned();
+        if name.ends_with(".kseg.new") {
+            // A segment that was being created when the node stopped.
+            std::fs::remove_file(&path).map_err(io_error(&path))?;
+        } else if let Some(number) = name.strip_prefix("segment-").and_then(|rest| rest.strip_suffix(".kseg")) {
+            let number = number.parse::<u64>().map_err(|_| JournalError::Corrupt {
+                path: path.clone(),
+                offset: 0,
+                reason: "unexpected segment file name".into(),
+            })?;
+            numbers.push(number);
+        }
+    }
+    numbers.sort_unstable();
+    let mut scanned = Scanned {
+        segments: vec![],
+        write_offset: SEGMENT_HEADER_BYTES,
+        logs: BTreeMap::new(),
+        entries: 0,
+        torn_bytes: 0,
+    };
+    let count = numbers.len();
+    for (position, number) in numbers.into_iter().enumerate() {
+        let last = position + 1 == count;
+        scan_segment(options, number, last, &mut scanned)?;
+    }
+    sync_dir(&options.dir)?;
+    Ok(scanned)
+}
+
+/// Whether any valid record starts after `pos`.
+fn valid_record_after(buf: &[u8], pos: usize) -> bool {
+    (pos + 1..buf.len().saturating_sub(4)).any(|at| match u32_at(buf, at) {
+        ENTRY_MAGIC => decode_header(&buf[at..]).is_ok(),
+        FENCE_MAGIC => {
+            at + FENCE_RECORD_BYTES <= buf.len()
+                && crc32c::crc32c(&buf[at + 8..at + FENCE_RECORD_BYTES]) == u32_at(buf, at + 4)
+        }
+        _ => false,
+    })
+}
+
+fn scan_segment(options: &JournalOptions, number: u64, last: bool, scanned: &mut Scanned) -> Result<(), JournalError> {
+    let path = segment_path(&options.dir, number);
+    let corrupt =
+        |offset: u64, reason: &str| JournalError::Corrupt { path: path.clone(), offset, reason: reason.to_owned() };
+    let file = OpenOptions::new().read(true).write(true).open(&path).map_err(io_error(&path))?;
+    let len = file.metadata().map_err(io_error(&path))?.len();
+    if len != options.segment_bytes {
+        return Err(corrupt(0, &format!("segment is {len} bytes, segment_bytes is {}", options.segment_bytes)));
+    }
+    let mut buf = vec![0; len as usize];
+    file.read_exact_at(&mut buf, 0).map_err(io_error(&path))?;
+    let header_crc = crc32c::crc32c(&buf[..16]);
+    if u32_at(&buf, 0) != SEGMENT_MAGIC
+        || buf[4] != SEGMENT_VERSION
+        || u64_at(&buf, 8) != number
+        || u32_at(&buf, 16) != header_crc
+    {
+        return Err(corrupt(0, "bad segment header"));
+    }
+    let mut segment = Segment { number, path: path.clone(), file, last_seqs: BTreeMap::new(), fences: BTreeMap::new() };
+    let mut pos = SEGMENT_HEADER_BYTES as usize;
+    let mut damaged = false;
+    while pos + 4 <= buf.len() {
+        match u32_at(&buf, pos) {
+            0 => break,
+            ENTRY_MAGIC => match decode_header(&buf[pos..]) {
+                Ok((header, entry_len)) => {
+                    let contents = scanned.logs.entry(header.log).or_default();
+                    if contents.last_seq().is_some_and(|held| header.seq != held.next()) {
+                        return Err(corrupt(pos as u64, &format!("{} entry {} out of order", header.log, header.seq)));
+                    }
+                    let location = Location { segment: number, offset: pos as u64, len: entry_len as u32 };
+                    contents.locations.push_back((header.seq, location));
+                    contents.writer_acked = contents.writer_acked.max(header.acked.min(header.seq));
+                    contents.last_entry_epoch = header.epoch;
+                    segment.last_seqs.insert(header.log, header.seq);
+                    scanned.entries += 1;
+                    pos += entry_len;
+                }
+                Err(_) => {
+                    damaged = true;
+                    break;
+                }
+            },
+            FENCE_MAGIC if pos + FENCE_RECORD_BYTES <= buf.len() => {
+                let body = &buf[pos + 8..pos + FENCE_RECORD_BYTES];
+                if crc32c::crc32c(body) != u32_at(&buf, pos + 4) {
+                    damaged = true;
+                    break;
+                }
+                let (log, epoch) = (LogId(u64_at(body, 0)), LogEpoch(u64_at(body, 8)));
+                let contents = scanned.logs.entry(log).or_default();
+                contents.fence = Some(contents.fence.map_or(epoch, |fence| fence.max(epoch)));
+                segment.fences.insert(log, epoch);
+                pos += FENCE_RECORD_BYTES;
+            }
+            _ => {
+                damaged = true;
+                break;
+            }
+        }
+    }
+    // A torn write only ever hits the end of the journal: damage in an older
+    // segment, or damage followed by a valid record, means acknowledged data
+    // is damaged, and zeroing it would lose it silently.
+    if damaged && (!last || valid_record_after(&buf, pos)) {
+        return Err(corrupt(pos as u64, "damaged record before the end of the journal"));
+    }
+    // In the last segment, everything after the data must be zero: a torn
+    // write may have left a partial record, or stray sectors further on.
+    if last {
+        let tail = &buf[pos.min(buf.len())..];
+        if let Some(first_nonzero) = tail.iter().position(|byte| *byte != 0) {
+            let zeros = vec![0; tail.len() - first_nonzero];
+            let from = (pos + first_nonzero) as u64;
+            segment.file.write_all_at(&zeros, from).map_err(io_error(&path))?;
+            segment.file.sync_data().map_err(io_error(&path))?;
+            scanned.torn_bytes += zeros.len() as u64;
+        }
+        scanned.write_offset = pos as u64;
+    }
+    scanned.segments.push(segment);
+    Ok(())
+}

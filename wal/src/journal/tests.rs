@@ -1,0 +1,149 @@
+use std::os::unix::fs::FileExt;
+
+use keel_controller_client::StreamId;
+use keel_wal_client::entry::{Entry, EntryHeader, Record};
+use keel_wal_client::ids::Offset;
+
+use super::*;
+
+const SEGMENT: u64 = 16 << 10;
+
+fn options(dir: &Path) -> JournalOptions {
+    JournalOptions { dir: dir.to_path_buf(), segment_bytes: SEGMENT }
+}
+
+fn entry(log: u64, seq: u64, size: usize) -> Bytes {
+    let header = EntryHeader { log: LogId(log), epoch: LogEpoch(1), seq: Seq(seq), acked: Seq(seq - 1) };
+    let record = Record {
+        stream: StreamId(log),
+        base_offset: Offset(seq as i64),
+        record_count: 1,
+        batch: Bytes::from(vec![seq as u8; size]),
+    };
+    Entry::build(header, vec![record]).bytes
+}
+
+fn append_entries(journal: &mut Journal, log: u64, seqs: std::ops::RangeInclusive<u64>, size: usize) -> Vec<Bytes> {
+    let entries: Vec<Bytes> = seqs.map(|seq| entry(log, seq, size)).collect();
+    let records: Vec<JournalRecord> = entries.iter().cloned().map(JournalRecord::Entry).collect();
+    journal.append(&records).unwrap();
+    entries
+}
+
+fn last_segment_path(dir: &Path) -> PathBuf {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir).unwrap().map(|d| d.unwrap().path()).collect();
+    paths.sort();
+    paths.pop().unwrap()
+}
+
+#[test]
+fn entries_and_fences_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut journal, _) = Journal::open(options(dir.path())).unwrap();
+    let first = append_entries(&mut journal, 1, 1..=5, 100);
+    let second = append_entries(&mut journal, 2, 1..=3, 100);
+    journal.append(&[JournalRecord::Fence { log: LogId(2), epoch: LogEpoch(4) }]).unwrap();
+    drop(journal);
+
+    let (journal, report) = Journal::open(options(dir.path())).unwrap();
+    assert_eq!(report.entries, 8);
+    assert_eq!(report.torn_bytes, 0);
+    for (seq, bytes) in first.iter().enumerate() {
+        assert_eq!(&journal.read(LogId(1), Seq(seq as u64 + 1)).unwrap(), bytes);
+    }
+    assert_eq!(&journal.read(LogId(2), Seq(3)).unwrap(), &second[2]);
+    assert_eq!(journal.logs()[&LogId(2)].fence, Some(LogEpoch(4)));
+    assert_eq!(journal.logs()[&LogId(1)].writer_acked, Seq(4));
+    assert!(matches!(journal.read(LogId(1), Seq(6)), Err(JournalError::NotFound { .. })));
+}
+
+#[test]
+fn records_roll_over_into_new_preallocated_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut journal, _) = Journal::open(options(dir.path())).unwrap();
+    let entries = append_entries(&mut journal, 1, 1..=40, 1000);
+    assert!(journal.disk_bytes() >= 3 * SEGMENT, "40 KB of entries need several 16 KiB segments");
+    for path in std::fs::read_dir(dir.path()).unwrap() {
+        assert_eq!(path.unwrap().metadata().unwrap().len(), SEGMENT, "segments are preallocated to full size");
+    }
+    drop(journal);
+    let (journal, report) = Journal::open(options(dir.path())).unwrap();
+    assert_eq!(report.entries, 40);
+    assert_eq!(journal.read(LogId(1), Seq(40)).unwrap(), entries[39]);
+}
+
+#[test]
+fn a_torn_tail_is_zeroed_and_writing_continues() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut journal, _) = Journal::open(options(dir.path())).unwrap();
+    append_entries(&mut journal, 1, 1..=3, 200);
+    let tail = journal.write_offset;
+    drop(journal);
+
+    // A crash in the middle of writing entry 4: only half of it reached the disk.
+    let torn = entry(1, 4, 200);
+    let file = OpenOptions::new().write(true).open(last_segment_path(dir.path())).unwrap();
+    file.write_all_at(&torn[..torn.len() / 2], tail).unwrap();
+    drop(file);
+
+    let (mut journal, report) = Journal::open(options(dir.path())).unwrap();
+    assert_eq!(report.entries, 3);
+    assert!(report.torn_bytes > 0);
+    assert_eq!(journal.logs()[&LogId(1)].last_seq(), Some(Seq(3)));
+    append_entries(&mut journal, 1, 4..=5, 200);
+    drop(journal);
+    let (journal, report) = Journal::open(options(dir.path())).unwrap();
+    assert_eq!((report.entries, report.torn_bytes), (5, 0));
+    assert_eq!(journal.read(LogId(1), Seq(4)).unwrap(), entry(1, 4, 200));
+}
+
+#[test]
+fn damage_followed_by_valid_entries_is_corruption_not_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut journal, _) = Journal::open(options(dir.path())).unwrap();
+    append_entries(&mut journal, 1, 1..=3, 200);
+    drop(journal);
+    let file = OpenOptions::new().write(true).open(last_segment_path(dir.path())).unwrap();
+    // Flip a byte inside entry 1's batch.
+    file.write_all_at(&[0xFF], SEGMENT_HEADER_BYTES + 100).unwrap();
+    drop(file);
+    let error = Journal::open(options(dir.path())).unwrap_err();
+    assert!(matches!(error, JournalError::Corrupt { .. }), "{error}");
+}
+
+#[test]
+fn trimming_deletes_whole_segments_and_keeps_fences() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut journal, _) = Journal::open(options(dir.path())).unwrap();
+    journal.append(&[JournalRecord::Fence { log: LogId(1), epoch: LogEpoch(2) }]).unwrap();
+    append_entries(&mut journal, 1, 1..=40, 1000);
+    append_entries(&mut journal, 2, 1..=2, 1000);
+    let before = journal.disk_bytes();
+
+    journal.trim(LogId(1), Seq(20)).unwrap();
+    let after = journal.disk_bytes();
+    assert!(after < before, "trim must free segments: {before} -> {after}");
+    assert!(matches!(journal.read(LogId(1), Seq(20)), Err(JournalError::NotFound { .. })));
+    assert_eq!(journal.read(LogId(1), Seq(21)).unwrap(), entry(1, 21, 1000));
+
+    journal.trim(LogId(1), Seq(40)).unwrap();
+    journal.trim(LogId(2), Seq(2)).unwrap();
+    assert_eq!(journal.disk_bytes(), SEGMENT, "only the active segment is left");
+    drop(journal);
+
+    let (journal, _) = Journal::open(options(dir.path())).unwrap();
+    assert_eq!(
+        journal.logs()[&LogId(1)].fence,
+        Some(LogEpoch(2)),
+        "the fence outlives the segment it was first written in"
+    );
+}
+
+#[test]
+fn a_record_larger_than_a_segment_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut journal, _) = Journal::open(options(dir.path())).unwrap();
+    let error = journal.append(&[JournalRecord::Entry(entry(1, 1, SEGMENT as usize))]).unwrap_err();
+    assert!(matches!(error, JournalError::RecordTooLarge { .. }), "{error}");
+    append_entries(&mut journal, 1, 1..=1, 10);
+}
