@@ -8,7 +8,7 @@
 //! +----------------------+--------+--------+-----+--------+------------------+
 //! header: magic "KSEG" | version 1 | zero x3 | number u64 | crc32c u32 | zero x12
 //! record: a WAL entry (magic "KWAL", its own length and CRC32C), or
-//!         a fence: magic "KFNC" | crc32c u32 (of log and epoch) | log u64 | epoch u64
+//!         a log state: magic "KLOG" | crc32c u32 (of the rest) | log u64 | fence epoch u64 | trimmed-through seq u64
 //! ```
 //!
 //! Segments are zero-filled when created, so appending never changes a file's
@@ -22,8 +22,10 @@
 //! journal continues from there. Damage followed by valid data is corruption
 //! and refuses to open.
 //!
-//! A segment is deleted once every entry in it is trimmed; fences it holds
-//! are first written again to the active segment, so a fence is never lost.
+//! A log-state record is written when a log is fenced, and written again to
+//! the active segment for every log of a segment about to be deleted (once
+//! every entry in it is trimmed). So a fence is never lost, and a log whose
+//! entries were all trimmed still knows how far it went after a restart.
 
 mod scan;
 
@@ -39,9 +41,9 @@ use keel_wal_client::entry::{decode_header, EntryHeader};
 use keel_wal_client::ids::{LogEpoch, LogId, Seq};
 
 pub const SEGMENT_MAGIC: u32 = 0x4B53_4547; // "KSEG"
-pub const FENCE_MAGIC: u32 = 0x4B46_4E43; // "KFNC"
+pub const LOG_STATE_MAGIC: u32 = 0x4B4C_4F47; // "KLOG"
 pub const SEGMENT_HEADER_BYTES: u64 = 32;
-pub const FENCE_RECORD_BYTES: usize = 24;
+pub const LOG_STATE_RECORD_BYTES: usize = 32;
 const SEGMENT_VERSION: u8 = 1;
 
 /// Journal settings, passed explicitly.
@@ -70,8 +72,8 @@ pub enum JournalError {
 pub enum JournalRecord {
     /// A validated WAL entry, stored byte for byte.
     Entry(Bytes),
-    /// The log is fenced at this epoch.
-    Fence { log: LogId, epoch: LogEpoch },
+    /// The log's newest fence and how far it is trimmed.
+    LogState { log: LogId, epoch: LogEpoch, trimmed: Seq },
 }
 
 /// Where an entry lives.
@@ -89,7 +91,7 @@ pub struct LogContents {
     locations: std::collections::VecDeque<(Seq, Location)>,
     /// The newest fence recorded for the log.
     pub fence: Option<LogEpoch>,
-    /// Entries up to here may go.
+    /// Entries up to here may go (restored from log-state records).
     pub trim_seq: Seq,
     /// The highest "acked" carried by an entry of the log.
     pub writer_acked: Seq,
@@ -98,6 +100,12 @@ pub struct LogContents {
 }
 
 impl LogContents {
+    /// Restores a log-state record: the newest fence and trim win.
+    fn restore_state(&mut self, epoch: LogEpoch, trimmed: Seq) {
+        self.fence = Some(self.fence.map_or(epoch, |fence| fence.max(epoch)));
+        self.trim_seq = self.trim_seq.max(trimmed);
+    }
+
     /// The first seq still held, if any.
     pub fn first_seq(&self) -> Option<Seq> {
         self.locations.front().map(|(seq, _)| *seq)
@@ -106,6 +114,12 @@ impl LogContents {
     /// The last seq held, if any.
     pub fn last_seq(&self) -> Option<Seq> {
         self.locations.back().map(|(seq, _)| *seq)
+    }
+
+    /// How far the log went: its last entry, or its trim point once every
+    /// entry is trimmed.
+    pub fn end_seq(&self) -> Seq {
+        self.last_seq().unwrap_or(self.trim_seq).max(self.trim_seq)
     }
 }
 
@@ -117,8 +131,8 @@ struct Segment {
     file: File,
     /// Per log, the last seq this segment holds.
     last_seqs: BTreeMap<LogId, Seq>,
-    /// Fences recorded in this segment.
-    fences: BTreeMap<LogId, LogEpoch>,
+    /// Logs with a log-state record in this segment.
+    states: std::collections::BTreeSet<LogId>,
 }
 
 /// The open journal.
@@ -153,7 +167,7 @@ impl Journal {
     /// Opens the journal in `options.dir`, creating it if needed, and restores every log.
     pub fn open(options: JournalOptions) -> Result<(Journal, OpenReport), JournalError> {
         assert!(
-            options.segment_bytes >= SEGMENT_HEADER_BYTES + FENCE_RECORD_BYTES as u64 * 2,
+            options.segment_bytes >= SEGMENT_HEADER_BYTES + LOG_STATE_RECORD_BYTES as u64 * 2,
             "segment_bytes too small to hold anything"
         );
         std::fs::create_dir_all(&options.dir).map_err(io_error(&options.dir))?;
@@ -180,7 +194,7 @@ impl Journal {
         for record in records {
             let bytes = match record {
                 JournalRecord::Entry(bytes) => bytes.clone(),
-                JournalRecord::Fence { log, epoch } => encode_fence(*log, *epoch),
+                JournalRecord::LogState { log, epoch, trimmed } => encode_log_state(*log, *epoch, *trimmed),
             };
             let capacity = self.options.segment_bytes - SEGMENT_HEADER_BYTES;
             if bytes.len() as u64 > capacity {
@@ -207,7 +221,7 @@ impl Journal {
                     let location = Location { segment: number, offset, len: bytes.len() as u32 };
                     self.index_entry(&header, location);
                 }
-                JournalRecord::Fence { log, epoch } => self.index_fence(*log, *epoch),
+                JournalRecord::LogState { log, epoch, trimmed } => self.index_log_state(*log, *epoch, *trimmed),
             }
         }
         self.sync_segments(&touched)
@@ -267,11 +281,10 @@ impl Journal {
         segment.last_seqs.insert(header.log, header.seq);
     }
 
-    fn index_fence(&mut self, log: LogId, epoch: LogEpoch) {
-        let contents = self.logs.entry(log).or_default();
-        contents.fence = Some(contents.fence.map_or(epoch, |fence| fence.max(epoch)));
+    fn index_log_state(&mut self, log: LogId, epoch: LogEpoch, trimmed: Seq) {
+        self.logs.entry(log).or_default().restore_state(epoch, trimmed);
         let active = self.segments.last_mut().expect("a journal always has an active segment");
-        active.fences.insert(log, epoch);
+        active.states.insert(log);
     }
 
     fn sync_segments(&self, numbers: &[u64]) -> Result<(), JournalError> {
@@ -303,7 +316,7 @@ impl Journal {
         file.sync_all().map_err(io_error(&staging))?;
         std::fs::rename(&staging, &path).map_err(io_error(&path))?;
         sync_dir(&self.options.dir)?;
-        self.segments.push(Segment { number, path, file, last_seqs: BTreeMap::new(), fences: BTreeMap::new() });
+        self.segments.push(Segment { number, path, file, last_seqs: BTreeMap::new(), states: Default::default() });
         self.write_offset = SEGMENT_HEADER_BYTES;
         Ok(())
     }
@@ -325,16 +338,20 @@ impl Journal {
         if deletable.is_empty() {
             return Ok(());
         }
-        // Fences live as long as the journal: write again those of the segments going away.
+        // Write again the state of every log the deleted segments speak of, so
+        // its fence and how far it went outlive them.
         let carried: Vec<JournalRecord> = self
             .segments
             .iter()
             .filter(|segment| deletable.contains(&segment.number))
-            .flat_map(|segment| segment.fences.keys())
-            .filter_map(|log| self.logs.get(log).and_then(|contents| contents.fence).map(|epoch| (*log, epoch)))
-            .collect::<BTreeMap<_, _>>()
+            .flat_map(|segment| segment.states.iter().chain(segment.last_seqs.keys()))
+            .collect::<std::collections::BTreeSet<_>>()
             .into_iter()
-            .map(|(log, epoch)| JournalRecord::Fence { log, epoch })
+            .filter_map(|log| {
+                let contents = self.logs.get(log)?;
+                let epoch = contents.fence.unwrap_or(contents.last_entry_epoch);
+                Some(JournalRecord::LogState { log: *log, epoch, trimmed: contents.trim_seq })
+            })
             .collect();
         if !carried.is_empty() {
             self.append(&carried)?;
@@ -363,12 +380,13 @@ fn encode_segment_header(number: u64) -> Bytes {
     buf.freeze()
 }
 
-fn encode_fence(log: LogId, epoch: LogEpoch) -> Bytes {
-    let mut body = BytesMut::with_capacity(16);
+fn encode_log_state(log: LogId, epoch: LogEpoch, trimmed: Seq) -> Bytes {
+    let mut body = BytesMut::with_capacity(24);
     body.put_u64(log.0);
     body.put_u64(epoch.0);
-    let mut buf = BytesMut::with_capacity(FENCE_RECORD_BYTES);
-    buf.put_u32(FENCE_MAGIC);
+    body.put_u64(trimmed.0);
+    let mut buf = BytesMut::with_capacity(LOG_STATE_RECORD_BYTES);
+    buf.put_u32(LOG_STATE_MAGIC);
     buf.put_u32(crc32c::crc32c(&body));
     buf.put_slice(&body);
     buf.freeze()

@@ -6,11 +6,11 @@ use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 
 use keel_wal_client::entry::decode_header;
-use keel_wal_client::ids::{LogEpoch, LogId};
+use keel_wal_client::ids::{LogEpoch, LogId, Seq};
 
 use super::{
-    io_error, segment_path, sync_dir, JournalError, JournalOptions, Location, LogContents, Segment, FENCE_MAGIC,
-    FENCE_RECORD_BYTES, SEGMENT_HEADER_BYTES, SEGMENT_MAGIC, SEGMENT_VERSION,
+    io_error, segment_path, sync_dir, JournalError, JournalOptions, Location, LogContents, Segment, LOG_STATE_MAGIC,
+    LOG_STATE_RECORD_BYTES, SEGMENT_HEADER_BYTES, SEGMENT_MAGIC, SEGMENT_VERSION,
 };
 use crate::journal::ENTRY_MAGIC;
 
@@ -68,9 +68,9 @@ pub(super) fn scan(options: &JournalOptions) -> Result<Scanned, JournalError> {
 fn valid_record_after(buf: &[u8], pos: usize) -> bool {
     (pos + 1..buf.len().saturating_sub(4)).any(|at| match u32_at(buf, at) {
         ENTRY_MAGIC => decode_header(&buf[at..]).is_ok(),
-        FENCE_MAGIC => {
-            at + FENCE_RECORD_BYTES <= buf.len()
-                && crc32c::crc32c(&buf[at + 8..at + FENCE_RECORD_BYTES]) == u32_at(buf, at + 4)
+        LOG_STATE_MAGIC => {
+            at + LOG_STATE_RECORD_BYTES <= buf.len()
+                && crc32c::crc32c(&buf[at + 8..at + LOG_STATE_RECORD_BYTES]) == u32_at(buf, at + 4)
         }
         _ => false,
     })
@@ -95,7 +95,7 @@ fn scan_segment(options: &JournalOptions, number: u64, last: bool, scanned: &mut
     {
         return Err(corrupt(0, "bad segment header"));
     }
-    let mut segment = Segment { number, path: path.clone(), file, last_seqs: BTreeMap::new(), fences: BTreeMap::new() };
+    let mut segment = Segment { number, path: path.clone(), file, last_seqs: BTreeMap::new(), states: Default::default() };
     let mut pos = SEGMENT_HEADER_BYTES as usize;
     let mut damaged = false;
     while pos + 4 <= buf.len() {
@@ -120,17 +120,16 @@ fn scan_segment(options: &JournalOptions, number: u64, last: bool, scanned: &mut
                     break;
                 }
             },
-            FENCE_MAGIC if pos + FENCE_RECORD_BYTES <= buf.len() => {
-                let body = &buf[pos + 8..pos + FENCE_RECORD_BYTES];
+            LOG_STATE_MAGIC if pos + LOG_STATE_RECORD_BYTES <= buf.len() => {
+                let body = &buf[pos + 8..pos + LOG_STATE_RECORD_BYTES];
                 if crc32c::crc32c(body) != u32_at(&buf, pos + 4) {
                     damaged = true;
                     break;
                 }
-                let (log, epoch) = (LogId(u64_at(body, 0)), LogEpoch(u64_at(body, 8)));
-                let contents = scanned.logs.entry(log).or_default();
-                contents.fence = Some(contents.fence.map_or(epoch, |fence| fence.max(epoch)));
-                segment.fences.insert(log, epoch);
-                pos += FENCE_RECORD_BYTES;
+                let log = LogId(u64_at(body, 0));
+                scanned.logs.entry(log).or_default().restore_state(LogEpoch(u64_at(body, 8)), Seq(u64_at(body, 16)));
+                segment.states.insert(log);
+                pos += LOG_STATE_RECORD_BYTES;
             }
             _ => {
                 damaged = true;

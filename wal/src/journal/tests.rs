@@ -42,7 +42,7 @@ fn entries_and_fences_survive_a_reopen() {
     let (mut journal, _) = Journal::open(options(dir.path())).unwrap();
     let first = append_entries(&mut journal, 1, 1..=5, 100);
     let second = append_entries(&mut journal, 2, 1..=3, 100);
-    journal.append(&[JournalRecord::Fence { log: LogId(2), epoch: LogEpoch(4) }]).unwrap();
+    journal.append(&[JournalRecord::LogState { log: LogId(2), epoch: LogEpoch(4), trimmed: Seq(0) }]).unwrap();
     drop(journal);
 
     let (journal, report) = Journal::open(options(dir.path())).unwrap();
@@ -115,7 +115,7 @@ fn damage_followed_by_valid_entries_is_corruption_not_a_torn_tail() {
 fn trimming_deletes_whole_segments_and_keeps_fences() {
     let dir = tempfile::tempdir().unwrap();
     let (mut journal, _) = Journal::open(options(dir.path())).unwrap();
-    journal.append(&[JournalRecord::Fence { log: LogId(1), epoch: LogEpoch(2) }]).unwrap();
+    journal.append(&[JournalRecord::LogState { log: LogId(1), epoch: LogEpoch(2), trimmed: Seq(0) }]).unwrap();
     append_entries(&mut journal, 1, 1..=40, 1000);
     append_entries(&mut journal, 2, 1..=2, 1000);
     let before = journal.disk_bytes();
