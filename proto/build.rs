@@ -5,6 +5,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protoc = protoc_bin_vendored::protoc_bin_path()?;
     std::env::set_var("PROTOC", protoc);
     println!("cargo:rerun-if-changed=keel");
-    tonic_build::configure().compile_protos(&["keel/controller.proto"], &["."])?;
+    tonic_build::configure().compile_protos(&["keel/controller.proto", "keel/wal.proto"], &["."])?;
     Ok(())
 }

@@ -9,3 +9,8 @@
 pub mod controller {
     tonic::include_proto!("keel.controller.v1");
 }
+
+/// The WAL node API.
+pub mod wal {
+    tonic::include_proto!("keel.wal.v1");
+}

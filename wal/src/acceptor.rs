@@ -64,6 +64,20 @@ impl LogReplica {
         LogReplica { log, epoch: LogEpoch(0), last_seq: Seq(0), trim_seq: Seq(0), writer_acked: Seq(0) }
     }
 
+    /// A replica rebuilt from the journal after a restart.
+    pub fn restored(log: LogId, epoch: LogEpoch, last_seq: Seq, trim_seq: Seq, writer_acked: Seq) -> LogReplica {
+        assert!(trim_seq <= last_seq && writer_acked <= last_seq, "{log}: restored positions out of order");
+        LogReplica { log, epoch, last_seq, trim_seq, writer_acked }
+    }
+
+    pub fn log(&self) -> LogId {
+        self.log
+    }
+
+    pub fn writer_acked(&self) -> Seq {
+        self.writer_acked
+    }
+
     pub fn last_seq(&self) -> Seq {
         self.last_seq
     }

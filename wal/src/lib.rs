@@ -2,10 +2,12 @@
 //! WAL logs, fsyncs them, serves them back and trims them.
 //!
 //! Built so far: the per-log rules (`acceptor`), free of I/O; the journal
-//! (`journal`), segment files with group commit and crash recovery; and the
-//! deterministic simulation that checks the rules together with the writer
-//! and recovery cores of `keel-wal-client` (`tests/simulation.rs`). The gRPC
-//! service and the binary are not built yet.
+//! (`journal`), segment files with group commit and crash recovery; the store
+//! thread that puts the two together (`store`); the gRPC service (`service`);
+//! and the deterministic simulation that checks the rules together with the
+//! writer and recovery cores of `keel-wal-client` (`tests/simulation.rs`).
+//! The `keel-wal` binary (config, registration with the controller) is not
+//! built yet.
 //!
 //! It must never acknowledge an entry before it is fsynced, never accept an
 //! append from an epoch older than one it has seen, and never serve a reader
@@ -13,3 +15,5 @@
 
 pub mod acceptor;
 pub mod journal;
+pub mod service;
+pub mod store;

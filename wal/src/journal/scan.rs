@@ -95,7 +95,8 @@ fn scan_segment(options: &JournalOptions, number: u64, last: bool, scanned: &mut
     {
         return Err(corrupt(0, "bad segment header"));
     }
-    let mut segment = Segment { number, path: path.clone(), file, last_seqs: BTreeMap::new(), states: Default::default() };
+    let mut segment =
+        Segment { number, path: path.clone(), file, last_seqs: BTreeMap::new(), states: Default::default() };
     let mut pos = SEGMENT_HEADER_BYTES as usize;
     let mut damaged = false;
     while pos + 4 <= buf.len() {

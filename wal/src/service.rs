@@ -1,0 +1,101 @@
+//! The `Wal` gRPC service over the store.
+//!
+//! An append stream is pipelined: each request is queued to the store as it
+//! arrives, and a second task forwards the answers in request order, so many
+//! entries are in flight and their acknowledgements still come back in order.
+
+use bytes::Bytes;
+use futures::StreamExt;
+use keel_proto::wal as pb;
+use keel_wal_client::ids::{LogEpoch, LogId};
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::store::{StoreHandle, StoreRequest};
+
+/// Appends in flight per stream before the reader waits for acknowledgements.
+const STREAM_IN_FLIGHT_MAX: usize = 4096;
+
+/// The gRPC face of a WAL node's store.
+#[derive(Debug)]
+pub struct WalService {
+    store: StoreHandle,
+    incarnation: String,
+    tasks: TaskTracker,
+    cancel: CancellationToken,
+}
+
+impl WalService {
+    pub fn new(store: StoreHandle, incarnation: String, tasks: TaskTracker, cancel: CancellationToken) -> WalService {
+        WalService { store, incarnation, tasks, cancel }
+    }
+
+    async fn ask<T>(&self, request: StoreRequest, reply: oneshot::Receiver<T>) -> Result<T, Status> {
+        self.store.send(request).await.map_err(|e| Status::unavailable(e.to_string()))?;
+        reply.await.map_err(|_| Status::unavailable("the WAL store stopped"))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::wal_server::Wal for WalService {
+    type AppendStream = ReceiverStream<Result<pb::AppendReply, Status>>;
+
+    async fn append(
+        &self,
+        request: Request<Streaming<pb::AppendRequest>>,
+    ) -> Result<Response<Self::AppendStream>, Status> {
+        let mut inbound = request.into_inner();
+        let (replies_sender, replies) = mpsc::channel(STREAM_IN_FLIGHT_MAX);
+        let (pending_sender, mut pending) = mpsc::channel::<oneshot::Receiver<pb::AppendReply>>(STREAM_IN_FLIGHT_MAX);
+        let store = self.store.clone();
+        let cancel = self.cancel.clone();
+        self.tasks.spawn(async move {
+            loop {
+                let next = tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    next = inbound.next() => next,
+                };
+                let Some(Ok(request)) = next else { return };
+                let (reply, answer) = oneshot::channel();
+                let entry = Bytes::from(request.entry);
+                if store.send(StoreRequest::Append { epoch: LogEpoch(request.epoch), entry, reply }).await.is_err() {
+                    return;
+                }
+                if pending_sender.send(answer).await.is_err() {
+                    return;
+                }
+            }
+        });
+        self.tasks.spawn(async move {
+            while let Some(answer) = pending.recv().await {
+                let reply = answer.await.map_err(|_| Status::unavailable("the WAL store stopped"));
+                if replies_sender.send(reply).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(replies)))
+    }
+
+    async fn fence(&self, request: Request<pb::FenceRequest>) -> Result<Response<pb::FenceReply>, Status> {
+        let request = request.into_inner();
+        let (reply, answer) = oneshot::channel();
+        let fence = StoreRequest::Fence { log: LogId(request.log), epoch: LogEpoch(request.epoch), reply };
+        Ok(Response::new(self.ask(fence, answer).await?))
+    }
+
+    async fn read(&self, request: Request<pb::ReadRequest>) -> Result<Response<pb::ReadReply>, Status> {
+        let (reply, answer) = oneshot::channel();
+        Ok(Response::new(self.ask(StoreRequest::Read { request: request.into_inner(), reply }, answer).await?))
+    }
+
+    async fn status(&self, _request: Request<pb::StatusRequest>) -> Result<Response<pb::StatusReply>, Status> {
+        let (reply, answer) = oneshot::channel();
+        let mut status = self.ask(StoreRequest::Status { reply }, answer).await?;
+        status.incarnation = self.incarnation.clone();
+        Ok(Response::new(status))
+    }
+}
