@@ -7,3 +7,4 @@ mod controller_learner;
 mod controller_quorum;
 mod controller_sessions;
 mod controller_snapshot;
+mod wal_node;

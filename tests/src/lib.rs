@@ -58,8 +58,14 @@ impl Drop for TestCluster {
     fn drop(&mut self) {
         self.cluster.kill_all();
         if std::thread::panicking() {
-            for controller in &self.cluster.controllers {
-                let path = self.dir.path().join(format!("controller-{}.log", controller.spec.id));
+            let names = self
+                .cluster
+                .controllers
+                .iter()
+                .map(|controller| format!("controller-{}.log", controller.spec.id))
+                .chain(self.cluster.wal_nodes.iter().map(|node| format!("wal-{}.log", node.spec.id)));
+            for name in names {
+                let path = self.dir.path().join(name);
                 let text = std::fs::read_to_string(&path).unwrap_or_default();
                 let tail: Vec<&str> = text.lines().rev().take(40).collect();
                 eprintln!("---- last lines of {} ----", path.display());
@@ -68,6 +74,15 @@ impl Drop for TestCluster {
                 }
             }
         }
+    }
+}
+
+impl TestCluster {
+    /// Adds `count` WAL nodes (zones a, b, c, ...), starts them and waits until all are registered.
+    pub async fn start_wal_nodes(&mut self, count: u32) -> anyhow::Result<Vec<u64>> {
+        self.cluster.add_free_port_wal_nodes(count)?;
+        self.cluster.start_all_wal()?;
+        self.cluster.wait_for_wal_nodes(Duration::from_secs(60)).await
     }
 }
 

@@ -47,14 +47,32 @@ pub struct ControllerSpec {
     pub data_dir: PathBuf,
 }
 
-/// A controller process this launcher started.
+/// Where one WAL node listens and keeps its data.
+#[derive(Clone, Debug)]
+pub struct WalSpec {
+    pub id: u32,
+    pub zone: String,
+    pub grpc: SocketAddr,
+    pub admin: SocketAddr,
+    pub data_dir: PathBuf,
+}
+
+/// A process this launcher started, with what it was started from.
 #[derive(Debug)]
-pub struct ControllerProcess {
-    pub spec: ControllerSpec,
+pub struct Managed<S> {
+    pub spec: S,
     child: Option<Child>,
 }
 
-impl ControllerProcess {
+pub type ControllerProcess = Managed<ControllerSpec>;
+pub type WalProcess = Managed<WalSpec>;
+
+impl<S> Managed<S> {
+    /// Describes a process to start; nothing runs yet.
+    pub fn new(spec: S) -> Managed<S> {
+        Managed { spec, child: None }
+    }
+
     /// The process id while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
@@ -111,6 +129,7 @@ pub struct LocalCluster {
     pub dir: PathBuf,
     pub options: ClusterOptions,
     pub controllers: Vec<ControllerProcess>,
+    pub wal_nodes: Vec<WalProcess>,
     controller_binary: PathBuf,
     /// A client of the whole quorum, made on first use (it needs a runtime).
     client: std::sync::OnceLock<MetadataClient>,
@@ -120,11 +139,12 @@ impl LocalCluster {
     /// Describes a cluster of `specs` under `dir`; nothing is started yet.
     pub fn new(dir: &Path, options: ClusterOptions, specs: Vec<ControllerSpec>) -> anyhow::Result<LocalCluster> {
         std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
-        let controllers = specs.into_iter().map(|spec| ControllerProcess { spec, child: None }).collect();
+        let controllers = specs.into_iter().map(Managed::new).collect();
         Ok(LocalCluster {
             dir: dir.to_path_buf(),
             options,
             controllers,
+            wal_nodes: Vec::new(),
             controller_binary: find_binary("keel-controller")?,
             client: std::sync::OnceLock::new(),
         })
@@ -219,10 +239,90 @@ impl LocalCluster {
 
     /// Adds a controller to the cluster (not started); returns its index.
     pub fn add_controller(&mut self, spec: ControllerSpec) -> usize {
-        self.controllers.push(ControllerProcess { spec, child: None });
+        self.controllers.push(Managed::new(spec));
         // The shared client knew only the former controllers.
         self.client = std::sync::OnceLock::new();
         self.controllers.len() - 1
+    }
+
+    /// Adds WAL nodes in zones a, b, c, ... on free loopback ports (not started).
+    pub fn add_free_port_wal_nodes(&mut self, count: u32) -> anyhow::Result<()> {
+        for id in 1..=count {
+            let zone = char::from(b'a' + ((id - 1) % 26) as u8).to_string();
+            let spec = WalSpec {
+                id,
+                zone,
+                grpc: free_loopback_addr()?,
+                admin: free_loopback_addr()?,
+                data_dir: self.dir.join(format!("wal-{id}")),
+            };
+            self.wal_nodes.push(Managed::new(spec));
+        }
+        Ok(())
+    }
+
+    /// Starts WAL node `index` (0-based) from its data directory.
+    pub fn start_wal(&mut self, index: usize) -> anyhow::Result<()> {
+        let controllers = self.controller_addrs().join(",");
+        let binary = find_binary("keel-wal")?;
+        let node = &mut self.wal_nodes[index];
+        let spec = &node.spec;
+        let log_path = self.dir.join(format!("wal-{}.log", spec.id));
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .with_context(|| format!("open {}", log_path.display()))?;
+        let child = Command::new(&binary)
+            .args(["--node-id", &spec.id.to_string(), "--zone", &spec.zone])
+            .args(["--listen", &spec.grpc.to_string(), "--admin-listen", &spec.admin.to_string()])
+            .arg("--data-dir")
+            .arg(&spec.data_dir)
+            .args(["--controllers", &controllers])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("start {}", binary.display()))?;
+        node.child = Some(child);
+        Ok(())
+    }
+
+    /// Starts every WAL node that is not running.
+    pub fn start_all_wal(&mut self) -> anyhow::Result<()> {
+        for index in 0..self.wal_nodes.len() {
+            if !self.wal_nodes[index].is_running() {
+                self.start_wal(index)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until every WAL node is registered and active; returns their epochs.
+    pub async fn wait_for_wal_nodes(&self, timeout: Duration) -> anyhow::Result<Vec<u64>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(status) = self.shared_client()?.cluster_status().await {
+                let epochs: Vec<u64> = self
+                    .wal_nodes
+                    .iter()
+                    .filter_map(|node| {
+                        status
+                            .nodes
+                            .iter()
+                            .find(|n| {
+                                n.kind == pb::NodeKind::Wal as i32 && n.node_id == node.spec.id && n.state == "active"
+                            })
+                            .map(|n| n.epoch)
+                    })
+                    .collect();
+                if epochs.len() == self.wal_nodes.len() {
+                    return Ok(epochs);
+                }
+            }
+            anyhow::ensure!(Instant::now() < deadline, "WAL nodes did not all register within {timeout:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Deletes controller `index`'s data directory (it must be stopped).
@@ -254,8 +354,12 @@ impl LocalCluster {
     pub fn log_lines_at(&self, level: &str, allowed: &[&str]) -> anyhow::Result<Vec<String>> {
         let marker = format!(" {level} ");
         let mut found = Vec::new();
-        for controller in &self.controllers {
-            let name = format!("controller-{}.log", controller.spec.id);
+        let names = self
+            .controllers
+            .iter()
+            .map(|controller| format!("controller-{}.log", controller.spec.id))
+            .chain(self.wal_nodes.iter().map(|node| format!("wal-{}.log", node.spec.id)));
+        for name in names {
             let text = match std::fs::read_to_string(self.dir.join(&name)) {
                 Ok(text) => text,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
@@ -285,6 +389,9 @@ impl LocalCluster {
 
     /// Kills every process (SIGKILL).
     pub fn kill_all(&mut self) {
+        for node in &mut self.wal_nodes {
+            node.kill9();
+        }
         for controller in &mut self.controllers {
             controller.kill9();
         }
@@ -292,6 +399,11 @@ impl LocalCluster {
 
     /// Stops every process with SIGTERM, waiting up to `patience` for each.
     pub fn stop_all(&mut self, patience: Duration) {
+        for node in &mut self.wal_nodes {
+            if node.is_running() && node.terminate(patience).is_none() {
+                eprintln!("WAL node {} did not stop within {patience:?} and was killed", node.spec.id);
+            }
+        }
         for controller in &mut self.controllers {
             if controller.is_running() && controller.terminate(patience).is_none() {
                 eprintln!("controller c{} did not stop within {patience:?} and was killed", controller.spec.id);

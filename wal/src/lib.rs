@@ -6,14 +6,21 @@
 //! thread that puts the two together (`store`); the gRPC service (`service`);
 //! and the deterministic simulation that checks the rules together with the
 //! writer and recovery cores of `keel-wal-client` (`tests/simulation.rs`).
-//! The `keel-wal` binary (config, registration with the controller) is not
-//! built yet.
+//! The binary (`src/bin/keel-wal.rs`, with `node` and `config`) registers
+//! with the controller and keeps its session. Not built yet: the WAL log
+//! metadata in the controller (ensembles, trims, seals) and backpressure.
 //!
 //! It must never acknowledge an entry before it is fsynced, never accept an
 //! append from an epoch older than one it has seen, and never serve a reader
 //! past what is known committed.
 
 pub mod acceptor;
+pub mod config;
+mod incarnation;
 pub mod journal;
+mod metrics;
+pub mod node;
 pub mod service;
 pub mod store;
+
+pub use metrics::Metrics;

@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::acceptor::{AppendKind, LogReplica, ReplicaError};
 use crate::journal::{Journal, JournalRecord};
+use crate::metrics::Metrics;
 
 /// Requests taken into one batch at most.
 const BATCH_REQUESTS_MAX: usize = 1024;
@@ -50,9 +51,13 @@ impl StoreHandle {
 pub struct StoreStopped;
 
 /// Starts the store thread over an opened journal.
-pub fn start(journal: Journal, queue_depth: usize) -> std::io::Result<(StoreHandle, std::thread::JoinHandle<()>)> {
+pub fn start(
+    journal: Journal,
+    queue_depth: usize,
+    metrics: Metrics,
+) -> std::io::Result<(StoreHandle, std::thread::JoinHandle<()>)> {
     let (sender, receiver) = mpsc::channel(queue_depth);
-    let state = Store::restore(journal);
+    let state = Store::restore(journal, metrics);
     let thread = std::thread::Builder::new().name("wal-store".into()).spawn(move || state.run(receiver))?;
     Ok((StoreHandle { sender }, thread))
 }
@@ -60,6 +65,7 @@ pub fn start(journal: Journal, queue_depth: usize) -> std::io::Result<(StoreHand
 /// The thread's state.
 struct Store {
     journal: Journal,
+    metrics: Metrics,
     replicas: BTreeMap<LogId, LogReplica>,
     /// Set after a journal write failed: the journal and the rules may then
     /// disagree, so the store refuses everything until it is restarted.
@@ -73,7 +79,7 @@ enum Deferred {
 }
 
 impl Store {
-    fn restore(journal: Journal) -> Store {
+    fn restore(journal: Journal, metrics: Metrics) -> Store {
         let replicas = journal
             .logs()
             .iter()
@@ -90,7 +96,8 @@ impl Store {
                 (*log, replica)
             })
             .collect();
-        Store { journal, replicas, failed: None }
+        metrics.journal_bytes.set(journal.disk_bytes() as i64);
+        Store { journal, metrics, replicas, failed: None }
     }
 
     fn run(mut self, mut receiver: mpsc::Receiver<StoreRequest>) {
@@ -119,6 +126,7 @@ impl Store {
                     match answer {
                         Ok(ok) => deferred.push(Deferred::Append(reply, ok)),
                         Err(refused) => {
+                            self.count_refused(refused.code);
                             let _ = reply.send(refused);
                         }
                     }
@@ -126,6 +134,7 @@ impl Store {
                 StoreRequest::Fence { log, epoch, reply } => match self.fence(log, epoch, &mut records) {
                     Ok(ok) => deferred.push(Deferred::Fence(reply, ok)),
                     Err(refused) => {
+                        self.count_refused(refused.code);
                         let _ = reply.send(refused);
                     }
                 },
@@ -133,9 +142,23 @@ impl Store {
             }
         }
         if !records.is_empty() && self.failed.is_none() {
-            if let Err(error) = self.journal.append(&records) {
-                tracing::error!("journal write failed; refusing every request until restart: {error}");
-                self.failed = Some(error.to_string());
+            let started = std::time::Instant::now();
+            match self.journal.append(&records) {
+                Ok(()) => {
+                    self.metrics.sync_seconds.observe(started.elapsed().as_secs_f64());
+                    self.metrics.batch_records.observe(records.len() as f64);
+                    self.metrics.journal_bytes.set(self.journal.disk_bytes() as i64);
+                    for record in &records {
+                        if let JournalRecord::Entry(bytes) = record {
+                            self.metrics.entries_appended.inc();
+                            self.metrics.bytes_appended.inc_by(bytes.len() as u64);
+                        }
+                    }
+                }
+                Err(error) => {
+                    tracing::error!("journal write failed; refusing every request until restart: {error}");
+                    self.failed = Some(error.to_string());
+                }
             }
         }
         for reply in deferred {
@@ -174,6 +197,11 @@ impl Store {
                 StoreRequest::Append { .. } | StoreRequest::Fence { .. } => unreachable!("handled above"),
             }
         }
+    }
+
+    fn count_refused(&self, code: i32) {
+        let name = pb::ErrorCode::try_from(code).map_or("unknown", |code| code.as_str_name());
+        self.metrics.refused.with_label_values(&[name]).inc();
     }
 
     fn append(

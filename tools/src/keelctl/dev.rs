@@ -1,11 +1,11 @@
 //! `keelctl dev`: a whole local cluster on loopback, data under one directory,
-//! until Ctrl-C. Today that is the controller quorum; brokers and WAL nodes
-//! join it as they are built.
+//! until Ctrl-C. Today that is the controller quorum and three WAL nodes in
+//! zones a, b and c; brokers join it when they are built.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::launcher::{ClusterOptions, ControllerSpec, LocalCluster};
+use crate::launcher::{ClusterOptions, ControllerSpec, LocalCluster, Managed, WalSpec};
 
 /// The controller addresses `keelctl dev` uses, and `keelctl`'s default.
 pub(super) const DEFAULT_CONTROLLERS: &str = "127.0.0.1:9190,127.0.0.1:9191,127.0.0.1:9192";
@@ -36,8 +36,17 @@ pub(super) async fn run(args: DevArgs) -> anyhow::Result<()> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     let options = ClusterOptions { cluster_id: "keel-dev".into(), controller_args: vec![] };
     let mut cluster = LocalCluster::new(&args.data_dir, options, specs)?;
+    for (i, zone) in (0..3u16).zip(["a", "b", "c"]) {
+        cluster.wal_nodes.push(Managed::new(WalSpec {
+            id: u32::from(i) + 1,
+            zone: zone.to_owned(),
+            grpc: format!("127.0.0.1:{}", 9390 + i).parse()?,
+            admin: format!("127.0.0.1:{}", 9490 + i).parse()?,
+            data_dir: args.data_dir.join(format!("wal-{}", i + 1)),
+        }));
+    }
     cluster.start_all()?;
-    println!("starting 3 controllers; data and logs in {}", args.data_dir.display());
+    println!("starting 3 controllers and 3 WAL nodes; data and logs in {}", args.data_dir.display());
     let leader = match cluster.wait_for_leader(Duration::from_secs(30)).await {
         Ok(leader) => leader,
         Err(error) => {
@@ -45,13 +54,20 @@ pub(super) async fn run(args: DevArgs) -> anyhow::Result<()> {
             anyhow::bail!("{error}; see the controller-*.log files in {}", args.data_dir.display());
         }
     };
+    cluster.start_all_wal()?;
+    if let Err(error) = cluster.wait_for_wal_nodes(Duration::from_secs(60)).await {
+        cluster.stop_all(Duration::from_secs(5));
+        anyhow::bail!("{error}; see the wal-*.log files in {}", args.data_dir.display());
+    }
     for controller in &cluster.controllers {
-        println!(
-            "controller c{}  grpc {}  admin http://{}/metrics",
-            controller.spec.id, controller.spec.grpc, controller.spec.admin
-        );
+        let spec = &controller.spec;
+        println!("controller c{}  grpc {}  admin http://{}/metrics", spec.id, spec.grpc, spec.admin);
     }
     println!("leader: c{}", cluster.controllers[leader].spec.id);
+    for node in &cluster.wal_nodes {
+        let spec = &node.spec;
+        println!("WAL node {}  zone {}  grpc {}  admin http://{}/metrics", spec.id, spec.zone, spec.grpc, spec.admin);
+    }
     println!("ready: try `keelctl cluster status` and `keelctl topic create orders -p 12` (Ctrl-C stops the cluster)");
     let mut reported_exits = std::collections::BTreeSet::new();
     loop {
@@ -62,8 +78,13 @@ pub(super) async fn run(args: DevArgs) -> anyhow::Result<()> {
             }
             _ = tokio::time::sleep(Duration::from_secs(1)) => {
                 for controller in &mut cluster.controllers {
-                    if !controller.is_running() && reported_exits.insert(controller.spec.id) {
+                    if !controller.is_running() && reported_exits.insert(format!("controller-{}", controller.spec.id)) {
                         eprintln!("controller c{} exited; see its log in {}", controller.spec.id, args.data_dir.display());
+                    }
+                }
+                for node in &mut cluster.wal_nodes {
+                    if !node.is_running() && reported_exits.insert(format!("wal-{}", node.spec.id)) {
+                        eprintln!("WAL node {} exited; see its log in {}", node.spec.id, args.data_dir.display());
                     }
                 }
             }

@@ -25,7 +25,8 @@ struct Node {
 async fn start_node(dir: &Path) -> Node {
     let options = JournalOptions { dir: dir.to_path_buf(), segment_bytes: 1 << 20 };
     let (journal, _) = Journal::open(options).unwrap();
-    let (store, _thread) = keel_wal::store::start(journal, 1024).unwrap();
+    let metrics = keel_wal::Metrics::new(&prometheus::Registry::new()).unwrap();
+    let (store, _thread) = keel_wal::store::start(journal, 1024, metrics).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let cancel = CancellationToken::new();

@@ -1,0 +1,69 @@
+//! `keel-wal`: parses flags, loads the config, starts logging and the WAL
+//! node, and stops it on SIGTERM or SIGINT.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use keel_common::logging::LogFormat;
+use keel_wal::config::ConfigToml;
+use tokio_util::sync::CancellationToken;
+
+/// A Keel WAL node.
+///
+/// Settings come from flags, then KEEL_WAL_* environment variables, then the
+/// --config file, then defaults.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// TOML config file.
+    #[arg(long, env = "KEEL_WAL_CONFIG")]
+    config: Option<PathBuf>,
+    /// human or json.
+    #[arg(long, env = "KEEL_LOG_FORMAT", default_value = "human")]
+    log_format: LogFormat,
+    #[command(flatten)]
+    overrides: ConfigToml,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    keel_common::logging::init(args.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            tracing::error!("failed to start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("WAL node failed: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let file = match &args.config {
+        Some(path) => keel_common::config::load_toml(path)?,
+        None => ConfigToml::default(),
+    };
+    let config = args.overrides.or(file).validate()?;
+    tracing::info!(?config, "effective config");
+    let registry = prometheus::Registry::new();
+    let cancel = CancellationToken::new();
+    let node = keel_wal::node::start(config, &registry, cancel.clone()).await?;
+    let stopped_by_signal = tokio::select! {
+        signal = keel_common::signal::shutdown_requested() => {
+            tracing::info!(signal = signal?, "stopping");
+            true
+        }
+        _ = cancel.cancelled() => false,
+    };
+    node.shutdown(Duration::from_secs(5)).await;
+    anyhow::ensure!(stopped_by_signal, "WAL node stopped after a fatal error");
+    Ok(())
+}

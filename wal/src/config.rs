@@ -1,0 +1,134 @@
+//! WAL node configuration: a TOML file (`--config`), every field of which a
+//! flag or a `KEEL_WAL_*` environment variable overrides.
+//! Precedence: flag, then environment, then file, then default.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use keel_controller_client::NodeId;
+use serde::{Deserialize, Serialize};
+
+/// The file form. Every key is optional; unknown keys are errors.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, clap::Args)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConfigToml {
+    /// This node's id (unique among WAL nodes).
+    #[arg(long, env = "KEEL_WAL_NODE_ID")]
+    pub node_id: Option<u32>,
+    /// The availability zone this node runs in.
+    #[arg(long, env = "KEEL_WAL_ZONE")]
+    pub zone: Option<String>,
+    /// gRPC listen address. Default 127.0.0.1:9390.
+    #[arg(long, env = "KEEL_WAL_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// The address brokers use to reach this node. Default: `listen`.
+    #[arg(long, env = "KEEL_WAL_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// Admin HTTP listen address (/metrics, /health, /ready). Default 127.0.0.1:9490.
+    #[arg(long, env = "KEEL_WAL_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
+    /// Data directory (journal segments and the incarnation file).
+    #[arg(long, env = "KEEL_WAL_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Controller gRPC addresses, comma-separated.
+    #[arg(long, env = "KEEL_WAL_CONTROLLERS", value_delimiter = ',')]
+    pub controllers: Option<Vec<String>>,
+    /// Size of each journal segment file, in bytes. Default 64 MiB.
+    #[arg(long, env = "KEEL_WAL_SEGMENT_BYTES")]
+    pub segment_bytes: Option<u64>,
+    /// Heartbeat interval to the controller. Default 250ms.
+    #[arg(long, env = "KEEL_WAL_HEARTBEAT_INTERVAL", value_parser = humantime_serde::re::humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Option<Duration>,
+}
+
+/// The validated, effective configuration.
+#[derive(Clone, Debug)]
+pub struct WalConfig {
+    pub node_id: NodeId,
+    pub zone: String,
+    pub listen: SocketAddr,
+    pub advertise: String,
+    pub admin_listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub controllers: Vec<String>,
+    pub segment_bytes: u64,
+    pub heartbeat_interval: Duration,
+}
+
+impl ConfigToml {
+    /// Fills every field this one leaves unset from `lower`.
+    pub fn or(self, lower: ConfigToml) -> ConfigToml {
+        ConfigToml {
+            node_id: self.node_id.or(lower.node_id),
+            zone: self.zone.or(lower.zone),
+            listen: self.listen.or(lower.listen),
+            advertise: self.advertise.or(lower.advertise),
+            admin_listen: self.admin_listen.or(lower.admin_listen),
+            data_dir: self.data_dir.or(lower.data_dir),
+            controllers: self.controllers.or(lower.controllers),
+            segment_bytes: self.segment_bytes.or(lower.segment_bytes),
+            heartbeat_interval: self.heartbeat_interval.or(lower.heartbeat_interval),
+        }
+    }
+
+    pub fn validate(self) -> anyhow::Result<WalConfig> {
+        let ConfigToml {
+            node_id,
+            zone,
+            listen,
+            advertise,
+            admin_listen,
+            data_dir,
+            controllers,
+            segment_bytes,
+            heartbeat_interval,
+        } = self;
+        let zone = zone.context("zone is required")?;
+        anyhow::ensure!(!zone.is_empty(), "zone must not be empty");
+        let listen = listen.unwrap_or_else(|| "127.0.0.1:9390".parse().expect("valid literal"));
+        let controllers = controllers.unwrap_or_default();
+        anyhow::ensure!(!controllers.is_empty(), "controllers must list the controller quorum's addresses");
+        let segment_bytes = segment_bytes.unwrap_or(64 << 20);
+        let entry_max = keel_wal_client::entry::ENTRY_BYTES_MAX as u64;
+        anyhow::ensure!(
+            segment_bytes >= entry_max + 1024,
+            "segment_bytes must hold the largest entry ({entry_max} bytes) and a header"
+        );
+        Ok(WalConfig {
+            node_id: NodeId(node_id.context("node_id is required")?),
+            zone,
+            listen,
+            advertise: advertise.unwrap_or_else(|| listen.to_string()),
+            admin_listen: admin_listen.unwrap_or_else(|| "127.0.0.1:9490".parse().expect("valid literal")),
+            data_dir: data_dir.context("data_dir is required")?,
+            controllers,
+            segment_bytes,
+            heartbeat_interval: heartbeat_interval.unwrap_or(Duration::from_millis(250)),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_minimal_config_validates_and_unknown_keys_are_refused() {
+        let file: ConfigToml = keel_common::config::parse_toml(
+            "node_id = 1\nzone = \"a\"\ndata_dir = \"/d\"\ncontrollers = [\"127.0.0.1:9190\"]\n",
+        )
+        .unwrap();
+        let config = file.validate().unwrap();
+        assert_eq!((config.segment_bytes, config.advertise.as_str()), (64 << 20, "127.0.0.1:9390"));
+        assert!(keel_common::config::parse_toml::<ConfigToml>("zone = \"a\"\nzones = 3\n").is_err());
+        let small = ConfigToml {
+            segment_bytes: Some(1 << 20),
+            ..keel_common::config::parse_toml("node_id = 1\nzone = \"a\"\ndata_dir = \"/d\"\ncontrollers = [\"x:1\"]")
+                .unwrap()
+        };
+        assert!(small.validate().is_err(), "a segment must hold the largest entry");
+    }
+}
