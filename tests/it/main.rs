@@ -8,3 +8,4 @@ mod controller_quorum;
 mod controller_sessions;
 mod controller_snapshot;
 mod wal_node;
+mod wal_writer;

@@ -1,11 +1,13 @@
 //! What a broker needs to write and recover WAL logs (DESIGN §3, §5, §7): the
 //! entry format, the quorum writer's bookkeeping and the recovery decision.
 //!
-//! Everything here is free of I/O, so the same code runs in the brokers and in
-//! the deterministic simulation of `keel-wal`'s tests. The gRPC transport
-//! to WAL nodes is not built yet.
+//! The cores (`entry`, `quorum`, `recovery`) are free of I/O, so the same code
+//! runs in the brokers and in the deterministic simulation of `keel-wal`'s
+//! tests. `writer` is the gRPC transport around the quorum writer; the
+//! transport of recovery is not built yet.
 
 pub mod entry;
 pub mod ids;
 pub mod quorum;
 pub mod recovery;
+pub mod writer;

@@ -1,0 +1,114 @@
+//! The WAL writer against three real WAL nodes: a node killed mid-load costs
+//! the writer nothing, every acknowledged entry is on the survivors, and the
+//! node catches up when it returns.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::stream::{FuturesOrdered, StreamExt};
+use keel_controller_client::{NodeId, StreamId};
+use keel_proto::wal as pb;
+use keel_tests::{eventually, TestCluster, PEER_UNREACHABLE};
+use keel_wal_client::entry::{Entry, Record};
+use keel_wal_client::ids::{LogEpoch, LogId, Offset, Seq};
+use keel_wal_client::quorum::Member;
+use keel_wal_client::writer::{Target, WalWriter};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::info;
+
+const ENTRIES: u64 = 100_000;
+const IN_FLIGHT: usize = 512;
+const LOG: LogId = LogId(11);
+
+fn payload(seq: u64) -> Bytes {
+    Bytes::from(format!("record {seq:08}"))
+}
+
+fn record(seq: u64) -> Vec<Record> {
+    vec![Record { stream: StreamId(1), base_offset: Offset(seq as i64 - 1), record_count: 1, batch: payload(seq) }]
+}
+
+async fn wal_client(addr: std::net::SocketAddr) -> Option<pb::wal_client::WalClient<tonic::transport::Channel>> {
+    pb::wal_client::WalClient::connect(format!("http://{addr}")).await.ok()
+}
+
+async fn last_seq(addr: std::net::SocketAddr) -> Option<u64> {
+    let status = wal_client(addr).await?.status(pb::StatusRequest {}).await.ok()?.into_inner();
+    status.logs.iter().find(|log| log.log == LOG.0).map(|log| log.last_seq)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_rides_out_a_dead_wal_node_and_loses_nothing() {
+    let mut test = TestCluster::start(3, &[]).await.unwrap();
+    test.start_wal_nodes(3).await.unwrap();
+    let targets: Vec<Target> = test
+        .cluster
+        .wal_nodes
+        .iter()
+        .map(|node| Target {
+            member: Member { node: NodeId(node.spec.id), zone: node.spec.zone.clone() },
+            addr: node.spec.grpc.to_string(),
+        })
+        .collect();
+    let tasks = TaskTracker::new();
+    let cancel = CancellationToken::new();
+    let writer = WalWriter::start(LOG, LogEpoch(1), targets, 2, Seq(0), &tasks, cancel.clone());
+
+    info!(ENTRIES, "append with {IN_FLIGHT} in flight; kill -9 a WAL node at 30%");
+    let mut in_flight = FuturesOrdered::new();
+    let mut acknowledged = 0;
+    let mut next_expected = 1;
+    for seq in 1..=ENTRIES + IN_FLIGHT as u64 {
+        if seq <= ENTRIES {
+            in_flight.push_back(writer.append(record(seq)));
+        }
+        if in_flight.len() >= IN_FLIGHT || seq > ENTRIES {
+            let Some(result) = in_flight.next().await else { break };
+            assert_eq!(result, Ok(Seq(next_expected)), "the writer must see no error");
+            next_expected += 1;
+            acknowledged += 1;
+            if acknowledged == ENTRIES * 3 / 10 {
+                test.cluster.wal_nodes[0].kill9();
+            }
+        }
+    }
+    assert_eq!(acknowledged, ENTRIES);
+    assert_eq!(writer.acked(), Seq(ENTRIES));
+
+    info!("the killed node returns and is sent everything it missed");
+    test.cluster.start_wal(0).unwrap();
+    for seq in ENTRIES + 1..=ENTRIES + 10 {
+        assert_eq!(writer.append(record(seq)).await, Ok(Seq(seq)));
+    }
+    let total = ENTRIES + 10;
+    let restarted = test.cluster.wal_nodes[0].spec.grpc;
+    eventually(Duration::from_secs(60), "the restarted node holds every entry", || async {
+        (last_seq(restarted).await? == total).then_some(())
+    })
+    .await;
+
+    info!("every node holds every entry, byte for byte");
+    cancel.cancel();
+    tasks.close();
+    tasks.wait().await;
+    for node in &test.cluster.wal_nodes {
+        let mut wal = wal_client(node.spec.grpc).await.unwrap();
+        let fenced = wal.fence(pb::FenceRequest { log: LOG.0, epoch: 2 }).await.unwrap().into_inner();
+        assert_eq!((fenced.code, fenced.last_seq), (pb::ErrorCode::Ok as i32, total), "node {}", node.spec.id);
+        let mut next = 1;
+        while next <= total {
+            let read = pb::ReadRequest { log: LOG.0, from_seq: next, max_bytes: 1 << 20, recovery_epoch: 2 };
+            let read = wal.read(read).await.unwrap().into_inner();
+            assert_eq!(read.code, pb::ErrorCode::Ok as i32, "{}", read.message);
+            for bytes in read.entries {
+                let entry = Entry::decode(Bytes::from(bytes)).unwrap();
+                assert_eq!(entry.header.seq, Seq(next));
+                assert_eq!(entry.records[0].batch, payload(next), "node {} entry {next}", node.spec.id);
+                next += 1;
+            }
+        }
+    }
+
+    test.assert_clean_logs(&[PEER_UNREACHABLE, &["failed to heartbeat", "session lost, registering again"]].concat());
+}

@@ -1,0 +1,302 @@
+//! `WalWriter`: the I/O around `QuorumWriter`. One task owns the bookkeeping;
+//! each member has a connection task holding a gRPC append stream.
+//!
+//! An append builds the next entry, sends it to every connected member and
+//! resolves once the entry is durable on the ack quorum (DESIGN §3). A member
+//! whose stream fails (or falls too far behind) is disconnected and dialled
+//! again with backoff; on reconnecting it is sent every entry it has not
+//! acknowledged, in order, before anything new. A member that answers
+//! "fenced" stops the writer: every waiting and later append fails with
+//! `Fenced`. Whether the ensemble can still acknowledge is published as
+//! `Health`, so the owner can seal the log and move to a new one.
+//!
+//! PERFORMANCE-CRITICAL PATH: no INFO logs, no blocking calls.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use keel_proto::wal as pb;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::entry::Record;
+use crate::ids::{LogEpoch, LogId, Seq};
+use crate::quorum::{Health, Member, QuorumWriter, WriterError};
+
+/// Events queued from the connection tasks to the writer task.
+const EVENT_QUEUE: usize = 4096;
+/// Entries queued towards one member before it counts as too slow and is
+/// reconnected. It must hold a returning member's whole resend list, which the
+/// owner bounds by capping `QuorumWriter::unreplicated_bytes` (sealing early).
+const MEMBER_QUEUE: usize = 1 << 20;
+const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(50);
+const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(2);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A member of the ensemble and its address.
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub member: Member,
+    pub addr: String,
+}
+
+/// Why an append failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum WriteError {
+    #[error(transparent)]
+    Writer(#[from] WriterError),
+    #[error("the WAL writer has stopped")]
+    Stopped,
+}
+
+enum Command {
+    Append { records: Vec<Record>, reply: oneshot::Sender<Result<Seq, WriteError>> },
+}
+
+enum Event {
+    Connected { member: usize, sender: mpsc::Sender<pb::AppendRequest> },
+    Reply { member: usize, reply: pb::AppendReply },
+    Lost { member: usize, reason: String },
+}
+
+/// A handle to a running writer of one WAL log.
+#[derive(Debug, Clone)]
+pub struct WalWriter {
+    /// Unbounded so that `append` enqueues at once, in call order; the owner
+    /// bounds what is in flight (unacknowledged bytes) itself.
+    commands: mpsc::UnboundedSender<Command>,
+    acked: watch::Receiver<Seq>,
+    health: watch::Receiver<Health>,
+}
+
+impl WalWriter {
+    /// Starts writing `log` at `epoch` after `last_seq`, to `targets`, needing
+    /// `ack_quorum` of them. Its tasks run in `tasks` until `cancel` fires.
+    pub fn start(
+        log: LogId,
+        epoch: LogEpoch,
+        targets: Vec<Target>,
+        ack_quorum: usize,
+        last_seq: Seq,
+        tasks: &TaskTracker,
+        cancel: CancellationToken,
+    ) -> WalWriter {
+        let quorum =
+            QuorumWriter::new(log, epoch, targets.iter().map(|t| t.member.clone()).collect(), ack_quorum, last_seq);
+        let (commands, command_receiver) = mpsc::unbounded_channel();
+        let (events, event_receiver) = mpsc::channel(EVENT_QUEUE);
+        let (acked_sender, acked) = watch::channel(last_seq);
+        let (health_sender, health) = watch::channel(Health::Healthy);
+        for (member, target) in targets.iter().enumerate() {
+            tasks.spawn(connect(member, target.addr.clone(), Duration::ZERO, events.clone(), cancel.clone()));
+        }
+        let state = WriterTask {
+            quorum,
+            epoch,
+            targets,
+            senders: Vec::new(),
+            waiters: BTreeMap::new(),
+            events,
+            acked: acked_sender,
+            health: health_sender,
+            tasks: tasks.clone(),
+            cancel: cancel.clone(),
+        };
+        tasks.spawn(state.run(command_receiver, event_receiver));
+        WalWriter { commands, acked, health }
+    }
+
+    /// Appends one entry of `records`. The entry is queued when this is
+    /// called, so entries get seqs in call order; the returned future resolves
+    /// with the seq once the entry is durable. Dropping the future does not
+    /// undo the append: the entry may still become durable.
+    pub fn append(&self, records: Vec<Record>) -> impl std::future::Future<Output = Result<Seq, WriteError>> + use<> {
+        let (reply, answer) = oneshot::channel();
+        let queued = self.commands.send(Command::Append { records, reply });
+        async move {
+            queued.map_err(|_| WriteError::Stopped)?;
+            answer.await.map_err(|_| WriteError::Stopped)?
+        }
+    }
+
+    /// The highest seq that is durable (with every seq before it).
+    pub fn acked(&self) -> Seq {
+        *self.acked.borrow()
+    }
+
+    /// Whether the ensemble can still acknowledge entries.
+    pub fn health(&self) -> watch::Receiver<Health> {
+        self.health.clone()
+    }
+}
+
+struct WriterTask {
+    quorum: QuorumWriter,
+    epoch: LogEpoch,
+    targets: Vec<Target>,
+    /// Per member, the sender of its open stream.
+    senders: Vec<Option<mpsc::Sender<pb::AppendRequest>>>,
+    /// Appends waiting for their entry to be durable, by seq.
+    waiters: BTreeMap<Seq, oneshot::Sender<Result<Seq, WriteError>>>,
+    events: mpsc::Sender<Event>,
+    acked: watch::Sender<Seq>,
+    health: watch::Sender<Health>,
+    tasks: TaskTracker,
+    cancel: CancellationToken,
+}
+
+impl WriterTask {
+    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>, mut events: mpsc::Receiver<Event>) {
+        self.senders = vec![None; self.targets.len()];
+        loop {
+            tokio::select! {
+                _ = self.cancel.cancelled() => break,
+                command = commands.recv() => match command {
+                    Some(Command::Append { records, reply }) => self.append(records, reply),
+                    None => break,
+                },
+                Some(event) = events.recv() => self.handle(event),
+            }
+        }
+        for (_, waiter) in std::mem::take(&mut self.waiters) {
+            let _ = waiter.send(Err(WriteError::Stopped));
+        }
+    }
+
+    fn append(&mut self, records: Vec<Record>, reply: oneshot::Sender<Result<Seq, WriteError>>) {
+        let entry = match self.quorum.next_entry(records) {
+            Ok(entry) => entry,
+            Err(error) => {
+                let _ = reply.send(Err(error.into()));
+                return;
+            }
+        };
+        self.waiters.insert(entry.header.seq, reply);
+        let request = pb::AppendRequest { epoch: self.epoch.0, entry: entry.bytes.to_vec() };
+        for member in 0..self.senders.len() {
+            self.send_to(member, request.clone());
+        }
+    }
+
+    /// Queues a request to a member; a member whose queue is full is too slow
+    /// and is disconnected (it gets everything again when it reconnects).
+    fn send_to(&mut self, member: usize, request: pb::AppendRequest) {
+        let Some(sender) = &self.senders[member] else { return };
+        if sender.try_send(request).is_err() {
+            self.lost(member, "too far behind".into());
+        }
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Connected { member, sender } => {
+                self.senders[member] = Some(sender);
+                for (_, bytes) in self.quorum.on_member_back(member) {
+                    self.send_to(member, pb::AppendRequest { epoch: self.epoch.0, entry: bytes.to_vec() });
+                }
+                self.health.send_replace(self.quorum.health());
+            }
+            Event::Reply { member, reply } => self.reply(member, reply),
+            Event::Lost { member, reason } => self.lost(member, reason),
+        }
+    }
+
+    fn reply(&mut self, member: usize, reply: pb::AppendReply) {
+        match pb::ErrorCode::try_from(reply.code) {
+            Ok(pb::ErrorCode::Ok) => {
+                if let Some(acked) = self.quorum.on_ack(member, Seq(reply.seq)) {
+                    self.acked.send_replace(acked);
+                    while let Some(entry) = self.waiters.first_entry() {
+                        if *entry.key() > acked {
+                            break;
+                        }
+                        let (seq, waiter) = entry.remove_entry();
+                        let _ = waiter.send(Ok(seq));
+                    }
+                }
+            }
+            Ok(pb::ErrorCode::Fenced) => {
+                tracing::warn!(log = %self.quorum.log(), epoch = reply.epoch, "WAL log fenced at a newer epoch; writer stops");
+                self.quorum.on_fenced();
+                let log = self.quorum.log();
+                for (_, waiter) in std::mem::take(&mut self.waiters) {
+                    let _ = waiter.send(Err(WriterError::Fenced { log }.into()));
+                }
+            }
+            _ => self.lost(member, format!("append refused: {}", reply.message)),
+        }
+    }
+
+    fn lost(&mut self, member: usize, reason: String) {
+        if self.senders[member].take().is_none() {
+            return;
+        }
+        let health = self.quorum.on_member_lost(member);
+        self.health.send_replace(health);
+        tracing::warn!(log = %self.quorum.log(), node = %self.targets[member].member.node, ?health, %reason, "lost a WAL member; reconnecting");
+        let addr = self.targets[member].addr.clone();
+        self.tasks.spawn(connect(member, addr, RECONNECT_BACKOFF_MIN, self.events.clone(), self.cancel.clone()));
+    }
+}
+
+/// Dials `addr` (after `delay`, then with backoff) and runs the append
+/// stream until it breaks, reporting to the writer task.
+async fn connect(member: usize, addr: String, delay: Duration, events: mpsc::Sender<Event>, cancel: CancellationToken) {
+    let mut backoff = delay;
+    loop {
+        if !backoff.is_zero() {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+        }
+        backoff = (backoff * 2).clamp(RECONNECT_BACKOFF_MIN, RECONNECT_BACKOFF_MAX);
+        let endpoint = match tonic::transport::Endpoint::from_shared(format!("http://{addr}")) {
+            Ok(endpoint) => endpoint.connect_timeout(CONNECT_TIMEOUT).tcp_nodelay(true),
+            Err(error) => {
+                let _ = events.send(Event::Lost { member, reason: error.to_string() }).await;
+                return;
+            }
+        };
+        let channel = tokio::select! {
+            _ = cancel.cancelled() => return,
+            channel = endpoint.connect() => match channel {
+                Ok(channel) => channel,
+                Err(_) => continue,
+            },
+        };
+        let (sender, receiver) = mpsc::channel(MEMBER_QUEUE);
+        let mut client = pb::wal_client::WalClient::new(channel)
+            .max_encoding_message_size(crate::entry::ENTRY_BYTES_MAX + (1 << 20))
+            .max_decoding_message_size(1 << 20);
+        // Announce the stream before the call: requests queue until it is up.
+        if events.send(Event::Connected { member, sender }).await.is_err() {
+            return;
+        }
+        let reason = match client.append(ReceiverStream::new(receiver)).await {
+            Ok(response) => {
+                let mut replies = response.into_inner();
+                loop {
+                    let message = tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        message = replies.message() => message,
+                    };
+                    match message {
+                        Ok(Some(reply)) => {
+                            if events.send(Event::Reply { member, reply }).await.is_err() {
+                                return;
+                            }
+                        }
+                        Ok(None) => break "stream closed".to_owned(),
+                        Err(status) => break status.to_string(),
+                    }
+                }
+            }
+            Err(status) => status.to_string(),
+        };
+        let _ = events.send(Event::Lost { member, reason }).await;
+        return;
+    }
+}
