@@ -11,7 +11,6 @@ use keel_controller_client::{pb, GRPC_MESSAGE_BYTES_MAX};
 use prometheus::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -92,7 +91,7 @@ pub async fn start(
         .add_service(raft_service)
         .add_service(metadata_service)
         .serve_with_incoming_shutdown(
-            TcpListenerStream::new(grpc_listener),
+            keel_common::net::incoming_nodelay(grpc_listener),
             controller.cancel.clone().cancelled_owned(),
         );
     let tasks = &controller.tasks;

@@ -2,6 +2,7 @@
 //! measures, and reports text or JSON; none is a pass/fail test.
 
 pub mod controller;
+pub mod wal;
 
 use hdrhistogram::Histogram;
 use serde::Serialize;

@@ -11,7 +11,6 @@ use keel_proto::wal as pb;
 use prometheus::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -68,7 +67,7 @@ pub async fn start(config: WalConfig, registry: &Registry, cancel: CancellationT
                 .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
                 .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX),
         )
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), cancel.clone().cancelled_owned());
+        .serve_with_incoming_shutdown(keel_common::net::incoming_nodelay(listener), cancel.clone().cancelled_owned());
     let on_failure = cancel.clone();
     tasks.spawn(async move {
         if let Err(error) = server.await {

@@ -17,6 +17,17 @@ struct Cli {
 enum Command {
     /// Controller quorum: commit latency, commits/s, re-election after kill -9.
     Controller(bench::controller::ControllerBenchArgs),
+    /// WAL tier: three WAL nodes behind the quorum writer, against the disk's floor.
+    Wal(bench::wal::WalBenchArgs),
+}
+
+fn print(report: &(impl serde::Serialize + std::fmt::Display), json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+    } else {
+        println!("{report}");
+    }
+    Ok(())
 }
 
 #[tokio::main]
@@ -25,14 +36,11 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Controller(args) => {
             let json = args.json;
-            bench::controller::run(args).await.and_then(|report| {
-                if json {
-                    println!("{}", serde_json::to_string_pretty(&report)?);
-                } else {
-                    println!("{report}");
-                }
-                Ok(())
-            })
+            bench::controller::run(args).await.and_then(|report| print(&report, json))
+        }
+        Command::Wal(args) => {
+            let json = args.json;
+            bench::wal::run(args).await.and_then(|report| print(&report, json))
         }
     };
     match result {
