@@ -33,6 +33,17 @@ async fn wal_client(addr: std::net::SocketAddr) -> Option<pb::wal_client::WalCli
     pb::wal_client::WalClient::connect(format!("http://{addr}")).await.ok()
 }
 
+fn targets(test: &TestCluster) -> Vec<Target> {
+    test.cluster
+        .wal_nodes
+        .iter()
+        .map(|node| Target {
+            member: Member { node: NodeId(node.spec.id), zone: node.spec.zone.clone() },
+            addr: node.spec.grpc.to_string(),
+        })
+        .collect()
+}
+
 async fn last_seq(addr: std::net::SocketAddr) -> Option<u64> {
     let status = wal_client(addr).await?.status(pb::StatusRequest {}).await.ok()?.into_inner();
     status.logs.iter().find(|log| log.log == LOG.0).map(|log| log.last_seq)
@@ -42,15 +53,7 @@ async fn last_seq(addr: std::net::SocketAddr) -> Option<u64> {
 async fn a_writer_rides_out_a_dead_wal_node_and_loses_nothing() {
     let mut test = TestCluster::start(3, &[]).await.unwrap();
     test.start_wal_nodes(3).await.unwrap();
-    let targets: Vec<Target> = test
-        .cluster
-        .wal_nodes
-        .iter()
-        .map(|node| Target {
-            member: Member { node: NodeId(node.spec.id), zone: node.spec.zone.clone() },
-            addr: node.spec.grpc.to_string(),
-        })
-        .collect();
+    let targets = targets(&test);
     let tasks = TaskTracker::new();
     let cancel = CancellationToken::new();
     let writer = WalWriter::start(LOG, LogEpoch(1), targets, 2, Seq(0), &tasks, cancel.clone());
@@ -111,4 +114,82 @@ async fn a_writer_rides_out_a_dead_wal_node_and_loses_nothing() {
     }
 
     test.assert_clean_logs(&[PEER_UNREACHABLE, &["failed to heartbeat", "session lost, registering again"]].concat());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recoverer_fences_the_writer_and_keeps_everything_it_acknowledged() {
+    const LOG_B: LogId = LogId(12);
+    let mut test = TestCluster::start(3, &[]).await.unwrap();
+    test.start_wal_nodes(3).await.unwrap();
+    let targets = targets(&test);
+    let tasks = TaskTracker::new();
+    let cancel = CancellationToken::new();
+    let writer = WalWriter::start(LOG_B, LogEpoch(1), targets.clone(), 2, Seq(0), &tasks, cancel.clone());
+
+    info!("writer A appends at epoch 1; recoverer B fences at epoch 2 while A keeps going");
+    let mut in_flight = FuturesOrdered::new();
+    let mut recovery = None;
+    let mut fenced = 0;
+    let mut acknowledged = 0;
+    for seq in 1..=20_000u64 {
+        in_flight.push_back(writer.append(record(seq)));
+        if in_flight.len() < 256 {
+            continue;
+        }
+        match in_flight.next().await.expect("in flight") {
+            Ok(_) => acknowledged += 1,
+            Err(error) => {
+                assert!(error.to_string().contains("fenced"), "{error}");
+                fenced += 1;
+            }
+        }
+        if acknowledged == 1000 && recovery.is_none() {
+            let targets = targets.clone();
+            recovery = Some(tokio::spawn(async move {
+                keel_wal_client::recover::recover(LOG_B, LogEpoch(2), &targets, 2, Seq(0)).await
+            }));
+        }
+        if fenced > 0 && recovery.as_ref().is_some_and(|task| task.is_finished()) {
+            break;
+        }
+    }
+    let recovered = recovery.expect("recovery started").await.unwrap().unwrap();
+    while let Some(result) = in_flight.next().await {
+        fenced += u64::from(result.is_err());
+    }
+    let acked = writer.acked();
+    info!(%acked, sealed = %recovered.sealed_seq, fenced, "recovered");
+    assert!(fenced > 0, "writer A must have been refused");
+    assert!(acked <= recovered.sealed_seq, "A had {acked} acknowledged, beyond the sealed {}", recovered.sealed_seq);
+    assert_eq!(recovered.stream_ends.get(&StreamId(1)), Some(&Offset(recovered.sealed_seq.0 as i64)));
+    let late = writer.append(record(recovered.sealed_seq.0 + 1_000_000)).await;
+    assert!(late.is_err(), "a fenced writer gets nothing acknowledged: {late:?}");
+
+    info!("every entry up to the sealed seq is on at least two nodes, as A built it");
+    cancel.cancel();
+    tasks.close();
+    tasks.wait().await;
+    let mut holders = vec![0; recovered.sealed_seq.0 as usize + 1];
+    for node in &test.cluster.wal_nodes {
+        let mut wal = wal_client(node.spec.grpc).await.unwrap();
+        let mut next = 1;
+        while next <= recovered.sealed_seq.0 {
+            let read = pb::ReadRequest { log: LOG_B.0, from_seq: next, max_bytes: 1 << 20, recovery_epoch: 2 };
+            let read = wal.read(read).await.unwrap().into_inner();
+            assert_eq!(read.code, pb::ErrorCode::Ok as i32, "{}", read.message);
+            if read.entries.is_empty() {
+                break;
+            }
+            for bytes in read.entries {
+                let entry = Entry::decode(Bytes::from(bytes)).unwrap();
+                if entry.header.seq.0 <= recovered.sealed_seq.0 {
+                    assert_eq!(entry.records[0].batch, payload(entry.header.seq.0));
+                    holders[entry.header.seq.0 as usize] += 1;
+                }
+                next += 1;
+            }
+        }
+    }
+    assert!(holders[1..].iter().all(|count| *count >= 2), "an entry up to the sealed seq is on fewer than two nodes");
+    test.assert_clean_logs(&[PEER_UNREACHABLE, &["failed to heartbeat", "WAL log fenced"]].concat());
 }

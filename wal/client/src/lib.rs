@@ -3,11 +3,12 @@
 //!
 //! The cores (`entry`, `quorum`, `recovery`) are free of I/O, so the same code
 //! runs in the brokers and in the deterministic simulation of `keel-wal`'s
-//! tests. `writer` is the gRPC transport around the quorum writer; the
-//! transport of recovery is not built yet.
+//! tests. `writer` and `recover` are the gRPC transport around the quorum
+//! writer and the recovery.
 
 pub mod entry;
 pub mod ids;
 pub mod quorum;
+pub mod recover;
 pub mod recovery;
 pub mod writer;

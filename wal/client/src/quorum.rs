@@ -200,6 +200,11 @@ impl QuorumWriter {
         }
     }
 
+    /// Whether the writer was fenced or sealed.
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.is_some()
+    }
+
     /// A member refused an append because the log was fenced at a newer epoch.
     pub fn on_fenced(&mut self) {
         self.stopped = Some(WriterError::Fenced { log: self.log });

@@ -218,6 +218,9 @@ impl WriterTask {
                 }
             }
             Ok(pb::ErrorCode::Fenced) => {
+                if self.quorum.is_stopped() {
+                    return;
+                }
                 tracing::warn!(log = %self.quorum.log(), epoch = reply.epoch, "WAL log fenced at a newer epoch; writer stops");
                 self.quorum.on_fenced();
                 let log = self.quorum.log();

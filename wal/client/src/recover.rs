@@ -1,0 +1,141 @@
+//! The I/O of a recovery: drives `Recovery` against the log's WAL nodes.
+//!
+//! It fences every member at the recovery's epoch (all at once, each within a
+//! timeout), reads from each member that confirmed the fence, and once the
+//! plan is decided appends the missing entries to the members that need them,
+//! at the recovery's epoch, waiting for each to be fsynced. The caller then
+//! commits `SealLog` with the result; this module does not talk to the
+//! controller.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use keel_controller_client::StreamId;
+use keel_proto::wal as pb;
+
+use crate::ids::{LogEpoch, LogId, Offset, Seq};
+use crate::recovery::{Recovery, RecoveryError};
+use crate::writer::Target;
+
+/// How long one member may take to answer a fence or a read.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Bytes asked for per read.
+const READ_BYTES: u64 = 4 << 20;
+
+/// What a finished recovery found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recovered {
+    pub sealed_seq: Seq,
+    pub stream_ends: BTreeMap<StreamId, Offset>,
+}
+
+/// Why a recovery could not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum RecoverError {
+    #[error("only {fenced} of the {needed} members needed confirmed the fence")]
+    NotEnoughFenced { fenced: usize, needed: usize },
+    #[error("a member refused: {0}")]
+    Refused(String),
+    #[error(transparent)]
+    Recovery(#[from] RecoveryError),
+    #[error("member {member} is unreachable: {reason}")]
+    Unreachable { member: usize, reason: String },
+}
+
+/// Recovers `log` at `epoch` (already committed by the controller's
+/// `RecoverLog`) from `targets`, keeping what follows `trim`.
+pub async fn recover(
+    log: LogId,
+    epoch: LogEpoch,
+    targets: &[Target],
+    ack_quorum: usize,
+    trim: Seq,
+) -> Result<Recovered, RecoverError> {
+    let mut recovery = Recovery::new(log, epoch, targets.iter().map(|t| t.member.clone()).collect(), ack_quorum, trim);
+    let fences = targets.iter().map(|target| fence(target.addr.clone(), log, epoch));
+    let mut fenced = 0;
+    for (member, result) in futures::future::join_all(fences).await.into_iter().enumerate() {
+        match result {
+            Ok(last_seq) => {
+                recovery.on_fenced(member, last_seq);
+                fenced += 1;
+            }
+            Err(reason) => tracing::warn!(%log, member, %reason, "member did not confirm the fence"),
+        }
+    }
+    if fenced < recovery.fences_needed() {
+        return Err(RecoverError::NotEnoughFenced { fenced, needed: recovery.fences_needed() });
+    }
+    for (member, from, to) in recovery.reads_to_make() {
+        match read_all(&targets[member].addr, log, epoch, from, to).await {
+            Ok(entries) => recovery.on_read(member, entries)?,
+            Err(reason) => tracing::warn!(%log, member, %reason, "could not read from a fenced member"),
+        }
+    }
+    let plan = recovery.plan()?.ok_or(RecoverError::NotEnoughFenced { fenced, needed: ack_quorum })?;
+    for (member, missing) in &plan.repairs {
+        if !missing.is_empty() {
+            repair(*member, &targets[*member].addr, epoch, missing).await?;
+        }
+    }
+    Ok(Recovered { sealed_seq: plan.sealed_seq, stream_ends: plan.stream_ends })
+}
+
+async fn client(addr: &str) -> Result<pb::wal_client::WalClient<tonic::transport::Channel>, String> {
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).map_err(|e| e.to_string())?;
+    let channel =
+        endpoint.connect_timeout(CALL_TIMEOUT).timeout(CALL_TIMEOUT).connect().await.map_err(|e| e.to_string())?;
+    Ok(pb::wal_client::WalClient::new(channel)
+        .max_decoding_message_size(crate::entry::ENTRY_BYTES_MAX + READ_BYTES as usize))
+}
+
+async fn fence(addr: String, log: LogId, epoch: LogEpoch) -> Result<Seq, String> {
+    let reply =
+        client(&addr).await?.fence(pb::FenceRequest { log: log.0, epoch: epoch.0 }).await.map_err(|e| e.to_string())?;
+    let reply = reply.into_inner();
+    match pb::ErrorCode::try_from(reply.code) {
+        Ok(pb::ErrorCode::Ok) => Ok(Seq(reply.last_seq)),
+        _ => Err(reply.message),
+    }
+}
+
+async fn read_all(addr: &str, log: LogId, epoch: LogEpoch, from: Seq, to: Seq) -> Result<Vec<Bytes>, String> {
+    let mut wal = client(addr).await?;
+    let mut entries = Vec::new();
+    let mut next = from;
+    while next <= to {
+        let request = pb::ReadRequest { log: log.0, from_seq: next.0, max_bytes: READ_BYTES, recovery_epoch: epoch.0 };
+        let reply = wal.read(request).await.map_err(|e| e.to_string())?.into_inner();
+        if reply.code != pb::ErrorCode::Ok as i32 {
+            return Err(reply.message);
+        }
+        if reply.entries.is_empty() {
+            break;
+        }
+        next = Seq(next.0 + reply.entries.len() as u64);
+        entries.extend(reply.entries.into_iter().map(Bytes::from));
+    }
+    Ok(entries)
+}
+
+/// Appends `missing` to one member at the recovery's epoch and waits until each is fsynced.
+async fn repair(member: usize, addr: &str, epoch: LogEpoch, missing: &[(Seq, Bytes)]) -> Result<(), RecoverError> {
+    let unreachable = |reason: String| RecoverError::Unreachable { member, reason };
+    let requests: Vec<pb::AppendRequest> =
+        missing.iter().map(|(_, bytes)| pb::AppendRequest { epoch: epoch.0, entry: bytes.to_vec() }).collect();
+    let mut wal = client(addr).await.map_err(unreachable)?;
+    let mut replies =
+        wal.append(tokio_stream::iter(requests)).await.map_err(|e| unreachable(e.to_string()))?.into_inner();
+    for _ in missing {
+        let reply = replies
+            .message()
+            .await
+            .map_err(|e| unreachable(e.to_string()))?
+            .ok_or_else(|| unreachable("stream ended".into()))?;
+        if reply.code != pb::ErrorCode::Ok as i32 {
+            return Err(RecoverError::Refused(reply.message));
+        }
+    }
+    Ok(())
+}
