@@ -95,6 +95,14 @@ impl Controller {
             Ok::<_, MetaError>(command)
         });
         let command = command.inspect_err(|error| self.count_refused(error))?;
+        // A command that does not decode back to itself would be a poison entry:
+        // every controller would stop when it applied or replayed it. Refuse it here.
+        let decodes =
+            serde_json::to_vec(&command).ok().and_then(|bytes| serde_json::from_slice::<Command>(&bytes).ok());
+        if decodes.as_ref() != Some(&command) {
+            tracing::error!(?command, "refusing a command that does not survive its own encoding");
+            return Err(MetaError::Internal { reason: "the command does not survive its encoding".into() });
+        }
         let started = Instant::now();
         let response = self.raft.client_write(command).await.map_err(|e| self.client_write_error(e))?;
         self.metrics.commit_latency.observe(started.elapsed().as_secs_f64());

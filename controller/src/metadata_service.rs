@@ -12,7 +12,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keel_controller_client::topic_rules::validate_partition_count;
-use keel_controller_client::{kind_from_pb, pb, Command, MetaError, NodeId, Outcome, TopicId, Version};
+use keel_controller_client::{
+    kind_from_pb, pb, Command, EnsembleMember, Epoch, LogEpoch, LogId, MetaError, NodeId, Offset, Outcome, Seq,
+    StreamId, TopicId, Version,
+};
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
@@ -170,6 +173,51 @@ impl pb::metadata_server::Metadata for MetadataService {
         };
         let result = self.controller.propose(|_| Ok(command)).await;
         write_reply(result.map_err(|e| e.to_status())?)
+    }
+
+    async fn open_log(&self, request: Request<pb::OpenLogRequest>) -> Result<Response<pb::WriteReply>, Status> {
+        let request = leader_only!(self, request, open_log);
+        let command = Command::OpenLog {
+            owner: NodeId(request.owner),
+            owner_epoch: Epoch(request.owner_epoch),
+            ensemble: request
+                .ensemble
+                .into_iter()
+                .map(|m| EnsembleMember { node: NodeId(m.node_id), zone: m.zone, incarnation: m.incarnation })
+                .collect(),
+            ack_quorum: request.ack_quorum,
+        };
+        write_reply(self.controller.propose(|_| Ok(command)).await.map_err(|e| e.to_status())?)
+    }
+
+    async fn recover_log(&self, request: Request<pb::RecoverLogRequest>) -> Result<Response<pb::WriteReply>, Status> {
+        let request = leader_only!(self, request, recover_log);
+        let command = Command::RecoverLog {
+            log: LogId(request.log),
+            epoch: LogEpoch(request.epoch),
+            recoverer: NodeId(request.recoverer),
+            recoverer_epoch: Epoch(request.recoverer_epoch),
+        };
+        write_reply(self.controller.propose(|_| Ok(command)).await.map_err(|e| e.to_status())?)
+    }
+
+    async fn seal_log(&self, request: Request<pb::SealLogRequest>) -> Result<Response<pb::WriteReply>, Status> {
+        let request = leader_only!(self, request, seal_log);
+        let command = Command::SealLog {
+            log: LogId(request.log),
+            epoch: LogEpoch(request.epoch),
+            sealed_seq: Seq(request.sealed_seq),
+            stream_ends: request
+                .stream_ends
+                .into_iter()
+                .map(|(stream, end)| (StreamId(stream), Offset(end)))
+                .collect::<std::collections::BTreeMap<_, _>>()
+                .into_iter()
+                .collect(),
+            sender: NodeId(request.sender),
+            sender_epoch: Epoch(request.sender_epoch),
+        };
+        write_reply(self.controller.propose(|_| Ok(command)).await.map_err(|e| e.to_status())?)
     }
 
     async fn read_image(&self, request: Request<pb::ReadImageRequest>) -> Result<Response<pb::ImageReply>, Status> {

@@ -6,7 +6,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::stream::{FuturesOrdered, StreamExt};
-use keel_controller_client::{NodeId, StreamId};
+use std::sync::Arc;
+
+use keel_controller_client::{
+    pb as controller_pb, ClientError, Epoch, MetaError, MetadataClient, NodeId, NodeKind, Outcome, Registration,
+    SessionKeeper, StreamId, WalLogState,
+};
 use keel_proto::wal as pb;
 use keel_tests::{eventually, TestCluster, PEER_UNREACHABLE};
 use keel_wal_client::entry::{Entry, Record};
@@ -116,15 +121,56 @@ async fn a_writer_rides_out_a_dead_wal_node_and_loses_nothing() {
     test.assert_clean_logs(&[PEER_UNREACHABLE, &["failed to heartbeat", "session lost, registering again"]].concat());
 }
 
+/// Registers broker `id` with the controller and keeps its session; returns its epoch.
+async fn register_broker(
+    client: &Arc<MetadataClient>,
+    id: u32,
+    tasks: &TaskTracker,
+    cancel: &CancellationToken,
+) -> Epoch {
+    let registration = Registration {
+        kind: NodeKind::Broker,
+        id: NodeId(id),
+        zone: "a".into(),
+        internal_addr: format!("127.0.0.1:{}", 30000 + id),
+        kafka_listeners: vec![],
+        incarnation: format!("broker-{id}"),
+    };
+    let (keeper, mut session) =
+        SessionKeeper::new(client.clone(), registration, Duration::from_millis(250), Duration::from_millis(300));
+    tasks.spawn(keeper.run(cancel.clone()));
+    let state = *session.wait_for(Option::is_some).await.unwrap();
+    state.expect("registered").epoch
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recoverer_fences_the_writer_and_keeps_everything_it_acknowledged() {
-    const LOG_B: LogId = LogId(12);
     let mut test = TestCluster::start(3, &[]).await.unwrap();
     test.start_wal_nodes(3).await.unwrap();
     let targets = targets(&test);
     let tasks = TaskTracker::new();
     let cancel = CancellationToken::new();
-    let writer = WalWriter::start(LOG_B, LogEpoch(1), targets.clone(), 2, Seq(0), &tasks, cancel.clone());
+    let controller = Arc::new(test.cluster.client().unwrap());
+
+    info!("broker A records its WAL log with the controller before the first append");
+    let broker_a = register_broker(&controller, 1, &tasks, &cancel).await;
+    let broker_b = register_broker(&controller, 2, &tasks, &cancel).await;
+    let image = controller.read_image().await.unwrap();
+    let ensemble = image
+        .wal_nodes
+        .values()
+        .map(|node| controller_pb::EnsembleMember {
+            node_id: node.id.0,
+            zone: node.zone.clone(),
+            incarnation: node.incarnation.clone(),
+        })
+        .collect();
+    let open = controller_pb::OpenLogRequest { owner: 1, owner_epoch: broker_a.0, ensemble, ack_quorum: 2 };
+    let Ok((_, Outcome::LogOpened { log: log_b, epoch })) = controller.open_log(open).await else {
+        panic!("OpenLog failed")
+    };
+    assert_eq!(epoch, LogEpoch(1));
+    let writer = WalWriter::start(log_b, LogEpoch(1), targets.clone(), 2, Seq(0), &tasks, cancel.clone());
 
     info!("writer A appends at epoch 1; recoverer B fences at epoch 2 while A keeps going");
     let mut in_flight = FuturesOrdered::new();
@@ -145,8 +191,17 @@ async fn a_recoverer_fences_the_writer_and_keeps_everything_it_acknowledged() {
         }
         if acknowledged == 1000 && recovery.is_none() {
             let targets = targets.clone();
+            let controller = controller.clone();
             recovery = Some(tokio::spawn(async move {
-                keel_wal_client::recover::recover(LOG_B, LogEpoch(2), &targets, 2, Seq(0)).await
+                // The controller-driven step: RecoverLog (compare-and-set of the epoch), then the recovery itself.
+                let request = controller_pb::RecoverLogRequest {
+                    log: log_b.0,
+                    epoch: 2,
+                    recoverer: 2,
+                    recoverer_epoch: broker_b.0,
+                };
+                controller.recover_log(request).await.expect("RecoverLog");
+                keel_wal_client::recover::recover(log_b, LogEpoch(2), &targets, 2, Seq(0)).await
             }));
         }
         if fenced > 0 && recovery.as_ref().is_some_and(|task| task.is_finished()) {
@@ -165,16 +220,31 @@ async fn a_recoverer_fences_the_writer_and_keeps_everything_it_acknowledged() {
     let late = writer.append(record(recovered.sealed_seq.0 + 1_000_000)).await;
     assert!(late.is_err(), "a fenced writer gets nothing acknowledged: {late:?}");
 
+    info!("B seals the log with the controller; it is never recovered again");
+    let seal = controller_pb::SealLogRequest {
+        log: log_b.0,
+        epoch: 2,
+        sealed_seq: recovered.sealed_seq.0,
+        stream_ends: recovered.stream_ends.iter().map(|(stream, end)| (stream.0, end.0)).collect(),
+        sender: 2,
+        sender_epoch: broker_b.0,
+    };
+    controller.seal_log(seal).await.unwrap();
+    let sealed = controller.read_image().await.unwrap().wal_logs[&log_b].clone();
+    assert!(
+        matches!(&sealed.state, WalLogState::Sealed { sealed_seq, .. } if *sealed_seq == recovered.sealed_seq),
+        "{sealed:?}"
+    );
+    let again = controller_pb::RecoverLogRequest { log: log_b.0, epoch: 3, recoverer: 2, recoverer_epoch: broker_b.0 };
+    assert!(matches!(controller.recover_log(again).await, Err(ClientError::Meta(MetaError::LogSealed { .. }))));
+
     info!("every entry up to the sealed seq is on at least two nodes, as A built it");
-    cancel.cancel();
-    tasks.close();
-    tasks.wait().await;
     let mut holders = vec![0; recovered.sealed_seq.0 as usize + 1];
     for node in &test.cluster.wal_nodes {
         let mut wal = wal_client(node.spec.grpc).await.unwrap();
         let mut next = 1;
         while next <= recovered.sealed_seq.0 {
-            let read = pb::ReadRequest { log: LOG_B.0, from_seq: next, max_bytes: 1 << 20, recovery_epoch: 2 };
+            let read = pb::ReadRequest { log: log_b.0, from_seq: next, max_bytes: 1 << 20, recovery_epoch: 2 };
             let read = wal.read(read).await.unwrap().into_inner();
             assert_eq!(read.code, pb::ErrorCode::Ok as i32, "{}", read.message);
             if read.entries.is_empty() {
@@ -191,5 +261,8 @@ async fn a_recoverer_fences_the_writer_and_keeps_everything_it_acknowledged() {
         }
     }
     assert!(holders[1..].iter().all(|count| *count >= 2), "an entry up to the sealed seq is on fewer than two nodes");
+    cancel.cancel();
+    tasks.close();
+    tasks.wait().await;
     test.assert_clean_logs(&[PEER_UNREACHABLE, &["failed to heartbeat", "WAL log fenced"]].concat());
 }

@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 
 use crate::command::{Command, Outcome, PRODUCER_ID_BLOCK_SIZE};
 use crate::error::MetaError;
-use crate::ids::{Epoch, LeaderEpoch, NodeId, NodeKind, ProducerId, StreamId, Version};
-use crate::image::{Image, NodeRecord, NodeState, Partition, Topic};
+use crate::ids::{Epoch, LeaderEpoch, LogEpoch, LogId, NodeId, NodeKind, ProducerId, StreamId, Version};
+use crate::image::{EnsembleMember, Image, NodeRecord, NodeState, Partition, Topic, WalLog, WalLogState};
 use crate::topic_rules::{collision_key, validate_partition_count, validate_topic_config, validate_topic_name};
 
 impl Image {
@@ -66,7 +66,70 @@ impl Image {
             Command::AllocateProducerIds { broker, broker_epoch } => {
                 self.check_active(NodeKind::Broker, *broker, *broker_epoch)
             }
+            Command::OpenLog { owner, owner_epoch, ensemble, ack_quorum } => {
+                self.check_active(NodeKind::Broker, *owner, *owner_epoch)?;
+                self.check_ensemble(ensemble, *ack_quorum)
+            }
+            Command::RecoverLog { log, epoch, recoverer, recoverer_epoch } => {
+                self.check_active(NodeKind::Broker, *recoverer, *recoverer_epoch)?;
+                let wal_log = self.open_log(*log)?;
+                if epoch.0 != wal_log.epoch.0 + 1 {
+                    return Err(MetaError::LogEpochMismatch { log: *log, epoch: *epoch, current: wal_log.epoch });
+                }
+                Ok(())
+            }
+            Command::SealLog { log, epoch, sealed_seq, sender, sender_epoch, .. } => {
+                self.check_active(NodeKind::Broker, *sender, *sender_epoch)?;
+                let wal_log = self.open_log(*log)?;
+                if *epoch != wal_log.epoch {
+                    return Err(MetaError::LogEpochMismatch { log: *log, epoch: *epoch, current: wal_log.epoch });
+                }
+                let allowed = match &wal_log.state {
+                    WalLogState::Open => *sender == wal_log.owner && *sender_epoch == wal_log.owner_epoch,
+                    WalLogState::Recovering { recoverer } => sender == recoverer,
+                    WalLogState::Sealed { .. } => false,
+                };
+                if !allowed {
+                    return Err(MetaError::InvalidRequest {
+                        reason: format!("broker {sender} neither owns nor recovers WAL log {log}"),
+                    });
+                }
+                if *sealed_seq < wal_log.trim_seq {
+                    return Err(MetaError::InvalidRequest {
+                        reason: format!("sealed seq {sealed_seq} is below the trim point {}", wal_log.trim_seq),
+                    });
+                }
+                Ok(())
+            }
         }
+    }
+
+    /// Looks up a WAL log that is not sealed.
+    pub fn open_log(&self, log: LogId) -> Result<&WalLog, MetaError> {
+        let wal_log = self.wal_logs.get(&log).ok_or(MetaError::UnknownLog { log })?;
+        if matches!(wal_log.state, WalLogState::Sealed { .. }) {
+            return Err(MetaError::LogSealed { log });
+        }
+        Ok(wal_log)
+    }
+
+    /// An ensemble is active WAL nodes at their current incarnation, one per zone.
+    fn check_ensemble(&self, ensemble: &[EnsembleMember], ack_quorum: u32) -> Result<(), MetaError> {
+        let invalid = |reason: String| MetaError::InvalidRequest { reason };
+        if ack_quorum == 0 || ack_quorum as usize > ensemble.len() {
+            return Err(invalid(format!("ack quorum {ack_quorum} for an ensemble of {}", ensemble.len())));
+        }
+        let mut zones = std::collections::BTreeSet::new();
+        for member in ensemble {
+            let node = self.node(NodeKind::Wal, member.node)?;
+            if node.state != NodeState::Active || node.incarnation != member.incarnation || node.zone != member.zone {
+                return Err(invalid(format!("WAL node {} is not active at that incarnation and zone", member.node)));
+            }
+            if !zones.insert(member.zone.as_str()) {
+                return Err(invalid(format!("two ensemble members in zone {}", member.zone)));
+            }
+        }
+        Ok(())
     }
 
     /// Applies `command` at `version` (its Raft log index). On error the image
@@ -137,6 +200,35 @@ impl Image {
                 let first = self.next_producer_id;
                 self.next_producer_id = ProducerId(first.0 + i64::from(PRODUCER_ID_BLOCK_SIZE));
                 Outcome::ProducerIds { first, count: PRODUCER_ID_BLOCK_SIZE }
+            }
+            Command::OpenLog { owner, owner_epoch, ensemble, ack_quorum } => {
+                let log = LogId(self.last_log_id.0 + 1);
+                self.last_log_id = log;
+                let epoch = LogEpoch(1);
+                let wal_log = WalLog {
+                    id: log,
+                    owner: *owner,
+                    owner_epoch: *owner_epoch,
+                    epoch,
+                    ensemble: ensemble.clone(),
+                    ack_quorum: *ack_quorum,
+                    state: WalLogState::Open,
+                    trim_seq: crate::ids::Seq(0),
+                };
+                self.wal_logs.insert(log, wal_log);
+                Outcome::LogOpened { log, epoch }
+            }
+            Command::RecoverLog { log, epoch, recoverer, .. } => {
+                let wal_log = self.wal_logs.get_mut(log).expect("checked: log exists");
+                assert!(*epoch > wal_log.epoch, "log epochs only move forward");
+                wal_log.epoch = *epoch;
+                wal_log.state = WalLogState::Recovering { recoverer: *recoverer };
+                Outcome::LogRecovering { log: *log, epoch: *epoch }
+            }
+            Command::SealLog { log, sealed_seq, stream_ends, .. } => {
+                let wal_log = self.wal_logs.get_mut(log).expect("checked: log exists");
+                wal_log.state = WalLogState::Sealed { sealed_seq: *sealed_seq, stream_ends: stream_ends.clone() };
+                Outcome::LogSealed { log: *log, sealed_seq: *sealed_seq }
             }
         };
         Ok(outcome)

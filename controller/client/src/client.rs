@@ -194,6 +194,26 @@ impl MetadataClient {
         self.write(|mut c| async move { c.allocate_producer_ids(request).await }).await
     }
 
+    pub async fn open_log(&self, request: pb::OpenLogRequest) -> Result<(Version, Outcome), ClientError> {
+        self.write(|mut c| {
+            let request = request.clone();
+            async move { c.open_log(request).await }
+        })
+        .await
+    }
+
+    pub async fn recover_log(&self, request: pb::RecoverLogRequest) -> Result<(Version, Outcome), ClientError> {
+        self.write(|mut c| async move { c.recover_log(request).await }).await
+    }
+
+    pub async fn seal_log(&self, request: pb::SealLogRequest) -> Result<(Version, Outcome), ClientError> {
+        self.write(|mut c| {
+            let request = request.clone();
+            async move { c.seal_log(request).await }
+        })
+        .await
+    }
+
     /// A linearizable read of the whole image.
     pub async fn read_image(&self) -> Result<Image, ClientError> {
         let reply = self.call(|mut c| async move { c.read_image(pb::ReadImageRequest {}).await }).await?;

@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{Epoch, NodeId, NodeKind, ProducerId, TopicId};
+use crate::ids::{Epoch, LogEpoch, LogId, NodeId, NodeKind, Offset, ProducerId, Seq, StreamId, TopicId};
+use crate::image::EnsembleMember;
 
 /// A change to the metadata image.
 ///
@@ -57,6 +58,35 @@ pub enum Command {
         broker: NodeId,
         broker_epoch: Epoch,
     },
+    /// Records a new WAL log of `owner` before its first append; it gets the
+    /// next log id and epoch 1.
+    OpenLog {
+        owner: NodeId,
+        owner_epoch: Epoch,
+        ensemble: Vec<EnsembleMember>,
+        ack_quorum: u32,
+    },
+    /// Starts a recovery of `log` by `recoverer`: compare-and-set from the
+    /// log's current epoch to `epoch`, which must be exactly one more.
+    RecoverLog {
+        log: LogId,
+        epoch: LogEpoch,
+        recoverer: NodeId,
+        recoverer_epoch: Epoch,
+    },
+    /// Closes `log` for good at `sealed_seq`, if its epoch is still `epoch`.
+    /// Sent by the recoverer that holds that epoch, or by the owner sealing
+    /// its own open log.
+    SealLog {
+        log: LogId,
+        epoch: LogEpoch,
+        sealed_seq: Seq,
+        /// Per stream, the end offset the log reaches. A list, not a map:
+        /// serde cannot decode integer map keys inside an internally tagged enum.
+        stream_ends: Vec<(StreamId, Offset)>,
+        sender: NodeId,
+        sender_epoch: Epoch,
+    },
 }
 
 /// What an applied command produced.
@@ -70,6 +100,9 @@ pub enum Outcome {
     PartitionsCreated { count: usize },
     ConfigsAltered,
     ProducerIds { first: ProducerId, count: u32 },
+    LogOpened { log: LogId, epoch: LogEpoch },
+    LogRecovering { log: LogId, epoch: LogEpoch },
+    LogSealed { log: LogId, sealed_seq: Seq },
 }
 
 /// The number of producer ids in one block, as Kafka's controller hands out.

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{ControllerId, Epoch, NodeId, NodeKind, Version};
+use crate::ids::{ControllerId, Epoch, LogEpoch, LogId, NodeId, NodeKind, Version};
 
 /// Why the controller refused a metadata request. A refused request changes nothing.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
@@ -28,6 +28,12 @@ pub enum MetaError {
     Fenced { kind: NodeKind, node: NodeId, epoch: Epoch },
     #[error("invalid request: {reason}")]
     InvalidRequest { reason: String },
+    #[error("unknown WAL log {log}")]
+    UnknownLog { log: LogId },
+    #[error("WAL log {log} is at epoch {current}; {epoch} does not follow it")]
+    LogEpochMismatch { log: LogId, epoch: LogEpoch, current: LogEpoch },
+    #[error("WAL log {log} is sealed")]
+    LogSealed { log: LogId },
     #[error("controller {controller} is not a member of the quorum")]
     UnknownController { controller: ControllerId },
     #[error("membership change refused: {reason}")]
@@ -57,7 +63,10 @@ impl MetaError {
             | MetaError::InvalidRequest { .. }
             | MetaError::UnknownController { .. }
             | MetaError::MembershipRefused { .. }
-            | MetaError::VersionNotAfter { .. } => false,
+            | MetaError::VersionNotAfter { .. }
+            | MetaError::UnknownLog { .. }
+            | MetaError::LogEpochMismatch { .. }
+            | MetaError::LogSealed { .. } => false,
         }
     }
 
@@ -70,13 +79,16 @@ impl MetaError {
             | MetaError::UnknownConfig { .. }
             | MetaError::InvalidConfig { .. }
             | MetaError::InvalidRequest { .. } => tonic::Code::InvalidArgument,
-            MetaError::UnknownTopic { .. } | MetaError::UnknownNode { .. } | MetaError::UnknownController { .. } => {
-                tonic::Code::NotFound
-            }
+            MetaError::UnknownTopic { .. }
+            | MetaError::UnknownNode { .. }
+            | MetaError::UnknownController { .. }
+            | MetaError::UnknownLog { .. } => tonic::Code::NotFound,
             MetaError::StaleEpoch { .. }
             | MetaError::Fenced { .. }
             | MetaError::MembershipRefused { .. }
-            | MetaError::VersionNotAfter { .. } => tonic::Code::FailedPrecondition,
+            | MetaError::VersionNotAfter { .. }
+            | MetaError::LogEpochMismatch { .. }
+            | MetaError::LogSealed { .. } => tonic::Code::FailedPrecondition,
             MetaError::NoLeader => tonic::Code::Unavailable,
             MetaError::Internal { .. } => tonic::Code::Internal,
         }

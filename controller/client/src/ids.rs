@@ -49,6 +49,30 @@ id_type!(
     /// Kafka producer id, allocated by the controller in blocks.
     ProducerId(i64), ""
 );
+id_type!(
+    /// A WAL log's id, assigned by the controller when the log is opened.
+    LogId(u64), "log"
+);
+id_type!(
+    /// A WAL log's epoch. The writer that opened the log writes at epoch 1; each
+    /// recovery bumps it, and a WAL node that has seen epoch E refuses anything
+    /// older. (Distinct from a node's registration `Epoch`.)
+    LogEpoch(u64), "le"
+);
+id_type!(
+    /// An entry's position in its WAL log: 1, 2, 3, ... with no gaps. 0 means "none".
+    Seq(u64), "#"
+);
+id_type!(
+    /// A Kafka offset within a stream (a partition's log).
+    Offset(i64), "@"
+);
+
+impl Seq {
+    pub fn next(self) -> Seq {
+        Seq(self.0 + 1)
+    }
+}
 
 /// A topic's id: a UUID, as Kafka's `topic_id`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{Epoch, LeaderEpoch, NodeId, NodeKind, ProducerId, StreamId, TopicId, Version};
+use crate::ids::{
+    Epoch, LeaderEpoch, LogEpoch, LogId, NodeId, NodeKind, Offset, ProducerId, Seq, StreamId, TopicId, Version,
+};
 
 /// The whole cluster metadata at one version.
 ///
@@ -23,6 +25,50 @@ pub struct Image {
     pub next_stream_id: StreamId,
     /// The first producer id of the next block handed out.
     pub next_producer_id: ProducerId,
+    /// Every WAL log, recorded before its first append (`OpenLog`).
+    pub wal_logs: BTreeMap<LogId, WalLog>,
+    /// The id of the last WAL log opened (0 before the first). Log ids are never reused.
+    pub last_log_id: LogId,
+}
+
+/// A broker's WAL log (DESIGN §2).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WalLog {
+    pub id: LogId,
+    /// The broker that writes it, and the registration it opened it under.
+    pub owner: NodeId,
+    pub owner_epoch: Epoch,
+    /// 1 when opened; each `RecoverLog` adds one.
+    pub epoch: LogEpoch,
+    /// The WAL nodes it is written to, one per zone.
+    pub ensemble: Vec<EnsembleMember>,
+    /// How many members must fsync an entry for it to be acknowledged.
+    pub ack_quorum: u32,
+    pub state: WalLogState,
+    /// Entries up to here are uploaded and may be trimmed.
+    pub trim_seq: Seq,
+}
+
+/// A WAL node of a log's ensemble, as it was when the log was opened.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnsembleMember {
+    pub node: NodeId,
+    pub zone: String,
+    /// A node that comes back with another incarnation counts as lost for this log.
+    pub incarnation: String,
+}
+
+/// Where a WAL log is in its life.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum WalLogState {
+    /// Its owner writes it.
+    Open,
+    /// `recoverer` is recovering it at the log's current epoch.
+    Recovering { recoverer: NodeId },
+    /// Closed for good at `sealed_seq`; never recovered again.
+    /// `stream_ends` is a list for the same reason as in `Command::SealLog`.
+    Sealed { sealed_seq: Seq, stream_ends: Vec<(StreamId, Offset)> },
 }
 
 /// A registered broker or WAL node.

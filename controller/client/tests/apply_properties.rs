@@ -5,7 +5,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use keel_controller_client::{Command, Epoch, Image, NodeId, NodeKind, NodeState, TopicId, Version};
+use keel_controller_client::{
+    Command, EnsembleMember, Epoch, Image, LogEpoch, LogId, NodeId, NodeKind, NodeState, Seq, TopicId, Version,
+    WalLogState,
+};
 use proptest::prelude::*;
 
 fn name() -> impl Strategy<Value = String> {
@@ -69,6 +72,41 @@ fn command() -> impl Strategy<Value = Command> {
             .prop_map(|(name, set, delete)| Command::AlterConfigs { name, set, delete }),
         (0u32..4, 0u64..40)
             .prop_map(|(id, epoch)| Command::AllocateProducerIds { broker: NodeId(id), broker_epoch: Epoch(epoch) }),
+        (0u32..4, 0u64..40, proptest::collection::vec((0u32..4, prop_oneof![Just("a"), Just("b")]), 0..3), 0u32..3)
+            .prop_map(|(owner, epoch, members, ack_quorum)| Command::OpenLog {
+                owner: NodeId(owner),
+                owner_epoch: Epoch(epoch),
+                ensemble: members
+                    .into_iter()
+                    .map(|(node, zone)| EnsembleMember {
+                        node: NodeId(node),
+                        zone: zone.into(),
+                        incarnation: "i".into()
+                    })
+                    .collect(),
+                ack_quorum,
+            }),
+        (1u64..4, 1u64..5, 0u32..4, 0u64..40).prop_map(|(log, epoch, recoverer, recoverer_epoch)| {
+            Command::RecoverLog {
+                log: LogId(log),
+                epoch: LogEpoch(epoch),
+                recoverer: NodeId(recoverer),
+                recoverer_epoch: Epoch(recoverer_epoch),
+            }
+        }),
+        (1u64..4, 1u64..5, 0u64..9, 0u32..4, 0u64..40).prop_map(|(log, epoch, sealed, sender, sender_epoch)| {
+            Command::SealLog {
+                log: LogId(log),
+                epoch: LogEpoch(epoch),
+                sealed_seq: Seq(sealed),
+                stream_ends: vec![(
+                    keel_controller_client::StreamId(sealed),
+                    keel_controller_client::Offset(sealed as i64 * 10),
+                )],
+                sender: NodeId(sender),
+                sender_epoch: Epoch(sender_epoch),
+            }
+        }),
     ]
 }
 
@@ -91,6 +129,24 @@ fn assert_invariants(image: &Image) {
         assert!(matches!(node.state, NodeState::Active | NodeState::Fenced));
     }
     assert_eq!(image.next_producer_id.0 % 1000, 0);
+    for (id, log) in &image.wal_logs {
+        assert_eq!(&log.id, id);
+        assert!(log.id <= image.last_log_id);
+        assert!(log.epoch.0 >= 1);
+        let zones: BTreeSet<&str> = log.ensemble.iter().map(|m| m.zone.as_str()).collect();
+        assert_eq!(zones.len(), log.ensemble.len(), "one ensemble member per zone");
+    }
+}
+
+/// Sealed logs never change again, and log epochs only move forward.
+fn assert_logs_only_move_forward(before: &Image, after: &Image) {
+    for (id, old) in &before.wal_logs {
+        let new = &after.wal_logs[id];
+        assert!(new.epoch >= old.epoch, "{id}: epoch went back");
+        if matches!(old.state, WalLogState::Sealed { .. }) {
+            assert_eq!(new, old, "{id}: a sealed log changed");
+        }
+    }
 }
 
 proptest! {
@@ -104,9 +160,10 @@ proptest! {
             let result = image.apply(version, command);
             prop_assert_eq!(predicted.is_ok(), result.is_ok(), "check and apply disagree on {:?}", command);
             if result.is_err() {
-                prop_assert_eq!(&Image { version, ..before }, &image);
+                prop_assert_eq!(&Image { version, ..before.clone() }, &image);
             }
             assert_invariants(&image);
+            assert_logs_only_move_forward(&before, &image);
 
             let encoded = serde_json::to_vec(command).unwrap();
             prop_assert_eq!(&serde_json::from_slice::<Command>(&encoded).unwrap(), command);

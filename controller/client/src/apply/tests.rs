@@ -3,7 +3,7 @@ use std::collections::BTreeMap;
 use uuid::Uuid;
 
 use super::*;
-use crate::ids::TopicId;
+use crate::ids::{Seq, TopicId};
 
 fn register(image: &mut Image, version: u64, kind: NodeKind, id: u32) -> Epoch {
     let command = Command::RegisterNode {
@@ -142,4 +142,99 @@ fn leaders_are_placed_on_the_least_loaded_active_broker() {
         )
         .unwrap();
     assert_eq!(image.place_leaders(1), vec![Some(NodeId(2))]);
+}
+
+fn register_wal(image: &mut Image, version: u64, id: u32, zone: &str) {
+    let command = Command::RegisterNode {
+        kind: NodeKind::Wal,
+        id: NodeId(id),
+        zone: zone.into(),
+        internal_addr: "127.0.0.1:2".into(),
+        kafka_listeners: vec![],
+        incarnation: format!("inc-{id}"),
+    };
+    image.apply(Version(version), &command).unwrap();
+}
+
+fn ensemble() -> Vec<EnsembleMember> {
+    [(1, "a"), (2, "b"), (3, "c")]
+        .iter()
+        .map(|(id, zone)| EnsembleMember {
+            node: NodeId(*id),
+            zone: zone.to_string(),
+            incarnation: format!("inc-{id}"),
+        })
+        .collect()
+}
+
+#[test]
+fn a_wal_log_is_opened_recovered_once_per_epoch_and_sealed_for_good() {
+    let mut image = Image::default();
+    let owner = register(&mut image, 1, NodeKind::Broker, 1);
+    let recoverer = register(&mut image, 2, NodeKind::Broker, 2);
+    for (version, (id, zone)) in [(3, (1, "a")), (4, (2, "b")), (5, (3, "c"))] {
+        register_wal(&mut image, version, id, zone);
+    }
+    let open = Command::OpenLog { owner: NodeId(1), owner_epoch: owner, ensemble: ensemble(), ack_quorum: 2 };
+    assert_eq!(image.apply(Version(6), &open), Ok(Outcome::LogOpened { log: LogId(1), epoch: LogEpoch(1) }));
+    assert_eq!(image.apply(Version(7), &open), Ok(Outcome::LogOpened { log: LogId(2), epoch: LogEpoch(1) }));
+
+    let recover = |epoch| Command::RecoverLog {
+        log: LogId(1),
+        epoch: LogEpoch(epoch),
+        recoverer: NodeId(2),
+        recoverer_epoch: recoverer,
+    };
+    assert!(
+        matches!(image.apply(Version(8), &recover(3)), Err(MetaError::LogEpochMismatch { .. })),
+        "epochs cannot be skipped"
+    );
+    assert_eq!(image.apply(Version(9), &recover(2)), Ok(Outcome::LogRecovering { log: LogId(1), epoch: LogEpoch(2) }));
+    assert!(
+        matches!(image.apply(Version(10), &recover(2)), Err(MetaError::LogEpochMismatch { .. })),
+        "a second recoverer at the same epoch loses"
+    );
+
+    let seal = |sender, sender_epoch, epoch| Command::SealLog {
+        log: LogId(1),
+        epoch: LogEpoch(epoch),
+        sealed_seq: Seq(40),
+        stream_ends: vec![(StreamId(3), crate::ids::Offset(77))],
+        sender: NodeId(sender),
+        sender_epoch,
+    };
+    assert!(
+        matches!(image.apply(Version(11), &seal(1, owner, 2)), Err(MetaError::InvalidRequest { .. })),
+        "the old owner cannot seal it now"
+    );
+    assert!(matches!(image.apply(Version(12), &seal(2, recoverer, 1)), Err(MetaError::LogEpochMismatch { .. })));
+    assert_eq!(
+        image.apply(Version(13), &seal(2, recoverer, 2)),
+        Ok(Outcome::LogSealed { log: LogId(1), sealed_seq: Seq(40) })
+    );
+    assert_eq!(
+        image.apply(Version(14), &recover(3)),
+        Err(MetaError::LogSealed { log: LogId(1) }),
+        "a sealed log is never recovered again"
+    );
+    assert_eq!(image.apply(Version(15), &seal(2, recoverer, 2)), Err(MetaError::LogSealed { log: LogId(1) }));
+}
+
+#[test]
+fn an_ensemble_must_be_active_nodes_in_distinct_zones() {
+    let mut image = Image::default();
+    let owner = register(&mut image, 1, NodeKind::Broker, 1);
+    register_wal(&mut image, 2, 1, "a");
+    register_wal(&mut image, 3, 2, "a");
+    let open = |ensemble, ack_quorum| Command::OpenLog { owner: NodeId(1), owner_epoch: owner, ensemble, ack_quorum };
+    let same_zone = vec![
+        EnsembleMember { node: NodeId(1), zone: "a".into(), incarnation: "inc-1".into() },
+        EnsembleMember { node: NodeId(2), zone: "a".into(), incarnation: "inc-2".into() },
+    ];
+    assert!(matches!(image.check(&open(same_zone, 2)), Err(MetaError::InvalidRequest { .. })));
+    let old_incarnation = vec![EnsembleMember { node: NodeId(1), zone: "a".into(), incarnation: "gone".into() }];
+    assert!(matches!(image.check(&open(old_incarnation, 1)), Err(MetaError::InvalidRequest { .. })));
+    let unknown = vec![EnsembleMember { node: NodeId(9), zone: "b".into(), incarnation: "x".into() }];
+    assert!(matches!(image.check(&open(unknown, 1)), Err(MetaError::UnknownNode { .. })));
+    assert!(matches!(image.check(&open(vec![], 0)), Err(MetaError::InvalidRequest { .. })));
 }
