@@ -28,10 +28,10 @@
 //! entries were all trimmed still knows how far it went after a restart.
 
 mod scan;
+mod spare;
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -141,6 +141,8 @@ pub struct Journal {
     options: JournalOptions,
     /// Oldest first; the last one is the active segment.
     segments: Vec<Segment>,
+    /// Prepares the next segment's file while this one fills.
+    spares: spare::SparePreparer,
     /// Where the next record goes in the active segment.
     write_offset: u64,
     logs: BTreeMap<LogId, LogContents>,
@@ -163,6 +165,10 @@ fn segment_path(dir: &Path, number: u64) -> PathBuf {
     dir.join(format!("segment-{number:016}.kseg"))
 }
 
+fn spare_path(dir: &Path, number: u64) -> PathBuf {
+    dir.join(format!("spare-{number:016}.kseg"))
+}
+
 impl Journal {
     /// Opens the journal in `options.dir`, creating it if needed, and restores every log.
     pub fn open(options: JournalOptions) -> Result<(Journal, OpenReport), JournalError> {
@@ -172,10 +178,17 @@ impl Journal {
         );
         std::fs::create_dir_all(&options.dir).map_err(io_error(&options.dir))?;
         let scanned = scan::scan(&options)?;
-        let mut journal =
-            Journal { options, segments: scanned.segments, write_offset: scanned.write_offset, logs: scanned.logs };
-        if journal.segments.is_empty() {
-            journal.start_segment(0)?;
+        let spares = spare::SparePreparer::start(options.segment_bytes).map_err(io_error(&options.dir))?;
+        let mut journal = Journal {
+            options,
+            segments: scanned.segments,
+            spares,
+            write_offset: scanned.write_offset,
+            logs: scanned.logs,
+        };
+        match journal.segments.last() {
+            None => journal.start_segment(0)?,
+            Some(active) => journal.spares.request(spare_path(&journal.options.dir, active.number + 1)),
         }
         let report =
             OpenReport { segments: journal.segments.len(), entries: scanned.entries, torn_bytes: scanned.torn_bytes };
@@ -297,25 +310,19 @@ impl Journal {
     /// Creates segment `number`, zero-filled to its full size, and makes it active.
     fn start_segment(&mut self, number: u64) -> Result<(), JournalError> {
         let path = segment_path(&self.options.dir, number);
-        let staging = path.with_extension("kseg.new");
-        let mut file = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .read(true)
-            .write(true)
-            .open(&staging)
-            .map_err(io_error(&staging))?;
-        let zeros = vec![0u8; 1 << 20];
-        let mut left = self.options.segment_bytes;
-        while left > 0 {
-            let chunk = left.min(zeros.len() as u64) as usize;
-            file.write_all(&zeros[..chunk]).map_err(io_error(&staging))?;
-            left -= chunk as u64;
-        }
-        file.write_all_at(&encode_segment_header(number), 0).map_err(io_error(&staging))?;
-        file.sync_all().map_err(io_error(&staging))?;
-        std::fs::rename(&staging, &path).map_err(io_error(&path))?;
+        let spare = spare_path(&self.options.dir, number);
+        let file = if self.spares.take(&spare) {
+            std::fs::rename(&spare, &path).map_err(io_error(&path))?;
+            OpenOptions::new().read(true).write(true).open(&path).map_err(io_error(&path))?
+        } else {
+            spare::create_zeroed(&path, self.options.segment_bytes).map_err(io_error(&path))?
+        };
+        // The header goes in before the segment's first record and is made
+        // durable now, with the new name (directory fsync).
+        file.write_all_at(&encode_segment_header(number), 0).map_err(io_error(&path))?;
+        file.sync_data().map_err(io_error(&path))?;
         sync_dir(&self.options.dir)?;
+        self.spares.request(spare_path(&self.options.dir, number + 1));
         self.segments.push(Segment { number, path, file, last_seqs: BTreeMap::new(), states: Default::default() });
         self.write_offset = SEGMENT_HEADER_BYTES;
         Ok(())

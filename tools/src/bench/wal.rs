@@ -14,7 +14,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::stream::{FuturesOrdered, StreamExt};
+use futures::stream::{FuturesUnordered, StreamExt};
 use keel_controller_client::{NodeId, StreamId};
 use keel_wal_client::entry::Record;
 use keel_wal_client::ids::{LogEpoch, LogId, Offset, Seq};
@@ -165,23 +165,31 @@ async fn measure_wal(
     let writer = WalWriter::start(log, LogEpoch(1), targets.to_vec(), 2, Seq(0), &tasks, cancel.clone());
     let batch = Bytes::from(vec![0xA5u8; entry_bytes.saturating_sub(72)]);
     let mut latency = micros_histogram();
-    let mut pending = FuturesOrdered::new();
+    // Completions are driven while the loop waits (for its pace or for room),
+    // so each latency is measured when its entry became durable.
+    let mut pending = FuturesUnordered::new();
     let started = Instant::now();
     for seq in 0..count {
-        if let Some(rate) = rate {
-            let due = started + Duration::from_secs_f64(seq as f64 / rate);
-            tokio::time::sleep_until(due).await;
+        let due = rate.map(|rate| started + Duration::from_secs_f64(seq as f64 / rate));
+        loop {
+            let room = pending.len() < in_flight;
+            let on_time = due.is_none_or(|due| Instant::now() >= due);
+            if room && on_time {
+                break;
+            }
+            tokio::select! {
+                Some((result, elapsed)) = pending.next(), if !pending.is_empty() => {
+                    let _: Seq = result?;
+                    latency.record(Duration::as_micros(&elapsed).max(1) as u64)?;
+                }
+                _ = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if room && !on_time => {}
+            }
         }
         let record =
             Record { stream: StreamId(log.0), base_offset: Offset(seq as i64), record_count: 1, batch: batch.clone() };
         let sent = Instant::now();
         let append = writer.append(vec![record]);
-        pending.push_back(async move { (append.await, sent.elapsed()) });
-        while pending.len() >= in_flight {
-            let (result, elapsed) = pending.next().await.expect("pending is not empty");
-            result?;
-            latency.record(elapsed.as_micros().max(1) as u64)?;
-        }
+        pending.push(async move { (append.await, sent.elapsed()) });
     }
     while let Some((result, elapsed)) = pending.next().await {
         result?;

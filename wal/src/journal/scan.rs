@@ -35,8 +35,8 @@ pub(super) fn scan(options: &JournalOptions) -> Result<Scanned, JournalError> {
     for dirent in std::fs::read_dir(&options.dir).map_err(io_error(&options.dir))? {
         let path = dirent.map_err(io_error(&options.dir))?.path();
         let name = path.file_name().and_then(|name| name.to_str()).unwrap_or_default().to_owned();
-        if name.ends_with(".kseg.new") {
-            // A segment that was being created when the node stopped.
+        if name.ends_with(".kseg.new") || name.starts_with("spare-") {
+            // A segment being created, or prepared ahead, when the node stopped.
             std::fs::remove_file(&path).map_err(io_error(&path))?;
         } else if let Some(number) = name.strip_prefix("segment-").and_then(|rest| rest.strip_suffix(".kseg")) {
             let number = number.parse::<u64>().map_err(|_| JournalError::Corrupt {
