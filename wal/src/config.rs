@@ -38,6 +38,10 @@ pub struct ConfigToml {
     /// Size of each journal segment file, in bytes. Default 64 MiB.
     #[arg(long, env = "KEEL_WAL_SEGMENT_BYTES")]
     pub segment_bytes: Option<u64>,
+    /// The most bytes the journal may take on disk; appends beyond it are
+    /// refused (retriably) until entries are trimmed. Default: no cap.
+    #[arg(long, env = "KEEL_WAL_JOURNAL_BYTES_MAX")]
+    pub journal_bytes_max: Option<u64>,
     /// Heartbeat interval to the controller. Default 250ms.
     #[arg(long, env = "KEEL_WAL_HEARTBEAT_INTERVAL", value_parser = humantime_serde::re::humantime::parse_duration)]
     #[serde(with = "humantime_serde")]
@@ -55,6 +59,7 @@ pub struct WalConfig {
     pub data_dir: PathBuf,
     pub controllers: Vec<String>,
     pub segment_bytes: u64,
+    pub journal_bytes_max: Option<u64>,
     pub heartbeat_interval: Duration,
 }
 
@@ -70,6 +75,7 @@ impl ConfigToml {
             data_dir: self.data_dir.or(lower.data_dir),
             controllers: self.controllers.or(lower.controllers),
             segment_bytes: self.segment_bytes.or(lower.segment_bytes),
+            journal_bytes_max: self.journal_bytes_max.or(lower.journal_bytes_max),
             heartbeat_interval: self.heartbeat_interval.or(lower.heartbeat_interval),
         }
     }
@@ -84,6 +90,7 @@ impl ConfigToml {
             data_dir,
             controllers,
             segment_bytes,
+            journal_bytes_max,
             heartbeat_interval,
         } = self;
         let zone = zone.context("zone is required")?;
@@ -106,6 +113,7 @@ impl ConfigToml {
             data_dir: data_dir.context("data_dir is required")?,
             controllers,
             segment_bytes,
+            journal_bytes_max,
             heartbeat_interval: heartbeat_interval.unwrap_or(Duration::from_millis(250)),
         })
     }

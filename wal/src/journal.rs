@@ -52,6 +52,9 @@ pub struct JournalOptions {
     pub dir: PathBuf,
     /// Size of every segment file. Must hold the largest entry.
     pub segment_bytes: u64,
+    /// The most bytes the segment files may take; `None` for no cap. A write
+    /// that would need a segment beyond it is refused (`Full`), retriably.
+    pub journal_bytes_max: Option<u64>,
 }
 
 /// Why the journal failed.
@@ -65,6 +68,18 @@ pub enum JournalError {
     RecordTooLarge { bytes: usize, segment_bytes: u64 },
     #[error("{log} has no entry {seq} in the journal")]
     NotFound { log: LogId, seq: Seq },
+    #[error("the journal is at its cap of {cap} bytes; it takes writes again once entries are trimmed")]
+    Full { cap: u64 },
+    #[error("no room for a new journal segment in {path}: {source}")]
+    NoSpace { path: PathBuf, source: std::io::Error },
+}
+
+impl JournalError {
+    /// Whether the write may succeed later without anything being repaired:
+    /// nothing was written, there was only no room for it.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, JournalError::Full { .. } | JournalError::NoSpace { .. })
+    }
 }
 
 /// One record to write.
@@ -145,6 +160,8 @@ pub struct Journal {
     spares: spare::SparePreparer,
     /// Where the next record goes in the active segment.
     write_offset: u64,
+    /// Segments written since the last sync.
+    unsynced: std::collections::BTreeSet<u64>,
     logs: BTreeMap<LogId, LogContents>,
 }
 
@@ -184,6 +201,7 @@ impl Journal {
             segments: scanned.segments,
             spares,
             write_offset: scanned.write_offset,
+            unsynced: Default::default(),
             logs: scanned.logs,
         };
         match journal.segments.last() {
@@ -203,41 +221,58 @@ impl Journal {
     /// Writes `records` in order and makes them durable with one fdatasync per
     /// segment touched. Entries must already be validated by the node's rules.
     pub fn append(&mut self, records: &[JournalRecord]) -> Result<(), JournalError> {
-        let mut touched = vec![self.active().number];
         for record in records {
-            let bytes = match record {
-                JournalRecord::Entry(bytes) => bytes.clone(),
-                JournalRecord::LogState { log, epoch, trimmed } => encode_log_state(*log, *epoch, *trimmed),
-            };
-            let capacity = self.options.segment_bytes - SEGMENT_HEADER_BYTES;
-            if bytes.len() as u64 > capacity {
-                return Err(JournalError::RecordTooLarge {
-                    bytes: bytes.len(),
-                    segment_bytes: self.options.segment_bytes,
-                });
-            }
-            if self.write_offset + bytes.len() as u64 > self.options.segment_bytes {
-                self.sync_segments(&touched)?;
-                let next = self.active().number + 1;
-                self.start_segment(next)?;
-                touched = vec![next];
-            }
-            let offset = self.write_offset;
-            let active = self.segments.last_mut().expect("a journal always has an active segment");
-            active.file.write_all_at(&bytes, offset).map_err(io_error(&active.path))?;
-            self.write_offset += bytes.len() as u64;
-            let number = active.number;
-            match record {
-                JournalRecord::Entry(_) => {
-                    let (header, _) =
-                        decode_header(&bytes).expect("journal entries are validated before they are written");
-                    let location = Location { segment: number, offset, len: bytes.len() as u32 };
-                    self.index_entry(&header, location);
-                }
-                JournalRecord::LogState { log, epoch, trimmed } => self.index_log_state(*log, *epoch, *trimmed),
-            }
+            self.write(record)?;
         }
-        self.sync_segments(&touched)
+        self.sync()
+    }
+
+    /// Writes one record, not yet durable (see `sync`). If the active segment
+    /// is full it is synced and the next one started first; when that is not
+    /// possible (the cap, or no disk space) nothing is written and the error is
+    /// retryable. A failed write of the record itself is not.
+    pub fn write(&mut self, record: &JournalRecord) -> Result<(), JournalError> {
+        let bytes = match record {
+            JournalRecord::Entry(bytes) => bytes.clone(),
+            JournalRecord::LogState { log, epoch, trimmed } => encode_log_state(*log, *epoch, *trimmed),
+        };
+        let capacity = self.options.segment_bytes - SEGMENT_HEADER_BYTES;
+        if bytes.len() as u64 > capacity {
+            return Err(JournalError::RecordTooLarge { bytes: bytes.len(), segment_bytes: self.options.segment_bytes });
+        }
+        if self.write_offset + bytes.len() as u64 > self.options.segment_bytes {
+            if let Some(cap) = self.options.journal_bytes_max {
+                if self.disk_bytes() + self.options.segment_bytes > cap {
+                    return Err(JournalError::Full { cap });
+                }
+            }
+            // Older segments are durable before a newer one holds anything,
+            // so damage can only ever be at the end of the journal.
+            self.sync()?;
+            let next = self.active().number + 1;
+            self.start_segment(next)?;
+        }
+        let offset = self.write_offset;
+        let active = self.segments.last_mut().expect("a journal always has an active segment");
+        active.file.write_all_at(&bytes, offset).map_err(io_error(&active.path))?;
+        self.write_offset += bytes.len() as u64;
+        let number = active.number;
+        self.unsynced.insert(number);
+        match record {
+            JournalRecord::Entry(_) => {
+                let (header, _) = decode_header(&bytes).expect("journal entries are validated before they are written");
+                let location = Location { segment: number, offset, len: bytes.len() as u32 };
+                self.index_entry(&header, location);
+            }
+            JournalRecord::LogState { log, epoch, trimmed } => self.index_log_state(*log, *epoch, *trimmed),
+        }
+        Ok(())
+    }
+
+    /// Makes every record written so far durable (one fdatasync per segment written).
+    pub fn sync(&mut self) -> Result<(), JournalError> {
+        let numbers: Vec<u64> = std::mem::take(&mut self.unsynced).into_iter().collect();
+        self.sync_segments(&numbers)
     }
 
     /// Reads entry `seq` of `log`, checking its checksum again.
@@ -311,11 +346,12 @@ impl Journal {
     fn start_segment(&mut self, number: u64) -> Result<(), JournalError> {
         let path = segment_path(&self.options.dir, number);
         let spare = spare_path(&self.options.dir, number);
+        let no_space = |source| JournalError::NoSpace { path: path.clone(), source };
         let file = if self.spares.take(&spare) {
-            std::fs::rename(&spare, &path).map_err(io_error(&path))?;
-            OpenOptions::new().read(true).write(true).open(&path).map_err(io_error(&path))?
+            std::fs::rename(&spare, &path).map_err(no_space)?;
+            OpenOptions::new().read(true).write(true).open(&path).map_err(no_space)?
         } else {
-            spare::create_zeroed(&path, self.options.segment_bytes).map_err(io_error(&path))?
+            spare::create_zeroed(&path, self.options.segment_bytes).map_err(no_space)?
         };
         // The header goes in before the segment's first record and is made
         // durable now, with the new name (directory fsync).

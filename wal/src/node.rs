@@ -38,7 +38,11 @@ pub async fn start(config: WalConfig, registry: &Registry, cancel: CancellationT
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("create data directory {}", config.data_dir.display()))?;
     let (incarnation, fresh) = crate::incarnation::load_or_create(&config.data_dir)?;
-    let options = JournalOptions { dir: config.data_dir.join("journal"), segment_bytes: config.segment_bytes };
+    let options = JournalOptions {
+        dir: config.data_dir.join("journal"),
+        segment_bytes: config.segment_bytes,
+        journal_bytes_max: config.journal_bytes_max,
+    };
     let (journal, report) = Journal::open(options).context("open the journal")?;
     tracing::info!(
         node = %config.node_id,

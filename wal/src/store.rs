@@ -114,16 +114,15 @@ impl Store {
     }
 
     fn process(&mut self, batch: Vec<StoreRequest>) {
-        let mut records = Vec::new();
         let mut deferred = Vec::new();
         let mut reads = Vec::new();
-        // Checksums of entries accepted in this batch, not yet in the journal.
+        // Checksums of entries written in this batch, for retransmissions within it.
         let mut batch_crcs: HashMap<(LogId, Seq), u32> = HashMap::new();
+        let mut written = 0;
         for request in batch {
             match request {
                 StoreRequest::Append { epoch, entry, reply } => {
-                    let answer = self.append(epoch, entry, &mut records, &mut batch_crcs);
-                    match answer {
+                    match self.append(epoch, entry, &mut batch_crcs, &mut written) {
                         Ok(ok) => deferred.push(Deferred::Append(reply, ok)),
                         Err(refused) => {
                             self.count_refused(refused.code);
@@ -131,7 +130,7 @@ impl Store {
                         }
                     }
                 }
-                StoreRequest::Fence { log, epoch, reply } => match self.fence(log, epoch, &mut records) {
+                StoreRequest::Fence { log, epoch, reply } => match self.fence(log, epoch, &mut written) {
                     Ok(ok) => deferred.push(Deferred::Fence(reply, ok)),
                     Err(refused) => {
                         self.count_refused(refused.code);
@@ -141,22 +140,16 @@ impl Store {
                 read_or_status => reads.push(read_or_status),
             }
         }
-        if !records.is_empty() && self.failed.is_none() {
+        if written > 0 && self.failed.is_none() {
             let started = std::time::Instant::now();
-            match self.journal.append(&records) {
+            match self.journal.sync() {
                 Ok(()) => {
                     self.metrics.sync_seconds.observe(started.elapsed().as_secs_f64());
-                    self.metrics.batch_records.observe(records.len() as f64);
+                    self.metrics.batch_records.observe(written as f64);
                     self.metrics.journal_bytes.set(self.journal.disk_bytes() as i64);
-                    for record in &records {
-                        if let JournalRecord::Entry(bytes) = record {
-                            self.metrics.entries_appended.inc();
-                            self.metrics.bytes_appended.inc_by(bytes.len() as u64);
-                        }
-                    }
                 }
                 Err(error) => {
-                    tracing::error!("journal write failed; refusing every request until restart: {error}");
+                    tracing::error!("journal sync failed; refusing every request until restart: {error}");
                     self.failed = Some(error.to_string());
                 }
             }
@@ -204,12 +197,29 @@ impl Store {
         self.metrics.refused.with_label_values(&[name]).inc();
     }
 
+    /// Writes `record` to the journal. No room is a retriable refusal that
+    /// changes nothing; any other failure stops the store.
+    fn write(&mut self, record: &JournalRecord, written: &mut usize) -> Result<(), String> {
+        match self.journal.write(record) {
+            Ok(()) => {
+                *written += 1;
+                Ok(())
+            }
+            Err(error) if error.is_retryable() => Err(error.to_string()),
+            Err(error) => {
+                tracing::error!("journal write failed; refusing every request until restart: {error}");
+                self.failed = Some(error.to_string());
+                Err(error.to_string())
+            }
+        }
+    }
+
     fn append(
         &mut self,
         epoch: LogEpoch,
         entry: Bytes,
-        records: &mut Vec<JournalRecord>,
         batch_crcs: &mut HashMap<(LogId, Seq), u32>,
+        written: &mut usize,
     ) -> Result<pb::AppendReply, pb::AppendReply> {
         let (header, _) = match decode_header(&entry) {
             Ok(decoded) => decoded,
@@ -230,9 +240,13 @@ impl Store {
         };
         match replica.check_append(epoch, &header, crc, held_crc) {
             Ok(AppendKind::New) => {
-                replica.on_appended(epoch, &header);
+                let bytes = entry.len() as u64;
+                self.write(&JournalRecord::Entry(entry), written)
+                    .map_err(|message| append_error(log, seq, pb::ErrorCode::Unavailable, message))?;
+                self.replicas.get_mut(&log).expect("inserted above").on_appended(epoch, &header);
                 batch_crcs.insert((log, seq), crc);
-                records.push(JournalRecord::Entry(entry));
+                self.metrics.entries_appended.inc();
+                self.metrics.bytes_appended.inc_by(bytes);
                 Ok(append_ok(log, seq))
             }
             Ok(AppendKind::AlreadyHeld) => Ok(append_ok(log, seq)),
@@ -240,28 +254,25 @@ impl Store {
         }
     }
 
-    fn fence(
-        &mut self,
-        log: LogId,
-        epoch: LogEpoch,
-        records: &mut Vec<JournalRecord>,
-    ) -> Result<pb::FenceReply, pb::FenceReply> {
+    fn fence(&mut self, log: LogId, epoch: LogEpoch, written: &mut usize) -> Result<pb::FenceReply, pb::FenceReply> {
+        let refused =
+            |code: pb::ErrorCode, message: String| pb::FenceReply { code: code as i32, message, ..Default::default() };
         if let Some(failure) = &self.failed {
-            return Err(pb::FenceReply {
-                code: pb::ErrorCode::Unavailable as i32,
-                message: failure.clone(),
-                ..Default::default()
-            });
+            return Err(refused(pb::ErrorCode::Unavailable, failure.clone()));
         }
         let replica = self.replicas.entry(log).or_insert_with(|| LogReplica::new(log));
-        match replica.fence(epoch) {
-            Ok(fenced) => {
-                records.push(JournalRecord::LogState { log, epoch, trimmed: fenced.trim_seq });
+        let mut fenced = replica.clone();
+        match fenced.fence(epoch) {
+            Ok(reply) => {
+                // Journalled first: the fence holds only once it is durable.
+                let record = JournalRecord::LogState { log, epoch, trimmed: reply.trim_seq };
+                self.write(&record, written).map_err(|message| refused(pb::ErrorCode::Unavailable, message))?;
+                self.replicas.insert(log, fenced);
                 Ok(pb::FenceReply {
                     code: pb::ErrorCode::Ok as i32,
                     epoch: epoch.0,
-                    last_seq: fenced.last_seq.0,
-                    trim_seq: fenced.trim_seq.0,
+                    last_seq: reply.last_seq.0,
+                    trim_seq: reply.trim_seq.0,
                     message: String::new(),
                 })
             }

@@ -9,7 +9,7 @@ use super::*;
 const SEGMENT: u64 = 16 << 10;
 
 fn options(dir: &Path) -> JournalOptions {
-    JournalOptions { dir: dir.to_path_buf(), segment_bytes: SEGMENT }
+    JournalOptions { dir: dir.to_path_buf(), segment_bytes: SEGMENT, journal_bytes_max: None }
 }
 
 fn entry(log: u64, seq: u64, size: usize) -> Bytes {
@@ -153,4 +153,32 @@ fn a_record_larger_than_a_segment_is_refused() {
     let error = journal.append(&[JournalRecord::Entry(entry(1, 1, SEGMENT as usize))]).unwrap_err();
     assert!(matches!(error, JournalError::RecordTooLarge { .. }), "{error}");
     append_entries(&mut journal, 1, 1..=1, 10);
+}
+
+#[test]
+fn a_journal_at_its_cap_refuses_retriably_and_takes_writes_again_after_a_trim() {
+    let dir = tempfile::tempdir().unwrap();
+    let capped = JournalOptions { journal_bytes_max: Some(3 * SEGMENT), ..options(dir.path()) };
+    let (mut journal, _) = Journal::open(capped.clone()).unwrap();
+    let mut seq = 0;
+    let error = loop {
+        seq += 1;
+        match journal.write(&JournalRecord::Entry(entry(1, seq, 1000))) {
+            Ok(()) => {}
+            Err(error) => break error,
+        }
+        assert!(seq < 1000, "the cap must stop the writes");
+    };
+    assert!(matches!(error, JournalError::Full { .. }) && error.is_retryable(), "{error}");
+    journal.sync().unwrap();
+    assert_eq!(journal.logs()[&LogId(1)].last_seq(), Some(Seq(seq - 1)), "the refused entry was not written");
+    assert!(journal.disk_bytes() <= 3 * SEGMENT);
+    assert_eq!(journal.read(LogId(1), Seq(seq - 1)).unwrap(), entry(1, seq - 1, 1000));
+
+    journal.trim(LogId(1), Seq(seq / 2)).unwrap();
+    journal.append(&[JournalRecord::Entry(entry(1, seq, 1000))]).unwrap();
+    drop(journal);
+    let (journal, report) = Journal::open(capped).unwrap();
+    assert_eq!(report.torn_bytes, 0);
+    assert_eq!(journal.read(LogId(1), Seq(seq)).unwrap(), entry(1, seq, 1000));
 }

@@ -23,7 +23,11 @@ struct Node {
 }
 
 async fn start_node(dir: &Path) -> Node {
-    let options = JournalOptions { dir: dir.to_path_buf(), segment_bytes: 1 << 20 };
+    start_capped_node(dir, None).await
+}
+
+async fn start_capped_node(dir: &Path, journal_bytes_max: Option<u64>) -> Node {
+    let options = JournalOptions { dir: dir.to_path_buf(), segment_bytes: 1 << 20, journal_bytes_max };
     let (journal, _) = Journal::open(options).unwrap();
     let metrics = keel_wal::Metrics::new(&prometheus::Registry::new()).unwrap();
     let (store, _thread) = keel_wal::store::start(journal, 1024, metrics).unwrap();
@@ -140,5 +144,33 @@ async fn a_node_acknowledges_in_order_fences_and_restarts_from_its_journal() {
     let unknown =
         wal.read(pb::ReadRequest { log: 9, from_seq: 1, max_bytes: 1, recovery_epoch: 0 }).await.unwrap().into_inner();
     assert_eq!(code(unknown.code), pb::ErrorCode::UnknownLog);
+    stop_node(node).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_journal_refuses_appends_retriably_and_keeps_what_it_has() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start_capped_node(dir.path(), Some(1 << 20)).await;
+    let requests =
+        (1..=20_000).map(|seq| pb::AppendRequest { epoch: 1, entry: entry(seq, seq - 1).to_vec() }).collect();
+    let replies = append_all(node.addr, requests).await;
+    let stored = replies.iter().take_while(|reply| code(reply.code) == pb::ErrorCode::Ok).count() as u64;
+    assert!(stored > 1000 && stored < 20_000, "{stored} stored before the cap");
+    let refused = &replies[stored as usize];
+    assert_eq!(code(refused.code), pb::ErrorCode::Unavailable, "{refused:?}");
+    assert!(refused.message.contains("cap"), "a clear reason: {}", refused.message);
+
+    let mut wal = client(node.addr).await;
+    let read = wal
+        .read(pb::ReadRequest { log: 1, from_seq: stored - 1, max_bytes: 1 << 20, recovery_epoch: 0 })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(read.entries, vec![entry(stored - 1, stored - 2).to_vec()], "what was stored is intact");
+    stop_node(node).await;
+
+    let node = start_capped_node(dir.path(), Some(4 << 20)).await;
+    let next = vec![pb::AppendRequest { epoch: 1, entry: entry(stored + 1, stored).to_vec() }];
+    assert_eq!(code(append_all(node.addr, next).await[0].code), pb::ErrorCode::Ok, "with room again, appends resume");
     stop_node(node).await;
 }
