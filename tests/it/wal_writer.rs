@@ -16,7 +16,6 @@ use keel_proto::wal as pb;
 use keel_tests::{eventually, TestCluster, PEER_UNREACHABLE};
 use keel_wal_client::entry::{Entry, Record};
 use keel_wal_client::ids::{LogEpoch, LogId, Offset, Seq};
-use keel_wal_client::quorum::Member;
 use keel_wal_client::writer::{Target, WalWriter};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -38,15 +37,8 @@ async fn wal_client(addr: std::net::SocketAddr) -> Option<pb::wal_client::WalCli
     pb::wal_client::WalClient::connect(format!("http://{addr}")).await.ok()
 }
 
-fn targets(test: &TestCluster) -> Vec<Target> {
-    test.cluster
-        .wal_nodes
-        .iter()
-        .map(|node| Target {
-            member: Member { node: NodeId(node.spec.id), zone: node.spec.zone.clone() },
-            addr: node.spec.grpc.to_string(),
-        })
-        .collect()
+async fn targets(test: &TestCluster) -> Vec<Target> {
+    test.cluster.wal_targets().await.unwrap()
 }
 
 async fn last_seq(addr: std::net::SocketAddr) -> Option<u64> {
@@ -58,7 +50,7 @@ async fn last_seq(addr: std::net::SocketAddr) -> Option<u64> {
 async fn a_writer_rides_out_a_dead_wal_node_and_loses_nothing() {
     let mut test = TestCluster::start(3, &[]).await.unwrap();
     test.start_wal_nodes(3).await.unwrap();
-    let targets = targets(&test);
+    let targets = targets(&test).await;
     let tasks = TaskTracker::new();
     let cancel = CancellationToken::new();
     let writer = WalWriter::start(LOG, LogEpoch(1), targets, 2, Seq(0), &tasks, cancel.clone());
@@ -147,7 +139,7 @@ async fn register_broker(
 async fn a_recoverer_fences_the_writer_and_keeps_everything_it_acknowledged() {
     let mut test = TestCluster::start(3, &[]).await.unwrap();
     test.start_wal_nodes(3).await.unwrap();
-    let targets = targets(&test);
+    let targets = targets(&test).await;
     let tasks = TaskTracker::new();
     let cancel = CancellationToken::new();
     let controller = Arc::new(test.cluster.client().unwrap());
@@ -265,4 +257,44 @@ async fn a_recoverer_fences_the_writer_and_keeps_everything_it_acknowledged() {
     tasks.close();
     tasks.wait().await;
     test.assert_clean_logs(&[PEER_UNREACHABLE, &["failed to heartbeat", "WAL log fenced"]].concat());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wal_node_with_a_wiped_disk_does_not_count_in_a_recovery() {
+    const LOG_W: LogId = LogId(21);
+    let mut test = TestCluster::start(3, &[]).await.unwrap();
+    test.start_wal_nodes(3).await.unwrap();
+    let targets = targets(&test).await;
+    let tasks = TaskTracker::new();
+    let cancel = CancellationToken::new();
+    let writer = WalWriter::start(LOG_W, LogEpoch(1), targets.clone(), 2, Seq(0), &tasks, cancel.clone());
+    for seq in 1..=200 {
+        assert_eq!(writer.append(record(seq)).await, Ok(Seq(seq)));
+    }
+    cancel.cancel();
+    tasks.close();
+    tasks.wait().await;
+
+    info!("node 1 comes back with a wiped disk and node 3 is down: one valid member is not enough");
+    test.cluster.wal_nodes[0].kill9();
+    std::fs::remove_dir_all(&test.cluster.wal_nodes[0].spec.data_dir).unwrap();
+    test.cluster.start_wal(0).unwrap();
+    let wiped = test.cluster.wal_nodes[0].spec.grpc;
+    eventually(Duration::from_secs(30), "the wiped node answers", || async { wal_client(wiped).await.map(|_| ()) })
+        .await;
+    test.cluster.wal_nodes[2].kill9();
+    let refused = keel_wal_client::recover::recover(LOG_W, LogEpoch(2), &targets, 2, Seq(0)).await;
+    assert!(
+        matches!(refused, Err(keel_wal_client::recover::RecoverError::NotEnoughFenced { fenced: 1, needed: 2 })),
+        "an empty new incarnation must not stand in for the member it replaced: {refused:?}"
+    );
+
+    info!("with node 3 back, the two valid members recover everything");
+    test.cluster.start_wal(2).unwrap();
+    let back = test.cluster.wal_nodes[2].spec.grpc;
+    eventually(Duration::from_secs(30), "node 3 answers", || async { wal_client(back).await.map(|_| ()) }).await;
+    let recovered = keel_wal_client::recover::recover(LOG_W, LogEpoch(3), &targets, 2, Seq(0)).await.unwrap();
+    assert_eq!(recovered.sealed_seq, Seq(200));
+
+    test.assert_clean_logs(&[PEER_UNREACHABLE, &["failed to heartbeat", "session lost, registering again"]].concat());
 }

@@ -325,6 +325,29 @@ impl LocalCluster {
         }
     }
 
+    /// The WAL nodes as writer targets, with the incarnations the controller
+    /// has registered for them.
+    pub async fn wal_targets(&self) -> anyhow::Result<Vec<keel_wal_client::writer::Target>> {
+        let image = self.shared_client()?.read_image().await?;
+        self.wal_nodes
+            .iter()
+            .map(|node| {
+                let record = image
+                    .wal_nodes
+                    .get(&keel_controller_client::NodeId(node.spec.id))
+                    .with_context(|| format!("WAL node {} is not registered", node.spec.id))?;
+                Ok(keel_wal_client::writer::Target {
+                    member: keel_wal_client::quorum::Member {
+                        node: record.id,
+                        zone: record.zone.clone(),
+                        incarnation: record.incarnation.clone(),
+                    },
+                    addr: node.spec.grpc.to_string(),
+                })
+            })
+            .collect()
+    }
+
     /// Deletes controller `index`'s data directory (it must be stopped).
     pub fn wipe_controller(&mut self, index: usize) -> anyhow::Result<()> {
         let controller = &mut self.controllers[index];

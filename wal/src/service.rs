@@ -84,12 +84,16 @@ impl pb::wal_server::Wal for WalService {
         let request = request.into_inner();
         let (reply, answer) = oneshot::channel();
         let fence = StoreRequest::Fence { log: LogId(request.log), epoch: LogEpoch(request.epoch), reply };
-        Ok(Response::new(self.ask(fence, answer).await?))
+        let mut reply = self.ask(fence, answer).await?;
+        reply.incarnation = self.incarnation.clone();
+        Ok(Response::new(reply))
     }
 
     async fn read(&self, request: Request<pb::ReadRequest>) -> Result<Response<pb::ReadReply>, Status> {
         let (reply, answer) = oneshot::channel();
-        Ok(Response::new(self.ask(StoreRequest::Read { request: request.into_inner(), reply }, answer).await?))
+        let mut reply = self.ask(StoreRequest::Read { request: request.into_inner(), reply }, answer).await?;
+        reply.incarnation = self.incarnation.clone();
+        Ok(Response::new(reply))
     }
 
     async fn status(&self, _request: Request<pb::StatusRequest>) -> Result<Response<pb::StatusReply>, Status> {

@@ -273,7 +273,7 @@ impl Store {
                     epoch: epoch.0,
                     last_seq: reply.last_seq.0,
                     trim_seq: reply.trim_seq.0,
-                    message: String::new(),
+                    ..Default::default()
                 })
             }
             Err(error) => Err(pb::FenceReply {
@@ -282,6 +282,7 @@ impl Store {
                 last_seq: replica.last_seq().0,
                 trim_seq: replica.trim_seq().0,
                 message: error.to_string(),
+                ..Default::default()
             }),
         }
     }
@@ -330,7 +331,7 @@ impl Store {
             }
             seq = seq.next();
         }
-        pb::ReadReply { code: pb::ErrorCode::Ok as i32, entries, readable_end: end.0, message: String::new() }
+        pb::ReadReply { code: pb::ErrorCode::Ok as i32, entries, readable_end: end.0, ..Default::default() }
     }
 
     fn status(&self) -> pb::StatusReply {

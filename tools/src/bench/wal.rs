@@ -15,10 +15,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::stream::{FuturesUnordered, StreamExt};
-use keel_controller_client::{NodeId, StreamId};
+use keel_controller_client::StreamId;
 use keel_wal_client::entry::Record;
 use keel_wal_client::ids::{LogEpoch, LogId, Offset, Seq};
-use keel_wal_client::quorum::Member;
 use keel_wal_client::writer::{Target, WalWriter};
 use serde::Serialize;
 use tokio::time::Instant;
@@ -85,14 +84,7 @@ pub async fn run(args: WalBenchArgs) -> anyhow::Result<WalBenchReport> {
     cluster.add_free_port_wal_nodes(3)?;
     cluster.start_all_wal()?;
     cluster.wait_for_wal_nodes(Duration::from_secs(60)).await?;
-    let targets: Vec<Target> = cluster
-        .wal_nodes
-        .iter()
-        .map(|node| Target {
-            member: Member { node: NodeId(node.spec.id), zone: node.spec.zone.clone() },
-            addr: node.spec.grpc.to_string(),
-        })
-        .collect();
+    let targets = cluster.wal_targets().await?;
 
     let mut sizes = Vec::new();
     for (index, entry_bytes) in args.sizes.iter().copied().enumerate() {

@@ -22,6 +22,9 @@ use crate::ids::{LogEpoch, LogId, Seq};
 pub struct Member {
     pub node: NodeId,
     pub zone: String,
+    /// The node's incarnation when the log was opened. The same node id with
+    /// another incarnation (its disk was wiped) is not this member any more.
+    pub incarnation: String,
 }
 
 /// The writer's view of one member.

@@ -53,7 +53,7 @@ pub async fn recover(
     trim: Seq,
 ) -> Result<Recovered, RecoverError> {
     let mut recovery = Recovery::new(log, epoch, targets.iter().map(|t| t.member.clone()).collect(), ack_quorum, trim);
-    let fences = targets.iter().map(|target| fence(target.addr.clone(), log, epoch));
+    let fences = targets.iter().map(|target| fence(target, log, epoch));
     let mut fenced = 0;
     for (member, result) in futures::future::join_all(fences).await.into_iter().enumerate() {
         match result {
@@ -68,7 +68,7 @@ pub async fn recover(
         return Err(RecoverError::NotEnoughFenced { fenced, needed: recovery.fences_needed() });
     }
     for (member, from, to) in recovery.reads_to_make() {
-        match read_all(&targets[member].addr, log, epoch, from, to).await {
+        match read_all(&targets[member], log, epoch, from, to).await {
             Ok(entries) => recovery.on_read(member, entries)?,
             Err(reason) => tracing::warn!(%log, member, %reason, "could not read from a fenced member"),
         }
@@ -90,18 +90,26 @@ async fn client(addr: &str) -> Result<pb::wal_client::WalClient<tonic::transport
         .max_decoding_message_size(crate::entry::ENTRY_BYTES_MAX + READ_BYTES as usize))
 }
 
-async fn fence(addr: String, log: LogId, epoch: LogEpoch) -> Result<Seq, String> {
-    let reply =
-        client(&addr).await?.fence(pb::FenceRequest { log: log.0, epoch: epoch.0 }).await.map_err(|e| e.to_string())?;
-    let reply = reply.into_inner();
+/// Fences one member. A node answering under another incarnation than the
+/// ensemble recorded lost its disk: it is not that member, and its fence and
+/// its (empty) log do not count.
+async fn fence(target: &Target, log: LogId, epoch: LogEpoch) -> Result<Seq, String> {
+    let request = pb::FenceRequest { log: log.0, epoch: epoch.0 };
+    let reply = client(&target.addr).await?.fence(request).await.map_err(|e| e.to_string())?.into_inner();
+    if reply.incarnation != target.member.incarnation {
+        return Err(format!(
+            "node {} is now incarnation {}, not the log's {}",
+            target.member.node, reply.incarnation, target.member.incarnation
+        ));
+    }
     match pb::ErrorCode::try_from(reply.code) {
         Ok(pb::ErrorCode::Ok) => Ok(Seq(reply.last_seq)),
         _ => Err(reply.message),
     }
 }
 
-async fn read_all(addr: &str, log: LogId, epoch: LogEpoch, from: Seq, to: Seq) -> Result<Vec<Bytes>, String> {
-    let mut wal = client(addr).await?;
+async fn read_all(target: &Target, log: LogId, epoch: LogEpoch, from: Seq, to: Seq) -> Result<Vec<Bytes>, String> {
+    let mut wal = client(&target.addr).await?;
     let mut entries = Vec::new();
     let mut next = from;
     while next <= to {
@@ -109,6 +117,9 @@ async fn read_all(addr: &str, log: LogId, epoch: LogEpoch, from: Seq, to: Seq) -
         let reply = wal.read(request).await.map_err(|e| e.to_string())?.into_inner();
         if reply.code != pb::ErrorCode::Ok as i32 {
             return Err(reply.message);
+        }
+        if reply.incarnation != target.member.incarnation {
+            return Err(format!("node {} changed incarnation during the recovery", target.member.node));
         }
         if reply.entries.is_empty() {
             break;

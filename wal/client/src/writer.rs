@@ -90,7 +90,7 @@ impl WalWriter {
         let (acked_sender, acked) = watch::channel(last_seq);
         let (health_sender, health) = watch::channel(Health::Healthy);
         for (member, target) in targets.iter().enumerate() {
-            tasks.spawn(connect(member, target.addr.clone(), Duration::ZERO, events.clone(), cancel.clone()));
+            tasks.spawn(connect(member, target.clone(), Duration::ZERO, events.clone(), cancel.clone()));
         }
         let state = WriterTask {
             quorum,
@@ -239,14 +239,23 @@ impl WriterTask {
         let health = self.quorum.on_member_lost(member);
         self.health.send_replace(health);
         tracing::warn!(log = %self.quorum.log(), node = %self.targets[member].member.node, ?health, %reason, "lost a WAL member; reconnecting");
-        let addr = self.targets[member].addr.clone();
-        self.tasks.spawn(connect(member, addr, RECONNECT_BACKOFF_MIN, self.events.clone(), self.cancel.clone()));
+        let target = self.targets[member].clone();
+        self.tasks.spawn(connect(member, target, RECONNECT_BACKOFF_MIN, self.events.clone(), self.cancel.clone()));
     }
 }
 
-/// Dials `addr` (after `delay`, then with backoff) and runs the append
-/// stream until it breaks, reporting to the writer task.
-async fn connect(member: usize, addr: String, delay: Duration, events: mpsc::Sender<Event>, cancel: CancellationToken) {
+/// Dials the member (after `delay`, then with backoff) and runs the append
+/// stream until it breaks, reporting to the writer task. A node that answers
+/// under another incarnation lost its disk: it is never used again for this
+/// log, which the owner then seals and replaces.
+async fn connect(
+    member: usize,
+    target: Target,
+    delay: Duration,
+    events: mpsc::Sender<Event>,
+    cancel: CancellationToken,
+) {
+    let addr = target.addr.clone();
     let mut backoff = delay;
     loop {
         if !backoff.is_zero() {
@@ -270,10 +279,23 @@ async fn connect(member: usize, addr: String, delay: Duration, events: mpsc::Sen
                 Err(_) => continue,
             },
         };
-        let (sender, receiver) = mpsc::channel(MEMBER_QUEUE);
         let mut client = pb::wal_client::WalClient::new(channel)
             .max_encoding_message_size(crate::entry::ENTRY_BYTES_MAX + (1 << 20))
             .max_decoding_message_size(1 << 20);
+        let incarnation = match client.status(pb::StatusRequest {}).await {
+            Ok(status) => status.into_inner().incarnation,
+            Err(_) => continue,
+        };
+        if incarnation != target.member.incarnation {
+            tracing::warn!(
+                node = %target.member.node,
+                %incarnation,
+                expected = %target.member.incarnation,
+                "WAL node lost its disk; it is no longer a member of this log"
+            );
+            return;
+        }
+        let (sender, receiver) = mpsc::channel(MEMBER_QUEUE);
         // Announce the stream before the call: requests queue until it is up.
         if events.send(Event::Connected { member, sender }).await.is_err() {
             return;

@@ -1,7 +1,11 @@
 use super::*;
 
 fn members(zones: &[&str]) -> Vec<Member> {
-    zones.iter().enumerate().map(|(i, zone)| Member { node: NodeId(i as u32 + 1), zone: zone.to_string() }).collect()
+    zones
+        .iter()
+        .enumerate()
+        .map(|(i, zone)| Member { node: NodeId(i as u32 + 1), zone: zone.to_string(), incarnation: "i".into() })
+        .collect()
 }
 
 fn writer(zones: &[&str], ack_quorum: usize) -> QuorumWriter {

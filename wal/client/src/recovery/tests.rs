@@ -7,7 +7,7 @@ fn members() -> Vec<Member> {
     ["a", "b", "c"]
         .iter()
         .enumerate()
-        .map(|(i, zone)| Member { node: NodeId(i as u32 + 1), zone: zone.to_string() })
+        .map(|(i, zone)| Member { node: NodeId(i as u32 + 1), zone: zone.to_string(), incarnation: "i".into() })
         .collect()
 }
 
