@@ -177,17 +177,29 @@ impl pb::metadata_server::Metadata for MetadataService {
 
     async fn open_log(&self, request: Request<pb::OpenLogRequest>) -> Result<Response<pb::WriteReply>, Status> {
         let request = leader_only!(self, request, open_log);
-        let command = Command::OpenLog {
-            owner: NodeId(request.owner),
-            owner_epoch: Epoch(request.owner_epoch),
-            ensemble: request
-                .ensemble
-                .into_iter()
-                .map(|m| EnsembleMember { node: NodeId(m.node_id), zone: m.zone, incarnation: m.incarnation })
-                .collect(),
-            ack_quorum: request.ack_quorum,
-        };
-        write_reply(self.controller.propose(|_| Ok(command)).await.map_err(|e| e.to_status())?)
+        let result = self
+            .controller
+            .propose(|image| {
+                // No ensemble given: the controller chooses one from the live WAL nodes.
+                let (ensemble, ack_quorum) = if request.ensemble.is_empty() {
+                    image.choose_ensemble()?
+                } else {
+                    let ensemble = request
+                        .ensemble
+                        .into_iter()
+                        .map(|m| EnsembleMember { node: NodeId(m.node_id), zone: m.zone, incarnation: m.incarnation })
+                        .collect();
+                    (ensemble, request.ack_quorum)
+                };
+                Ok(Command::OpenLog {
+                    owner: NodeId(request.owner),
+                    owner_epoch: Epoch(request.owner_epoch),
+                    ensemble,
+                    ack_quorum,
+                })
+            })
+            .await;
+        write_reply(result.map_err(|e| e.to_status())?)
     }
 
     async fn recover_log(&self, request: Request<pb::RecoverLogRequest>) -> Result<Response<pb::WriteReply>, Status> {

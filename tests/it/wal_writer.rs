@@ -139,7 +139,6 @@ async fn register_broker(
 async fn a_recoverer_fences_the_writer_and_keeps_everything_it_acknowledged() {
     let mut test = TestCluster::start(3, &[]).await.unwrap();
     test.start_wal_nodes(3).await.unwrap();
-    let targets = targets(&test).await;
     let tasks = TaskTracker::new();
     let cancel = CancellationToken::new();
     let controller = Arc::new(test.cluster.client().unwrap());
@@ -147,21 +146,30 @@ async fn a_recoverer_fences_the_writer_and_keeps_everything_it_acknowledged() {
     info!("broker A records its WAL log with the controller before the first append");
     let broker_a = register_broker(&controller, 1, &tasks, &cancel).await;
     let broker_b = register_broker(&controller, 2, &tasks, &cancel).await;
-    let image = controller.read_image().await.unwrap();
-    let ensemble = image
-        .wal_nodes
-        .values()
-        .map(|node| controller_pb::EnsembleMember {
-            node_id: node.id.0,
-            zone: node.zone.clone(),
-            incarnation: node.incarnation.clone(),
-        })
-        .collect();
-    let open = controller_pb::OpenLogRequest { owner: 1, owner_epoch: broker_a.0, ensemble, ack_quorum: 2 };
+    // No ensemble given: the controller picks one node per zone.
+    let open = controller_pb::OpenLogRequest { owner: 1, owner_epoch: broker_a.0, ensemble: vec![], ack_quorum: 0 };
     let Ok((_, Outcome::LogOpened { log: log_b, epoch })) = controller.open_log(open).await else {
         panic!("OpenLog failed")
     };
     assert_eq!(epoch, LogEpoch(1));
+    let chosen = controller.read_image().await.unwrap().wal_logs[&log_b].clone();
+    assert_eq!((chosen.ensemble.len(), chosen.ack_quorum), (3, 2), "three zones: one node in each");
+    let targets: Vec<Target> = chosen
+        .ensemble
+        .iter()
+        .map(|member| {
+            let node =
+                test.cluster.wal_nodes.iter().find(|node| node.spec.id == member.node.0).expect("a known WAL node");
+            Target {
+                member: keel_wal_client::quorum::Member {
+                    node: member.node,
+                    zone: member.zone.clone(),
+                    incarnation: member.incarnation.clone(),
+                },
+                addr: node.spec.grpc.to_string(),
+            }
+        })
+        .collect();
     let writer = WalWriter::start(log_b, LogEpoch(1), targets.clone(), 2, Seq(0), &tasks, cancel.clone());
 
     info!("writer A appends at epoch 1; recoverer B fences at epoch 2 while A keeps going");

@@ -104,6 +104,43 @@ impl Image {
         }
     }
 
+    /// Chooses an ensemble for a new WAL log (DESIGN §5): with three or more
+    /// zones holding active WAL nodes, one node in each of three zones and an
+    /// ack quorum of 2; with two zones, one node in each and an ack quorum of 2.
+    /// In each zone the node in the fewest unsealed logs is taken (lowest id on
+    /// ties), and the three least loaded zones when there are more.
+    pub fn choose_ensemble(&self) -> Result<(Vec<EnsembleMember>, u32), MetaError> {
+        let mut load: BTreeMap<NodeId, usize> = BTreeMap::new();
+        for log in self.wal_logs.values().filter(|log| !matches!(log.state, WalLogState::Sealed { .. })) {
+            for member in &log.ensemble {
+                *load.entry(member.node).or_default() += 1;
+            }
+        }
+        let mut best_per_zone: BTreeMap<&str, (usize, NodeId, &NodeRecord)> = BTreeMap::new();
+        for node in self.wal_nodes.values().filter(|node| node.state == NodeState::Active) {
+            let candidate = (load.get(&node.id).copied().unwrap_or(0), node.id, node);
+            let best = best_per_zone.entry(node.zone.as_str()).or_insert(candidate);
+            if (candidate.0, candidate.1) < (best.0, best.1) {
+                *best = candidate;
+            }
+        }
+        if best_per_zone.len() < 2 {
+            return Err(MetaError::NoEnsemble { zones: best_per_zone.len() });
+        }
+        let mut zones: Vec<(usize, NodeId, &NodeRecord)> = best_per_zone.into_values().collect();
+        zones.sort_by_key(|(load, id, _)| (*load, *id));
+        let ensemble: Vec<EnsembleMember> = zones
+            .into_iter()
+            .take(3)
+            .map(|(_, _, node)| EnsembleMember {
+                node: node.id,
+                zone: node.zone.clone(),
+                incarnation: node.incarnation.clone(),
+            })
+            .collect();
+        Ok((ensemble, 2))
+    }
+
     /// Looks up a WAL log that is not sealed.
     pub fn open_log(&self, log: LogId) -> Result<&WalLog, MetaError> {
         let wal_log = self.wal_logs.get(&log).ok_or(MetaError::UnknownLog { log })?;

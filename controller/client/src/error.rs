@@ -34,6 +34,8 @@ pub enum MetaError {
     LogEpochMismatch { log: LogId, epoch: LogEpoch, current: LogEpoch },
     #[error("WAL log {log} is sealed")]
     LogSealed { log: LogId },
+    #[error("no ensemble can be formed: active WAL nodes in {zones} zone(s), at least 2 are needed")]
+    NoEnsemble { zones: usize },
     #[error("controller {controller} is not a member of the quorum")]
     UnknownController { controller: ControllerId },
     #[error("membership change refused: {reason}")]
@@ -50,7 +52,7 @@ impl MetaError {
     /// Whether the same request may succeed if sent again later.
     pub fn is_retryable(&self) -> bool {
         match self {
-            MetaError::NoLeader | MetaError::Internal { .. } => true,
+            MetaError::NoLeader | MetaError::Internal { .. } | MetaError::NoEnsemble { .. } => true,
             MetaError::TopicAlreadyExists { .. }
             | MetaError::InvalidTopicName { .. }
             | MetaError::UnknownTopic { .. }
@@ -89,7 +91,7 @@ impl MetaError {
             | MetaError::VersionNotAfter { .. }
             | MetaError::LogEpochMismatch { .. }
             | MetaError::LogSealed { .. } => tonic::Code::FailedPrecondition,
-            MetaError::NoLeader => tonic::Code::Unavailable,
+            MetaError::NoLeader | MetaError::NoEnsemble { .. } => tonic::Code::Unavailable,
             MetaError::Internal { .. } => tonic::Code::Internal,
         }
     }

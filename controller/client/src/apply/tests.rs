@@ -238,3 +238,30 @@ fn an_ensemble_must_be_active_nodes_in_distinct_zones() {
     assert!(matches!(image.check(&open(unknown, 1)), Err(MetaError::UnknownNode { .. })));
     assert!(matches!(image.check(&open(vec![], 0)), Err(MetaError::InvalidRequest { .. })));
 }
+
+#[test]
+fn ensembles_take_one_node_per_zone_and_spread_the_load() {
+    let mut image = Image::default();
+    assert_eq!(image.choose_ensemble(), Err(MetaError::NoEnsemble { zones: 0 }));
+    register_wal(&mut image, 1, 1, "a");
+    assert_eq!(image.choose_ensemble(), Err(MetaError::NoEnsemble { zones: 1 }));
+    register_wal(&mut image, 2, 2, "b");
+    let (two_zones, ack_quorum) = image.choose_ensemble().unwrap();
+    assert_eq!((two_zones.len(), ack_quorum), (2, 2), "two live zones: one node in each, both must ack");
+    register_wal(&mut image, 3, 3, "c");
+    register_wal(&mut image, 4, 4, "a");
+    let (three_zones, ack_quorum) = image.choose_ensemble().unwrap();
+    let nodes: Vec<u32> = three_zones.iter().map(|m| m.node.0).collect();
+    assert_eq!((nodes, ack_quorum), (vec![1, 2, 3], 2));
+
+    let owner = register(&mut image, 5, NodeKind::Broker, 9);
+    image
+        .apply(
+            Version(6),
+            &Command::OpenLog { owner: NodeId(9), owner_epoch: owner, ensemble: three_zones, ack_quorum: 2 },
+        )
+        .unwrap();
+    let (next, _) = image.choose_ensemble().unwrap();
+    assert!(next.iter().any(|m| m.node == NodeId(4)), "zone a's idle node 4 is taken over node 1, which holds a log");
+    image.check(&Command::OpenLog { owner: NodeId(9), owner_epoch: owner, ensemble: next, ack_quorum: 2 }).unwrap();
+}
