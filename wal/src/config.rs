@@ -139,4 +139,22 @@ mod tests {
         };
         assert!(small.validate().is_err(), "a segment must hold the largest entry");
     }
+
+    #[test]
+    fn the_example_configs_in_deploy_parse_and_validate() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/config");
+        let mut checked = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if !(name.starts_with("wal") && name.ends_with(".toml")) {
+                continue;
+            }
+            let file: ConfigToml = keel_common::config::load_toml(&path).unwrap();
+            let config = file.validate().unwrap_or_else(|e| panic!("{name}: {e:#}"));
+            assert_eq!(config.controllers.len(), 3, "{name}");
+            checked += 1;
+        }
+        assert_eq!(checked, 3, "expected the three zone configs in {}", dir.display());
+    }
 }
