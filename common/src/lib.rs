@@ -6,4 +6,5 @@ pub mod admin;
 pub mod config;
 pub mod logging;
 pub mod net;
+pub mod service;
 pub mod signal;

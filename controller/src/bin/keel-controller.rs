@@ -29,21 +29,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    keel_common::logging::init(args.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            tracing::error!("failed to start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            tracing::error!("controller failed: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
+    keel_common::service::main(args.log_format, "controller", || run(args))
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
@@ -56,14 +42,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let registry = prometheus::Registry::new();
     let cancel = CancellationToken::new();
     let controller = keel_controller::start(config, &registry, cancel.clone()).await?;
-    let stopped_by_signal = tokio::select! {
-        signal = keel_common::signal::shutdown_requested() => {
-            tracing::info!(signal = signal?, "stopping");
-            true
-        }
-        _ = cancel.cancelled() => false,
-    };
+    let stopped = keel_common::service::until_stopped("controller", &cancel).await;
     keel_controller::shutdown(&controller, Duration::from_secs(5)).await;
-    anyhow::ensure!(stopped_by_signal, "controller stopped after a fatal error");
-    Ok(())
+    stopped
 }
