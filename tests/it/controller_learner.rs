@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use keel_controller_client::pb;
-use keel_tests::launcher::{free_loopback_addr, ControllerSpec};
+use keel_tests::launcher::ControllerSpec;
 use keel_tests::{eventually, TestCluster, PEER_UNREACHABLE};
 use tracing::info;
 
@@ -79,8 +79,8 @@ async fn a_new_controller_is_added_as_learner_promoted_and_removed() {
     info!("a fourth controller with an empty directory joins as a learner");
     let spec = ControllerSpec {
         id: 4,
-        grpc: free_loopback_addr().unwrap(),
-        admin: free_loopback_addr().unwrap(),
+        grpc: test.cluster.free_addr().unwrap(),
+        admin: test.cluster.free_addr().unwrap(),
         data_dir: test.cluster.dir.join("controller-4"),
     };
     let fourth = test.cluster.add_controller(spec);

@@ -150,18 +150,27 @@ impl LocalCluster {
         })
     }
 
-    /// Specs for `count` controllers on free loopback ports, data under `dir`.
+    /// Specs for `count` controllers on free ports of a loopback address of
+    /// their own (see `random_loopback_ip`), data under `dir`.
     pub fn free_port_specs(dir: &Path, count: u32) -> anyhow::Result<Vec<ControllerSpec>> {
+        let ip = random_loopback_ip();
         (1..=count)
             .map(|id| {
                 Ok(ControllerSpec {
                     id,
-                    grpc: free_loopback_addr()?,
-                    admin: free_loopback_addr()?,
+                    grpc: free_addr(ip)?,
+                    admin: free_addr(ip)?,
                     data_dir: dir.join(format!("controller-{id}")),
                 })
             })
             .collect()
+    }
+
+    /// A free port on this cluster's loopback address.
+    pub fn free_addr(&self) -> anyhow::Result<SocketAddr> {
+        let ip =
+            self.controllers.first().map_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), |c| c.spec.grpc.ip());
+        free_addr(ip)
     }
 
     /// The `--peers` value naming every controller.
@@ -252,8 +261,8 @@ impl LocalCluster {
             let spec = WalSpec {
                 id,
                 zone,
-                grpc: free_loopback_addr()?,
-                admin: free_loopback_addr()?,
+                grpc: self.free_addr()?,
+                admin: self.free_addr()?,
                 data_dir: self.dir.join(format!("wal-{id}")),
             };
             self.wal_nodes.push(Managed::new(spec));
@@ -441,8 +450,18 @@ impl Drop for LocalCluster {
     }
 }
 
-/// A loopback address with a port the kernel just handed out and released.
-pub fn free_loopback_addr() -> anyhow::Result<SocketAddr> {
-    let listener = TcpListener::bind("127.0.0.1:0").context("find a free loopback port")?;
+/// A random loopback address other than 127.0.0.1 (all of 127.0.0.0/8 is
+/// local on Linux). A cluster whose processes all listen on their own address
+/// cannot lose a port it picked to the ephemeral port of some connection made
+/// from 127.0.0.1 (by another test) between picking and binding it.
+pub fn random_loopback_ip() -> std::net::IpAddr {
+    use rand::Rng;
+    let mut rng = rand::thread_rng();
+    std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, rng.gen_range(1..=254), rng.gen(), rng.gen_range(1..=254)))
+}
+
+/// An address on `ip` with a port the kernel just handed out and released.
+pub fn free_addr(ip: std::net::IpAddr) -> anyhow::Result<SocketAddr> {
+    let listener = TcpListener::bind((ip, 0)).with_context(|| format!("find a free port on {ip}"))?;
     Ok(listener.local_addr()?)
 }
