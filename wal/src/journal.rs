@@ -36,9 +36,10 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use bytes::{BufMut, Bytes, BytesMut};
+use keel_controller_client::StreamId;
 pub(crate) use keel_wal_client::entry::ENTRY_MAGIC;
-use keel_wal_client::entry::{decode_header, EntryHeader};
-use keel_wal_client::ids::{LogEpoch, LogId, Seq};
+use keel_wal_client::entry::{decode_header, record_spans, Entry, EntryHeader};
+use keel_wal_client::ids::{LogEpoch, LogId, Offset, Seq};
 
 pub const SEGMENT_MAGIC: u32 = 0x4B53_4547; // "KSEG"
 pub const LOG_STATE_MAGIC: u32 = 0x4B4C_4F47; // "KLOG"
@@ -104,6 +105,9 @@ struct Location {
 pub struct LogContents {
     /// Entries in seq order, from `first_seq`.
     locations: std::collections::VecDeque<(Seq, Location)>,
+    /// Per stream, the offset ranges its records cover, in order: (base
+    /// offset, end offset, seq of the entry holding them).
+    streams: BTreeMap<StreamId, std::collections::VecDeque<(Offset, Offset, Seq)>>,
     /// The newest fence recorded for the log.
     pub fence: Option<LogEpoch>,
     /// Entries up to here may go (restored from log-state records).
@@ -115,6 +119,34 @@ pub struct LogContents {
 }
 
 impl LogContents {
+    /// Indexes an entry at `location` whose header and bytes were checked.
+    fn index(&mut self, header: &EntryHeader, location: Location, bytes: &[u8]) {
+        if let Some(last) = self.last_seq() {
+            assert_eq!(header.seq, last.next(), "{}: journal entries must be appended in seq order", header.log);
+        }
+        self.locations.push_back((header.seq, location));
+        self.writer_acked = self.writer_acked.max(header.acked.min(header.seq));
+        self.last_entry_epoch = header.epoch;
+        for (stream, base, count) in record_spans(bytes).expect("journal entries are valid") {
+            let end = Offset(base.0 + i64::from(count));
+            self.streams.entry(stream).or_default().push_back((base, end, header.seq));
+        }
+    }
+
+    /// Forgets entries up to the trim point.
+    fn forget_trimmed(&mut self) {
+        let trim = self.trim_seq;
+        while self.locations.front().is_some_and(|(held, _)| *held <= trim) {
+            self.locations.pop_front();
+        }
+        for ranges in self.streams.values_mut() {
+            while ranges.front().is_some_and(|(_, _, seq)| *seq <= trim) {
+                ranges.pop_front();
+            }
+        }
+        self.streams.retain(|_, ranges| !ranges.is_empty());
+    }
+
     /// Restores a log-state record: the newest fence and trim win.
     fn restore_state(&mut self, epoch: LogEpoch, trimmed: Seq) {
         self.fence = Some(self.fence.map_or(epoch, |fence| fence.max(epoch)));
@@ -262,7 +294,7 @@ impl Journal {
             JournalRecord::Entry(_) => {
                 let (header, _) = decode_header(&bytes).expect("journal entries are validated before they are written");
                 let location = Location { segment: number, offset, len: bytes.len() as u32 };
-                self.index_entry(&header, location);
+                self.index_entry(&header, location, &bytes);
             }
             JournalRecord::LogState { log, epoch, trimmed } => self.index_log_state(*log, *epoch, *trimmed),
         }
@@ -296,14 +328,48 @@ impl Journal {
         }
     }
 
+    /// The batches of `stream` in `log` from `from` on, in entries up to
+    /// `end_seq`, up to about `max_bytes` (at least one batch): each as (base
+    /// offset, record count, batch). Records are never copied apart from the
+    /// entry they arrived in.
+    pub fn read_stream(
+        &self,
+        log: LogId,
+        stream: StreamId,
+        from: Offset,
+        end_seq: Seq,
+        max_bytes: u64,
+    ) -> Result<Vec<(Offset, u32, Bytes)>, JournalError> {
+        let Some(ranges) = self.logs.get(&log).and_then(|contents| contents.streams.get(&stream)) else {
+            return Ok(vec![]);
+        };
+        let mut batches = Vec::new();
+        let mut bytes = 0u64;
+        for (_, _, seq) in ranges.iter().filter(|(_, end, seq)| *end > from && *seq <= end_seq) {
+            if !batches.is_empty() && bytes >= max_bytes {
+                break;
+            }
+            let entry = Entry::decode(self.read(log, *seq)?).map_err(|error| JournalError::Corrupt {
+                path: self.options.dir.clone(),
+                offset: 0,
+                reason: format!("entry {seq} of {log}: {error}"),
+            })?;
+            for record in entry.records.into_iter().filter(|record| record.stream == stream) {
+                if Offset(record.base_offset.0 + i64::from(record.record_count)) > from {
+                    bytes += record.batch.len() as u64;
+                    batches.push((record.base_offset, record.record_count, record.batch));
+                }
+            }
+        }
+        Ok(batches)
+    }
+
     /// Lets entries of `log` up to `seq` go, and deletes every segment that
     /// then holds nothing needed (fences in it are written again first).
     pub fn trim(&mut self, log: LogId, seq: Seq) -> Result<(), JournalError> {
         if let Some(contents) = self.logs.get_mut(&log) {
             contents.trim_seq = contents.trim_seq.max(seq);
-            while contents.locations.front().is_some_and(|(held, _)| *held <= contents.trim_seq) {
-                contents.locations.pop_front();
-            }
+            contents.forget_trimmed();
         }
         self.delete_trimmed_segments()
     }
@@ -317,14 +383,8 @@ impl Journal {
         self.segments.last().expect("a journal always has an active segment")
     }
 
-    fn index_entry(&mut self, header: &EntryHeader, location: Location) {
-        let contents = self.logs.entry(header.log).or_default();
-        if let Some(last) = contents.last_seq() {
-            assert_eq!(header.seq, last.next(), "{}: journal entries must be appended in seq order", header.log);
-        }
-        contents.locations.push_back((header.seq, location));
-        contents.writer_acked = contents.writer_acked.max(header.acked.min(header.seq));
-        contents.last_entry_epoch = header.epoch;
+    fn index_entry(&mut self, header: &EntryHeader, location: Location, bytes: &[u8]) {
+        self.logs.entry(header.log).or_default().index(header, location, bytes);
         let segment = self.segments.iter_mut().find(|s| s.number == location.segment).expect("the segment exists");
         segment.last_seqs.insert(header.log, header.seq);
     }

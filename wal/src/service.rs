@@ -96,6 +96,14 @@ impl pb::wal_server::Wal for WalService {
         Ok(Response::new(reply))
     }
 
+    async fn read_stream(
+        &self,
+        request: Request<pb::ReadStreamRequest>,
+    ) -> Result<Response<pb::ReadStreamReply>, Status> {
+        let (reply, answer) = oneshot::channel();
+        Ok(Response::new(self.ask(StoreRequest::ReadStream { request: request.into_inner(), reply }, answer).await?))
+    }
+
     async fn status(&self, _request: Request<pb::StatusRequest>) -> Result<Response<pb::StatusReply>, Status> {
         let (reply, answer) = oneshot::channel();
         let mut status = self.ask(StoreRequest::Status { reply }, answer).await?;

@@ -10,9 +10,10 @@
 use std::collections::{BTreeMap, HashMap};
 
 use bytes::Bytes;
+use keel_controller_client::StreamId;
 use keel_proto::wal as pb;
-use keel_wal_client::entry::decode_header;
-use keel_wal_client::ids::{LogEpoch, LogId, Seq};
+use keel_wal_client::entry::{decode_header, record_spans};
+use keel_wal_client::ids::{LogEpoch, LogId, Offset, Seq};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::acceptor::{AppendKind, LogReplica, ReplicaError};
@@ -28,6 +29,7 @@ pub enum StoreRequest {
     Append { epoch: LogEpoch, entry: Bytes, reply: oneshot::Sender<pb::AppendReply> },
     Fence { log: LogId, epoch: LogEpoch, reply: oneshot::Sender<pb::FenceReply> },
     Read { request: pb::ReadRequest, reply: oneshot::Sender<pb::ReadReply> },
+    ReadStream { request: pb::ReadStreamRequest, reply: oneshot::Sender<pb::ReadStreamReply> },
     Status { reply: oneshot::Sender<pb::StatusReply> },
 }
 
@@ -184,6 +186,9 @@ impl Store {
                 StoreRequest::Read { request, reply } => {
                     let _ = reply.send(self.read(&request));
                 }
+                StoreRequest::ReadStream { request, reply } => {
+                    let _ = reply.send(self.read_stream(&request));
+                }
                 StoreRequest::Status { reply } => {
                     let _ = reply.send(self.status());
                 }
@@ -221,8 +226,14 @@ impl Store {
         batch_crcs: &mut HashMap<(LogId, Seq), u32>,
         written: &mut usize,
     ) -> Result<pb::AppendReply, pb::AppendReply> {
-        let (header, _) = match decode_header(&entry) {
-            Ok(decoded) => decoded,
+        // Untrusted bytes: the header, the checksum and every record's bounds.
+        let header = match decode_header(&entry).and_then(|(header, length)| {
+            if length != entry.len() {
+                return Err(keel_wal_client::entry::EntryError::BadLength { length });
+            }
+            record_spans(&entry).map(|_| header)
+        }) {
+            Ok(header) => header,
             Err(error) => return Err(append_error(LogId(0), Seq(0), pb::ErrorCode::BadEntry, error.to_string())),
         };
         let (log, seq) = (header.log, header.seq);
@@ -332,6 +343,41 @@ impl Store {
             seq = seq.next();
         }
         pb::ReadReply { code: pb::ErrorCode::Ok as i32, entries, readable_end: end.0, ..Default::default() }
+    }
+
+    /// A stream's batches from an offset, up to what is known committed
+    /// (the writer's acknowledged seq), for readers of a partition's tail.
+    fn read_stream(&self, request: &pb::ReadStreamRequest) -> pb::ReadStreamReply {
+        let log = LogId(request.log);
+        let Some(replica) = self.replicas.get(&log) else {
+            return pb::ReadStreamReply {
+                code: pb::ErrorCode::UnknownLog as i32,
+                message: format!("{log} is not on this node"),
+                ..Default::default()
+            };
+        };
+        let end = replica.readable_end(None);
+        let stream = StreamId(request.stream);
+        match self.journal.read_stream(log, stream, Offset(request.from_offset), end, request.max_bytes) {
+            Ok(batches) => pb::ReadStreamReply {
+                code: pb::ErrorCode::Ok as i32,
+                batches: batches
+                    .into_iter()
+                    .map(|(base, count, batch)| pb::StreamBatch {
+                        base_offset: base.0,
+                        record_count: count,
+                        batch: batch.to_vec(),
+                    })
+                    .collect(),
+                readable_end_seq: end.0,
+                ..Default::default()
+            },
+            Err(error) => pb::ReadStreamReply {
+                code: pb::ErrorCode::Unavailable as i32,
+                message: error.to_string(),
+                ..Default::default()
+            },
+        }
     }
 
     fn status(&self) -> pb::StatusReply {

@@ -180,6 +180,34 @@ pub fn decode_header(bytes: &[u8]) -> Result<(EntryHeader, usize), EntryError> {
     Ok((header, length))
 }
 
+/// The (stream, base offset, record count) of each record of a valid entry,
+/// read from the record headers without copying the batches.
+pub fn record_spans(entry: &[u8]) -> Result<Vec<(StreamId, Offset, u32)>, EntryError> {
+    let bad = |reason| EntryError::BadRecords { reason };
+    let (_, length) = decode_header(entry)?;
+    let mut body = &entry[ENTRY_HEADER_BYTES..length];
+    if body.len() < 4 {
+        return Err(bad("no record count"));
+    }
+    let count = body.get_u32() as usize;
+    let mut spans = Vec::with_capacity(count.min(body.len() / RECORD_HEADER_BYTES));
+    for _ in 0..count {
+        if body.len() < RECORD_HEADER_BYTES {
+            return Err(bad("record header runs past the entry"));
+        }
+        let stream = StreamId(body.get_u64());
+        let base_offset = Offset(body.get_i64());
+        let record_count = body.get_u32();
+        let batch_len = body.get_u32() as usize;
+        if batch_len > body.len() {
+            return Err(bad("batch runs past the entry"));
+        }
+        body.advance(batch_len);
+        spans.push((stream, base_offset, record_count));
+    }
+    Ok(spans)
+}
+
 fn decode_records(mut body: Bytes) -> Result<Vec<Record>, EntryError> {
     let bad = |reason| EntryError::BadRecords { reason };
     if body.len() < 4 {

@@ -108,10 +108,11 @@ fn scan_segment(options: &JournalOptions, number: u64, last: bool, scanned: &mut
                     if contents.last_seq().is_some_and(|held| header.seq != held.next()) {
                         return Err(corrupt(pos as u64, &format!("{} entry {} out of order", header.log, header.seq)));
                     }
+                    if keel_wal_client::entry::record_spans(&buf[pos..pos + entry_len]).is_err() {
+                        return Err(corrupt(pos as u64, "entry records are malformed"));
+                    }
                     let location = Location { segment: number, offset: pos as u64, len: entry_len as u32 };
-                    contents.locations.push_back((header.seq, location));
-                    contents.writer_acked = contents.writer_acked.max(header.acked.min(header.seq));
-                    contents.last_entry_epoch = header.epoch;
+                    contents.index(&header, location, &buf[pos..pos + entry_len]);
                     segment.last_seqs.insert(header.log, header.seq);
                     scanned.entries += 1;
                     pos += entry_len;

@@ -182,3 +182,50 @@ fn a_journal_at_its_cap_refuses_retriably_and_takes_writes_again_after_a_trim() 
     assert_eq!(report.torn_bytes, 0);
     assert_eq!(journal.read(LogId(1), Seq(seq)).unwrap(), entry(1, seq, 1000));
 }
+
+fn two_stream_entry(seq: u64) -> Bytes {
+    let header = EntryHeader { log: LogId(5), epoch: LogEpoch(1), seq: Seq(seq), acked: Seq(seq - 1) };
+    let records = vec![
+        Record {
+            stream: StreamId(1),
+            base_offset: Offset((seq as i64 - 1) * 2),
+            record_count: 2,
+            batch: Bytes::from(format!("s1-{seq}")),
+        },
+        Record {
+            stream: StreamId(2),
+            base_offset: Offset(seq as i64 - 1),
+            record_count: 1,
+            batch: Bytes::from(format!("s2-{seq}")),
+        },
+    ];
+    Entry::build(header, records).bytes
+}
+
+#[test]
+fn a_stream_is_read_from_an_offset_across_entries_reopens_and_trims() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut journal, _) = Journal::open(options(dir.path())).unwrap();
+    let records: Vec<JournalRecord> = (1..=10).map(|seq| JournalRecord::Entry(two_stream_entry(seq))).collect();
+    journal.append(&records).unwrap();
+    let read = |journal: &Journal, from: i64, end_seq: u64| -> Vec<i64> {
+        journal
+            .read_stream(LogId(5), StreamId(1), Offset(from), Seq(end_seq), 1 << 20)
+            .unwrap()
+            .iter()
+            .map(|(base, _, _)| base.0)
+            .collect()
+    };
+    assert_eq!(read(&journal, 7, 10), vec![6, 8, 10, 12, 14, 16, 18], "from the batch holding offset 7");
+    assert_eq!(read(&journal, 7, 5), vec![6, 8], "never past the end seq given");
+    let batches = journal.read_stream(LogId(5), StreamId(2), Offset(3), Seq(10), 1).unwrap();
+    assert_eq!(batches.len(), 1, "max_bytes stops after the first batch");
+    assert_eq!(batches[0], (Offset(3), 1, Bytes::from("s2-4")));
+    drop(journal);
+
+    let (mut journal, _) = Journal::open(options(dir.path())).unwrap();
+    assert_eq!(read(&journal, 7, 10), vec![6, 8, 10, 12, 14, 16, 18], "the index is rebuilt on open");
+    journal.trim(LogId(5), Seq(5)).unwrap();
+    assert_eq!(read(&journal, 0, 10), vec![10, 12, 14, 16, 18], "trimmed entries are gone from the index");
+    assert!(journal.read_stream(LogId(5), StreamId(9), Offset(0), Seq(10), 1).unwrap().is_empty());
+}

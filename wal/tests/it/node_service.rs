@@ -174,3 +174,33 @@ async fn a_full_journal_refuses_appends_retriably_and_keeps_what_it_has() {
     assert_eq!(code(append_all(node.addr, next).await[0].code), pb::ErrorCode::Ok, "with room again, appends resume");
     stop_node(node).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_is_read_up_to_what_is_committed_and_malformed_records_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start_node(dir.path()).await;
+    let requests = (1..=10).map(|seq| pb::AppendRequest { epoch: 1, entry: entry(seq, seq - 1).to_vec() }).collect();
+    assert!(append_all(node.addr, requests).await.iter().all(|reply| code(reply.code) == pb::ErrorCode::Ok));
+
+    let mut wal = client(node.addr).await;
+    let read = wal
+        .read_stream(pb::ReadStreamRequest { log: 1, stream: 3, from_offset: 4, max_bytes: 1 << 20 })
+        .await
+        .unwrap()
+        .into_inner();
+    let offsets: Vec<i64> = read.batches.iter().map(|batch| batch.base_offset).collect();
+    assert_eq!(offsets, vec![4, 5, 6, 7, 8, 9], "entry 10 is not known to be committed yet");
+    assert_eq!(read.readable_end_seq, 9);
+    assert_eq!(read.batches[0].batch, b"record 4".to_vec());
+
+    // A well-checksummed entry whose record count runs past its end.
+    let mut forged = entry(11, 10).to_vec();
+    forged[48..52].copy_from_slice(&5u32.to_be_bytes());
+    let crc = crc32c::crc32c(&forged[12..]);
+    forged[8..12].copy_from_slice(&crc.to_be_bytes());
+    let replies = append_all(node.addr, vec![pb::AppendRequest { epoch: 1, entry: forged }]).await;
+    assert_eq!(code(replies[0].code), pb::ErrorCode::BadEntry, "{replies:?}");
+    let replies = append_all(node.addr, vec![pb::AppendRequest { epoch: 1, entry: entry(11, 10).to_vec() }]).await;
+    assert_eq!(code(replies[0].code), pb::ErrorCode::Ok, "the node keeps working");
+    stop_node(node).await;
+}

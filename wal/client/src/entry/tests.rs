@@ -46,6 +46,14 @@ fn a_torn_tail_is_truncation_not_corruption() {
 }
 
 #[test]
+fn record_spans_agree_with_the_decoded_records() {
+    let built = entry(4, &[b"one", b"", b"three"]);
+    let spans = record_spans(&built.bytes).unwrap();
+    let expected: Vec<_> = built.records.iter().map(|r| (r.stream, r.base_offset, r.record_count)).collect();
+    assert_eq!(spans, expected);
+}
+
+#[test]
 fn stream_ends_are_base_plus_count() {
     let built = entry(1, &[b"a", b"b"]);
     let ends: Vec<_> = built.stream_ends().collect();
