@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::stream::{FuturesOrdered, StreamExt};
+use futures::FutureExt;
 use std::sync::Arc;
 
 use keel_controller_client::{
@@ -290,6 +291,24 @@ async fn a_wal_node_with_a_wiped_disk_does_not_count_in_a_recovery() {
     let wiped = test.cluster.wal_nodes[0].spec.grpc;
     eventually(Duration::from_secs(30), "the wiped node answers", || async { wal_client(wiped).await.map(|_| ()) })
         .await;
+
+    info!("a writer of the old ensemble sees the wiped node as gone, and writes on with the other two");
+    let tasks = TaskTracker::new();
+    let cancel = CancellationToken::new();
+    let writer = WalWriter::start(LogId(22), LogEpoch(1), targets.clone(), 2, Seq(0), &tasks, cancel.clone());
+    let mut health = writer.health();
+    // Map the guard away at once: a held watch guard would block the writer's next health update.
+    let degraded = tokio::time::timeout(
+        Duration::from_secs(30),
+        health.wait_for(|h| *h == keel_wal_client::quorum::Health::Degraded).map(|guard| guard.map(|_| ())),
+    )
+    .await;
+    assert!(matches!(degraded, Ok(Ok(()))), "the wiped member must count as lost");
+    assert_eq!(writer.append(record(1)).await, Ok(Seq(1)));
+    cancel.cancel();
+    tasks.close();
+    tasks.wait().await;
+
     test.cluster.wal_nodes[2].kill9();
     let refused = keel_wal_client::recover::recover(LOG_W, LogEpoch(2), &targets, 2, Seq(0)).await;
     assert!(

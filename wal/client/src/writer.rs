@@ -55,10 +55,31 @@ enum Command {
     Append { records: Vec<Record>, reply: oneshot::Sender<Result<Seq, WriteError>> },
 }
 
+/// What a connection task reports. `generation` tells a member's successive
+/// connections apart: a late report from a connection the writer already
+/// replaced must not tear down its successor.
 enum Event {
-    Connected { member: usize, sender: mpsc::Sender<pb::AppendRequest> },
-    Reply { member: usize, reply: pb::AppendReply },
-    Lost { member: usize, reason: String },
+    Connected {
+        member: usize,
+        generation: u64,
+        sender: mpsc::Sender<pb::AppendRequest>,
+    },
+    Reply {
+        member: usize,
+        reply: pb::AppendReply,
+    },
+    Lost {
+        member: usize,
+        generation: u64,
+        reason: String,
+    },
+    /// The member is not the node the log recorded any more (its disk was
+    /// wiped): it is lost for good and not dialled again.
+    Gone {
+        member: usize,
+        generation: u64,
+        reason: String,
+    },
 }
 
 /// A handle to a running writer of one WAL log.
@@ -90,13 +111,14 @@ impl WalWriter {
         let (acked_sender, acked) = watch::channel(last_seq);
         let (health_sender, health) = watch::channel(Health::Healthy);
         for (member, target) in targets.iter().enumerate() {
-            tasks.spawn(connect(member, target.clone(), Duration::ZERO, events.clone(), cancel.clone()));
+            tasks.spawn(connect(member, 0, target.clone(), Duration::ZERO, events.clone(), cancel.clone()));
         }
         let state = WriterTask {
             quorum,
             epoch,
             targets,
             senders: Vec::new(),
+            generations: Vec::new(),
             waiters: BTreeMap::new(),
             events,
             acked: acked_sender,
@@ -126,7 +148,9 @@ impl WalWriter {
         *self.acked.borrow()
     }
 
-    /// Whether the ensemble can still acknowledge entries.
+    /// Whether the ensemble can still acknowledge entries. Copy the value
+    /// out rather than holding a borrow of it: the writer's next health update
+    /// waits for every borrow to end.
     pub fn health(&self) -> watch::Receiver<Health> {
         self.health.clone()
     }
@@ -138,6 +162,8 @@ struct WriterTask {
     targets: Vec<Target>,
     /// Per member, the sender of its open stream.
     senders: Vec<Option<mpsc::Sender<pb::AppendRequest>>>,
+    /// Per member, the generation of its current connection task.
+    generations: Vec<u64>,
     /// Appends waiting for their entry to be durable, by seq.
     waiters: BTreeMap<Seq, oneshot::Sender<Result<Seq, WriteError>>>,
     events: mpsc::Sender<Event>,
@@ -150,6 +176,7 @@ struct WriterTask {
 impl WriterTask {
     async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>, mut events: mpsc::Receiver<Event>) {
         self.senders = vec![None; self.targets.len()];
+        self.generations = vec![0; self.targets.len()];
         loop {
             tokio::select! {
                 _ = self.cancel.cancelled() => break,
@@ -185,21 +212,43 @@ impl WriterTask {
     fn send_to(&mut self, member: usize, request: pb::AppendRequest) {
         let Some(sender) = &self.senders[member] else { return };
         if sender.try_send(request).is_err() {
-            self.lost(member, "too far behind".into());
+            let generation = self.generations[member];
+            self.lost(member, generation, "too far behind".into());
         }
     }
 
     fn handle(&mut self, event: Event) {
         match event {
-            Event::Connected { member, sender } => {
+            Event::Connected { member, generation, sender } => {
+                if generation != self.generations[member] {
+                    return;
+                }
                 self.senders[member] = Some(sender);
                 for (_, bytes) in self.quorum.on_member_back(member) {
                     self.send_to(member, pb::AppendRequest { epoch: self.epoch.0, entry: bytes.to_vec() });
                 }
                 self.health.send_replace(self.quorum.health());
             }
+            // Acknowledgements count whichever connection carried them: each
+            // one says the node fsynced the entry.
             Event::Reply { member, reply } => self.reply(member, reply),
-            Event::Lost { member, reason } => self.lost(member, reason),
+            Event::Lost { member, generation, reason } => {
+                if self.disconnect(member, generation, &reason) {
+                    let target = self.targets[member].clone();
+                    let generation = self.generations[member];
+                    self.tasks.spawn(connect(
+                        member,
+                        generation,
+                        target,
+                        RECONNECT_BACKOFF_MIN,
+                        self.events.clone(),
+                        self.cancel.clone(),
+                    ));
+                }
+            }
+            Event::Gone { member, generation, reason } => {
+                self.disconnect(member, generation, &reason);
+            }
         }
     }
 
@@ -228,19 +277,32 @@ impl WriterTask {
                     let _ = waiter.send(Err(WriterError::Fenced { log }.into()));
                 }
             }
-            _ => self.lost(member, format!("append refused: {}", reply.message)),
+            _ => {
+                let generation = self.generations[member];
+                self.lost(member, generation, format!("append refused: {}", reply.message));
+            }
         }
     }
 
-    fn lost(&mut self, member: usize, reason: String) {
-        if self.senders[member].take().is_none() {
-            return;
+    /// The writer's own decision to drop a member's connection (too slow, or
+    /// an unexpected refusal): it is dialled again.
+    fn lost(&mut self, member: usize, generation: u64, reason: String) {
+        self.handle(Event::Lost { member, generation, reason });
+    }
+
+    /// Marks connection `generation` of `member` as gone. Returns false for a
+    /// stale generation (its successor is already dialling or connected),
+    /// which changes nothing.
+    fn disconnect(&mut self, member: usize, generation: u64, reason: &str) -> bool {
+        if generation != self.generations[member] {
+            return false;
         }
+        self.generations[member] += 1;
+        self.senders[member] = None;
         let health = self.quorum.on_member_lost(member);
         self.health.send_replace(health);
-        tracing::warn!(log = %self.quorum.log(), node = %self.targets[member].member.node, ?health, %reason, "lost a WAL member; reconnecting");
-        let target = self.targets[member].clone();
-        self.tasks.spawn(connect(member, target, RECONNECT_BACKOFF_MIN, self.events.clone(), self.cancel.clone()));
+        tracing::warn!(log = %self.quorum.log(), node = %self.targets[member].member.node, ?health, %reason, "lost a WAL member");
+        true
     }
 }
 
@@ -250,6 +312,7 @@ impl WriterTask {
 /// log, which the owner then seals and replaces.
 async fn connect(
     member: usize,
+    generation: u64,
     target: Target,
     delay: Duration,
     events: mpsc::Sender<Event>,
@@ -268,7 +331,7 @@ async fn connect(
         let endpoint = match tonic::transport::Endpoint::from_shared(format!("http://{addr}")) {
             Ok(endpoint) => endpoint.connect_timeout(CONNECT_TIMEOUT).tcp_nodelay(true),
             Err(error) => {
-                let _ = events.send(Event::Lost { member, reason: error.to_string() }).await;
+                let _ = events.send(Event::Lost { member, generation, reason: error.to_string() }).await;
                 return;
             }
         };
@@ -287,17 +350,14 @@ async fn connect(
             Err(_) => continue,
         };
         if incarnation != target.member.incarnation {
-            tracing::warn!(
-                node = %target.member.node,
-                %incarnation,
-                expected = %target.member.incarnation,
-                "WAL node lost its disk; it is no longer a member of this log"
-            );
+            let reason =
+                format!("it is now incarnation {incarnation}, not {}: its disk was wiped", target.member.incarnation);
+            let _ = events.send(Event::Gone { member, generation, reason }).await;
             return;
         }
         let (sender, receiver) = mpsc::channel(MEMBER_QUEUE);
         // Announce the stream before the call: requests queue until it is up.
-        if events.send(Event::Connected { member, sender }).await.is_err() {
+        if events.send(Event::Connected { member, generation, sender }).await.is_err() {
             return;
         }
         let reason = match client.append(ReceiverStream::new(receiver)).await {
@@ -321,7 +381,7 @@ async fn connect(
             }
             Err(status) => status.to_string(),
         };
-        let _ = events.send(Event::Lost { member, reason }).await;
+        let _ = events.send(Event::Lost { member, generation, reason }).await;
         return;
     }
 }
