@@ -36,7 +36,7 @@ pub struct ConfigToml {
     /// The lowest id bootstraps the quorum when every one of them is fresh.
     #[arg(long, env = "KEEL_CONTROLLER_PEERS", value_delimiter = ',')]
     pub peers: Option<Vec<String>>,
-    /// Raft heartbeat interval. Default 50ms.
+    /// Raft heartbeat interval, also the deadline of each append RPC. Default 100ms.
     #[arg(long, env = "KEEL_CONTROLLER_HEARTBEAT_INTERVAL", value_parser = humantime_serde::re::humantime::parse_duration)]
     #[serde(with = "humantime_serde")]
     pub heartbeat_interval: Option<Duration>,
@@ -140,7 +140,7 @@ impl ConfigToml {
                 me.addr
             );
         }
-        let heartbeat_interval = heartbeat_interval.unwrap_or(Duration::from_millis(50));
+        let heartbeat_interval = heartbeat_interval.unwrap_or(Duration::from_millis(100));
         let election_timeout_min = election_timeout_min.unwrap_or(Duration::from_millis(300));
         let election_timeout_max = election_timeout_max.unwrap_or(Duration::from_millis(600));
         anyhow::ensure!(
@@ -218,7 +218,7 @@ mod tests {
         let flags = ConfigToml { session_timeout: Some(Duration::from_secs(5)), ..Default::default() };
         let config = flags.or(file).validate().unwrap();
         assert_eq!(config.session_timeout, Duration::from_secs(5));
-        assert_eq!(config.heartbeat_interval, Duration::from_millis(50));
+        assert_eq!(config.heartbeat_interval, Duration::from_millis(100));
         assert!(config.is_bootstrapper());
     }
 
