@@ -34,7 +34,11 @@ impl TestCluster {
         };
         let mut cluster = LocalCluster::new(dir.path(), options, specs)?;
         cluster.start_all()?;
-        cluster.wait_for_leader(Duration::from_secs(30)).await?;
+        if let Err(error) = cluster.wait_for_leader(Duration::from_secs(30)).await {
+            // The cluster never formed: show why before the directory goes.
+            print_log_tails(dir.path(), cluster.controllers.iter().map(|c| format!("controller-{}.log", c.spec.id)));
+            return Err(error);
+        }
         Ok(TestCluster { cluster, dir })
     }
 
@@ -66,15 +70,7 @@ impl Drop for TestCluster {
                 .iter()
                 .map(|controller| format!("controller-{}.log", controller.spec.id))
                 .chain(self.cluster.wal_nodes.iter().map(|node| format!("wal-{}.log", node.spec.id)));
-            for name in names {
-                let path = self.dir.path().join(name);
-                let text = std::fs::read_to_string(&path).unwrap_or_default();
-                let tail: Vec<&str> = text.lines().rev().take(40).collect();
-                eprintln!("---- last lines of {} ----", path.display());
-                for line in tail.into_iter().rev() {
-                    eprintln!("{line}");
-                }
-            }
+            print_log_tails(self.dir.path(), names);
         }
     }
 }
@@ -85,6 +81,19 @@ impl TestCluster {
         self.cluster.add_free_port_wal_nodes(count)?;
         self.cluster.start_all_wal()?;
         self.cluster.wait_for_wal_nodes(Duration::from_secs(60)).await
+    }
+}
+
+/// Prints the last 40 lines of each named log in `dir` to stderr.
+fn print_log_tails(dir: &std::path::Path, names: impl Iterator<Item = String>) {
+    for name in names {
+        let path = dir.join(name);
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(40).collect();
+        eprintln!("---- last lines of {} ----", path.display());
+        for line in tail.into_iter().rev() {
+            eprintln!("{line}");
+        }
     }
 }
 

@@ -153,24 +153,37 @@ impl LocalCluster {
     /// Specs for `count` controllers on free ports of a loopback address of
     /// their own (see `random_loopback_ip`), data under `dir`.
     pub fn free_port_specs(dir: &Path, count: u32) -> anyhow::Result<Vec<ControllerSpec>> {
-        let ip = random_loopback_ip();
+        let mut addrs = free_addrs(random_loopback_ip(), 2 * count as usize, &[])?.into_iter();
         (1..=count)
             .map(|id| {
                 Ok(ControllerSpec {
                     id,
-                    grpc: free_addr(ip)?,
-                    admin: free_addr(ip)?,
+                    grpc: addrs.next().expect("two addresses per controller"),
+                    admin: addrs.next().expect("two addresses per controller"),
                     data_dir: dir.join(format!("controller-{id}")),
                 })
             })
             .collect()
     }
 
-    /// A free port on this cluster's loopback address.
+    /// A free port on this cluster's loopback address that none of its
+    /// processes has been given.
     pub fn free_addr(&self) -> anyhow::Result<SocketAddr> {
-        let ip =
-            self.controllers.first().map_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), |c| c.spec.grpc.ip());
-        free_addr(ip)
+        Ok(free_addrs(self.ip(), 1, &self.taken_addrs())?.remove(0))
+    }
+
+    /// The loopback address this cluster's processes listen on.
+    fn ip(&self) -> std::net::IpAddr {
+        self.controllers.first().map_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), |c| c.spec.grpc.ip())
+    }
+
+    /// Every address given to one of this cluster's processes.
+    fn taken_addrs(&self) -> Vec<SocketAddr> {
+        self.controllers
+            .iter()
+            .flat_map(|c| [c.spec.grpc, c.spec.admin])
+            .chain(self.wal_nodes.iter().flat_map(|n| [n.spec.grpc, n.spec.admin]))
+            .collect()
     }
 
     /// The `--peers` value naming every controller.
@@ -258,13 +271,9 @@ impl LocalCluster {
     pub fn add_free_port_wal_nodes(&mut self, count: u32) -> anyhow::Result<()> {
         for id in 1..=count {
             let zone = char::from(b'a' + ((id - 1) % 26) as u8).to_string();
-            let spec = WalSpec {
-                id,
-                zone,
-                grpc: self.free_addr()?,
-                admin: self.free_addr()?,
-                data_dir: self.dir.join(format!("wal-{id}")),
-            };
+            let addrs = free_addrs(self.ip(), 2, &self.taken_addrs())?;
+            let spec =
+                WalSpec { id, zone, grpc: addrs[0], admin: addrs[1], data_dir: self.dir.join(format!("wal-{id}")) };
             self.wal_nodes.push(Managed::new(spec));
         }
         Ok(())
@@ -368,9 +377,12 @@ impl LocalCluster {
     }
 
     /// Asks every controller for its own status, all at once, each within
-    /// `STATUS_TIMEOUT` (a dead controller answers `None`, promptly).
+    /// `STATUS_TIMEOUT` (a dead controller answers `None`, promptly). Each
+    /// call dials afresh: processes come and go in these clusters, and a
+    /// status poll must never depend on a connection made before a restart.
     pub async fn node_statuses(&self) -> Vec<Option<pb::NodeStatusReply>> {
-        let Ok(client) = self.shared_client() else { return vec![None; self.controllers.len()] };
+        let Ok(client) = self.client() else { return vec![None; self.controllers.len()] };
+        let client = &client;
         let calls = (0..self.controllers.len()).map(|index| async move {
             let mut controller = client.controller(index);
             match tokio::time::timeout(STATUS_TIMEOUT, controller.node_status(pb::NodeStatusRequest {})).await {
@@ -460,8 +472,16 @@ pub fn random_loopback_ip() -> std::net::IpAddr {
     std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, rng.gen_range(1..=254), rng.gen(), rng.gen_range(1..=254)))
 }
 
-/// An address on `ip` with a port the kernel just handed out and released.
-pub fn free_addr(ip: std::net::IpAddr) -> anyhow::Result<SocketAddr> {
-    let listener = TcpListener::bind((ip, 0)).with_context(|| format!("find a free port on {ip}"))?;
-    Ok(listener.local_addr()?)
+/// `count` distinct addresses on `ip` with ports the kernel handed out, none
+/// of them in `taken`. Every listener is held until all are chosen: a port
+/// released at once can be handed out again by the very next bind.
+pub fn free_addrs(ip: std::net::IpAddr, count: usize, taken: &[SocketAddr]) -> anyhow::Result<Vec<SocketAddr>> {
+    let mut listeners = Vec::with_capacity(count);
+    while listeners.len() < count {
+        let listener = TcpListener::bind((ip, 0)).with_context(|| format!("find a free port on {ip}"))?;
+        if !taken.contains(&listener.local_addr()?) {
+            listeners.push(listener);
+        }
+    }
+    listeners.iter().map(|listener| Ok(listener.local_addr()?)).collect()
 }
