@@ -1,5 +1,5 @@
 //! Shared set-up for the multi-process tests: a cluster of real Keel binaries
-//! on free loopback ports in a temporary directory, killed when dropped (also
+//! on distinct free ports of a loopback address of their own, in a temporary directory, killed when dropped (also
 //! when a test fails), with the logs printed on failure.
 
 use std::time::Duration;
