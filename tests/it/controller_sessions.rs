@@ -38,16 +38,6 @@ fn keep_session(client: Arc<keel_controller_client::MetadataClient>, kind: NodeK
     Keeper { state, cancel, task }
 }
 
-async fn node_state(cluster: &keel_tests::launcher::LocalCluster, kind: NodeKind, id: u32) -> Option<(String, u64)> {
-    let status = cluster.client().ok()?.cluster_status().await.ok()?;
-    let kind = keel_controller_client::kind_to_pb(kind) as i32;
-    status
-        .nodes
-        .iter()
-        .find(|node| node.kind == kind && node.node_id == id)
-        .map(|node| (node.state.clone(), node.epoch))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silence_fences_a_node_and_leader_failover_expires_nobody() {
     let mut test = TestCluster::start(3, &[]).await.unwrap();
@@ -72,7 +62,7 @@ async fn silence_fences_a_node_and_leader_failover_expires_nobody() {
     wal_3.task.await.unwrap();
     let silent_since = Instant::now();
     eventually(Duration::from_secs(10), "the silent node is fenced", || async {
-        (node_state(&test.cluster, NodeKind::Wal, 3).await?.0 == "fenced").then_some(())
+        (test.node_state(NodeKind::Wal, 3).await?.0 == "fenced").then_some(())
     })
     .await;
     let fenced_after = silent_since.elapsed();
@@ -90,7 +80,7 @@ async fn silence_fences_a_node_and_leader_failover_expires_nobody() {
     test.cluster.wait_for_leader(Duration::from_secs(10)).await.unwrap();
     tokio::time::sleep(SESSION_TIMEOUT * 2).await;
     for (id, epoch) in [(1, epochs[0]), (2, epochs[1])] {
-        let (state, current_epoch) = node_state(&test.cluster, NodeKind::Broker, id).await.unwrap();
+        let (state, current_epoch) = test.node_state(NodeKind::Broker, id).await.unwrap();
         assert_eq!(state, "active", "broker {id}");
         assert_eq!(current_epoch, epoch.0, "broker {id} must not have been fenced and re-registered");
     }

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use keel_controller_client::{pb as controller_pb, StreamId};
+use keel_controller_client::{NodeKind, StreamId};
 use keel_proto::wal as pb;
 use keel_tests::{eventually, TestCluster, PEER_UNREACHABLE};
 use keel_wal_client::entry::{Entry, EntryHeader, Record};
@@ -27,16 +27,6 @@ fn entry(seq: u64) -> Bytes {
 
 async fn wal_client(addr: std::net::SocketAddr) -> pb::wal_client::WalClient<tonic::transport::Channel> {
     pb::wal_client::WalClient::connect(format!("http://{addr}")).await.unwrap()
-}
-
-async fn wal_state(test: &TestCluster, id: u32) -> Option<(String, u64)> {
-    let status = test.cluster.client().ok()?.cluster_status().await.ok()?;
-    let kind = controller_pb::NodeKind::Wal as i32;
-    status
-        .nodes
-        .iter()
-        .find(|node| node.kind == kind && node.node_id == id)
-        .map(|node| (node.state.clone(), node.epoch))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -87,7 +77,7 @@ async fn wal_nodes_register_keep_what_they_acknowledged_and_come_back() {
         }
     }
     let (state, epoch) = eventually(Duration::from_secs(30), "it registers again", || async {
-        wal_state(&test, 1).await.filter(|(state, epoch)| state == "active" && *epoch > epochs[0])
+        test.node_state(NodeKind::Wal, 1).await.filter(|(state, epoch)| state == "active" && *epoch > epochs[0])
     })
     .await;
     info!(state, epoch, "registered again with a new epoch");
@@ -95,7 +85,7 @@ async fn wal_nodes_register_keep_what_they_acknowledged_and_come_back() {
     info!("a WAL node that stays down is fenced by the controller");
     test.cluster.wal_nodes[1].kill9();
     eventually(Duration::from_secs(15), "node 2 is fenced", || async {
-        (wal_state(&test, 2).await?.0 == "fenced").then_some(())
+        (test.node_state(NodeKind::Wal, 2).await?.0 == "fenced").then_some(())
     })
     .await;
 
@@ -112,7 +102,10 @@ async fn wal_nodes_register_keep_what_they_acknowledged_and_come_back() {
     assert_ne!(status.incarnation, incarnation);
     assert!(status.logs.is_empty());
     eventually(Duration::from_secs(30), "the wiped node registers again", || async {
-        wal_state(&test, 3).await.filter(|(state, epoch)| state == "active" && *epoch > epochs[2]).map(|_| ())
+        test.node_state(NodeKind::Wal, 3)
+            .await
+            .filter(|(state, epoch)| state == "active" && *epoch > epochs[2])
+            .map(|_| ())
     })
     .await;
 

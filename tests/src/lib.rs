@@ -47,6 +47,18 @@ impl TestCluster {
         self.cluster.node_statuses().await.into_iter().nth(index).flatten()
     }
 
+    /// A registered node's state ("active" or "fenced") and epoch, as the
+    /// controller leader reports it.
+    pub async fn node_state(&self, kind: keel_controller_client::NodeKind, id: u32) -> Option<(String, u64)> {
+        let status = self.cluster.client().ok()?.cluster_status().await.ok()?;
+        let kind = keel_controller_client::kind_to_pb(kind) as i32;
+        status
+            .nodes
+            .iter()
+            .find(|node| node.kind == kind && node.node_id == id)
+            .map(|node| (node.state.clone(), node.epoch))
+    }
+
     /// The indexes of the controllers other than `leader`.
     pub fn others(&self, leader: usize) -> Vec<usize> {
         (0..self.cluster.controllers.len()).filter(|index| *index != leader).collect()
