@@ -38,7 +38,7 @@ use std::path::{Path, PathBuf};
 use bytes::{BufMut, Bytes, BytesMut};
 use keel_controller_client::StreamId;
 pub(crate) use keel_wal_client::entry::ENTRY_MAGIC;
-use keel_wal_client::entry::{decode_header, record_spans, Entry, EntryHeader};
+use keel_wal_client::entry::{decode_header, CheckedEntry, Entry, EntryHeader, RecordSpan};
 use keel_wal_client::ids::{LogEpoch, LogId, Offset, Seq};
 
 pub const SEGMENT_MAGIC: u32 = 0x4B53_4547; // "KSEG"
@@ -86,8 +86,8 @@ impl JournalError {
 /// One record to write.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum JournalRecord {
-    /// A validated WAL entry, stored byte for byte.
-    Entry(Bytes),
+    /// A checked WAL entry, stored byte for byte.
+    Entry(CheckedEntry),
     /// The log's newest fence and how far it is trimmed.
     LogState { log: LogId, epoch: LogEpoch, trimmed: Seq },
 }
@@ -119,15 +119,15 @@ pub struct LogContents {
 }
 
 impl LogContents {
-    /// Indexes an entry at `location` whose header and bytes were checked.
-    fn index(&mut self, header: &EntryHeader, location: Location, bytes: &[u8]) {
+    /// Indexes a checked entry (its header and record spans) at `location`.
+    fn index(&mut self, header: &EntryHeader, location: Location, spans: &[RecordSpan]) {
         if let Some(last) = self.last_seq() {
             assert_eq!(header.seq, last.next(), "{}: journal entries must be appended in seq order", header.log);
         }
         self.locations.push_back((header.seq, location));
         self.writer_acked = self.writer_acked.max(header.acked.min(header.seq));
         self.last_entry_epoch = header.epoch;
-        for (stream, base, count) in record_spans(bytes).expect("journal entries are valid") {
+        for &(stream, base, count) in spans {
             let end = Offset(base.0 + i64::from(count));
             self.streams.entry(stream).or_default().push_back((base, end, header.seq));
         }
@@ -265,7 +265,7 @@ impl Journal {
     /// retryable. A failed write of the record itself is not.
     pub fn write(&mut self, record: &JournalRecord) -> Result<(), JournalError> {
         let bytes = match record {
-            JournalRecord::Entry(bytes) => bytes.clone(),
+            JournalRecord::Entry(entry) => entry.bytes.clone(),
             JournalRecord::LogState { log, epoch, trimmed } => encode_log_state(*log, *epoch, *trimmed),
         };
         let capacity = self.options.segment_bytes - SEGMENT_HEADER_BYTES;
@@ -291,10 +291,9 @@ impl Journal {
         let number = active.number;
         self.unsynced.insert(number);
         match record {
-            JournalRecord::Entry(_) => {
-                let (header, _) = decode_header(&bytes).expect("journal entries are validated before they are written");
+            JournalRecord::Entry(entry) => {
                 let location = Location { segment: number, offset, len: bytes.len() as u32 };
-                self.index_entry(&header, location, &bytes);
+                self.index_entry(&entry.header, location, &entry.spans);
             }
             JournalRecord::LogState { log, epoch, trimmed } => self.index_log_state(*log, *epoch, *trimmed),
         }
@@ -383,8 +382,8 @@ impl Journal {
         self.segments.last().expect("a journal always has an active segment")
     }
 
-    fn index_entry(&mut self, header: &EntryHeader, location: Location, bytes: &[u8]) {
-        self.logs.entry(header.log).or_default().index(header, location, bytes);
+    fn index_entry(&mut self, header: &EntryHeader, location: Location, spans: &[RecordSpan]) {
+        self.logs.entry(header.log).or_default().index(header, location, spans);
         let segment = self.segments.iter_mut().find(|s| s.number == location.segment).expect("the segment exists");
         segment.last_seqs.insert(header.log, header.seq);
     }

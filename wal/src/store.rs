@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 use bytes::Bytes;
 use keel_controller_client::StreamId;
 use keel_proto::wal as pb;
-use keel_wal_client::entry::{decode_header, record_spans};
+use keel_wal_client::entry::CheckedEntry;
 use keel_wal_client::ids::{LogEpoch, LogId, Offset, Seq};
 use tokio::sync::{mpsc, oneshot};
 
@@ -226,21 +226,17 @@ impl Store {
         batch_crcs: &mut HashMap<(LogId, Seq), u32>,
         written: &mut usize,
     ) -> Result<pb::AppendReply, pb::AppendReply> {
-        // Untrusted bytes: the header, the checksum and every record's bounds.
-        let header = match decode_header(&entry).and_then(|(header, length)| {
-            if length != entry.len() {
-                return Err(keel_wal_client::entry::EntryError::BadLength { length });
-            }
-            record_spans(&entry).map(|_| header)
-        }) {
-            Ok(header) => header,
+        // Untrusted bytes, checked once here: header, checksum, every record's bounds.
+        let entry = match CheckedEntry::check(entry) {
+            Ok(entry) => entry,
             Err(error) => return Err(append_error(LogId(0), Seq(0), pb::ErrorCode::BadEntry, error.to_string())),
         };
+        let header = entry.header;
         let (log, seq) = (header.log, header.seq);
         if let Some(failure) = &self.failed {
             return Err(append_error(log, seq, pb::ErrorCode::Unavailable, failure.clone()));
         }
-        let crc = u32::from_be_bytes(entry[8..12].try_into().expect("a decoded entry has a checksum"));
+        let crc = u32::from_be_bytes(entry.bytes[8..12].try_into().expect("a checked entry has a checksum"));
         let journal = &self.journal;
         let replica = self.replicas.entry(log).or_insert_with(|| LogReplica::new(log));
         let held_crc = |held: Seq| {
@@ -251,7 +247,7 @@ impl Store {
         };
         match replica.check_append(epoch, &header, crc, held_crc) {
             Ok(AppendKind::New) => {
-                let bytes = entry.len() as u64;
+                let bytes = entry.bytes.len() as u64;
                 self.write(&JournalRecord::Entry(entry), written)
                     .map_err(|message| append_error(log, seq, pb::ErrorCode::Unavailable, message))?;
                 self.replicas.get_mut(&log).expect("inserted above").on_appended(epoch, &header);

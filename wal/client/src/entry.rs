@@ -182,63 +182,96 @@ pub fn decode_header(bytes: &[u8]) -> Result<(EntryHeader, usize), EntryError> {
 
 /// The (stream, base offset, record count) of each record of a valid entry,
 /// read from the record headers without copying the batches.
-pub fn record_spans(entry: &[u8]) -> Result<Vec<(StreamId, Offset, u32)>, EntryError> {
-    let bad = |reason| EntryError::BadRecords { reason };
-    let (_, length) = decode_header(entry)?;
-    let mut body = &entry[ENTRY_HEADER_BYTES..length];
-    if body.len() < 4 {
-        return Err(bad("no record count"));
-    }
-    let count = body.get_u32() as usize;
-    let mut spans = Vec::with_capacity(count.min(body.len() / RECORD_HEADER_BYTES));
-    for _ in 0..count {
-        if body.len() < RECORD_HEADER_BYTES {
-            return Err(bad("record header runs past the entry"));
-        }
-        let stream = StreamId(body.get_u64());
-        let base_offset = Offset(body.get_i64());
-        let record_count = body.get_u32();
-        let batch_len = body.get_u32() as usize;
-        if batch_len > body.len() {
-            return Err(bad("batch runs past the entry"));
-        }
-        body.advance(batch_len);
-        spans.push((stream, base_offset, record_count));
-    }
-    Ok(spans)
+pub fn record_spans(entry: &[u8]) -> Result<Vec<RecordSpan>, EntryError> {
+    check_prefix(entry).map(|(_, spans, _)| spans)
 }
 
-fn decode_records(mut body: Bytes) -> Result<Vec<Record>, EntryError> {
+/// A record's stream, base offset and record count.
+pub type RecordSpan = (StreamId, Offset, u32);
+
+/// An entry whose header, checksum, length and record bounds were checked
+/// once, with what the check read. It is built where untrusted bytes arrive;
+/// code after that uses its fields instead of parsing the bytes again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckedEntry {
+    pub header: EntryHeader,
+    pub spans: Vec<RecordSpan>,
+    pub bytes: Bytes,
+}
+
+impl CheckedEntry {
+    /// Checks `bytes`, which must hold exactly one entry.
+    pub fn check(bytes: Bytes) -> Result<CheckedEntry, EntryError> {
+        let (header, spans, length) = check_prefix(&bytes)?;
+        if length != bytes.len() {
+            return Err(EntryError::BadLength { length });
+        }
+        Ok(CheckedEntry { header, spans, bytes })
+    }
+}
+
+/// Checks the entry at the start of `bytes` (which may hold more after it):
+/// header, checksum and record bounds. Returns the header, the record spans
+/// and the entry's length.
+pub fn check_prefix(bytes: &[u8]) -> Result<(EntryHeader, Vec<RecordSpan>, usize), EntryError> {
+    let (header, length) = decode_header(bytes)?;
+    let spans = spans_of(&bytes[ENTRY_HEADER_BYTES..length])?;
+    Ok((header, spans, length))
+}
+
+/// Walks the records of an entry's body, checking every rule once: each
+/// record within the body, offsets that cannot overflow, nothing after the
+/// last record. Returns each record's span and where its batch lies in `body`.
+fn walk_records(body: &[u8]) -> Result<Vec<(RecordSpan, std::ops::Range<usize>)>, EntryError> {
     let bad = |reason| EntryError::BadRecords { reason };
-    if body.len() < 4 {
+    let mut rest = body;
+    if rest.len() < 4 {
         return Err(bad("no record count"));
     }
-    let count = body.get_u32() as usize;
+    let count = rest.get_u32() as usize;
     // Each record needs at least its header, so a huge count cannot allocate much.
-    if count > body.len() / RECORD_HEADER_BYTES {
+    if count > rest.len() / RECORD_HEADER_BYTES {
         return Err(bad("record count larger than the entry"));
     }
     let mut records = Vec::with_capacity(count);
     for _ in 0..count {
-        if body.len() < RECORD_HEADER_BYTES {
+        if rest.len() < RECORD_HEADER_BYTES {
             return Err(bad("record header runs past the entry"));
         }
-        let stream = StreamId(body.get_u64());
-        let base_offset = Offset(body.get_i64());
-        let record_count = body.get_u32();
-        let batch_len = body.get_u32() as usize;
-        if batch_len > body.len() || batch_len > BATCH_BYTES_MAX {
+        let stream = StreamId(rest.get_u64());
+        let base_offset = Offset(rest.get_i64());
+        let record_count = rest.get_u32();
+        let batch_len = rest.get_u32() as usize;
+        if batch_len > rest.len() || batch_len > BATCH_BYTES_MAX {
             return Err(bad("batch runs past the entry"));
         }
         if base_offset.0 < 0 || base_offset.0.checked_add(i64::from(record_count)).is_none() {
             return Err(bad("offset out of range"));
         }
-        records.push(Record { stream, base_offset, record_count, batch: body.split_to(batch_len) });
+        let start = body.len() - rest.len();
+        rest.advance(batch_len);
+        records.push(((stream, base_offset, record_count), start..start + batch_len));
     }
-    if !body.is_empty() {
+    if !rest.is_empty() {
         return Err(bad("bytes after the last record"));
     }
     Ok(records)
+}
+
+fn spans_of(body: &[u8]) -> Result<Vec<RecordSpan>, EntryError> {
+    Ok(walk_records(body)?.into_iter().map(|(span, _)| span).collect())
+}
+
+fn decode_records(body: Bytes) -> Result<Vec<Record>, EntryError> {
+    Ok(walk_records(&body)?
+        .into_iter()
+        .map(|((stream, base_offset, record_count), batch)| Record {
+            stream,
+            base_offset,
+            record_count,
+            batch: body.slice(batch),
+        })
+        .collect())
 }
 
 #[cfg(test)]

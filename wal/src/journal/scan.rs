@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 
-use keel_wal_client::entry::decode_header;
+use keel_wal_client::entry::{check_prefix, decode_header, EntryError};
 use keel_wal_client::ids::{LogEpoch, LogId, Seq};
 
 use super::{
@@ -102,21 +102,20 @@ fn scan_segment(options: &JournalOptions, number: u64, last: bool, scanned: &mut
     while pos + 4 <= buf.len() {
         match u32_at(&buf, pos) {
             0 => break,
-            ENTRY_MAGIC => match decode_header(&buf[pos..]) {
-                Ok((header, entry_len)) => {
+            ENTRY_MAGIC => match check_prefix(&buf[pos..]) {
+                Ok((header, spans, entry_len)) => {
                     let contents = scanned.logs.entry(header.log).or_default();
                     if contents.last_seq().is_some_and(|held| header.seq != held.next()) {
                         return Err(corrupt(pos as u64, &format!("{} entry {} out of order", header.log, header.seq)));
                     }
-                    if keel_wal_client::entry::record_spans(&buf[pos..pos + entry_len]).is_err() {
-                        return Err(corrupt(pos as u64, "entry records are malformed"));
-                    }
                     let location = Location { segment: number, offset: pos as u64, len: entry_len as u32 };
-                    contents.index(&header, location, &buf[pos..pos + entry_len]);
+                    contents.index(&header, location, &spans);
                     segment.last_seqs.insert(header.log, header.seq);
                     scanned.entries += 1;
                     pos += entry_len;
                 }
+                // A checksummed entry with bad records was written that way: not a torn write.
+                Err(EntryError::BadRecords { .. }) => return Err(corrupt(pos as u64, "entry records are malformed")),
                 Err(_) => {
                     damaged = true;
                     break;

@@ -25,9 +25,13 @@ fn entry(log: u64, seq: u64, size: usize) -> Bytes {
 
 fn append_entries(journal: &mut Journal, log: u64, seqs: std::ops::RangeInclusive<u64>, size: usize) -> Vec<Bytes> {
     let entries: Vec<Bytes> = seqs.map(|seq| entry(log, seq, size)).collect();
-    let records: Vec<JournalRecord> = entries.iter().cloned().map(JournalRecord::Entry).collect();
+    let records: Vec<JournalRecord> = entries.iter().cloned().map(checked).collect();
     journal.append(&records).unwrap();
     entries
+}
+
+fn checked(bytes: Bytes) -> JournalRecord {
+    JournalRecord::Entry(keel_wal_client::entry::CheckedEntry::check(bytes).unwrap())
 }
 
 fn last_segment_path(dir: &Path) -> PathBuf {
@@ -150,7 +154,7 @@ fn trimming_deletes_whole_segments_and_keeps_fences() {
 fn a_record_larger_than_a_segment_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let (mut journal, _) = Journal::open(options(dir.path())).unwrap();
-    let error = journal.append(&[JournalRecord::Entry(entry(1, 1, SEGMENT as usize))]).unwrap_err();
+    let error = journal.append(&[checked(entry(1, 1, SEGMENT as usize))]).unwrap_err();
     assert!(matches!(error, JournalError::RecordTooLarge { .. }), "{error}");
     append_entries(&mut journal, 1, 1..=1, 10);
 }
@@ -163,7 +167,7 @@ fn a_journal_at_its_cap_refuses_retriably_and_takes_writes_again_after_a_trim() 
     let mut seq = 0;
     let error = loop {
         seq += 1;
-        match journal.write(&JournalRecord::Entry(entry(1, seq, 1000))) {
+        match journal.write(&checked(entry(1, seq, 1000))) {
             Ok(()) => {}
             Err(error) => break error,
         }
@@ -176,7 +180,7 @@ fn a_journal_at_its_cap_refuses_retriably_and_takes_writes_again_after_a_trim() 
     assert_eq!(journal.read(LogId(1), Seq(seq - 1)).unwrap(), entry(1, seq - 1, 1000));
 
     journal.trim(LogId(1), Seq(seq / 2)).unwrap();
-    journal.append(&[JournalRecord::Entry(entry(1, seq, 1000))]).unwrap();
+    journal.append(&[checked(entry(1, seq, 1000))]).unwrap();
     drop(journal);
     let (journal, report) = Journal::open(capped).unwrap();
     assert_eq!(report.torn_bytes, 0);
@@ -206,7 +210,7 @@ fn two_stream_entry(seq: u64) -> Bytes {
 fn a_stream_is_read_from_an_offset_across_entries_reopens_and_trims() {
     let dir = tempfile::tempdir().unwrap();
     let (mut journal, _) = Journal::open(options(dir.path())).unwrap();
-    let records: Vec<JournalRecord> = (1..=10).map(|seq| JournalRecord::Entry(two_stream_entry(seq))).collect();
+    let records: Vec<JournalRecord> = (1..=10).map(|seq| checked(two_stream_entry(seq))).collect();
     journal.append(&records).unwrap();
     let read = |journal: &Journal, from: i64, end_seq: u64| -> Vec<i64> {
         journal

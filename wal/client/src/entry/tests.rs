@@ -54,6 +54,18 @@ fn record_spans_agree_with_the_decoded_records() {
 }
 
 #[test]
+fn the_check_and_the_decoder_refuse_the_same_offsets() {
+    for (base, count) in [(-1, 1), (i64::MAX - 1, 10)] {
+        let header = EntryHeader { log: LogId(1), epoch: LogEpoch(1), seq: Seq(1), acked: Seq(0) };
+        let record =
+            Record { stream: StreamId(1), base_offset: Offset(base), record_count: count, batch: Bytes::new() };
+        let bytes = Entry::build(header, vec![record]).bytes;
+        assert!(matches!(CheckedEntry::check(bytes.clone()), Err(EntryError::BadRecords { .. })), "{base}+{count}");
+        assert!(matches!(Entry::decode(bytes), Err(EntryError::BadRecords { .. })), "{base}+{count}");
+    }
+}
+
+#[test]
 fn stream_ends_are_base_plus_count() {
     let built = entry(1, &[b"a", b"b"]);
     let ends: Vec<_> = built.stream_ends().collect();
