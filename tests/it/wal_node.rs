@@ -68,7 +68,7 @@ async fn wal_nodes_register_keep_what_they_acknowledged_and_come_back() {
     assert_eq!(fenced.code, pb::ErrorCode::Ok as i32);
     let mut next = 1;
     while next <= acknowledged {
-        let read = pb::ReadRequest { log: 7, from_seq: next, max_bytes: 1 << 20, recovery_epoch: 2 };
+        let read = pb::ReadRequest { log: 7, from_seq: next, max_bytes: 1 << 20, recovery_epoch: 2, sealed_seq: 0 };
         let read = wal.read(read).await.unwrap().into_inner();
         assert_eq!(read.code, pb::ErrorCode::Ok as i32, "{}", read.message);
         for bytes in read.entries {

@@ -99,7 +99,8 @@ async fn a_writer_rides_out_a_dead_wal_node_and_loses_nothing() {
         assert_eq!((fenced.code, fenced.last_seq), (pb::ErrorCode::Ok as i32, total), "node {}", node.spec.id);
         let mut next = 1;
         while next <= total {
-            let read = pb::ReadRequest { log: LOG.0, from_seq: next, max_bytes: 1 << 20, recovery_epoch: 2 };
+            let read =
+                pb::ReadRequest { log: LOG.0, from_seq: next, max_bytes: 1 << 20, recovery_epoch: 2, sealed_seq: 0 };
             let read = wal.read(read).await.unwrap().into_inner();
             assert_eq!(read.code, pb::ErrorCode::Ok as i32, "{}", read.message);
             for bytes in read.entries {
@@ -245,7 +246,8 @@ async fn a_recoverer_fences_the_writer_and_keeps_everything_it_acknowledged() {
         let mut wal = wal_client(node.spec.grpc).await.unwrap();
         let mut next = 1;
         while next <= recovered.sealed_seq.0 {
-            let read = pb::ReadRequest { log: log_b.0, from_seq: next, max_bytes: 1 << 20, recovery_epoch: 2 };
+            let read =
+                pb::ReadRequest { log: log_b.0, from_seq: next, max_bytes: 1 << 20, recovery_epoch: 2, sealed_seq: 0 };
             let read = wal.read(read).await.unwrap().into_inner();
             assert_eq!(read.code, pb::ErrorCode::Ok as i32, "{}", read.message);
             if read.entries.is_empty() {

@@ -317,7 +317,7 @@ impl Store {
             }
             replica.last_seq()
         } else {
-            replica.readable_end(None)
+            replica.readable_end(sealed(request.sealed_seq))
         };
         let mut entries = Vec::new();
         let mut bytes = 0u64;
@@ -352,7 +352,7 @@ impl Store {
                 ..Default::default()
             };
         };
-        let end = replica.readable_end(None);
+        let end = replica.readable_end(sealed(request.sealed_seq));
         let stream = StreamId(request.stream);
         match self.journal.read_stream(log, stream, Offset(request.from_offset), end, request.max_bytes) {
             Ok(batches) => pb::ReadStreamReply {
@@ -416,4 +416,9 @@ fn replica_error_reply(log: LogId, seq: Seq, error: &ReplicaError) -> pb::Append
         ReplicaError::TrimBeyondEnd { .. } | ReplicaError::WrongLog { .. } => pb::ErrorCode::BadEntry,
     } as i32;
     reply
+}
+
+/// A reader's sealed seq: 0 means the log is open as far as it knows.
+fn sealed(sealed_seq: u64) -> Option<Seq> {
+    (sealed_seq > 0).then_some(Seq(sealed_seq))
 }

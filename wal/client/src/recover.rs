@@ -113,7 +113,13 @@ async fn read_all(target: &Target, log: LogId, epoch: LogEpoch, from: Seq, to: S
     let mut entries = Vec::new();
     let mut next = from;
     while next <= to {
-        let request = pb::ReadRequest { log: log.0, from_seq: next.0, max_bytes: READ_BYTES, recovery_epoch: epoch.0 };
+        let request = pb::ReadRequest {
+            log: log.0,
+            from_seq: next.0,
+            max_bytes: READ_BYTES,
+            recovery_epoch: epoch.0,
+            sealed_seq: 0,
+        };
         let reply = wal.read(request).await.map_err(|e| e.to_string())?.into_inner();
         if reply.code != pb::ErrorCode::Ok as i32 {
             return Err(reply.message);

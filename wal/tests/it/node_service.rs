@@ -94,7 +94,7 @@ async fn a_node_acknowledges_in_order_fences_and_restarts_from_its_journal() {
     // A reader is served only what the writer had acknowledged: up to 999.
     let mut wal = client(node.addr).await;
     let read = wal
-        .read(pb::ReadRequest { log: 1, from_seq: 990, max_bytes: 1 << 20, recovery_epoch: 0 })
+        .read(pb::ReadRequest { log: 1, from_seq: 990, max_bytes: 1 << 20, recovery_epoch: 0, sealed_seq: 0 })
         .await
         .unwrap()
         .into_inner();
@@ -123,7 +123,7 @@ async fn a_node_acknowledges_in_order_fences_and_restarts_from_its_journal() {
     assert_eq!(codes, vec![Fenced, Ok, Ok, Gap, BadEntry], "{replies:?}");
     assert_eq!((replies[0].epoch, replies[3].last_seq), (2, 1001));
     let recovery = wal
-        .read(pb::ReadRequest { log: 1, from_seq: 995, max_bytes: 1 << 20, recovery_epoch: 2 })
+        .read(pb::ReadRequest { log: 1, from_seq: 995, max_bytes: 1 << 20, recovery_epoch: 2, sealed_seq: 0 })
         .await
         .unwrap()
         .into_inner();
@@ -138,11 +138,17 @@ async fn a_node_acknowledges_in_order_fences_and_restarts_from_its_journal() {
     assert_eq!((log.log, log.epoch, log.last_seq, log.writer_acked), (1, 2, 1001, 1000));
     let replies = append_all(node.addr, vec![pb::AppendRequest { epoch: 1, entry: entry(1002, 1001).to_vec() }]).await;
     assert_eq!(code(replies[0].code), pb::ErrorCode::Fenced, "the fence survives a restart");
-    let read =
-        wal.read(pb::ReadRequest { log: 1, from_seq: 1, max_bytes: 0, recovery_epoch: 0 }).await.unwrap().into_inner();
+    let read = wal
+        .read(pb::ReadRequest { log: 1, from_seq: 1, max_bytes: 0, recovery_epoch: 0, sealed_seq: 0 })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(read.entries, vec![entry(1, 0).to_vec()], "max_bytes 0 still returns one entry");
-    let unknown =
-        wal.read(pb::ReadRequest { log: 9, from_seq: 1, max_bytes: 1, recovery_epoch: 0 }).await.unwrap().into_inner();
+    let unknown = wal
+        .read(pb::ReadRequest { log: 9, from_seq: 1, max_bytes: 1, recovery_epoch: 0, sealed_seq: 0 })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(code(unknown.code), pb::ErrorCode::UnknownLog);
     stop_node(node).await;
 }
@@ -162,7 +168,7 @@ async fn a_full_journal_refuses_appends_retriably_and_keeps_what_it_has() {
 
     let mut wal = client(node.addr).await;
     let read = wal
-        .read(pb::ReadRequest { log: 1, from_seq: stored - 1, max_bytes: 1 << 20, recovery_epoch: 0 })
+        .read(pb::ReadRequest { log: 1, from_seq: stored - 1, max_bytes: 1 << 20, recovery_epoch: 0, sealed_seq: 0 })
         .await
         .unwrap()
         .into_inner();
@@ -184,7 +190,7 @@ async fn a_stream_is_read_up_to_what_is_committed_and_malformed_records_are_refu
 
     let mut wal = client(node.addr).await;
     let read = wal
-        .read_stream(pb::ReadStreamRequest { log: 1, stream: 3, from_offset: 4, max_bytes: 1 << 20 })
+        .read_stream(pb::ReadStreamRequest { log: 1, stream: 3, from_offset: 4, max_bytes: 1 << 20, sealed_seq: 0 })
         .await
         .unwrap()
         .into_inner();
@@ -192,6 +198,15 @@ async fn a_stream_is_read_up_to_what_is_committed_and_malformed_records_are_refu
     assert_eq!(offsets, vec![4, 5, 6, 7, 8, 9], "entry 10 is not known to be committed yet");
     assert_eq!(read.readable_end_seq, 9);
     assert_eq!(read.batches[0].batch, b"record 4".to_vec());
+    // A reader of a sealed log is bounded by the sealed seq the controller
+    // recorded, not by the writer's acknowledgements.
+    let sealed = wal
+        .read_stream(pb::ReadStreamRequest { log: 1, stream: 3, from_offset: 9, max_bytes: 1 << 20, sealed_seq: 10 })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(sealed.batches.iter().map(|b| b.base_offset).collect::<Vec<_>>(), vec![9, 10]);
+    assert_eq!(sealed.readable_end_seq, 10);
 
     // A well-checksummed entry whose record count runs past its end.
     let mut forged = entry(11, 10).to_vec();
