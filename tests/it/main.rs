@@ -1,6 +1,9 @@
 //! Multi-process tests: real Keel binaries on loopback, driven from outside
 //! through the same gRPC API and client library that Keel's own processes use.
 
+mod broker_clients;
+mod broker_kcat;
+mod broker_restart;
 mod controller_admin;
 mod controller_bad_input;
 mod controller_learner;

@@ -81,7 +81,8 @@ impl Drop for TestCluster {
                 .controllers
                 .iter()
                 .map(|controller| format!("controller-{}.log", controller.spec.id))
-                .chain(self.cluster.wal_nodes.iter().map(|node| format!("wal-{}.log", node.spec.id)));
+                .chain(self.cluster.wal_nodes.iter().map(|node| format!("wal-{}.log", node.spec.id)))
+                .chain(self.cluster.brokers.iter().map(|broker| format!("broker-{}.log", broker.spec.id)));
             print_log_tails(self.dir.path(), names);
         }
     }
@@ -93,6 +94,22 @@ impl TestCluster {
         self.cluster.add_free_port_wal_nodes(count)?;
         self.cluster.start_all_wal()?;
         self.cluster.wait_for_wal_nodes(Duration::from_secs(60)).await
+    }
+
+    /// Adds `count` brokers (zones a, b, c, ...) with extra `args`, starts
+    /// them and waits until each is ready to take produce requests.
+    pub async fn start_brokers(&mut self, count: u32, args: &[&str]) -> anyhow::Result<()> {
+        self.cluster.add_free_port_brokers(count, args)?;
+        self.cluster.start_all_brokers()?;
+        self.cluster.wait_for_brokers(Duration::from_secs(60)).await
+    }
+
+    /// A whole cluster: 3 controllers, and a WAL node and a broker in each of zones a, b and c.
+    pub async fn start_full() -> anyhow::Result<TestCluster> {
+        let mut test = TestCluster::start(3, &[]).await?;
+        test.start_wal_nodes(3).await?;
+        test.start_brokers(3, &[]).await?;
+        Ok(test)
     }
 }
 
@@ -125,18 +142,7 @@ where
     }
 }
 
-/// Sends `GET path` over HTTP/1.0 to `addr` and returns the status code and body.
-pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).await?;
-    let mut response = String::new();
-    tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut response)).await??;
-    let status = response.split_whitespace().nth(1).and_then(|code| code.parse().ok());
-    let status = status.ok_or_else(|| anyhow::anyhow!("not an HTTP response: {response:?}"))?;
-    let body = response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
-    Ok((status, body))
-}
+pub use keel_tools::launcher::http_get;
 
 /// Test output through `tracing`, shown by the test runner on failure.
 pub fn init_tracing() {

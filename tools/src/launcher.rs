@@ -57,6 +57,17 @@ pub struct WalSpec {
     pub data_dir: PathBuf,
 }
 
+/// Where one broker listens.
+#[derive(Clone, Debug)]
+pub struct BrokerSpec {
+    pub id: u32,
+    pub zone: String,
+    pub kafka: SocketAddr,
+    pub admin: SocketAddr,
+    /// Extra flags (for example a smaller cache).
+    pub args: Vec<String>,
+}
+
 /// A process this launcher started, with what it was started from.
 #[derive(Debug)]
 pub struct Managed<S> {
@@ -66,6 +77,7 @@ pub struct Managed<S> {
 
 pub type ControllerProcess = Managed<ControllerSpec>;
 pub type WalProcess = Managed<WalSpec>;
+pub type BrokerProcess = Managed<BrokerSpec>;
 
 impl<S> Managed<S> {
     /// Describes a process to start; nothing runs yet.
@@ -130,6 +142,7 @@ pub struct LocalCluster {
     pub options: ClusterOptions,
     pub controllers: Vec<ControllerProcess>,
     pub wal_nodes: Vec<WalProcess>,
+    pub brokers: Vec<BrokerProcess>,
     controller_binary: PathBuf,
     /// A client of the whole quorum, made on first use (it needs a runtime).
     client: std::sync::OnceLock<MetadataClient>,
@@ -145,6 +158,7 @@ impl LocalCluster {
             options,
             controllers,
             wal_nodes: Vec::new(),
+            brokers: Vec::new(),
             controller_binary: find_binary("keel-controller")?,
             client: std::sync::OnceLock::new(),
         })
@@ -183,6 +197,7 @@ impl LocalCluster {
             .iter()
             .flat_map(|c| [c.spec.grpc, c.spec.admin])
             .chain(self.wal_nodes.iter().flat_map(|n| [n.spec.grpc, n.spec.admin]))
+            .chain(self.brokers.iter().flat_map(|b| [b.spec.kafka, b.spec.admin]))
             .collect()
     }
 
@@ -366,6 +381,78 @@ impl LocalCluster {
             .collect()
     }
 
+    /// Adds brokers in zones a, b, c, ... on free loopback ports (not started).
+    pub fn add_free_port_brokers(&mut self, count: u32, args: &[&str]) -> anyhow::Result<()> {
+        for id in 1..=count {
+            let zone = char::from(b'a' + ((id - 1) % 26) as u8).to_string();
+            let addrs = free_addrs(self.ip(), 2, &self.taken_addrs())?;
+            let args = args.iter().map(|arg| arg.to_string()).collect();
+            self.brokers.push(Managed::new(BrokerSpec { id, zone, kafka: addrs[0], admin: addrs[1], args }));
+        }
+        Ok(())
+    }
+
+    /// Starts broker `index` (0-based).
+    pub fn start_broker(&mut self, index: usize) -> anyhow::Result<()> {
+        let controllers = self.controller_addrs().join(",");
+        let binary = find_binary("keel-broker")?;
+        let broker = &mut self.brokers[index];
+        let spec = &broker.spec;
+        let log_path = self.dir.join(format!("broker-{}.log", spec.id));
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .with_context(|| format!("open {}", log_path.display()))?;
+        let child = Command::new(&binary)
+            .args(["--node-id", &spec.id.to_string(), "--zone", &spec.zone])
+            .args(["--listen", &spec.kafka.to_string(), "--admin-listen", &spec.admin.to_string()])
+            .args(["--controllers", &controllers])
+            .args(&spec.args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("start {}", binary.display()))?;
+        broker.child = Some(child);
+        Ok(())
+    }
+
+    /// Starts every broker that is not running.
+    pub fn start_all_brokers(&mut self) -> anyhow::Result<()> {
+        for index in 0..self.brokers.len() {
+            if !self.brokers[index].is_running() {
+                self.start_broker(index)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until every running broker reports `/ready` (it holds a session
+    /// and writes a WAL log).
+    pub async fn wait_for_brokers(&self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        for broker in &self.brokers {
+            loop {
+                if matches!(http_get(broker.spec.admin, "/ready").await, Ok((200, _))) {
+                    break;
+                }
+                anyhow::ensure!(
+                    Instant::now() < deadline,
+                    "broker {} was not ready within {timeout:?}",
+                    broker.spec.id
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// The Kafka bootstrap list of every broker (`host:port,...`).
+    pub fn bootstrap(&self) -> String {
+        self.brokers.iter().map(|b| b.spec.kafka.to_string()).collect::<Vec<_>>().join(",")
+    }
+
     /// Deletes controller `index`'s data directory (it must be stopped).
     pub fn wipe_controller(&mut self, index: usize) -> anyhow::Result<()> {
         let controller = &mut self.controllers[index];
@@ -402,7 +489,8 @@ impl LocalCluster {
             .controllers
             .iter()
             .map(|controller| format!("controller-{}.log", controller.spec.id))
-            .chain(self.wal_nodes.iter().map(|node| format!("wal-{}.log", node.spec.id)));
+            .chain(self.wal_nodes.iter().map(|node| format!("wal-{}.log", node.spec.id)))
+            .chain(self.brokers.iter().map(|broker| format!("broker-{}.log", broker.spec.id)));
         for name in names {
             let text = match std::fs::read_to_string(self.dir.join(&name)) {
                 Ok(text) => text,
@@ -433,6 +521,9 @@ impl LocalCluster {
 
     /// Kills every process (SIGKILL).
     pub fn kill_all(&mut self) {
+        for broker in &mut self.brokers {
+            broker.kill9();
+        }
         for node in &mut self.wal_nodes {
             node.kill9();
         }
@@ -443,6 +534,11 @@ impl LocalCluster {
 
     /// Stops every process with SIGTERM, waiting up to `patience` for each.
     pub fn stop_all(&mut self, patience: Duration) {
+        for broker in &mut self.brokers {
+            if broker.is_running() && broker.terminate(patience).is_none() {
+                eprintln!("broker {} did not stop within {patience:?} and was killed", broker.spec.id);
+            }
+        }
         for node in &mut self.wal_nodes {
             if node.is_running() && node.terminate(patience).is_none() {
                 eprintln!("WAL node {} did not stop within {patience:?} and was killed", node.spec.id);
@@ -484,4 +580,17 @@ pub fn free_addrs(ip: std::net::IpAddr, count: usize, taken: &[SocketAddr]) -> a
         }
     }
     listeners.iter().map(|listener| Ok(listener.local_addr()?)).collect()
+}
+
+/// Sends `GET path` over HTTP/1.0 to `addr` and returns the status code and body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr)).await??;
+    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).await?;
+    let mut response = String::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut response)).await??;
+    let status = response.split_whitespace().nth(1).and_then(|code| code.parse().ok());
+    let status = status.ok_or_else(|| anyhow::anyhow!("not an HTTP response: {response:?}"))?;
+    let body = response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
+    Ok((status, body))
 }

@@ -118,6 +118,13 @@ pub struct Partition {
     pub stream_id: StreamId,
 }
 
+impl Topic {
+    /// A config's effective value: the topic's own, else Kafka's default.
+    pub fn config(&self, key: &str) -> Option<&str> {
+        self.configs.get(key).map(String::as_str).or_else(|| crate::topic_rules::topic_config_default(key))
+    }
+}
+
 impl Image {
     /// The registered nodes of one kind.
     pub fn nodes(&self, kind: NodeKind) -> &BTreeMap<NodeId, NodeRecord> {

@@ -59,6 +59,22 @@ pub const TOPIC_CONFIG_KEYS: &[&str] = &[
     "retention.ms",
 ];
 
+/// Kafka's default for a topic config, used where a topic does not set it.
+pub fn topic_config_default(key: &str) -> Option<&'static str> {
+    Some(match key {
+        "cleanup.policy" => "delete",
+        "compression.type" => "producer",
+        "delete.retention.ms" => "86400000",
+        "max.message.bytes" => "1048588",
+        "message.timestamp.after.max.ms" => "9223372036854775807",
+        "message.timestamp.before.max.ms" => "9223372036854775807",
+        "message.timestamp.type" => "CreateTime",
+        "retention.bytes" => "-1",
+        "retention.ms" => "604800000",
+        _ => return None,
+    })
+}
+
 /// Checks one topic config key and value.
 pub fn validate_topic_config(key: &str, value: &str) -> Result<(), MetaError> {
     let invalid = |reason: &str| MetaError::InvalidConfig {
@@ -133,6 +149,8 @@ mod tests {
         assert!(matches!(validate_topic_config("retention.hours", "1"), Err(MetaError::UnknownConfig { .. })));
         for key in TOPIC_CONFIG_KEYS {
             assert!(!matches!(validate_topic_config(key, "x"), Err(MetaError::UnknownConfig { .. })), "{key}");
+            let default = topic_config_default(key).unwrap_or_else(|| panic!("{key} has no default"));
+            assert_eq!(validate_topic_config(key, default), Ok(()), "{key}'s default is valid");
         }
     }
 }

@@ -1,11 +1,11 @@
 //! `keelctl dev`: a whole local cluster on loopback, data under one directory,
-//! until Ctrl-C. Today that is the controller quorum and three WAL nodes in
-//! zones a, b and c; brokers join it when they are built.
+//! until Ctrl-C: the controller quorum, and a WAL node and a broker in each of
+//! zones a, b and c. Kafka clients bootstrap from 127.0.0.1:9092.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::launcher::{ClusterOptions, ControllerSpec, LocalCluster, Managed, WalSpec};
+use crate::launcher::{BrokerSpec, ClusterOptions, ControllerSpec, LocalCluster, Managed, WalSpec};
 
 /// The controller addresses `keelctl dev` uses, and `keelctl`'s default.
 pub(super) const DEFAULT_CONTROLLERS: &str = "127.0.0.1:9190,127.0.0.1:9191,127.0.0.1:9192";
@@ -44,9 +44,16 @@ pub(super) async fn run(args: DevArgs) -> anyhow::Result<()> {
             admin: format!("127.0.0.1:{}", 9490 + i).parse()?,
             data_dir: args.data_dir.join(format!("wal-{}", i + 1)),
         }));
+        cluster.brokers.push(Managed::new(BrokerSpec {
+            id: u32::from(i) + 1,
+            zone: zone.to_owned(),
+            kafka: format!("127.0.0.1:{}", 9092 + i).parse()?,
+            admin: format!("127.0.0.1:{}", 9592 + i).parse()?,
+            args: vec![],
+        }));
     }
     cluster.start_all()?;
-    println!("starting 3 controllers and 3 WAL nodes; data and logs in {}", args.data_dir.display());
+    println!("starting 3 controllers, 3 WAL nodes and 3 brokers; data and logs in {}", args.data_dir.display());
     let leader = match cluster.wait_for_leader(Duration::from_secs(30)).await {
         Ok(leader) => leader,
         Err(error) => {
@@ -59,6 +66,11 @@ pub(super) async fn run(args: DevArgs) -> anyhow::Result<()> {
         cluster.stop_all(Duration::from_secs(5));
         anyhow::bail!("{error}; see the wal-*.log files in {}", args.data_dir.display());
     }
+    cluster.start_all_brokers()?;
+    if let Err(error) = cluster.wait_for_brokers(Duration::from_secs(60)).await {
+        cluster.stop_all(Duration::from_secs(5));
+        anyhow::bail!("{error}; see the broker-*.log files in {}", args.data_dir.display());
+    }
     for controller in &cluster.controllers {
         let spec = &controller.spec;
         println!("controller c{}  grpc {}  admin http://{}/metrics", spec.id, spec.grpc, spec.admin);
@@ -68,7 +80,13 @@ pub(super) async fn run(args: DevArgs) -> anyhow::Result<()> {
         let spec = &node.spec;
         println!("WAL node {}  zone {}  grpc {}  admin http://{}/metrics", spec.id, spec.zone, spec.grpc, spec.admin);
     }
-    println!("ready: try `keelctl cluster status` and `keelctl topic create orders -p 12` (Ctrl-C stops the cluster)");
+    for broker in &cluster.brokers {
+        let spec = &broker.spec;
+        println!("broker {}  zone {}  kafka {}  admin http://{}/metrics", spec.id, spec.zone, spec.kafka, spec.admin);
+    }
+    println!("ready: try `keelctl topic create orders -p 12`, then");
+    println!("  echo hello | kcat -b 127.0.0.1:9092 -P -t orders   and   kcat -b 127.0.0.1:9092 -C -t orders -e");
+    println!("(Ctrl-C stops the cluster)");
     let mut reported_exits = std::collections::BTreeSet::new();
     loop {
         tokio::select! {
@@ -85,6 +103,11 @@ pub(super) async fn run(args: DevArgs) -> anyhow::Result<()> {
                 for node in &mut cluster.wal_nodes {
                     if !node.is_running() && reported_exits.insert(format!("wal-{}", node.spec.id)) {
                         eprintln!("WAL node {} exited; see its log in {}", node.spec.id, args.data_dir.display());
+                    }
+                }
+                for broker in &mut cluster.brokers {
+                    if !broker.is_running() && reported_exits.insert(format!("broker-{}", broker.spec.id)) {
+                        eprintln!("broker {} exited; see its log in {}", broker.spec.id, args.data_dir.display());
                     }
                 }
             }

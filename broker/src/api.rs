@@ -1,0 +1,162 @@
+//! Kafka requests: decoding the header, checking the version against what
+//! `ApiVersions` advertises, dispatching to the handler, and encoding the
+//! answer. The wire codec is the `kafka-protocol` crate's.
+
+mod admin;
+mod fetch;
+mod metadata;
+mod offsets;
+mod produce;
+mod producer_id;
+mod versions;
+
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
+
+use crate::broker::Broker;
+
+pub use versions::SUPPORTED;
+
+/// Why a connection is closed instead of answered, as Kafka does for
+/// requests it cannot read.
+#[derive(Debug, thiserror::Error)]
+pub enum Unreadable {
+    #[error("unknown API key {0}")]
+    UnknownApi(i16),
+    #[error("{api:?} v{version} is not supported (supported: v{min}-v{max})")]
+    UnsupportedVersion { api: ApiKey, version: i16, min: i16, max: i16 },
+    #[error("malformed {api:?} v{version} request: {reason}")]
+    Malformed { api: ApiKey, version: i16, reason: String },
+    #[error("request shorter than its header")]
+    Short,
+    /// A broker bug: an answer that this version of the API cannot carry.
+    #[error("BUG: the answer to {api:?} v{version} cannot be encoded: {reason}")]
+    Encode { api: ApiKey, version: i16, reason: String },
+}
+
+/// A decoded request header and the rest of the frame.
+#[derive(Debug)]
+pub struct Request {
+    pub api: ApiKey,
+    pub version: i16,
+    pub header: RequestHeader,
+    pub body: Bytes,
+}
+
+/// Reads a request frame's header.
+pub fn parse(mut frame: Bytes) -> Result<Request, Unreadable> {
+    if frame.len() < 4 {
+        return Err(Unreadable::Short);
+    }
+    let key = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    let api = ApiKey::try_from(key).map_err(|_| Unreadable::UnknownApi(key))?;
+    let header = RequestHeader::decode(&mut frame, api.request_header_version(version))
+        .map_err(|error| Unreadable::Malformed { api, version, reason: error.to_string() })?;
+    Ok(Request { api, version, header, body: frame })
+}
+
+/// Answers one request. `Ok(None)` means no answer is sent (`acks=0`).
+pub async fn handle(broker: &Arc<Broker>, request: Request) -> Result<Option<BytesMut>, Unreadable> {
+    let Request { api, version, header, body } = request;
+    let Some((min, max)) = versions::supported(api) else {
+        return Err(Unreadable::UnsupportedVersion { api, version, min: 0, max: -1 });
+    };
+    if version < min || version > max {
+        if api == ApiKey::ApiVersions {
+            // KIP-511: answer at v0 with the error and the supported ranges,
+            // so the client can pick a version it speaks.
+            return Ok(Some(encode(api, 0, header.correlation_id, &versions::unsupported())?));
+        }
+        return Err(Unreadable::UnsupportedVersion { api, version, min, max });
+    }
+    let started = std::time::Instant::now();
+    let correlation = header.correlation_id;
+    let answer = match api {
+        ApiKey::ApiVersions => encode(api, version, correlation, &versions::handle())?,
+        ApiKey::Metadata => {
+            let response = metadata::handle(broker, decode(api, version, body)?, version).await;
+            encode(api, version, correlation, &response)?
+        }
+        ApiKey::Produce => {
+            let request = decode(api, version, body)?;
+            match produce::handle(broker, request, version).await {
+                Some(response) => encode(api, version, correlation, &response)?,
+                None => return Ok(None),
+            }
+        }
+        ApiKey::Fetch => {
+            encode(api, version, correlation, &fetch::handle(broker, decode(api, version, body)?, version).await)?
+        }
+        ApiKey::ListOffsets => {
+            encode(api, version, correlation, &offsets::handle(broker, decode(api, version, body)?, version).await)?
+        }
+        ApiKey::InitProducerId => {
+            encode(api, version, correlation, &producer_id::handle(broker, decode(api, version, body)?).await)?
+        }
+        ApiKey::CreateTopics => encode(
+            api,
+            version,
+            correlation,
+            &admin::create_topics(broker, decode(api, version, body)?, version).await,
+        )?,
+        ApiKey::DeleteTopics => encode(
+            api,
+            version,
+            correlation,
+            &admin::delete_topics(broker, decode(api, version, body)?, version).await,
+        )?,
+        ApiKey::CreatePartitions => {
+            encode(api, version, correlation, &admin::create_partitions(broker, decode(api, version, body)?).await)?
+        }
+        ApiKey::DescribeConfigs => {
+            encode(api, version, correlation, &admin::describe_configs(broker, decode(api, version, body)?))?
+        }
+        ApiKey::IncrementalAlterConfigs => encode(
+            api,
+            version,
+            correlation,
+            &admin::incremental_alter_configs(broker, decode(api, version, body)?).await,
+        )?,
+        ApiKey::DescribeCluster => {
+            encode(api, version, correlation, &admin::describe_cluster(broker, decode(api, version, body)?))?
+        }
+        other => return Err(Unreadable::UnsupportedVersion { api: other, version, min: 0, max: -1 }),
+    };
+    let name = format!("{api:?}");
+    broker.metrics.requests.with_label_values(&[&name]).inc();
+    broker.metrics.request_seconds.with_label_values(&[&name]).observe(started.elapsed().as_secs_f64());
+    Ok(Some(answer))
+}
+
+fn decode<T: Decodable>(api: ApiKey, version: i16, mut body: Bytes) -> Result<T, Unreadable> {
+    T::decode(&mut body, version).map_err(|error| Unreadable::Malformed { api, version, reason: error.to_string() })
+}
+
+/// A response frame: length, header, body.
+fn encode<T: Encodable + HeaderVersion>(
+    api: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    response: &T,
+) -> Result<BytesMut, Unreadable> {
+    let failed = |error: anyhow::Error| Unreadable::Encode { api, version, reason: error.to_string() };
+    let mut out = BytesMut::with_capacity(64);
+    out.put_i32(0);
+    ResponseHeader::default()
+        .with_correlation_id(correlation_id)
+        .encode(&mut out, T::header_version(version))
+        .map_err(failed)?;
+    response.encode(&mut out, version).map_err(failed)?;
+    let length = (out.len() - 4) as i32;
+    out[0..4].copy_from_slice(&length.to_be_bytes());
+    Ok(out)
+}
+
+/// Counts a partition-level error for the metrics.
+fn count_error(broker: &Broker, api: &str, error: kafka_protocol::error::ResponseError) {
+    broker.metrics.errors.with_label_values(&[api, &format!("{error:?}")]).inc();
+}

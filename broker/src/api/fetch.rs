@@ -1,0 +1,168 @@
+//! `Fetch`: from the hot cache, else from the WAL log holding the offset,
+//! never past the high watermark. Long-polls until `min_bytes` are ready or
+//! `max_wait_ms` passes, waking whenever a high watermark moves.
+//!
+//! Fetch sessions (KIP-227): the broker declines to create them (it answers
+//! session id 0), which the protocol allows; clients then send full fetches.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, LeaderIdAndEpoch, PartitionData};
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
+use keel_controller_client::{Image, Topic};
+
+use crate::broker::Broker;
+
+pub(super) async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -> FetchResponse {
+    if request.session_id != 0 {
+        return FetchResponse::default().with_error_code(ResponseError::FetchSessionIdNotFound.code());
+    }
+    let wait = Duration::from_millis(u64::try_from(request.max_wait_ms).unwrap_or(0));
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut watermarks = broker.watermarks.subscribe();
+    loop {
+        watermarks.borrow_and_update();
+        let (responses, bytes, errors) = read_once(broker, &request, version).await;
+        let expired = tokio::time::Instant::now() >= deadline;
+        if bytes >= i64::from(request.min_bytes) || errors || expired {
+            return FetchResponse::default().with_responses(responses);
+        }
+        if tokio::time::timeout_at(deadline, watermarks.changed()).await.is_err() {
+            let (responses, _, _) = read_once(broker, &request, version).await;
+            return FetchResponse::default().with_responses(responses);
+        }
+    }
+}
+
+/// One pass over the requested partitions: the responses, the record bytes
+/// found, and whether any partition had an error.
+async fn read_once(
+    broker: &Arc<Broker>,
+    request: &FetchRequest,
+    version: i16,
+) -> (Vec<FetchableTopicResponse>, i64, bool) {
+    let image = broker.image();
+    let mut budget = i64::from(request.max_bytes.max(0));
+    let mut total = 0i64;
+    let mut errors = false;
+    let mut responses = Vec::with_capacity(request.topics.len());
+    for topic_request in &request.topics {
+        let topic = if version >= 13 {
+            image.topics.values().find(|topic| topic.id.0 == topic_request.topic_id)
+        } else {
+            image.topics.get(topic_request.topic.0.as_str())
+        };
+        let mut partitions = Vec::with_capacity(topic_request.partitions.len());
+        for wanted in &topic_request.partitions {
+            let empty = PartitionData::default().with_partition_index(wanted.partition).with_high_watermark(-1);
+            let answer = match topic {
+                None => {
+                    let error = if version >= 13 {
+                        ResponseError::UnknownTopicId
+                    } else {
+                        ResponseError::UnknownTopicOrPartition
+                    };
+                    Err(error)
+                }
+                Some(topic) => read_partition(broker, &image, topic, wanted, budget, total == 0, version).await,
+            };
+            let answer = match answer {
+                Ok((data, bytes)) => {
+                    total += bytes;
+                    budget -= bytes;
+                    if let Some(topic) = topic {
+                        broker.metrics.bytes_out.with_label_values(&[&topic.name]).inc_by(bytes as u64);
+                    }
+                    data.with_partition_index(wanted.partition)
+                }
+                Err(error) => {
+                    errors = true;
+                    super::count_error(broker, "Fetch", error);
+                    let mut answer = empty.with_error_code(error.code());
+                    if let (ResponseError::NotLeaderOrFollower, Some(topic), 12..) = (error, topic, version) {
+                        if let Some(partition) =
+                            usize::try_from(wanted.partition).ok().and_then(|i| topic.partitions.get(i))
+                        {
+                            answer = answer.with_current_leader(
+                                LeaderIdAndEpoch::default()
+                                    .with_leader_id(BrokerId(
+                                        super::metadata::leader_of(&image, partition.leader).unwrap_or(-1),
+                                    ))
+                                    .with_leader_epoch(partition.leader_epoch.0),
+                            );
+                        }
+                    }
+                    answer
+                }
+            };
+            partitions.push(answer);
+        }
+        responses.push(
+            FetchableTopicResponse::default()
+                .with_topic(topic_request.topic.clone())
+                .with_topic_id(topic_request.topic_id)
+                .with_partitions(partitions),
+        );
+    }
+    (responses, total, errors)
+}
+
+/// Reads one partition from `fetch_offset` up to its high watermark, within
+/// `budget` bytes (or one batch if `first`, as Kafka always returns progress).
+async fn read_partition(
+    broker: &Arc<Broker>,
+    image: &Image,
+    topic: &Topic,
+    wanted: &kafka_protocol::messages::fetch_request::FetchPartition,
+    budget: i64,
+    first: bool,
+    version: i16,
+) -> Result<(PartitionData, i64), ResponseError> {
+    if wanted.partition < 0 || wanted.partition as usize >= topic.partitions.len() {
+        return Err(ResponseError::UnknownTopicOrPartition);
+    }
+    let (stream, leader_epoch) =
+        broker.led(image, topic, wanted.partition).ok_or(ResponseError::NotLeaderOrFollower)?;
+    if wanted.current_leader_epoch >= 0 && wanted.current_leader_epoch != leader_epoch.0 {
+        return Err(if wanted.current_leader_epoch < leader_epoch.0 {
+            ResponseError::FencedLeaderEpoch
+        } else {
+            ResponseError::UnknownLeaderEpoch
+        });
+    }
+    let (high_watermark, log_start, range) = {
+        let mut leadership = broker.leadership();
+        if !broker.writable(&leadership) {
+            return Err(ResponseError::NotLeaderOrFollower);
+        }
+        let state = leadership.partition(stream, leader_epoch).expect("writable: a log is owned");
+        (state.high_watermark, state.log_start, state.range_of(wanted.fetch_offset))
+    };
+    let offset = wanted.fetch_offset;
+    if offset < log_start || offset > high_watermark {
+        return Err(ResponseError::OffsetOutOfRange);
+    }
+    let data = PartitionData::default()
+        .with_high_watermark(high_watermark)
+        .with_last_stable_offset(high_watermark)
+        .with_log_start_offset(if version >= 5 { log_start } else { -1 })
+        .with_preferred_read_replica(BrokerId(-1));
+    let limit = i64::from(wanted.partition_max_bytes.max(0)).min(budget.max(0));
+    if offset == high_watermark || (limit == 0 && !first) {
+        return Ok((data.with_records(Some(Bytes::new())), 0));
+    }
+    let batches =
+        broker.read_batches(stream, range, offset, high_watermark, limit.max(1) as usize).await.map_err(|error| {
+            tracing::warn!(topic = %topic.name, partition = wanted.partition, offset, "WAL read failed: {error}");
+            ResponseError::KafkaStorageError
+        })?;
+    let size: usize = batches.iter().map(Bytes::len).sum();
+    let mut records = BytesMut::with_capacity(size);
+    for batch in &batches {
+        records.extend_from_slice(batch);
+    }
+    Ok((data.with_records(Some(records.freeze())), size as i64))
+}

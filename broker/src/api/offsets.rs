@@ -1,0 +1,125 @@
+//! `ListOffsets`: earliest (-2), latest (-1), the largest timestamp (-3) and
+//! the first offset at or after a timestamp. Timestamps are looked up per
+//! batch (its max timestamp), since batches are never decompressed: the
+//! answer is the first offset of the first batch holding a record at or
+//! after the time, which a consumer that seeks there reads from.
+
+use std::sync::Arc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+
+use crate::batch;
+use crate::broker::Broker;
+
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
+/// KIP-1005: the earliest offset still held locally; everything is, here.
+const EARLIEST_LOCAL: i64 = -4;
+/// Bytes scanned per read while looking up a timestamp.
+const SCAN_BYTES: usize = 1 << 20;
+
+pub(super) async fn handle(broker: &Arc<Broker>, request: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
+    let image = broker.image();
+    let mut topics = Vec::with_capacity(request.topics.len());
+    for topic_request in &request.topics {
+        let topic = image.topics.get(topic_request.name.0.as_str());
+        let mut partitions = Vec::with_capacity(topic_request.partitions.len());
+        for wanted in &topic_request.partitions {
+            let answer = ListOffsetsPartitionResponse::default().with_partition_index(wanted.partition_index);
+            let found = match topic {
+                None => Err(ResponseError::UnknownTopicOrPartition),
+                Some(topic) => {
+                    lookup(broker, &image, topic, wanted.partition_index, wanted.current_leader_epoch, wanted.timestamp)
+                        .await
+                }
+            };
+            partitions.push(match found {
+                Ok((timestamp, offset, epoch)) => answer
+                    .with_timestamp(timestamp)
+                    .with_offset(offset)
+                    // Leader epochs are answered from v4 on.
+                    .with_leader_epoch(if version >= 4 { epoch } else { -1 }),
+                Err(error) => {
+                    super::count_error(broker, "ListOffsets", error);
+                    answer.with_error_code(error.code()).with_timestamp(-1).with_offset(-1)
+                }
+            });
+        }
+        topics.push(
+            ListOffsetsTopicResponse::default().with_name(topic_request.name.clone()).with_partitions(partitions),
+        );
+    }
+    ListOffsetsResponse::default().with_topics(topics)
+}
+
+/// (timestamp, offset, leader epoch) for one partition.
+async fn lookup(
+    broker: &Arc<Broker>,
+    image: &keel_controller_client::Image,
+    topic: &keel_controller_client::Topic,
+    index: i32,
+    current_leader_epoch: i32,
+    timestamp: i64,
+) -> Result<(i64, i64, i32), ResponseError> {
+    if index < 0 || index as usize >= topic.partitions.len() {
+        return Err(ResponseError::UnknownTopicOrPartition);
+    }
+    let (stream, leader_epoch) = broker.led(image, topic, index).ok_or(ResponseError::NotLeaderOrFollower)?;
+    if current_leader_epoch >= 0 && current_leader_epoch != leader_epoch.0 {
+        return Err(if current_leader_epoch < leader_epoch.0 {
+            ResponseError::FencedLeaderEpoch
+        } else {
+            ResponseError::UnknownLeaderEpoch
+        });
+    }
+    let (high_watermark, log_start, ranges) = {
+        let mut leadership = broker.leadership();
+        if !broker.writable(&leadership) {
+            return Err(ResponseError::NotLeaderOrFollower);
+        }
+        let state = leadership.partition(stream, leader_epoch).expect("writable: a log is owned");
+        (state.high_watermark, state.log_start, state.ranges.clone())
+    };
+    let epoch = leader_epoch.0;
+    match timestamp {
+        LATEST => return Ok((-1, high_watermark, epoch)),
+        EARLIEST | EARLIEST_LOCAL => return Ok((-1, log_start, epoch)),
+        t if t < MAX_TIMESTAMP => return Err(ResponseError::InvalidRequest),
+        _ => {}
+    }
+    // Scan the batches in offset order.
+    let mut offset = log_start;
+    let mut best: Option<(i64, i64)> = None;
+    while offset < high_watermark {
+        let range = ranges.iter().rev().find(|range| range.from <= offset).copied();
+        let batches =
+            broker.read_batches(stream, range, offset, high_watermark, SCAN_BYTES).await.map_err(|error| {
+                tracing::warn!(topic = %topic.name, partition = index, offset, "WAL read failed: {error}");
+                ResponseError::KafkaStorageError
+            })?;
+        let Some(last) = batches.last() else { break };
+        let next = batch::base_offset(last) + i64::from(batch::record_count(last));
+        for bytes in &batches {
+            let (base, max) = (batch::base_offset(bytes), batch::max_timestamp(bytes));
+            if timestamp == MAX_TIMESTAMP {
+                if best.is_none_or(|(_, t)| max >= t) {
+                    best = Some((base, max));
+                }
+            } else if max >= timestamp {
+                return Ok((max, base, epoch));
+            }
+        }
+        if next <= offset {
+            break;
+        }
+        offset = next;
+    }
+    match best {
+        Some((offset, max)) => Ok((max, offset, epoch)),
+        // Kafka answers "no such record" with offset -1 and no error.
+        None => Ok((-1, -1, epoch)),
+    }
+}

@@ -1,0 +1,251 @@
+//! `Produce`: validate each partition's batch, assign offsets in order, put
+//! the batches of every partition of the request into one WAL entry, and
+//! answer once the WAL quorum acknowledged it (DESIGN §3). `acks=0` gets no
+//! answer; `acks=1` waits for the same quorum as `acks=all`.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::produce_response::{LeaderIdAndEpoch, PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse};
+use kafka_protocol::protocol::StrBytes;
+use keel_controller_client::{Offset, StreamId};
+use keel_wal_client::entry::Record;
+use keel_wal_client::quorum::WriterError;
+use keel_wal_client::writer::WriteError;
+
+use crate::batch;
+use crate::broker::Broker;
+use crate::producers::Verdict;
+
+/// What became of one partition's batch.
+#[derive(Debug)]
+enum Fate {
+    Refused(ResponseError, Option<String>),
+    /// Appended at `base..=last`; answered once the WAL entry is acknowledged.
+    Appended {
+        stream: StreamId,
+        base: i64,
+        last: i64,
+        append_time: i64,
+    },
+    /// A retry of a batch appended before; answered once that one is durable.
+    Duplicate {
+        stream: StreamId,
+        base: i64,
+        last: i64,
+    },
+}
+
+pub(super) async fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16) -> Option<ProduceResponse> {
+    let acks = request.acks;
+    let timeout = Duration::from_millis(u64::try_from(request.timeout_ms).unwrap_or(0));
+    let image = broker.image();
+    let now = now_ms();
+    let mut fates: Vec<(usize, i32, Fate)> = Vec::new();
+    let mut records = Vec::new();
+    let appended = {
+        let mut leadership = broker.leadership();
+        let writable = broker.writable(&leadership);
+        for (topic_index, topic_data) in request.topic_data.iter().enumerate() {
+            let topic = if version >= 13 {
+                image.topics.values().find(|topic| topic.id.0 == topic_data.topic_id)
+            } else {
+                image.topics.get(topic_data.name.0.as_str())
+            };
+            for partition in &topic_data.partition_data {
+                let fate = (|| {
+                    let Some(topic) = topic else {
+                        return Fate::Refused(ResponseError::UnknownTopicOrPartition, None);
+                    };
+                    if partition.index < 0 || partition.index as usize >= topic.partitions.len() {
+                        return Fate::Refused(ResponseError::UnknownTopicOrPartition, None);
+                    }
+                    if !(acks == -1 || acks == 0 || acks == 1) {
+                        return Fate::Refused(ResponseError::InvalidRequiredAcks, None);
+                    }
+                    let Some((stream, leader_epoch)) = broker.led(&image, topic, partition.index) else {
+                        return Fate::Refused(ResponseError::NotLeaderOrFollower, None);
+                    };
+                    if !writable {
+                        return Fate::Refused(ResponseError::NotLeaderOrFollower, None);
+                    }
+                    let Some(bytes) = &partition.records else {
+                        return Fate::Refused(ResponseError::CorruptMessage, Some("no records".into()));
+                    };
+                    let header = match batch::check(bytes) {
+                        Ok(header) => header,
+                        Err(error) => return Fate::Refused(error.kafka_error(), Some(error.to_string())),
+                    };
+                    if request.transactional_id.is_some() || header.is_transactional() {
+                        return Fate::Refused(
+                            ResponseError::InvalidTxnState,
+                            Some("transactions are not supported yet".into()),
+                        );
+                    }
+                    let max_bytes: usize =
+                        topic.config("max.message.bytes").and_then(|v| v.parse().ok()).unwrap_or(1_048_588);
+                    if bytes.len() > max_bytes {
+                        return Fate::Refused(
+                            ResponseError::MessageTooLarge,
+                            Some(format!("batch of {} bytes exceeds max.message.bytes {max_bytes}", bytes.len())),
+                        );
+                    }
+                    let log_append_time = topic.config("message.timestamp.type") == Some("LogAppendTime");
+                    let state = leadership.partition(stream, leader_epoch).expect("writable: a log is owned");
+                    match state.producers.check(&header) {
+                        Verdict::Refuse(error) => Fate::Refused(error, None),
+                        Verdict::Duplicate { base_offset, last_offset } => {
+                            Fate::Duplicate { stream, base: base_offset, last: last_offset }
+                        }
+                        Verdict::Append => {
+                            let base = state.next_offset;
+                            let count = header.record_count;
+                            state.next_offset += i64::from(count);
+                            state.producers.record(&header, base);
+                            let mut batch = BytesMut::from(&bytes[..]);
+                            batch::assign(&mut batch, base, leader_epoch.0);
+                            if log_append_time {
+                                batch::set_log_append_time(&mut batch, now);
+                            }
+                            let batch: Bytes = batch.freeze();
+                            broker.metrics.bytes_in.with_label_values(&[&topic.name]).inc_by(batch.len() as u64);
+                            broker.cache.insert(stream, base, base + i64::from(count), batch.clone());
+                            records.push(Record {
+                                stream,
+                                base_offset: Offset(base),
+                                record_count: count as u32,
+                                batch,
+                            });
+                            let last = base + i64::from(count) - 1;
+                            Fate::Appended { stream, base, last, append_time: if log_append_time { now } else { -1 } }
+                        }
+                    }
+                })();
+                fates.push((topic_index, partition.index, fate));
+            }
+        }
+        let owned = leadership.owned.as_ref();
+        (!records.is_empty())
+            .then(|| owned.expect("records are only built while a log is owned").writer.append(records))
+    };
+
+    let started = std::time::Instant::now();
+    let outcome = match appended {
+        None => None,
+        Some(ack) => Some(tokio::time::timeout(timeout.max(Duration::from_millis(1)), ack).await),
+    };
+    let failure = match outcome {
+        None | Some(Ok(Ok(_))) => None,
+        Some(Ok(Err(WriteError::Writer(WriterError::Fenced { .. })))) => {
+            broker.on_log_fenced();
+            Some(ResponseError::NotLeaderOrFollower)
+        }
+        // The entry's fate is unknown: it may still become durable.
+        Some(Ok(Err(_))) | Some(Err(_)) => Some(ResponseError::RequestTimedOut),
+    };
+    if outcome.is_some() {
+        broker.metrics.wal_ack_seconds.observe(started.elapsed().as_secs_f64());
+    }
+    if failure.is_none() {
+        advance_watermarks(broker, &fates);
+    }
+    let mut responses: Vec<TopicProduceResponse> = request
+        .topic_data
+        .iter()
+        .map(|t| TopicProduceResponse::default().with_name(t.name.clone()).with_topic_id(t.topic_id))
+        .collect();
+    for (topic_index, index, fate) in fates {
+        let mut answer =
+            PartitionProduceResponse::default().with_index(index).with_base_offset(-1).with_log_append_time_ms(-1);
+        let error = match fate {
+            Fate::Refused(error, message) => {
+                if version >= 8 {
+                    answer = answer.with_error_message(message.map(StrBytes::from_string));
+                }
+                Some(error)
+            }
+            Fate::Appended { base, append_time, .. } => match failure {
+                Some(error) => Some(error),
+                None => {
+                    answer = answer.with_base_offset(base).with_log_append_time_ms(append_time);
+                    None
+                }
+            },
+            Fate::Duplicate { stream, base, last } => match durable(broker, stream, last, timeout).await {
+                true => {
+                    answer = answer.with_base_offset(base);
+                    None
+                }
+                false => Some(ResponseError::RequestTimedOut),
+            },
+        };
+        if let Some(error) = error {
+            super::count_error(broker, "Produce", error);
+            answer = answer.with_error_code(error.code());
+            if error == ResponseError::NotLeaderOrFollower && version >= 10 {
+                answer = answer.with_current_leader(current_leader(broker, &request, topic_index, index));
+            }
+        }
+        responses[topic_index].partition_responses.push(answer);
+    }
+    (acks != 0).then(|| ProduceResponse::default().with_responses(responses))
+}
+
+/// Moves the high watermark of every partition appended in the acknowledged entry.
+fn advance_watermarks(broker: &Broker, fates: &[(usize, i32, Fate)]) {
+    let mut leadership = broker.leadership();
+    let mut moved = false;
+    for (_, _, fate) in fates {
+        if let Fate::Appended { stream, last, .. } = fate {
+            if let Some(state) = leadership.partitions.get_mut(stream) {
+                if state.high_watermark <= *last {
+                    state.high_watermark = last + 1;
+                    moved = true;
+                }
+            }
+        }
+    }
+    drop(leadership);
+    if moved {
+        broker.watermarks_moved();
+    }
+}
+
+/// Waits until offset `last` of `stream` is durable, at most `timeout`.
+async fn durable(broker: &Broker, stream: StreamId, last: i64, timeout: Duration) -> bool {
+    let mut watermarks = broker.watermarks.subscribe();
+    let reached = || broker.leadership().partitions.get(&stream).is_some_and(|state| state.high_watermark > last);
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if reached() {
+            return true;
+        }
+        if tokio::time::timeout_at(deadline, watermarks.changed()).await.is_err() {
+            return reached();
+        }
+    }
+}
+
+/// The leader the metadata names, so a client can retry without a metadata round trip (KIP-951).
+fn current_leader(broker: &Broker, request: &ProduceRequest, topic_index: usize, index: i32) -> LeaderIdAndEpoch {
+    let image = broker.image();
+    let topic_data = &request.topic_data[topic_index];
+    let topic = image
+        .topics
+        .get(topic_data.name.0.as_str())
+        .or_else(|| image.topics.values().find(|topic| topic.id.0 == topic_data.topic_id));
+    let partition = topic.and_then(|topic| topic.partitions.get(usize::try_from(index).ok()?));
+    match partition {
+        Some(partition) => LeaderIdAndEpoch::default()
+            .with_leader_id(BrokerId(super::metadata::leader_of(&image, partition.leader).unwrap_or(-1)))
+            .with_leader_epoch(partition.leader_epoch.0),
+        None => LeaderIdAndEpoch::default().with_leader_id(BrokerId(-1)).with_leader_epoch(-1),
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}

@@ -1,0 +1,49 @@
+//! `ApiVersions`: exactly the APIs and versions this broker implements,
+//! each range as wide as the wire codec (Kafka 4's message specs) allows.
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::Message;
+
+/// Implemented APIs with their (min, max) versions.
+pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, ProduceRequest::VERSIONS.min, ProduceRequest::VERSIONS.max),
+    (ApiKey::Fetch, FetchRequest::VERSIONS.min, FetchRequest::VERSIONS.max),
+    (ApiKey::ListOffsets, ListOffsetsRequest::VERSIONS.min, ListOffsetsRequest::VERSIONS.max),
+    (ApiKey::Metadata, MetadataRequest::VERSIONS.min, MetadataRequest::VERSIONS.max),
+    (ApiKey::ApiVersions, ApiVersionsRequest::VERSIONS.min, ApiVersionsRequest::VERSIONS.max),
+    (ApiKey::CreateTopics, CreateTopicsRequest::VERSIONS.min, CreateTopicsRequest::VERSIONS.max),
+    (ApiKey::DeleteTopics, DeleteTopicsRequest::VERSIONS.min, DeleteTopicsRequest::VERSIONS.max),
+    (ApiKey::InitProducerId, InitProducerIdRequest::VERSIONS.min, InitProducerIdRequest::VERSIONS.max),
+    (ApiKey::DescribeConfigs, DescribeConfigsRequest::VERSIONS.min, DescribeConfigsRequest::VERSIONS.max),
+    (ApiKey::CreatePartitions, CreatePartitionsRequest::VERSIONS.min, CreatePartitionsRequest::VERSIONS.max),
+    (
+        ApiKey::IncrementalAlterConfigs,
+        IncrementalAlterConfigsRequest::VERSIONS.min,
+        IncrementalAlterConfigsRequest::VERSIONS.max,
+    ),
+    (ApiKey::DescribeCluster, DescribeClusterRequest::VERSIONS.min, DescribeClusterRequest::VERSIONS.max),
+];
+
+pub(super) fn supported(api: ApiKey) -> Option<(i16, i16)> {
+    SUPPORTED.iter().find(|(key, _, _)| *key == api).map(|(_, min, max)| (*min, *max))
+}
+
+fn api_keys() -> Vec<ApiVersion> {
+    SUPPORTED
+        .iter()
+        .map(|(key, min, max)| {
+            ApiVersion::default().with_api_key(*key as i16).with_min_version(*min).with_max_version(*max)
+        })
+        .collect()
+}
+
+pub(super) fn handle() -> ApiVersionsResponse {
+    ApiVersionsResponse::default().with_api_keys(api_keys())
+}
+
+/// The answer to an `ApiVersions` at a version this broker does not speak.
+pub(super) fn unsupported() -> ApiVersionsResponse {
+    ApiVersionsResponse::default().with_error_code(ResponseError::UnsupportedVersion.code()).with_api_keys(api_keys())
+}

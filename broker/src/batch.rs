@@ -1,0 +1,256 @@
+//! Kafka record batches (magic 2) as the broker handles them: checked once
+//! when produced, never decompressed, and rewritten in place only where Kafka
+//! rewrites them (DESIGN §7).
+//!
+//! ```text
+//! offset  size  field
+//!      0     8  baseOffset            \ outside the CRC: the broker
+//!      8     4  batchLength            | sets baseOffset and
+//!     12     4  partitionLeaderEpoch  / partitionLeaderEpoch
+//!     16     1  magic (2)
+//!     17     4  crc (CRC32C of bytes 21..end)
+//!     21     2  attributes (bits 0-2 codec, 3 LogAppendTime, 4 transactional, 5 control)
+//!     23     4  lastOffsetDelta
+//!     27     8  baseTimestamp
+//!     35     8  maxTimestamp
+//!     43     8  producerId
+//!     51     2  producerEpoch
+//!     53     4  baseSequence
+//!     57     4  recordCount
+//!     61     …  records (compressed or not: never looked into)
+//! ```
+
+use kafka_protocol::error::ResponseError;
+
+/// Bytes before the records.
+pub const HEADER_BYTES: usize = 61;
+const CRC_START: usize = 21;
+const ATTR_LOG_APPEND_TIME: i16 = 1 << 3;
+const ATTR_TRANSACTIONAL: i16 = 1 << 4;
+const ATTR_CONTROL: i16 = 1 << 5;
+
+/// The header fields the broker reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchHeader {
+    pub attributes: i16,
+    pub last_offset_delta: i32,
+    pub base_timestamp: i64,
+    pub max_timestamp: i64,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
+    pub record_count: i32,
+}
+
+/// Why a produced batch is refused, with the Kafka error it maps to.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BatchError {
+    #[error("a partition's records must be exactly one record batch of {HEADER_BYTES}+ bytes; got {0} bytes")]
+    Size(usize),
+    #[error("batchLength says {said} bytes follow, but {actual} do")]
+    Length { said: i64, actual: usize },
+    #[error("only magic 2 record batches are accepted, not magic {0}")]
+    Magic(i8),
+    #[error("the batch's CRC32C does not match its bytes")]
+    Crc,
+    #[error("recordCount {count} and lastOffsetDelta {delta} disagree")]
+    Count { count: i32, delta: i32 },
+    #[error("producers may not write control batches")]
+    Control,
+}
+
+impl BatchError {
+    pub fn kafka_error(&self) -> ResponseError {
+        match self {
+            BatchError::Crc | BatchError::Length { .. } | BatchError::Size(_) => ResponseError::CorruptMessage,
+            BatchError::Magic(_) => ResponseError::UnsupportedForMessageFormat,
+            BatchError::Count { .. } | BatchError::Control => ResponseError::InvalidRecord,
+        }
+    }
+}
+
+fn i16_at(bytes: &[u8], at: usize) -> i16 {
+    i16::from_be_bytes(bytes[at..at + 2].try_into().expect("two bytes"))
+}
+fn i32_at(bytes: &[u8], at: usize) -> i32 {
+    i32::from_be_bytes(bytes[at..at + 4].try_into().expect("four bytes"))
+}
+fn i64_at(bytes: &[u8], at: usize) -> i64 {
+    i64::from_be_bytes(bytes[at..at + 8].try_into().expect("eight bytes"))
+}
+
+/// Checks that `bytes` is exactly one well-formed magic-2 batch that a
+/// producer may write, and reads its header.
+pub fn check(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
+    if bytes.len() < HEADER_BYTES {
+        return Err(BatchError::Size(bytes.len()));
+    }
+    let said = i64::from(i32_at(bytes, 8));
+    if said + 12 != bytes.len() as i64 {
+        return Err(BatchError::Length { said, actual: bytes.len() - 12 });
+    }
+    let magic = bytes[16] as i8;
+    if magic != 2 {
+        return Err(BatchError::Magic(magic));
+    }
+    if crc32c::crc32c(&bytes[CRC_START..]) != i32_at(bytes, 17) as u32 {
+        return Err(BatchError::Crc);
+    }
+    let header = BatchHeader {
+        attributes: i16_at(bytes, 21),
+        last_offset_delta: i32_at(bytes, 23),
+        base_timestamp: i64_at(bytes, 27),
+        max_timestamp: i64_at(bytes, 35),
+        producer_id: i64_at(bytes, 43),
+        producer_epoch: i16_at(bytes, 51),
+        base_sequence: i32_at(bytes, 53),
+        record_count: i32_at(bytes, 57),
+    };
+    if header.record_count <= 0 || header.last_offset_delta != header.record_count - 1 {
+        return Err(BatchError::Count { count: header.record_count, delta: header.last_offset_delta });
+    }
+    if header.attributes & ATTR_CONTROL != 0 {
+        return Err(BatchError::Control);
+    }
+    Ok(header)
+}
+
+impl BatchHeader {
+    pub fn is_transactional(&self) -> bool {
+        self.attributes & ATTR_TRANSACTIONAL != 0
+    }
+
+    /// Whether the producer is idempotent (it has a producer id).
+    pub fn is_idempotent(&self) -> bool {
+        self.producer_id >= 0
+    }
+
+    /// The sequence of the batch's last record; sequences wrap at i32::MAX.
+    pub fn last_sequence(&self) -> i32 {
+        wrapping_add_sequence(self.base_sequence, self.last_offset_delta)
+    }
+}
+
+/// `sequence + delta` as Kafka computes it: past i32::MAX it continues from 0.
+pub fn wrapping_add_sequence(sequence: i32, delta: i32) -> i32 {
+    let sum = i64::from(sequence) + i64::from(delta);
+    (sum % (i64::from(i32::MAX) + 1)) as i32
+}
+
+/// Sets the fields outside the CRC: the offset of the first record and the
+/// leader epoch it was appended under.
+pub fn assign(bytes: &mut [u8], base_offset: i64, leader_epoch: i32) {
+    bytes[0..8].copy_from_slice(&base_offset.to_be_bytes());
+    bytes[12..16].copy_from_slice(&leader_epoch.to_be_bytes());
+}
+
+/// Stamps a topic with `message.timestamp.type=LogAppendTime`: the batch's
+/// timestamp type and max timestamp change, so the CRC is computed again.
+pub fn set_log_append_time(bytes: &mut [u8], now_ms: i64) {
+    let attributes = i16_at(bytes, 21) | ATTR_LOG_APPEND_TIME;
+    bytes[21..23].copy_from_slice(&attributes.to_be_bytes());
+    bytes[35..43].copy_from_slice(&now_ms.to_be_bytes());
+    let crc = crc32c::crc32c(&bytes[CRC_START..]);
+    bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+}
+
+/// The offset of the first record of a stored batch.
+pub fn base_offset(bytes: &[u8]) -> i64 {
+    i64_at(bytes, 0)
+}
+
+/// The number of records in a stored batch.
+pub fn record_count(bytes: &[u8]) -> i32 {
+    i32_at(bytes, 57)
+}
+
+/// The max timestamp of a stored batch.
+pub fn max_timestamp(bytes: &[u8]) -> i64 {
+    i64_at(bytes, 35)
+}
+
+/// Builds an uncompressed batch of records with the given values, for tests.
+#[cfg(test)]
+pub(crate) fn build(values: &[&[u8]], producer: (i64, i16, i32), timestamp: i64) -> Vec<u8> {
+    fn varint(out: &mut Vec<u8>, value: i64) {
+        let mut zigzag = ((value << 1) ^ (value >> 63)) as u64;
+        while zigzag >= 0x80 {
+            out.push((zigzag as u8) | 0x80);
+            zigzag >>= 7;
+        }
+        out.push(zigzag as u8);
+    }
+    let mut records = Vec::new();
+    for (delta, value) in values.iter().enumerate() {
+        let mut body = vec![0u8]; // attributes
+        varint(&mut body, 0); // timestamp delta
+        varint(&mut body, delta as i64);
+        varint(&mut body, -1); // no key
+        varint(&mut body, value.len() as i64);
+        body.extend_from_slice(value);
+        varint(&mut body, 0); // no headers
+        varint(&mut records, body.len() as i64);
+        records.extend_from_slice(&body);
+    }
+    let count = values.len() as i32;
+    let mut batch = Vec::new();
+    batch.extend_from_slice(&0i64.to_be_bytes());
+    batch.extend_from_slice(&((HEADER_BYTES - 12 + records.len()) as i32).to_be_bytes());
+    batch.extend_from_slice(&(-1i32).to_be_bytes());
+    batch.push(2);
+    batch.extend_from_slice(&0u32.to_be_bytes());
+    batch.extend_from_slice(&0i16.to_be_bytes());
+    batch.extend_from_slice(&(count - 1).to_be_bytes());
+    batch.extend_from_slice(&timestamp.to_be_bytes());
+    batch.extend_from_slice(&timestamp.to_be_bytes());
+    batch.extend_from_slice(&producer.0.to_be_bytes());
+    batch.extend_from_slice(&producer.1.to_be_bytes());
+    batch.extend_from_slice(&producer.2.to_be_bytes());
+    batch.extend_from_slice(&count.to_be_bytes());
+    batch.extend_from_slice(&records);
+    let crc = crc32c::crc32c(&batch[CRC_START..]);
+    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+    batch
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_well_formed_batch_is_read_and_every_damage_is_refused() {
+        let batch = build(&[b"a", b"bb", b"ccc"], (7, 1, 40), 1_000);
+        let header = check(&batch).unwrap();
+        assert_eq!((header.record_count, header.producer_id, header.base_sequence), (3, 7, 40));
+        assert_eq!(header.last_sequence(), 42);
+
+        assert_eq!(check(&batch[..HEADER_BYTES - 1]), Err(BatchError::Size(HEADER_BYTES - 1)));
+        assert!(matches!(check(&batch[..batch.len() - 1]), Err(BatchError::Length { .. })));
+        let mut two = batch.clone();
+        two.extend_from_slice(&batch);
+        assert!(matches!(check(&two), Err(BatchError::Length { .. })), "two batches in one partition");
+        let mut magic = batch.clone();
+        magic[16] = 1;
+        assert_eq!(check(&magic), Err(BatchError::Magic(1)));
+        let mut flipped = batch.clone();
+        *flipped.last_mut().unwrap() ^= 1;
+        assert_eq!(check(&flipped), Err(BatchError::Crc));
+    }
+
+    #[test]
+    fn assigning_offsets_keeps_the_crc_and_log_append_time_recomputes_it() {
+        let mut batch = build(&[b"x"], (-1, -1, -1), 5);
+        assign(&mut batch, 1234, 7);
+        assert_eq!(base_offset(&batch), 1234);
+        check(&batch).expect("baseOffset and leader epoch are outside the CRC");
+        set_log_append_time(&mut batch, 99);
+        let header = check(&batch).expect("the CRC was recomputed");
+        assert_eq!((header.max_timestamp, header.attributes & ATTR_LOG_APPEND_TIME), (99, ATTR_LOG_APPEND_TIME));
+    }
+
+    #[test]
+    fn sequences_wrap_past_the_largest_i32() {
+        assert_eq!(wrapping_add_sequence(i32::MAX, 1), 0);
+        assert_eq!(wrapping_add_sequence(i32::MAX - 1, 3), 1);
+    }
+}

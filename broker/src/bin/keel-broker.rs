@@ -1,0 +1,52 @@
+//! `keel-broker`: parses flags, loads the config, starts logging and the
+//! broker, and stops it on SIGTERM or SIGINT.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use keel_broker::config::ConfigToml;
+use keel_common::logging::LogFormat;
+use tokio_util::sync::CancellationToken;
+
+/// Requests claiming huge arrays must not abort the broker: see `large_alloc`.
+#[global_allocator]
+static ALLOCATOR: keel_broker::large_alloc::LargeAllocReserves = keel_broker::large_alloc::LargeAllocReserves;
+
+/// A Keel broker: the Kafka-protocol server.
+///
+/// Settings come from flags, then KEEL_BROKER_* environment variables, then the
+/// --config file, then defaults.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// TOML config file.
+    #[arg(long, env = "KEEL_BROKER_CONFIG")]
+    config: Option<PathBuf>,
+    /// human or json.
+    #[arg(long, env = "KEEL_LOG_FORMAT", default_value = "human")]
+    log_format: LogFormat,
+    #[command(flatten)]
+    overrides: ConfigToml,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    keel_common::service::main(args.log_format, "broker", || run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let file = match &args.config {
+        Some(path) => keel_common::config::load_toml(path)?,
+        None => ConfigToml::default(),
+    };
+    let config = args.overrides.or(file).validate()?;
+    tracing::info!(?config, "effective config");
+    let registry = prometheus::Registry::new();
+    let cancel = CancellationToken::new();
+    let node = keel_broker::node::start(config, &registry, cancel.clone()).await?;
+    let stopped = keel_common::service::until_stopped("broker", &cancel).await;
+    node.shutdown(Duration::from_secs(5)).await;
+    stopped
+}

@@ -1,0 +1,269 @@
+//! The running broker's shared state, and the task that keeps it writing a
+//! WAL log under its current registration.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use keel_controller_client::{
+    pb, Epoch, Image, LeaderEpoch, MetadataClient, Outcome, Partition, SessionState, StreamId, Topic,
+};
+use keel_proto::wal as wal_pb;
+use tokio::sync::{watch, Notify};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::cache::BatchCache;
+use crate::config::BrokerConfig;
+use crate::log_owner::LogRange;
+use crate::metrics::Metrics;
+use crate::partition::Leadership;
+
+/// How long one WAL read may take before the next member is tried.
+const WAL_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug)]
+pub struct Broker {
+    pub config: BrokerConfig,
+    pub client: Arc<MetadataClient>,
+    pub images: watch::Receiver<Arc<Image>>,
+    pub session: watch::Receiver<Option<SessionState>>,
+    pub cache: BatchCache,
+    leadership: Mutex<Leadership>,
+    /// Bumped whenever a high watermark moves; long-polling fetches wait on it.
+    pub watermarks: watch::Sender<u64>,
+    /// Wakes the log keeper when the log was fenced under it.
+    log_lost: Notify,
+    producer_ids: tokio::sync::Mutex<(i64, i64)>,
+    wal_channels: Mutex<HashMap<String, tonic::transport::Channel>>,
+    pub metrics: Metrics,
+}
+
+/// A partition as the metadata names it.
+#[derive(Clone, Debug)]
+pub struct Located {
+    pub topic: Topic,
+    pub index: i32,
+    pub partition: Partition,
+}
+
+impl Broker {
+    pub fn new(
+        config: BrokerConfig,
+        client: Arc<MetadataClient>,
+        images: watch::Receiver<Arc<Image>>,
+        session: watch::Receiver<Option<SessionState>>,
+        metrics: Metrics,
+    ) -> Broker {
+        Broker {
+            cache: BatchCache::new(config.cache_bytes as usize),
+            config,
+            client,
+            images,
+            session,
+            leadership: Mutex::default(),
+            watermarks: watch::channel(0).0,
+            log_lost: Notify::new(),
+            producer_ids: tokio::sync::Mutex::new((0, 0)),
+            wal_channels: Mutex::default(),
+            metrics,
+        }
+    }
+
+    pub fn image(&self) -> Arc<Image> {
+        self.images.borrow().clone()
+    }
+
+    /// This broker's registration epoch while its lease holds.
+    pub fn live_epoch(&self) -> Option<Epoch> {
+        self.session.borrow().filter(|state| state.is_live()).map(|state| state.epoch)
+    }
+
+    pub fn leadership(&self) -> MutexGuard<'_, Leadership> {
+        self.leadership.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Whether this broker may act for its partitions now: its lease holds
+    /// and it writes a log under that registration.
+    pub fn writable(&self, leadership: &Leadership) -> bool {
+        let epoch = self.live_epoch();
+        leadership.owned.as_ref().is_some_and(|owned| Some(owned.session_epoch) == epoch)
+    }
+
+    /// The partition `index` of `topic` if this broker leads it, with its leader epoch.
+    pub fn led(&self, image: &Image, topic: &Topic, index: i32) -> Option<(StreamId, LeaderEpoch)> {
+        let partition = topic.partitions.get(usize::try_from(index).ok()?)?;
+        (partition.leader == Some(self.config.node_id))
+            .then_some((partition.stream_id, partition.leader_epoch))
+            .filter(|_| image.brokers.contains_key(&self.config.node_id))
+    }
+
+    /// Called when an append found the log fenced: the broker stops writing
+    /// it, drops what was not acknowledged, and takes over again.
+    pub fn on_log_fenced(&self) {
+        let mut leadership = self.leadership();
+        if let Some(owned) = leadership.owned.take() {
+            tracing::warn!(log = %owned.log, "the WAL log was fenced; taking over again");
+            owned.cancel.cancel();
+        }
+        for stream in leadership.partitions.keys() {
+            self.cache.forget(*stream);
+        }
+        leadership.partitions.clear();
+        self.log_lost.notify_one();
+    }
+
+    /// Announces that some high watermark moved.
+    pub fn watermarks_moved(&self) {
+        self.watermarks.send_modify(|generation| *generation += 1);
+    }
+
+    /// Keeps a log open under the current registration: at every new epoch
+    /// (and after a fence) it recovers the earlier logs and opens a new one.
+    pub async fn keep_log(self: Arc<Self>, tasks: TaskTracker, cancel: CancellationToken) {
+        let mut session = self.session.clone();
+        let mut images = self.images.clone();
+        loop {
+            let epoch = tokio::select! {
+                _ = cancel.cancelled() => return,
+                state = session.wait_for(|state| state.is_some_and(|s| s.is_live())) => match state {
+                    Ok(state) => state.expect("waited for Some").epoch,
+                    Err(_) => return,
+                },
+            };
+            let current = self.leadership().owned.as_ref().map(|owned| owned.session_epoch);
+            if current == Some(epoch) {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = session.changed() => {}
+                    _ = self.log_lost.notified() => {}
+                }
+                continue;
+            }
+            {
+                let mut leadership = self.leadership();
+                if let Some(old) = leadership.owned.take() {
+                    old.cancel.cancel();
+                }
+                for stream in leadership.partitions.keys() {
+                    self.cache.forget(*stream);
+                }
+                leadership.partitions.clear();
+            }
+            let started = std::time::Instant::now();
+            let node = self.config.node_id;
+            match crate::log_owner::take_over(&self.client, &mut images, node, epoch, &tasks, &cancel).await {
+                Ok(owned) => {
+                    self.metrics.takeover_seconds.observe(started.elapsed().as_secs_f64());
+                    self.leadership().owned = Some(owned);
+                }
+                Err(error) => {
+                    tracing::warn!(%epoch, "take-over failed, retrying: {error:#}");
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads a partition's batches from `from` out of the WAL log `range`
+    /// names, asking the members in this broker's zone first.
+    pub async fn read_wal(
+        &self,
+        stream: StreamId,
+        range: LogRange,
+        from: i64,
+        max_bytes: usize,
+    ) -> Result<Vec<wal_pb::StreamBatch>, String> {
+        let image = self.image();
+        let log = image.wal_logs.get(&range.log).ok_or_else(|| format!("{} is not in the metadata", range.log))?;
+        let mut members = crate::log_owner::targets(&image, log).map_err(|e| e.to_string())?;
+        members.sort_by_key(|target| target.member.zone != self.config.zone);
+        let request = wal_pb::ReadStreamRequest {
+            log: range.log.0,
+            stream: stream.0,
+            from_offset: from,
+            max_bytes: max_bytes as u64,
+            sealed_seq: range.sealed_seq.0,
+        };
+        let mut last_error = String::from("no members");
+        for target in members {
+            let channel = self.wal_channel(&target.addr)?;
+            let mut wal = wal_pb::wal_client::WalClient::new(channel)
+                .max_decoding_message_size(keel_wal_client::entry::ENTRY_BYTES_MAX + max_bytes);
+            match tokio::time::timeout(WAL_READ_TIMEOUT, wal.read_stream(request)).await {
+                Ok(Ok(reply)) => {
+                    let reply = reply.into_inner();
+                    if reply.code == wal_pb::ErrorCode::Ok as i32 {
+                        return Ok(reply.batches);
+                    }
+                    last_error = reply.message;
+                }
+                Ok(Err(status)) => last_error = status.to_string(),
+                Err(_) => last_error = format!("no answer within {WAL_READ_TIMEOUT:?}"),
+            }
+        }
+        Err(last_error)
+    }
+
+    /// A partition's batches from the one holding `offset`, ending at or
+    /// before `until`, within `limit` bytes (at least one batch): from the
+    /// cache, else from the WAL log `range` names.
+    pub async fn read_batches(
+        &self,
+        stream: StreamId,
+        range: Option<LogRange>,
+        offset: i64,
+        until: i64,
+        limit: usize,
+    ) -> Result<Vec<bytes::Bytes>, String> {
+        if let Some(cached) = self.cache.read(stream, offset, until, limit) {
+            return Ok(cached.into_iter().map(|c| c.batch).collect());
+        }
+        let range = range.ok_or_else(|| format!("no WAL log holds offset {offset}"))?;
+        let read = self.read_wal(stream, range, offset, limit).await?;
+        let mut bytes = 0usize;
+        Ok(read
+            .into_iter()
+            .filter(|batch| batch.base_offset + i64::from(batch.record_count) <= until)
+            .take_while(|batch| {
+                let take = bytes == 0 || bytes + batch.batch.len() <= limit;
+                bytes += batch.batch.len();
+                take
+            })
+            .map(|batch| bytes::Bytes::from(batch.batch))
+            .collect())
+    }
+
+    fn wal_channel(&self, addr: &str) -> Result<tonic::transport::Channel, String> {
+        let mut channels = self.wal_channels.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(channel) = channels.get(addr) {
+            return Ok(channel.clone());
+        }
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| e.to_string())?
+            .connect_timeout(Duration::from_secs(1))
+            .tcp_nodelay(true)
+            .connect_lazy();
+        channels.insert(addr.to_string(), channel.clone());
+        Ok(channel)
+    }
+
+    /// The next producer id, from a block the controller hands this broker.
+    pub async fn next_producer_id(&self) -> anyhow::Result<i64> {
+        let mut block = self.producer_ids.lock().await;
+        if block.0 >= block.1 {
+            let epoch = self.live_epoch().ok_or_else(|| anyhow::anyhow!("this broker has no live session"))?;
+            let request = pb::AllocateProducerIdsRequest { broker_id: self.config.node_id.0, broker_epoch: epoch.0 };
+            match self.client.allocate_producer_ids(request).await? {
+                (_, Outcome::ProducerIds { first, count }) => *block = (first.0, first.0 + i64::from(count)),
+                (_, other) => anyhow::bail!("AllocateProducerIds answered {other:?}"),
+            }
+        }
+        let id = block.0;
+        block.0 += 1;
+        Ok(id)
+    }
+}

@@ -1,0 +1,18 @@
+//! `keel-broker`: the Kafka-protocol server. It keeps no durable state:
+//! produced batches go to its WAL log (acknowledged once two zones fsynced
+//! them), recent ones stay in a memory cache for fetches, and the metadata
+//! (topics, leaders, WAL logs) comes from the controller quorum.
+
+pub mod api;
+pub mod batch;
+pub mod broker;
+pub mod cache;
+pub mod config;
+pub mod large_alloc;
+pub mod log_owner;
+pub mod metadata;
+pub mod metrics;
+pub mod node;
+pub mod partition;
+pub mod producers;
+pub mod server;

@@ -1,0 +1,83 @@
+//! The broker's copy of the cluster metadata: it follows the controllers'
+//! watch stream (an image, then ordered deltas) and publishes each new image.
+//! Kafka `Metadata` answers and every leadership check read it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use keel_controller_client::{Image, MetadataClient, Version, WatchItem};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+const RETRY_BACKOFF: Duration = Duration::from_millis(200);
+
+/// Follows the metadata until `cancel` fires. The receiver starts with an
+/// empty image at version 0.
+pub fn follow(
+    client: Arc<MetadataClient>,
+    cancel: CancellationToken,
+) -> (watch::Receiver<Arc<Image>>, impl std::future::Future<Output = ()>) {
+    let (sender, receiver) = watch::channel(Arc::new(Image::default()));
+    (receiver, run(client, sender, cancel))
+}
+
+async fn run(client: Arc<MetadataClient>, sender: watch::Sender<Arc<Image>>, cancel: CancellationToken) {
+    let mut image = Image::default();
+    while !cancel.is_cancelled() {
+        let stream = tokio::select! {
+            _ = cancel.cancelled() => return,
+            stream = client.watch(image.version) => stream,
+        };
+        let mut stream = match stream {
+            Ok(stream) => Box::pin(stream),
+            Err(error) => {
+                tracing::debug!("metadata watch could not start: {error}");
+                tokio::time::sleep(RETRY_BACKOFF).await;
+                continue;
+            }
+        };
+        loop {
+            let item = tokio::select! {
+                _ = cancel.cancelled() => return,
+                item = stream.next() => item,
+            };
+            match item {
+                Some(Ok(WatchItem::Image(fresh))) => image = fresh,
+                Some(Ok(WatchItem::Delta(version, command))) => apply(&mut image, version, &command),
+                Some(Err(error)) => {
+                    tracing::debug!("metadata watch broke: {error}");
+                    break;
+                }
+                None => break,
+            }
+            sender.send_replace(Arc::new(image.clone()));
+        }
+        tokio::time::sleep(RETRY_BACKOFF).await;
+    }
+}
+
+/// Applies a delta; a command the controller refused still advances the
+/// version, and one at or below the image's version is a repeat.
+fn apply(image: &mut Image, version: Version, command: &keel_controller_client::Command) {
+    if version <= image.version {
+        return;
+    }
+    if let Err(error) = image.apply(version, command) {
+        tracing::trace!(%version, "delta did not apply: {error}");
+    }
+}
+
+/// Waits until the image is at `version` or later, or `timeout` passes.
+pub async fn wait_for_version(
+    images: &mut watch::Receiver<Arc<Image>>,
+    version: Version,
+    timeout: Duration,
+) -> anyhow::Result<Arc<Image>> {
+    let found = tokio::time::timeout(timeout, images.wait_for(|image| image.version >= version)).await;
+    match found {
+        Ok(Ok(image)) => Ok(image.clone()),
+        Ok(Err(_)) => anyhow::bail!("the metadata follower stopped"),
+        Err(_) => anyhow::bail!("metadata did not reach {version} within {timeout:?}"),
+    }
+}

@@ -1,0 +1,163 @@
+//! Idempotent producers: per partition, each producer's epoch and its last
+//! five batches, so a retried batch is recognised and a gap refused (as
+//! Kafka's `ProducerStateManager`).
+
+use std::collections::{HashMap, VecDeque};
+
+use kafka_protocol::error::ResponseError;
+
+use crate::batch::{wrapping_add_sequence, BatchHeader};
+
+/// Batches remembered per producer: clients have at most five in flight.
+const WINDOW: usize = 5;
+
+/// What to do with a produced batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Append it.
+    Append,
+    /// It was appended before at this base offset: answer with that offset
+    /// once it is durable, append nothing.
+    Duplicate { base_offset: i64, last_offset: i64 },
+    /// Refuse it with this error.
+    Refuse(ResponseError),
+}
+
+#[derive(Clone, Debug)]
+struct Producer {
+    epoch: i16,
+    /// (first sequence, last sequence, base offset, last offset), oldest first.
+    batches: VecDeque<(i32, i32, i64, i64)>,
+}
+
+/// The producer state of one partition.
+#[derive(Clone, Debug, Default)]
+pub struct Producers {
+    producers: HashMap<i64, Producer>,
+}
+
+impl Producers {
+    /// Decides what to do with a batch, without changing anything.
+    pub fn check(&self, batch: &BatchHeader) -> Verdict {
+        if !batch.is_idempotent() {
+            return Verdict::Append;
+        }
+        let Some(producer) = self.producers.get(&batch.producer_id) else {
+            // Unknown producer (new, or its state expired): any sequence starts it, as in Kafka.
+            return Verdict::Append;
+        };
+        if batch.producer_epoch < producer.epoch {
+            return Verdict::Refuse(ResponseError::InvalidProducerEpoch);
+        }
+        if batch.producer_epoch > producer.epoch {
+            return if batch.base_sequence == 0 {
+                Verdict::Append
+            } else {
+                Verdict::Refuse(ResponseError::OutOfOrderSequenceNumber)
+            };
+        }
+        let last = batch.last_sequence();
+        if let Some(&(_, _, base_offset, last_offset)) =
+            producer.batches.iter().find(|(first, end, _, _)| *first == batch.base_sequence && *end == last)
+        {
+            return Verdict::Duplicate { base_offset, last_offset };
+        }
+        match producer.batches.back() {
+            Some(&(_, previous_last, _, _)) if wrapping_add_sequence(previous_last, 1) != batch.base_sequence => {
+                Verdict::Refuse(ResponseError::OutOfOrderSequenceNumber)
+            }
+            _ => Verdict::Append,
+        }
+    }
+
+    /// Records an appended batch at `base_offset`.
+    pub fn record(&mut self, batch: &BatchHeader, base_offset: i64) {
+        if !batch.is_idempotent() {
+            return;
+        }
+        let producer = self
+            .producers
+            .entry(batch.producer_id)
+            .or_insert_with(|| Producer { epoch: batch.producer_epoch, batches: VecDeque::new() });
+        if batch.producer_epoch != producer.epoch {
+            producer.epoch = batch.producer_epoch;
+            producer.batches.clear();
+        }
+        let last_offset = base_offset + i64::from(batch.last_offset_delta);
+        producer.batches.push_back((batch.base_sequence, batch.last_sequence(), base_offset, last_offset));
+        if producer.batches.len() > WINDOW {
+            producer.batches.pop_front();
+        }
+    }
+
+    /// Forgets batches at or above `offset` (their append failed).
+    pub fn truncate(&mut self, offset: i64) {
+        for producer in self.producers.values_mut() {
+            producer.batches.retain(|(_, _, base, _)| *base < offset);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(producer_id: i64, epoch: i16, base_sequence: i32, count: i32) -> BatchHeader {
+        BatchHeader {
+            attributes: 0,
+            last_offset_delta: count - 1,
+            base_timestamp: 0,
+            max_timestamp: 0,
+            producer_id,
+            producer_epoch: epoch,
+            base_sequence,
+            record_count: count,
+        }
+    }
+
+    #[test]
+    fn in_order_batches_append_retries_are_duplicates_and_gaps_are_refused() {
+        let mut producers = Producers::default();
+        let first = header(9, 0, 0, 3);
+        assert_eq!(producers.check(&first), Verdict::Append);
+        producers.record(&first, 100);
+        assert_eq!(producers.check(&first), Verdict::Duplicate { base_offset: 100, last_offset: 102 });
+        let next = header(9, 0, 3, 2);
+        assert_eq!(producers.check(&next), Verdict::Append);
+        producers.record(&next, 103);
+        assert_eq!(
+            producers.check(&header(9, 0, 6, 1)),
+            Verdict::Refuse(ResponseError::OutOfOrderSequenceNumber),
+            "sequence 5 is missing"
+        );
+        assert_eq!(producers.check(&header(9, 0, 5, 1)), Verdict::Append);
+    }
+
+    #[test]
+    fn epochs_fence_old_producers_and_a_new_epoch_starts_at_zero() {
+        let mut producers = Producers::default();
+        producers.record(&header(9, 3, 0, 1), 0);
+        assert_eq!(producers.check(&header(9, 2, 1, 1)), Verdict::Refuse(ResponseError::InvalidProducerEpoch));
+        assert_eq!(producers.check(&header(9, 4, 7, 1)), Verdict::Refuse(ResponseError::OutOfOrderSequenceNumber));
+        assert_eq!(producers.check(&header(9, 4, 0, 1)), Verdict::Append);
+    }
+
+    #[test]
+    fn only_the_last_five_batches_are_remembered_and_truncation_forgets_failed_ones() {
+        let mut producers = Producers::default();
+        for seq in 0..6 {
+            producers.record(&header(1, 0, seq, 1), i64::from(seq));
+        }
+        assert_eq!(producers.check(&header(1, 0, 0, 1)), Verdict::Refuse(ResponseError::OutOfOrderSequenceNumber));
+        assert!(matches!(producers.check(&header(1, 0, 1, 1)), Verdict::Duplicate { .. }));
+        producers.truncate(5);
+        assert_eq!(producers.check(&header(1, 0, 5, 1)), Verdict::Append, "the batch at offset 5 failed");
+    }
+
+    #[test]
+    fn sequences_continue_across_the_wrap() {
+        let mut producers = Producers::default();
+        producers.record(&header(1, 0, i32::MAX - 1, 2), 0);
+        assert_eq!(producers.check(&header(1, 0, 0, 1)), Verdict::Append);
+    }
+}

@@ -1,0 +1,18 @@
+//! Produced record batches: the broker's check must never panic, and a batch
+//! it accepts stays valid after the broker rewrites its header in place.
+
+#![no_main]
+
+use keel_broker::batch;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(header) = batch::check(data) else { return };
+    let _ = header.last_sequence();
+    let mut stored = data.to_vec();
+    batch::assign(&mut stored, 42, 7);
+    assert_eq!(batch::check(&stored), Ok(header), "offsets and leader epoch lie outside the CRC");
+    batch::set_log_append_time(&mut stored, 1_000);
+    assert!(batch::check(&stored).is_ok(), "the CRC is recomputed");
+    assert_eq!(batch::base_offset(&stored), 42);
+});
