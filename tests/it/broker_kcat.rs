@@ -29,6 +29,23 @@ pub(crate) async fn kcat(args: &[&str], input: &str) -> String {
     String::from_utf8(output.stdout).expect("utf-8 output")
 }
 
+/// `(partition, offset, value)` of every record of `topic`, read from the
+/// start with kcat, sorted.
+pub(crate) async fn consume_all(bootstrap: &str, topic: &str) -> Vec<(u32, i64, String)> {
+    let out = kcat(&["-b", bootstrap, "-C", "-t", topic, "-e", "-q", "-f", "%p %o %s\\n"], "").await;
+    let mut records: Vec<(u32, i64, String)> = out
+        .lines()
+        .map(|line| {
+            let mut fields = line.splitn(3, ' ');
+            let partition = fields.next().unwrap().parse().unwrap();
+            let offset = fields.next().unwrap().parse().unwrap();
+            (partition, offset, fields.next().unwrap().to_string())
+        })
+        .collect();
+    records.sort();
+    records
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn kcat_produces_through_the_wal_and_consumes_every_record_in_order() {
     let mut test = TestCluster::start_full().await.unwrap();
@@ -39,16 +56,16 @@ async fn kcat_produces_through_the_wal_and_consumes_every_record_in_order() {
     client.create_topic(create).await.unwrap();
 
     let values: Vec<String> = (0..3000).map(|i| format!("order-{i}")).collect();
-    let input = values.join("\n") + "\n";
-    kcat(&["-b", &bootstrap, "-P", "-t", "orders", "-X", "enable.idempotence=true", "-X", "acks=all"], &input).await;
+    // Keyed, so the records spread over the partitions by key hash; keyless
+    // ones may all stick to one partition (librdkafka's sticky partitioner).
+    let input: String = values.iter().enumerate().map(|(i, value)| format!("k{i}:{value}\n")).collect();
+    let produce =
+        ["-b", &bootstrap, "-P", "-t", "orders", "-K", ":", "-X", "enable.idempotence=true", "-X", "acks=all"];
+    kcat(&produce, &input).await;
 
-    let consumed = kcat(&["-b", &bootstrap, "-C", "-t", "orders", "-e", "-q", "-f", "%p %o %s\\n"], "").await;
     let mut by_partition: BTreeMap<u32, Vec<(i64, String)>> = BTreeMap::new();
-    for line in consumed.lines() {
-        let mut fields = line.splitn(3, ' ');
-        let partition = fields.next().unwrap().parse().unwrap();
-        let offset = fields.next().unwrap().parse().unwrap();
-        by_partition.entry(partition).or_default().push((offset, fields.next().unwrap().to_string()));
+    for (partition, offset, value) in consume_all(&bootstrap, "orders").await {
+        by_partition.entry(partition).or_default().push((offset, value));
     }
     let mut seen: Vec<String> = Vec::new();
     for (partition, records) in &by_partition {
