@@ -156,6 +156,20 @@ fn encode<T: Encodable + HeaderVersion>(
     Ok(out)
 }
 
+/// The topic a Produce or Fetch names: by id from v13 on (the id is nil
+/// before), by name before.
+fn find_topic<'a>(
+    image: &'a keel_controller_client::Image,
+    name: &str,
+    id: uuid::Uuid,
+) -> Option<&'a keel_controller_client::Topic> {
+    if id.is_nil() {
+        image.topics.get(name)
+    } else {
+        image.topic_by_id(keel_controller_client::TopicId(id))
+    }
+}
+
 /// Counts a partition-level error for the metrics.
 fn count_error(broker: &Broker, api: &str, error: kafka_protocol::error::ResponseError) {
     broker.metrics.errors.with_label_values(&[api, &format!("{error:?}")]).inc();

@@ -5,9 +5,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use keel_controller_client::{
-    pb, Epoch, Image, LeaderEpoch, MetadataClient, Outcome, Partition, SessionState, StreamId, Topic,
-};
+use kafka_protocol::error::ResponseError;
+use keel_controller_client::{pb, Epoch, Image, LeaderEpoch, MetadataClient, Outcome, SessionState, StreamId, Topic};
 use keel_proto::wal as wal_pb;
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
@@ -39,12 +38,14 @@ pub struct Broker {
     pub metrics: Metrics,
 }
 
-/// A partition as the metadata names it.
+/// A partition this broker leads, as a reader (fetch, list offsets) sees it now.
 #[derive(Clone, Debug)]
-pub struct Located {
-    pub topic: Topic,
-    pub index: i32,
-    pub partition: Partition,
+pub struct ReadView {
+    pub stream: StreamId,
+    pub leader_epoch: LeaderEpoch,
+    pub high_watermark: i64,
+    pub log_start: i64,
+    pub ranges: Vec<LogRange>,
 }
 
 impl Broker {
@@ -91,26 +92,60 @@ impl Broker {
     }
 
     /// The partition `index` of `topic` if this broker leads it, with its leader epoch.
-    pub fn led(&self, image: &Image, topic: &Topic, index: i32) -> Option<(StreamId, LeaderEpoch)> {
+    pub fn led(&self, topic: &Topic, index: i32) -> Option<(StreamId, LeaderEpoch)> {
         let partition = topic.partitions.get(usize::try_from(index).ok()?)?;
-        (partition.leader == Some(self.config.node_id))
-            .then_some((partition.stream_id, partition.leader_epoch))
-            .filter(|_| image.brokers.contains_key(&self.config.node_id))
+        (partition.leader == Some(self.config.node_id)).then_some((partition.stream_id, partition.leader_epoch))
+    }
+
+    /// Partition `index` of `topic` for a reader that knows leader epoch
+    /// `current_leader_epoch` (-1: any), with Kafka's error when this broker
+    /// cannot serve it.
+    pub fn read_view(&self, topic: &Topic, index: i32, current_leader_epoch: i32) -> Result<ReadView, ResponseError> {
+        if index < 0 || index as usize >= topic.partitions.len() {
+            return Err(ResponseError::UnknownTopicOrPartition);
+        }
+        let (stream, leader_epoch) = self.led(topic, index).ok_or(ResponseError::NotLeaderOrFollower)?;
+        if current_leader_epoch >= 0 && current_leader_epoch != leader_epoch.0 {
+            return Err(if current_leader_epoch < leader_epoch.0 {
+                ResponseError::FencedLeaderEpoch
+            } else {
+                ResponseError::UnknownLeaderEpoch
+            });
+        }
+        let mut leadership = self.leadership();
+        if !self.writable(&leadership) {
+            return Err(ResponseError::NotLeaderOrFollower);
+        }
+        let state = leadership.partition(stream, leader_epoch).expect("writable: a log is owned");
+        Ok(ReadView {
+            stream,
+            leader_epoch,
+            high_watermark: state.high_watermark,
+            log_start: state.log_start,
+            ranges: state.ranges.clone(),
+        })
     }
 
     /// Called when an append found the log fenced: the broker stops writing
     /// it, drops what was not acknowledged, and takes over again.
     pub fn on_log_fenced(&self) {
-        let mut leadership = self.leadership();
-        if let Some(owned) = leadership.owned.take() {
-            tracing::warn!(log = %owned.log, "the WAL log was fenced; taking over again");
-            owned.cancel.cancel();
+        if let Some(log) = self.stop_leading() {
+            tracing::warn!(%log, "the WAL log was fenced; taking over again");
         }
+        self.log_lost.notify_one();
+    }
+
+    /// Stops writing the current log and forgets every partition's state and
+    /// cached batches; returns the log that was stopped.
+    fn stop_leading(&self) -> Option<keel_controller_client::LogId> {
+        let mut leadership = self.leadership();
         for stream in leadership.partitions.keys() {
             self.cache.forget(*stream);
         }
         leadership.partitions.clear();
-        self.log_lost.notify_one();
+        let owned = leadership.owned.take()?;
+        owned.cancel.cancel();
+        Some(owned.log)
     }
 
     /// Announces that some high watermark moved.
@@ -140,16 +175,7 @@ impl Broker {
                 }
                 continue;
             }
-            {
-                let mut leadership = self.leadership();
-                if let Some(old) = leadership.owned.take() {
-                    old.cancel.cancel();
-                }
-                for stream in leadership.partitions.keys() {
-                    self.cache.forget(*stream);
-                }
-                leadership.partitions.clear();
-            }
+            self.stop_leading();
             let started = std::time::Instant::now();
             let node = self.config.node_id;
             match crate::log_owner::take_over(&self.client, &mut images, node, epoch, &tasks, &cancel).await {

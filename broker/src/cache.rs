@@ -61,13 +61,12 @@ impl BatchCache {
     pub fn read(&self, stream: StreamId, from: i64, until: i64, max_bytes: usize) -> Option<Vec<Cached>> {
         let inner = self.lock();
         let batches = inner.streams.get(&stream)?;
-        let (_, first) = batches.range(..=from).next_back()?;
+        let (&start, first) = batches.range(..=from).next_back()?;
         if first.end <= from {
             return None;
         }
         let mut out = Vec::new();
         let mut bytes = 0;
-        let start = batches.range(..=from).next_back().map(|(base, _)| *base)?;
         for (_, cached) in batches.range(start..) {
             if cached.end > until || (!out.is_empty() && bytes + cached.batch.len() > max_bytes) {
                 break;
@@ -76,14 +75,6 @@ impl BatchCache {
             out.push(cached.clone());
         }
         Some(out)
-    }
-
-    /// Drops batches at or after `from` (their append failed).
-    pub fn truncate(&self, stream: StreamId, from: i64) {
-        let mut inner = self.lock();
-        let Some(batches) = inner.streams.get_mut(&stream) else { return };
-        let removed: usize = batches.split_off(&from).values().map(|cached| cached.batch.len()).sum();
-        inner.bytes -= removed;
     }
 
     /// Drops everything of a stream (the partition is no longer led here).
@@ -122,7 +113,7 @@ mod tests {
     }
 
     #[test]
-    fn the_oldest_batches_are_evicted_past_the_bound_and_truncation_releases_bytes() {
+    fn the_oldest_batches_are_evicted_past_the_bound_and_forgetting_releases_bytes() {
         let cache = BatchCache::new(25);
         let s = StreamId(1);
         for base in 0..4 {
@@ -131,8 +122,6 @@ mod tests {
         assert_eq!(cache.bytes(), 20);
         assert!(cache.read(s, 1, 4, 100).is_none(), "offsets 0 and 1 were evicted");
         assert!(cache.read(s, 2, 4, 100).is_some());
-        cache.truncate(s, 3);
-        assert_eq!(cache.bytes(), 10);
         cache.forget(s);
         assert_eq!(cache.bytes(), 0);
     }

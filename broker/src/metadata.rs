@@ -58,11 +58,8 @@ async fn run(client: Arc<MetadataClient>, sender: watch::Sender<Arc<Image>>, can
 }
 
 /// Applies a delta; a command the controller refused still advances the
-/// version, and one at or below the image's version is a repeat.
+/// version, and one at or below the image's version (a repeat) changes nothing.
 fn apply(image: &mut Image, version: Version, command: &keel_controller_client::Command) {
-    if version <= image.version {
-        return;
-    }
     if let Err(error) = image.apply(version, command) {
         tracing::trace!(%version, "delta did not apply: {error}");
     }

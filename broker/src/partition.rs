@@ -23,17 +23,9 @@ pub struct PartitionState {
     pub ranges: Vec<LogRange>,
 }
 
-impl PartitionState {
-    /// The range holding `offset`.
-    pub fn range_of(&self, offset: i64) -> Option<LogRange> {
-        self.ranges.iter().rev().find(|range| range.from <= offset).copied()
-    }
-
-    /// Drops what was assigned above the high watermark: its append failed.
-    pub fn truncate_to_high_watermark(&mut self) {
-        self.next_offset = self.high_watermark;
-        self.producers.truncate(self.high_watermark);
-    }
+/// The range of `ranges` (oldest first) holding `offset`.
+pub fn range_of(ranges: &[LogRange], offset: i64) -> Option<LogRange> {
+    ranges.iter().rev().find(|range| range.from <= offset).copied()
 }
 
 /// Everything this broker leads, under one registration.

@@ -89,13 +89,6 @@ impl Producers {
             producer.batches.pop_front();
         }
     }
-
-    /// Forgets batches at or above `offset` (their append failed).
-    pub fn truncate(&mut self, offset: i64) {
-        for producer in self.producers.values_mut() {
-            producer.batches.retain(|(_, _, base, _)| *base < offset);
-        }
-    }
 }
 
 #[cfg(test)]
@@ -143,15 +136,13 @@ mod tests {
     }
 
     #[test]
-    fn only_the_last_five_batches_are_remembered_and_truncation_forgets_failed_ones() {
+    fn only_the_last_five_batches_are_remembered() {
         let mut producers = Producers::default();
         for seq in 0..6 {
             producers.record(&header(1, 0, seq, 1), i64::from(seq));
         }
         assert_eq!(producers.check(&header(1, 0, 0, 1)), Verdict::Refuse(ResponseError::OutOfOrderSequenceNumber));
         assert!(matches!(producers.check(&header(1, 0, 1, 1)), Verdict::Duplicate { .. }));
-        producers.truncate(5);
-        assert_eq!(producers.check(&header(1, 0, 5, 1)), Verdict::Append, "the batch at offset 5 failed");
     }
 
     #[test]

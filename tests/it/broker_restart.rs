@@ -8,28 +8,10 @@ use std::time::Duration;
 use keel_controller_client::WalLogState;
 use keel_tests::TestCluster;
 
-use crate::broker_kcat::kcat;
+use crate::broker_kcat::{consume_all, kcat};
 
 fn records(from: usize, to: usize) -> String {
     (from..to).map(|i| format!("event-{i}\n")).collect()
-}
-
-/// `(partition, offset, value)` of every record, read from the start.
-async fn consume_all(bootstrap: &str) -> Vec<(u32, i64, String)> {
-    let out = kcat(&["-b", bootstrap, "-C", "-t", "events", "-e", "-q", "-f", "%p %o %s\\n"], "").await;
-    let mut records: Vec<(u32, i64, String)> = out
-        .lines()
-        .map(|line| {
-            let mut fields = line.splitn(3, ' ');
-            (
-                fields.next().unwrap().parse().unwrap(),
-                fields.next().unwrap().parse().unwrap(),
-                fields.next().unwrap().into(),
-            )
-        })
-        .collect();
-    records.sort();
-    records
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -52,11 +34,11 @@ async fn a_broker_killed_and_restarted_serves_its_records_and_never_reuses_an_of
     let sealed: Vec<_> =
         image.wal_logs.values().filter(|log| matches!(log.state, WalLogState::Sealed { .. })).collect();
     assert_eq!(sealed.len(), 1, "the killed broker's log was recovered and sealed: {:?}", image.wal_logs);
-    let before = consume_all(&bootstrap).await;
+    let before = consume_all(&bootstrap, "events").await;
     assert_eq!(before.len(), 600, "every acknowledged record survived the restart");
 
     kcat(&["-b", &bootstrap, "-P", "-t", "events", "-X", "acks=all"], &records(600, 900)).await;
-    let after = consume_all(&bootstrap).await;
+    let after = consume_all(&bootstrap, "events").await;
     assert_eq!(after.len(), 900);
     for partition in 0..3 {
         let offsets: Vec<i64> = after.iter().filter(|(p, _, _)| *p == partition).map(|(_, o, _)| *o).collect();

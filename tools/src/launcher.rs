@@ -245,32 +245,23 @@ impl LocalCluster {
         let peers = self.peers();
         let controller = &mut self.controllers[index];
         let spec = &controller.spec;
-        let log_path = self.dir.join(format!("controller-{}.log", spec.id));
-        let log = File::options()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .with_context(|| format!("open {}", log_path.display()))?;
-        let child = Command::new(&self.controller_binary)
-            .arg("--node-id")
-            .arg(spec.id.to_string())
-            .arg("--cluster-id")
-            .arg(&self.options.cluster_id)
-            .arg("--listen")
-            .arg(spec.grpc.to_string())
-            .arg("--admin-listen")
-            .arg(spec.admin.to_string())
-            .arg("--data-dir")
-            .arg(&spec.data_dir)
-            .arg("--peers")
-            .arg(&peers)
-            .args(&self.options.controller_args)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("start {}", self.controller_binary.display()))?;
-        controller.child = Some(child);
+        let args: Vec<std::ffi::OsString> = vec![
+            "--node-id".into(),
+            spec.id.to_string().into(),
+            "--cluster-id".into(),
+            self.options.cluster_id.clone().into(),
+            "--listen".into(),
+            spec.grpc.to_string().into(),
+            "--admin-listen".into(),
+            spec.admin.to_string().into(),
+            "--data-dir".into(),
+            spec.data_dir.clone().into(),
+            "--peers".into(),
+            peers.into(),
+        ];
+        let args = args.into_iter().chain(self.options.controller_args.iter().map(Into::into));
+        let log = format!("controller-{}.log", spec.id);
+        controller.child = Some(spawn_logged(&self.dir, &log, &self.controller_binary, args)?);
         Ok(())
     }
 
@@ -285,7 +276,7 @@ impl LocalCluster {
     /// Adds WAL nodes in zones a, b, c, ... on free loopback ports (not started).
     pub fn add_free_port_wal_nodes(&mut self, count: u32) -> anyhow::Result<()> {
         for id in 1..=count {
-            let zone = char::from(b'a' + ((id - 1) % 26) as u8).to_string();
+            let zone = zone_of(id);
             let addrs = free_addrs(self.ip(), 2, &self.taken_addrs())?;
             let spec =
                 WalSpec { id, zone, grpc: addrs[0], admin: addrs[1], data_dir: self.dir.join(format!("wal-{id}")) };
@@ -300,24 +291,21 @@ impl LocalCluster {
         let binary = find_binary("keel-wal")?;
         let node = &mut self.wal_nodes[index];
         let spec = &node.spec;
-        let log_path = self.dir.join(format!("wal-{}.log", spec.id));
-        let log = File::options()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .with_context(|| format!("open {}", log_path.display()))?;
-        let child = Command::new(&binary)
-            .args(["--node-id", &spec.id.to_string(), "--zone", &spec.zone])
-            .args(["--listen", &spec.grpc.to_string(), "--admin-listen", &spec.admin.to_string()])
-            .arg("--data-dir")
-            .arg(&spec.data_dir)
-            .args(["--controllers", &controllers])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("start {}", binary.display()))?;
-        node.child = Some(child);
+        let args: Vec<std::ffi::OsString> = vec![
+            "--node-id".into(),
+            spec.id.to_string().into(),
+            "--zone".into(),
+            spec.zone.clone().into(),
+            "--listen".into(),
+            spec.grpc.to_string().into(),
+            "--admin-listen".into(),
+            spec.admin.to_string().into(),
+            "--data-dir".into(),
+            spec.data_dir.clone().into(),
+            "--controllers".into(),
+            controllers.into(),
+        ];
+        node.child = Some(spawn_logged(&self.dir, &format!("wal-{}.log", spec.id), &binary, args)?);
         Ok(())
     }
 
@@ -384,7 +372,7 @@ impl LocalCluster {
     /// Adds brokers in zones a, b, c, ... on free loopback ports (not started).
     pub fn add_free_port_brokers(&mut self, count: u32, args: &[&str]) -> anyhow::Result<()> {
         for id in 1..=count {
-            let zone = char::from(b'a' + ((id - 1) % 26) as u8).to_string();
+            let zone = zone_of(id);
             let addrs = free_addrs(self.ip(), 2, &self.taken_addrs())?;
             let args = args.iter().map(|arg| arg.to_string()).collect();
             self.brokers.push(Managed::new(BrokerSpec { id, zone, kafka: addrs[0], admin: addrs[1], args }));
@@ -398,23 +386,20 @@ impl LocalCluster {
         let binary = find_binary("keel-broker")?;
         let broker = &mut self.brokers[index];
         let spec = &broker.spec;
-        let log_path = self.dir.join(format!("broker-{}.log", spec.id));
-        let log = File::options()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .with_context(|| format!("open {}", log_path.display()))?;
-        let child = Command::new(&binary)
-            .args(["--node-id", &spec.id.to_string(), "--zone", &spec.zone])
-            .args(["--listen", &spec.kafka.to_string(), "--admin-listen", &spec.admin.to_string()])
-            .args(["--controllers", &controllers])
-            .args(&spec.args)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("start {}", binary.display()))?;
-        broker.child = Some(child);
+        let args: Vec<std::ffi::OsString> = vec![
+            "--node-id".into(),
+            spec.id.to_string().into(),
+            "--zone".into(),
+            spec.zone.clone().into(),
+            "--listen".into(),
+            spec.kafka.to_string().into(),
+            "--admin-listen".into(),
+            spec.admin.to_string().into(),
+            "--controllers".into(),
+            controllers.into(),
+        ];
+        let args = args.into_iter().chain(spec.args.iter().map(Into::into));
+        broker.child = Some(spawn_logged(&self.dir, &format!("broker-{}.log", spec.id), &binary, args)?);
         Ok(())
     }
 
@@ -556,6 +541,33 @@ impl Drop for LocalCluster {
     fn drop(&mut self) {
         self.kill_all();
     }
+}
+
+/// The zone of the `id`-th node of a kind: a, b, c, ... in turn.
+fn zone_of(id: u32) -> String {
+    char::from(b'a' + ((id - 1) % 26) as u8).to_string()
+}
+
+/// Starts `binary` with `args`, its stdout and stderr appended to `log` in `dir`.
+fn spawn_logged(
+    dir: &Path,
+    log: &str,
+    binary: &Path,
+    args: impl IntoIterator<Item = std::ffi::OsString>,
+) -> anyhow::Result<Child> {
+    let log_path = dir.join(log);
+    let log = File::options()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("open {}", log_path.display()))?;
+    Command::new(binary)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("start {}", binary.display()))
 }
 
 /// A random loopback address other than 127.0.0.1 (all of 127.0.0.0/8 is

@@ -74,11 +74,10 @@ pub(super) async fn create_topics(
     for topic in request.topics {
         let name = topic.name.0.to_string();
         let result = CreatableTopicResult::default().with_name(topic.name.clone());
-        let configs: Result<Vec<(String, String)>, _> = topic
+        let configs = topic
             .configs
             .iter()
-            .map(|c| Ok((c.name.to_string(), c.value.as_ref().map(|v| v.to_string()).unwrap_or_default())))
-            .collect::<Result<_, MetaError>>();
+            .map(|c| (c.name.to_string(), c.value.as_ref().map(|v| v.to_string()).unwrap_or_default()));
         let checked = (|| {
             if !topic.assignments.is_empty() {
                 return Err(meta_error(MetaError::InvalidRequest {
@@ -94,8 +93,7 @@ pub(super) async fn create_topics(
             let partitions = if topic.num_partitions == -1 { 1 } else { topic.num_partitions };
             validate_topic_name(&name).map_err(meta_error)?;
             validate_partition_count(i64::from(partitions)).map_err(meta_error)?;
-            let configs =
-                keel_controller_client::configs_from_pairs(configs.map_err(meta_error)?).map_err(meta_error)?;
+            let configs = keel_controller_client::configs_from_pairs(configs).map_err(meta_error)?;
             for (key, value) in &configs {
                 validate_topic_config(key, value).map_err(meta_error)?;
             }
@@ -103,11 +101,10 @@ pub(super) async fn create_topics(
         })();
         let outcome = match checked {
             Err(error) => Err(error),
-            Ok((partitions, configs)) if request.validate_only => {
+            Ok((partitions, _)) if request.validate_only => {
                 if broker.image().topics.contains_key(&name) {
                     Err(meta_error(MetaError::TopicAlreadyExists { name: name.clone() }))
                 } else {
-                    let _ = configs;
                     Ok((partitions, None))
                 }
             }
@@ -169,7 +166,7 @@ pub(super) async fn delete_topics(
         let image = broker.image();
         let topic = match &name {
             Some(name) => image.topics.get(name),
-            None => image.topics.values().find(|topic| topic.id.0 == id),
+            None => image.topic_by_id(keel_controller_client::TopicId(id)),
         };
         let result =
             DeletableTopicResult::default().with_name(name.clone().map(|n| TopicName(text(n)))).with_topic_id(id);
@@ -385,12 +382,12 @@ pub(super) fn describe_cluster(broker: &Arc<Broker>, request: DescribeClusterReq
         .values()
         .filter(|node| request.include_fenced_brokers || node.state == NodeState::Active)
         .filter_map(|node| {
-            let (host, port) = node.kafka_listeners.first()?.rsplit_once(':')?;
+            let (host, port) = super::metadata::kafka_endpoint(node)?;
             Some(
                 DescribeClusterBroker::default()
                     .with_broker_id(BrokerId(node.id.0 as i32))
-                    .with_host(text(host.to_string()))
-                    .with_port(port.parse().ok()?)
+                    .with_host(text(host))
+                    .with_port(port)
                     .with_rack(Some(text(node.zone.clone())))
                     .with_is_fenced(node.state != NodeState::Active),
             )

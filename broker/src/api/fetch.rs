@@ -12,9 +12,10 @@ use bytes::{Bytes, BytesMut};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, LeaderIdAndEpoch, PartitionData};
 use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
-use keel_controller_client::{Image, Topic};
+use keel_controller_client::Topic;
 
 use crate::broker::Broker;
+use crate::partition::range_of;
 
 pub(super) async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -> FetchResponse {
     if request.session_id != 0 {
@@ -30,10 +31,8 @@ pub(super) async fn handle(broker: &Arc<Broker>, request: FetchRequest, version:
         if bytes >= i64::from(request.min_bytes) || errors || expired {
             return FetchResponse::default().with_responses(responses);
         }
-        if tokio::time::timeout_at(deadline, watermarks.changed()).await.is_err() {
-            let (responses, _, _) = read_once(broker, &request, version).await;
-            return FetchResponse::default().with_responses(responses);
-        }
+        // Woken by a high watermark, or at the deadline for one last read.
+        let _ = tokio::time::timeout_at(deadline, watermarks.changed()).await;
     }
 }
 
@@ -50,11 +49,7 @@ async fn read_once(
     let mut errors = false;
     let mut responses = Vec::with_capacity(request.topics.len());
     for topic_request in &request.topics {
-        let topic = if version >= 13 {
-            image.topics.values().find(|topic| topic.id.0 == topic_request.topic_id)
-        } else {
-            image.topics.get(topic_request.topic.0.as_str())
-        };
+        let topic = super::find_topic(&image, &topic_request.topic.0, topic_request.topic_id);
         let mut partitions = Vec::with_capacity(topic_request.partitions.len());
         for wanted in &topic_request.partitions {
             let empty = PartitionData::default().with_partition_index(wanted.partition).with_high_watermark(-1);
@@ -67,7 +62,7 @@ async fn read_once(
                     };
                     Err(error)
                 }
-                Some(topic) => read_partition(broker, &image, topic, wanted, budget, total == 0, version).await,
+                Some(topic) => read_partition(broker, topic, wanted, budget, total == 0, version).await,
             };
             let answer = match answer {
                 Ok((data, bytes)) => {
@@ -83,17 +78,10 @@ async fn read_once(
                     super::count_error(broker, "Fetch", error);
                     let mut answer = empty.with_error_code(error.code());
                     if let (ResponseError::NotLeaderOrFollower, Some(topic), 12..) = (error, topic, version) {
-                        if let Some(partition) =
-                            usize::try_from(wanted.partition).ok().and_then(|i| topic.partitions.get(i))
-                        {
-                            answer = answer.with_current_leader(
-                                LeaderIdAndEpoch::default()
-                                    .with_leader_id(BrokerId(
-                                        super::metadata::leader_of(&image, partition.leader).unwrap_or(-1),
-                                    ))
-                                    .with_leader_epoch(partition.leader_epoch.0),
-                            );
-                        }
+                        let (leader, epoch) = super::metadata::current_leader(&image, topic, wanted.partition);
+                        answer = answer.with_current_leader(
+                            LeaderIdAndEpoch::default().with_leader_id(BrokerId(leader)).with_leader_epoch(epoch),
+                        );
                     }
                     answer
                 }
@@ -114,33 +102,14 @@ async fn read_once(
 /// `budget` bytes (or one batch if `first`, as Kafka always returns progress).
 async fn read_partition(
     broker: &Arc<Broker>,
-    image: &Image,
     topic: &Topic,
     wanted: &kafka_protocol::messages::fetch_request::FetchPartition,
     budget: i64,
     first: bool,
     version: i16,
 ) -> Result<(PartitionData, i64), ResponseError> {
-    if wanted.partition < 0 || wanted.partition as usize >= topic.partitions.len() {
-        return Err(ResponseError::UnknownTopicOrPartition);
-    }
-    let (stream, leader_epoch) =
-        broker.led(image, topic, wanted.partition).ok_or(ResponseError::NotLeaderOrFollower)?;
-    if wanted.current_leader_epoch >= 0 && wanted.current_leader_epoch != leader_epoch.0 {
-        return Err(if wanted.current_leader_epoch < leader_epoch.0 {
-            ResponseError::FencedLeaderEpoch
-        } else {
-            ResponseError::UnknownLeaderEpoch
-        });
-    }
-    let (high_watermark, log_start, range) = {
-        let mut leadership = broker.leadership();
-        if !broker.writable(&leadership) {
-            return Err(ResponseError::NotLeaderOrFollower);
-        }
-        let state = leadership.partition(stream, leader_epoch).expect("writable: a log is owned");
-        (state.high_watermark, state.log_start, state.range_of(wanted.fetch_offset))
-    };
+    let view = broker.read_view(topic, wanted.partition, wanted.current_leader_epoch)?;
+    let (high_watermark, log_start) = (view.high_watermark, view.log_start);
     let offset = wanted.fetch_offset;
     if offset < log_start || offset > high_watermark {
         return Err(ResponseError::OffsetOutOfRange);
@@ -154,8 +123,10 @@ async fn read_partition(
     if offset == high_watermark || (limit == 0 && !first) {
         return Ok((data.with_records(Some(Bytes::new())), 0));
     }
-    let batches =
-        broker.read_batches(stream, range, offset, high_watermark, limit.max(1) as usize).await.map_err(|error| {
+    let batches = broker
+        .read_batches(view.stream, range_of(&view.ranges, offset), offset, high_watermark, limit.max(1) as usize)
+        .await
+        .map_err(|error| {
             tracing::warn!(topic = %topic.name, partition = wanted.partition, offset, "WAL read failed: {error}");
             ResponseError::KafkaStorageError
         })?;

@@ -44,7 +44,7 @@ pub(super) async fn handle(broker: &Arc<Broker>, request: MetadataRequest, versi
             .map(|(name, id)| {
                 let found = match &name {
                     Some(name) => image.topics.get(name),
-                    None => image.topics.values().find(|topic| topic.id.0 == id),
+                    None => image.topic_by_id(keel_controller_client::TopicId(id)),
                 };
                 match found {
                     Some(topic) => describe(&image, topic, version),
@@ -93,16 +93,31 @@ pub(super) fn brokers(image: &Image, version: i16) -> Vec<MetadataResponseBroker
         .values()
         .filter(|node| node.state == NodeState::Active)
         .filter_map(|node| {
-            let (host, port) = node.kafka_listeners.first()?.rsplit_once(':')?;
+            let (host, port) = kafka_endpoint(node)?;
             Some(
                 MetadataResponseBroker::default()
                     .with_node_id(BrokerId(node.id.0 as i32))
-                    .with_host(StrBytes::from_string(host.to_string()))
-                    .with_port(port.parse().ok()?)
+                    .with_host(StrBytes::from_string(host))
+                    .with_port(port)
                     .with_rack((version >= 1).then(|| StrBytes::from_string(node.zone.clone()))),
             )
         })
         .collect()
+}
+
+/// A broker's first Kafka listener as (host, port).
+pub(super) fn kafka_endpoint(node: &keel_controller_client::NodeRecord) -> Option<(String, i32)> {
+    let (host, port) = node.kafka_listeners.first()?.rsplit_once(':')?;
+    Some((host.to_string(), port.parse().ok()?))
+}
+
+/// Partition `index`'s (leader, leader epoch) as clients should see them,
+/// for errors that tell a client where to go (KIP-951); (-1, -1) if unknown.
+pub(super) fn current_leader(image: &Image, topic: &Topic, index: i32) -> (i32, i32) {
+    match usize::try_from(index).ok().and_then(|i| topic.partitions.get(i)) {
+        Some(partition) => (leader_of(image, partition.leader).unwrap_or(-1), partition.leader_epoch.0),
+        None => (-1, -1),
+    }
 }
 
 /// The leader of a partition as clients should see it: an active broker, or none.

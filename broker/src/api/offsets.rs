@@ -12,6 +12,7 @@ use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
 use crate::batch;
 use crate::broker::Broker;
+use crate::partition::range_of;
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
@@ -32,8 +33,7 @@ pub(super) async fn handle(broker: &Arc<Broker>, request: ListOffsetsRequest, ve
             let found = match topic {
                 None => Err(ResponseError::UnknownTopicOrPartition),
                 Some(topic) => {
-                    lookup(broker, &image, topic, wanted.partition_index, wanted.current_leader_epoch, wanted.timestamp)
-                        .await
+                    lookup(broker, topic, wanted.partition_index, wanted.current_leader_epoch, wanted.timestamp).await
                 }
             };
             partitions.push(match found {
@@ -58,32 +58,14 @@ pub(super) async fn handle(broker: &Arc<Broker>, request: ListOffsetsRequest, ve
 /// (timestamp, offset, leader epoch) for one partition.
 async fn lookup(
     broker: &Arc<Broker>,
-    image: &keel_controller_client::Image,
     topic: &keel_controller_client::Topic,
     index: i32,
     current_leader_epoch: i32,
     timestamp: i64,
 ) -> Result<(i64, i64, i32), ResponseError> {
-    if index < 0 || index as usize >= topic.partitions.len() {
-        return Err(ResponseError::UnknownTopicOrPartition);
-    }
-    let (stream, leader_epoch) = broker.led(image, topic, index).ok_or(ResponseError::NotLeaderOrFollower)?;
-    if current_leader_epoch >= 0 && current_leader_epoch != leader_epoch.0 {
-        return Err(if current_leader_epoch < leader_epoch.0 {
-            ResponseError::FencedLeaderEpoch
-        } else {
-            ResponseError::UnknownLeaderEpoch
-        });
-    }
-    let (high_watermark, log_start, ranges) = {
-        let mut leadership = broker.leadership();
-        if !broker.writable(&leadership) {
-            return Err(ResponseError::NotLeaderOrFollower);
-        }
-        let state = leadership.partition(stream, leader_epoch).expect("writable: a log is owned");
-        (state.high_watermark, state.log_start, state.ranges.clone())
-    };
-    let epoch = leader_epoch.0;
+    let view = broker.read_view(topic, index, current_leader_epoch)?;
+    let (stream, high_watermark, log_start) = (view.stream, view.high_watermark, view.log_start);
+    let epoch = view.leader_epoch.0;
     match timestamp {
         LATEST => return Ok((-1, high_watermark, epoch)),
         EARLIEST | EARLIEST_LOCAL => return Ok((-1, log_start, epoch)),
@@ -94,7 +76,7 @@ async fn lookup(
     let mut offset = log_start;
     let mut best: Option<(i64, i64)> = None;
     while offset < high_watermark {
-        let range = ranges.iter().rev().find(|range| range.from <= offset).copied();
+        let range = range_of(&view.ranges, offset);
         let batches =
             broker.read_batches(stream, range, offset, high_watermark, SCAN_BYTES).await.map_err(|error| {
                 tracing::warn!(topic = %topic.name, partition = index, offset, "WAL read failed: {error}");

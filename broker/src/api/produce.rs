@@ -44,17 +44,14 @@ pub(super) async fn handle(broker: &Arc<Broker>, request: ProduceRequest, versio
     let timeout = Duration::from_millis(u64::try_from(request.timeout_ms).unwrap_or(0));
     let image = broker.image();
     let now = now_ms();
+    let topics: Vec<_> = request.topic_data.iter().map(|t| super::find_topic(&image, &t.name.0, t.topic_id)).collect();
     let mut fates: Vec<(usize, i32, Fate)> = Vec::new();
     let mut records = Vec::new();
     let appended = {
         let mut leadership = broker.leadership();
         let writable = broker.writable(&leadership);
         for (topic_index, topic_data) in request.topic_data.iter().enumerate() {
-            let topic = if version >= 13 {
-                image.topics.values().find(|topic| topic.id.0 == topic_data.topic_id)
-            } else {
-                image.topics.get(topic_data.name.0.as_str())
-            };
+            let topic = topics[topic_index];
             for partition in &topic_data.partition_data {
                 let fate = (|| {
                     let Some(topic) = topic else {
@@ -66,7 +63,7 @@ pub(super) async fn handle(broker: &Arc<Broker>, request: ProduceRequest, versio
                     if !(acks == -1 || acks == 0 || acks == 1) {
                         return Fate::Refused(ResponseError::InvalidRequiredAcks, None);
                     }
-                    let Some((stream, leader_epoch)) = broker.led(&image, topic, partition.index) else {
+                    let Some((stream, leader_epoch)) = broker.led(topic, partition.index) else {
                         return Fate::Refused(ResponseError::NotLeaderOrFollower, None);
                     };
                     if !writable {
@@ -186,7 +183,12 @@ pub(super) async fn handle(broker: &Arc<Broker>, request: ProduceRequest, versio
             super::count_error(broker, "Produce", error);
             answer = answer.with_error_code(error.code());
             if error == ResponseError::NotLeaderOrFollower && version >= 10 {
-                answer = answer.with_current_leader(current_leader(broker, &request, topic_index, index));
+                if let Some(topic) = topics[topic_index] {
+                    let (leader, epoch) = super::metadata::current_leader(&image, topic, index);
+                    answer = answer.with_current_leader(
+                        LeaderIdAndEpoch::default().with_leader_id(BrokerId(leader)).with_leader_epoch(epoch),
+                    );
+                }
             }
         }
         responses[topic_index].partition_responses.push(answer);
@@ -226,23 +228,6 @@ async fn durable(broker: &Broker, stream: StreamId, last: i64, timeout: Duration
         if tokio::time::timeout_at(deadline, watermarks.changed()).await.is_err() {
             return reached();
         }
-    }
-}
-
-/// The leader the metadata names, so a client can retry without a metadata round trip (KIP-951).
-fn current_leader(broker: &Broker, request: &ProduceRequest, topic_index: usize, index: i32) -> LeaderIdAndEpoch {
-    let image = broker.image();
-    let topic_data = &request.topic_data[topic_index];
-    let topic = image
-        .topics
-        .get(topic_data.name.0.as_str())
-        .or_else(|| image.topics.values().find(|topic| topic.id.0 == topic_data.topic_id));
-    let partition = topic.and_then(|topic| topic.partitions.get(usize::try_from(index).ok()?));
-    match partition {
-        Some(partition) => LeaderIdAndEpoch::default()
-            .with_leader_id(BrokerId(super::metadata::leader_of(&image, partition.leader).unwrap_or(-1)))
-            .with_leader_epoch(partition.leader_epoch.0),
-        None => LeaderIdAndEpoch::default().with_leader_id(BrokerId(-1)).with_leader_epoch(-1),
     }
 }
 

@@ -141,6 +141,11 @@ impl Image {
         }
     }
 
+    /// A topic by its id (names are the map's keys).
+    pub fn topic_by_id(&self, id: TopicId) -> Option<&Topic> {
+        self.topics.values().find(|topic| topic.id == id)
+    }
+
     /// Active brokers, with the number of partitions each leads.
     pub fn broker_load(&self) -> BTreeMap<NodeId, usize> {
         let mut load: BTreeMap<NodeId, usize> = self
