@@ -20,12 +20,15 @@ use keel_controller_client::{
     WalLog, WalLogState,
 };
 use keel_wal_client::quorum::Member;
+use keel_wal_client::recover::Recovered;
 use keel_wal_client::writer::{Target, WalWriter};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::batch;
 use crate::metadata::wait_for_version;
+use crate::producers::Producers;
 
 /// How long to wait for the metadata to show a change this broker committed.
 const METADATA_WAIT: Duration = Duration::from_secs(10);
@@ -50,6 +53,9 @@ pub struct Owned {
     pub history: HashMap<StreamId, Vec<LogRange>>,
     /// Per stream, the end offset the sealed logs reach.
     pub ends: HashMap<StreamId, i64>,
+    /// Per stream, the idempotent producers seen in the logs this take-over
+    /// recovered, taken by the partition's state when it is first led.
+    pub producers: HashMap<StreamId, Producers>,
     /// Stops this log's writer.
     pub cancel: CancellationToken,
 }
@@ -70,8 +76,11 @@ pub async fn take_over(
         .filter(|log| log.owner == me && !matches!(log.state, WalLogState::Sealed { .. }))
         .cloned()
         .collect();
+    let mut producers = HashMap::new();
     for log in &unsealed {
-        recover_and_seal(client, &image, log, me, epoch).await.with_context(|| format!("recover {}", log.id))?;
+        let recovered =
+            recover_and_seal(client, &image, log, me, epoch).await.with_context(|| format!("recover {}", log.id))?;
+        replay_producers(&recovered, &mut producers);
     }
     let (version, log) = open(client, me, epoch, cancel).await?;
     let image = wait_for_version(images, version, METADATA_WAIT).await?;
@@ -82,7 +91,7 @@ pub async fn take_over(
         WalWriter::start(log, record.epoch, targets, record.ack_quorum as usize, Seq(0), tasks, writer_cancel.clone());
     let (history, ends) = history(&image, me);
     tracing::info!(%log, %epoch, recovered = unsealed.len(), streams = ends.len(), "writing a new WAL log");
-    Ok(Owned { session_epoch: epoch, log, writer, history, ends, cancel: writer_cancel })
+    Ok(Owned { session_epoch: epoch, log, writer, history, ends, producers, cancel: writer_cancel })
 }
 
 /// One recovery step per log, as DESIGN §5: bump the epoch by compare-and-set,
@@ -93,7 +102,7 @@ async fn recover_and_seal(
     log: &WalLog,
     me: NodeId,
     epoch: Epoch,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Recovered> {
     let next = LogEpoch(log.epoch.0 + 1);
     let request = pb::RecoverLogRequest { log: log.id.0, epoch: next.0, recoverer: me.0, recoverer_epoch: epoch.0 };
     client.recover_log(request).await.context("RecoverLog")?;
@@ -110,7 +119,22 @@ async fn recover_and_seal(
     };
     client.seal_log(request).await.context("SealLog")?;
     tracing::info!(log = %log.id, sealed_seq = %recovered.sealed_seq, streams = recovered.stream_ends.len(), "recovered and sealed an earlier WAL log");
-    Ok(())
+    Ok(recovered)
+}
+
+/// Replays the batches of a recovered log into per-stream producer state, so
+/// an idempotent producer's retry of a batch the previous run stored is
+/// answered as a duplicate, not stored twice (DESIGN §5: producer state =
+/// uploaded snapshot + replay of the recovered tail; there are no uploads yet).
+fn replay_producers(recovered: &Recovered, producers: &mut HashMap<StreamId, Producers>) {
+    for record in recovered.entries.iter().flat_map(|entry| &entry.records) {
+        match batch::check(&record.batch) {
+            Ok(header) => producers.entry(record.stream).or_default().record(&header, record.base_offset.0),
+            Err(error) => {
+                tracing::error!(stream = %record.stream, offset = record.base_offset.0, %error, "a recovered batch is unreadable; its producer state is skipped")
+            }
+        }
+    }
 }
 
 /// Records a new log, waiting while too few WAL zones are live to form an ensemble.

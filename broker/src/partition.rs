@@ -40,7 +40,7 @@ impl Leadership {
     /// The state of a partition this broker leads, created on first use from
     /// what the take-over found in the sealed logs.
     pub fn partition(&mut self, stream: StreamId, leader_epoch: LeaderEpoch) -> Option<&mut PartitionState> {
-        let owned = self.owned.as_ref()?;
+        let owned = self.owned.as_mut()?;
         let state = self.partitions.entry(stream).or_insert_with(|| {
             let end = owned.ends.get(&stream).copied().unwrap_or(0);
             let mut ranges = owned.history.get(&stream).cloned().unwrap_or_default();
@@ -50,7 +50,7 @@ impl Leadership {
                 next_offset: end,
                 high_watermark: end,
                 log_start: 0,
-                producers: Producers::default(),
+                producers: owned.producers.remove(&stream).unwrap_or_default(),
                 ranges,
             }
         });

@@ -50,3 +50,62 @@ async fn a_broker_killed_and_restarted_serves_its_records_and_never_reuses_an_of
     }
     test.assert_clean_logs(keel_tests::PEER_UNREACHABLE);
 }
+
+/// DESIGN §5: producer state after a restart is rebuilt from the recovered
+/// log, so a producer retrying batches the killed run had stored gets their
+/// original offsets back instead of a second copy, and a gap is still refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idempotent_retry_across_a_broker_restart_is_answered_with_the_original_offset() {
+    use bytes::Bytes;
+    use keel_tools::kafka::{self, Connection};
+
+    let mut test = TestCluster::start(3, &[]).await.unwrap();
+    test.start_wal_nodes(3).await.unwrap();
+    test.start_brokers(1, &[]).await.unwrap();
+    let bootstrap = test.cluster.bootstrap();
+    let connection = Connection::connect(&bootstrap).await.unwrap();
+    kafka::create_topic(&connection, "ledger", 1).await.unwrap();
+    let (producer_id, epoch) = kafka::init_producer_id(&connection).await.unwrap();
+    let values = |from: usize, to: usize| (from..to).map(|i| Bytes::from(format!("entry-{i}"))).collect::<Vec<_>>();
+    let first = kafka::batch(&values(0, 3), 1_000, Some((producer_id, epoch, 0))).unwrap();
+    let second = kafka::batch(&values(3, 5), 1_001, Some((producer_id, epoch, 3))).unwrap();
+    let produce = |batch: &Bytes| kafka::produce_request("ledger", 0, -1, batch.clone());
+    for (batch, expected) in [(&first, 0), (&second, 3)] {
+        let answer = connection.send(kafka::PRODUCE_VERSION, &produce(batch)).await.unwrap();
+        assert_eq!(kafka::produce_result(&answer).unwrap(), (0, expected));
+    }
+    drop(connection);
+
+    test.cluster.brokers[0].kill9();
+    test.cluster.start_broker(0).unwrap();
+    test.cluster.wait_for_brokers(Duration::from_secs(60)).await.unwrap();
+
+    let connection = Connection::connect(&bootstrap).await.unwrap();
+    for (batch, expected) in [(&second, 3), (&first, 0)] {
+        let answer = connection.send(kafka::PRODUCE_VERSION, &produce(batch)).await.unwrap();
+        assert_eq!(kafka::produce_result(&answer).unwrap(), (0, expected), "a retried batch keeps its offset");
+    }
+    let next = kafka::batch(&values(5, 6), 1_002, Some((producer_id, epoch, 5))).unwrap();
+    let answer = connection.send(kafka::PRODUCE_VERSION, &produce(&next)).await.unwrap();
+    assert_eq!(kafka::produce_result(&answer).unwrap(), (0, 5), "the next sequence follows the recovered ones");
+    let gap = kafka::batch(&values(6, 7), 1_003, Some((producer_id, epoch, 9))).unwrap();
+    let answer = connection.send(kafka::PRODUCE_VERSION, &produce(&gap)).await.unwrap();
+    let out_of_order = kafka_protocol::error::ResponseError::OutOfOrderSequenceNumber.code();
+    assert_eq!(kafka::produce_result(&answer).unwrap().0, out_of_order, "a gap is refused");
+
+    // A fetch may stop at the end of one WAL log; read until the high watermark.
+    let mut batches = Vec::new();
+    let mut next_offset = 0;
+    while next_offset < 6 {
+        let request = kafka::fetch_request("ledger", 0, next_offset, 100, 1 << 20);
+        let answer = connection.send(kafka::FETCH_VERSION, &request).await.unwrap();
+        let (error, high_watermark, records) = kafka::fetch_result(&answer).unwrap();
+        assert_eq!((error, high_watermark), (0, 6), "three batches, six records, no second copy");
+        for (base, count, _) in kafka::split_batches(&records) {
+            batches.push((base, count));
+            next_offset = base + i64::from(count);
+        }
+    }
+    assert_eq!(batches, vec![(0, 3), (3, 2), (5, 1)]);
+    test.assert_clean_logs(keel_tests::PEER_UNREACHABLE);
+}

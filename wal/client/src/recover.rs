@@ -14,6 +14,7 @@ use bytes::Bytes;
 use keel_controller_client::StreamId;
 use keel_proto::wal as pb;
 
+use crate::entry::Entry;
 use crate::ids::{LogEpoch, LogId, Offset, Seq};
 use crate::recovery::{Recovery, RecoveryError};
 use crate::writer::Target;
@@ -28,6 +29,8 @@ const READ_BYTES: u64 = 4 << 20;
 pub struct Recovered {
     pub sealed_seq: Seq,
     pub stream_ends: BTreeMap<StreamId, Offset>,
+    /// The kept entries after the trim point, in seq order.
+    pub entries: Vec<Entry>,
 }
 
 /// Why a recovery could not finish.
@@ -79,7 +82,7 @@ pub async fn recover(
             repair(*member, &targets[*member].addr, epoch, missing).await?;
         }
     }
-    Ok(Recovered { sealed_seq: plan.sealed_seq, stream_ends: plan.stream_ends })
+    Ok(Recovered { sealed_seq: plan.sealed_seq, stream_ends: plan.stream_ends, entries: plan.entries })
 }
 
 async fn client(addr: &str) -> Result<pb::wal_client::WalClient<tonic::transport::Channel>, String> {

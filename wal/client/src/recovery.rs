@@ -46,6 +46,9 @@ pub struct RecoveryPlan {
     pub repairs: Vec<(usize, Vec<(Seq, Bytes)>)>,
     /// The end offset each stream reaches in the recovered entries.
     pub stream_ends: BTreeMap<StreamId, Offset>,
+    /// The kept entries after the trim point, in seq order: the recovered
+    /// tail, which the new owner replays to rebuild producer state.
+    pub entries: Vec<Entry>,
 }
 
 /// The state of one recovery.
@@ -160,14 +163,15 @@ impl Recovery {
                 (*index, missing)
             })
             .collect();
+        let entries: Vec<Entry> = union.range(..=sealed_seq).map(|(_, entry)| (*entry).clone()).collect();
         let mut stream_ends = BTreeMap::new();
-        for entry in union.range(..=sealed_seq).map(|(_, entry)| *entry) {
+        for entry in &entries {
             for (stream, end) in entry.stream_ends() {
                 let current = stream_ends.entry(stream).or_insert(end);
                 *current = (*current).max(end);
             }
         }
-        Ok(Some(RecoveryPlan { sealed_seq, repairs, stream_ends }))
+        Ok(Some(RecoveryPlan { sealed_seq, repairs, stream_ends, entries }))
     }
 }
 
