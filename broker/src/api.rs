@@ -59,8 +59,27 @@ pub fn parse(mut frame: Bytes) -> Result<Request, Unreadable> {
     Ok(Request { api, version, header, body: frame })
 }
 
-/// Answers one request. `Ok(None)` means no answer is sent (`acks=0`).
-pub async fn handle(broker: &Arc<Broker>, request: Request) -> Result<Option<BytesMut>, Unreadable> {
+/// A request past its version check, ready to run alongside later ones.
+#[derive(Debug)]
+pub enum Admitted {
+    /// Answered already (an `ApiVersions` at a version this broker lacks).
+    Answered(BytesMut),
+    /// A produce whose batches are appended; it waits for the WAL.
+    Produce {
+        correlation: i32,
+        version: i16,
+        started: std::time::Instant,
+        produce: produce::Admitted,
+    },
+    Other(Request),
+}
+
+/// The part of a request that must follow the connection's order, run by the
+/// connection's reader as each request arrives: the version check, and for a
+/// Produce the appending of its batches, so produces pipelined on one
+/// connection get offsets in the order they were sent (Kafka handles a
+/// connection's requests in order). `handle` then runs it concurrently.
+pub fn admit(broker: &Arc<Broker>, request: Request) -> Result<Admitted, Unreadable> {
     let Request { api, version, header, body } = request;
     let Some((min, max)) = versions::supported(api) else {
         return Err(Unreadable::UnsupportedVersion { api, version, min: 0, max: -1 });
@@ -69,10 +88,34 @@ pub async fn handle(broker: &Arc<Broker>, request: Request) -> Result<Option<Byt
         if api == ApiKey::ApiVersions {
             // KIP-511: answer at v0 with the error and the supported ranges,
             // so the client can pick a version it speaks.
-            return Ok(Some(encode(api, 0, header.correlation_id, &versions::unsupported())?));
+            return Ok(Admitted::Answered(encode(api, 0, header.correlation_id, &versions::unsupported())?));
         }
         return Err(Unreadable::UnsupportedVersion { api, version, min, max });
     }
+    if api == ApiKey::Produce {
+        let started = std::time::Instant::now();
+        let produce = produce::admit(broker, decode(api, version, body)?, version);
+        return Ok(Admitted::Produce { correlation: header.correlation_id, version, started, produce });
+    }
+    Ok(Admitted::Other(Request { api, version, header, body }))
+}
+
+/// Answers one admitted request. `Ok(None)` means no answer is sent (`acks=0`).
+pub async fn handle(broker: &Arc<Broker>, admitted: Admitted) -> Result<Option<BytesMut>, Unreadable> {
+    let request = match admitted {
+        Admitted::Answered(frame) => return Ok(Some(frame)),
+        Admitted::Produce { correlation, version, started, produce } => {
+            let api = ApiKey::Produce;
+            let answer = match produce::finish(broker, produce).await {
+                Some(response) => encode(api, version, correlation, &response)?,
+                None => return Ok(None),
+            };
+            count_request(broker, api, started);
+            return Ok(Some(answer));
+        }
+        Admitted::Other(request) => request,
+    };
+    let Request { api, version, header, body } = request;
     let started = std::time::Instant::now();
     let correlation = header.correlation_id;
     let answer = match api {
@@ -80,13 +123,6 @@ pub async fn handle(broker: &Arc<Broker>, request: Request) -> Result<Option<Byt
         ApiKey::Metadata => {
             let response = metadata::handle(broker, decode(api, version, body)?, version).await;
             encode(api, version, correlation, &response)?
-        }
-        ApiKey::Produce => {
-            let request = decode(api, version, body)?;
-            match produce::handle(broker, request, version).await {
-                Some(response) => encode(api, version, correlation, &response)?,
-                None => return Ok(None),
-            }
         }
         ApiKey::Fetch => {
             encode(api, version, correlation, &fetch::handle(broker, decode(api, version, body)?, version).await)?
@@ -126,10 +162,14 @@ pub async fn handle(broker: &Arc<Broker>, request: Request) -> Result<Option<Byt
         }
         other => return Err(Unreadable::UnsupportedVersion { api: other, version, min: 0, max: -1 }),
     };
+    count_request(broker, api, started);
+    Ok(Some(answer))
+}
+
+fn count_request(broker: &Broker, api: ApiKey, started: std::time::Instant) {
     let name = format!("{api:?}");
     broker.metrics.requests.with_label_values(&[&name]).inc();
     broker.metrics.request_seconds.with_label_values(&[&name]).observe(started.elapsed().as_secs_f64());
-    Ok(Some(answer))
 }
 
 fn decode<T: Decodable>(api: ApiKey, version: i16, mut body: Bytes) -> Result<T, Unreadable> {

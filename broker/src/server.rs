@@ -1,7 +1,8 @@
-//! The Kafka listener: one task per connection reads request frames, runs
-//! each request as its own task (so a produce waiting for the WAL does not
-//! hold up the fetches behind it) and writes the answers back strictly in
-//! request order, as the protocol requires.
+//! The Kafka listener: one task per connection reads request frames, admits
+//! each in order (a produce appends its batches there, so pipelined produces
+//! keep their order), runs the rest of each request as its own task (so a
+//! produce waiting for the WAL does not hold up the fetches behind it) and
+//! writes the answers back strictly in request order, as the protocol requires.
 
 use std::sync::Arc;
 
@@ -94,14 +95,15 @@ async fn connection(
                     return Ok(());
                 }
             };
+            let client = request.header.client_id.as_ref().map(|c| c.to_string()).unwrap_or_default();
             let (reply, answer) = oneshot::channel();
             if answers.send(answer).await.is_err() {
                 return Ok(());
             }
+            let admitted = api::admit(&broker, request);
             let broker = broker.clone();
-            let client = request.header.client_id.as_ref().map(|c| c.to_string()).unwrap_or_default();
             tasks.spawn(async move {
-                match api::handle(&broker, request).await {
+                match async { api::handle(&broker, admitted?).await }.await {
                     Ok(frame) => {
                         let _ = reply.send(frame);
                     }

@@ -3,6 +3,7 @@
 
 mod broker_clients;
 mod broker_kcat;
+mod broker_order;
 mod broker_restart;
 mod controller_admin;
 mod controller_bad_input;

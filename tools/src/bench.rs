@@ -1,6 +1,7 @@
 //! Benchmarks run by `keel-bench`. Each starts the real binaries on loopback,
 //! measures, and reports text or JSON; none is a pass/fail test.
 
+pub mod broker;
 pub mod controller;
 pub mod wal;
 

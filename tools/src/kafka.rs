@@ -103,53 +103,73 @@ impl Connection {
         &self.addr
     }
 
-    /// Sends `request` at `version` and waits for its answer. Calls made
-    /// concurrently are written in the order they were made.
+    /// Sends `request` at `version` and waits for its answer.
     pub async fn send<R: Request>(&self, version: i16, request: &R) -> anyhow::Result<R::Response> {
-        let mut answer = self.send_frame(version, request, true).await?.context("no answer expected")?;
-        let api = ApiKey::try_from(R::KEY).map_err(|_| anyhow::anyhow!("unknown API key {}", R::KEY))?;
-        ResponseHeader::decode(&mut answer, R::Response::header_version(version))?;
-        R::Response::decode(&mut answer, version).with_context(|| format!("decode the {api:?} v{version} answer"))
+        self.submit(version, request).await?.wait().await
+    }
+
+    /// Writes `request` and returns once it is sent, with the answer to wait
+    /// for: requests are on the wire in the order `submit` calls finished,
+    /// which idempotent producers with several requests in flight rely on.
+    pub async fn submit<R: Request>(&self, version: i16, request: &R) -> anyhow::Result<Answer<R>> {
+        let receiver = self.write(version, request, true).await?.expect("an answered request has a receiver");
+        Ok(Answer { receiver, version, addr: self.addr.clone(), request: std::marker::PhantomData })
     }
 
     /// Sends `request` and returns at once: for `acks=0` produces, which get no answer.
     pub async fn send_without_answer<R: Request>(&self, version: i16, request: &R) -> anyhow::Result<()> {
-        self.send_frame(version, request, false).await.map(|_| ())
+        self.write(version, request, false).await.map(|_| ())
     }
 
-    async fn send_frame<R: Request>(&self, version: i16, request: &R, answered: bool) -> anyhow::Result<Option<Bytes>> {
+    async fn write<R: Request>(
+        &self,
+        version: i16,
+        request: &R,
+        answered: bool,
+    ) -> anyhow::Result<Option<oneshot::Receiver<Bytes>>> {
         if self.closed.load(Ordering::Relaxed) {
             anyhow::bail!("the connection to {} is closed", self.addr);
         }
-        let receiver = {
-            let mut writer = self.writer.lock().await;
-            let correlation = writer.next_correlation;
-            writer.next_correlation = correlation.wrapping_add(1);
-            let header = RequestHeader::default()
-                .with_request_api_key(R::KEY)
-                .with_request_api_version(version)
-                .with_correlation_id(correlation)
-                .with_client_id(Some(StrBytes::from_static_str("keel-bench")));
-            let mut frame = BytesMut::new();
-            frame.extend_from_slice(&[0; 4]);
-            header.encode(&mut frame, R::header_version(version))?;
-            request.encode(&mut frame, version)?;
-            let size = (frame.len() - 4) as i32;
-            frame[..4].copy_from_slice(&size.to_be_bytes());
-            let receiver = answered.then(|| {
-                let (sender, receiver) = oneshot::channel();
-                self.pending.lock().expect("pending lock").insert(correlation, sender);
-                receiver
-            });
-            writer.half.write_all(&frame).await.with_context(|| format!("send to {}", self.addr))?;
+        let mut writer = self.writer.lock().await;
+        let correlation = writer.next_correlation;
+        writer.next_correlation = correlation.wrapping_add(1);
+        let header = RequestHeader::default()
+            .with_request_api_key(R::KEY)
+            .with_request_api_version(version)
+            .with_correlation_id(correlation)
+            .with_client_id(Some(StrBytes::from_static_str("keel-bench")));
+        let mut frame = BytesMut::new();
+        frame.extend_from_slice(&[0; 4]);
+        header.encode(&mut frame, R::header_version(version))?;
+        request.encode(&mut frame, version)?;
+        let size = (frame.len() - 4) as i32;
+        frame[..4].copy_from_slice(&size.to_be_bytes());
+        let receiver = answered.then(|| {
+            let (sender, receiver) = oneshot::channel();
+            self.pending.lock().expect("pending lock").insert(correlation, sender);
             receiver
-        };
-        match receiver {
-            Some(receiver) => {
-                Ok(Some(receiver.await.map_err(|_| anyhow::anyhow!("the connection to {} closed", self.addr))?))
-            }
-            None => Ok(None),
-        }
+        });
+        writer.half.write_all(&frame).await.with_context(|| format!("send to {}", self.addr))?;
+        Ok(receiver)
+    }
+}
+
+/// The answer to a submitted request.
+#[derive(Debug)]
+pub struct Answer<R> {
+    receiver: oneshot::Receiver<Bytes>,
+    version: i16,
+    addr: String,
+    request: std::marker::PhantomData<fn() -> R>,
+}
+
+impl<R: Request> Answer<R> {
+    pub async fn wait(self) -> anyhow::Result<R::Response> {
+        let mut frame = self.receiver.await.map_err(|_| anyhow::anyhow!("the connection to {} closed", self.addr))?;
+        let api = ApiKey::try_from(R::KEY).map_err(|_| anyhow::anyhow!("unknown API key {}", R::KEY))?;
+        ResponseHeader::decode(&mut frame, R::Response::header_version(self.version))?;
+        R::Response::decode(&mut frame, self.version)
+            .with_context(|| format!("decode the {api:?} v{} answer", self.version))
     }
 }
 

@@ -3,6 +3,8 @@
 //! answer once the WAL quorum acknowledged it (DESIGN §3). `acks=0` gets no
 //! answer; `acks=1` waits for the same quorum as `acks=all`.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -11,7 +13,7 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{LeaderIdAndEpoch, PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
-use keel_controller_client::{Offset, StreamId};
+use keel_controller_client::{Offset, Seq, StreamId};
 use keel_wal_client::entry::Record;
 use keel_wal_client::quorum::WriterError;
 use keel_wal_client::writer::WriteError;
@@ -39,15 +41,36 @@ enum Fate {
     },
 }
 
-pub(super) async fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16) -> Option<ProduceResponse> {
+/// The WAL's answer to the entry holding a produce's batches.
+type WalAck = Pin<Box<dyn Future<Output = Result<Seq, WriteError>> + Send>>;
+
+/// A produce whose batches are appended (offsets assigned, the WAL entry
+/// queued), waiting for its answer.
+pub struct Admitted {
+    request: ProduceRequest,
+    version: i16,
+    image: Arc<keel_controller_client::Image>,
+    fates: Vec<(usize, i32, Fate)>,
+    ack: Option<WalAck>,
+}
+
+impl std::fmt::Debug for Admitted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admitted").field("fates", &self.fates).field("waits_for_wal", &self.ack.is_some()).finish()
+    }
+}
+
+/// Checks and appends every partition's batch, without waiting: called in
+/// the connection's request order, so pipelined produces of one connection
+/// get their offsets in the order they were sent, as in Kafka.
+pub(super) fn admit(broker: &Arc<Broker>, request: ProduceRequest, version: i16) -> Admitted {
     let acks = request.acks;
-    let timeout = Duration::from_millis(u64::try_from(request.timeout_ms).unwrap_or(0));
     let image = broker.image();
     let now = now_ms();
     let topics: Vec<_> = request.topic_data.iter().map(|t| super::find_topic(&image, &t.name.0, t.topic_id)).collect();
     let mut fates: Vec<(usize, i32, Fate)> = Vec::new();
     let mut records = Vec::new();
-    let appended = {
+    let ack = {
         let mut leadership = broker.leadership();
         let writable = broker.writable(&leadership);
         for (topic_index, topic_data) in request.topic_data.iter().enumerate() {
@@ -125,12 +148,23 @@ pub(super) async fn handle(broker: &Arc<Broker>, request: ProduceRequest, versio
             }
         }
         let owned = leadership.owned.as_ref();
-        (!records.is_empty())
-            .then(|| owned.expect("records are only built while a log is owned").writer.append(records))
+        (!records.is_empty()).then(|| {
+            let ack = owned.expect("records are only built while a log is owned").writer.append(records);
+            Box::pin(ack) as WalAck
+        })
     };
+    Admitted { request, version, image, fates, ack }
+}
+
+/// Waits for the WAL quorum (and for the originals of duplicates), then answers.
+pub(super) async fn finish(broker: &Arc<Broker>, admitted: Admitted) -> Option<ProduceResponse> {
+    let Admitted { request, version, image, fates, ack } = admitted;
+    let acks = request.acks;
+    let timeout = Duration::from_millis(u64::try_from(request.timeout_ms).unwrap_or(0));
+    let topics: Vec<_> = request.topic_data.iter().map(|t| super::find_topic(&image, &t.name.0, t.topic_id)).collect();
 
     let started = std::time::Instant::now();
-    let outcome = match appended {
+    let outcome = match ack {
         None => None,
         Some(ack) => Some(tokio::time::timeout(timeout.max(Duration::from_millis(1)), ack).await),
     };

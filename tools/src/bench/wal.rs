@@ -112,7 +112,7 @@ pub async fn run(args: WalBenchArgs) -> anyhow::Result<WalBenchReport> {
 
 /// Appends `count` entries of `entry_bytes` to a preallocated, zero-filled
 /// file, with one fdatasync per `batch` entries.
-fn measure_floor(dir: &Path, entry_bytes: usize, count: u64, batch: usize) -> anyhow::Result<Floor> {
+pub(super) fn measure_floor(dir: &Path, entry_bytes: usize, count: u64, batch: usize) -> anyhow::Result<Floor> {
     let path = dir.join("floor.dat");
     let total = entry_bytes as u64 * count;
     let mut file = OpenOptions::new().create(true).truncate(true).read(true).write(true).open(&path)?;

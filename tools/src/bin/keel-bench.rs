@@ -19,6 +19,8 @@ enum Command {
     Controller(bench::controller::ControllerBenchArgs),
     /// WAL tier: three WAL nodes behind the quorum writer, against the disk's floor.
     Wal(bench::wal::WalBenchArgs),
+    /// Brokers: Kafka produce and tail-consume on a three-zone cluster, against the disk's floor.
+    Broker(bench::broker::BrokerBenchArgs),
 }
 
 fn print(report: &(impl serde::Serialize + std::fmt::Display), json: bool) -> anyhow::Result<()> {
@@ -41,6 +43,10 @@ async fn main() -> ExitCode {
         Command::Wal(args) => {
             let json = args.json;
             bench::wal::run(args).await.and_then(|report| print(&report, json))
+        }
+        Command::Broker(args) => {
+            let json = args.json;
+            bench::broker::run(args).await.and_then(|report| print(&report, json))
         }
     };
     match result {
