@@ -14,6 +14,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::cache::BatchCache;
 use crate::config::BrokerConfig;
+use crate::fetch_sessions::FetchSessions;
 use crate::log_owner::LogRange;
 use crate::metrics::Metrics;
 use crate::partition::Leadership;
@@ -28,6 +29,7 @@ pub struct Broker {
     pub images: watch::Receiver<Arc<Image>>,
     pub session: watch::Receiver<Option<SessionState>>,
     pub cache: BatchCache,
+    pub fetch_sessions: FetchSessions,
     leadership: Mutex<Leadership>,
     /// Bumped whenever a high watermark moves; long-polling fetches wait on it.
     pub watermarks: watch::Sender<u64>,
@@ -58,6 +60,7 @@ impl Broker {
     ) -> Broker {
         Broker {
             cache: BatchCache::new(config.cache_bytes as usize),
+            fetch_sessions: FetchSessions::default(),
             config,
             client,
             images,

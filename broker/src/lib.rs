@@ -8,6 +8,7 @@ pub mod batch;
 pub mod broker;
 pub mod cache;
 pub mod config;
+pub mod fetch_sessions;
 pub mod large_alloc;
 pub mod log_owner;
 pub mod metadata;

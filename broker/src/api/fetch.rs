@@ -2,53 +2,93 @@
 //! never past the high watermark. Long-polls until `min_bytes` are ready or
 //! `max_wait_ms` passes, waking whenever a high watermark moves.
 //!
-//! Fetch sessions (KIP-227): the broker declines to create them (it answers
-//! session id 0), which the protocol allows; clients then send full fetches.
+//! Fetch sessions (KIP-227, `fetch_sessions.rs`): a full fetch at epoch 0
+//! opens one; an incremental fetch reads every partition of its session and
+//! answers only those with news.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::fetch_request::FetchTopic;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, LeaderIdAndEpoch, PartitionData};
 use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
 use keel_controller_client::Topic;
 
 use crate::broker::Broker;
+use crate::fetch_sessions::{Answered, Context, TopicKey};
 use crate::partition::range_of;
 
 pub(super) async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -> FetchResponse {
-    if request.session_id != 0 {
-        return FetchResponse::default().with_error_code(ResponseError::FetchSessionIdNotFound.code());
-    }
+    let sessions = &broker.fetch_sessions;
+    let begun =
+        sessions.begin(request.session_id, request.session_epoch, &request.topics, &request.forgotten_topics_data);
+    let (context, topics) = match begun {
+        Ok(begun) => begun,
+        Err(error) => {
+            super::count_error(broker, "Fetch", error);
+            return FetchResponse::default().with_error_code(error.code());
+        }
+    };
     let wait = Duration::from_millis(u64::try_from(request.max_wait_ms).unwrap_or(0));
     let deadline = tokio::time::Instant::now() + wait;
     let mut watermarks = broker.watermarks.subscribe();
-    loop {
+    let mut responses = loop {
         watermarks.borrow_and_update();
-        let (responses, bytes, errors) = read_once(broker, &request, version).await;
+        let (responses, bytes, errors) = read_once(broker, &topics, request.max_bytes, version).await;
         let expired = tokio::time::Instant::now() >= deadline;
         if bytes >= i64::from(request.min_bytes) || errors || expired {
-            return FetchResponse::default().with_responses(responses);
+            break responses;
         }
         // Woken by a high watermark, or at the deadline for one last read.
         let _ = tokio::time::timeout_at(deadline, watermarks.changed()).await;
+    };
+    if context != Context::Sessionless {
+        let answered: Vec<(TopicKey, i32, Answered)> = responses
+            .iter()
+            .flat_map(|topic| {
+                let key = TopicKey { name: topic.topic.clone(), id: topic.topic_id };
+                topic.partitions.iter().map(move |p| {
+                    let bytes = p.records.as_ref().map_or(0, Bytes::len);
+                    let answer = Answered {
+                        bytes,
+                        high_watermark: p.high_watermark,
+                        log_start: p.log_start_offset,
+                        error: p.error_code != 0,
+                    };
+                    (key.clone(), p.partition_index, answer)
+                })
+            })
+            .collect();
+        let mut include = sessions.finish(&context, &answered).into_iter();
+        for topic in &mut responses {
+            topic.partitions.retain(|_| include.next().unwrap_or(true));
+        }
+        responses.retain(|topic| !topic.partitions.is_empty());
+    }
+    let response = FetchResponse::default().with_responses(responses);
+    if version >= 7 {
+        response.with_session_id(context.id())
+    } else {
+        response
     }
 }
 
-/// One pass over the requested partitions: the responses, the record bytes
+/// One pass over the partitions to read: the responses, the record bytes
 /// found, and whether any partition had an error.
 async fn read_once(
     broker: &Arc<Broker>,
-    request: &FetchRequest,
+    topics: &[FetchTopic],
+    max_bytes: i32,
     version: i16,
 ) -> (Vec<FetchableTopicResponse>, i64, bool) {
     let image = broker.image();
-    let mut budget = i64::from(request.max_bytes.max(0));
+    let mut budget = i64::from(max_bytes.max(0));
     let mut total = 0i64;
     let mut errors = false;
-    let mut responses = Vec::with_capacity(request.topics.len());
-    for topic_request in &request.topics {
+    let mut responses = Vec::with_capacity(topics.len());
+    for topic_request in topics {
         let topic = super::find_topic(&image, &topic_request.topic.0, topic_request.topic_id);
         let mut partitions = Vec::with_capacity(topic_request.partitions.len());
         for wanted in &topic_request.partitions {
