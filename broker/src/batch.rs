@@ -1,6 +1,7 @@
 //! Kafka record batches (magic 2) as the broker handles them: checked once
-//! when produced, never decompressed, and rewritten in place only where Kafka
-//! rewrites them (DESIGN §7).
+//! when produced, stored and served as they came, and rewritten in place only
+//! where Kafka rewrites them (DESIGN §7). The one reader of the records inside
+//! is a timestamp lookup (`first_record_at`), which decompresses a copy.
 //!
 //! ```text
 //! offset  size  field
@@ -17,7 +18,7 @@
 //!     51     2  producerEpoch
 //!     53     4  baseSequence
 //!     57     4  recordCount
-//!     61     …  records (compressed or not: never looked into)
+//!     61     …  records (compressed or not)
 //! ```
 
 use kafka_protocol::error::ResponseError;
@@ -167,6 +168,25 @@ pub fn record_count(bytes: &[u8]) -> i32 {
 /// The max timestamp of a stored batch.
 pub fn max_timestamp(bytes: &[u8]) -> i64 {
     i64_at(bytes, 35)
+}
+
+/// The first record of a stored batch whose timestamp is at least `timestamp`
+/// (or, for `None`, equals the batch's max timestamp): its (timestamp,
+/// offset). Reads a decompressed copy; the stored bytes stay as they are.
+pub fn first_record_at(bytes: &[u8], timestamp: Option<i64>) -> Result<Option<(i64, i64)>, String> {
+    let max = max_timestamp(bytes);
+    let wanted = timestamp.unwrap_or(max);
+    if i16_at(bytes, 21) & ATTR_LOG_APPEND_TIME != 0 {
+        // Every record carries the append time, the batch's max timestamp.
+        return Ok((max >= wanted).then(|| (max, base_offset(bytes))));
+    }
+    let mut buffer = bytes::Bytes::copy_from_slice(bytes);
+    let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut buffer).map_err(|error| error.to_string())?;
+    let found = set.records.iter().find(|record| match timestamp {
+        Some(_) => record.timestamp >= wanted,
+        None => record.timestamp == wanted,
+    });
+    Ok(found.map(|record| (record.timestamp, record.offset)))
 }
 
 /// Builds an uncompressed batch of records with the given values, for tests.

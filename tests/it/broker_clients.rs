@@ -1,24 +1,70 @@
-//! The confluent-kafka Python client (librdkafka) against a real cluster:
-//! admin calls and their error codes, an idempotent producer, an oversized
-//! message, a consumer reading everything back, watermarks. The script
-//! (`tests/clients/roundtrip.py`) says what it checks.
+//! Real Kafka clients against a real three-zone cluster, each driven by a
+//! script in `tests/clients/` that says what it checks and exits non-zero on
+//! the first mismatch:
+//! - `roundtrip.py`: confluent-kafka (librdkafka): admin calls and their
+//!   error codes, an idempotent producer, an oversized message, watermarks;
+//! - `codecs.py`: confluent-kafka with each codec (none, gzip, snappy, lz4,
+//!   zstd), keys, headers and timestamps byte for byte, ListOffsets by time;
+//! - `kafka_python_roundtrip.py`: kafka-python (its own protocol code, and
+//!   incremental fetch sessions), the same round trip with every codec;
+//! - `kafkajs/roundtrip.js`: kafkajs (none, gzip, snappy, lz4).
+//!
+//! `scripts/setup` installs the clients. `KEEL_CLIENT_RECORDS` raises the
+//! record count (the opt-in 100 000 run).
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use keel_tests::TestCluster;
 
+/// Runs `program script BOOTSTRAP` against a fresh cluster and returns its
+/// standard output; fails the test with both outputs if it fails.
+async fn run_client(program: &str, script: &str) -> String {
+    let test = TestCluster::start_full().await.unwrap();
+    let clients = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo")).join("clients");
+    let run = tokio::process::Command::new(program)
+        .arg(clients.join(script))
+        .arg(test.cluster.bootstrap())
+        .current_dir(&clients)
+        .kill_on_drop(true)
+        .output();
+    let output =
+        tokio::time::timeout(Duration::from_secs(300), run).await.expect("finished in 300 s").expect("the client ran");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{script} failed:\n{stdout}\n{stderr}");
+    test.assert_clean_logs(keel_tests::PEER_UNREACHABLE);
+    stdout
+}
+
+/// The records each client script writes unless `KEEL_CLIENT_RECORDS` says otherwise.
+fn records() -> String {
+    std::env::var("KEEL_CLIENT_RECORDS").unwrap_or_else(|_| "20000".into())
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn confluent_kafka_admin_produce_and_consume_round_trip() {
-    let test = TestCluster::start_full().await.unwrap();
-    let script = std::path::PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo"))
-        .join("clients/roundtrip.py");
-    let run =
-        tokio::process::Command::new("python3").arg(&script).arg(test.cluster.bootstrap()).kill_on_drop(true).output();
-    let output =
-        tokio::time::timeout(Duration::from_secs(240), run).await.expect("finished in 240 s").expect("python3 ran");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "roundtrip.py failed:\n{stdout}\n{stderr}");
+    let stdout = run_client("python3", "roundtrip.py").await;
     assert!(stdout.contains("ok: 20000 records"), "{stdout}");
-    test.assert_clean_logs(keel_tests::PEER_UNREACHABLE);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn confluent_kafka_round_trips_every_codec_and_finds_records_by_time() {
+    let stdout = run_client("python3", "codecs.py").await;
+    assert!(
+        stdout.contains(&format!("ok: {} records round-tripped with none, gzip, snappy, lz4, zstd", records())),
+        "{stdout}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kafka_python_round_trips_every_codec_and_finds_records_by_time() {
+    let stdout = run_client("python3", "kafka_python_roundtrip.py").await;
+    assert!(stdout.contains(&format!("ok: {} records with none, gzip, snappy, lz4, zstd", records())), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kafkajs_round_trips_its_codecs_and_finds_records_by_time() {
+    let stdout = run_client("node", "kafkajs/roundtrip.js").await;
+    assert!(stdout.contains(&format!("ok: {} records with none, gzip, snappy, lz4", records())), "{stdout}");
 }

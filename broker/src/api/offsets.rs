@@ -1,8 +1,8 @@
-//! `ListOffsets`: earliest (-2), latest (-1), the largest timestamp (-3) and
-//! the first offset at or after a timestamp. Timestamps are looked up per
-//! batch (its max timestamp), since batches are never decompressed: the
-//! answer is the first offset of the first batch holding a record at or
-//! after the time, which a consumer that seeks there reads from.
+//! `ListOffsets`: earliest (-2), latest (-1), the record with the largest
+//! timestamp (-3) and the first record at or after a timestamp, as Kafka
+//! answers them: batches are scanned by their max timestamp, and the one
+//! that holds the answer is opened (decompressed, read only) to find the
+//! record and its own timestamp.
 
 use std::sync::Arc;
 
@@ -74,7 +74,7 @@ async fn lookup(
     }
     // Scan the batches in offset order.
     let mut offset = log_start;
-    let mut best: Option<(i64, i64)> = None;
+    let mut best: Option<(i64, bytes::Bytes)> = None;
     while offset < high_watermark {
         let range = range_of(&view.ranges, offset);
         let batches =
@@ -84,14 +84,14 @@ async fn lookup(
             })?;
         let Some(last) = batches.last() else { break };
         let next = batch::base_offset(last) + i64::from(batch::record_count(last));
-        for bytes in &batches {
-            let (base, max) = (batch::base_offset(bytes), batch::max_timestamp(bytes));
+        for bytes in batches {
+            let max = batch::max_timestamp(&bytes);
             if timestamp == MAX_TIMESTAMP {
-                if best.is_none_or(|(_, t)| max >= t) {
-                    best = Some((base, max));
+                if best.as_ref().is_none_or(|(t, _)| max > *t) {
+                    best = Some((max, bytes));
                 }
             } else if max >= timestamp {
-                return Ok((max, base, epoch));
+                return open(topic, index, &bytes, Some(timestamp), epoch);
             }
         }
         if next <= offset {
@@ -100,8 +100,29 @@ async fn lookup(
         offset = next;
     }
     match best {
-        Some((offset, max)) => Ok((max, offset, epoch)),
+        Some((_, bytes)) => open(topic, index, &bytes, None, epoch),
         // Kafka answers "no such record" with offset -1 and no error.
         None => Ok((-1, -1, epoch)),
+    }
+}
+
+/// The answer inside the batch that holds it.
+fn open(
+    topic: &keel_controller_client::Topic,
+    index: i32,
+    bytes: &[u8],
+    timestamp: Option<i64>,
+    epoch: i32,
+) -> Result<(i64, i64, i32), ResponseError> {
+    match batch::first_record_at(bytes, timestamp) {
+        Ok(Some((timestamp, offset))) => Ok((timestamp, offset, epoch)),
+        Ok(None) => {
+            tracing::error!(topic = %topic.name, partition = index, offset = batch::base_offset(bytes), "a stored batch's max timestamp is not any record's");
+            Err(ResponseError::CorruptMessage)
+        }
+        Err(error) => {
+            tracing::error!(topic = %topic.name, partition = index, offset = batch::base_offset(bytes), %error, "a stored batch cannot be read");
+            Err(ResponseError::KafkaStorageError)
+        }
     }
 }
