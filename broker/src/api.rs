@@ -3,6 +3,7 @@
 //! answer. The wire codec is the `kafka-protocol` crate's.
 
 mod admin;
+mod delete_records;
 mod fetch;
 mod metadata;
 mod offsets;
@@ -157,6 +158,9 @@ pub async fn handle(broker: &Arc<Broker>, admitted: Admitted) -> Result<Option<B
             correlation,
             &admin::incremental_alter_configs(broker, decode(api, version, body)?).await,
         )?,
+        ApiKey::DeleteRecords => {
+            encode(api, version, correlation, &delete_records::handle(broker, decode(api, version, body)?).await)?
+        }
         ApiKey::DescribeCluster => {
             encode(api, version, correlation, &admin::describe_cluster(broker, decode(api, version, body)?))?
         }

@@ -170,19 +170,20 @@ pub fn max_timestamp(bytes: &[u8]) -> i64 {
     i64_at(bytes, 35)
 }
 
-/// The first record of a stored batch whose timestamp is at least `timestamp`
-/// (or, for `None`, equals the batch's max timestamp): its (timestamp,
-/// offset). Reads a decompressed copy; the stored bytes stay as they are.
-pub fn first_record_at(bytes: &[u8], timestamp: Option<i64>) -> Result<Option<(i64, i64)>, String> {
+/// The first record at or after offset `from` of a stored batch whose
+/// timestamp is at least `timestamp` (or, for `None`, equals the batch's max
+/// timestamp): its (timestamp, offset). Reads a decompressed copy; the stored
+/// bytes stay as they are.
+pub fn first_record_at(bytes: &[u8], from: i64, timestamp: Option<i64>) -> Result<Option<(i64, i64)>, String> {
     let max = max_timestamp(bytes);
     let wanted = timestamp.unwrap_or(max);
     if i16_at(bytes, 21) & ATTR_LOG_APPEND_TIME != 0 {
         // Every record carries the append time, the batch's max timestamp.
-        return Ok((max >= wanted).then(|| (max, base_offset(bytes))));
+        return Ok((max >= wanted).then(|| (max, base_offset(bytes).max(from))));
     }
     let mut buffer = bytes::Bytes::copy_from_slice(bytes);
     let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut buffer).map_err(|error| error.to_string())?;
-    let found = set.records.iter().find(|record| match timestamp {
+    let found = set.records.iter().filter(|record| record.offset >= from).find(|record| match timestamp {
         Some(_) => record.timestamp >= wanted,
         None => record.timestamp == wanted,
     });
@@ -272,5 +273,18 @@ mod tests {
     fn sequences_wrap_past_the_largest_i32() {
         assert_eq!(wrapping_add_sequence(i32::MAX, 1), 0);
         assert_eq!(wrapping_add_sequence(i32::MAX - 1, 3), 1);
+    }
+
+    #[test]
+    fn a_time_lookup_finds_the_record_from_the_start_offset_on() {
+        let mut batch = build(&[b"a", b"b", b"c"], (-1, -1, -1), 50);
+        assign(&mut batch, 10, 0);
+        assert_eq!(first_record_at(&batch, 0, Some(40)), Ok(Some((50, 10))));
+        assert_eq!(first_record_at(&batch, 11, Some(40)), Ok(Some((50, 11))), "records below the start are deleted");
+        assert_eq!(first_record_at(&batch, 13, Some(40)), Ok(None));
+        assert_eq!(first_record_at(&batch, 0, Some(51)), Ok(None));
+        assert_eq!(first_record_at(&batch, 0, None), Ok(Some((50, 10))), "the first record with the max timestamp");
+        set_log_append_time(&mut batch, 99);
+        assert_eq!(first_record_at(&batch, 12, Some(60)), Ok(Some((99, 12))));
     }
 }

@@ -119,7 +119,8 @@ impl Broker {
         if !self.writable(&leadership) {
             return Err(ResponseError::NotLeaderOrFollower);
         }
-        let state = leadership.partition(stream, leader_epoch).expect("writable: a log is owned");
+        let start_offset = topic.partitions[index as usize].start_offset.0;
+        let state = leadership.partition(stream, leader_epoch, start_offset).expect("writable: a log is owned");
         Ok(ReadView {
             stream,
             leader_epoch,

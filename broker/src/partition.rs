@@ -38,8 +38,14 @@ pub struct Leadership {
 
 impl Leadership {
     /// The state of a partition this broker leads, created on first use from
-    /// what the take-over found in the sealed logs.
-    pub fn partition(&mut self, stream: StreamId, leader_epoch: LeaderEpoch) -> Option<&mut PartitionState> {
+    /// what the take-over found in the sealed logs. `start_offset` is the
+    /// metadata's (DeleteRecords, retention): the log start follows it up.
+    pub fn partition(
+        &mut self,
+        stream: StreamId,
+        leader_epoch: LeaderEpoch,
+        start_offset: i64,
+    ) -> Option<&mut PartitionState> {
         let owned = self.owned.as_mut()?;
         let state = self.partitions.entry(stream).or_insert_with(|| {
             let end = owned.ends.get(&stream).copied().unwrap_or(0);
@@ -55,6 +61,7 @@ impl Leadership {
             }
         });
         state.leader_epoch = leader_epoch;
+        state.log_start = state.log_start.max(start_offset).min(state.high_watermark);
         Some(state)
     }
 }

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use keel_controller_client::topic_rules::validate_partition_count;
 use keel_controller_client::{
-    kind_from_pb, pb, Command, EnsembleMember, Epoch, LogEpoch, LogId, MetaError, NodeId, Offset, Outcome, Seq,
-    StreamId, TopicId, Version,
+    kind_from_pb, pb, Command, EnsembleMember, Epoch, LeaderEpoch, LogEpoch, LogId, MetaError, NodeId, Offset, Outcome,
+    Seq, StreamId, TopicId, Version,
 };
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
@@ -226,6 +226,25 @@ impl pb::metadata_server::Metadata for MetadataService {
                 .collect::<std::collections::BTreeMap<_, _>>()
                 .into_iter()
                 .collect(),
+            sender: NodeId(request.sender),
+            sender_epoch: Epoch(request.sender_epoch),
+        };
+        write_reply(self.controller.propose(|_| Ok(command)).await.map_err(|e| e.to_status())?)
+    }
+
+    async fn advance_start_offset(
+        &self,
+        request: Request<pb::AdvanceStartOffsetRequest>,
+    ) -> Result<Response<pb::WriteReply>, Status> {
+        let request = leader_only!(self, request, advance_start_offset);
+        let topic = request.topic_id.parse::<uuid::Uuid>().map_err(|error| {
+            MetaError::InvalidRequest { reason: format!("topic id {:?}: {error}", request.topic_id) }.to_status()
+        })?;
+        let command = Command::AdvanceStartOffset {
+            topic: TopicId(topic),
+            partition: request.partition,
+            leader_epoch: LeaderEpoch(request.leader_epoch),
+            start_offset: Offset(request.start_offset),
             sender: NodeId(request.sender),
             sender_epoch: Epoch(request.sender_epoch),
         };

@@ -2,6 +2,7 @@
 //! through the same gRPC API and client library that Keel's own processes use.
 
 mod broker_clients;
+mod broker_delete_records;
 mod broker_fetch;
 mod broker_kcat;
 mod broker_order;

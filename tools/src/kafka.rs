@@ -246,7 +246,9 @@ pub fn batch(values: &[Bytes], timestamp: i64, producer: Option<(i64, i16, i32)>
             producer_epoch,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
-            sequence: if base_sequence < 0 { -1 } else { base_sequence.wrapping_add(i as i32) },
+            // One batch needs offset - sequence equal for every record; a
+            // non-idempotent batch then gets base sequence -1.
+            sequence: base_sequence.wrapping_add(i as i32),
             timestamp,
             key: None,
             value: Some(value.clone()),

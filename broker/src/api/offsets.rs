@@ -91,7 +91,11 @@ async fn lookup(
                     best = Some((max, bytes));
                 }
             } else if max >= timestamp {
-                return open(topic, index, &bytes, Some(timestamp), epoch);
+                // The batch straddling the start offset may hold the time
+                // only below it: then the answer is further on.
+                if let Some((found, offset)) = open(topic, index, &bytes, log_start, Some(timestamp))? {
+                    return Ok((found, offset, epoch));
+                }
             }
         }
         if next <= offset {
@@ -100,26 +104,26 @@ async fn lookup(
         offset = next;
     }
     match best {
-        Some((_, bytes)) => open(topic, index, &bytes, None, epoch),
+        Some((_, bytes)) => match open(topic, index, &bytes, log_start, None)? {
+            Some((found, offset)) => Ok((found, offset, epoch)),
+            None => Ok((-1, -1, epoch)),
+        },
         // Kafka answers "no such record" with offset -1 and no error.
         None => Ok((-1, -1, epoch)),
     }
 }
 
-/// The answer inside the batch that holds it.
+/// The (timestamp, offset) of the answer inside the batch that should hold
+/// it, from offset `from` on.
 fn open(
     topic: &keel_controller_client::Topic,
     index: i32,
     bytes: &[u8],
+    from: i64,
     timestamp: Option<i64>,
-    epoch: i32,
-) -> Result<(i64, i64, i32), ResponseError> {
-    match batch::first_record_at(bytes, timestamp) {
-        Ok(Some((timestamp, offset))) => Ok((timestamp, offset, epoch)),
-        Ok(None) => {
-            tracing::error!(topic = %topic.name, partition = index, offset = batch::base_offset(bytes), "a stored batch's max timestamp is not any record's");
-            Err(ResponseError::CorruptMessage)
-        }
+) -> Result<Option<(i64, i64)>, ResponseError> {
+    match batch::first_record_at(bytes, from, timestamp) {
+        Ok(found) => Ok(found),
         Err(error) => {
             tracing::error!(topic = %topic.name, partition = index, offset = batch::base_offset(bytes), %error, "a stored batch cannot be read");
             Err(ResponseError::KafkaStorageError)

@@ -114,7 +114,9 @@ pub(super) fn admit(broker: &Arc<Broker>, request: ProduceRequest, version: i16)
                         );
                     }
                     let log_append_time = topic.config("message.timestamp.type") == Some("LogAppendTime");
-                    let state = leadership.partition(stream, leader_epoch).expect("writable: a log is owned");
+                    let start_offset = topic.partitions[partition.index as usize].start_offset.0;
+                    let state =
+                        leadership.partition(stream, leader_epoch, start_offset).expect("writable: a log is owned");
                     match state.producers.check(&header) {
                         Verdict::Refuse(error) => Fate::Refused(error, None),
                         Verdict::Duplicate { base_offset, last_offset } => {

@@ -24,6 +24,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
         IncrementalAlterConfigsRequest::VERSIONS.max,
     ),
     (ApiKey::DescribeCluster, DescribeClusterRequest::VERSIONS.min, DescribeClusterRequest::VERSIONS.max),
+    (ApiKey::DeleteRecords, DeleteRecordsRequest::VERSIONS.min, DeleteRecordsRequest::VERSIONS.max),
 ];
 
 pub(super) fn supported(api: ApiKey) -> Option<(i16, i16)> {

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use crate::command::{Command, Outcome, PRODUCER_ID_BLOCK_SIZE};
 use crate::error::MetaError;
-use crate::ids::{Epoch, LeaderEpoch, LogEpoch, LogId, NodeId, NodeKind, ProducerId, StreamId, Version};
+use crate::ids::{Epoch, LeaderEpoch, LogEpoch, LogId, NodeId, NodeKind, Offset, ProducerId, StreamId, Version};
 use crate::image::{EnsembleMember, Image, NodeRecord, NodeState, Partition, Topic, WalLog, WalLogState};
 use crate::topic_rules::{collision_key, validate_partition_count, validate_topic_config, validate_topic_name};
 
@@ -97,6 +97,29 @@ impl Image {
                 if *sealed_seq < wal_log.trim_seq {
                     return Err(MetaError::InvalidRequest {
                         reason: format!("sealed seq {sealed_seq} is below the trim point {}", wal_log.trim_seq),
+                    });
+                }
+                Ok(())
+            }
+            Command::AdvanceStartOffset { topic, partition, leader_epoch, start_offset, sender, sender_epoch } => {
+                self.check_active(NodeKind::Broker, *sender, *sender_epoch)?;
+                let found =
+                    self.topic_by_id(*topic).ok_or_else(|| MetaError::UnknownTopic { name: topic.to_string() })?;
+                let led = found.partitions.get(*partition as usize).ok_or_else(|| MetaError::InvalidPartitions {
+                    count: i64::from(*partition),
+                    reason: format!("topic {:?} has {} partitions", found.name, found.partitions.len()),
+                })?;
+                if led.leader != Some(*sender) || led.leader_epoch != *leader_epoch {
+                    return Err(MetaError::NotPartitionLeader {
+                        topic: found.name.clone(),
+                        partition: *partition,
+                        broker: *sender,
+                        leader_epoch: *leader_epoch,
+                    });
+                }
+                if start_offset.0 < 0 {
+                    return Err(MetaError::InvalidRequest {
+                        reason: format!("start offset {start_offset} is negative"),
                     });
                 }
                 Ok(())
@@ -267,6 +290,13 @@ impl Image {
                 wal_log.state = WalLogState::Sealed { sealed_seq: *sealed_seq, stream_ends: stream_ends.clone() };
                 Outcome::LogSealed { log: *log, sealed_seq: *sealed_seq }
             }
+            Command::AdvanceStartOffset { topic, partition, start_offset, .. } => {
+                let name = self.topic_by_id(*topic).expect("checked: topic exists").name.clone();
+                let topic = self.topics.get_mut(&name).expect("checked: topic exists");
+                let led = &mut topic.partitions[*partition as usize];
+                led.start_offset = led.start_offset.max(*start_offset);
+                Outcome::StartOffset { start_offset: led.start_offset }
+            }
         };
         Ok(outcome)
     }
@@ -299,7 +329,7 @@ impl Image {
             .map(|leader| {
                 let stream_id = self.next_stream_id;
                 self.next_stream_id = StreamId(stream_id.0 + 1);
-                Partition { leader: *leader, leader_epoch: LeaderEpoch(0), stream_id }
+                Partition { leader: *leader, leader_epoch: LeaderEpoch(0), stream_id, start_offset: Offset(0) }
             })
             .collect()
     }

@@ -214,6 +214,17 @@ impl MetadataClient {
         .await
     }
 
+    pub async fn advance_start_offset(
+        &self,
+        request: pb::AdvanceStartOffsetRequest,
+    ) -> Result<(Version, Outcome), ClientError> {
+        self.write(|mut c| {
+            let request = request.clone();
+            async move { c.advance_start_offset(request).await }
+        })
+        .await
+    }
+
     /// A linearizable read of the whole image.
     pub async fn read_image(&self) -> Result<Image, ClientError> {
         let reply = self.call(|mut c| async move { c.read_image(pb::ReadImageRequest {}).await }).await?;

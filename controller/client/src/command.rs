@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{Epoch, LogEpoch, LogId, NodeId, NodeKind, Offset, ProducerId, Seq, StreamId, TopicId};
+use crate::ids::{Epoch, LeaderEpoch, LogEpoch, LogId, NodeId, NodeKind, Offset, ProducerId, Seq, StreamId, TopicId};
 use crate::image::EnsembleMember;
 
 /// A change to the metadata image.
@@ -87,22 +87,61 @@ pub enum Command {
         sender: NodeId,
         sender_epoch: Epoch,
     },
+    /// Moves a partition's start offset forward (Kafka's log start offset):
+    /// records below it are deleted for readers. Sent by the partition's
+    /// leader at its current leader epoch, which checked that the offset is
+    /// not past its high watermark; an offset at or below the current start
+    /// changes nothing.
+    AdvanceStartOffset {
+        topic: TopicId,
+        partition: u32,
+        leader_epoch: LeaderEpoch,
+        start_offset: Offset,
+        sender: NodeId,
+        sender_epoch: Epoch,
+    },
 }
 
 /// What an applied command produced.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Outcome {
-    Registered { epoch: Epoch },
-    Fenced { applied: bool },
-    TopicCreated { id: TopicId },
-    TopicDeleted { id: TopicId },
-    PartitionsCreated { count: usize },
+    Registered {
+        epoch: Epoch,
+    },
+    Fenced {
+        applied: bool,
+    },
+    TopicCreated {
+        id: TopicId,
+    },
+    TopicDeleted {
+        id: TopicId,
+    },
+    PartitionsCreated {
+        count: usize,
+    },
     ConfigsAltered,
-    ProducerIds { first: ProducerId, count: u32 },
-    LogOpened { log: LogId, epoch: LogEpoch },
-    LogRecovering { log: LogId, epoch: LogEpoch },
-    LogSealed { log: LogId, sealed_seq: Seq },
+    ProducerIds {
+        first: ProducerId,
+        count: u32,
+    },
+    LogOpened {
+        log: LogId,
+        epoch: LogEpoch,
+    },
+    LogRecovering {
+        log: LogId,
+        epoch: LogEpoch,
+    },
+    LogSealed {
+        log: LogId,
+        sealed_seq: Seq,
+    },
+    /// The partition's start offset after the command (never lower than before).
+    StartOffset {
+        start_offset: Offset,
+    },
 }
 
 /// The number of producer ids in one block, as Kafka's controller hands out.

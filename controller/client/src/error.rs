@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{ControllerId, Epoch, LogEpoch, LogId, NodeId, NodeKind, Version};
+use crate::ids::{ControllerId, Epoch, LeaderEpoch, LogEpoch, LogId, NodeId, NodeKind, Version};
 
 /// Why the controller refused a metadata request. A refused request changes nothing.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
@@ -42,6 +42,8 @@ pub enum MetaError {
     MembershipRefused { reason: String },
     #[error("metadata version {version} does not follow the image's version {current}")]
     VersionNotAfter { version: Version, current: Version },
+    #[error("broker {broker} does not lead partition {partition} of {topic:?} at leader epoch {leader_epoch}")]
+    NotPartitionLeader { topic: String, partition: u32, broker: NodeId, leader_epoch: LeaderEpoch },
     #[error("no controller leader is known right now")]
     NoLeader,
     #[error("controller internal error: {reason}")]
@@ -68,7 +70,8 @@ impl MetaError {
             | MetaError::VersionNotAfter { .. }
             | MetaError::UnknownLog { .. }
             | MetaError::LogEpochMismatch { .. }
-            | MetaError::LogSealed { .. } => false,
+            | MetaError::LogSealed { .. }
+            | MetaError::NotPartitionLeader { .. } => false,
         }
     }
 
@@ -90,7 +93,8 @@ impl MetaError {
             | MetaError::MembershipRefused { .. }
             | MetaError::VersionNotAfter { .. }
             | MetaError::LogEpochMismatch { .. }
-            | MetaError::LogSealed { .. } => tonic::Code::FailedPrecondition,
+            | MetaError::LogSealed { .. }
+            | MetaError::NotPartitionLeader { .. } => tonic::Code::FailedPrecondition,
             MetaError::NoLeader | MetaError::NoEnsemble { .. } => tonic::Code::Unavailable,
             MetaError::Internal { .. } => tonic::Code::Internal,
         }

@@ -116,6 +116,9 @@ pub struct Partition {
     pub leader: Option<NodeId>,
     pub leader_epoch: LeaderEpoch,
     pub stream_id: StreamId,
+    /// Kafka's log start offset: readers see nothing below it.
+    #[serde(default)]
+    pub start_offset: Offset,
 }
 
 impl Topic {

@@ -265,3 +265,40 @@ fn ensembles_take_one_node_per_zone_and_spread_the_load() {
     assert!(next.iter().any(|m| m.node == NodeId(4)), "zone a's idle node 4 is taken over node 1, which holds a log");
     image.check(&Command::OpenLog { owner: NodeId(9), owner_epoch: owner, ensemble: next, ack_quorum: 2 }).unwrap();
 }
+
+#[test]
+fn only_the_partition_leader_at_its_epoch_moves_the_start_offset_and_only_forward() {
+    let mut image = Image::default();
+    let leader = register(&mut image, 1, NodeKind::Broker, 1);
+    let other = register(&mut image, 2, NodeKind::Broker, 2);
+    let id = TopicId(Uuid::new_v4());
+    let create = Command::CreateTopic {
+        id,
+        name: "audit".into(),
+        configs: BTreeMap::new(),
+        owner: String::new(),
+        description: String::new(),
+        leaders: vec![Some(NodeId(1))],
+    };
+    image.apply(Version(3), &create).unwrap();
+    let advance = |sender: u32, sender_epoch: Epoch, leader_epoch: i32, start: i64| Command::AdvanceStartOffset {
+        topic: id,
+        partition: 0,
+        leader_epoch: LeaderEpoch(leader_epoch),
+        start_offset: Offset(start),
+        sender: NodeId(sender),
+        sender_epoch,
+    };
+    assert!(matches!(image.check(&advance(2, other, 0, 5)), Err(MetaError::NotPartitionLeader { .. })));
+    assert!(matches!(image.check(&advance(1, leader, 1, 5)), Err(MetaError::NotPartitionLeader { .. })));
+    assert!(matches!(image.check(&advance(1, leader, 0, -1)), Err(MetaError::InvalidRequest { .. })));
+    assert_eq!(
+        image.apply(Version(4), &advance(1, leader, 0, 5)),
+        Ok(Outcome::StartOffset { start_offset: Offset(5) })
+    );
+    assert_eq!(
+        image.apply(Version(5), &advance(1, leader, 0, 3)),
+        Ok(Outcome::StartOffset { start_offset: Offset(5) })
+    );
+    assert_eq!(image.topics["audit"].partitions[0].start_offset, Offset(5));
+}

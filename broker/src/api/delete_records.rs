@@ -1,0 +1,88 @@
+//! `DeleteRecords`: moves a partition's start offset (Kafka's log start
+//! offset) forward, so readers see nothing below it. The leader checks the
+//! offset against its high watermark (-1 means the high watermark) and the
+//! controller commits it (`AdvanceStartOffset`, only at the leader's current
+//! leader epoch). The bytes themselves go when the S3 tier's retention
+//! deletes whole objects and the WAL is trimmed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::delete_records_response::{DeleteRecordsPartitionResult, DeleteRecordsTopicResult};
+use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
+use keel_controller_client::{pb, ClientError, MetaError, Outcome, Topic};
+
+use crate::broker::Broker;
+use crate::metadata::wait_for_version;
+
+/// How long to wait for the metadata to show a committed start offset.
+const METADATA_WAIT: Duration = Duration::from_secs(10);
+
+pub(super) async fn handle(broker: &Arc<Broker>, request: DeleteRecordsRequest) -> DeleteRecordsResponse {
+    let image = broker.image();
+    let mut topics = Vec::with_capacity(request.topics.len());
+    for wanted in &request.topics {
+        let topic = image.topics.get(wanted.name.0.as_str());
+        let mut partitions = Vec::with_capacity(wanted.partitions.len());
+        for partition in &wanted.partitions {
+            let result = DeleteRecordsPartitionResult::default().with_partition_index(partition.partition_index);
+            let outcome = match topic {
+                None => Err(ResponseError::UnknownTopicOrPartition),
+                Some(topic) => delete(broker, topic, partition.partition_index, partition.offset).await,
+            };
+            partitions.push(match outcome {
+                Ok(low_watermark) => result.with_low_watermark(low_watermark),
+                Err(error) => {
+                    super::count_error(broker, "DeleteRecords", error);
+                    result.with_low_watermark(-1).with_error_code(error.code())
+                }
+            });
+        }
+        topics.push(DeleteRecordsTopicResult::default().with_name(wanted.name.clone()).with_partitions(partitions));
+    }
+    DeleteRecordsResponse::default().with_topics(topics)
+}
+
+/// Deletes the records of one partition below `offset`; answers the new low watermark.
+async fn delete(broker: &Arc<Broker>, topic: &Topic, index: i32, offset: i64) -> Result<i64, ResponseError> {
+    let view = broker.read_view(topic, index, -1)?;
+    let offset = if offset == -1 { view.high_watermark } else { offset };
+    if offset < 0 || offset > view.high_watermark {
+        return Err(ResponseError::OffsetOutOfRange);
+    }
+    if offset <= view.log_start {
+        return Ok(view.log_start);
+    }
+    let epoch = broker.live_epoch().ok_or(ResponseError::NotLeaderOrFollower)?;
+    let request = pb::AdvanceStartOffsetRequest {
+        topic_id: topic.id.0.to_string(),
+        partition: index as u32,
+        leader_epoch: view.leader_epoch.0,
+        start_offset: offset,
+        sender: broker.config.node_id.0,
+        sender_epoch: epoch.0,
+    };
+    match broker.client.advance_start_offset(request).await {
+        Ok((version, Outcome::StartOffset { start_offset })) => {
+            // Readers of this broker see the new start once its image has it.
+            let mut images = broker.images.clone();
+            if let Err(error) = wait_for_version(&mut images, version, METADATA_WAIT).await {
+                tracing::warn!(topic = %topic.name, partition = index, "{error:#}");
+            }
+            tracing::info!(topic = %topic.name, partition = index, start_offset = start_offset.0, "records deleted below the new start offset");
+            Ok(start_offset.0)
+        }
+        Ok((_, other)) => {
+            tracing::error!(?other, "AdvanceStartOffset answered with an unexpected outcome");
+            Err(ResponseError::UnknownServerError)
+        }
+        Err(ClientError::Meta(
+            MetaError::NotPartitionLeader { .. } | MetaError::StaleEpoch { .. } | MetaError::Fenced { .. },
+        )) => Err(ResponseError::NotLeaderOrFollower),
+        Err(error) => {
+            tracing::warn!(topic = %topic.name, partition = index, "AdvanceStartOffset failed: {error}");
+            Err(ResponseError::RequestTimedOut)
+        }
+    }
+}
