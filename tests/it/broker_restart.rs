@@ -109,3 +109,55 @@ async fn an_idempotent_retry_across_a_broker_restart_is_answered_with_the_origin
     assert_eq!(batches, vec![(0, 3), (3, 2), (5, 1)]);
     test.assert_clean_logs(keel_tests::PEER_UNREACHABLE);
 }
+
+/// A real idempotent producer (confluent-kafka, default retries) keeps
+/// producing while the only broker is killed with SIGKILL and started again:
+/// every record is acknowledged once and stored once (the script checks).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idempotent_client_producing_through_a_broker_kill_loses_and_duplicates_nothing() {
+    use tokio::io::AsyncBufReadExt;
+
+    let mut test = TestCluster::start(3, &[]).await.unwrap();
+    test.start_wal_nodes(3).await.unwrap();
+    test.start_brokers(1, &[]).await.unwrap();
+    let bootstrap = test.cluster.bootstrap();
+    let client = test.cluster.client().unwrap();
+    let create =
+        keel_controller_client::pb::CreateTopicRequest { name: "orders".into(), partitions: 4, ..Default::default() };
+    client.create_topic(create).await.unwrap();
+    let script = std::path::PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo"))
+        .join("clients/producer_restart.py");
+    let mut child = tokio::process::Command::new("python3")
+        .arg(&script)
+        .arg(&bootstrap)
+        .arg("orders")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut output = Vec::new();
+    // Kill the broker once the producer is well under way.
+    while let Some(line) = lines.next_line().await.unwrap() {
+        output.push(line.clone());
+        if line == "progress 1000" {
+            break;
+        }
+    }
+    test.cluster.brokers[0].kill9();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    test.cluster.start_broker(0).unwrap();
+    test.cluster.wait_for_brokers(Duration::from_secs(60)).await.unwrap();
+    let rest = async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            output.push(line);
+        }
+        child.wait_with_output().await.unwrap()
+    };
+    let finished = tokio::time::timeout(Duration::from_secs(240), rest).await.expect("the producer finished in 240 s");
+    let stderr = String::from_utf8_lossy(&finished.stderr);
+    assert!(finished.status.success(), "producer_restart.py failed:\n{}\n{stderr}", output.join("\n"));
+    assert!(output.last().is_some_and(|line| line.starts_with("ok: 6000 records")), "{}", output.join("\n"));
+    test.assert_clean_logs(keel_tests::PEER_UNREACHABLE);
+}
