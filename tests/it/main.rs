@@ -5,7 +5,7 @@ mod broker_clients;
 mod broker_delete_records;
 mod broker_fetch;
 mod broker_kcat;
-mod broker_order;
+mod broker_produce;
 mod broker_restart;
 mod controller_admin;
 mod controller_bad_input;

@@ -114,6 +114,11 @@ pub(super) fn admit(broker: &Arc<Broker>, request: ProduceRequest, version: i16)
                         );
                     }
                     let log_append_time = topic.config("message.timestamp.type") == Some("LogAppendTime");
+                    if !log_append_time {
+                        if let Some(reason) = timestamp_out_of_bounds(topic, &header, now) {
+                            return Fate::Refused(ResponseError::InvalidTimestamp, Some(reason));
+                        }
+                    }
                     let start_offset = topic.partitions[partition.index as usize].start_offset.0;
                     let state =
                         leadership.partition(stream, leader_epoch, start_offset).expect("writable: a log is owned");
@@ -265,6 +270,30 @@ async fn durable(broker: &Broker, stream: StreamId, last: i64, timeout: Duration
             return reached();
         }
     }
+}
+
+/// Why a CreateTime batch's timestamps are outside the topic's
+/// `message.timestamp.before.max.ms` / `after.max.ms` window, if they are.
+/// Read from the batch header (first and max timestamp), as the batch is
+/// not decompressed.
+fn timestamp_out_of_bounds(
+    topic: &keel_controller_client::Topic,
+    header: &batch::BatchHeader,
+    now: i64,
+) -> Option<String> {
+    let bound = |key: &str| topic.config(key).and_then(|v| v.parse::<i64>().ok()).unwrap_or(i64::MAX);
+    let (before, after) = (bound("message.timestamp.before.max.ms"), bound("message.timestamp.after.max.ms"));
+    let earliest = header.base_timestamp.min(header.max_timestamp);
+    if now.saturating_sub(earliest) > before {
+        return Some(format!("timestamp {earliest} is more than message.timestamp.before.max.ms={before} before now"));
+    }
+    if header.max_timestamp.saturating_sub(now) > after {
+        return Some(format!(
+            "timestamp {} is more than message.timestamp.after.max.ms={after} after now",
+            header.max_timestamp
+        ));
+    }
+    None
 }
 
 fn now_ms() -> i64 {
