@@ -190,6 +190,17 @@ impl Controller {
                     Err(error) => tracing::warn!(%kind, node = %id, %epoch, "failed to fence expired node: {error}"),
                 }
             }
+            // Partitions created while no broker was live get one as soon as one is.
+            for command in self.state.read(|state| state.image.leaderless_assignments()) {
+                let Command::AssignLeader { topic, partition, leader, leader_epoch } = &command else { continue };
+                let (topic, partition, leader, leader_epoch) = (*topic, *partition, *leader, *leader_epoch);
+                match self.propose(|_| Ok(command)).await {
+                    Ok(_) => {
+                        tracing::info!(%topic, partition, %leader, %leader_epoch, "leader assigned to a leaderless partition")
+                    }
+                    Err(error) => tracing::warn!(%topic, partition, %leader, "failed to assign a leader: {error}"),
+                }
+            }
         }
     }
 

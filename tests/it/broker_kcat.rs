@@ -111,3 +111,28 @@ async fn closed_after(addr: std::net::SocketAddr, bytes: &[u8]) -> bool {
     let mut rest = Vec::new();
     matches!(tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest)).await, Ok(Ok(0)))
 }
+
+/// A topic created while no broker is live has no leaders; the controller
+/// gives its partitions to the first broker that registers, and it serves them.
+#[tokio::test(flavor = "multi_thread")]
+async fn partitions_created_before_any_broker_get_a_leader_once_one_registers() {
+    let mut test = TestCluster::start(3, &[]).await.unwrap();
+    test.start_wal_nodes(3).await.unwrap();
+    let client = test.cluster.client().unwrap();
+    let create =
+        keel_controller_client::pb::CreateTopicRequest { name: "early".into(), partitions: 2, ..Default::default() };
+    client.create_topic(create).await.unwrap();
+    let image = client.read_image().await.unwrap();
+    assert!(image.topics["early"].partitions.iter().all(|p| p.leader.is_none()), "no broker was live to lead them");
+
+    test.start_brokers(1, &[]).await.unwrap();
+    let bootstrap = test.cluster.bootstrap();
+    kcat(&["-b", &bootstrap, "-P", "-t", "early", "-K", ":", "-X", "acks=all"], "a:1\nb:2\nc:3\nd:4\n").await;
+    let records = consume_all(&bootstrap, "early").await;
+    assert_eq!(records.len(), 4);
+    let image = client.read_image().await.unwrap();
+    for partition in &image.topics["early"].partitions {
+        assert_eq!((partition.leader.map(|l| l.0), partition.leader_epoch.0), (Some(1), 1));
+    }
+    test.assert_clean_logs(keel_tests::PEER_UNREACHABLE);
+}

@@ -101,6 +101,30 @@ impl Image {
                 }
                 Ok(())
             }
+            Command::AssignLeader { topic, partition, leader, leader_epoch } => {
+                let found =
+                    self.topic_by_id(*topic).ok_or_else(|| MetaError::UnknownTopic { name: topic.to_string() })?;
+                let current =
+                    found.partitions.get(*partition as usize).ok_or_else(|| MetaError::InvalidPartitions {
+                        count: i64::from(*partition),
+                        reason: format!("topic {:?} has {} partitions", found.name, found.partitions.len()),
+                    })?;
+                if let Some(existing) = current.leader {
+                    return Err(MetaError::InvalidRequest {
+                        reason: format!("partition {partition} of {:?} is led by broker {existing}", found.name),
+                    });
+                }
+                if leader_epoch.0 != current.leader_epoch.0 + 1 {
+                    return Err(MetaError::InvalidRequest {
+                        reason: format!("leader epoch {leader_epoch} does not follow {}", current.leader_epoch),
+                    });
+                }
+                let broker = self.node(NodeKind::Broker, *leader)?;
+                if broker.state != NodeState::Active {
+                    return Err(MetaError::Fenced { kind: NodeKind::Broker, node: *leader, epoch: broker.epoch });
+                }
+                Ok(())
+            }
             Command::AdvanceStartOffset { topic, partition, leader_epoch, start_offset, sender, sender_epoch } => {
                 self.check_active(NodeKind::Broker, *sender, *sender_epoch)?;
                 let found =
@@ -289,6 +313,14 @@ impl Image {
                 let wal_log = self.wal_logs.get_mut(log).expect("checked: log exists");
                 wal_log.state = WalLogState::Sealed { sealed_seq: *sealed_seq, stream_ends: stream_ends.clone() };
                 Outcome::LogSealed { log: *log, sealed_seq: *sealed_seq }
+            }
+            Command::AssignLeader { topic, partition, leader, leader_epoch } => {
+                let name = self.topic_by_id(*topic).expect("checked: topic exists").name.clone();
+                let topic = self.topics.get_mut(&name).expect("checked: topic exists");
+                let assigned = &mut topic.partitions[*partition as usize];
+                assigned.leader = Some(*leader);
+                assigned.leader_epoch = *leader_epoch;
+                Outcome::LeaderAssigned { leader: *leader, leader_epoch: *leader_epoch }
             }
             Command::AdvanceStartOffset { topic, partition, start_offset, .. } => {
                 let name = self.topic_by_id(*topic).expect("checked: topic exists").name.clone();

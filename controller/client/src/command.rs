@@ -87,6 +87,16 @@ pub enum Command {
         sender: NodeId,
         sender_epoch: Epoch,
     },
+    /// Gives a partition that has no leader (created while no broker was
+    /// live) to `leader`, at `leader_epoch`, which must be the current one + 1.
+    /// Moving a partition that has a leader is DESIGN §5's close-or-recover
+    /// path (the failover issue), not this command.
+    AssignLeader {
+        topic: TopicId,
+        partition: u32,
+        leader: NodeId,
+        leader_epoch: LeaderEpoch,
+    },
     /// Moves a partition's start offset forward (Kafka's log start offset):
     /// records below it are deleted for readers. Sent by the partition's
     /// leader at its current leader epoch, which checked that the offset is
@@ -137,6 +147,10 @@ pub enum Outcome {
     LogSealed {
         log: LogId,
         sealed_seq: Seq,
+    },
+    LeaderAssigned {
+        leader: NodeId,
+        leader_epoch: LeaderEpoch,
     },
     /// The partition's start offset after the command (never lower than before).
     StartOffset {

@@ -165,6 +165,32 @@ impl Image {
         load
     }
 
+    /// Leaders for the partitions that have none, placed as `place_leaders`
+    /// places new ones; empty while no broker is active.
+    pub fn leaderless_assignments(&self) -> Vec<crate::command::Command> {
+        let leaderless: Vec<(&Topic, u32, &Partition)> = self
+            .topics
+            .values()
+            .flat_map(|topic| {
+                topic.partitions.iter().enumerate().map(move |(index, partition)| (topic, index as u32, partition))
+            })
+            .filter(|(_, _, partition)| partition.leader.is_none())
+            .collect();
+        let leaders = self.place_leaders(leaderless.len());
+        leaderless
+            .into_iter()
+            .zip(leaders)
+            .filter_map(|((topic, partition, current), leader)| {
+                Some(crate::command::Command::AssignLeader {
+                    topic: topic.id,
+                    partition,
+                    leader: leader?,
+                    leader_epoch: LeaderEpoch(current.leader_epoch.0 + 1),
+                })
+            })
+            .collect()
+    }
+
     /// Picks leaders for `count` new partitions: each goes to the active broker
     /// that leads the fewest partitions, lowest id first on ties. `None` when no
     /// broker is active; the partitions wait for one.

@@ -302,3 +302,22 @@ fn only_the_partition_leader_at_its_epoch_moves_the_start_offset_and_only_forwar
     );
     assert_eq!(image.topics["audit"].partitions[0].start_offset, Offset(5));
 }
+
+#[test]
+fn leaderless_partitions_are_assigned_once_to_an_active_broker() {
+    let mut image = Image::default();
+    image.apply(Version(1), &create_topic("early", 2)).unwrap();
+    assert!(image.leaderless_assignments().is_empty(), "no broker is active");
+    register(&mut image, 2, NodeKind::Broker, 4);
+    let assignments = image.leaderless_assignments();
+    assert_eq!(assignments.len(), 2);
+    let Command::AssignLeader { topic, partition, .. } = assignments[0].clone() else { panic!("{assignments:?}") };
+    let wrong_epoch = Command::AssignLeader { topic, partition, leader: NodeId(4), leader_epoch: LeaderEpoch(5) };
+    assert!(matches!(image.check(&wrong_epoch), Err(MetaError::InvalidRequest { .. })));
+    for (version, command) in assignments.iter().enumerate() {
+        let outcome = image.apply(Version(3 + version as u64), command);
+        assert_eq!(outcome, Ok(Outcome::LeaderAssigned { leader: NodeId(4), leader_epoch: LeaderEpoch(1) }));
+    }
+    assert!(image.leaderless_assignments().is_empty());
+    assert!(image.check(&assignments[0]).is_err(), "a led partition is not reassigned by this command");
+}
