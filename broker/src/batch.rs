@@ -83,6 +83,35 @@ fn i64_at(bytes: &[u8], at: usize) -> i64 {
 /// Checks that `bytes` is exactly one well-formed magic-2 batch that a
 /// producer may write, and reads its header.
 pub fn check(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
+    let header = stored_header(bytes)?;
+    if header.record_count <= 0 || header.last_offset_delta != header.record_count - 1 {
+        return Err(BatchError::Count { count: header.record_count, delta: header.last_offset_delta });
+    }
+    if header.attributes & ATTR_CONTROL != 0 {
+        return Err(BatchError::Control);
+    }
+    Ok(header)
+}
+
+/// The header of one intact stored batch (see `check_stored`), whatever it holds.
+pub fn stored_header(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
+    check_stored(bytes)?;
+    Ok(BatchHeader {
+        attributes: i16_at(bytes, 21),
+        last_offset_delta: i32_at(bytes, 23),
+        base_timestamp: i64_at(bytes, 27),
+        max_timestamp: i64_at(bytes, 35),
+        producer_id: i64_at(bytes, 43),
+        producer_epoch: i16_at(bytes, 51),
+        base_sequence: i32_at(bytes, 53),
+        record_count: i32_at(bytes, 57),
+    })
+}
+
+/// Checks that `bytes` is exactly one intact magic-2 batch (its length, magic
+/// and CRC32C): what a reader of stored bytes (an object, a WAL entry) checks
+/// before serving them.
+pub fn check_stored(bytes: &[u8]) -> Result<(), BatchError> {
     if bytes.len() < HEADER_BYTES {
         return Err(BatchError::Size(bytes.len()));
     }
@@ -97,23 +126,7 @@ pub fn check(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
     if crc32c::crc32c(&bytes[CRC_START..]) != i32_at(bytes, 17) as u32 {
         return Err(BatchError::Crc);
     }
-    let header = BatchHeader {
-        attributes: i16_at(bytes, 21),
-        last_offset_delta: i32_at(bytes, 23),
-        base_timestamp: i64_at(bytes, 27),
-        max_timestamp: i64_at(bytes, 35),
-        producer_id: i64_at(bytes, 43),
-        producer_epoch: i16_at(bytes, 51),
-        base_sequence: i32_at(bytes, 53),
-        record_count: i32_at(bytes, 57),
-    };
-    if header.record_count <= 0 || header.last_offset_delta != header.record_count - 1 {
-        return Err(BatchError::Count { count: header.record_count, delta: header.last_offset_delta });
-    }
-    if header.attributes & ATTR_CONTROL != 0 {
-        return Err(BatchError::Control);
-    }
-    Ok(header)
+    Ok(())
 }
 
 impl BatchHeader {

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use kafka_protocol::error::ResponseError;
 use keel_controller_client::{pb, Epoch, Image, LeaderEpoch, MetadataClient, Outcome, SessionState, StreamId, Topic};
+use keel_objects::ObjectStore;
 use keel_proto::wal as wal_pb;
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
@@ -17,6 +18,7 @@ use crate::config::BrokerConfig;
 use crate::fetch_sessions::FetchSessions;
 use crate::log_owner::LogRange;
 use crate::metrics::Metrics;
+use crate::object_reads::ObjectCache;
 use crate::partition::Leadership;
 
 /// How long one WAL read may take before the next member is tried.
@@ -29,6 +31,9 @@ pub struct Broker {
     pub images: watch::Receiver<Arc<Image>>,
     pub session: watch::Receiver<Option<SessionState>>,
     pub cache: BatchCache,
+    /// Where uploaded history lives, and the cache of ranges read from it.
+    pub objects: Arc<dyn ObjectStore>,
+    pub object_cache: Arc<ObjectCache>,
     pub fetch_sessions: FetchSessions,
     leadership: Mutex<Leadership>,
     /// Bumped whenever a high watermark moves; long-polling fetches wait on it.
@@ -56,10 +61,13 @@ impl Broker {
         client: Arc<MetadataClient>,
         images: watch::Receiver<Arc<Image>>,
         session: watch::Receiver<Option<SessionState>>,
+        objects: Arc<dyn ObjectStore>,
         metrics: Metrics,
     ) -> Broker {
         Broker {
             cache: BatchCache::new(config.cache_bytes as usize),
+            objects,
+            object_cache: Arc::new(ObjectCache::new(config.object_cache_bytes as usize)),
             fetch_sessions: FetchSessions::default(),
             config,
             client,
@@ -119,8 +127,8 @@ impl Broker {
         if !self.writable(&leadership) {
             return Err(ResponseError::NotLeaderOrFollower);
         }
-        let start_offset = topic.partitions[index as usize].start_offset.0;
-        let state = leadership.partition(stream, leader_epoch, start_offset).expect("writable: a log is owned");
+        let record = &topic.partitions[index as usize];
+        let state = leadership.partition(stream, leader_epoch, record).expect("writable: a log is owned");
         Ok(ReadView {
             stream,
             leader_epoch,
@@ -240,7 +248,8 @@ impl Broker {
 
     /// A partition's batches from the one holding `offset`, ending at or
     /// before `until`, within `limit` bytes (at least one batch): from the
-    /// cache, else from the WAL log `range` names.
+    /// cache, else from objects below the partition's uploaded end, else
+    /// from the WAL log `range` names.
     pub async fn read_batches(
         &self,
         stream: StreamId,
@@ -252,8 +261,18 @@ impl Broker {
         if let Some(cached) = self.cache.read(stream, offset, until, limit) {
             return Ok(cached.into_iter().map(|c| c.batch).collect());
         }
+        if let Some(batches) = self.read_uploaded(stream, offset, until, limit).await? {
+            return Ok(batches);
+        }
         let range = range.ok_or_else(|| format!("no WAL log holds offset {offset}"))?;
-        let read = self.read_wal(stream, range, offset, limit).await?;
+        let read = match self.read_wal(stream, range, offset, limit).await {
+            Ok(read) => read,
+            // The WAL may have been trimmed after an upload this image did not show yet.
+            Err(error) => match self.read_uploaded(stream, offset, until, limit).await? {
+                Some(batches) => return Ok(batches),
+                None => return Err(error),
+            },
+        };
         let mut bytes = 0usize;
         Ok(read
             .into_iter()
@@ -267,7 +286,27 @@ impl Broker {
             .collect())
     }
 
-    fn wal_channel(&self, addr: &str) -> Result<tonic::transport::Channel, String> {
+    /// The batches from `offset` if it lies below the partition's uploaded end.
+    async fn read_uploaded(
+        &self,
+        stream: StreamId,
+        offset: i64,
+        until: i64,
+        limit: usize,
+    ) -> Result<Option<Vec<bytes::Bytes>>, String> {
+        let image = self.image();
+        let uploaded_end = match image.partition_of_stream(stream) {
+            Some((_, _, partition)) if offset < partition.uploaded_end.0 => partition.uploaded_end.0,
+            _ => return Ok(None),
+        };
+        let until = until.min(uploaded_end);
+        let batches =
+            crate::object_reads::read(&self.objects, &self.object_cache, &image, stream, offset, until, limit).await?;
+        self.metrics.object_read_bytes.inc_by(batches.iter().map(|b| b.len() as u64).sum());
+        Ok(Some(batches))
+    }
+
+    pub(crate) fn wal_channel(&self, addr: &str) -> Result<tonic::transport::Channel, String> {
         let mut channels = self.wal_channels.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(channel) = channels.get(addr) {
             return Ok(channel.clone());

@@ -45,6 +45,45 @@ pub struct ConfigToml {
     /// The cluster id reported to Kafka clients. Default "keel".
     #[arg(long, env = "KEEL_BROKER_CLUSTER_ID")]
     pub cluster_id: Option<String>,
+    /// Object storage in a local directory (single machine, `keelctl dev`).
+    /// Exactly one of this and `s3_bucket` is required.
+    #[arg(long, env = "KEEL_BROKER_OBJECTS_DIR")]
+    pub objects_dir: Option<std::path::PathBuf>,
+    /// Object storage in this S3 bucket.
+    #[arg(long, env = "KEEL_BROKER_S3_BUCKET")]
+    pub s3_bucket: Option<String>,
+    /// An S3-compatible endpoint (http://host:port); unset for AWS S3.
+    #[arg(long, env = "KEEL_BROKER_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    /// The S3 region. Default: the AWS environment's, else us-east-1.
+    #[arg(long, env = "KEEL_BROKER_S3_REGION")]
+    pub s3_region: Option<String>,
+    /// Address the bucket in the path, as most S3-compatible servers want. Default false.
+    #[arg(long, env = "KEEL_BROKER_S3_PATH_STYLE")]
+    pub s3_path_style: Option<bool>,
+    /// Static S3 credentials; unset: the AWS environment's (variables, profile, role).
+    #[arg(long, env = "KEEL_BROKER_S3_ACCESS_KEY_ID")]
+    pub s3_access_key_id: Option<String>,
+    #[arg(long, env = "KEEL_BROKER_S3_SECRET_ACCESS_KEY")]
+    pub s3_secret_access_key: Option<String>,
+    /// Upload the WAL's data to the object store at least this often. Default 5s.
+    #[arg(long, env = "KEEL_BROKER_UPLOAD_INTERVAL", value_parser = humantime_serde::re::humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub upload_interval: Option<Duration>,
+    /// The most WAL bytes one uploaded object holds (more: several uploads
+    /// back to back). Default 32 MiB.
+    #[arg(long, env = "KEEL_BROKER_UPLOAD_BYTES")]
+    pub upload_bytes: Option<u64>,
+    /// Bytes of object ranges kept in memory for cold reads. Default 128 MiB.
+    #[arg(long, env = "KEEL_BROKER_OBJECT_CACHE_BYTES")]
+    pub object_cache_bytes: Option<u64>,
+}
+
+/// Where the broker keeps objects.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ObjectsConfig {
+    LocalDir(std::path::PathBuf),
+    S3(keel_objects::S3Config),
 }
 
 /// The validated, effective configuration.
@@ -60,6 +99,10 @@ pub struct BrokerConfig {
     pub cache_bytes: u64,
     pub request_bytes_max: u32,
     pub cluster_id: String,
+    pub objects: ObjectsConfig,
+    pub upload_interval: Duration,
+    pub upload_bytes: u64,
+    pub object_cache_bytes: u64,
 }
 
 impl ConfigToml {
@@ -76,6 +119,16 @@ impl ConfigToml {
             cache_bytes: self.cache_bytes.or(lower.cache_bytes),
             request_bytes_max: self.request_bytes_max.or(lower.request_bytes_max),
             cluster_id: self.cluster_id.or(lower.cluster_id),
+            objects_dir: self.objects_dir.or(lower.objects_dir),
+            s3_bucket: self.s3_bucket.or(lower.s3_bucket),
+            s3_endpoint: self.s3_endpoint.or(lower.s3_endpoint),
+            s3_region: self.s3_region.or(lower.s3_region),
+            s3_path_style: self.s3_path_style.or(lower.s3_path_style),
+            s3_access_key_id: self.s3_access_key_id.or(lower.s3_access_key_id),
+            s3_secret_access_key: self.s3_secret_access_key.or(lower.s3_secret_access_key),
+            upload_interval: self.upload_interval.or(lower.upload_interval),
+            upload_bytes: self.upload_bytes.or(lower.upload_bytes),
+            object_cache_bytes: self.object_cache_bytes.or(lower.object_cache_bytes),
         }
     }
 
@@ -91,7 +144,33 @@ impl ConfigToml {
             cache_bytes,
             request_bytes_max,
             cluster_id,
+            objects_dir,
+            s3_bucket,
+            s3_endpoint,
+            s3_region,
+            s3_path_style,
+            s3_access_key_id,
+            s3_secret_access_key,
+            upload_interval,
+            upload_bytes,
+            object_cache_bytes,
         } = self;
+        let objects = match (objects_dir, s3_bucket) {
+            (Some(dir), None) => ObjectsConfig::LocalDir(dir),
+            (None, Some(bucket)) => ObjectsConfig::S3(keel_objects::S3Config {
+                bucket,
+                endpoint: s3_endpoint.unwrap_or_default(),
+                region: s3_region.unwrap_or_default(),
+                path_style: s3_path_style.unwrap_or(false),
+                access_key_id: s3_access_key_id.unwrap_or_default(),
+                secret_access_key: s3_secret_access_key.unwrap_or_default(),
+                ..Default::default()
+            }),
+            (Some(_), Some(_)) => anyhow::bail!("set one of objects_dir and s3_bucket, not both"),
+            (None, None) => anyhow::bail!("object storage is required: set objects_dir or s3_bucket"),
+        };
+        let upload_bytes = upload_bytes.unwrap_or(32 << 20);
+        anyhow::ensure!(upload_bytes >= 1 << 20, "upload_bytes must be at least 1 MiB");
         let zone = zone.context("zone is required")?;
         anyhow::ensure!(!zone.is_empty(), "zone must not be empty");
         let listen = listen.unwrap_or_else(|| "127.0.0.1:9092".parse().expect("valid literal"));
@@ -115,6 +194,10 @@ impl ConfigToml {
             cache_bytes: cache_bytes.unwrap_or(256 << 20),
             request_bytes_max,
             cluster_id: cluster_id.unwrap_or_else(|| "keel".into()),
+            objects,
+            upload_interval: upload_interval.unwrap_or(Duration::from_secs(5)),
+            upload_bytes,
+            object_cache_bytes: object_cache_bytes.unwrap_or(128 << 20),
         })
     }
 }
@@ -125,8 +208,10 @@ mod tests {
 
     #[test]
     fn a_minimal_config_validates_and_bad_values_are_refused() {
-        let file: ConfigToml =
-            keel_common::config::parse_toml("node_id = 1\nzone = \"a\"\ncontrollers = [\"127.0.0.1:9190\"]\n").unwrap();
+        let file: ConfigToml = keel_common::config::parse_toml(
+            "node_id = 1\nzone = \"a\"\ncontrollers = [\"127.0.0.1:9190\"]\nobjects_dir = \"/o\"\n",
+        )
+        .unwrap();
         let config = file.clone().validate().unwrap();
         assert_eq!(config.advertise, "127.0.0.1:9092");
         assert_eq!(config.cache_bytes, 256 << 20);

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use keel_controller_client::follower::wait_for_version;
 use keel_controller_client::{
     pb, ClientError, Epoch, Image, LogEpoch, LogId, MetaError, MetadataClient, NodeId, Outcome, Seq, StreamId, Version,
     WalLog, WalLogState,
@@ -27,7 +28,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::batch;
-use crate::metadata::wait_for_version;
 use crate::producers::Producers;
 
 /// How long to wait for the metadata to show a change this broker committed.

@@ -2,7 +2,7 @@
 //! consumer or the broker": requests and errors by API, bytes in and out by
 //! topic, and how long produces wait for the WAL quorum.
 
-use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 #[derive(Clone, Debug)]
 pub struct Metrics {
@@ -21,6 +21,13 @@ pub struct Metrics {
     /// How long taking over the previous logs and opening a new one took.
     pub takeover_seconds: Histogram,
     pub connections: IntGauge,
+    /// Objects uploaded and committed, their bytes, the time each took, and failed attempts.
+    pub uploads: IntCounter,
+    pub upload_bytes: IntCounter,
+    pub upload_seconds: Histogram,
+    pub upload_failures: IntCounter,
+    /// Record-batch bytes served from the object store (cold reads).
+    pub object_read_bytes: IntCounter,
 }
 
 impl Metrics {
@@ -60,6 +67,20 @@ impl Metrics {
                 .buckets(seconds),
             )?,
             connections: IntGauge::new("keel_broker_connections", "Open Kafka client connections.")?,
+            uploads: IntCounter::new("keel_broker_uploads_total", "Objects uploaded and committed.")?,
+            upload_bytes: IntCounter::new(
+                "keel_broker_upload_bytes_total",
+                "Bytes of objects uploaded and committed.",
+            )?,
+            upload_seconds: Histogram::with_opts(
+                HistogramOpts::new("keel_broker_upload_seconds", "Time to read, PUT and commit one object.")
+                    .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+            )?,
+            upload_failures: IntCounter::new("keel_broker_upload_failures_total", "Upload attempts that failed.")?,
+            object_read_bytes: IntCounter::new(
+                "keel_broker_object_read_bytes_total",
+                "Record-batch bytes read from the object store for fetches.",
+            )?,
         };
         registry.register(Box::new(metrics.requests.clone()))?;
         registry.register(Box::new(metrics.errors.clone()))?;
@@ -69,6 +90,11 @@ impl Metrics {
         registry.register(Box::new(metrics.wal_ack_seconds.clone()))?;
         registry.register(Box::new(metrics.takeover_seconds.clone()))?;
         registry.register(Box::new(metrics.connections.clone()))?;
+        registry.register(Box::new(metrics.uploads.clone()))?;
+        registry.register(Box::new(metrics.upload_bytes.clone()))?;
+        registry.register(Box::new(metrics.upload_seconds.clone()))?;
+        registry.register(Box::new(metrics.upload_failures.clone()))?;
+        registry.register(Box::new(metrics.object_read_bytes.clone()))?;
         Ok(metrics)
     }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use keel_controller_client::{ClientOptions, MetadataClient, NodeKind, Registration, SessionKeeper};
+use keel_objects::ObjectStore;
 use prometheus::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -14,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::broker::Broker;
-use crate::config::BrokerConfig;
+use crate::config::{BrokerConfig, ObjectsConfig};
 use crate::metrics::Metrics;
 
 #[derive(Debug)]
@@ -34,7 +35,7 @@ pub async fn start(config: BrokerConfig, registry: &Registry, cancel: Cancellati
     let tasks = TaskTracker::new();
     let client = Arc::new(MetadataClient::new(config.controllers.clone(), ClientOptions::default())?);
 
-    let (images, follow) = crate::metadata::follow(client.clone(), cancel.clone());
+    let (images, follow) = keel_controller_client::follower::follow(client.clone(), cancel.clone());
     tasks.spawn(follow);
     // Brokers keep nothing on disk: every start is a new incarnation.
     let registration = Registration {
@@ -49,8 +50,11 @@ pub async fn start(config: BrokerConfig, registry: &Registry, cancel: Cancellati
         SessionKeeper::new(client.clone(), registration, config.heartbeat_interval, config.heartbeat_interval);
     tasks.spawn(keeper.run(cancel.clone()));
 
-    let broker = Arc::new(Broker::new(config.clone(), client, images, session, metrics));
+    let objects = object_store(&config.objects).await?;
+    tracing::info!(objects = objects.describe(), "object storage");
+    let broker = Arc::new(Broker::new(config.clone(), client, images, session, objects.clone(), metrics));
     tasks.spawn(broker.clone().keep_log(tasks.clone(), cancel.clone()));
+    tasks.spawn(crate::uploader::run(broker.clone(), objects, cancel.clone()));
     tasks.spawn(crate::server::serve(listener, broker.clone(), tasks.clone(), cancel.clone()));
 
     let (ready_sender, ready) = watch::channel(false);
@@ -65,6 +69,16 @@ pub async fn start(config: BrokerConfig, registry: &Registry, cancel: Cancellati
     });
     tracing::info!(kafka = %config.listen, advertise = %config.advertise, admin = %config.admin_listen, "broker serving");
     Ok(BrokerNode { cancel, tasks })
+}
+
+async fn object_store(config: &ObjectsConfig) -> anyhow::Result<Arc<dyn ObjectStore>> {
+    Ok(match config {
+        ObjectsConfig::LocalDir(dir) => Arc::new(
+            keel_objects::LocalDirStore::new(dir)
+                .with_context(|| format!("object storage directory {}", dir.display()))?,
+        ),
+        ObjectsConfig::S3(s3) => Arc::new(keel_objects::S3Store::connect(s3.clone()).await?),
+    })
 }
 
 /// `/ready` is true while the broker may produce: its lease holds and it

@@ -38,17 +38,20 @@ pub struct Leadership {
 
 impl Leadership {
     /// The state of a partition this broker leads, created on first use from
-    /// what the take-over found in the sealed logs. `start_offset` is the
-    /// metadata's (DeleteRecords, retention): the log start follows it up.
+    /// what the take-over found in the sealed logs and what the metadata says
+    /// is uploaded (a log trimmed after its upload no longer tells its ends).
+    /// The log start follows the metadata's start offset (DeleteRecords,
+    /// retention) up.
     pub fn partition(
         &mut self,
         stream: StreamId,
         leader_epoch: LeaderEpoch,
-        start_offset: i64,
+        record: &keel_controller_client::Partition,
     ) -> Option<&mut PartitionState> {
         let owned = self.owned.as_mut()?;
+        let start_offset = record.start_offset.0;
         let state = self.partitions.entry(stream).or_insert_with(|| {
-            let end = owned.ends.get(&stream).copied().unwrap_or(0);
+            let end = owned.ends.get(&stream).copied().unwrap_or(0).max(record.uploaded_end.0);
             let mut ranges = owned.history.get(&stream).cloned().unwrap_or_default();
             ranges.push(LogRange { log: owned.log, sealed_seq: keel_controller_client::Seq(0), from: end });
             PartitionState {

@@ -251,6 +251,40 @@ impl pb::metadata_server::Metadata for MetadataService {
         write_reply(self.controller.propose(|_| Ok(command)).await.map_err(|e| e.to_status())?)
     }
 
+    async fn reserve_objects(
+        &self,
+        request: Request<pb::ReserveObjectsRequest>,
+    ) -> Result<Response<pb::WriteReply>, Status> {
+        let request = leader_only!(self, request, reserve_objects);
+        let command = Command::ReserveObjects {
+            broker: NodeId(request.broker),
+            broker_epoch: Epoch(request.broker_epoch),
+            count: request.count,
+            deadline_ms: wall_clock_ms().saturating_add(i64::try_from(request.ttl_ms).unwrap_or(i64::MAX)),
+        };
+        write_reply(self.controller.propose(|_| Ok(command)).await.map_err(|e| e.to_status())?)
+    }
+
+    async fn commit_upload(
+        &self,
+        request: Request<pb::CommitUploadRequest>,
+    ) -> Result<Response<pb::WriteReply>, Status> {
+        let request = leader_only!(self, request, commit_upload);
+        let objects = serde_json::from_slice(&request.objects).map_err(|error| {
+            MetaError::InvalidRequest { reason: format!("objects are not valid JSON: {error}") }.to_status()
+        })?;
+        let command = Command::CommitUpload {
+            broker: NodeId(request.broker),
+            broker_epoch: Epoch(request.broker_epoch),
+            log: LogId(request.log),
+            log_epoch: LogEpoch(request.log_epoch),
+            trim_seq: Seq(request.trim_seq),
+            objects,
+            now_ms: wall_clock_ms(),
+        };
+        write_reply(self.controller.propose(|_| Ok(command)).await.map_err(|e| e.to_status())?)
+    }
+
     async fn read_image(&self, request: Request<pb::ReadImageRequest>) -> Result<Response<pb::ImageReply>, Status> {
         let _request = leader_only!(self, request, read_image);
         self.controller.raft.ensure_linearizable().await.map_err(|_| MetaError::NoLeader.to_status())?;
@@ -302,4 +336,11 @@ impl pb::metadata_server::Metadata for MetadataService {
     ) -> Result<Response<pb::NodeStatusReply>, Status> {
         Ok(Response::new(status::node_status(&self.controller)))
     }
+}
+
+/// This controller's wall clock in milliseconds: object reservations expire
+/// on it. Only reservation deadlines use it, with a time to live far larger
+/// than the clock skew between controllers.
+fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }

@@ -386,7 +386,7 @@ impl LocalCluster {
         let binary = find_binary("keel-broker")?;
         let broker = &mut self.brokers[index];
         let spec = &broker.spec;
-        let args: Vec<std::ffi::OsString> = vec![
+        let mut args: Vec<std::ffi::OsString> = vec![
             "--node-id".into(),
             spec.id.to_string().into(),
             "--zone".into(),
@@ -398,6 +398,11 @@ impl LocalCluster {
             "--controllers".into(),
             controllers.into(),
         ];
+        // Unless told to use S3, the brokers share one local object directory
+        // (as they would share a bucket).
+        if !spec.args.iter().any(|arg| arg.starts_with("--s3-bucket")) {
+            args.extend(["--objects-dir".into(), self.dir.join("objects").into()]);
+        }
         let args = args.into_iter().chain(spec.args.iter().map(Into::into));
         broker.child = Some(spawn_logged(&self.dir, &format!("broker-{}.log", spec.id), &binary, args)?);
         Ok(())

@@ -22,5 +22,6 @@ mod metrics;
 pub mod node;
 pub mod service;
 pub mod store;
+mod trimmer;
 
 pub use metrics::Metrics;

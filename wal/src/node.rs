@@ -64,7 +64,7 @@ pub async fn start(config: WalConfig, registry: &Registry, cancel: CancellationT
     let admin = TcpListener::bind(config.admin_listen)
         .await
         .with_context(|| format!("bind admin listener {}", config.admin_listen))?;
-    let service = WalService::new(store, incarnation.clone(), tasks.clone(), cancel.clone());
+    let service = WalService::new(store.clone(), incarnation.clone(), tasks.clone(), cancel.clone());
     let server = tonic::transport::Server::builder()
         .add_service(
             pb::wal_server::WalServer::new(service)
@@ -89,6 +89,7 @@ pub async fn start(config: WalConfig, registry: &Registry, cancel: CancellationT
         kafka_listeners: vec![],
         incarnation: incarnation.clone(),
     };
+    tasks.spawn(crate::trimmer::run(client.clone(), config.node_id, incarnation.clone(), store, cancel.clone()));
     let (keeper, session) =
         SessionKeeper::new(client, registration, config.heartbeat_interval, config.heartbeat_interval);
     tasks.spawn(keeper.run(cancel.clone()));

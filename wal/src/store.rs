@@ -26,11 +26,33 @@ const BATCH_REQUESTS_MAX: usize = 1024;
 /// A request to the store.
 #[derive(Debug)]
 pub enum StoreRequest {
-    Append { epoch: LogEpoch, entry: Bytes, reply: oneshot::Sender<pb::AppendReply> },
-    Fence { log: LogId, epoch: LogEpoch, reply: oneshot::Sender<pb::FenceReply> },
-    Read { request: pb::ReadRequest, reply: oneshot::Sender<pb::ReadReply> },
-    ReadStream { request: pb::ReadStreamRequest, reply: oneshot::Sender<pb::ReadStreamReply> },
-    Status { reply: oneshot::Sender<pb::StatusReply> },
+    Append {
+        epoch: LogEpoch,
+        entry: Bytes,
+        reply: oneshot::Sender<pb::AppendReply>,
+    },
+    Fence {
+        log: LogId,
+        epoch: LogEpoch,
+        reply: oneshot::Sender<pb::FenceReply>,
+    },
+    Read {
+        request: pb::ReadRequest,
+        reply: oneshot::Sender<pb::ReadReply>,
+    },
+    ReadStream {
+        request: pb::ReadStreamRequest,
+        reply: oneshot::Sender<pb::ReadStreamReply>,
+    },
+    Status {
+        reply: oneshot::Sender<pb::StatusReply>,
+    },
+    /// Lets entries of `log` up to `seq` go: the trim point the controller
+    /// committed (DESIGN §3: nodes trim from metadata, never on request).
+    Trim {
+        log: LogId,
+        seq: Seq,
+    },
 }
 
 /// Sends requests to the store thread.
@@ -139,6 +161,7 @@ impl Store {
                         let _ = reply.send(refused);
                     }
                 },
+                StoreRequest::Trim { log, seq } => self.trim(log, seq),
                 read_or_status => reads.push(read_or_status),
             }
         }
@@ -192,9 +215,31 @@ impl Store {
                 StoreRequest::Status { reply } => {
                     let _ = reply.send(self.status());
                 }
-                StoreRequest::Append { .. } | StoreRequest::Fence { .. } => unreachable!("handled above"),
+                StoreRequest::Append { .. } | StoreRequest::Fence { .. } | StoreRequest::Trim { .. } => {
+                    unreachable!("handled above")
+                }
             }
         }
+    }
+
+    /// Trims `log` through `seq` (or its last entry, if this node holds
+    /// less), deleting the segments that then hold nothing needed.
+    fn trim(&mut self, log: LogId, seq: Seq) {
+        if self.failed.is_some() {
+            return;
+        }
+        let Some(replica) = self.replicas.get_mut(&log) else { return };
+        let seq = seq.min(replica.last_seq());
+        if seq <= replica.trim_seq() {
+            return;
+        }
+        replica.trim(seq).expect("clamped to the last seq");
+        if let Err(error) = self.journal.trim(log, seq) {
+            tracing::error!(%log, %seq, "journal trim failed; refusing every request until restart: {error}");
+            self.failed = Some(error.to_string());
+            return;
+        }
+        self.metrics.journal_bytes.set(self.journal.disk_bytes() as i64);
     }
 
     fn count_refused(&self, code: i32) {

@@ -57,7 +57,7 @@ fn meta_error(error: MetaError) -> (ResponseError, String) {
 /// Waits (briefly) until this broker's metadata shows a committed change.
 async fn seen(broker: &Broker, version: Version) {
     let mut images = broker.images.clone();
-    let _ = crate::metadata::wait_for_version(&mut images, version, Duration::from_secs(5)).await;
+    let _ = keel_controller_client::follower::wait_for_version(&mut images, version, Duration::from_secs(5)).await;
 }
 
 fn text(value: String) -> StrBytes {

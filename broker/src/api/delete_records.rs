@@ -14,7 +14,7 @@ use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
 use keel_controller_client::{pb, ClientError, MetaError, Outcome, Topic};
 
 use crate::broker::Broker;
-use crate::metadata::wait_for_version;
+use keel_controller_client::follower::wait_for_version;
 
 /// How long to wait for the metadata to show a committed start offset.
 const METADATA_WAIT: Duration = Duration::from_secs(10);

@@ -119,9 +119,8 @@ pub(super) fn admit(broker: &Arc<Broker>, request: ProduceRequest, version: i16)
                             return Fate::Refused(ResponseError::InvalidTimestamp, Some(reason));
                         }
                     }
-                    let start_offset = topic.partitions[partition.index as usize].start_offset.0;
-                    let state =
-                        leadership.partition(stream, leader_epoch, start_offset).expect("writable: a log is owned");
+                    let record = &topic.partitions[partition.index as usize];
+                    let state = leadership.partition(stream, leader_epoch, record).expect("writable: a log is owned");
                     match state.producers.check(&header) {
                         Verdict::Refuse(error) => Fate::Refused(error, None),
                         Verdict::Duplicate { base_offset, last_offset } => {

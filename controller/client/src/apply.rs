@@ -10,8 +10,12 @@ use std::collections::BTreeMap;
 
 use crate::command::{Command, Outcome, PRODUCER_ID_BLOCK_SIZE};
 use crate::error::MetaError;
-use crate::ids::{Epoch, LeaderEpoch, LogEpoch, LogId, NodeId, NodeKind, Offset, ProducerId, StreamId, Version};
-use crate::image::{EnsembleMember, Image, NodeRecord, NodeState, Partition, Topic, WalLog, WalLogState};
+use crate::ids::{
+    Epoch, LeaderEpoch, LogEpoch, LogId, NodeId, NodeKind, ObjectId, Offset, ProducerId, Seq, StreamId, Version,
+};
+use crate::image::{
+    EnsembleMember, Image, NodeRecord, NodeState, ObjectRecord, Partition, Reservation, Topic, WalLog, WalLogState,
+};
 use crate::topic_rules::{collision_key, validate_partition_count, validate_topic_config, validate_topic_name};
 
 impl Image {
@@ -100,6 +104,17 @@ impl Image {
                     });
                 }
                 Ok(())
+            }
+            Command::ReserveObjects { broker, broker_epoch, count, .. } => {
+                self.check_active(NodeKind::Broker, *broker, *broker_epoch)?;
+                if *count == 0 || *count > 1000 {
+                    return Err(MetaError::InvalidRequest { reason: format!("cannot reserve {count} object ids") });
+                }
+                Ok(())
+            }
+            Command::CommitUpload { broker, broker_epoch, log, log_epoch, trim_seq, objects, now_ms } => {
+                self.check_active(NodeKind::Broker, *broker, *broker_epoch)?;
+                self.check_commit_upload(*broker, *log, *log_epoch, *trim_seq, objects, *now_ms)
             }
             Command::AssignLeader { topic, partition, leader, leader_epoch } => {
                 let found =
@@ -314,6 +329,27 @@ impl Image {
                 wal_log.state = WalLogState::Sealed { sealed_seq: *sealed_seq, stream_ends: stream_ends.clone() };
                 Outcome::LogSealed { log: *log, sealed_seq: *sealed_seq }
             }
+            Command::ReserveObjects { broker, count, deadline_ms, .. } => {
+                let first = ObjectId(self.last_object_id.0 + 1);
+                for id in first.0..first.0 + u64::from(*count) {
+                    self.reservations.insert(ObjectId(id), Reservation { broker: *broker, deadline_ms: *deadline_ms });
+                }
+                self.last_object_id = ObjectId(first.0 + u64::from(*count) - 1);
+                Outcome::ObjectsReserved { first, count: *count }
+            }
+            Command::CommitUpload { log, trim_seq, objects, .. } => {
+                for object in objects {
+                    self.reservations.remove(&object.id);
+                    for range in &object.ranges {
+                        let partition = self.partition_of_stream_mut(range.stream).expect("checked: stream exists");
+                        partition.uploaded_end = range.end;
+                    }
+                    self.objects.insert(object.id, object.clone());
+                }
+                let wal_log = self.wal_logs.get_mut(log).expect("checked: log exists");
+                wal_log.trim_seq = wal_log.trim_seq.max(*trim_seq);
+                Outcome::UploadCommitted { objects: objects.len(), trim_seq: *trim_seq }
+            }
             Command::AssignLeader { topic, partition, leader, leader_epoch } => {
                 let name = self.topic_by_id(*topic).expect("checked: topic exists").name.clone();
                 let topic = self.topics.get_mut(&name).expect("checked: topic exists");
@@ -331,6 +367,63 @@ impl Image {
             }
         };
         Ok(outcome)
+    }
+
+    /// `CommitUpload`'s conditions besides the sender's epoch.
+    fn check_commit_upload(
+        &self,
+        broker: NodeId,
+        log: LogId,
+        log_epoch: LogEpoch,
+        trim_seq: Seq,
+        objects: &[ObjectRecord],
+        now_ms: i64,
+    ) -> Result<(), MetaError> {
+        let invalid = |reason: String| Err(MetaError::InvalidRequest { reason });
+        let wal_log = self.wal_logs.get(&log).ok_or(MetaError::UnknownLog { log })?;
+        if wal_log.owner != broker {
+            return invalid(format!("WAL log {log} is not broker {broker}'s"));
+        }
+        if wal_log.epoch != log_epoch {
+            return Err(MetaError::LogEpochMismatch { log, epoch: log_epoch, current: wal_log.epoch });
+        }
+        if trim_seq < wal_log.trim_seq {
+            return invalid(format!("trim point {trim_seq} is below the log's {}", wal_log.trim_seq));
+        }
+        if let WalLogState::Sealed { sealed_seq, .. } = &wal_log.state {
+            if trim_seq > *sealed_seq {
+                return invalid(format!("trim point {trim_seq} is past the sealed seq {sealed_seq}"));
+            }
+        }
+        let mut ids = std::collections::BTreeSet::new();
+        let mut next: BTreeMap<StreamId, Offset> = BTreeMap::new();
+        for object in objects {
+            match self.reservations.get(&object.id) {
+                Some(reservation) if reservation.broker == broker && reservation.deadline_ms > now_ms => {}
+                Some(_) => return invalid(format!("{} is expired or not broker {broker}'s", object.id)),
+                None => return invalid(format!("{} is not reserved", object.id)),
+            }
+            if !ids.insert(object.id) || object.key.is_empty() {
+                return invalid(format!("{} is listed twice or has no key", object.id));
+            }
+            for range in &object.ranges {
+                let expected = match next.get(&range.stream) {
+                    Some(end) => *end,
+                    None => match self.partition_of_stream(range.stream) {
+                        Some((_, _, partition)) => partition.uploaded_end,
+                        None => return invalid(format!("stream {} is no partition's", range.stream)),
+                    },
+                };
+                if range.start != expected || range.end <= range.start {
+                    return invalid(format!(
+                        "range {}..{} of stream {} does not start at its uploaded end {expected}",
+                        range.start, range.end, range.stream
+                    ));
+                }
+                next.insert(range.stream, range.end);
+            }
+        }
+        Ok(())
     }
 
     /// Looks up a registered node.
@@ -361,7 +454,13 @@ impl Image {
             .map(|leader| {
                 let stream_id = self.next_stream_id;
                 self.next_stream_id = StreamId(stream_id.0 + 1);
-                Partition { leader: *leader, leader_epoch: LeaderEpoch(0), stream_id, start_offset: Offset(0) }
+                Partition {
+                    leader: *leader,
+                    leader_epoch: LeaderEpoch(0),
+                    stream_id,
+                    start_offset: Offset(0),
+                    uploaded_end: Offset(0),
+                }
             })
             .collect()
     }

@@ -225,6 +225,18 @@ impl MetadataClient {
         .await
     }
 
+    pub async fn reserve_objects(&self, request: pb::ReserveObjectsRequest) -> Result<(Version, Outcome), ClientError> {
+        self.write(|mut c| async move { c.reserve_objects(request).await }).await
+    }
+
+    pub async fn commit_upload(&self, request: pb::CommitUploadRequest) -> Result<(Version, Outcome), ClientError> {
+        self.write(|mut c| {
+            let request = request.clone();
+            async move { c.commit_upload(request).await }
+        })
+        .await
+    }
+
     /// A linearizable read of the whole image.
     pub async fn read_image(&self) -> Result<Image, ClientError> {
         let reply = self.call(|mut c| async move { c.read_image(pb::ReadImageRequest {}).await }).await?;

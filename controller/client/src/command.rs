@@ -4,8 +4,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{Epoch, LeaderEpoch, LogEpoch, LogId, NodeId, NodeKind, Offset, ProducerId, Seq, StreamId, TopicId};
-use crate::image::EnsembleMember;
+use crate::ids::{
+    Epoch, LeaderEpoch, LogEpoch, LogId, NodeId, NodeKind, ObjectId, Offset, ProducerId, Seq, StreamId, TopicId,
+};
+use crate::image::{EnsembleMember, ObjectRecord};
 
 /// A change to the metadata image.
 ///
@@ -87,6 +89,28 @@ pub enum Command {
         sender: NodeId,
         sender_epoch: Epoch,
     },
+    /// Reserves `count` object ids for `broker`'s uploads, valid until
+    /// `deadline_ms` (set by the controller leader from its clock).
+    ReserveObjects {
+        broker: NodeId,
+        broker_epoch: Epoch,
+        count: u32,
+        deadline_ms: i64,
+    },
+    /// Commits uploaded objects and the WAL trim point they make possible
+    /// (DESIGN §3.4). Accepted only if the log is `broker`'s and still at
+    /// `log_epoch`, every object id is `broker`'s reservation unexpired at
+    /// `now_ms` (the controller leader's clock), and each stream's ranges
+    /// start exactly at its uploaded end and follow one another.
+    CommitUpload {
+        broker: NodeId,
+        broker_epoch: Epoch,
+        log: LogId,
+        log_epoch: LogEpoch,
+        trim_seq: Seq,
+        objects: Vec<ObjectRecord>,
+        now_ms: i64,
+    },
     /// Gives a partition that has no leader (created while no broker was
     /// live) to `leader`, at `leader_epoch`, which must be the current one + 1.
     /// Moving a partition that has a leader is DESIGN §5's close-or-recover
@@ -151,6 +175,14 @@ pub enum Outcome {
     LeaderAssigned {
         leader: NodeId,
         leader_epoch: LeaderEpoch,
+    },
+    ObjectsReserved {
+        first: ObjectId,
+        count: u32,
+    },
+    UploadCommitted {
+        objects: usize,
+        trim_seq: Seq,
     },
     /// The partition's start offset after the command (never lower than before).
     StartOffset {

@@ -1,12 +1,13 @@
-//! The broker's copy of the cluster metadata: it follows the controllers'
+//! A process's copy of the cluster metadata: it follows the controllers'
 //! watch stream (an image, then ordered deltas) and publishes each new image.
-//! Kafka `Metadata` answers and every leadership check read it.
+//! Brokers answer Kafka `Metadata` and check leadership from it; WAL nodes
+//! trim from the trim points in it.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::{Image, MetadataClient, Version, WatchItem};
 use futures::StreamExt;
-use keel_controller_client::{Image, MetadataClient, Version, WatchItem};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -59,7 +60,7 @@ async fn run(client: Arc<MetadataClient>, sender: watch::Sender<Arc<Image>>, can
 
 /// Applies a delta; a command the controller refused still advances the
 /// version, and one at or below the image's version (a repeat) changes nothing.
-fn apply(image: &mut Image, version: Version, command: &keel_controller_client::Command) {
+fn apply(image: &mut Image, version: Version, command: &crate::Command) {
     if let Err(error) = image.apply(version, command) {
         tracing::trace!(%version, "delta did not apply: {error}");
     }

@@ -67,6 +67,10 @@ id_type!(
     /// A Kafka offset within a stream (a partition's log).
     Offset(i64), "@"
 );
+id_type!(
+    /// An object in the object store, reserved before its PUT; never reused.
+    ObjectId(u64), "obj"
+);
 
 impl Seq {
     pub fn next(self) -> Seq {

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{
-    Epoch, LeaderEpoch, LogEpoch, LogId, NodeId, NodeKind, Offset, ProducerId, Seq, StreamId, TopicId, Version,
+    Epoch, LeaderEpoch, LogEpoch, LogId, NodeId, NodeKind, ObjectId, Offset, ProducerId, Seq, StreamId, TopicId,
+    Version,
 };
 
 /// The whole cluster metadata at one version.
@@ -29,6 +30,48 @@ pub struct Image {
     pub wal_logs: BTreeMap<LogId, WalLog>,
     /// The id of the last WAL log opened (0 before the first). Log ids are never reused.
     pub last_log_id: LogId,
+    /// Object ids reserved for uploads not committed yet (`ReserveObjects`).
+    #[serde(default)]
+    pub reservations: BTreeMap<ObjectId, Reservation>,
+    /// Committed objects: the index of what the object store holds (`CommitUpload`).
+    #[serde(default)]
+    pub objects: BTreeMap<ObjectId, ObjectRecord>,
+    /// The last object id reserved (0 before the first).
+    #[serde(default)]
+    pub last_object_id: ObjectId,
+}
+
+/// An object id a broker may upload under until `deadline_ms` (the
+/// controller leader's wall clock when it reserved it, plus the time to live).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reservation {
+    pub broker: NodeId,
+    pub deadline_ms: i64,
+}
+
+/// A committed object (DESIGN §2): its key, size and the stream ranges in it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectRecord {
+    pub id: ObjectId,
+    pub key: String,
+    pub size: u64,
+    pub ranges: Vec<ObjectRange>,
+}
+
+/// Where offsets `start..end` of one stream lie in an object.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectRange {
+    pub stream: StreamId,
+    pub start: Offset,
+    pub end: Offset,
+    /// The range's record batches: bytes `pos..pos + len` of the object.
+    pub pos: u64,
+    pub len: u64,
+    pub min_ts: i64,
+    pub max_ts: i64,
+    /// The producer-state snapshot as of `end` (empty: none).
+    pub snapshot_pos: u64,
+    pub snapshot_len: u64,
 }
 
 /// A broker's WAL log (DESIGN §2).
@@ -119,6 +162,36 @@ pub struct Partition {
     /// Kafka's log start offset: readers see nothing below it.
     #[serde(default)]
     pub start_offset: Offset,
+    /// Offsets below this are in committed objects (`CommitUpload`).
+    #[serde(default)]
+    pub uploaded_end: Offset,
+}
+
+impl Image {
+    /// The partition whose log is `stream`, with its topic.
+    pub fn partition_of_stream(&self, stream: StreamId) -> Option<(&Topic, u32, &Partition)> {
+        self.topics.values().find_map(|topic| {
+            let index = topic.partitions.iter().position(|p| p.stream_id == stream)?;
+            Some((topic, index as u32, &topic.partitions[index]))
+        })
+    }
+
+    pub(crate) fn partition_of_stream_mut(&mut self, stream: StreamId) -> Option<&mut Partition> {
+        self.topics.values_mut().find_map(|topic| topic.partitions.iter_mut().find(|p| p.stream_id == stream))
+    }
+
+    /// The committed ranges of `stream` that reach past `offset`, in offset
+    /// order, each with its object.
+    pub fn object_ranges_from(&self, stream: StreamId, offset: Offset) -> Vec<(&ObjectRecord, &ObjectRange)> {
+        let mut ranges: Vec<(&ObjectRecord, &ObjectRange)> = self
+            .objects
+            .values()
+            .flat_map(|object| object.ranges.iter().map(move |range| (object, range)))
+            .filter(|(_, range)| range.stream == stream && range.end > offset)
+            .collect();
+        ranges.sort_by_key(|(_, range)| range.start);
+        ranges
+    }
 }
 
 impl Topic {

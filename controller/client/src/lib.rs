@@ -15,14 +15,19 @@ mod image;
 mod session;
 pub mod topic_rules;
 
+pub mod follower;
+
 pub use apply::configs_from_pairs;
 pub use client::{ClientError, ClientOptions, MetadataClient, WatchItem, GRPC_MESSAGE_BYTES_MAX};
 pub use command::{Command, Outcome, PRODUCER_ID_BLOCK_SIZE};
 pub use error::MetaError;
 pub use ids::{
-    ControllerId, Epoch, LeaderEpoch, LogEpoch, LogId, NodeId, NodeKind, Offset, ProducerId, Seq, StreamId, TopicId,
-    Version,
+    ControllerId, Epoch, LeaderEpoch, LogEpoch, LogId, NodeId, NodeKind, ObjectId, Offset, ProducerId, Seq, StreamId,
+    TopicId, Version,
 };
-pub use image::{EnsembleMember, Image, NodeRecord, NodeState, Partition, Topic, WalLog, WalLogState};
+pub use image::{
+    EnsembleMember, Image, NodeRecord, NodeState, ObjectRange, ObjectRecord, Partition, Reservation, Topic, WalLog,
+    WalLogState,
+};
 pub use keel_proto::controller as pb;
 pub use session::{kind_from_pb, kind_to_pb, Registration, SessionKeeper, SessionState};

@@ -1,0 +1,270 @@
+//! The uploader (DESIGN §3.4): turns this broker's WAL data into objects and
+//! commits them with the WAL trim point they make possible.
+//!
+//! Every `upload_interval` (at once again while a log has more than one
+//! object's worth left) it takes the oldest of this broker's logs that still
+//! holds untrimmed entries, reads whole entries after the log's trim point
+//! from a WAL member (its own zone first; acknowledged entries only), and
+//! builds one multi-stream object of their batches, sorted by stream and
+//! offset. Then it reserves an object id, PUTs the object, and commits
+//! `CommitUpload {object, log, log epoch, trim seq = the last entry read}`.
+//! The controller accepts it only while the log's epoch is unchanged, the
+//! reservation is alive and each stream's range starts at its uploaded end;
+//! WAL nodes trim once they see the commit. A refused commit leaves an
+//! object nothing points to, which the uploader deletes.
+//!
+//! Logs are uploaded in order, so each stream's ranges follow one another.
+//! Batches of streams whose topic was deleted are dropped, not uploaded.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use bytes::Bytes;
+use keel_controller_client::{
+    pb, Image, ObjectId, ObjectRange, ObjectRecord, Offset, Outcome, Seq, StreamId, WalLog, WalLogState,
+};
+use keel_objects::format::ObjectBuilder;
+use keel_objects::ObjectStore;
+use keel_proto::wal as wal_pb;
+use keel_wal_client::entry::Entry;
+use tokio_util::sync::CancellationToken;
+
+use crate::batch;
+use crate::broker::Broker;
+
+/// How long reserved object ids stay valid: far longer than an upload takes.
+const RESERVATION_TTL: Duration = Duration::from_secs(3600);
+/// Bytes asked of a WAL node per read.
+const READ_BYTES: u64 = 8 << 20;
+/// How long to wait for the metadata to show a committed upload.
+const METADATA_WAIT: Duration = Duration::from_secs(10);
+/// Pause after a failed upload.
+const RETRY_PAUSE: Duration = Duration::from_secs(1);
+
+pub async fn run(broker: Arc<Broker>, store: Arc<dyn ObjectStore>, cancel: CancellationToken) {
+    loop {
+        let pause = match upload_once(&broker, &store).await {
+            Ok(Uploaded::More) => Duration::ZERO,
+            Ok(Uploaded::UpToDate) => broker.config.upload_interval,
+            Err(error) => {
+                broker.metrics.upload_failures.inc();
+                tracing::warn!("upload failed, retrying: {error:#}");
+                RETRY_PAUSE
+            }
+        };
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(pause) => {}
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Uploaded {
+    /// A log still holds untrimmed entries beyond this upload.
+    More,
+    UpToDate,
+}
+
+/// A log with entries to upload: from its trim point to `end`, its sealed
+/// seq or, for the log this broker writes, the last seq it had acknowledged.
+/// Reads pass `end` as their bound: a WAL node learns what the writer
+/// acknowledged only from later entries, so a quiet log's last entries would
+/// otherwise stay unreadable.
+struct Pending {
+    log: WalLog,
+    end: Seq,
+}
+
+/// The oldest of this broker's logs with untrimmed, acknowledged entries.
+fn next_log(broker: &Broker, image: &Image) -> Option<Pending> {
+    let me = broker.config.node_id;
+    let (current, acked) = {
+        let leadership = broker.leadership();
+        let owned = leadership.owned.as_ref()?;
+        (owned.log, owned.writer.acked())
+    };
+    image.wal_logs.values().filter(|log| log.owner == me).find_map(|log| {
+        let end = match &log.state {
+            WalLogState::Sealed { sealed_seq, .. } => *sealed_seq,
+            WalLogState::Open if log.id == current => acked,
+            // Another registration's log, being recovered: uploaded once sealed.
+            _ => return None,
+        };
+        (end > log.trim_seq).then(|| Pending { log: log.clone(), end })
+    })
+}
+
+async fn upload_once(broker: &Broker, store: &Arc<dyn ObjectStore>) -> anyhow::Result<Uploaded> {
+    let image = broker.image();
+    let Some(pending) = next_log(broker, &image) else { return Ok(Uploaded::UpToDate) };
+    let epoch = broker.live_epoch().context("no live session")?;
+    let started = std::time::Instant::now();
+    let entries = read_entries(broker, &image, &pending, broker.config.upload_bytes).await?;
+    let Some(last) = entries.last().map(|entry| entry.header.seq) else { return Ok(Uploaded::UpToDate) };
+
+    let mut streams: BTreeMap<StreamId, StreamData> = BTreeMap::new();
+    for record in entries.iter().flat_map(|entry| &entry.records) {
+        let Some((_, _, partition)) = image.partition_of_stream(record.stream) else { continue };
+        let data = streams.entry(record.stream).or_insert_with(|| StreamData::new(partition.uploaded_end));
+        data.push(record.stream, record.base_offset, &record.batch)?;
+    }
+    let mut objects = Vec::new();
+    let mut bytes = 0u64;
+    if !streams.is_empty() {
+        let id = reserve(broker, epoch).await?;
+        let mut builder = ObjectBuilder::default();
+        for (stream, data) in &streams {
+            builder.add_range(stream.0, data.start.0, data.end.0, (data.min_ts, data.max_ts), &data.batches, &[]);
+        }
+        let (object, index) = builder.finish();
+        bytes = object.len() as u64;
+        let key = object_key(&broker.config.cluster_id, id);
+        store.put(&key, object).await.with_context(|| format!("PUT {key}"))?;
+        let ranges = index
+            .iter()
+            .map(|range| ObjectRange {
+                stream: StreamId(range.stream),
+                start: Offset(range.start),
+                end: Offset(range.end),
+                pos: range.pos,
+                len: range.len,
+                min_ts: range.min_ts,
+                max_ts: range.max_ts,
+                snapshot_pos: range.snapshot_pos,
+                snapshot_len: range.snapshot_len,
+            })
+            .collect();
+        objects.push(ObjectRecord { id, key, size: bytes, ranges });
+    }
+    let request = pb::CommitUploadRequest {
+        broker: broker.config.node_id.0,
+        broker_epoch: epoch.0,
+        log: pending.log.id.0,
+        log_epoch: pending.log.epoch.0,
+        trim_seq: last.0,
+        objects: serde_json::to_vec(&objects)?,
+    };
+    match broker.client.commit_upload(request).await {
+        Ok((version, Outcome::UploadCommitted { .. })) => {
+            // The next upload starts from this one's end: wait until the
+            // metadata shows it.
+            let mut images = broker.images.clone();
+            keel_controller_client::follower::wait_for_version(&mut images, version, METADATA_WAIT).await?;
+        }
+        outcome => {
+            for object in &objects {
+                if let Err(error) = store.delete(&object.key).await {
+                    tracing::warn!(key = object.key, "could not delete an uncommitted object: {error}");
+                }
+            }
+            anyhow::bail!("CommitUpload of {} through {last} answered {outcome:?}", pending.log.id);
+        }
+    }
+    broker.metrics.uploads.inc();
+    broker.metrics.upload_bytes.inc_by(bytes);
+    broker.metrics.upload_seconds.observe(started.elapsed().as_secs_f64());
+    tracing::debug!(log = %pending.log.id, trim_seq = %last, streams = streams.len(), bytes, "uploaded and committed");
+    Ok(if last < pending.end { Uploaded::More } else { Uploaded::UpToDate })
+}
+
+/// One stream's batches in an upload.
+struct StreamData {
+    start: Offset,
+    end: Offset,
+    batches: Vec<Bytes>,
+    min_ts: i64,
+    max_ts: i64,
+}
+
+impl StreamData {
+    fn new(uploaded_end: Offset) -> StreamData {
+        StreamData { start: uploaded_end, end: uploaded_end, batches: Vec::new(), min_ts: i64::MAX, max_ts: i64::MIN }
+    }
+
+    /// Appends the next batch; offsets must continue exactly where the
+    /// stream's uploaded data ends, or the object would leave a hole.
+    fn push(&mut self, stream: StreamId, base: Offset, bytes: &Bytes) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            base == self.end,
+            "stream {stream}: the WAL holds offset {base} next, but its uploaded data ends at {}",
+            self.end
+        );
+        let header =
+            batch::stored_header(bytes).map_err(|error| anyhow::anyhow!("stream {stream} at {base}: {error}"))?;
+        self.end = Offset(base.0 + i64::from(header.record_count));
+        self.min_ts = self.min_ts.min(header.base_timestamp.min(header.max_timestamp));
+        self.max_ts = self.max_ts.max(header.max_timestamp);
+        self.batches.push(bytes.clone());
+        Ok(())
+    }
+}
+
+/// Entries after the log's trim point, up to `pending.end`, about `budget` bytes.
+async fn read_entries(broker: &Broker, image: &Image, pending: &Pending, budget: u64) -> anyhow::Result<Vec<Entry>> {
+    let mut members = crate::log_owner::targets(image, &pending.log)?;
+    members.sort_by_key(|target| target.member.zone != broker.config.zone);
+    let mut last_error = String::from("the log has no members");
+    for target in members {
+        match read_from(broker, &target.addr, pending, budget).await {
+            Ok(entries) => return Ok(entries),
+            Err(error) => last_error = format!("{}: {error}", target.addr),
+        }
+    }
+    anyhow::bail!("no member of {} could be read: {last_error}", pending.log.id)
+}
+
+async fn read_from(broker: &Broker, addr: &str, pending: &Pending, budget: u64) -> anyhow::Result<Vec<Entry>> {
+    let channel = broker.wal_channel(addr).map_err(anyhow::Error::msg)?;
+    let mut wal = wal_pb::wal_client::WalClient::new(channel)
+        .max_decoding_message_size(keel_wal_client::entry::ENTRY_BYTES_MAX + READ_BYTES as usize);
+    let mut entries = Vec::new();
+    let mut bytes = 0u64;
+    let mut next = pending.log.trim_seq.next();
+    while next <= pending.end && bytes < budget {
+        let request = wal_pb::ReadRequest {
+            log: pending.log.id.0,
+            from_seq: next.0,
+            max_bytes: READ_BYTES.min(budget - bytes),
+            recovery_epoch: 0,
+            sealed_seq: pending.end.0,
+        };
+        let reply = wal.read(request).await?.into_inner();
+        anyhow::ensure!(reply.code == wal_pb::ErrorCode::Ok as i32, "read refused: {}", reply.message);
+        if reply.entries.is_empty() {
+            break;
+        }
+        for raw in reply.entries {
+            let entry = Entry::decode(Bytes::from(raw)).context("a WAL node served an unreadable entry")?;
+            anyhow::ensure!(entry.header.seq == next, "asked for {next}, got {}", entry.header.seq);
+            if next > pending.end {
+                break;
+            }
+            bytes += entry.bytes.len() as u64;
+            entries.push(entry);
+            next = next.next();
+        }
+    }
+    Ok(entries)
+}
+
+async fn reserve(broker: &Broker, epoch: keel_controller_client::Epoch) -> anyhow::Result<ObjectId> {
+    let request = pb::ReserveObjectsRequest {
+        broker: broker.config.node_id.0,
+        broker_epoch: epoch.0,
+        count: 1,
+        ttl_ms: RESERVATION_TTL.as_millis() as u64,
+    };
+    match broker.client.reserve_objects(request).await.context("ReserveObjects")? {
+        (_, Outcome::ObjectsReserved { first, .. }) => Ok(first),
+        (_, other) => anyhow::bail!("ReserveObjects answered {other:?}"),
+    }
+}
+
+/// An object's key: a hash prefix spreads keys over the store's partitions.
+pub fn object_key(cluster: &str, id: ObjectId) -> String {
+    let spread = (id.0.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as u8;
+    format!("{spread:02x}/{cluster}/{:016x}.obj", id.0)
+}

@@ -1,0 +1,117 @@
+//! The S3 tier end to end: brokers upload their WAL data as objects, commit
+//! them with the WAL trim point, WAL nodes trim from the committed point, and
+//! records below the uploaded end are read back from the objects, also by a
+//! restarted broker with an empty cache. Once against the local-directory
+//! backend, once against a real S3-compatible server (moto's).
+
+use std::time::Duration;
+
+use keel_proto::wal as pb;
+use keel_tests::{eventually, TestCluster};
+
+use crate::broker_kcat::{consume_all, kcat};
+
+/// Produces `count` keyed records to a fresh 3-partition topic "history",
+/// waits until all of them are uploaded and the WAL nodes have trimmed, then
+/// restarts the broker and reads everything back from the objects.
+async fn upload_trim_and_read_back(test: &mut TestCluster, count: usize) {
+    let bootstrap = test.cluster.bootstrap();
+    let client = test.cluster.client().unwrap();
+    let create =
+        keel_controller_client::pb::CreateTopicRequest { name: "history".into(), partitions: 3, ..Default::default() };
+    client.create_topic(create).await.unwrap();
+    let input: String = (0..count).map(|i| format!("k{}:event-{i}\n", i % 17)).collect();
+    kcat(&["-b", &bootstrap, "-P", "-t", "history", "-K", ":", "-X", "acks=all"], &input).await;
+    let produced = consume_all(&bootstrap, "history").await;
+    assert_eq!(produced.len(), count);
+
+    // Every partition's uploaded end reaches its high watermark, and the log's trim point follows.
+    let ends: Vec<i64> =
+        (0..3u32).map(|p| produced.iter().filter(|(partition, _, _)| *partition == p).count() as i64).collect();
+    let image = eventually(Duration::from_secs(60), "every record uploaded", || async {
+        let image = client.read_image().await.ok()?;
+        let uploaded: Vec<i64> = image.topics["history"].partitions.iter().map(|p| p.uploaded_end.0).collect();
+        (uploaded == ends).then_some(image)
+    })
+    .await;
+    assert!(!image.objects.is_empty());
+    let log = image.wal_logs.values().next().unwrap().clone();
+    assert!(log.trim_seq.0 > 0, "the trim point was committed with the objects: {log:?}");
+
+    // Each WAL node trims its copy from the committed point.
+    for wal in &test.cluster.wal_nodes {
+        let addr = wal.spec.grpc;
+        eventually(Duration::from_secs(30), "the WAL node trimmed", || async {
+            let mut node = pb::wal_client::WalClient::connect(format!("http://{addr}")).await.ok()?;
+            let status = node.status(pb::StatusRequest {}).await.ok()?.into_inner();
+            let held = status.logs.iter().find(|l| l.log == log.id.0)?;
+            (held.trim_seq >= log.trim_seq.0).then_some(())
+        })
+        .await;
+    }
+
+    // A restarted broker has an empty cache and a trimmed WAL: the records come from the objects.
+    test.cluster.brokers[0].kill9();
+    test.cluster.start_broker(0).unwrap();
+    test.cluster.wait_for_brokers(Duration::from_secs(60)).await.unwrap();
+    let read_back = consume_all(&bootstrap, "history").await;
+    assert_eq!(read_back, produced, "every record at its offset, read back from the objects");
+    let admin = test.cluster.brokers[0].spec.admin;
+    let (_, metrics) = keel_tools::launcher::http_get(admin, "/metrics").await.unwrap();
+    let served: f64 = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("keel_broker_object_read_bytes_total "))
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(0.0);
+    assert!(served > 0.0, "the fetches were served from the object store:\n{metrics}");
+
+    // Offsets continue after the uploaded ones, though the trimmed WAL no longer tells where they ended.
+    let more: String = (count..count + 30).map(|i| format!("k{}:event-{i}\n", i % 17)).collect();
+    kcat(&["-b", &bootstrap, "-P", "-t", "history", "-K", ":", "-X", "acks=all"], &more).await;
+    let all = consume_all(&bootstrap, "history").await;
+    assert_eq!(all.len(), count + 30);
+    for partition in 0..3u32 {
+        let offsets: Vec<i64> = all.iter().filter(|(p, _, _)| *p == partition).map(|(_, o, _)| *o).collect();
+        let dense: Vec<i64> = (0..offsets.len() as i64).collect();
+        assert_eq!(offsets, dense, "partition {partition}: no offset reused or skipped");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn uploaded_history_is_trimmed_from_the_wal_and_read_back_from_a_local_directory() {
+    let mut test = TestCluster::start(3, &[]).await.unwrap();
+    test.start_wal_nodes(3).await.unwrap();
+    test.start_brokers(1, &["--upload-interval", "200ms"]).await.unwrap();
+    upload_trim_and_read_back(&mut test, 3000).await;
+    let objects = std::fs::read_dir(test.cluster.dir.join("objects")).unwrap().count();
+    assert!(objects > 0, "objects were written under the local directory");
+    test.assert_clean_logs(keel_tests::PEER_UNREACHABLE);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn uploaded_history_is_read_back_from_an_s3_compatible_server() {
+    let s3 = keel_tests::s3::S3Server::start().await.unwrap();
+    let mut test = TestCluster::start(3, &[]).await.unwrap();
+    test.start_wal_nodes(3).await.unwrap();
+    let endpoint = s3.endpoint();
+    let args = [
+        "--upload-interval",
+        "200ms",
+        "--s3-bucket",
+        s3.bucket(),
+        "--s3-endpoint",
+        &endpoint,
+        "--s3-path-style",
+        "true",
+        "--s3-region",
+        "us-east-1",
+        "--s3-access-key-id",
+        "keel",
+        "--s3-secret-access-key",
+        "keel-secret",
+    ];
+    test.start_brokers(1, &args).await.unwrap();
+    upload_trim_and_read_back(&mut test, 2000).await;
+    assert!(s3.object_count().await.unwrap() > 0, "objects were PUT to the S3 server");
+    test.assert_clean_logs(keel_tests::PEER_UNREACHABLE);
+}
