@@ -119,7 +119,8 @@ async fn an_idempotent_client_producing_through_a_broker_kill_loses_and_duplicat
 
     let mut test = TestCluster::start(3, &[]).await.unwrap();
     test.start_wal_nodes(3).await.unwrap();
-    test.start_brokers(1, &[]).await.unwrap();
+    // Uploads (and WAL trims) every 100 ms, so the kill also lands among them.
+    test.start_brokers(1, &["--upload-interval", "100ms"]).await.unwrap();
     let bootstrap = test.cluster.bootstrap();
     let client = test.cluster.client().unwrap();
     let create =

@@ -141,18 +141,35 @@ impl S3Store {
                 );
             }
             let completed = CompletedMultipartUpload::builder().set_parts(Some(parts)).build();
-            self.client
+            let answer = self
+                .client
                 .complete_multipart_upload()
                 .bucket(bucket)
                 .key(key)
                 .upload_id(upload_id)
                 .multipart_upload(completed)
                 .send()
-                .await
-                .map_err(failed)
+                .await;
+            match answer {
+                Ok(_) => Ok(()),
+                // The outcome is unknown (a timeout, or an answer the SDK cannot
+                // parse, as some S3-compatible servers give): the object is
+                // there, whole, or the upload failed.
+                Err(error) => match self.client.head_object().bucket(bucket).key(key).send().await {
+                    Ok(head) if head.content_length() == Some(bytes.len() as i64) => {
+                        tracing::debug!(
+                            key,
+                            "multipart completion answered oddly, but the object is whole: {}",
+                            DisplayErrorContext(&error)
+                        );
+                        Ok(())
+                    }
+                    _ => Err(failed(error)),
+                },
+            }
         };
         match upload.await {
-            Ok(_) => Ok(()),
+            Ok(()) => Ok(()),
             Err(error) => {
                 // Best effort: an abandoned upload costs storage until aborted.
                 let abort = self.client.abort_multipart_upload().bucket(bucket).key(key).upload_id(upload_id);
