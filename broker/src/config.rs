@@ -77,6 +77,15 @@ pub struct ConfigToml {
     /// Bytes of object ranges kept in memory for cold reads. Default 128 MiB.
     #[arg(long, env = "KEEL_BROKER_OBJECT_CACHE_BYTES")]
     pub object_cache_bytes: Option<u64>,
+    /// How often retention (retention.ms, retention.bytes) is applied. Default 30s.
+    #[arg(long, env = "KEEL_BROKER_RETENTION_CHECK_INTERVAL", value_parser = humantime_serde::re::humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub retention_check_interval: Option<Duration>,
+    /// How long an object that left the index stays in the store, for readers
+    /// that found it just before (Kafka's file.delete.delay.ms). Default 60s.
+    #[arg(long, env = "KEEL_BROKER_OBJECT_DELETE_DELAY", value_parser = humantime_serde::re::humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub object_delete_delay: Option<Duration>,
 }
 
 /// Where the broker keeps objects.
@@ -103,6 +112,8 @@ pub struct BrokerConfig {
     pub upload_interval: Duration,
     pub upload_bytes: u64,
     pub object_cache_bytes: u64,
+    pub retention_check_interval: Duration,
+    pub object_delete_delay: Duration,
 }
 
 impl ConfigToml {
@@ -129,6 +140,8 @@ impl ConfigToml {
             upload_interval: self.upload_interval.or(lower.upload_interval),
             upload_bytes: self.upload_bytes.or(lower.upload_bytes),
             object_cache_bytes: self.object_cache_bytes.or(lower.object_cache_bytes),
+            retention_check_interval: self.retention_check_interval.or(lower.retention_check_interval),
+            object_delete_delay: self.object_delete_delay.or(lower.object_delete_delay),
         }
     }
 
@@ -154,6 +167,8 @@ impl ConfigToml {
             upload_interval,
             upload_bytes,
             object_cache_bytes,
+            retention_check_interval,
+            object_delete_delay,
         } = self;
         let objects = match (objects_dir, s3_bucket) {
             (Some(dir), None) => ObjectsConfig::LocalDir(dir),
@@ -198,6 +213,8 @@ impl ConfigToml {
             upload_interval: upload_interval.unwrap_or(Duration::from_secs(5)),
             upload_bytes,
             object_cache_bytes: object_cache_bytes.unwrap_or(128 << 20),
+            retention_check_interval: retention_check_interval.unwrap_or(Duration::from_secs(30)),
+            object_delete_delay: object_delete_delay.unwrap_or(Duration::from_secs(60)),
         })
     }
 }

@@ -16,5 +16,6 @@ pub mod node;
 pub mod object_reads;
 pub mod partition;
 pub mod producers;
+pub mod retention;
 pub mod server;
 pub mod uploader;

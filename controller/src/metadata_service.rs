@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use keel_controller_client::topic_rules::validate_partition_count;
 use keel_controller_client::{
-    kind_from_pb, pb, Command, EnsembleMember, Epoch, LeaderEpoch, LogEpoch, LogId, MetaError, NodeId, Offset, Outcome,
-    Seq, StreamId, TopicId, Version,
+    kind_from_pb, pb, Command, EnsembleMember, Epoch, LeaderEpoch, LogEpoch, LogId, MetaError, NodeId, ObjectId,
+    Offset, Outcome, Seq, StreamId, TopicId, Version,
 };
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
@@ -281,6 +281,36 @@ impl pb::metadata_server::Metadata for MetadataService {
             trim_seq: Seq(request.trim_seq),
             objects,
             now_ms: wall_clock_ms(),
+        };
+        write_reply(self.controller.propose(|_| Ok(command)).await.map_err(|e| e.to_status())?)
+    }
+
+    async fn delete_objects(
+        &self,
+        request: Request<pb::DeleteObjectsRequest>,
+    ) -> Result<Response<pb::WriteReply>, Status> {
+        let request = leader_only!(self, request, delete_objects);
+        let command = Command::DeleteObjects {
+            objects: request.objects.into_iter().map(ObjectId).collect(),
+            now_ms: wall_clock_ms(),
+            sender: NodeId(request.sender),
+            sender_epoch: Epoch(request.sender_epoch),
+        };
+        write_reply(self.controller.propose(|_| Ok(command)).await.map_err(|e| e.to_status())?)
+    }
+
+    async fn purge_objects(
+        &self,
+        request: Request<pb::PurgeObjectsRequest>,
+    ) -> Result<Response<pb::WriteReply>, Status> {
+        let request = leader_only!(self, request, purge_objects);
+        let command = Command::PurgeObjects {
+            deleted: request.deleted.into_iter().map(ObjectId).collect(),
+            reservations: request.reservations.into_iter().map(ObjectId).collect(),
+            grace_ms: i64::try_from(request.grace_ms).unwrap_or(i64::MAX),
+            now_ms: wall_clock_ms(),
+            sender: NodeId(request.sender),
+            sender_epoch: Epoch(request.sender_epoch),
         };
         write_reply(self.controller.propose(|_| Ok(command)).await.map_err(|e| e.to_status())?)
     }

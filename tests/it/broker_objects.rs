@@ -145,3 +145,54 @@ async fn the_s3_backend_uploads_in_parts_and_reads_ranges() {
     store.delete("ab/big.obj").await.unwrap();
     assert_eq!(s3.object_count().await.unwrap(), 0);
 }
+
+/// retention.ms moves a partition's start offset past records older than
+/// it, once they are uploaded; the objects left with nothing readable leave
+/// the index and, after the delete delay, the store. Readers then start at
+/// the new start offset, and new records still get the next offsets.
+#[tokio::test(flavor = "multi_thread")]
+async fn retention_deletes_old_history_and_its_objects() {
+    let mut test = TestCluster::start(3, &[]).await.unwrap();
+    test.start_wal_nodes(3).await.unwrap();
+    let args = ["--upload-interval", "200ms", "--retention-check-interval", "200ms", "--object-delete-delay", "500ms"];
+    test.start_brokers(1, &args).await.unwrap();
+    let bootstrap = test.cluster.bootstrap();
+    let client = test.cluster.client().unwrap();
+    let create = keel_controller_client::pb::CreateTopicRequest {
+        name: "clicks".into(),
+        partitions: 1,
+        configs: [("retention.ms".to_string(), "1500".to_string())].into(),
+        ..Default::default()
+    };
+    client.create_topic(create).await.unwrap();
+    let input: String = (0..500).map(|i| format!("click-{i}\n")).collect();
+    kcat(&["-b", &bootstrap, "-P", "-t", "clicks", "-X", "acks=all"], &input).await;
+
+    eventually(Duration::from_secs(60), "retention moved the start offset and the objects went", || async {
+        let image = client.read_image().await.ok()?;
+        let partition = &image.topics["clicks"].partitions[0];
+        let gone = image.objects.is_empty() && image.deleted_objects.is_empty();
+        (partition.start_offset.0 == 500 && gone).then_some(())
+    })
+    .await;
+    let files: Vec<_> = walk(&test.cluster.dir.join("objects"));
+    assert!(files.is_empty(), "the deleted objects' files are gone: {files:?}");
+
+    kcat(&["-b", &bootstrap, "-P", "-t", "clicks", "-X", "acks=all"], "late-click\n").await;
+    let records = consume_all(&bootstrap, "clicks").await;
+    assert_eq!(records, vec![(0, 500, "late-click".to_string())], "readers start at the new start offset");
+    test.assert_clean_logs(keel_tests::PEER_UNREACHABLE);
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}

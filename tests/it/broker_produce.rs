@@ -46,6 +46,11 @@ async fn timestamps_outside_the_topics_window_are_refused_with_invalid_timestamp
     };
     test.cluster.client().unwrap().create_topic(create).await.unwrap();
     let connection = Connection::connect(&test.cluster.bootstrap()).await.unwrap();
+    // The topic was created through the controller: wait until the broker's metadata has it.
+    keel_tests::eventually(std::time::Duration::from_secs(10), "the broker knows the topic", || async {
+        kafka::topic_layout(&connection, "clocks").await.ok()
+    })
+    .await;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
     let produce_at = |timestamp: i64| {
         let batch = kafka::batch(&[Bytes::from_static(b"tick")], timestamp, None).unwrap();

@@ -14,7 +14,8 @@ use crate::ids::{
     Epoch, LeaderEpoch, LogEpoch, LogId, NodeId, NodeKind, ObjectId, Offset, ProducerId, Seq, StreamId, Version,
 };
 use crate::image::{
-    EnsembleMember, Image, NodeRecord, NodeState, ObjectRecord, Partition, Reservation, Topic, WalLog, WalLogState,
+    DeletedObject, EnsembleMember, Image, NodeRecord, NodeState, ObjectRecord, Partition, Reservation, Topic, WalLog,
+    WalLogState,
 };
 use crate::topic_rules::{collision_key, validate_partition_count, validate_topic_config, validate_topic_name};
 
@@ -115,6 +116,39 @@ impl Image {
             Command::CommitUpload { broker, broker_epoch, log, log_epoch, trim_seq, objects, now_ms } => {
                 self.check_active(NodeKind::Broker, *broker, *broker_epoch)?;
                 self.check_commit_upload(*broker, *log, *log_epoch, *trim_seq, objects, *now_ms)
+            }
+            Command::DeleteObjects { objects, sender, sender_epoch, .. } => {
+                self.check_active(NodeKind::Broker, *sender, *sender_epoch)?;
+                for id in objects {
+                    let object = self.objects.get(id).ok_or_else(|| MetaError::InvalidRequest {
+                        reason: format!("{id} is not in the object index"),
+                    })?;
+                    if !self.object_unreferenced(object) {
+                        return Err(MetaError::InvalidRequest { reason: format!("{id} still holds readable records") });
+                    }
+                }
+                Ok(())
+            }
+            Command::PurgeObjects { deleted, reservations, grace_ms, now_ms, sender, sender_epoch } => {
+                self.check_active(NodeKind::Broker, *sender, *sender_epoch)?;
+                for id in deleted {
+                    match self.deleted_objects.get(id) {
+                        Some(object) if object.deleted_at_ms + grace_ms <= *now_ms => {}
+                        _ => {
+                            return Err(MetaError::InvalidRequest {
+                                reason: format!("{id} is not a deleted object past its grace period"),
+                            })
+                        }
+                    }
+                }
+                for id in reservations {
+                    if self.reservations.get(id).is_none_or(|r| r.deadline_ms > *now_ms) {
+                        return Err(MetaError::InvalidRequest {
+                            reason: format!("{id} is not an expired reservation"),
+                        });
+                    }
+                }
+                Ok(())
             }
             Command::AssignLeader { topic, partition, leader, leader_epoch } => {
                 let found =
@@ -349,6 +383,22 @@ impl Image {
                 let wal_log = self.wal_logs.get_mut(log).expect("checked: log exists");
                 wal_log.trim_seq = wal_log.trim_seq.max(*trim_seq);
                 Outcome::UploadCommitted { objects: objects.len(), trim_seq: *trim_seq }
+            }
+            Command::DeleteObjects { objects, now_ms, .. } => {
+                for id in objects {
+                    let object = self.objects.remove(id).expect("checked: object exists");
+                    self.deleted_objects.insert(*id, DeletedObject { key: object.key, deleted_at_ms: *now_ms });
+                }
+                Outcome::ObjectsDeleted { count: objects.len() }
+            }
+            Command::PurgeObjects { deleted, reservations, .. } => {
+                for id in deleted {
+                    self.deleted_objects.remove(id);
+                }
+                for id in reservations {
+                    self.reservations.remove(id);
+                }
+                Outcome::ObjectsDeleted { count: deleted.len() + reservations.len() }
             }
             Command::AssignLeader { topic, partition, leader, leader_epoch } => {
                 let name = self.topic_by_id(*topic).expect("checked: topic exists").name.clone();

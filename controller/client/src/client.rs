@@ -237,6 +237,22 @@ impl MetadataClient {
         .await
     }
 
+    pub async fn delete_objects(&self, request: pb::DeleteObjectsRequest) -> Result<(Version, Outcome), ClientError> {
+        self.write(|mut c| {
+            let request = request.clone();
+            async move { c.delete_objects(request).await }
+        })
+        .await
+    }
+
+    pub async fn purge_objects(&self, request: pb::PurgeObjectsRequest) -> Result<(Version, Outcome), ClientError> {
+        self.write(|mut c| {
+            let request = request.clone();
+            async move { c.purge_objects(request).await }
+        })
+        .await
+    }
+
     /// A linearizable read of the whole image.
     pub async fn read_image(&self) -> Result<Image, ClientError> {
         let reply = self.call(|mut c| async move { c.read_image(pb::ReadImageRequest {}).await }).await?;

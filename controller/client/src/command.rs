@@ -111,6 +111,26 @@ pub enum Command {
         objects: Vec<ObjectRecord>,
         now_ms: i64,
     },
+    /// Takes objects out of the index once nothing readable is left in them
+    /// (retention, DeleteRecords, deleted topics); their bytes go after a
+    /// grace period (`PurgeObjects`).
+    DeleteObjects {
+        objects: Vec<ObjectId>,
+        now_ms: i64,
+        sender: NodeId,
+        sender_epoch: Epoch,
+    },
+    /// Forgets deleted objects whose bytes a broker removed from the store,
+    /// and expired reservations (whose keys it removed too, in case they were
+    /// written and never committed). Each must be past `grace_ms` / expired at `now_ms`.
+    PurgeObjects {
+        deleted: Vec<ObjectId>,
+        reservations: Vec<ObjectId>,
+        grace_ms: i64,
+        now_ms: i64,
+        sender: NodeId,
+        sender_epoch: Epoch,
+    },
     /// Gives a partition that has no leader (created while no broker was
     /// live) to `leader`, at `leader_epoch`, which must be the current one + 1.
     /// Moving a partition that has a leader is DESIGN §5's close-or-recover
@@ -175,6 +195,9 @@ pub enum Outcome {
     LeaderAssigned {
         leader: NodeId,
         leader_epoch: LeaderEpoch,
+    },
+    ObjectsDeleted {
+        count: usize,
     },
     ObjectsReserved {
         first: ObjectId,

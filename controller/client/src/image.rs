@@ -39,6 +39,17 @@ pub struct Image {
     /// The last object id reserved (0 before the first).
     #[serde(default)]
     pub last_object_id: ObjectId,
+    /// Objects no longer in the index (`DeleteObjects`), with when they left
+    /// it; their bytes are deleted from the store after a grace period, for
+    /// readers that found them just before.
+    #[serde(default)]
+    pub deleted_objects: BTreeMap<ObjectId, DeletedObject>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeletedObject {
+    pub key: String,
+    pub deleted_at_ms: i64,
 }
 
 /// An object id a broker may upload under until `deadline_ms` (the
@@ -178,6 +189,15 @@ impl Image {
 
     pub(crate) fn partition_of_stream_mut(&mut self, stream: StreamId) -> Option<&mut Partition> {
         self.topics.values_mut().find_map(|topic| topic.partitions.iter_mut().find(|p| p.stream_id == stream))
+    }
+
+    /// Whether nothing readable is left in `object`: each of its ranges ends at
+    /// or below its partition's start offset, or its topic is gone.
+    pub fn object_unreferenced(&self, object: &ObjectRecord) -> bool {
+        object.ranges.iter().all(|range| match self.partition_of_stream(range.stream) {
+            Some((_, _, partition)) => range.end <= partition.start_offset,
+            None => true,
+        })
     }
 
     /// The committed ranges of `stream` that reach past `offset`, in offset

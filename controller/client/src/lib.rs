@@ -26,8 +26,8 @@ pub use ids::{
     TopicId, Version,
 };
 pub use image::{
-    EnsembleMember, Image, NodeRecord, NodeState, ObjectRange, ObjectRecord, Partition, Reservation, Topic, WalLog,
-    WalLogState,
+    DeletedObject, EnsembleMember, Image, NodeRecord, NodeState, ObjectRange, ObjectRecord, Partition, Reservation,
+    Topic, WalLog, WalLogState,
 };
 pub use keel_proto::controller as pb;
 pub use session::{kind_from_pb, kind_to_pb, Registration, SessionKeeper, SessionState};
