@@ -294,16 +294,34 @@ impl Broker {
         until: i64,
         limit: usize,
     ) -> Result<Option<Vec<bytes::Bytes>>, String> {
-        let image = self.image();
-        let uploaded_end = match image.partition_of_stream(stream) {
-            Some((_, _, partition)) if offset < partition.uploaded_end.0 => partition.uploaded_end.0,
-            _ => return Ok(None),
-        };
-        let until = until.min(uploaded_end);
-        let batches =
-            crate::object_reads::read(&self.objects, &self.object_cache, &image, stream, offset, until, limit).await?;
-        self.metrics.object_read_bytes.inc_by(batches.iter().map(|b| b.len() as u64).sum());
-        Ok(Some(batches))
+        // A missing object may have been replaced or deleted under a stale
+        // image (DESIGN §3): read the metadata again and retry once.
+        for attempt in 0..2 {
+            let image = self.image();
+            let uploaded_end = match image.partition_of_stream(stream) {
+                Some((_, _, partition)) if offset < partition.uploaded_end.0 => partition.uploaded_end.0,
+                _ => return Ok(None),
+            };
+            let until = until.min(uploaded_end);
+            let read =
+                crate::object_reads::read(&self.objects, &self.object_cache, &image, stream, offset, until, limit);
+            match read.await {
+                Ok(batches) => {
+                    self.metrics.object_read_bytes.inc_by(batches.iter().map(|b| b.len() as u64).sum());
+                    return Ok(Some(batches));
+                }
+                Err(crate::object_reads::ReadError::NotFound(key)) if attempt == 0 => {
+                    tracing::info!(key, "an object is missing; reading the metadata again");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(error) => {
+                    self.metrics.object_read_failures.inc();
+                    tracing::error!(%stream, offset, "cold read failed: {error}");
+                    return Err(error.to_string());
+                }
+            }
+        }
+        unreachable!("the second attempt returns")
     }
 
     pub(crate) fn wal_channel(&self, addr: &str) -> Result<tonic::transport::Channel, String> {

@@ -28,6 +28,8 @@ pub struct Metrics {
     pub upload_failures: IntCounter,
     /// Record-batch bytes served from the object store (cold reads).
     pub object_read_bytes: IntCounter,
+    /// Cold reads that failed: the store failed, or an object was damaged or missing.
+    pub object_read_failures: IntCounter,
 }
 
 impl Metrics {
@@ -81,6 +83,10 @@ impl Metrics {
                 "keel_broker_object_read_bytes_total",
                 "Record-batch bytes read from the object store for fetches.",
             )?,
+            object_read_failures: IntCounter::new(
+                "keel_broker_object_read_failures_total",
+                "Cold reads that failed: store errors, damaged or missing objects (never served).",
+            )?,
         };
         registry.register(Box::new(metrics.requests.clone()))?;
         registry.register(Box::new(metrics.errors.clone()))?;
@@ -95,6 +101,7 @@ impl Metrics {
         registry.register(Box::new(metrics.upload_seconds.clone()))?;
         registry.register(Box::new(metrics.upload_failures.clone()))?;
         registry.register(Box::new(metrics.object_read_bytes.clone()))?;
+        registry.register(Box::new(metrics.object_read_failures.clone()))?;
         Ok(metrics)
     }
 }

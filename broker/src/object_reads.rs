@@ -59,6 +59,17 @@ impl ObjectCache {
     }
 }
 
+/// Why a cold read failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The object is gone from the store (its key).
+    #[error("object {0} is missing from the store")]
+    NotFound(String),
+    /// The store failed, or the bytes are damaged: never served.
+    #[error("{0}")]
+    Failed(String),
+}
+
 /// The batches of `stream` from the one holding `offset`, ending at or
 /// before `until`, within `limit` bytes (at least one batch), from objects.
 pub async fn read(
@@ -69,7 +80,7 @@ pub async fn read(
     offset: i64,
     until: i64,
     limit: usize,
-) -> Result<Vec<Bytes>, String> {
+) -> Result<Vec<Bytes>, ReadError> {
     let ranges = image.object_ranges_from(stream, Offset(offset));
     let mut out = Vec::new();
     let mut bytes = 0usize;
@@ -78,7 +89,9 @@ pub async fn read(
             break;
         }
         let data = fetch_range(store, cache, object, range).await?;
-        for batch in split(&data).map_err(|reason| format!("{} ({}): {reason}", object.id, object.key))? {
+        let batches =
+            split(&data).map_err(|reason| ReadError::Failed(format!("{} ({}): {reason}", object.id, object.key)))?;
+        for batch in batches {
             let base = batch::base_offset(&batch);
             let end = base + i64::from(batch::record_count(&batch));
             if end <= offset {
@@ -112,12 +125,15 @@ async fn fetch_range(
     cache: &ObjectCache,
     object: &ObjectRecord,
     range: &ObjectRange,
-) -> Result<Bytes, String> {
+) -> Result<Bytes, ReadError> {
     let key = (object.id, range.pos);
     if let Some(bytes) = cache.get(key) {
         return Ok(bytes);
     }
-    let bytes = store.get_range(&object.key, range.pos, range.len).await.map_err(|error| error.to_string())?;
+    let bytes = store.get_range(&object.key, range.pos, range.len).await.map_err(|error| match error {
+        keel_objects::StoreError::NotFound { key } => ReadError::NotFound(key),
+        other => ReadError::Failed(other.to_string()),
+    })?;
     cache.insert(key, bytes.clone());
     Ok(bytes)
 }

@@ -83,9 +83,34 @@ async fn uploaded_history_is_trimmed_from_the_wal_and_read_back_from_a_local_dir
     test.start_wal_nodes(3).await.unwrap();
     test.start_brokers(1, &["--upload-interval", "200ms"]).await.unwrap();
     upload_trim_and_read_back(&mut test, 3000).await;
-    let objects = std::fs::read_dir(test.cluster.dir.join("objects")).unwrap().count();
-    assert!(objects > 0, "objects were written under the local directory");
-    test.assert_clean_logs(keel_tests::PEER_UNREACHABLE);
+    let objects = walk(&test.cluster.dir.join("objects"));
+    assert!(!objects.is_empty(), "objects were written under the local directory");
+
+    // Damage every object's first batch; a broker with a cold cache must not serve it.
+    for path in &objects {
+        let mut bytes = std::fs::read(path).unwrap();
+        bytes[70] ^= 0xff;
+        std::fs::write(path, bytes).unwrap();
+    }
+    test.cluster.brokers[0].kill9();
+    test.cluster.start_broker(0).unwrap();
+    test.cluster.wait_for_brokers(Duration::from_secs(60)).await.unwrap();
+    let connection = keel_tools::kafka::Connection::connect(&test.cluster.bootstrap()).await.unwrap();
+    let fetch = keel_tools::kafka::fetch_request("history", 0, 0, 0, 1 << 20);
+    let answer = connection.send(keel_tools::kafka::FETCH_VERSION, &fetch).await.unwrap();
+    let (error, _, records) = keel_tools::kafka::fetch_result(&answer).unwrap();
+    let storage_error = kafka_protocol::error::ResponseError::KafkaStorageError.code();
+    assert_eq!((error, records.len()), (storage_error, 0), "a damaged object is never served");
+    let admin = test.cluster.brokers[0].spec.admin;
+    let (_, metrics) = keel_tools::launcher::http_get(admin, "/metrics").await.unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|line| line.starts_with("keel_broker_object_read_failures_total ") && !line.ends_with(" 0")),
+        "the damage is visible in the metrics:\n{metrics}"
+    );
+    let allowed = [keel_tests::PEER_UNREACHABLE, &["cold read failed", "WAL read failed", "Fetch"]].concat();
+    test.assert_clean_logs(&allowed);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -195,4 +220,74 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         }
     }
     files
+}
+
+/// Object-store faults (500s, throttling, an outage) while producing: every
+/// produce is still acknowledged (the WAL holds the data), uploads fail and
+/// are retried, and once the store is back they catch up; a restarted broker
+/// then reads every acknowledged record back from the objects.
+#[tokio::test(flavor = "multi_thread")]
+async fn uploads_ride_out_object_store_errors_throttling_and_an_outage() {
+    use keel_tests::s3::{Fault, FaultProxy};
+
+    let s3 = keel_tests::s3::S3Server::start().await.unwrap();
+    let proxy = FaultProxy::start(s3.addr()).await.unwrap();
+    let mut test = TestCluster::start(3, &[]).await.unwrap();
+    test.start_wal_nodes(3).await.unwrap();
+    let endpoint = proxy.endpoint();
+    let args = [
+        "--upload-interval",
+        "100ms",
+        "--s3-bucket",
+        s3.bucket(),
+        "--s3-endpoint",
+        &endpoint,
+        "--s3-path-style",
+        "true",
+        "--s3-region",
+        "us-east-1",
+        "--s3-access-key-id",
+        "keel",
+        "--s3-secret-access-key",
+        "keel-secret",
+    ];
+    test.start_brokers(1, &args).await.unwrap();
+    let bootstrap = test.cluster.bootstrap();
+    let client = test.cluster.client().unwrap();
+    let create =
+        keel_controller_client::pb::CreateTopicRequest { name: "ledger".into(), partitions: 3, ..Default::default() };
+    client.create_topic(create).await.unwrap();
+
+    let mut produced = 0;
+    for fault in [Fault::ServerError, Fault::Throttle, Fault::Outage, Fault::None] {
+        proxy.set(fault);
+        let input: String = (produced..produced + 500).map(|i| format!("k{}:entry-{i}\n", i % 11)).collect();
+        kcat(&["-b", &bootstrap, "-P", "-t", "ledger", "-K", ":", "-X", "acks=all"], &input).await;
+        produced += 500;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+    let acknowledged = consume_all(&bootstrap, "ledger").await;
+    assert_eq!(acknowledged.len(), produced);
+    let ends: Vec<i64> = (0..3u32).map(|p| acknowledged.iter().filter(|(q, _, _)| *q == p).count() as i64).collect();
+    eventually(Duration::from_secs(60), "uploads caught up", || async {
+        let image = client.read_image().await.ok()?;
+        let uploaded: Vec<i64> = image.topics["ledger"].partitions.iter().map(|p| p.uploaded_end.0).collect();
+        (uploaded == ends).then_some(())
+    })
+    .await;
+    let admin = test.cluster.brokers[0].spec.admin;
+    let (_, metrics) = keel_tools::launcher::http_get(admin, "/metrics").await.unwrap();
+    let failures: f64 = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("keel_broker_upload_failures_total "))
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(0.0);
+    assert!(failures > 0.0, "the injected faults failed some uploads:\n{metrics}");
+
+    test.cluster.brokers[0].kill9();
+    test.cluster.start_broker(0).unwrap();
+    test.cluster.wait_for_brokers(Duration::from_secs(60)).await.unwrap();
+    assert_eq!(consume_all(&bootstrap, "ledger").await, acknowledged, "nothing acknowledged was lost");
+    // Failed uploads are logged as warnings by design; that is what this test provokes.
+    test.assert_clean_logs(&[keel_tests::PEER_UNREACHABLE, &["upload failed, retrying"]].concat());
 }

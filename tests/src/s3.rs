@@ -46,6 +46,10 @@ impl S3Server {
         format!("http://{}", self.addr)
     }
 
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
     pub fn bucket(&self) -> &str {
         &self.bucket
     }
@@ -81,4 +85,122 @@ impl Drop for S3Server {
 
 fn rand_suffix() -> u32 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos())
+}
+
+/// What the fault proxy does to the requests it gets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Fault {
+    /// Forward everything.
+    None = 0,
+    /// Answer every request 500 Internal Error.
+    ServerError = 1,
+    /// Answer every request 503 Slow Down (S3's throttling).
+    Throttle = 2,
+    /// Close every connection at once: the store is unreachable.
+    Outage = 3,
+}
+
+/// A small HTTP proxy in front of the S3 server that injects faults, since
+/// the server cannot. Changing the fault closes every open connection, so
+/// pooled keep-alive connections see the new behaviour too.
+#[derive(Debug)]
+pub struct FaultProxy {
+    addr: SocketAddr,
+    fault: std::sync::Arc<std::sync::atomic::AtomicU8>,
+    generation: tokio::sync::watch::Sender<u64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FaultProxy {
+    pub async fn start(upstream: SocketAddr) -> anyhow::Result<FaultProxy> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let fault = std::sync::Arc::new(std::sync::atomic::AtomicU8::new(Fault::None as u8));
+        let (generation, _) = tokio::sync::watch::channel(0u64);
+        let task = tokio::spawn({
+            let fault = fault.clone();
+            let generation = generation.clone();
+            async move {
+                while let Ok((client, _)) = listener.accept().await {
+                    let mode = fault.load(std::sync::atomic::Ordering::SeqCst);
+                    let changed = generation.subscribe();
+                    tokio::spawn(serve(client, upstream, mode, changed));
+                }
+            }
+        });
+        Ok(FaultProxy { addr, fault, generation, task })
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn set(&self, fault: Fault) {
+        self.fault.store(fault as u8, std::sync::atomic::Ordering::SeqCst);
+        self.generation.send_modify(|generation| *generation += 1);
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn serve(
+    mut client: tokio::net::TcpStream,
+    upstream: SocketAddr,
+    mode: u8,
+    mut changed: tokio::sync::watch::Receiver<u64>,
+) {
+    let work = async {
+        match mode {
+            m if m == Fault::None as u8 => {
+                let mut server = tokio::net::TcpStream::connect(upstream).await?;
+                tokio::io::copy_bidirectional(&mut client, &mut server).await?;
+            }
+            m if m == Fault::Outage as u8 => {}
+            _ => {
+                let (status, code) = if mode == Fault::Throttle as u8 {
+                    ("503 Slow Down", "SlowDown")
+                } else {
+                    ("500 Internal Server Error", "InternalError")
+                };
+                while skip_request(&mut client).await? {
+                    let body = format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>injected by the test</Message></Error>");
+                    let answer = format!(
+                        "HTTP/1.1 {status}\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    client.write_all(answer.as_bytes()).await?;
+                }
+            }
+        }
+        anyhow::Ok(())
+    };
+    tokio::select! {
+        _ = work => {}
+        _ = changed.changed() => {}
+    }
+}
+
+/// Reads one HTTP request (head, then a Content-Length body); false at EOF.
+async fn skip_request(client: &mut tokio::net::TcpStream) -> anyhow::Result<bool> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if client.read(&mut byte).await? == 0 {
+            return Ok(false);
+        }
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    let length: u64 = head
+        .lines()
+        .find_map(|line| line.strip_prefix("content-length:"))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(0);
+    tokio::io::copy(&mut (&mut *client).take(length), &mut tokio::io::sink()).await?;
+    Ok(true)
 }
