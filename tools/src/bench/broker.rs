@@ -80,6 +80,18 @@ pub struct ConsumeRun {
 }
 
 #[derive(Debug, Serialize)]
+pub struct TierReport {
+    pub objects_per_gib: f64,
+    pub uploaded_mb: f64,
+    pub wal_bytes_end_mb: f64,
+    pub wal_bytes_max_mb: f64,
+    pub catch_up_mb_per_second: f64,
+    pub catch_up_mb: f64,
+    pub hot_read_mb_per_second: f64,
+    pub hot_read_mb: f64,
+}
+
+#[derive(Debug, Serialize)]
 pub struct BrokerBenchReport {
     pub record_bytes: usize,
     pub batch_records: usize,
@@ -92,6 +104,11 @@ pub struct BrokerBenchReport {
     pub tail_consume: ConsumeRun,
     /// Highest resident set size seen per broker, in MB (local cluster only).
     pub broker_rss_mb: Vec<f64>,
+    /// The S3 tier (local cluster only): objects uploaded per GiB uploaded,
+    /// WAL journal bytes held on all nodes at the end of the paced phase (and
+    /// the most seen), and catch-up reads from offset 0 (object store, cold
+    /// object cache) against reads of the newest records (hot cache).
+    pub tier: Option<TierReport>,
     /// 3 x produced MB/s at the maximum rate / floor MB/s (the WAL nodes share the disk).
     pub disk_efficiency: f64,
     /// Publish p99 at the paced rate / floor fdatasync p99.
@@ -162,8 +179,10 @@ async fn measure(
         producers.push(PartitionProducer { connection, partition: partition as i32, id, epoch, sequence: 0 });
     }
 
-    let rss =
-        RssSampler::start(cluster.map(|c| c.brokers.iter().filter_map(|b| b.pid()).collect()).unwrap_or_default());
+    let rss = RssSampler::start(
+        cluster.map(|c| c.brokers.iter().filter_map(|b| b.pid()).collect()).unwrap_or_default(),
+        cluster.map(|c| c.wal_nodes.iter().map(|w| w.spec.admin).collect()).unwrap_or_default(),
+    );
     eprintln!("produce at the maximum rate for {} s", args.seconds);
     let (max_rate, producers) = produce_phase(args, &topic, producers, None).await?;
     let paced = args.rate.unwrap_or(max_rate.records_per_second / 2.0);
@@ -183,7 +202,13 @@ async fn measure(
         end_to_end.add(histogram)?;
     }
     let consume_seconds = consume_started.elapsed().as_secs_f64();
-    let broker_rss_mb = rss.stop().await;
+    let (broker_rss_mb, wal_bytes_max, wal_bytes_end) = rss.stop().await;
+    let tier = match cluster {
+        Some(cluster) => {
+            Some(measure_tier(cluster, &topic, &layout, &connections, wal_bytes_end, wal_bytes_max).await?)
+        }
+        None => None,
+    };
     Ok(BrokerBenchReport {
         record_bytes: args.record_bytes,
         batch_records: args.batch_records,
@@ -200,7 +225,101 @@ async fn measure(
             end_to_end_latency: LatencySummary::from_micros(&end_to_end),
         },
         broker_rss_mb,
+        tier,
     })
+}
+
+/// Upload figures from the brokers' metrics, then catch-up and hot reads.
+async fn measure_tier(
+    cluster: &LocalCluster,
+    topic: &str,
+    layout: &TopicLayout,
+    connections: &HashMap<i32, Arc<Connection>>,
+    wal_bytes_end: u64,
+    wal_bytes_max: u64,
+) -> anyhow::Result<TierReport> {
+    // Wait until the first half of every partition is in objects.
+    let client = cluster.client()?;
+    let mut ends = Vec::new();
+    for (partition, leader) in layout.leaders.iter().enumerate() {
+        let connection = connections.get(leader).context("a partition's leader is not among the brokers")?;
+        let request = kafka::fetch_request(topic, partition as i32, 0, 0, 1);
+        ends.push(kafka::fetch_result(&connection.send(kafka::FETCH_VERSION, &request).await?)?.1);
+    }
+    eprintln!("waiting for the uploads to cover the first half of every partition");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let image = client.read_image().await?;
+        let found = image.topics.get(topic).context("the bench topic is gone")?;
+        if found.partitions.iter().zip(&ends).all(|(p, end)| p.uploaded_end.0 >= end / 2) {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "uploads did not cover half of the data in 120 s");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let (mut uploads, mut uploaded) = (0.0, 0.0);
+    for broker in &cluster.brokers {
+        let (_, metrics) = crate::launcher::http_get(broker.spec.admin, "/metrics").await?;
+        uploads += metric(&metrics, "keel_broker_uploads_total");
+        uploaded += metric(&metrics, "keel_broker_upload_bytes_total");
+    }
+    eprintln!("catch-up read of the first half of every partition (object store)");
+    let cold: Vec<(i32, i64, i64)> = ends.iter().enumerate().map(|(p, end)| (p as i32, 0, end / 2)).collect();
+    let (cold_bytes, cold_seconds) = read_ranges(topic, layout, connections, &cold).await?;
+    eprintln!("read of the newest eighth of every partition (hot cache)");
+    let hot: Vec<(i32, i64, i64)> = ends.iter().enumerate().map(|(p, end)| (p as i32, end - end / 8, *end)).collect();
+    let (hot_bytes, hot_seconds) = read_ranges(topic, layout, connections, &hot).await?;
+    Ok(TierReport {
+        objects_per_gib: uploads / (uploaded / f64::from(1u32 << 30)).max(f64::MIN_POSITIVE),
+        uploaded_mb: uploaded / 1e6,
+        wal_bytes_end_mb: wal_bytes_end as f64 / 1e6,
+        wal_bytes_max_mb: wal_bytes_max as f64 / 1e6,
+        catch_up_mb_per_second: cold_bytes as f64 / cold_seconds / 1e6,
+        catch_up_mb: cold_bytes as f64 / 1e6,
+        hot_read_mb_per_second: hot_bytes as f64 / hot_seconds / 1e6,
+        hot_read_mb: hot_bytes as f64 / 1e6,
+    })
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok()).unwrap_or(0.0)
+}
+
+/// Reads every (partition, from, to) range in parallel, one reader per
+/// partition: record-batch bytes read and seconds taken.
+async fn read_ranges(
+    topic: &str,
+    layout: &TopicLayout,
+    connections: &HashMap<i32, Arc<Connection>>,
+    ranges: &[(i32, i64, i64)],
+) -> anyhow::Result<(u64, f64)> {
+    let started = Instant::now();
+    let mut readers = Vec::new();
+    for &(partition, from, to) in ranges {
+        let leader = layout.leaders[partition as usize];
+        let connection = connections.get(&leader).context("a partition's leader is not among the brokers")?.clone();
+        let topic = topic.to_owned();
+        readers.push(tokio::spawn(async move {
+            let (mut offset, mut bytes) = (from, 0u64);
+            while offset < to {
+                let request = kafka::fetch_request(&topic, partition, offset, 100, 8 << 20);
+                let (error, _, records) = kafka::fetch_result(&connection.send(kafka::FETCH_VERSION, &request).await?)?;
+                anyhow::ensure!(error == 0, "fetch of partition {partition} at {offset}: error {error}");
+                let batches = kafka::split_batches(&records);
+                anyhow::ensure!(!batches.is_empty(), "fetch of partition {partition} at {offset} returned nothing");
+                for (base, count, batch) in batches {
+                    bytes += batch.len() as u64;
+                    offset = base + i64::from(count);
+                }
+            }
+            anyhow::Ok(bytes)
+        }));
+    }
+    let mut total = 0;
+    for reader in readers {
+        total += reader.await??;
+    }
+    Ok((total, started.elapsed().as_secs_f64()))
 }
 
 /// Waits until every partition of `topic` has a leader.
@@ -410,27 +529,39 @@ async fn tail(
     Ok((bytes, latency))
 }
 
-/// Samples the brokers' resident set size every 200 ms, keeping each one's highest.
+/// Samples the brokers' resident set size and the WAL nodes' journal bytes
+/// every 200 ms, keeping each broker's highest RSS and the WAL total's
+/// highest and last value.
 struct RssSampler {
-    highest: Arc<Mutex<Vec<u64>>>,
+    highest: Arc<Mutex<(Vec<u64>, u64, u64)>>,
     stop: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl RssSampler {
-    fn start(pids: Vec<u32>) -> RssSampler {
-        let highest = Arc::new(Mutex::new(vec![0u64; pids.len()]));
+    fn start(pids: Vec<u32>, wal_admins: Vec<std::net::SocketAddr>) -> RssSampler {
+        let highest = Arc::new(Mutex::new((vec![0u64; pids.len()], 0, 0)));
         let stop = Arc::new(AtomicU64::new(0));
         let task = tokio::spawn({
             let highest = highest.clone();
             let stop = stop.clone();
             async move {
                 while stop.load(Ordering::Relaxed) == 0 {
-                    for (index, pid) in pids.iter().enumerate() {
-                        if let Some(rss) = rss_bytes(*pid) {
-                            let mut highest = highest.lock().expect("rss lock");
-                            highest[index] = highest[index].max(rss);
+                    let mut wal = 0u64;
+                    for admin in &wal_admins {
+                        if let Ok((_, text)) = crate::launcher::http_get(*admin, "/metrics").await {
+                            wal += metric(&text, "keel_wal_journal_bytes") as u64;
                         }
+                    }
+                    {
+                        let mut seen = highest.lock().expect("rss lock");
+                        for (index, pid) in pids.iter().enumerate() {
+                            if let Some(rss) = rss_bytes(*pid) {
+                                seen.0[index] = seen.0[index].max(rss);
+                            }
+                        }
+                        seen.1 = seen.1.max(wal);
+                        seen.2 = wal;
                     }
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
@@ -439,11 +570,12 @@ impl RssSampler {
         RssSampler { highest, stop, task }
     }
 
-    async fn stop(self) -> Vec<f64> {
+    /// Each broker's highest RSS in MB, and the WAL journals' highest and last total bytes.
+    async fn stop(self) -> (Vec<f64>, u64, u64) {
         self.stop.store(1, Ordering::Relaxed);
         let _ = self.task.await;
         let highest = self.highest.lock().expect("rss lock");
-        highest.iter().map(|bytes| *bytes as f64 / 1e6).collect()
+        (highest.0.iter().map(|bytes| *bytes as f64 / 1e6).collect(), highest.1, highest.2)
     }
 }
 
@@ -485,6 +617,22 @@ impl std::fmt::Display for BrokerBenchReport {
         if !self.broker_rss_mb.is_empty() {
             let rss: Vec<String> = self.broker_rss_mb.iter().map(|mb| format!("{mb:.0} MB")).collect();
             writeln!(f, "  broker RSS (highest): {}", rss.join(", "))?;
+        }
+        if let Some(tier) = &self.tier {
+            writeln!(
+                f,
+                "  S3 tier: {:.1} objects per GiB uploaded ({:.0} MB uploaded); WAL journals hold {:.0} MB at the end of the paced phase (most {:.0} MB)",
+                tier.objects_per_gib, tier.uploaded_mb, tier.wal_bytes_end_mb, tier.wal_bytes_max_mb
+            )?;
+            writeln!(
+                f,
+                "  catch-up read from the object store: {:.1} MB/s ({:.0} MB); newest records from the hot cache: {:.1} MB/s ({:.0} MB); ratio {:.2}",
+                tier.catch_up_mb_per_second,
+                tier.catch_up_mb,
+                tier.hot_read_mb_per_second,
+                tier.hot_read_mb,
+                tier.catch_up_mb_per_second / tier.hot_read_mb_per_second
+            )?;
         }
         writeln!(
             f,
