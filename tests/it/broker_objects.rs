@@ -291,3 +291,148 @@ async fn uploads_ride_out_object_store_errors_throttling_and_an_outage() {
     // Failed uploads are logged as warnings by design; that is what this test provokes.
     test.assert_clean_logs(&[keel_tests::PEER_UNREACHABLE, &["upload failed, retrying"]].concat());
 }
+
+/// DESIGN §3-4 at volume: 128 MiB (KEEL_TIER_BYTES for more) over 24
+/// partitions through three brokers; objects appear and the WAL nodes'
+/// journals shrink back once their data is uploaded; then every broker and
+/// every WAL node is killed and restarted, and reading from offset 0 gives
+/// every acknowledged record, identical (a checksum of offsets and values
+/// per partition).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_large_history_survives_a_restart_of_every_broker_and_wal_node() {
+    use bytes::Bytes;
+    use keel_tools::kafka::{self, Connection};
+
+    let total: usize = std::env::var("KEEL_TIER_BYTES").ok().and_then(|v| v.parse().ok()).unwrap_or(128 << 20);
+    let mut test = TestCluster::start(3, &[]).await.unwrap();
+    test.start_wal_nodes(3).await.unwrap();
+    test.start_brokers(3, &["--upload-interval", "200ms"]).await.unwrap();
+    let bootstrap = test.cluster.bootstrap();
+    let first = Connection::connect(bootstrap.split(',').next().unwrap()).await.unwrap();
+    kafka::create_topic(&first, "volume", 24).await.unwrap();
+    let layout = kafka::topic_layout(&first, "volume").await.unwrap();
+    let mut connections = std::collections::HashMap::new();
+    for (id, addr) in &layout.brokers {
+        connections.insert(*id, std::sync::Arc::new(Connection::connect(addr).await.unwrap()));
+    }
+
+    // 32 records of 1 KiB per batch, round robin over the partitions, 8 requests in flight.
+    let batches = total / (32 << 10);
+    let mut expected = vec![Checksum::default(); 24];
+    let mut pending = std::collections::VecDeque::new();
+    for n in 0..batches {
+        let partition = (n % 24) as i32;
+        let values: Vec<Bytes> = (0..32).map(|i| record_value(n, i)).collect();
+        let batch = kafka::batch(&values, 1_000, None).unwrap();
+        let connection = connections[&layout.leaders[partition as usize]].clone();
+        let answer = connection
+            .submit(kafka::PRODUCE_VERSION, &kafka::produce_request("volume", partition, -1, batch))
+            .await
+            .unwrap();
+        pending.push_back((partition, values, answer));
+        if pending.len() >= 8 {
+            let (partition, values, answer) = pending.pop_front().unwrap();
+            let (error, base) = kafka::produce_result(&answer.wait().await.unwrap()).unwrap();
+            assert_eq!(error, 0);
+            expected[partition as usize].add_batch(base, &values);
+        }
+    }
+    for (partition, values, answer) in pending {
+        let (error, base) = kafka::produce_result(&answer.wait().await.unwrap()).unwrap();
+        assert_eq!(error, 0);
+        expected[partition as usize].add_batch(base, &values);
+    }
+
+    let client = test.cluster.client().unwrap();
+    eventually(Duration::from_secs(120), "everything uploaded", || async {
+        let image = client.read_image().await.ok()?;
+        let uploaded: Vec<i64> = image.topics["volume"].partitions.iter().map(|p| p.uploaded_end.0).collect();
+        (uploaded == expected.iter().map(|c| c.next).collect::<Vec<_>>()).then_some(())
+    })
+    .await;
+    let segment = 64u64 << 20;
+    for wal in &test.cluster.wal_nodes {
+        let addr = wal.spec.grpc;
+        eventually(Duration::from_secs(30), "the WAL journal shrank back", || async {
+            let mut node = pb::wal_client::WalClient::connect(format!("http://{addr}")).await.ok()?;
+            let status = node.status(pb::StatusRequest {}).await.ok()?.into_inner();
+            (status.disk_bytes <= 2 * segment).then_some(())
+        })
+        .await;
+    }
+
+    for index in 0..3 {
+        test.cluster.brokers[index].kill9();
+        test.cluster.wal_nodes[index].kill9();
+    }
+    test.cluster.start_all_wal().unwrap();
+    test.cluster.wait_for_wal_nodes(Duration::from_secs(60)).await.unwrap();
+    test.cluster.start_all_brokers().unwrap();
+    test.cluster.wait_for_brokers(Duration::from_secs(60)).await.unwrap();
+
+    let connection = Connection::connect(bootstrap.split(',').next().unwrap()).await.unwrap();
+    let layout = kafka::topic_layout(&connection, "volume").await.unwrap();
+    for (partition, expected) in expected.iter().enumerate() {
+        let leader = Connection::connect(&layout.brokers[&layout.leaders[partition]]).await.unwrap();
+        let mut read = Checksum::default();
+        while read.next < expected.next {
+            let request = kafka::fetch_request("volume", partition as i32, read.next, 100, 4 << 20);
+            let (error, _, records) =
+                kafka::fetch_result(&leader.send(kafka::FETCH_VERSION, &request).await.unwrap()).unwrap();
+            assert_eq!(error, 0, "partition {partition} at {}", read.next);
+            for (_, _, batch) in kafka::split_batches(&records) {
+                let mut batch = Bytes::copy_from_slice(batch);
+                let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut batch).unwrap();
+                for record in set.records {
+                    assert_eq!(record.offset, read.next, "partition {partition}: offsets follow one another");
+                    read.add(record.offset, record.value.as_deref().unwrap_or_default());
+                }
+            }
+        }
+        assert_eq!(&read, expected, "partition {partition} reads back identical");
+    }
+    // Killing every WAL node makes writers and recoveries retry: expected here.
+    let expected_warnings = [
+        "lost a WAL member",
+        "member did not confirm the fence",
+        "take-over failed, retrying",
+        "upload failed, retrying",
+    ];
+    test.assert_clean_logs(&[keel_tests::PEER_UNREACHABLE, &expected_warnings].concat());
+}
+
+/// A value of 1 KiB that differs per batch and record.
+fn record_value(batch: usize, record: usize) -> bytes::Bytes {
+    let seed = (batch * 32 + record) as u64;
+    let mut value = Vec::with_capacity(1024);
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    while value.len() < 1024 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        value.extend_from_slice(&x.to_le_bytes());
+    }
+    bytes::Bytes::from(value)
+}
+
+/// A running checksum of a partition's (offset, value) sequence.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Checksum {
+    next: i64,
+    crc: u32,
+}
+
+impl Checksum {
+    fn add(&mut self, offset: i64, value: &[u8]) {
+        self.crc = crc32c::crc32c_append(self.crc, &offset.to_be_bytes());
+        self.crc = crc32c::crc32c_append(self.crc, value);
+        self.next = offset + 1;
+    }
+
+    fn add_batch(&mut self, base: i64, values: &[bytes::Bytes]) {
+        assert_eq!(base, self.next, "acknowledged batches of a partition follow one another");
+        for (i, value) in values.iter().enumerate() {
+            self.add(base + i as i64, value);
+        }
+    }
+}
