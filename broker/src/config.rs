@@ -86,6 +86,10 @@ pub struct ConfigToml {
     #[arg(long, env = "KEEL_BROKER_OBJECT_DELETE_DELAY", value_parser = humantime_serde::re::humantime::parse_duration)]
     #[serde(with = "humantime_serde")]
     pub object_delete_delay: Option<Duration>,
+    /// The compactor merges a partition's small object ranges once this many
+    /// follow one another. Default 4.
+    #[arg(long, env = "KEEL_BROKER_COMPACTION_MIN_RANGES")]
+    pub compaction_min_ranges: Option<usize>,
 }
 
 /// Where the broker keeps objects.
@@ -114,6 +118,7 @@ pub struct BrokerConfig {
     pub object_cache_bytes: u64,
     pub retention_check_interval: Duration,
     pub object_delete_delay: Duration,
+    pub compaction_min_ranges: usize,
 }
 
 impl ConfigToml {
@@ -142,6 +147,7 @@ impl ConfigToml {
             object_cache_bytes: self.object_cache_bytes.or(lower.object_cache_bytes),
             retention_check_interval: self.retention_check_interval.or(lower.retention_check_interval),
             object_delete_delay: self.object_delete_delay.or(lower.object_delete_delay),
+            compaction_min_ranges: self.compaction_min_ranges.or(lower.compaction_min_ranges),
         }
     }
 
@@ -169,6 +175,7 @@ impl ConfigToml {
             object_cache_bytes,
             retention_check_interval,
             object_delete_delay,
+            compaction_min_ranges,
         } = self;
         let objects = match (objects_dir, s3_bucket) {
             (Some(dir), None) => ObjectsConfig::LocalDir(dir),
@@ -215,6 +222,7 @@ impl ConfigToml {
             object_cache_bytes: object_cache_bytes.unwrap_or(128 << 20),
             retention_check_interval: retention_check_interval.unwrap_or(Duration::from_secs(30)),
             object_delete_delay: object_delete_delay.unwrap_or(Duration::from_secs(60)),
+            compaction_min_ranges: compaction_min_ranges.unwrap_or(4).max(2),
         })
     }
 }

@@ -7,6 +7,7 @@ pub mod api;
 pub mod batch;
 pub mod broker;
 pub mod cache;
+pub mod compactor;
 pub mod config;
 pub mod fetch_sessions;
 pub mod large_alloc;

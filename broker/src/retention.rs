@@ -1,4 +1,4 @@
-//! Retention and object garbage collection.
+//! Retention, object garbage collection and (through `compactor.rs`) compaction.
 //!
 //! Every `retention_check_interval`, the leader of each partition applies
 //! the topic's `retention.ms` and `retention.bytes` to its uploaded ranges
@@ -9,8 +9,8 @@
 //! bytes are deleted from the store and the controller forgets them
 //! (`PurgeObjects`), together with expired reservations, whose keys are
 //! deleted too in case an upload wrote them and never committed. Garbage
-//! collection runs on one broker at a time: the active broker with the
-//! lowest id. Nothing is ever deleted by listing the bucket.
+//! collection and compaction run on one broker at a time: the active broker
+//! with the lowest id. Nothing is ever deleted by listing the bucket.
 
 use std::sync::Arc;
 
@@ -40,6 +40,9 @@ pub async fn run(broker: Arc<Broker>, store: Arc<dyn ObjectStore>, cancel: Cance
         if janitor == Some(broker.config.node_id) {
             if let Err(error) = collect_garbage(&broker, &store, &image, epoch).await {
                 tracing::warn!("object garbage collection: {error:#}");
+            }
+            if let Err(error) = crate::compactor::compact(&broker, &store, &broker.image(), epoch).await {
+                tracing::warn!("compaction: {error:#}");
             }
         }
     }

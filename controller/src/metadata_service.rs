@@ -285,6 +285,25 @@ impl pb::metadata_server::Metadata for MetadataService {
         write_reply(self.controller.propose(|_| Ok(command)).await.map_err(|e| e.to_status())?)
     }
 
+    async fn compact_ranges(
+        &self,
+        request: Request<pb::CompactRangesRequest>,
+    ) -> Result<Response<pb::WriteReply>, Status> {
+        let request = leader_only!(self, request, compact_ranges);
+        let object = serde_json::from_slice(&request.object).map_err(|error| {
+            MetaError::InvalidRequest { reason: format!("the object is not valid JSON: {error}") }.to_status()
+        })?;
+        let command = Command::CompactRanges {
+            stream: StreamId(request.stream),
+            object,
+            replaced: request.replaced.into_iter().map(ObjectId).collect(),
+            now_ms: wall_clock_ms(),
+            sender: NodeId(request.sender),
+            sender_epoch: Epoch(request.sender_epoch),
+        };
+        write_reply(self.controller.propose(|_| Ok(command)).await.map_err(|e| e.to_status())?)
+    }
+
     async fn delete_objects(
         &self,
         request: Request<pb::DeleteObjectsRequest>,

@@ -436,3 +436,60 @@ impl Checksum {
         }
     }
 }
+
+/// Uploads leave a partition's history in many small multi-stream objects;
+/// the compactor rewrites each partition's run into one per-stream object,
+/// the emptied objects are deleted, and every record still reads back.
+#[tokio::test(flavor = "multi_thread")]
+async fn compaction_merges_small_objects_into_one_per_partition() {
+    let mut test = TestCluster::start(3, &[]).await.unwrap();
+    test.start_wal_nodes(3).await.unwrap();
+    let args = [
+        "--upload-interval",
+        "100ms",
+        "--retention-check-interval",
+        "300ms",
+        "--object-delete-delay",
+        "300ms",
+        "--compaction-min-ranges",
+        "2",
+    ];
+    test.start_brokers(1, &args).await.unwrap();
+    let bootstrap = test.cluster.bootstrap();
+    let client = test.cluster.client().unwrap();
+    let create =
+        keel_controller_client::pb::CreateTopicRequest { name: "metrics".into(), partitions: 4, ..Default::default() };
+    client.create_topic(create).await.unwrap();
+    let mut uploads_seen = 0;
+    for burst in 0..8 {
+        let input: String = (burst * 100..burst * 100 + 100).map(|i| format!("k{}:sample-{i}\n", i % 7)).collect();
+        kcat(&["-b", &bootstrap, "-P", "-t", "metrics", "-K", ":", "-X", "acks=all"], &input).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        uploads_seen = uploads_seen.max(client.read_image().await.unwrap().last_object_id.0);
+    }
+    let produced = consume_all(&bootstrap, "metrics").await;
+    assert_eq!(produced.len(), 800);
+    assert!(uploads_seen >= 4, "the bursts were uploaded as several objects ({uploads_seen})");
+
+    let ends: Vec<i64> = (0..4u32).map(|p| produced.iter().filter(|(q, _, _)| *q == p).count() as i64).collect();
+    let image = eventually(Duration::from_secs(60), "one object per partition", || async {
+        let image = client.read_image().await.ok()?;
+        let uploaded: Vec<i64> = image.topics["metrics"].partitions.iter().map(|p| p.uploaded_end.0).collect();
+        let single = image.objects.values().all(|object| object.ranges.len() == 1);
+        let done = uploaded == ends && single && image.objects.len() == 4 && image.deleted_objects.is_empty();
+        done.then_some(image)
+    })
+    .await;
+    assert!(image.last_object_id.0 > 4, "compaction wrote new objects");
+    assert_eq!(walk(&test.cluster.dir.join("objects")).len(), 4, "the replaced objects are gone from the store");
+
+    test.cluster.brokers[0].kill9();
+    test.cluster.start_broker(0).unwrap();
+    test.cluster.wait_for_brokers(Duration::from_secs(60)).await.unwrap();
+    assert_eq!(
+        consume_all(&bootstrap, "metrics").await,
+        produced,
+        "every record reads back from the compacted objects"
+    );
+    test.assert_clean_logs(keel_tests::PEER_UNREACHABLE);
+}

@@ -117,6 +117,10 @@ impl Image {
                 self.check_active(NodeKind::Broker, *broker, *broker_epoch)?;
                 self.check_commit_upload(*broker, *log, *log_epoch, *trim_seq, objects, *now_ms)
             }
+            Command::CompactRanges { stream, object, replaced, now_ms, sender, sender_epoch } => {
+                self.check_active(NodeKind::Broker, *sender, *sender_epoch)?;
+                self.check_compaction(*stream, object, replaced, *now_ms, *sender)
+            }
             Command::DeleteObjects { objects, sender, sender_epoch, .. } => {
                 self.check_active(NodeKind::Broker, *sender, *sender_epoch)?;
                 for id in objects {
@@ -384,6 +388,15 @@ impl Image {
                 wal_log.trim_seq = wal_log.trim_seq.max(*trim_seq);
                 Outcome::UploadCommitted { objects: objects.len(), trim_seq: *trim_seq }
             }
+            Command::CompactRanges { stream, object, replaced, .. } => {
+                for id in replaced {
+                    let old = self.objects.get_mut(id).expect("checked: replaced objects exist");
+                    old.ranges.retain(|range| range.stream != *stream);
+                }
+                self.reservations.remove(&object.id);
+                self.objects.insert(object.id, object.clone());
+                Outcome::RangesCompacted { replaced: replaced.len() }
+            }
             Command::DeleteObjects { objects, now_ms, .. } => {
                 for id in objects {
                     let object = self.objects.remove(id).expect("checked: object exists");
@@ -417,6 +430,49 @@ impl Image {
             }
         };
         Ok(outcome)
+    }
+
+    /// `CompactRanges`' conditions besides the sender's epoch.
+    fn check_compaction(
+        &self,
+        stream: StreamId,
+        object: &ObjectRecord,
+        replaced: &[ObjectId],
+        now_ms: i64,
+        sender: NodeId,
+    ) -> Result<(), MetaError> {
+        let invalid = |reason: String| Err(MetaError::InvalidRequest { reason });
+        match self.reservations.get(&object.id) {
+            Some(reservation) if reservation.broker == sender && reservation.deadline_ms > now_ms => {}
+            _ => return invalid(format!("{} is not an unexpired reservation of broker {sender}", object.id)),
+        }
+        let [new] = object.ranges.as_slice() else {
+            return invalid(format!("a compacted object holds one range, not {}", object.ranges.len()));
+        };
+        if new.stream != stream || replaced.is_empty() {
+            return invalid("the compacted range is of another stream, or replaces nothing".into());
+        }
+        let mut old = Vec::new();
+        for id in replaced {
+            let found = self
+                .objects
+                .get(id)
+                .ok_or_else(|| MetaError::InvalidRequest { reason: format!("{id} is not in the object index") })?;
+            let mut ranges = found.ranges.iter().filter(|range| range.stream == stream);
+            match (ranges.next(), ranges.next()) {
+                (Some(range), None) => old.push(range),
+                _ => return invalid(format!("{id} does not hold exactly one range of stream {stream}")),
+            }
+        }
+        old.sort_by_key(|range| range.start);
+        let contiguous = old.windows(2).all(|pair| pair[0].end == pair[1].start);
+        if !contiguous || old[0].start != new.start || old[old.len() - 1].end != new.end {
+            return invalid(format!(
+                "the replaced ranges do not make up {}..{} of stream {stream}",
+                new.start, new.end
+            ));
+        }
+        Ok(())
     }
 
     /// `CommitUpload`'s conditions besides the sender's epoch.

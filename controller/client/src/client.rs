@@ -237,6 +237,14 @@ impl MetadataClient {
         .await
     }
 
+    pub async fn compact_ranges(&self, request: pb::CompactRangesRequest) -> Result<(Version, Outcome), ClientError> {
+        self.write(|mut c| {
+            let request = request.clone();
+            async move { c.compact_ranges(request).await }
+        })
+        .await
+    }
+
     pub async fn delete_objects(&self, request: pb::DeleteObjectsRequest) -> Result<(Version, Outcome), ClientError> {
         self.write(|mut c| {
             let request = request.clone();

@@ -111,6 +111,17 @@ pub enum Command {
         objects: Vec<ObjectRecord>,
         now_ms: i64,
     },
+    /// The compactor's swap: `object` (the sender's unexpired reservation)
+    /// holds one range of `stream`, exactly the ranges of that stream in the
+    /// `replaced` objects, which lose those ranges in the same step.
+    CompactRanges {
+        stream: StreamId,
+        object: ObjectRecord,
+        replaced: Vec<ObjectId>,
+        now_ms: i64,
+        sender: NodeId,
+        sender_epoch: Epoch,
+    },
     /// Takes objects out of the index once nothing readable is left in them
     /// (retention, DeleteRecords, deleted topics); their bytes go after a
     /// grace period (`PurgeObjects`).
@@ -198,6 +209,9 @@ pub enum Outcome {
     },
     ObjectsDeleted {
         count: usize,
+    },
+    RangesCompacted {
+        replaced: usize,
     },
     ObjectsReserved {
         first: ObjectId,
