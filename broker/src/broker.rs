@@ -35,6 +35,9 @@ pub struct Broker {
     pub objects: Arc<dyn ObjectStore>,
     pub object_cache: Arc<ObjectCache>,
     pub fetch_sessions: FetchSessions,
+    /// Batch bytes appended to the current WAL log and not uploaded yet;
+    /// produces are refused (retriably) while it is over the cap.
+    pub wal_backlog: std::sync::atomic::AtomicU64,
     leadership: Mutex<Leadership>,
     /// Bumped whenever a high watermark moves; long-polling fetches wait on it.
     pub watermarks: watch::Sender<u64>,
@@ -69,6 +72,7 @@ impl Broker {
             objects,
             object_cache: Arc::new(ObjectCache::new(config.object_cache_bytes as usize)),
             fetch_sessions: FetchSessions::default(),
+            wal_backlog: std::sync::atomic::AtomicU64::new(0),
             config,
             client,
             images,
@@ -194,6 +198,9 @@ impl Broker {
                 Ok(owned) => {
                     self.metrics.takeover_seconds.observe(started.elapsed().as_secs_f64());
                     self.leadership().owned = Some(owned);
+                    // A new log starts with nothing to upload; what the sealed
+                    // ones still hold is uploaded first but not counted.
+                    self.wal_backlog.store(0, std::sync::atomic::Ordering::Relaxed);
                 }
                 Err(error) => {
                     tracing::warn!(%epoch, "take-over failed, retrying: {error:#}");

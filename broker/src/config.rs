@@ -90,6 +90,11 @@ pub struct ConfigToml {
     /// follow one another. Default 4.
     #[arg(long, env = "KEEL_BROKER_COMPACTION_MIN_RANGES")]
     pub compaction_min_ranges: Option<usize>,
+    /// Produce is refused (retriably) while this many bytes appended to the
+    /// broker's WAL log are not uploaded yet: the object store is down or
+    /// slow, and the WAL must not fill up. Default 1 GiB.
+    #[arg(long, env = "KEEL_BROKER_WAL_BACKLOG_BYTES_MAX")]
+    pub wal_backlog_bytes_max: Option<u64>,
 }
 
 /// Where the broker keeps objects.
@@ -119,6 +124,7 @@ pub struct BrokerConfig {
     pub retention_check_interval: Duration,
     pub object_delete_delay: Duration,
     pub compaction_min_ranges: usize,
+    pub wal_backlog_bytes_max: u64,
 }
 
 impl ConfigToml {
@@ -148,6 +154,7 @@ impl ConfigToml {
             retention_check_interval: self.retention_check_interval.or(lower.retention_check_interval),
             object_delete_delay: self.object_delete_delay.or(lower.object_delete_delay),
             compaction_min_ranges: self.compaction_min_ranges.or(lower.compaction_min_ranges),
+            wal_backlog_bytes_max: self.wal_backlog_bytes_max.or(lower.wal_backlog_bytes_max),
         }
     }
 
@@ -176,6 +183,7 @@ impl ConfigToml {
             retention_check_interval,
             object_delete_delay,
             compaction_min_ranges,
+            wal_backlog_bytes_max,
         } = self;
         let objects = match (objects_dir, s3_bucket) {
             (Some(dir), None) => ObjectsConfig::LocalDir(dir),
@@ -223,6 +231,7 @@ impl ConfigToml {
             retention_check_interval: retention_check_interval.unwrap_or(Duration::from_secs(30)),
             object_delete_delay: object_delete_delay.unwrap_or(Duration::from_secs(60)),
             compaction_min_ranges: compaction_min_ranges.unwrap_or(4).max(2),
+            wal_backlog_bytes_max: wal_backlog_bytes_max.unwrap_or(1 << 30),
         })
     }
 }

@@ -28,6 +28,8 @@ pub struct Metrics {
     pub upload_failures: IntCounter,
     /// Record-batch bytes served from the object store (cold reads).
     pub object_read_bytes: IntCounter,
+    /// Bytes appended to the current WAL log not uploaded yet.
+    pub wal_backlog_bytes: IntGauge,
     /// Cold reads that failed: the store failed, or an object was damaged or missing.
     pub object_read_failures: IntCounter,
 }
@@ -83,6 +85,10 @@ impl Metrics {
                 "keel_broker_object_read_bytes_total",
                 "Record-batch bytes read from the object store for fetches.",
             )?,
+            wal_backlog_bytes: IntGauge::new(
+                "keel_broker_wal_backlog_bytes",
+                "Batch bytes in this broker's current WAL log not uploaded yet (produce is refused over the cap).",
+            )?,
             object_read_failures: IntCounter::new(
                 "keel_broker_object_read_failures_total",
                 "Cold reads that failed: store errors, damaged or missing objects (never served).",
@@ -102,6 +108,7 @@ impl Metrics {
         registry.register(Box::new(metrics.upload_failures.clone()))?;
         registry.register(Box::new(metrics.object_read_bytes.clone()))?;
         registry.register(Box::new(metrics.object_read_failures.clone()))?;
+        registry.register(Box::new(metrics.wal_backlog_bytes.clone()))?;
         Ok(metrics)
     }
 }

@@ -17,6 +17,7 @@
 //! Batches of streams whose topic was deleted are dropped, not uploaded.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -163,6 +164,13 @@ async fn upload_once(broker: &Broker, store: &Arc<dyn ObjectStore>) -> anyhow::R
             anyhow::bail!("CommitUpload of {} through {last} answered {outcome:?}", pending.log.id);
         }
     }
+    let current = broker.leadership().owned.as_ref().map(|owned| owned.log);
+    if current == Some(pending.log.id) {
+        let uploaded: u64 = entries.iter().flat_map(|e| &e.records).map(|r| r.batch.len() as u64).sum();
+        let _ =
+            broker.wal_backlog.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| Some(b.saturating_sub(uploaded)));
+    }
+    broker.metrics.wal_backlog_bytes.set(broker.wal_backlog.load(Ordering::Relaxed) as i64);
     broker.metrics.uploads.inc();
     broker.metrics.upload_bytes.inc_by(bytes);
     broker.metrics.upload_seconds.observe(started.elapsed().as_secs_f64());

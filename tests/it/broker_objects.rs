@@ -493,3 +493,72 @@ async fn compaction_merges_small_objects_into_one_per_partition() {
     );
     test.assert_clean_logs(keel_tests::PEER_UNREACHABLE);
 }
+
+/// While the object store is unreachable, produce fills the WAL up to the
+/// broker's backlog cap and is then refused with a retriable
+/// KAFKA_STORAGE_ERROR, nothing stored; once the store is back, uploads catch
+/// up by themselves and produce is accepted again.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_object_store_pushes_producers_back_at_the_wal_cap() {
+    use bytes::Bytes;
+    use keel_tests::s3::{Fault, FaultProxy};
+    use keel_tools::kafka::{self, Connection};
+
+    let s3 = keel_tests::s3::S3Server::start().await.unwrap();
+    let proxy = FaultProxy::start(s3.addr()).await.unwrap();
+    proxy.set(Fault::Outage);
+    let mut test = TestCluster::start(3, &[]).await.unwrap();
+    test.start_wal_nodes(3).await.unwrap();
+    let endpoint = proxy.endpoint();
+    let args = [
+        "--upload-interval",
+        "100ms",
+        "--wal-backlog-bytes-max",
+        "1048576",
+        "--s3-bucket",
+        s3.bucket(),
+        "--s3-endpoint",
+        &endpoint,
+        "--s3-path-style",
+        "true",
+        "--s3-region",
+        "us-east-1",
+        "--s3-access-key-id",
+        "keel",
+        "--s3-secret-access-key",
+        "keel-secret",
+    ];
+    test.start_brokers(1, &args).await.unwrap();
+    let connection = Connection::connect(&test.cluster.bootstrap()).await.unwrap();
+    kafka::create_topic(&connection, "orders", 1).await.unwrap();
+    let produce = |n: usize| {
+        let values: Vec<Bytes> = (0..32).map(|i| Bytes::from(format!("{n}-{i}-{}", "x".repeat(1000)))).collect();
+        kafka::produce_request("orders", 0, -1, kafka::batch(&values, 1_000, None).unwrap())
+    };
+    let storage_error = kafka_protocol::error::ResponseError::KafkaStorageError.code();
+    let mut acknowledged = 0;
+    let mut refused = false;
+    for n in 0..100 {
+        let (error, _) =
+            kafka::produce_result(&connection.send(kafka::PRODUCE_VERSION, &produce(n)).await.unwrap()).unwrap();
+        if error == storage_error {
+            refused = true;
+            break;
+        }
+        assert_eq!(error, 0);
+        acknowledged += 32;
+    }
+    assert!(refused, "produce was pushed back once the backlog passed 1 MiB");
+    assert!((1024..=2048).contains(&acknowledged), "about 1 MiB was accepted first: {acknowledged} records");
+
+    proxy.set(Fault::None);
+    let accepted = eventually(Duration::from_secs(60), "produce accepted again", || async {
+        let answer = connection.send(kafka::PRODUCE_VERSION, &produce(1000)).await.ok()?;
+        let (error, base) = kafka::produce_result(&answer).ok()?;
+        (error == 0).then_some(base)
+    })
+    .await;
+    assert_eq!(accepted, acknowledged as i64, "nothing refused was stored");
+    let allowed = [keel_tests::PEER_UNREACHABLE, &["upload failed, retrying"]].concat();
+    test.assert_clean_logs(&allowed);
+}

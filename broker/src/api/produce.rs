@@ -73,6 +73,8 @@ pub(super) fn admit(broker: &Arc<Broker>, request: ProduceRequest, version: i16)
     let ack = {
         let mut leadership = broker.leadership();
         let writable = broker.writable(&leadership);
+        let backlog = broker.wal_backlog.load(std::sync::atomic::Ordering::Relaxed);
+        let backlog_full = backlog >= broker.config.wal_backlog_bytes_max;
         for (topic_index, topic_data) in request.topic_data.iter().enumerate() {
             let topic = topics[topic_index];
             for partition in &topic_data.partition_data {
@@ -91,6 +93,15 @@ pub(super) fn admit(broker: &Arc<Broker>, request: ProduceRequest, version: i16)
                     };
                     if !writable {
                         return Fate::Refused(ResponseError::NotLeaderOrFollower, None);
+                    }
+                    if backlog_full {
+                        // DESIGN §3.4: un-uploaded bytes are capped per log, and
+                        // only that log's writer is pushed back. Retriable.
+                        let max = broker.config.wal_backlog_bytes_max;
+                        return Fate::Refused(
+                            ResponseError::KafkaStorageError,
+                            Some(format!("{backlog} bytes in the WAL are not uploaded yet (cap {max}): the object store is down or slow; retry")),
+                        );
                     }
                     let Some(bytes) = &partition.records else {
                         return Fate::Refused(ResponseError::CorruptMessage, Some("no records".into()));
@@ -154,6 +165,8 @@ pub(super) fn admit(broker: &Arc<Broker>, request: ProduceRequest, version: i16)
             }
         }
         let owned = leadership.owned.as_ref();
+        let appended: u64 = records.iter().map(|record| record.batch.len() as u64).sum();
+        broker.wal_backlog.fetch_add(appended, std::sync::atomic::Ordering::Relaxed);
         (!records.is_empty()).then(|| {
             let ack = owned.expect("records are only built while a log is owned").writer.append(records);
             Box::pin(ack) as WalAck
