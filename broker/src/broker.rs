@@ -194,7 +194,9 @@ impl Broker {
             self.stop_leading();
             let started = std::time::Instant::now();
             let node = self.config.node_id;
-            match crate::log_owner::take_over(&self.client, &mut images, node, epoch, &tasks, &cancel).await {
+            let taken =
+                crate::log_owner::take_over(&self.client, &mut images, node, epoch, &self.objects, &tasks, &cancel);
+            match taken.await {
                 Ok(owned) => {
                     self.metrics.takeover_seconds.observe(started.elapsed().as_secs_f64());
                     self.leadership().owned = Some(owned);

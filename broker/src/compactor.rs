@@ -90,8 +90,14 @@ async fn merge(
     let (start, end) = (run[0].1.start, run[run.len() - 1].1.end);
     let min_ts = run.iter().map(|(_, range)| range.min_ts).min().unwrap_or(i64::MAX);
     let max_ts = run.iter().map(|(_, range)| range.max_ts).max().unwrap_or(i64::MIN);
+    // The merged range ends where the run's last range ends: its snapshot holds.
+    let (last_object, last_range) = run[run.len() - 1];
+    let snapshot = match last_range.snapshot_len {
+        0 => Bytes::new(),
+        len => store.get_range(&last_object.key, last_range.snapshot_pos, len).await?,
+    };
     let mut builder = ObjectBuilder::default();
-    builder.add_range(stream.0, start.0, end.0, (min_ts, max_ts), &batches, &[]);
+    builder.add_range(stream.0, start.0, end.0, (min_ts, max_ts), &batches, &snapshot);
     let (bytes, index) = builder.finish();
 
     let request = pb::ReserveObjectsRequest {

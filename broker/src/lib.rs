@@ -19,4 +19,5 @@ pub mod partition;
 pub mod producers;
 pub mod retention;
 pub mod server;
+pub mod snapshots;
 pub mod uploader;

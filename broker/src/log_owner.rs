@@ -29,6 +29,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::batch;
 use crate::producers::Producers;
+use keel_objects::ObjectStore;
 
 /// How long to wait for the metadata to show a change this broker committed.
 const METADATA_WAIT: Duration = Duration::from_secs(10);
@@ -66,6 +67,7 @@ pub async fn take_over(
     images: &mut watch::Receiver<Arc<Image>>,
     me: NodeId,
     epoch: Epoch,
+    store: &Arc<dyn ObjectStore>,
     tasks: &TaskTracker,
     cancel: &CancellationToken,
 ) -> anyhow::Result<Owned> {
@@ -76,12 +78,13 @@ pub async fn take_over(
         .filter(|log| log.owner == me && !matches!(log.state, WalLogState::Sealed { .. }))
         .cloned()
         .collect();
-    let mut producers = HashMap::new();
+    let mut recovered = Vec::new();
     for log in &unsealed {
-        let recovered =
-            recover_and_seal(client, &image, log, me, epoch).await.with_context(|| format!("recover {}", log.id))?;
-        replay_producers(&recovered, &mut producers);
+        recovered.push(
+            recover_and_seal(client, &image, log, me, epoch).await.with_context(|| format!("recover {}", log.id))?,
+        );
     }
+    let producers = rebuild_producers(store, &image, me, &recovered).await?;
     let (version, log) = open(client, me, epoch, cancel).await?;
     let image = wait_for_version(images, version, METADATA_WAIT).await?;
     let record = image.wal_logs.get(&log).context("the opened log is missing from the metadata")?;
@@ -122,12 +125,38 @@ async fn recover_and_seal(
     Ok(recovered)
 }
 
-/// Replays the batches of a recovered log into per-stream producer state, so
-/// an idempotent producer's retry of a batch the previous run stored is
-/// answered as a duplicate, not stored twice (DESIGN §5: producer state =
-/// uploaded snapshot + replay of the recovered tail; there are no uploads yet).
-fn replay_producers(recovered: &Recovered, producers: &mut HashMap<StreamId, Producers>) {
+/// Producer state per stream of the partitions this broker leads (DESIGN §5):
+/// the latest uploaded snapshot, then the batches of the recovered logs
+/// after it, so an idempotent producer's retry of a batch the previous run
+/// stored is answered as a duplicate, not stored twice.
+async fn rebuild_producers(
+    store: &Arc<dyn ObjectStore>,
+    image: &Image,
+    me: NodeId,
+    recovered: &[Recovered],
+) -> anyhow::Result<HashMap<StreamId, Producers>> {
+    let mut producers = HashMap::new();
+    let led = image.topics.values().flat_map(|topic| &topic.partitions).filter(|p| p.leader == Some(me));
+    for partition in led.filter(|p| p.uploaded_end.0 > 0) {
+        let snapshot = crate::snapshots::at_uploaded_end(store, image, partition.stream_id)
+            .await
+            .with_context(|| format!("the producer snapshot of {}", partition.stream_id))?;
+        producers.insert(partition.stream_id, snapshot);
+    }
+    for recovered in recovered {
+        replay_producers(recovered, image, &mut producers);
+    }
+    Ok(producers)
+}
+
+/// Replays the batches of a recovered log after each stream's uploaded end
+/// (what the snapshot already holds is not replayed twice).
+fn replay_producers(recovered: &Recovered, image: &Image, producers: &mut HashMap<StreamId, Producers>) {
     for record in recovered.entries.iter().flat_map(|entry| &entry.records) {
+        let uploaded_end = image.partition_of_stream(record.stream).map_or(0, |(_, _, p)| p.uploaded_end.0);
+        if record.base_offset.0 < uploaded_end {
+            continue;
+        }
         match batch::check(&record.batch) {
             Ok(header) => producers.entry(record.stream).or_default().record(&header, record.base_offset.0),
             Err(error) => {

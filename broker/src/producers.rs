@@ -23,7 +23,7 @@ pub enum Verdict {
     Refuse(ResponseError),
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 struct Producer {
     epoch: i16,
     /// (first sequence, last sequence, base offset, last offset), oldest first.
@@ -31,7 +31,7 @@ struct Producer {
 }
 
 /// The producer state of one partition.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Producers {
     producers: HashMap<i64, Producer>,
 }

@@ -34,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::batch;
 use crate::broker::Broker;
+use crate::producers::Producers;
 
 /// How long reserved object ids stay valid: far longer than an upload takes.
 const RESERVATION_TTL: Duration = Duration::from_secs(3600);
@@ -44,9 +45,13 @@ const METADATA_WAIT: Duration = Duration::from_secs(10);
 /// Pause after a failed upload.
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
 
+/// Per stream, the producer state as of the offset it was last uploaded to.
+type States = std::collections::HashMap<StreamId, (Offset, Producers)>;
+
 pub async fn run(broker: Arc<Broker>, store: Arc<dyn ObjectStore>, cancel: CancellationToken) {
+    let mut states = States::new();
     loop {
-        let pause = match upload_once(&broker, &store).await {
+        let pause = match upload_once(&broker, &store, &mut states).await {
             Ok(Uploaded::More) => Duration::ZERO,
             Ok(Uploaded::UpToDate) => broker.config.upload_interval,
             Err(error) => {
@@ -98,7 +103,7 @@ fn next_log(broker: &Broker, image: &Image) -> Option<Pending> {
     })
 }
 
-async fn upload_once(broker: &Broker, store: &Arc<dyn ObjectStore>) -> anyhow::Result<Uploaded> {
+async fn upload_once(broker: &Broker, store: &Arc<dyn ObjectStore>, states: &mut States) -> anyhow::Result<Uploaded> {
     let image = broker.image();
     let Some(pending) = next_log(broker, &image) else { return Ok(Uploaded::UpToDate) };
     let epoch = broker.live_epoch().context("no live session")?;
@@ -112,13 +117,28 @@ async fn upload_once(broker: &Broker, store: &Arc<dyn ObjectStore>) -> anyhow::R
         let data = streams.entry(record.stream).or_insert_with(|| StreamData::new(partition.uploaded_end));
         data.push(record.stream, record.base_offset, &record.batch)?;
     }
+    // Each range carries the partition's producer state as of its end.
+    let mut snapshots = BTreeMap::new();
+    for (stream, data) in &streams {
+        let mut state = match states.get(stream) {
+            Some((end, state)) if *end == data.start => state.clone(),
+            _ => crate::snapshots::at_uploaded_end(store, &image, *stream).await?,
+        };
+        for batch in &data.batches {
+            if let Ok(header) = batch::stored_header(batch) {
+                state.record(&header, batch::base_offset(batch));
+            }
+        }
+        snapshots.insert(*stream, state);
+    }
     let mut objects = Vec::new();
     let mut bytes = 0u64;
     if !streams.is_empty() {
         let id = reserve(broker, epoch).await?;
         let mut builder = ObjectBuilder::default();
         for (stream, data) in &streams {
-            builder.add_range(stream.0, data.start.0, data.end.0, (data.min_ts, data.max_ts), &data.batches, &[]);
+            let snapshot = serde_json::to_vec(&snapshots[stream])?;
+            builder.add_range(stream.0, data.start.0, data.end.0, (data.min_ts, data.max_ts), &data.batches, &snapshot);
         }
         let (object, index) = builder.finish();
         bytes = object.len() as u64;
@@ -163,6 +183,9 @@ async fn upload_once(broker: &Broker, store: &Arc<dyn ObjectStore>) -> anyhow::R
             }
             anyhow::bail!("CommitUpload of {} through {last} answered {outcome:?}", pending.log.id);
         }
+    }
+    for (stream, state) in snapshots {
+        states.insert(stream, (streams[&stream].end, state));
     }
     let current = broker.leadership().owned.as_ref().map(|owned| owned.log);
     if current == Some(pending.log.id) {

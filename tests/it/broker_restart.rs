@@ -56,12 +56,24 @@ async fn a_broker_killed_and_restarted_serves_its_records_and_never_reuses_an_of
 /// original offsets back instead of a second copy, and a gap is still refused.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_idempotent_retry_across_a_broker_restart_is_answered_with_the_original_offset() {
+    idempotent_retries_across_a_restart(false).await;
+}
+
+/// The same once the batches were uploaded and trimmed from the WAL: the
+/// producer state comes from the snapshot uploaded with them.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idempotent_retry_of_uploaded_batches_is_answered_from_the_producer_snapshot() {
+    idempotent_retries_across_a_restart(true).await;
+}
+
+async fn idempotent_retries_across_a_restart(uploaded: bool) {
     use bytes::Bytes;
     use keel_tools::kafka::{self, Connection};
 
     let mut test = TestCluster::start(3, &[]).await.unwrap();
     test.start_wal_nodes(3).await.unwrap();
-    test.start_brokers(1, &[]).await.unwrap();
+    let interval = if uploaded { "100ms" } else { "1h" };
+    test.start_brokers(1, &["--upload-interval", interval]).await.unwrap();
     let bootstrap = test.cluster.bootstrap();
     let connection = Connection::connect(&bootstrap).await.unwrap();
     kafka::create_topic(&connection, "ledger", 1).await.unwrap();
@@ -75,6 +87,16 @@ async fn an_idempotent_retry_across_a_broker_restart_is_answered_with_the_origin
         assert_eq!(kafka::produce_result(&answer).unwrap(), (0, expected));
     }
     drop(connection);
+    if uploaded {
+        let client = test.cluster.client().unwrap();
+        keel_tests::eventually(Duration::from_secs(30), "the batches uploaded and trimmed", || async {
+            let image = client.read_image().await.ok()?;
+            let done = image.topics["ledger"].partitions[0].uploaded_end.0 == 5
+                && image.wal_logs.values().all(|log| log.trim_seq.0 >= 2);
+            done.then_some(())
+        })
+        .await;
+    }
 
     test.cluster.brokers[0].kill9();
     test.cluster.start_broker(0).unwrap();
