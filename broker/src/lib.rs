@@ -10,6 +10,7 @@ pub mod cache;
 pub mod compactor;
 pub mod config;
 pub mod fetch_sessions;
+pub mod key_compaction;
 pub mod large_alloc;
 pub mod log_owner;
 pub mod metrics;

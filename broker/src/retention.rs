@@ -44,6 +44,9 @@ pub async fn run(broker: Arc<Broker>, store: Arc<dyn ObjectStore>, cancel: Cance
             if let Err(error) = crate::compactor::compact(&broker, &store, &broker.image(), epoch).await {
                 tracing::warn!("compaction: {error:#}");
             }
+            if let Err(error) = crate::key_compaction::compact(&broker, &store, &broker.image(), epoch).await {
+                tracing::warn!("compaction by key: {error:#}");
+            }
         }
     }
 }

@@ -562,3 +562,45 @@ async fn an_unreachable_object_store_pushes_producers_back_at_the_wal_cap() {
     let allowed = [keel_tests::PEER_UNREACHABLE, &["upload failed, retrying"]].concat();
     test.assert_clean_logs(&allowed);
 }
+
+/// cleanup.policy=compact keeps the latest record of each key once
+/// uploaded, at its original offset, with its compression codec; the older
+/// values are gone for every reader.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_compacted_topic_keeps_the_last_value_per_key() {
+    let mut test = TestCluster::start(3, &[]).await.unwrap();
+    test.start_wal_nodes(3).await.unwrap();
+    let args = ["--upload-interval", "100ms", "--retention-check-interval", "200ms", "--object-delete-delay", "200ms"];
+    test.start_brokers(1, &args).await.unwrap();
+    let bootstrap = test.cluster.bootstrap();
+    let client = test.cluster.client().unwrap();
+    let create = keel_controller_client::pb::CreateTopicRequest {
+        name: "prices".into(),
+        partitions: 1,
+        configs: [("cleanup.policy".to_string(), "compact".to_string())].into(),
+        ..Default::default()
+    };
+    client.create_topic(create).await.unwrap();
+    for round in 0..2 {
+        let input: String = (round * 25..round * 25 + 25).map(|i| format!("sku-{}:price-{i}\n", i % 5)).collect();
+        let codec = if round == 0 { "compression.codec=gzip" } else { "compression.codec=zstd" };
+        kcat(&["-b", &bootstrap, "-P", "-t", "prices", "-K", ":", "-X", "acks=all", "-X", codec], &input).await;
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    eventually(Duration::from_secs(60), "the partition compacted by key", || async {
+        let image = client.read_image().await.ok()?;
+        let partition = &image.topics["prices"].partitions[0];
+        let ranges = image.object_ranges_from(partition.stream_id, partition.start_offset);
+        let done = partition.uploaded_end.0 == 50 && ranges.len() == 1 && image.objects.len() == 1;
+        done.then_some(())
+    })
+    .await;
+
+    test.cluster.brokers[0].kill9();
+    test.cluster.start_broker(0).unwrap();
+    test.cluster.wait_for_brokers(Duration::from_secs(60)).await.unwrap();
+    let records = consume_all(&bootstrap, "prices").await;
+    let expected: Vec<(u32, i64, String)> = (45..50).map(|i| (0, i, format!("price-{i}"))).collect();
+    assert_eq!(records, expected, "only each key's last value, at its own offset");
+    test.assert_clean_logs(keel_tests::PEER_UNREACHABLE);
+}
