@@ -270,8 +270,18 @@ impl Broker {
         if let Some(cached) = self.cache.read(stream, offset, until, limit) {
             return Ok(cached.into_iter().map(|c| c.batch).collect());
         }
-        if let Some(batches) = self.read_uploaded(stream, offset, until, limit).await? {
-            return Ok(batches);
+        match self.read_uploaded(stream, offset, until, limit).await {
+            Ok(Some(batches)) => return Ok(batches),
+            Ok(None) => {}
+            // A damaged or unreadable object: the WAL may still hold a copy
+            // (not trimmed yet); if not, the read fails, never serving bad bytes.
+            Err(error) => match range {
+                Some(range) => match self.read_wal(stream, range, offset, limit).await {
+                    Ok(read) if !read.is_empty() => return Ok(within(read, until, limit)),
+                    _ => return Err(error),
+                },
+                None => return Err(error),
+            },
         }
         let range = range.ok_or_else(|| format!("no WAL log holds offset {offset}"))?;
         let read = match self.read_wal(stream, range, offset, limit).await {
@@ -282,20 +292,11 @@ impl Broker {
                 None => return Err(error),
             },
         };
-        let mut bytes = 0usize;
-        Ok(read
-            .into_iter()
-            .filter(|batch| batch.base_offset + i64::from(batch.record_count) <= until)
-            .take_while(|batch| {
-                let take = bytes == 0 || bytes + batch.batch.len() <= limit;
-                bytes += batch.batch.len();
-                take
-            })
-            .map(|batch| bytes::Bytes::from(batch.batch))
-            .collect())
+        Ok(within(read, until, limit))
     }
 
-    /// The batches from `offset` if it lies below the partition's uploaded end.
+    /// The batches from `offset` if it lies below the partition's uploaded end;
+    /// an error if the object store cannot give them intact.
     async fn read_uploaded(
         &self,
         stream: StreamId,
@@ -362,4 +363,18 @@ impl Broker {
         block.0 += 1;
         Ok(id)
     }
+}
+
+/// WAL batches that end at or before `until`, within `limit` bytes (at least one).
+fn within(read: Vec<wal_pb::StreamBatch>, until: i64, limit: usize) -> Vec<bytes::Bytes> {
+    let mut bytes = 0usize;
+    read.into_iter()
+        .filter(|batch| batch.base_offset + i64::from(batch.record_count) <= until)
+        .take_while(|batch| {
+            let take = bytes == 0 || bytes + batch.batch.len() <= limit;
+            bytes += batch.batch.len();
+            take
+        })
+        .map(|batch| bytes::Bytes::from(batch.batch))
+        .collect()
 }

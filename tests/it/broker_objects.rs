@@ -175,6 +175,7 @@ async fn the_s3_backend_uploads_in_parts_and_reads_ranges() {
 /// it, once they are uploaded; the objects left with nothing readable leave
 /// the index and, after the delete delay, the store. Readers then start at
 /// the new start offset, and new records still get the next offsets.
+/// retention.bytes drops the oldest ranges beyond the size.
 #[tokio::test(flavor = "multi_thread")]
 async fn retention_deletes_old_history_and_its_objects() {
     let mut test = TestCluster::start(3, &[]).await.unwrap();
@@ -206,6 +207,30 @@ async fn retention_deletes_old_history_and_its_objects() {
     kcat(&["-b", &bootstrap, "-P", "-t", "clicks", "-X", "acks=all"], "late-click\n").await;
     let records = consume_all(&bootstrap, "clicks").await;
     assert_eq!(records, vec![(0, 500, "late-click".to_string())], "readers start at the new start offset");
+
+    // retention.bytes: of two uploaded ranges, only the newest is kept (it alone is over 1 byte).
+    let create = keel_controller_client::pb::CreateTopicRequest {
+        name: "views".into(),
+        partitions: 1,
+        configs: [("retention.bytes".to_string(), "1".to_string())].into(),
+        ..Default::default()
+    };
+    client.create_topic(create).await.unwrap();
+    for round in 0..2 {
+        let input: String = (round * 100..round * 100 + 100).map(|i| format!("view-{i}\n")).collect();
+        kcat(&["-b", &bootstrap, "-P", "-t", "views", "-X", "acks=all"], &input).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let start = eventually(Duration::from_secs(60), "retention.bytes moved the start offset", || async {
+        let image = client.read_image().await.ok()?;
+        let partition = &image.topics["views"].partitions[0];
+        (partition.uploaded_end.0 == 200 && partition.start_offset.0 > 0).then_some(partition.start_offset.0)
+    })
+    .await;
+    assert!(start < 200, "the newest range stays readable (start {start})");
+    let views = consume_all(&bootstrap, "views").await;
+    assert_eq!(views.first().map(|(_, offset, _)| *offset), Some(start));
+    assert_eq!(views.len() as i64, 200 - start);
     test.assert_clean_logs(keel_tests::PEER_UNREACHABLE);
 }
 
