@@ -36,6 +36,9 @@ per_codec = max(total // len(CODECS), 1)
 # Fixed create times (ms): deterministic, 3 ms apart so that "just before a
 # record" is still after the one before it in the same partition.
 BASE_TS = 1_700_000_000_000
+# The timestamps are years old: without this, retention.ms (7 days by default)
+# would delete the records once uploaded, as Kafka would.
+KEEP_FOREVER = {"retention.ms": "-1"}
 STEP_TS = 3
 suffix = secrets.token_hex(4)
 admin = AdminClient({"bootstrap.servers": bootstrap})
@@ -70,7 +73,7 @@ def make_records(seed, count):
 
 def check_codec(codec, seed):
     topic = f"codecs-{codec}-{suffix}"
-    for future in admin.create_topics([NewTopic(topic, num_partitions=PARTITIONS, replication_factor=1)]).values():
+    for future in admin.create_topics([NewTopic(topic, num_partitions=PARTITIONS, replication_factor=1, config=KEEP_FOREVER)]).values():
         future.result(timeout=30)
     records = make_records(seed, per_codec)
 

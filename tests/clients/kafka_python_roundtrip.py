@@ -50,7 +50,12 @@ if missing:
 
 started = time.monotonic()
 admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="keel-kafka-python")
-admin.create_topics({topic: {"num_partitions": PARTITIONS, "replication_factor": 1}}, wait_for_metadata=True)
+# The records' timestamps are years old: without retention.ms=-1 retention
+# (7 days by default) would delete them once uploaded, as Kafka would.
+admin.create_topics(
+    {topic: {"num_partitions": PARTITIONS, "replication_factor": 1, "configs": {"retention.ms": "-1"}}},
+    wait_for_metadata=True,
+)
 described = admin.describe_topics([topic])
 if len(described) != 1 or len(described[0]["partitions"]) != PARTITIONS:
     fail(f"describe_topics after create: {described}")

@@ -104,7 +104,9 @@ async function main() {
   const admin = kafka.admin()
   await admin.connect()
   const created = await admin.createTopics({
-    topics: [{ topic, numPartitions: PARTITIONS, replicationFactor: 1 }],
+    // The records' timestamps are years old: without retention.ms=-1,
+    // retention (7 days by default) would delete them once uploaded, as Kafka would.
+    topics: [{ topic, numPartitions: PARTITIONS, replicationFactor: 1, configEntries: [{ name: 'retention.ms', value: '-1' }] }],
     waitForLeaders: true,
   })
   if (created !== true) fail(`createTopics answered ${created}`)
