@@ -112,7 +112,7 @@ pub(super) async fn run(client: &MetadataClient, command: TopicCommand) -> anyho
             if json {
                 return print_json(topic);
             }
-            print_topic(topic);
+            print_topic(&image, topic);
         }
         TopicCommand::AlterConfig { name, set, delete } => {
             let request = pb::AlterConfigsRequest { name: name.clone(), set: unique(set)?, delete };
@@ -131,7 +131,7 @@ pub(super) async fn run(client: &MetadataClient, command: TopicCommand) -> anyho
     Ok(())
 }
 
-fn print_topic(topic: &Topic) {
+fn print_topic(image: &keel_controller_client::Image, topic: &Topic) {
     println!("topic {}  id {}  partitions {}", topic.name, topic.id, topic.partitions.len());
     if !topic.owner.is_empty() {
         println!("owner {}", topic.owner);
@@ -145,9 +145,24 @@ fn print_topic(topic: &Topic) {
     for (key, value) in &topic.configs {
         println!("config {key}={value}");
     }
-    println!("{:>9}  {:>7}  {:>12}  {:>8}", "PARTITION", "LEADER", "LEADER EPOCH", "STREAM");
+    // Start offset: readers see nothing below it (retention, DeleteRecords).
+    // Uploaded: offsets below it are in the object store, in that many objects.
+    println!(
+        "{:>9}  {:>7}  {:>12}  {:>8}  {:>12}  {:>12}  {:>7}",
+        "PARTITION", "LEADER", "LEADER EPOCH", "STREAM", "START", "UPLOADED", "OBJECTS"
+    );
     for (index, partition) in topic.partitions.iter().enumerate() {
         let leader = partition.leader.map_or("none".to_owned(), |leader| leader.to_string());
-        println!("{:>9}  {:>7}  {:>12}  {:>8}", index, leader, partition.leader_epoch.0, partition.stream_id.0);
+        let objects = image.object_ranges_from(partition.stream_id, partition.start_offset).len();
+        println!(
+            "{:>9}  {:>7}  {:>12}  {:>8}  {:>12}  {:>12}  {:>7}",
+            index,
+            leader,
+            partition.leader_epoch.0,
+            partition.stream_id.0,
+            partition.start_offset.0,
+            partition.uploaded_end.0,
+            objects
+        );
     }
 }
