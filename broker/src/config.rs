@@ -255,6 +255,18 @@ mod tests {
     }
 
     #[test]
+    fn the_s3_secret_never_reaches_the_effective_config_log() {
+        let file: ConfigToml = keel_common::config::parse_toml(
+            "node_id = 1\nzone = \"a\"\ncontrollers = [\"c:1\"]\ns3_bucket = \"b\"\ns3_access_key_id = \"AKID\"\ns3_secret_access_key = \"hunter2\"\n",
+        )
+        .unwrap();
+        let logged = format!("{:?}", file.clone().validate().unwrap());
+        assert!(logged.contains("AKID") && !logged.contains("hunter2"), "{logged}");
+        let both = ConfigToml { objects_dir: Some("/o".into()), ..file };
+        assert!(both.validate().is_err(), "one object store, not two");
+    }
+
+    #[test]
     fn the_example_configs_in_deploy_parse_and_validate() {
         let dir = std::path::PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo"))
             .join("../deploy/config");
