@@ -150,11 +150,8 @@ async fn merge(
             tracing::info!(%stream, from = start.0, to = end.0, objects = replaced.len(), %id, "compacted ranges into one object");
             Ok(())
         }
-        outcome => {
-            if let Err(error) = store.delete(&key).await {
-                tracing::warn!(key, "could not delete an uncommitted compacted object: {error}");
-            }
-            anyhow::bail!("CompactRanges for {stream} answered {outcome:?}")
-        }
+        // Not deleted here: an earlier attempt may have applied. Garbage
+        // collection deletes it once its reservation expired unused.
+        outcome => anyhow::bail!("CompactRanges for {stream} answered {outcome:?}"),
     }
 }

@@ -164,11 +164,8 @@ async fn rewrite(
             tracing::info!(%stream, from = first.start.0, to = last.end.0, keys = latest.len(), "compacted by key");
             Ok(true)
         }
-        outcome => {
-            if let Err(error) = store.delete(&key).await {
-                tracing::warn!(key, "could not delete an uncommitted compacted object: {error}");
-            }
-            anyhow::bail!("CompactRanges (by key) for {stream} answered {outcome:?}")
-        }
+        // Not deleted here: an earlier attempt may have applied. Garbage
+        // collection deletes it once its reservation expired unused.
+        outcome => anyhow::bail!("CompactRanges (by key) for {stream} answered {outcome:?}"),
     }
 }

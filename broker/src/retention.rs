@@ -144,11 +144,11 @@ async fn collect_garbage(
     if deleted.is_empty() && expired.is_empty() {
         return Ok(());
     }
+    // Bytes of objects out of the index go first, then the controller
+    // forgets them; an expired reservation is forgotten first (no commit can
+    // use it any more), then its key is deleted.
     for (_, key) in &deleted {
         store.delete(key).await?;
-    }
-    for id in &expired {
-        store.delete(&object_key(&broker.config.cluster_id, *id)).await?;
     }
     let request = pb::PurgeObjectsRequest {
         deleted: deleted.iter().map(|(id, _)| id.0).collect(),
@@ -160,7 +160,15 @@ async fn collect_garbage(
     // The controller checks the grace period on its own clock; a refusal
     // (clocks apart) is retried on the next round.
     match broker.client.purge_objects(request).await {
-        Ok(_) => tracing::info!(objects = deleted.len(), reservations = expired.len(), "deleted from the object store"),
+        Ok(_) => {
+            for id in &expired {
+                let key = object_key(&broker.config.cluster_id, *id);
+                if let Err(error) = store.delete(&key).await {
+                    tracing::warn!(key, "could not delete the key of an expired reservation: {error}");
+                }
+            }
+            tracing::info!(objects = deleted.len(), reservations = expired.len(), "deleted from the object store");
+        }
         Err(error) => tracing::debug!("PurgeObjects refused, retrying later: {error}"),
     }
     Ok(())

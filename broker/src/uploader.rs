@@ -10,8 +10,10 @@
 //! `CommitUpload {object, log, log epoch, trim seq = the last entry read}`.
 //! The controller accepts it only while the log's epoch is unchanged, the
 //! reservation is alive and each stream's range starts at its uploaded end;
-//! WAL nodes trim once they see the commit. A refused commit leaves an
-//! object nothing points to, which the uploader deletes.
+//! WAL nodes trim once they see the commit. A failed commit leaves an object
+//! nothing may point to; it is never deleted here (an earlier attempt of the
+//! commit may still apply) but by garbage collection once its reservation
+//! has expired unused.
 //!
 //! Logs are uploaded in order, so each stream's ranges follow one another.
 //! Batches of streams whose topic was deleted are dropped, not uploaded.
@@ -175,14 +177,10 @@ async fn upload_once(broker: &Broker, store: &Arc<dyn ObjectStore>, states: &mut
             let mut images = broker.images.clone();
             keel_controller_client::follower::wait_for_version(&mut images, version, METADATA_WAIT).await?;
         }
-        outcome => {
-            for object in &objects {
-                if let Err(error) = store.delete(&object.key).await {
-                    tracing::warn!(key = object.key, "could not delete an uncommitted object: {error}");
-                }
-            }
-            anyhow::bail!("CommitUpload of {} through {last} answered {outcome:?}", pending.log.id);
-        }
+        // The object is not deleted here: an earlier attempt of this commit
+        // may have applied, or still apply. If it never does, its reservation
+        // expires and garbage collection deletes its key.
+        outcome => anyhow::bail!("CommitUpload of {} through {last} answered {outcome:?}", pending.log.id),
     }
     for (stream, state) in snapshots {
         states.insert(stream, (streams[&stream].end, state));
