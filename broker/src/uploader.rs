@@ -94,15 +94,20 @@ fn next_log(broker: &Broker, image: &Image) -> Option<Pending> {
         let owned = leadership.owned.as_ref()?;
         (owned.log, owned.writer.acked())
     };
-    image.wal_logs.values().filter(|log| log.owner == me).find_map(|log| {
+    for log in image.wal_logs.values().filter(|log| log.owner == me) {
         let end = match &log.state {
             WalLogState::Sealed { sealed_seq, .. } => *sealed_seq,
             WalLogState::Open if log.id == current => acked,
-            // Another registration's log, being recovered: uploaded once sealed.
+            // An earlier registration's log, being recovered: it is uploaded
+            // once sealed, and later logs wait, so each stream's offsets are
+            // uploaded in order.
             _ => return None,
         };
-        (end > log.trim_seq).then(|| Pending { log: log.clone(), end })
-    })
+        if end > log.trim_seq {
+            return Some(Pending { log: log.clone(), end });
+        }
+    }
+    None
 }
 
 async fn upload_once(broker: &Broker, store: &Arc<dyn ObjectStore>, states: &mut States) -> anyhow::Result<Uploaded> {
