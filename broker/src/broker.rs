@@ -20,6 +20,7 @@ use crate::log_owner::LogRange;
 use crate::metrics::Metrics;
 use crate::object_reads::ObjectCache;
 use crate::partition::Leadership;
+use crate::stream_index::IndexCache;
 
 /// How long one WAL read may take before the next member is tried.
 const WAL_READ_TIMEOUT: Duration = Duration::from_secs(5);
@@ -34,6 +35,8 @@ pub struct Broker {
     /// Where uploaded history lives, and the cache of ranges read from it.
     pub objects: Arc<dyn ObjectStore>,
     pub object_cache: Arc<ObjectCache>,
+    /// The image arranged for reads, per metadata version.
+    pub stream_index: IndexCache,
     pub fetch_sessions: FetchSessions,
     /// Batch bytes appended to the current WAL log and not uploaded yet;
     /// produces are refused (retriably) while it is over the cap.
@@ -71,6 +74,7 @@ impl Broker {
             cache: BatchCache::new(config.cache_bytes as usize),
             objects,
             object_cache: Arc::new(ObjectCache::new(config.object_cache_bytes as usize)),
+            stream_index: IndexCache::default(),
             fetch_sessions: FetchSessions::default(),
             wal_backlog: std::sync::atomic::AtomicU64::new(0),
             config,
@@ -307,14 +311,13 @@ impl Broker {
         // A missing object may have been replaced or deleted under a stale
         // image (DESIGN §3): read the metadata again and retry once.
         for attempt in 0..2 {
-            let image = self.image();
-            let uploaded_end = match image.partition_of_stream(stream) {
-                Some((_, _, partition)) if offset < partition.uploaded_end.0 => partition.uploaded_end.0,
-                _ => return Ok(None),
+            let index = self.stream_index.get(&self.image());
+            let Some(facts) = index.stream(stream).filter(|facts| offset < facts.uploaded_end) else {
+                return Ok(None);
             };
-            let until = until.min(uploaded_end);
-            let read =
-                crate::object_reads::read(&self.objects, &self.object_cache, &image, stream, offset, until, limit);
+            let until = until.min(facts.uploaded_end);
+            let ranges = facts.ranges_from(offset);
+            let read = crate::object_reads::read(&self.objects, &self.object_cache, ranges, offset, until, limit);
             match read.await {
                 Ok(batches) => {
                     self.metrics.object_read_bytes.inc_by(batches.iter().map(|b| b.len() as u64).sum());

@@ -21,4 +21,5 @@ pub mod producers;
 pub mod retention;
 pub mod server;
 pub mod snapshots;
+pub mod stream_index;
 pub mod uploader;

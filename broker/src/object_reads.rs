@@ -11,10 +11,11 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use keel_controller_client::{Image, ObjectId, ObjectRange, ObjectRecord, Offset, StreamId};
+use keel_controller_client::ObjectId;
 use keel_objects::ObjectStore;
 
 use crate::batch;
+use crate::stream_index::Located;
 
 /// Stream ranges of objects kept in memory, first in first out, bounded in bytes.
 #[derive(Debug)]
@@ -70,27 +71,26 @@ pub enum ReadError {
     Failed(String),
 }
 
-/// The batches of `stream` from the one holding `offset`, ending at or
-/// before `until`, within `limit` bytes (at least one batch), from objects.
+/// The batches from the one holding `offset`, ending at or before `until`,
+/// within `limit` bytes (at least one batch), from a stream's object ranges
+/// (`ranges`, in offset order, those reaching past `offset`).
 pub async fn read(
     store: &Arc<dyn ObjectStore>,
     cache: &Arc<ObjectCache>,
-    image: &Image,
-    stream: StreamId,
+    ranges: &[Located],
     offset: i64,
     until: i64,
     limit: usize,
 ) -> Result<Vec<Bytes>, ReadError> {
-    let ranges = image.object_ranges_from(stream, Offset(offset));
     let mut out = Vec::new();
     let mut bytes = 0usize;
-    for (index, (object, range)) in ranges.iter().enumerate() {
-        if range.start.0 >= until {
+    for (index, located) in ranges.iter().enumerate() {
+        if located.range.start.0 >= until {
             break;
         }
-        let data = fetch_range(store, cache, object, range).await?;
-        let batches =
-            split(&data).map_err(|reason| ReadError::Failed(format!("{} ({}): {reason}", object.id, object.key)))?;
+        let data = fetch_range(store, cache, located).await?;
+        let batches = split(&data)
+            .map_err(|reason| ReadError::Failed(format!("{} ({}): {reason}", located.object, located.key)))?;
         for batch in batches {
             let base = batch::base_offset(&batch);
             let end = base + i64::from(batch::record_count(&batch));
@@ -104,12 +104,11 @@ pub async fn read(
             out.push(batch);
         }
         // Read ahead: the reader will want the next range soon.
-        if let Some((next_object, next_range)) = ranges.get(index + 1) {
-            if cache.get((next_object.id, next_range.pos)).is_none() {
-                let (store, cache) = (store.clone(), cache.clone());
-                let (next_object, next_range) = ((*next_object).clone(), (*next_range).clone());
+        if let Some(next) = ranges.get(index + 1) {
+            if cache.get((next.object, next.range.pos)).is_none() {
+                let (store, cache, next) = (store.clone(), cache.clone(), next.clone());
                 tokio::spawn(async move {
-                    let _ = fetch_range(&store, &cache, &next_object, &next_range).await;
+                    let _ = fetch_range(&store, &cache, &next).await;
                 });
             }
         }
@@ -120,20 +119,16 @@ pub async fn read(
     Ok(out)
 }
 
-async fn fetch_range(
-    store: &Arc<dyn ObjectStore>,
-    cache: &ObjectCache,
-    object: &ObjectRecord,
-    range: &ObjectRange,
-) -> Result<Bytes, ReadError> {
-    let key = (object.id, range.pos);
+async fn fetch_range(store: &Arc<dyn ObjectStore>, cache: &ObjectCache, located: &Located) -> Result<Bytes, ReadError> {
+    let key = (located.object, located.range.pos);
     if let Some(bytes) = cache.get(key) {
         return Ok(bytes);
     }
-    let bytes = store.get_range(&object.key, range.pos, range.len).await.map_err(|error| match error {
-        keel_objects::StoreError::NotFound { key } => ReadError::NotFound(key),
-        other => ReadError::Failed(other.to_string()),
-    })?;
+    let bytes =
+        store.get_range(&located.key, located.range.pos, located.range.len).await.map_err(|error| match error {
+            keel_objects::StoreError::NotFound { key } => ReadError::NotFound(key),
+            other => ReadError::Failed(other.to_string()),
+        })?;
     cache.insert(key, bytes.clone());
     Ok(bytes)
 }

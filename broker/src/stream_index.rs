@@ -1,0 +1,117 @@
+//! The metadata image arranged for reads: per stream, its partition's start
+//! offset and uploaded end, and its object ranges in offset order. Built
+//! once per metadata version, so a fetch finds them without scanning every
+//! topic and object of the image.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use keel_controller_client::{Image, ObjectId, ObjectRange, StreamId, Version};
+
+/// One object range of a stream, with the object it is in.
+#[derive(Clone, Debug)]
+pub struct Located {
+    pub object: ObjectId,
+    pub key: Arc<str>,
+    pub range: ObjectRange,
+}
+
+#[derive(Debug, Default)]
+pub struct StreamFacts {
+    pub start_offset: i64,
+    pub uploaded_end: i64,
+    /// In offset order.
+    pub ranges: Vec<Located>,
+}
+
+impl StreamFacts {
+    /// The ranges that reach past `offset`, in offset order.
+    pub fn ranges_from(&self, offset: i64) -> &[Located] {
+        let first = self.ranges.partition_point(|located| located.range.end.0 <= offset);
+        &self.ranges[first..]
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct StreamIndex {
+    version: Version,
+    streams: HashMap<StreamId, StreamFacts>,
+}
+
+impl StreamIndex {
+    pub fn build(image: &Image) -> StreamIndex {
+        let mut streams: HashMap<StreamId, StreamFacts> = HashMap::new();
+        for partition in image.topics.values().flat_map(|topic| &topic.partitions) {
+            let facts = streams.entry(partition.stream_id).or_default();
+            facts.start_offset = partition.start_offset.0;
+            facts.uploaded_end = partition.uploaded_end.0;
+        }
+        for object in image.objects.values() {
+            let key: Arc<str> = Arc::from(object.key.as_str());
+            for range in &object.ranges {
+                if let Some(facts) = streams.get_mut(&range.stream) {
+                    facts.ranges.push(Located { object: object.id, key: key.clone(), range: range.clone() });
+                }
+            }
+        }
+        for facts in streams.values_mut() {
+            facts.ranges.sort_by_key(|located| located.range.start);
+        }
+        StreamIndex { version: image.version, streams }
+    }
+
+    pub fn stream(&self, stream: StreamId) -> Option<&StreamFacts> {
+        self.streams.get(&stream)
+    }
+}
+
+/// The index of the newest image, rebuilt when the image has moved on.
+#[derive(Debug, Default)]
+pub struct IndexCache {
+    current: Mutex<Arc<StreamIndex>>,
+}
+
+impl IndexCache {
+    pub fn get(&self, image: &Image) -> Arc<StreamIndex> {
+        let mut current = self.current.lock().expect("stream index lock");
+        if current.version != image.version || (image.version.0 == 0 && current.streams.is_empty()) {
+            *current = Arc::new(StreamIndex::build(image));
+        }
+        current.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use keel_controller_client::Offset;
+
+    use super::*;
+
+    fn located(start: i64, end: i64) -> Located {
+        let range = ObjectRange {
+            stream: StreamId(1),
+            start: Offset(start),
+            end: Offset(end),
+            pos: 0,
+            len: 1,
+            min_ts: 0,
+            max_ts: 0,
+            snapshot_pos: 0,
+            snapshot_len: 0,
+        };
+        Located { object: ObjectId(1), key: Arc::from("k"), range }
+    }
+
+    #[test]
+    fn ranges_from_skips_the_ranges_that_end_at_or_before_the_offset() {
+        let facts = StreamFacts {
+            start_offset: 0,
+            uploaded_end: 30,
+            ranges: vec![located(0, 10), located(10, 20), located(20, 30)],
+        };
+        assert_eq!(facts.ranges_from(0).len(), 3);
+        assert_eq!(facts.ranges_from(10)[0].range.start, Offset(10));
+        assert_eq!(facts.ranges_from(29).len(), 1);
+        assert!(facts.ranges_from(30).is_empty());
+    }
+}
