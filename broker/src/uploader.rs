@@ -1,8 +1,8 @@
 //! The uploader (DESIGN §3.4): turns this broker's WAL data into objects and
 //! commits them with the WAL trim point they make possible.
 //!
-//! Every `upload_interval` (at once again while a log has more than one
-//! object's worth left) it takes the oldest of this broker's logs that still
+//! Every `upload_interval`, or as soon as `upload_bytes` wait (at once again
+//! while a log has more than one object's worth left), it takes the oldest of this broker's logs that still
 //! holds untrimmed entries, reads whole entries after the log's trim point
 //! from a WAL member (its own zone first; acknowledged entries only), and
 //! builds one multi-stream object of their batches, sorted by stream and
@@ -53,19 +53,28 @@ type States = std::collections::HashMap<StreamId, (Offset, Producers)>;
 pub async fn run(broker: Arc<Broker>, store: Arc<dyn ObjectStore>, cancel: CancellationToken) {
     let mut states = States::new();
     loop {
-        let pause = match upload_once(&broker, &store, &mut states).await {
-            Ok(Uploaded::More) => Duration::ZERO,
-            Ok(Uploaded::UpToDate) => broker.config.upload_interval,
+        let (pause, early) = match upload_once(&broker, &store, &mut states).await {
+            Ok(Uploaded::More) => (Duration::ZERO, false),
+            Ok(Uploaded::UpToDate) => (broker.config.upload_interval, true),
             Err(error) => {
                 broker.metrics.upload_failures.inc();
                 tracing::warn!("upload failed, retrying: {error:#}");
-                RETRY_PAUSE
+                (RETRY_PAUSE, false)
             }
         };
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(pause) => {}
+            // Every `upload_bytes` as well as every `upload_interval`.
+            _ = backlog_reaches(&broker, broker.config.upload_bytes), if early => {}
         }
+    }
+}
+
+/// Returns once the current log holds `bytes` not uploaded yet.
+async fn backlog_reaches(broker: &Broker, bytes: u64) {
+    while broker.wal_backlog.load(Ordering::Relaxed) < bytes {
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

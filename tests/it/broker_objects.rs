@@ -629,3 +629,27 @@ async fn a_compacted_topic_keeps_the_last_value_per_key() {
     assert_eq!(records, expected, "only each key's last value, at its own offset");
     test.assert_clean_logs(keel_tests::PEER_UNREACHABLE);
 }
+
+/// Uploads start as soon as `upload_bytes` wait, not only every `upload_interval`.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upload_starts_once_upload_bytes_are_waiting() {
+    let mut test = TestCluster::start(3, &[]).await.unwrap();
+    test.start_wal_nodes(3).await.unwrap();
+    test.start_brokers(1, &["--upload-interval", "1h", "--upload-bytes", "1048576"]).await.unwrap();
+    let bootstrap = test.cluster.bootstrap();
+    let client = test.cluster.client().unwrap();
+    let create =
+        keel_controller_client::pb::CreateTopicRequest { name: "bulk".into(), partitions: 1, ..Default::default() };
+    client.create_topic(create).await.unwrap();
+    let value = "v".repeat(1000);
+    let input: String = (0..3000).map(|i| format!("{i}-{value}\n")).collect();
+    kcat(&["-b", &bootstrap, "-P", "-t", "bulk", "-X", "acks=all"], &input).await;
+    let uploaded = eventually(Duration::from_secs(30), "an upload without waiting an hour", || async {
+        let image = client.read_image().await.ok()?;
+        let end = image.topics["bulk"].partitions[0].uploaded_end.0;
+        (end >= 1000).then_some(end)
+    })
+    .await;
+    assert!(uploaded <= 3000, "{uploaded}");
+    test.assert_clean_logs(keel_tests::PEER_UNREACHABLE);
+}
