@@ -219,7 +219,13 @@ async fn retention_deletes_old_history_and_its_objects() {
     for round in 0..2 {
         let input: String = (round * 100..round * 100 + 100).map(|i| format!("view-{i}\n")).collect();
         kcat(&["-b", &bootstrap, "-P", "-t", "views", "-X", "acks=all"], &input).await;
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Each round in its own upload, so there are two ranges.
+        let produced = (round + 1) * 100;
+        eventually(Duration::from_secs(30), "the round uploaded", || async {
+            let image = client.read_image().await.ok()?;
+            (image.topics["views"].partitions[0].uploaded_end.0 == produced as i64).then_some(())
+        })
+        .await;
     }
     let start = eventually(Duration::from_secs(60), "retention.bytes moved the start offset", || async {
         let image = client.read_image().await.ok()?;
@@ -489,7 +495,14 @@ async fn compaction_merges_small_objects_into_one_per_partition() {
     for burst in 0..8 {
         let input: String = (burst * 100..burst * 100 + 100).map(|i| format!("k{}:sample-{i}\n", i % 7)).collect();
         kcat(&["-b", &bootstrap, "-P", "-t", "metrics", "-K", ":", "-X", "acks=all"], &input).await;
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Each burst in its own upload.
+        let produced = (burst + 1) * 100;
+        eventually(Duration::from_secs(30), "the burst uploaded", || async {
+            let image = client.read_image().await.ok()?;
+            let uploaded: i64 = image.topics["metrics"].partitions.iter().map(|p| p.uploaded_end.0).sum();
+            (uploaded == produced as i64).then_some(())
+        })
+        .await;
         uploads_seen = uploads_seen.max(client.read_image().await.unwrap().last_object_id.0);
     }
     let produced = consume_all(&bootstrap, "metrics").await;
