@@ -351,6 +351,27 @@ impl Broker {
         Ok(channel)
     }
 
+    /// Commits a new start offset for partition `index` of `topic`, which
+    /// this broker leads at `leader_epoch` (DeleteRecords, retention).
+    pub async fn advance_start_offset(
+        &self,
+        topic: &Topic,
+        index: i32,
+        leader_epoch: LeaderEpoch,
+        start_offset: i64,
+        epoch: keel_controller_client::Epoch,
+    ) -> Result<(keel_controller_client::Version, Outcome), keel_controller_client::ClientError> {
+        let request = pb::AdvanceStartOffsetRequest {
+            topic_id: topic.id.0.to_string(),
+            partition: index as u32,
+            leader_epoch: leader_epoch.0,
+            start_offset,
+            sender: self.config.node_id.0,
+            sender_epoch: epoch.0,
+        };
+        self.client.advance_start_offset(request).await
+    }
+
     /// The next producer id, from a block the controller hands this broker.
     pub async fn next_producer_id(&self) -> anyhow::Result<i64> {
         let mut block = self.producer_ids.lock().await;

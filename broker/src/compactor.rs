@@ -11,15 +11,17 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use bytes::Bytes;
-use keel_controller_client::{pb, Epoch, Image, ObjectRange, ObjectRecord, Offset, Outcome, StreamId};
+use keel_controller_client::{pb, Epoch, Image, ObjectId, ObjectRange, ObjectRecord, Outcome, StreamId};
 use keel_objects::format::ObjectBuilder;
 use keel_objects::ObjectStore;
 
 use crate::broker::Broker;
-use crate::uploader::object_key;
+use crate::uploader::{object_key, object_range, reserve};
 
 /// A range in an object smaller than this, or in a multi-stream object, is worth merging.
 const SMALL_OBJECT_BYTES: u64 = 8 << 20;
+/// How long to wait for the metadata to show a committed swap.
+const METADATA_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 /// The most bytes one compacted object holds.
 const MAX_COMPACTED_BYTES: u64 = 64 << 20;
 
@@ -88,67 +90,52 @@ async fn merge(
         batches.push(bytes);
     }
     let (start, end) = (run[0].1.start, run[run.len() - 1].1.end);
+    let id = swap_in(broker, store, stream, run, &batches, epoch).await?;
+    tracing::info!(%stream, from = start.0, to = end.0, objects = run.len(), %id, "compacted ranges into one object");
+    Ok(())
+}
+
+/// Writes `batches` (all of `stream`'s offsets in `run`, a contiguous run of
+/// its ranges) as one new object and commits the swap (`CompactRanges`).
+/// Shared by this compactor and compaction by key.
+pub(crate) async fn swap_in(
+    broker: &Broker,
+    store: &Arc<dyn ObjectStore>,
+    stream: StreamId,
+    run: &[(&ObjectRecord, &ObjectRange)],
+    batches: &[Bytes],
+    epoch: Epoch,
+) -> anyhow::Result<ObjectId> {
+    let (start, end) = (run[0].1.start, run[run.len() - 1].1.end);
     let min_ts = run.iter().map(|(_, range)| range.min_ts).min().unwrap_or(i64::MAX);
     let max_ts = run.iter().map(|(_, range)| range.max_ts).max().unwrap_or(i64::MIN);
-    // The merged range ends where the run's last range ends: its snapshot holds.
+    // The new range ends where the run's last range ends: its snapshot holds.
     let (last_object, last_range) = run[run.len() - 1];
     let snapshot = match last_range.snapshot_len {
         0 => Bytes::new(),
         len => store.get_range(&last_object.key, last_range.snapshot_pos, len).await?,
     };
     let mut builder = ObjectBuilder::default();
-    builder.add_range(stream.0, start.0, end.0, (min_ts, max_ts), &batches, &snapshot);
+    builder.add_range(stream.0, start.0, end.0, (min_ts, max_ts), batches, &snapshot);
     let (bytes, index) = builder.finish();
 
-    let request = pb::ReserveObjectsRequest {
-        broker: broker.config.node_id.0,
-        broker_epoch: epoch.0,
-        count: 1,
-        ttl_ms: 3_600_000,
-    };
-    let id = match broker.client.reserve_objects(request).await.context("ReserveObjects")? {
-        (_, Outcome::ObjectsReserved { first, .. }) => first,
-        (_, other) => anyhow::bail!("ReserveObjects answered {other:?}"),
-    };
+    let id = reserve(broker, epoch).await?;
     let key = object_key(&broker.config.cluster_id, id);
     let size = bytes.len() as u64;
     store.put(&key, bytes).await.with_context(|| format!("PUT {key}"))?;
-    let range = &index[0];
-    let object = ObjectRecord {
-        id,
-        key: key.clone(),
-        size,
-        ranges: vec![ObjectRange {
-            stream,
-            start,
-            end: Offset(range.end),
-            pos: range.pos,
-            len: range.len,
-            min_ts,
-            max_ts,
-            snapshot_pos: range.snapshot_pos,
-            snapshot_len: range.snapshot_len,
-        }],
-    };
-    let replaced: Vec<u64> = run.iter().map(|(object, _)| object.id.0).collect();
+    let object = ObjectRecord { id, key, size, ranges: index.iter().map(object_range).collect() };
     let request = pb::CompactRangesRequest {
         stream: stream.0,
         object: serde_json::to_vec(&object)?,
-        replaced: replaced.clone(),
+        replaced: run.iter().map(|(object, _)| object.id.0).collect(),
         sender: broker.config.node_id.0,
         sender_epoch: epoch.0,
     };
     match broker.client.compact_ranges(request).await {
         Ok((version, Outcome::RangesCompacted { .. })) => {
             let mut images = broker.images.clone();
-            keel_controller_client::follower::wait_for_version(
-                &mut images,
-                version,
-                std::time::Duration::from_secs(10),
-            )
-            .await?;
-            tracing::info!(%stream, from = start.0, to = end.0, objects = replaced.len(), %id, "compacted ranges into one object");
-            Ok(())
+            keel_controller_client::follower::wait_for_version(&mut images, version, METADATA_WAIT).await?;
+            Ok(id)
         }
         // Not deleted here: an earlier attempt may have applied. Garbage
         // collection deletes it once its reservation expired unused.

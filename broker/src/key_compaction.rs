@@ -17,12 +17,10 @@ use std::sync::Arc;
 use anyhow::Context;
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::records::{Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, RecordSet};
-use keel_controller_client::{pb, Epoch, Image, ObjectRange, ObjectRecord, Outcome, StreamId, Topic};
-use keel_objects::format::ObjectBuilder;
+use keel_controller_client::{Epoch, Image, ObjectRange, ObjectRecord, StreamId, Topic};
 use keel_objects::ObjectStore;
 
 use crate::broker::Broker;
-use crate::uploader::object_key;
 
 /// Compacts by key every partition of every `cleanup.policy=compact` topic
 /// where that removes a record; returns how many partitions it rewrote.
@@ -102,70 +100,8 @@ async fn rewrite(
         RecordBatchEncoder::encode(&mut bytes, records, &options).context("encode a compacted batch")?;
         batches.push(bytes.freeze());
     }
-    let (first, last) = (ranges[0].1, ranges[ranges.len() - 1].1);
-    let min_ts = ranges.iter().map(|(_, range)| range.min_ts).min().unwrap_or(i64::MAX);
-    let max_ts = ranges.iter().map(|(_, range)| range.max_ts).max().unwrap_or(i64::MIN);
-    // The rewritten range ends where the last one did: its snapshot holds.
-    let (last_object, _) = ranges[ranges.len() - 1];
-    let snapshot = match last.snapshot_len {
-        0 => Bytes::new(),
-        len => store.get_range(&last_object.key, last.snapshot_pos, len).await?,
-    };
-    let mut builder = ObjectBuilder::default();
-    builder.add_range(stream.0, first.start.0, last.end.0, (min_ts, max_ts), &batches, &snapshot);
-    let (bytes, index) = builder.finish();
-
-    let request = pb::ReserveObjectsRequest {
-        broker: broker.config.node_id.0,
-        broker_epoch: epoch.0,
-        count: 1,
-        ttl_ms: 3_600_000,
-    };
-    let id = match broker.client.reserve_objects(request).await.context("ReserveObjects")? {
-        (_, Outcome::ObjectsReserved { first, .. }) => first,
-        (_, other) => anyhow::bail!("ReserveObjects answered {other:?}"),
-    };
-    let key = object_key(&broker.config.cluster_id, id);
-    let size = bytes.len() as u64;
-    store.put(&key, bytes).await.with_context(|| format!("PUT {key}"))?;
-    let entry = &index[0];
-    let object = ObjectRecord {
-        id,
-        key: key.clone(),
-        size,
-        ranges: vec![ObjectRange {
-            stream,
-            start: first.start,
-            end: last.end,
-            pos: entry.pos,
-            len: entry.len,
-            min_ts,
-            max_ts,
-            snapshot_pos: entry.snapshot_pos,
-            snapshot_len: entry.snapshot_len,
-        }],
-    };
-    let request = pb::CompactRangesRequest {
-        stream: stream.0,
-        object: serde_json::to_vec(&object)?,
-        replaced: ranges.iter().map(|(object, _)| object.id.0).collect(),
-        sender: broker.config.node_id.0,
-        sender_epoch: epoch.0,
-    };
-    match broker.client.compact_ranges(request).await {
-        Ok((version, Outcome::RangesCompacted { .. })) => {
-            let mut images = broker.images.clone();
-            keel_controller_client::follower::wait_for_version(
-                &mut images,
-                version,
-                std::time::Duration::from_secs(10),
-            )
-            .await?;
-            tracing::info!(%stream, from = first.start.0, to = last.end.0, keys = latest.len(), "compacted by key");
-            Ok(true)
-        }
-        // Not deleted here: an earlier attempt may have applied. Garbage
-        // collection deletes it once its reservation expired unused.
-        outcome => anyhow::bail!("CompactRanges (by key) for {stream} answered {outcome:?}"),
-    }
+    let id = crate::compactor::swap_in(broker, store, stream, ranges, &batches, epoch).await?;
+    let (from, to) = (ranges[0].1.start, ranges[ranges.len() - 1].1.end);
+    tracing::info!(%stream, from = from.0, to = to.0, keys = latest.len(), %id, "compacted by key");
+    Ok(true)
 }

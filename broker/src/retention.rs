@@ -101,15 +101,7 @@ async fn enforce(
     if new_start <= start {
         return Ok(());
     }
-    let request = pb::AdvanceStartOffsetRequest {
-        topic_id: topic.id.0.to_string(),
-        partition: index as u32,
-        leader_epoch: leader_epoch.0,
-        start_offset: new_start,
-        sender: broker.config.node_id.0,
-        sender_epoch: epoch.0,
-    };
-    broker.client.advance_start_offset(request).await?;
+    broker.advance_start_offset(topic, index, leader_epoch, new_start, epoch).await?;
     tracing::info!(topic = %topic.name, partition = index, from = start, to = new_start, "retention moved the start offset");
     Ok(())
 }

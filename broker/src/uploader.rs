@@ -28,7 +28,7 @@ use bytes::Bytes;
 use keel_controller_client::{
     pb, Image, ObjectId, ObjectRange, ObjectRecord, Offset, Outcome, Seq, StreamId, WalLog, WalLogState,
 };
-use keel_objects::format::ObjectBuilder;
+use keel_objects::format::{ObjectBuilder, RangeIndex};
 use keel_objects::ObjectStore;
 use keel_proto::wal as wal_pb;
 use keel_wal_client::entry::Entry;
@@ -160,20 +160,7 @@ async fn upload_once(broker: &Broker, store: &Arc<dyn ObjectStore>, states: &mut
         bytes = object.len() as u64;
         let key = object_key(&broker.config.cluster_id, id);
         store.put(&key, object).await.with_context(|| format!("PUT {key}"))?;
-        let ranges = index
-            .iter()
-            .map(|range| ObjectRange {
-                stream: StreamId(range.stream),
-                start: Offset(range.start),
-                end: Offset(range.end),
-                pos: range.pos,
-                len: range.len,
-                min_ts: range.min_ts,
-                max_ts: range.max_ts,
-                snapshot_pos: range.snapshot_pos,
-                snapshot_len: range.snapshot_len,
-            })
-            .collect();
+        let ranges = index.iter().map(object_range).collect();
         objects.push(ObjectRecord { id, key, size: bytes, ranges });
     }
     let request = pb::CommitUploadRequest {
@@ -293,7 +280,8 @@ async fn read_from(broker: &Broker, addr: &str, pending: &Pending, budget: u64) 
     Ok(entries)
 }
 
-async fn reserve(broker: &Broker, epoch: keel_controller_client::Epoch) -> anyhow::Result<ObjectId> {
+/// One object id for this broker, reserved for `RESERVATION_TTL`.
+pub(crate) async fn reserve(broker: &Broker, epoch: keel_controller_client::Epoch) -> anyhow::Result<ObjectId> {
     let request = pb::ReserveObjectsRequest {
         broker: broker.config.node_id.0,
         broker_epoch: epoch.0,
@@ -303,6 +291,21 @@ async fn reserve(broker: &Broker, epoch: keel_controller_client::Epoch) -> anyho
     match broker.client.reserve_objects(request).await.context("ReserveObjects")? {
         (_, Outcome::ObjectsReserved { first, .. }) => Ok(first),
         (_, other) => anyhow::bail!("ReserveObjects answered {other:?}"),
+    }
+}
+
+/// A range of a built object as the metadata's object index records it.
+pub(crate) fn object_range(range: &RangeIndex) -> ObjectRange {
+    ObjectRange {
+        stream: StreamId(range.stream),
+        start: Offset(range.start),
+        end: Offset(range.end),
+        pos: range.pos,
+        len: range.len,
+        min_ts: range.min_ts,
+        max_ts: range.max_ts,
+        snapshot_pos: range.snapshot_pos,
+        snapshot_len: range.snapshot_len,
     }
 }
 

@@ -8,8 +8,29 @@ use std::time::Duration;
 
 use keel_proto::wal as pb;
 use keel_tests::{eventually, TestCluster};
+use keel_tools::launcher::metric_value;
 
 use crate::broker_kcat::{consume_all, kcat};
+
+/// Broker flags for the S3 backend at `endpoint` (moto's server, or the fault
+/// proxy in front of it), then `extra`.
+fn s3_broker_args(endpoint: &str, bucket: &str, extra: &[&str]) -> Vec<String> {
+    let s3 = [
+        "--s3-bucket",
+        bucket,
+        "--s3-endpoint",
+        endpoint,
+        "--s3-path-style",
+        "true",
+        "--s3-region",
+        "us-east-1",
+        "--s3-access-key-id",
+        "keel",
+        "--s3-secret-access-key",
+        "keel-secret",
+    ];
+    s3.iter().chain(extra).map(|arg| arg.to_string()).collect()
+}
 
 /// Produces `count` keyed records to a fresh 3-partition topic "history",
 /// waits until all of them are uploaded and the WAL nodes have trimmed, then
@@ -58,11 +79,7 @@ async fn upload_trim_and_read_back(test: &mut TestCluster, count: usize) {
     assert_eq!(read_back, produced, "every record at its offset, read back from the objects");
     let admin = test.cluster.brokers[0].spec.admin;
     let (_, metrics) = keel_tools::launcher::http_get(admin, "/metrics").await.unwrap();
-    let served: f64 = metrics
-        .lines()
-        .find_map(|line| line.strip_prefix("keel_broker_object_read_bytes_total "))
-        .and_then(|value| value.parse().ok())
-        .unwrap_or(0.0);
+    let served = metric_value(&metrics, "keel_broker_object_read_bytes_total");
     assert!(served > 0.0, "the fetches were served from the object store:\n{metrics}");
 
     // Offsets continue after the uploaded ones, though the trimmed WAL no longer tells where they ended.
@@ -104,9 +121,7 @@ async fn uploaded_history_is_trimmed_from_the_wal_and_read_back_from_a_local_dir
     let admin = test.cluster.brokers[0].spec.admin;
     let (_, metrics) = keel_tools::launcher::http_get(admin, "/metrics").await.unwrap();
     assert!(
-        metrics
-            .lines()
-            .any(|line| line.starts_with("keel_broker_object_read_failures_total ") && !line.ends_with(" 0")),
+        metric_value(&metrics, "keel_broker_object_read_failures_total") > 0.0,
         "the damage is visible in the metrics:\n{metrics}"
     );
     let allowed = [keel_tests::PEER_UNREACHABLE, &["cold read failed", "WAL read failed", "Fetch"]].concat();
@@ -119,22 +134,8 @@ async fn uploaded_history_is_read_back_from_an_s3_compatible_server() {
     let mut test = TestCluster::start(3, &[]).await.unwrap();
     test.start_wal_nodes(3).await.unwrap();
     let endpoint = s3.endpoint();
-    let args = [
-        "--upload-interval",
-        "200ms",
-        "--s3-bucket",
-        s3.bucket(),
-        "--s3-endpoint",
-        &endpoint,
-        "--s3-path-style",
-        "true",
-        "--s3-region",
-        "us-east-1",
-        "--s3-access-key-id",
-        "keel",
-        "--s3-secret-access-key",
-        "keel-secret",
-    ];
+    let args = s3_broker_args(&endpoint, s3.bucket(), &["--upload-interval", "200ms"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     test.start_brokers(1, &args).await.unwrap();
     upload_trim_and_read_back(&mut test, 2000).await;
     assert!(s3.object_count().await.unwrap() > 0, "objects were PUT to the S3 server");
@@ -266,22 +267,8 @@ async fn uploads_ride_out_object_store_errors_throttling_and_an_outage() {
     let mut test = TestCluster::start(3, &[]).await.unwrap();
     test.start_wal_nodes(3).await.unwrap();
     let endpoint = proxy.endpoint();
-    let args = [
-        "--upload-interval",
-        "100ms",
-        "--s3-bucket",
-        s3.bucket(),
-        "--s3-endpoint",
-        &endpoint,
-        "--s3-path-style",
-        "true",
-        "--s3-region",
-        "us-east-1",
-        "--s3-access-key-id",
-        "keel",
-        "--s3-secret-access-key",
-        "keel-secret",
-    ];
+    let args = s3_broker_args(&endpoint, s3.bucket(), &["--upload-interval", "100ms"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     test.start_brokers(1, &args).await.unwrap();
     let bootstrap = test.cluster.bootstrap();
     let client = test.cluster.client().unwrap();
@@ -308,11 +295,7 @@ async fn uploads_ride_out_object_store_errors_throttling_and_an_outage() {
     .await;
     let admin = test.cluster.brokers[0].spec.admin;
     let (_, metrics) = keel_tools::launcher::http_get(admin, "/metrics").await.unwrap();
-    let failures: f64 = metrics
-        .lines()
-        .find_map(|line| line.strip_prefix("keel_broker_upload_failures_total "))
-        .and_then(|value| value.parse().ok())
-        .unwrap_or(0.0);
+    let failures = metric_value(&metrics, "keel_broker_upload_failures_total");
     assert!(failures > 0.0, "the injected faults failed some uploads:\n{metrics}");
 
     test.cluster.brokers[0].kill9();
@@ -548,24 +531,9 @@ async fn an_unreachable_object_store_pushes_producers_back_at_the_wal_cap() {
     let mut test = TestCluster::start(3, &[]).await.unwrap();
     test.start_wal_nodes(3).await.unwrap();
     let endpoint = proxy.endpoint();
-    let args = [
-        "--upload-interval",
-        "100ms",
-        "--wal-backlog-bytes-max",
-        "1048576",
-        "--s3-bucket",
-        s3.bucket(),
-        "--s3-endpoint",
-        &endpoint,
-        "--s3-path-style",
-        "true",
-        "--s3-region",
-        "us-east-1",
-        "--s3-access-key-id",
-        "keel",
-        "--s3-secret-access-key",
-        "keel-secret",
-    ];
+    let args =
+        s3_broker_args(&endpoint, s3.bucket(), &["--upload-interval", "100ms", "--wal-backlog-bytes-max", "1048576"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     test.start_brokers(1, &args).await.unwrap();
     let connection = Connection::connect(&test.cluster.bootstrap()).await.unwrap();
     kafka::create_topic(&connection, "orders", 1).await.unwrap();

@@ -600,6 +600,11 @@ pub fn free_addrs(ip: std::net::IpAddr, count: usize, taken: &[SocketAddr]) -> a
 }
 
 /// Sends `GET path` over HTTP/1.0 to `addr` and returns the status code and body.
+/// The value of an unlabelled metric in Prometheus text, 0 when absent.
+pub fn metric_value(text: &str, name: &str) -> f64 {
+    text.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok()).unwrap_or(0.0)
+}
+
 pub async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr)).await??;

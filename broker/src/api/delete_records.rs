@@ -11,7 +11,7 @@ use std::time::Duration;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::delete_records_response::{DeleteRecordsPartitionResult, DeleteRecordsTopicResult};
 use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
-use keel_controller_client::{pb, ClientError, MetaError, Outcome, Topic};
+use keel_controller_client::{ClientError, MetaError, Outcome, Topic};
 
 use crate::broker::Broker;
 use keel_controller_client::follower::wait_for_version;
@@ -55,15 +55,7 @@ async fn delete(broker: &Arc<Broker>, topic: &Topic, index: i32, offset: i64) ->
         return Ok(view.log_start);
     }
     let epoch = broker.live_epoch().ok_or(ResponseError::NotLeaderOrFollower)?;
-    let request = pb::AdvanceStartOffsetRequest {
-        topic_id: topic.id.0.to_string(),
-        partition: index as u32,
-        leader_epoch: view.leader_epoch.0,
-        start_offset: offset,
-        sender: broker.config.node_id.0,
-        sender_epoch: epoch.0,
-    };
-    match broker.client.advance_start_offset(request).await {
+    match broker.advance_start_offset(topic, index, view.leader_epoch, offset, epoch).await {
         Ok((version, Outcome::StartOffset { start_offset })) => {
             // Readers of this broker see the new start once its image has it.
             let mut images = broker.images.clone();

@@ -30,7 +30,7 @@ use tokio::time::Instant;
 use super::wal::{measure_floor, Floor};
 use super::{micros_histogram, LatencySummary};
 use crate::kafka::{self, Connection, TopicLayout};
-use crate::launcher::{ClusterOptions, LocalCluster};
+use crate::launcher::{metric_value, ClusterOptions, LocalCluster};
 
 #[derive(Debug, clap::Args)]
 pub struct BrokerBenchArgs {
@@ -260,8 +260,8 @@ async fn measure_tier(
     let (mut uploads, mut uploaded) = (0.0, 0.0);
     for broker in &cluster.brokers {
         let (_, metrics) = crate::launcher::http_get(broker.spec.admin, "/metrics").await?;
-        uploads += metric(&metrics, "keel_broker_uploads_total");
-        uploaded += metric(&metrics, "keel_broker_upload_bytes_total");
+        uploads += metric_value(&metrics, "keel_broker_uploads_total");
+        uploaded += metric_value(&metrics, "keel_broker_upload_bytes_total");
     }
     eprintln!("catch-up read of the first half of every partition (object store)");
     let cold: Vec<(i32, i64, i64)> = ends.iter().enumerate().map(|(p, end)| (p as i32, 0, end / 2)).collect();
@@ -279,10 +279,6 @@ async fn measure_tier(
         hot_read_mb_per_second: hot_bytes as f64 / hot_seconds / 1e6,
         hot_read_mb: hot_bytes as f64 / 1e6,
     })
-}
-
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok()).unwrap_or(0.0)
 }
 
 /// Reads every (partition, from, to) range in parallel, one reader per
@@ -550,7 +546,7 @@ impl RssSampler {
                     let mut wal = 0u64;
                     for admin in &wal_admins {
                         if let Ok((_, text)) = crate::launcher::http_get(*admin, "/metrics").await {
-                            wal += metric(&text, "keel_wal_journal_bytes") as u64;
+                            wal += metric_value(&text, "keel_wal_journal_bytes") as u64;
                         }
                     }
                     {
