@@ -46,6 +46,8 @@ pub struct Broker {
     pub watermarks: watch::Sender<u64>,
     /// Wakes the log keeper when the log was fenced under it.
     log_lost: Notify,
+    /// Wakes `leaders` when a new log is owned (partitions can be led again).
+    pub leaders_changed: Notify,
     producer_ids: tokio::sync::Mutex<(i64, i64)>,
     wal_channels: Mutex<HashMap<String, tonic::transport::Channel>>,
     pub metrics: Metrics,
@@ -84,6 +86,7 @@ impl Broker {
             leadership: Mutex::default(),
             watermarks: watch::channel(0).0,
             log_lost: Notify::new(),
+            leaders_changed: Notify::new(),
             producer_ids: tokio::sync::Mutex::new((0, 0)),
             wal_channels: Mutex::default(),
             metrics,
@@ -136,7 +139,7 @@ impl Broker {
             return Err(ResponseError::NotLeaderOrFollower);
         }
         let record = &topic.partitions[index as usize];
-        let state = leadership.partition(stream, leader_epoch, record).expect("writable: a log is owned");
+        let state = leadership.partition(stream, leader_epoch, record).ok_or(ResponseError::NotLeaderOrFollower)?;
         Ok(ReadView {
             stream,
             leader_epoch,
@@ -174,7 +177,7 @@ impl Broker {
     }
 
     /// Keeps a log open under the current registration: at every new epoch
-    /// (and after a fence) it recovers the earlier logs and opens a new one.
+    /// (and after a fence) it opens a new one.
     pub async fn keep_log(self: Arc<Self>, tasks: TaskTracker, cancel: CancellationToken) {
         let mut session = self.session.clone();
         let mut images = self.images.clone();
@@ -198,15 +201,13 @@ impl Broker {
             self.stop_leading();
             let started = std::time::Instant::now();
             let node = self.config.node_id;
-            let taken =
-                crate::log_owner::take_over(&self.client, &mut images, node, epoch, &self.objects, &tasks, &cancel);
+            let taken = crate::log_owner::take_over(&self.client, &mut images, node, epoch, &tasks, &cancel);
             match taken.await {
                 Ok(owned) => {
                     self.metrics.takeover_seconds.observe(started.elapsed().as_secs_f64());
                     self.leadership().owned = Some(owned);
-                    // A new log starts with nothing to upload; what the sealed
-                    // ones still hold is uploaded first but not counted.
                     self.wal_backlog.store(0, std::sync::atomic::Ordering::Relaxed);
+                    self.leaders_changed.notify_one();
                 }
                 Err(error) => {
                     tracing::warn!(%epoch, "take-over failed, retrying: {error:#}");

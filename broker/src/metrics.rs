@@ -18,8 +18,16 @@ pub struct Metrics {
     pub bytes_out: IntCounterVec,
     /// Time a produce waits for its WAL entry to be acknowledged.
     pub wal_ack_seconds: Histogram,
-    /// How long taking over the previous logs and opening a new one took.
+    /// How long opening a new WAL log after a (re)registration took.
     pub takeover_seconds: Histogram,
+    /// Failover: orphaned WAL logs this broker recovered and sealed, the
+    /// entries it found in them, and the time each recovery took.
+    pub logs_recovered: IntCounter,
+    pub entries_recovered: IntCounter,
+    pub recovery_seconds: Histogram,
+    /// Partitions this broker started leading, and how many it leads now.
+    pub partitions_taken: IntCounter,
+    pub partitions_led: IntGauge,
     pub connections: IntGauge,
     /// Objects uploaded and committed, their bytes, the time each took, and failed attempts.
     pub uploads: IntCounter,
@@ -66,10 +74,30 @@ impl Metrics {
             takeover_seconds: Histogram::with_opts(
                 HistogramOpts::new(
                     "keel_broker_takeover_seconds",
-                    "Time to recover this broker's earlier WAL logs and open a new one.",
+                    "Time to open a new WAL log after a (re)registration.",
+                )
+                .buckets(seconds.clone()),
+            )?,
+            logs_recovered: IntCounter::new(
+                "keel_broker_logs_recovered_total",
+                "Orphaned WAL logs (of a fenced or restarted broker) this broker recovered and sealed.",
+            )?,
+            entries_recovered: IntCounter::new(
+                "keel_broker_entries_recovered_total",
+                "WAL entries found by this broker's recoveries of orphaned logs.",
+            )?,
+            recovery_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "keel_broker_recovery_seconds",
+                    "Time to recover and seal one orphaned WAL log (RecoverLog to SealLog).",
                 )
                 .buckets(seconds),
             )?,
+            partitions_taken: IntCounter::new(
+                "keel_broker_partitions_taken_total",
+                "Partitions this broker started leading (new, moved or failed over).",
+            )?,
+            partitions_led: IntGauge::new("keel_broker_partitions_led", "Partitions this broker leads now.")?,
             connections: IntGauge::new("keel_broker_connections", "Open Kafka client connections.")?,
             uploads: IntCounter::new("keel_broker_uploads_total", "Objects uploaded and committed.")?,
             upload_bytes: IntCounter::new(
@@ -101,6 +129,11 @@ impl Metrics {
         registry.register(Box::new(metrics.bytes_out.clone()))?;
         registry.register(Box::new(metrics.wal_ack_seconds.clone()))?;
         registry.register(Box::new(metrics.takeover_seconds.clone()))?;
+        registry.register(Box::new(metrics.logs_recovered.clone()))?;
+        registry.register(Box::new(metrics.entries_recovered.clone()))?;
+        registry.register(Box::new(metrics.recovery_seconds.clone()))?;
+        registry.register(Box::new(metrics.partitions_taken.clone()))?;
+        registry.register(Box::new(metrics.partitions_led.clone()))?;
         registry.register(Box::new(metrics.connections.clone()))?;
         registry.register(Box::new(metrics.uploads.clone()))?;
         registry.register(Box::new(metrics.upload_bytes.clone()))?;

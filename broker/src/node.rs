@@ -54,7 +54,9 @@ pub async fn start(config: BrokerConfig, registry: &Registry, cancel: Cancellati
     tracing::info!(objects = objects.describe(), "object storage");
     let broker = Arc::new(Broker::new(config.clone(), client, images, session, objects.clone(), metrics));
     tasks.spawn(broker.clone().keep_log(tasks.clone(), cancel.clone()));
+    tasks.spawn(crate::leaders::run(broker.clone(), cancel.clone()));
     tasks.spawn(crate::uploader::run(broker.clone(), objects.clone(), cancel.clone()));
+    tasks.spawn(crate::failover::run(broker.clone(), objects.clone(), cancel.clone()));
     tasks.spawn(crate::retention::run(broker.clone(), objects, cancel.clone()));
     tasks.spawn(crate::server::serve(listener, broker.clone(), tasks.clone(), cancel.clone()));
 

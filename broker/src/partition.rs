@@ -37,34 +37,36 @@ pub struct Leadership {
 }
 
 impl Leadership {
-    /// The state of a partition this broker leads, created on first use from
-    /// what the take-over found in the sealed logs and what the metadata says
-    /// is uploaded (a log trimmed after its upload no longer tells its ends).
-    /// The log start follows the metadata's start offset (DeleteRecords,
-    /// retention) up.
+    /// The state of a partition this broker leads at `leader_epoch`, once
+    /// `leaders` has set it up; the log start follows the metadata's start
+    /// offset (DeleteRecords, retention) up. A partition with nothing
+    /// uploaded has no history anywhere (a handover waits for the upload), so
+    /// its state is made here at once: a new topic takes writes without
+    /// waiting for `leaders`.
     pub fn partition(
         &mut self,
         stream: StreamId,
         leader_epoch: LeaderEpoch,
         record: &keel_controller_client::Partition,
     ) -> Option<&mut PartitionState> {
-        let owned = self.owned.as_mut()?;
-        let start_offset = record.start_offset.0;
-        let state = self.partitions.entry(stream).or_insert_with(|| {
-            let end = owned.ends.get(&stream).copied().unwrap_or(0).max(record.uploaded_end.0);
-            let mut ranges = owned.history.get(&stream).cloned().unwrap_or_default();
-            ranges.push(LogRange { log: owned.log, sealed_seq: keel_controller_client::Seq(0), from: end });
-            PartitionState {
-                leader_epoch,
-                next_offset: end,
-                high_watermark: end,
-                log_start: 0,
-                producers: owned.producers.remove(&stream).unwrap_or_default(),
-                ranges,
-            }
-        });
-        state.leader_epoch = leader_epoch;
-        state.log_start = state.log_start.max(start_offset).min(state.high_watermark);
+        self.owned.as_ref()?;
+        if record.uploaded_end.0 == 0 && !self.partitions.contains_key(&stream) {
+            self.lead(stream, leader_epoch, 0, Producers::default());
+        }
+        let state = self.partitions.get_mut(&stream).filter(|state| state.leader_epoch == leader_epoch)?;
+        state.log_start = state.log_start.max(record.start_offset.0).min(state.high_watermark);
         Some(state)
+    }
+
+    /// Starts leading a partition at `leader_epoch` from `end`, its uploaded
+    /// end: everything before is in objects (DESIGN §5), everything after
+    /// goes to the log this broker writes.
+    pub fn lead(&mut self, stream: StreamId, leader_epoch: LeaderEpoch, end: i64, producers: Producers) -> bool {
+        let Some(owned) = self.owned.as_ref() else { return false };
+        let ranges = vec![LogRange { log: owned.log, sealed_seq: keel_controller_client::Seq(0), from: end }];
+        let state =
+            PartitionState { leader_epoch, next_offset: end, high_watermark: end, log_start: 0, producers, ranges };
+        self.partitions.insert(stream, state);
+        true
     }
 }

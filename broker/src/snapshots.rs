@@ -1,8 +1,9 @@
 //! Producer-state snapshots in objects (DESIGN §3.4, §5): every uploaded
 //! stream range carries its partition's idempotent-producer state as of the
 //! range's end (JSON of `Producers`), so a broker taking a partition over
-//! starts from the latest uploaded snapshot and replays only the WAL tail
-//! after it, however long ago a producer last wrote.
+//! starts from the snapshot at the uploaded end (a handover waits until the
+//! previous leader's WAL tail is uploaded), however long ago a producer last
+//! wrote.
 
 use std::sync::Arc;
 

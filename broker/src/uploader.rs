@@ -48,7 +48,7 @@ const METADATA_WAIT: Duration = Duration::from_secs(10);
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
 
 /// Per stream, the producer state as of the offset it was last uploaded to.
-type States = std::collections::HashMap<StreamId, (Offset, Producers)>;
+pub(crate) type States = std::collections::HashMap<StreamId, (Offset, Producers)>;
 
 pub async fn run(broker: Arc<Broker>, store: Arc<dyn ObjectStore>, cancel: CancellationToken) {
     let mut states = States::new();
@@ -79,7 +79,7 @@ async fn backlog_reaches(broker: &Broker, bytes: u64) {
 }
 
 #[derive(Debug, PartialEq, Eq)]
-enum Uploaded {
+pub(crate) enum Uploaded {
     /// A log still holds untrimmed entries beyond this upload.
     More,
     UpToDate,
@@ -90,26 +90,25 @@ enum Uploaded {
 /// Reads pass `end` as their bound: a WAL node learns what the writer
 /// acknowledged only from later entries, so a quiet log's last entries would
 /// otherwise stay unreadable.
-struct Pending {
-    log: WalLog,
-    end: Seq,
+pub(crate) struct Pending {
+    pub log: WalLog,
+    pub end: Seq,
 }
 
-/// The oldest of this broker's logs with untrimmed, acknowledged entries.
+/// The oldest log of this broker's current registration with untrimmed,
+/// acknowledged entries. Logs of earlier registrations are orphans, which
+/// `failover` recovers and uploads.
 fn next_log(broker: &Broker, image: &Image) -> Option<Pending> {
     let me = broker.config.node_id;
-    let (current, acked) = {
+    let (current, epoch, acked) = {
         let leadership = broker.leadership();
         let owned = leadership.owned.as_ref()?;
-        (owned.log, owned.writer.acked())
+        (owned.log, owned.session_epoch, owned.writer.acked())
     };
-    for log in image.wal_logs.values().filter(|log| log.owner == me) {
+    for log in image.wal_logs.values().filter(|log| log.owner == me && log.owner_epoch == epoch) {
         let end = match &log.state {
             WalLogState::Sealed { sealed_seq, .. } => *sealed_seq,
             WalLogState::Open if log.id == current => acked,
-            // An earlier registration's log, being recovered: it is uploaded
-            // once sealed, and later logs wait, so each stream's offsets are
-            // uploaded in order.
             _ => return None,
         };
         if end > log.trim_seq {
@@ -122,14 +121,30 @@ fn next_log(broker: &Broker, image: &Image) -> Option<Pending> {
 async fn upload_once(broker: &Broker, store: &Arc<dyn ObjectStore>, states: &mut States) -> anyhow::Result<Uploaded> {
     let image = broker.image();
     let Some(pending) = next_log(broker, &image) else { return Ok(Uploaded::UpToDate) };
+    upload(broker, store, states, &image, &pending).await
+}
+
+/// Uploads the next stretch of `pending` (about `upload_bytes`) as one
+/// object and commits it with its trim point.
+pub(crate) async fn upload(
+    broker: &Broker,
+    store: &Arc<dyn ObjectStore>,
+    states: &mut States,
+    image: &Image,
+    pending: &Pending,
+) -> anyhow::Result<Uploaded> {
     let epoch = broker.live_epoch().context("no live session")?;
     let started = std::time::Instant::now();
-    let entries = read_entries(broker, &image, &pending, broker.config.upload_bytes).await?;
+    let entries = read_entries(broker, image, pending, broker.config.upload_bytes).await?;
     let Some(last) = entries.last().map(|entry| entry.header.seq) else { return Ok(Uploaded::UpToDate) };
 
     let mut streams: BTreeMap<StreamId, StreamData> = BTreeMap::new();
     for record in entries.iter().flat_map(|entry| &entry.records) {
         let Some((_, _, partition)) = image.partition_of_stream(record.stream) else { continue };
+        if record.base_offset.0 + i64::from(record.record_count) <= partition.uploaded_end.0 {
+            // Uploaded already, by the partition's close or by a later leader.
+            continue;
+        }
         let data = streams.entry(record.stream).or_insert_with(|| StreamData::new(partition.uploaded_end));
         data.push(record.stream, record.base_offset, &record.batch)?;
     }
@@ -138,7 +153,7 @@ async fn upload_once(broker: &Broker, store: &Arc<dyn ObjectStore>, states: &mut
     for (stream, data) in &streams {
         let mut state = match states.get(stream) {
             Some((end, state)) if *end == data.start => state.clone(),
-            _ => crate::snapshots::at_uploaded_end(store, &image, *stream).await?,
+            _ => crate::snapshots::at_uploaded_end(store, image, *stream).await?,
         };
         for batch in &data.batches {
             if let Ok(header) = batch::stored_header(batch) {

@@ -190,13 +190,15 @@ impl Controller {
                     Err(error) => tracing::warn!(%kind, node = %id, %epoch, "failed to fence expired node: {error}"),
                 }
             }
-            // Partitions created while no broker was live get one as soon as one is.
+            // Partitions without a leader (created while no broker was live, or
+            // released by a fenced or restarted broker) get one as soon as one
+            // is live and the previous leader's logs are sealed and uploaded.
             for command in self.state.read(|state| state.image.leaderless_assignments()) {
                 let Command::AssignLeader { topic, partition, leader, leader_epoch } = &command else { continue };
                 let (topic, partition, leader, leader_epoch) = (*topic, *partition, *leader, *leader_epoch);
                 match self.propose(|_| Ok(command)).await {
                     Ok(_) => {
-                        tracing::info!(%topic, partition, %leader, %leader_epoch, "leader assigned to a leaderless partition")
+                        tracing::info!(%topic, partition, %leader, %leader_epoch, "partition leader assigned")
                     }
                     Err(error) => tracing::warn!(%topic, partition, %leader, "failed to assign a leader: {error}"),
                 }

@@ -3,8 +3,6 @@
 //! OFFSET_OUT_OF_RANGE), bad offsets get Kafka's errors, and the start offset
 //! survives a broker restart because it is metadata, not broker state.
 
-use std::time::Duration;
-
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::delete_records_request::{DeleteRecordsPartition, DeleteRecordsTopic};
@@ -68,9 +66,7 @@ async fn delete_records_moves_the_start_offset_for_every_reader_and_survives_a_r
     assert!(!records.is_empty(), "records from the start offset on are served");
     drop(connection);
 
-    test.cluster.brokers[0].kill9();
-    test.cluster.start_broker(0).unwrap();
-    test.cluster.wait_for_brokers(Duration::from_secs(60)).await.unwrap();
+    test.restart_broker(0, "audit").await.unwrap();
     let connection = Connection::connect(&bootstrap).await.unwrap();
     assert_eq!(earliest(&connection).await, 4, "the start offset is metadata and survives the restart");
     assert_eq!(delete_records(&connection, -1).await, (0, 10), "-1 deletes up to the high watermark");

@@ -72,9 +72,7 @@ async fn upload_trim_and_read_back(test: &mut TestCluster, count: usize) {
     }
 
     // A restarted broker has an empty cache and a trimmed WAL: the records come from the objects.
-    test.cluster.brokers[0].kill9();
-    test.cluster.start_broker(0).unwrap();
-    test.cluster.wait_for_brokers(Duration::from_secs(60)).await.unwrap();
+    test.restart_broker(0, "history").await.unwrap();
     let read_back = consume_all(&bootstrap, "history").await;
     assert_eq!(read_back, produced, "every record at its offset, read back from the objects");
     let admin = test.cluster.brokers[0].spec.admin;
@@ -109,9 +107,7 @@ async fn uploaded_history_is_trimmed_from_the_wal_and_read_back_from_a_local_dir
         bytes[70] ^= 0xff;
         std::fs::write(path, bytes).unwrap();
     }
-    test.cluster.brokers[0].kill9();
-    test.cluster.start_broker(0).unwrap();
-    test.cluster.wait_for_brokers(Duration::from_secs(60)).await.unwrap();
+    test.restart_broker(0, "history").await.unwrap();
     let connection = keel_tools::kafka::Connection::connect(&test.cluster.bootstrap()).await.unwrap();
     let fetch = keel_tools::kafka::fetch_request("history", 0, 0, 0, 1 << 20);
     let answer = connection.send(keel_tools::kafka::FETCH_VERSION, &fetch).await.unwrap();
@@ -298,9 +294,7 @@ async fn uploads_ride_out_object_store_errors_throttling_and_an_outage() {
     let failures = metric_value(&metrics, "keel_broker_upload_failures_total");
     assert!(failures > 0.0, "the injected faults failed some uploads:\n{metrics}");
 
-    test.cluster.brokers[0].kill9();
-    test.cluster.start_broker(0).unwrap();
-    test.cluster.wait_for_brokers(Duration::from_secs(60)).await.unwrap();
+    test.restart_broker(0, "ledger").await.unwrap();
     assert_eq!(consume_all(&bootstrap, "ledger").await, acknowledged, "nothing acknowledged was lost");
     // Failed uploads are logged as warnings by design; that is what this test provokes.
     test.assert_clean_logs(&[keel_tests::PEER_UNREACHABLE, &["upload failed, retrying"]].concat());
@@ -384,8 +378,7 @@ async fn a_large_history_survives_a_restart_of_every_broker_and_wal_node() {
     test.cluster.start_all_brokers().unwrap();
     test.cluster.wait_for_brokers(Duration::from_secs(60)).await.unwrap();
 
-    let connection = Connection::connect(bootstrap.split(',').next().unwrap()).await.unwrap();
-    let layout = kafka::topic_layout(&connection, "volume").await.unwrap();
+    let layout = kafka::ready_layout(&bootstrap, "volume", Duration::from_secs(60)).await.unwrap();
     for (partition, expected) in expected.iter().enumerate() {
         let leader = Connection::connect(&layout.brokers[&layout.leaders[partition]]).await.unwrap();
         let mut read = Checksum::default();
@@ -411,6 +404,7 @@ async fn a_large_history_survives_a_restart_of_every_broker_and_wal_node() {
         "member did not confirm the fence",
         "take-over failed, retrying",
         "upload failed, retrying",
+        "failover step failed, retrying",
     ];
     test.assert_clean_logs(&[keel_tests::PEER_UNREACHABLE, &expected_warnings].concat());
 }
@@ -504,9 +498,7 @@ async fn compaction_merges_small_objects_into_one_per_partition() {
     assert!(image.last_object_id.0 > 4, "compaction wrote new objects");
     assert_eq!(walk(&test.cluster.dir.join("objects")).len(), 4, "the replaced objects are gone from the store");
 
-    test.cluster.brokers[0].kill9();
-    test.cluster.start_broker(0).unwrap();
-    test.cluster.wait_for_brokers(Duration::from_secs(60)).await.unwrap();
+    test.restart_broker(0, "metrics").await.unwrap();
     assert_eq!(
         consume_all(&bootstrap, "metrics").await,
         produced,
@@ -602,9 +594,7 @@ async fn a_compacted_topic_keeps_the_last_value_per_key() {
     })
     .await;
 
-    test.cluster.brokers[0].kill9();
-    test.cluster.start_broker(0).unwrap();
-    test.cluster.wait_for_brokers(Duration::from_secs(60)).await.unwrap();
+    test.restart_broker(0, "prices").await.unwrap();
     let records = consume_all(&bootstrap, "prices").await;
     let expected: Vec<(u32, i64, String)> = (45..50).map(|i| (0, i, format!("price-{i}"))).collect();
     assert_eq!(records, expected, "only each key's last value, at its own offset");

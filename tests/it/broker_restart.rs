@@ -1,12 +1,14 @@
 //! A broker keeps nothing on disk: killed with -9 and started again, it
-//! recovers and seals the WAL log it was writing (DESIGN §5), serves what
-//! that log held, and continues each partition at the next offset, never
-//! reusing one.
+//! registers anew and leads nothing at first; the WAL log it was writing is
+//! an orphan, recovered, sealed and uploaded (DESIGN §5), and then its
+//! partitions are led again from where that log ended, never reusing an
+//! offset.
 
 use std::time::Duration;
 
 use keel_controller_client::WalLogState;
 use keel_tests::TestCluster;
+use keel_tools::kafka::{self, Connection};
 
 use crate::broker_kcat::{consume_all, kcat};
 
@@ -26,14 +28,20 @@ async fn a_broker_killed_and_restarted_serves_its_records_and_never_reuses_an_of
     client.create_topic(create).await.unwrap();
     kcat(&["-b", &bootstrap, "-P", "-t", "events", "-X", "acks=all"], &records(0, 600)).await;
 
-    test.cluster.brokers[0].kill9();
-    test.cluster.start_broker(0).unwrap();
-    test.cluster.wait_for_brokers(Duration::from_secs(60)).await.unwrap();
+    test.restart_broker(0, "events").await.unwrap();
 
     let image = client.read_image().await.unwrap();
     let sealed: Vec<_> =
         image.wal_logs.values().filter(|log| matches!(log.state, WalLogState::Sealed { .. })).collect();
     assert_eq!(sealed.len(), 1, "the killed broker's log was recovered and sealed: {:?}", image.wal_logs);
+    assert_eq!(
+        sealed[0].trim_seq,
+        match &sealed[0].state {
+            WalLogState::Sealed { sealed_seq, .. } => *sealed_seq,
+            _ => unreachable!(),
+        },
+        "and uploaded before its partitions were led again"
+    );
     let before = consume_all(&bootstrap, "events").await;
     assert_eq!(before.len(), 600, "every acknowledged record survived the restart");
 
@@ -68,7 +76,6 @@ async fn an_idempotent_retry_of_uploaded_batches_is_answered_from_the_producer_s
 
 async fn idempotent_retries_across_a_restart(uploaded: bool) {
     use bytes::Bytes;
-    use keel_tools::kafka::{self, Connection};
 
     let mut test = TestCluster::start(3, &[]).await.unwrap();
     test.start_wal_nodes(3).await.unwrap();
@@ -98,9 +105,7 @@ async fn idempotent_retries_across_a_restart(uploaded: bool) {
         .await;
     }
 
-    test.cluster.brokers[0].kill9();
-    test.cluster.start_broker(0).unwrap();
-    test.cluster.wait_for_brokers(Duration::from_secs(60)).await.unwrap();
+    test.restart_broker(0, "ledger").await.unwrap();
 
     let connection = Connection::connect(&bootstrap).await.unwrap();
     for (batch, expected) in [(&second, 3), (&first, 0)] {

@@ -146,7 +146,8 @@ async fn a_recoverer_fences_the_writer_and_keeps_everything_it_acknowledged() {
     let controller = Arc::new(test.cluster.client().unwrap());
 
     info!("broker A records its WAL log with the controller before the first append");
-    let broker_a = register_broker(&controller, 1, &tasks, &cancel).await;
+    let session_a = cancel.child_token();
+    let broker_a = register_broker(&controller, 1, &tasks, &session_a).await;
     let broker_b = register_broker(&controller, 2, &tasks, &cancel).await;
     // No ensemble given: the controller picks one node per zone.
     let open = controller_pb::OpenLogRequest { owner: 1, owner_epoch: broker_a.0, ensemble: vec![], ack_quorum: 0 };
@@ -194,7 +195,11 @@ async fn a_recoverer_fences_the_writer_and_keeps_everything_it_acknowledged() {
         if acknowledged == 1000 && recovery.is_none() {
             let targets = targets.clone();
             let controller = controller.clone();
+            let (tasks, cancel, session_a) = (tasks.clone(), cancel.clone(), session_a.clone());
             recovery = Some(tokio::spawn(async move {
+                // Broker A restarts: its new registration orphans the log A still writes.
+                session_a.cancel();
+                register_broker(&controller, 1, &tasks, &cancel).await;
                 // The controller-driven step: RecoverLog (compare-and-set of the epoch), then the recovery itself.
                 let request = controller_pb::RecoverLogRequest {
                     log: log_b.0,

@@ -77,6 +77,22 @@ impl TestCluster {
 impl Drop for TestCluster {
     fn drop(&mut self) {
         self.cluster.kill_all();
+        // KEEL_KEEP_LOGS=DIR keeps every process log of the test, for reading afterwards.
+        if let Some(keep) = std::env::var_os("KEEL_KEEP_LOGS") {
+            let keep = std::path::PathBuf::from(keep);
+            let copied = std::fs::create_dir_all(&keep).and_then(|()| {
+                for entry in std::fs::read_dir(self.dir.path())? {
+                    let path = entry?.path();
+                    if path.extension().is_some_and(|ext| ext == "log") {
+                        std::fs::copy(&path, keep.join(path.file_name().expect("a file")))?;
+                    }
+                }
+                Ok(())
+            });
+            if let Err(error) = copied {
+                eprintln!("could not keep the logs in {}: {error}", keep.display());
+            }
+        }
         if std::thread::panicking() {
             let names = self
                 .cluster
@@ -104,6 +120,17 @@ impl TestCluster {
         self.cluster.add_free_port_brokers(count, args)?;
         self.cluster.start_all_brokers()?;
         self.cluster.wait_for_brokers(Duration::from_secs(60)).await
+    }
+
+    /// Kills broker `index` with SIGKILL, starts it again, and waits until
+    /// every partition of `topic` is served again (its old log recovered and
+    /// uploaded, the partitions handed out anew).
+    pub async fn restart_broker(&mut self, index: usize, topic: &str) -> anyhow::Result<()> {
+        self.cluster.brokers[index].kill9();
+        self.cluster.start_broker(index)?;
+        self.cluster.wait_for_brokers(Duration::from_secs(60)).await?;
+        keel_tools::kafka::ready_layout(&self.cluster.bootstrap(), topic, Duration::from_secs(60)).await?;
+        Ok(())
     }
 
     /// A whole cluster: 3 controllers, and a WAL node and a broker in each of zones a, b and c.

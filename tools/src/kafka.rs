@@ -26,6 +26,7 @@ pub const FETCH_VERSION: i16 = 12;
 pub const METADATA_VERSION: i16 = 12;
 pub const INIT_PRODUCER_ID_VERSION: i16 = 4;
 pub const CREATE_TOPICS_VERSION: i16 = 7;
+pub const LIST_OFFSETS_VERSION: i16 = 7;
 
 /// Answers a frame larger than this are refused (a broken peer, not data).
 const FRAME_BYTES_MAX: usize = 256 << 20;
@@ -200,6 +201,47 @@ pub async fn topic_layout(connection: &Connection, topic: &str) -> anyhow::Resul
         }
     }
     Ok(TopicLayout { brokers, leaders })
+}
+
+/// The layout of `topic` once every partition has a leader that serves it
+/// (after a failover or a restart, leaders take a moment to take over),
+/// asking the brokers of the comma-separated `bootstrap` in turn.
+pub async fn ready_layout(bootstrap: &str, topic: &str, timeout: std::time::Duration) -> anyhow::Result<TopicLayout> {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut last = String::new();
+    for addr in bootstrap.split(',').cycle() {
+        if std::time::Instant::now() >= deadline {
+            break;
+        }
+        let attempt = async { serving(&Connection::connect(addr).await?, topic).await };
+        match attempt.await {
+            Ok(layout) => return Ok(layout),
+            Err(error) => last = format!("{addr}: {error:#}"),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    anyhow::bail!("{topic} has partitions without a serving leader after {timeout:?}: {last}")
+}
+
+async fn serving(connection: &Connection, topic: &str) -> anyhow::Result<TopicLayout> {
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    use kafka_protocol::messages::ListOffsetsRequest;
+    let layout = topic_layout(connection, topic).await?;
+    for (partition, leader) in layout.leaders.iter().enumerate() {
+        let addr = layout.brokers.get(leader).with_context(|| format!("partition {partition} has no leader"))?;
+        let leader = Connection::connect(addr).await?;
+        // The latest offset: answered only by a leader that serves the partition.
+        let request =
+            ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![ListOffsetsTopic::default()
+                .with_name(TopicName(StrBytes::from_string(topic.to_owned())))
+                .with_partitions(vec![ListOffsetsPartition::default()
+                    .with_partition_index(partition as i32)
+                    .with_timestamp(-1)])]);
+        let answer = leader.send(LIST_OFFSETS_VERSION, &request).await?;
+        let error = answer.topics.first().and_then(|t| t.partitions.first()).map_or(-1, |p| p.error_code);
+        anyhow::ensure!(error == 0, "partition {partition}: error {error}");
+    }
+    Ok(layout)
 }
 
 /// Creates `topic` with `partitions` partitions; an existing topic is an error.

@@ -29,6 +29,7 @@ enum Fate {
     /// Appended at `base..=last`; answered once the WAL entry is acknowledged.
     Appended {
         stream: StreamId,
+        leader_epoch: keel_controller_client::LeaderEpoch,
         base: i64,
         last: i64,
         append_time: i64,
@@ -131,7 +132,12 @@ pub(super) fn admit(broker: &Arc<Broker>, request: ProduceRequest, version: i16)
                         }
                     }
                     let record = &topic.partitions[partition.index as usize];
-                    let state = leadership.partition(stream, leader_epoch, record).expect("writable: a log is owned");
+                    let Some(state) = leadership.partition(stream, leader_epoch, record) else {
+                        return Fate::Refused(
+                            ResponseError::NotLeaderOrFollower,
+                            Some("this broker is taking the partition over; retry".into()),
+                        );
+                    };
                     match state.producers.check(&header) {
                         Verdict::Refuse(error) => Fate::Refused(error, None),
                         Verdict::Duplicate { base_offset, last_offset } => {
@@ -157,7 +163,13 @@ pub(super) fn admit(broker: &Arc<Broker>, request: ProduceRequest, version: i16)
                                 batch,
                             });
                             let last = base + i64::from(count) - 1;
-                            Fate::Appended { stream, base, last, append_time: if log_append_time { now } else { -1 } }
+                            Fate::Appended {
+                                stream,
+                                leader_epoch,
+                                base,
+                                last,
+                                append_time: if log_append_time { now } else { -1 },
+                            }
                         }
                     }
                 })();
@@ -254,8 +266,8 @@ fn advance_watermarks(broker: &Broker, fates: &[(usize, i32, Fate)]) {
     let mut leadership = broker.leadership();
     let mut moved = false;
     for (_, _, fate) in fates {
-        if let Fate::Appended { stream, last, .. } = fate {
-            if let Some(state) = leadership.partitions.get_mut(stream) {
+        if let Fate::Appended { stream, leader_epoch, last, .. } = fate {
+            if let Some(state) = leadership.partitions.get_mut(stream).filter(|s| s.leader_epoch == *leader_epoch) {
                 if state.high_watermark <= *last {
                     state.high_watermark = last + 1;
                     moved = true;

@@ -78,6 +78,11 @@ impl Image {
             Command::RecoverLog { log, epoch, recoverer, recoverer_epoch } => {
                 self.check_active(NodeKind::Broker, *recoverer, *recoverer_epoch)?;
                 let wal_log = self.open_log(*log)?;
+                if !self.orphaned(wal_log) {
+                    return Err(MetaError::InvalidRequest {
+                        reason: format!("WAL log {log}'s owner {} still writes it", wal_log.owner),
+                    });
+                }
                 if epoch.0 != wal_log.epoch.0 + 1 {
                     return Err(MetaError::LogEpochMismatch { log: *log, epoch: *epoch, current: wal_log.epoch });
                 }
@@ -165,6 +170,14 @@ impl Image {
                 if let Some(existing) = current.leader {
                     return Err(MetaError::InvalidRequest {
                         reason: format!("partition {partition} of {:?} is led by broker {existing}", found.name),
+                    });
+                }
+                if !self.handover_ready(current) {
+                    return Err(MetaError::InvalidRequest {
+                        reason: format!(
+                            "partition {partition} of {:?}: the logs of its previous leader are not sealed and uploaded yet",
+                            found.name
+                        ),
                     });
                 }
                 if leader_epoch.0 != current.leader_epoch.0 + 1 {
@@ -291,7 +304,10 @@ impl Image {
                     epoch,
                     state: NodeState::Active,
                 };
-                self.nodes_mut(*kind).insert(*id, record);
+                // A broker that registers again holds no leaderships (DESIGN §5).
+                if self.nodes_mut(*kind).insert(*id, record).is_some() && *kind == NodeKind::Broker {
+                    self.release_partitions(*id);
+                }
                 Outcome::Registered { epoch }
             }
             Command::FenceNode { kind, id, epoch } => {
@@ -299,6 +315,9 @@ impl Image {
                 let applied = node.epoch == *epoch && node.state == NodeState::Active;
                 if applied {
                     node.state = NodeState::Fenced;
+                    if *kind == NodeKind::Broker {
+                        self.release_partitions(*id);
+                    }
                 }
                 Outcome::Fenced { applied }
             }
@@ -487,7 +506,9 @@ impl Image {
     ) -> Result<(), MetaError> {
         let invalid = |reason: String| Err(MetaError::InvalidRequest { reason });
         let wal_log = self.wal_logs.get(&log).ok_or(MetaError::UnknownLog { log })?;
-        if wal_log.owner != broker {
+        // A sealed log whose owner is gone is uploaded by whoever recovered it.
+        let sealed = matches!(wal_log.state, WalLogState::Sealed { .. });
+        if wal_log.owner != broker && !(sealed && self.orphaned(wal_log)) {
             return invalid(format!("WAL log {log} is not broker {broker}'s"));
         }
         if wal_log.epoch != log_epoch {
@@ -566,6 +587,7 @@ impl Image {
                     stream_id,
                     start_offset: Offset(0),
                     uploaded_end: Offset(0),
+                    previous_leader: None,
                 }
             })
             .collect()

@@ -143,9 +143,10 @@ pub enum Command {
         sender_epoch: Epoch,
     },
     /// Gives a partition that has no leader (created while no broker was
-    /// live) to `leader`, at `leader_epoch`, which must be the current one + 1.
-    /// Moving a partition that has a leader is DESIGN §5's close-or-recover
-    /// path (the failover issue), not this command.
+    /// live, or released by a fenced or re-registered broker) to `leader`, at
+    /// `leader_epoch`, which must be the current one + 1. Refused until the
+    /// previous leader's orphaned logs are sealed and uploaded
+    /// (`Image::handover_ready`), so the new leader starts at the stream's end.
     AssignLeader {
         topic: TopicId,
         partition: u32,

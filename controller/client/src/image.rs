@@ -176,6 +176,11 @@ pub struct Partition {
     /// Offsets below this are in committed objects (`CommitUpload`).
     #[serde(default)]
     pub uploaded_end: Offset,
+    /// While it has no leader: the broker that led it last, whose earlier
+    /// logs must be sealed and uploaded before another broker takes it
+    /// (DESIGN §5).
+    #[serde(default)]
+    pub previous_leader: Option<NodeId>,
 }
 
 impl Image {
@@ -258,30 +263,71 @@ impl Image {
         load
     }
 
-    /// Leaders for the partitions that have none, placed as `place_leaders`
-    /// places new ones; empty while no broker is active.
+    /// Leaders for the partitions that have none and may be handed over
+    /// (`handover_ready`): an active broker in the previous leader's zone if
+    /// there is one, else any, the one leading the fewest partitions (lowest
+    /// id on ties). Empty while no broker is active.
     pub fn leaderless_assignments(&self) -> Vec<crate::command::Command> {
-        let leaderless: Vec<(&Topic, u32, &Partition)> = self
-            .topics
-            .values()
-            .flat_map(|topic| {
-                topic.partitions.iter().enumerate().map(move |(index, partition)| (topic, index as u32, partition))
-            })
-            .filter(|(_, _, partition)| partition.leader.is_none())
-            .collect();
-        let leaders = self.place_leaders(leaderless.len());
-        leaderless
-            .into_iter()
-            .zip(leaders)
-            .filter_map(|((topic, partition, current), leader)| {
-                Some(crate::command::Command::AssignLeader {
+        let mut load = self.broker_load();
+        let mut commands = Vec::new();
+        for topic in self.topics.values() {
+            for (index, partition) in topic.partitions.iter().enumerate() {
+                if partition.leader.is_some() || !self.handover_ready(partition) {
+                    continue;
+                }
+                let zone = partition.previous_leader.and_then(|id| self.brokers.get(&id)).map(|b| b.zone.as_str());
+                let in_zone = |id: &NodeId| zone.is_none_or(|zone| self.brokers[id].zone == zone);
+                let pick = |same_zone: bool| {
+                    load.iter()
+                        .filter(|(id, _)| !same_zone || in_zone(id))
+                        .min_by_key(|(id, count)| (**count, **id))
+                        .map(|(id, _)| *id)
+                };
+                let Some(leader) = pick(true).or_else(|| pick(false)) else { return commands };
+                *load.get_mut(&leader).expect("picked from the map") += 1;
+                commands.push(crate::command::Command::AssignLeader {
                     topic: topic.id,
-                    partition,
-                    leader: leader?,
-                    leader_epoch: LeaderEpoch(current.leader_epoch.0 + 1),
-                })
-            })
-            .collect()
+                    partition: index as u32,
+                    leader,
+                    leader_epoch: LeaderEpoch(partition.leader_epoch.0 + 1),
+                });
+            }
+        }
+        commands
+    }
+
+    /// Whether a WAL log's writer is gone: its owner was fenced or registered
+    /// again since it opened the log. Only such a log may be recovered by
+    /// anyone, and its data uploaded by another broker.
+    pub fn orphaned(&self, log: &WalLog) -> bool {
+        self.brokers
+            .get(&log.owner)
+            .is_none_or(|owner| owner.epoch != log.owner_epoch || owner.state == NodeState::Fenced)
+    }
+
+    /// Whether a leaderless partition may get a new leader (DESIGN §5): every
+    /// orphaned log of its previous leader is sealed and its part of the
+    /// stream uploaded, so the new leader starts at the stream's true end.
+    pub fn handover_ready(&self, partition: &Partition) -> bool {
+        let Some(previous) = partition.previous_leader else { return true };
+        self.wal_logs.values().filter(|log| log.owner == previous && self.orphaned(log)).all(|log| match &log.state {
+            WalLogState::Sealed { stream_ends, .. } => stream_ends
+                .iter()
+                .filter(|(stream, _)| *stream == partition.stream_id)
+                .all(|(_, end)| partition.uploaded_end >= *end),
+            WalLogState::Open | WalLogState::Recovering { .. } => false,
+        })
+    }
+
+    /// Takes every partition from `broker` (fenced, or registered again),
+    /// remembering it as their previous leader.
+    pub(crate) fn release_partitions(&mut self, broker: NodeId) {
+        for partition in self.topics.values_mut().flat_map(|topic| topic.partitions.iter_mut()) {
+            if partition.leader == Some(broker) {
+                partition.leader = None;
+                partition.previous_leader = Some(broker);
+            }
+        }
     }
 
     /// Picks leaders for `count` new partitions: each goes to the active broker

@@ -4,6 +4,7 @@ use uuid::Uuid;
 
 use super::*;
 use crate::ids::{Seq, TopicId};
+use crate::image::ObjectRange;
 
 fn register(image: &mut Image, version: u64, kind: NodeKind, id: u32) -> Epoch {
     let command = Command::RegisterNode {
@@ -186,12 +187,17 @@ fn a_wal_log_is_opened_recovered_once_per_epoch_and_sealed_for_good() {
         recoverer_epoch: recoverer,
     };
     assert!(
-        matches!(image.apply(Version(8), &recover(3)), Err(MetaError::LogEpochMismatch { .. })),
+        matches!(image.apply(Version(8), &recover(2)), Err(MetaError::InvalidRequest { .. })),
+        "a log whose owner still writes it is not recovered"
+    );
+    let owner_again = register(&mut image, 9, NodeKind::Broker, 1);
+    assert!(
+        matches!(image.apply(Version(10), &recover(3)), Err(MetaError::LogEpochMismatch { .. })),
         "epochs cannot be skipped"
     );
-    assert_eq!(image.apply(Version(9), &recover(2)), Ok(Outcome::LogRecovering { log: LogId(1), epoch: LogEpoch(2) }));
+    assert_eq!(image.apply(Version(11), &recover(2)), Ok(Outcome::LogRecovering { log: LogId(1), epoch: LogEpoch(2) }));
     assert!(
-        matches!(image.apply(Version(10), &recover(2)), Err(MetaError::LogEpochMismatch { .. })),
+        matches!(image.apply(Version(12), &recover(2)), Err(MetaError::LogEpochMismatch { .. })),
         "a second recoverer at the same epoch loses"
     );
 
@@ -204,20 +210,113 @@ fn a_wal_log_is_opened_recovered_once_per_epoch_and_sealed_for_good() {
         sender_epoch,
     };
     assert!(
-        matches!(image.apply(Version(11), &seal(1, owner, 2)), Err(MetaError::InvalidRequest { .. })),
+        matches!(image.apply(Version(13), &seal(1, owner_again, 2)), Err(MetaError::InvalidRequest { .. })),
         "the old owner cannot seal it now"
     );
-    assert!(matches!(image.apply(Version(12), &seal(2, recoverer, 1)), Err(MetaError::LogEpochMismatch { .. })));
+    assert!(matches!(image.apply(Version(14), &seal(2, recoverer, 1)), Err(MetaError::LogEpochMismatch { .. })));
     assert_eq!(
-        image.apply(Version(13), &seal(2, recoverer, 2)),
+        image.apply(Version(15), &seal(2, recoverer, 2)),
         Ok(Outcome::LogSealed { log: LogId(1), sealed_seq: Seq(40) })
     );
     assert_eq!(
-        image.apply(Version(14), &recover(3)),
+        image.apply(Version(16), &recover(3)),
         Err(MetaError::LogSealed { log: LogId(1) }),
         "a sealed log is never recovered again"
     );
-    assert_eq!(image.apply(Version(15), &seal(2, recoverer, 2)), Err(MetaError::LogSealed { log: LogId(1) }));
+    assert_eq!(image.apply(Version(17), &seal(2, recoverer, 2)), Err(MetaError::LogSealed { log: LogId(1) }));
+}
+
+/// DESIGN §5: a fenced broker's partitions wait, leaderless, until its logs
+/// are sealed and their part of each stream uploaded; then they go to a
+/// broker of its zone first.
+#[test]
+fn a_fenced_brokers_partitions_move_only_after_its_logs_are_sealed_and_uploaded() {
+    let mut image = Image::default();
+    let register_in = |image: &mut Image, version: u64, id: u32, zone: &str| {
+        let command = Command::RegisterNode {
+            kind: NodeKind::Broker,
+            id: NodeId(id),
+            zone: zone.into(),
+            internal_addr: "127.0.0.1:1".into(),
+            kafka_listeners: vec![],
+            incarnation: "i".into(),
+        };
+        match image.apply(Version(version), &command) {
+            Ok(Outcome::Registered { epoch }) => epoch,
+            other => panic!("register failed: {other:?}"),
+        }
+    };
+    let dead = register_in(&mut image, 1, 1, "a");
+    let other_zone = register_in(&mut image, 2, 2, "b");
+    register_in(&mut image, 3, 3, "a");
+    for (version, (id, zone)) in [(4, (1, "a")), (5, (2, "b")), (6, (3, "c"))] {
+        register_wal(&mut image, version, id, zone);
+    }
+    let mut topic = create_topic("orders", 1);
+    if let Command::CreateTopic { leaders, .. } = &mut topic {
+        leaders[0] = Some(NodeId(1));
+    }
+    image.apply(Version(7), &topic).unwrap();
+    let open = Command::OpenLog { owner: NodeId(1), owner_epoch: dead, ensemble: ensemble(), ack_quorum: 2 };
+    image.apply(Version(8), &open).unwrap();
+    let stream = image.topics["orders"].partitions[0].stream_id;
+    let topic_id = image.topics["orders"].id;
+    let assign = |leader: u32| Command::AssignLeader {
+        topic: topic_id,
+        partition: 0,
+        leader: NodeId(leader),
+        leader_epoch: LeaderEpoch(1),
+    };
+    assert!(image.check(&assign(2)).is_err(), "a led partition is not assigned");
+
+    image.apply(Version(9), &Command::FenceNode { kind: NodeKind::Broker, id: NodeId(1), epoch: dead }).unwrap();
+    let partition = &image.topics["orders"].partitions[0];
+    assert_eq!((partition.leader, partition.previous_leader), (None, Some(NodeId(1))));
+    assert!(image.leaderless_assignments().is_empty(), "its log is not sealed yet");
+    assert!(image.check(&assign(2)).is_err());
+
+    let recover =
+        Command::RecoverLog { log: LogId(1), epoch: LogEpoch(2), recoverer: NodeId(2), recoverer_epoch: other_zone };
+    image.apply(Version(10), &recover).unwrap();
+    let seal = Command::SealLog {
+        log: LogId(1),
+        epoch: LogEpoch(2),
+        sealed_seq: Seq(5),
+        stream_ends: vec![(stream, crate::ids::Offset(30))],
+        sender: NodeId(2),
+        sender_epoch: other_zone,
+    };
+    image.apply(Version(11), &seal).unwrap();
+    assert!(image.leaderless_assignments().is_empty(), "sealed, but offsets 0..30 are not uploaded");
+
+    let reserve = Command::ReserveObjects { broker: NodeId(2), broker_epoch: other_zone, count: 1, deadline_ms: 1000 };
+    image.apply(Version(12), &reserve).unwrap();
+    let range = ObjectRange {
+        stream,
+        start: crate::ids::Offset(0),
+        end: crate::ids::Offset(30),
+        pos: 0,
+        len: 10,
+        min_ts: 0,
+        max_ts: 0,
+        snapshot_pos: 0,
+        snapshot_len: 0,
+    };
+    let commit = Command::CommitUpload {
+        broker: NodeId(2),
+        broker_epoch: other_zone,
+        log: LogId(1),
+        log_epoch: LogEpoch(2),
+        trim_seq: Seq(5),
+        objects: vec![ObjectRecord { id: ObjectId(1), key: "k".into(), size: 10, ranges: vec![range] }],
+        now_ms: 0,
+    };
+    image.apply(Version(13), &commit).expect("the recoverer uploads an orphaned sealed log");
+
+    let assignments = image.leaderless_assignments();
+    assert_eq!(assignments, vec![assign(3)], "same zone as the previous leader first");
+    image.apply(Version(14), &assign(3)).unwrap();
+    assert_eq!(image.topics["orders"].partitions[0].leader, Some(NodeId(3)));
 }
 
 #[test]

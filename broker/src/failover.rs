@@ -1,0 +1,115 @@
+//! Failover (DESIGN §5): the logs of a broker that is gone (fenced, or
+//! registered again under a new epoch) are recovered, sealed and uploaded by
+//! one active broker, so its partitions can go to new leaders at their true
+//! end with nothing acknowledged lost.
+//!
+//! Each orphaned log that is not yet sealed and fully uploaded has one
+//! designated recoverer: the active broker with the lowest id in its owner's
+//! zone, else the lowest id anywhere. It first recovers and seals every
+//! unsealed log of that owner (`RecoverLog`, fence, read, repair, `SealLog`:
+//! fencing first stops a zombie writer soonest), then uploads the sealed
+//! logs in creation order, so each stream's ranges follow one another, with
+//! `CommitUpload` up to their sealed seqs. The controller hands the
+//! partitions over once that is done (`Image::handover_ready`). Every step is
+//! a compare-and-set, so a second recoverer (after a metadata change) or a
+//! retry never commits twice.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use keel_controller_client::follower::wait_for_version;
+use keel_controller_client::{Epoch, Image, NodeId, NodeState, WalLog, WalLogState};
+use keel_objects::ObjectStore;
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::Broker;
+use crate::uploader::{Pending, States, Uploaded};
+
+/// Pause after a failed step.
+const RETRY_PAUSE: Duration = Duration::from_secs(1);
+/// How long to wait for the metadata to show a seal.
+const METADATA_WAIT: Duration = Duration::from_secs(10);
+
+pub async fn run(broker: Arc<Broker>, store: Arc<dyn ObjectStore>, cancel: CancellationToken) {
+    let mut images = broker.images.clone();
+    let mut states = States::new();
+    loop {
+        let image = broker.image();
+        let work = broker.live_epoch().and_then(|epoch| Some((epoch, next_log(&image, broker.config.node_id)?)));
+        let Some((epoch, log)) = work else {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = images.changed() => continue,
+            }
+        };
+        let step = step(&broker, &store, &image, &log, epoch, &mut states);
+        let result = tokio::select! {
+            _ = cancel.cancelled() => return,
+            result = step => result,
+        };
+        if let Err(error) = result {
+            tracing::warn!(log = %log.id, owner = %log.owner, "failover step failed, retrying: {error:#}");
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(RETRY_PAUSE) => {}
+            }
+        }
+    }
+}
+
+/// Whether an orphaned log still needs work: sealing, or uploading.
+fn unfinished(log: &WalLog) -> bool {
+    match &log.state {
+        WalLogState::Sealed { sealed_seq, .. } => log.trim_seq < *sealed_seq,
+        WalLogState::Open | WalLogState::Recovering { .. } => true,
+    }
+}
+
+/// The next orphaned log `me` is the designated recoverer of: an owner's
+/// unsealed logs first, then its sealed ones to upload, each in creation order.
+fn next_log(image: &Image, me: NodeId) -> Option<WalLog> {
+    let mut orphans: Vec<&WalLog> =
+        image.wal_logs.values().filter(|log| unfinished(log) && image.orphaned(log)).collect();
+    orphans.retain(|log| designated(image, log.owner) == Some(me));
+    let unsealed = orphans.iter().find(|log| !matches!(log.state, WalLogState::Sealed { .. }));
+    unsealed.or(orphans.first()).map(|log| (*log).clone())
+}
+
+/// The broker that recovers `owner`'s orphaned logs: the lowest active id
+/// in the owner's zone, else the lowest active id.
+fn designated(image: &Image, owner: NodeId) -> Option<NodeId> {
+    let zone = image.brokers.get(&owner).map(|node| node.zone.as_str());
+    let active = image.brokers.values().filter(|node| node.state == NodeState::Active);
+    active.min_by_key(|node| (Some(node.zone.as_str()) != zone, node.id)).map(|node| node.id)
+}
+
+/// One step on `log`: recover and seal it, or upload the next stretch.
+async fn step(
+    broker: &Broker,
+    store: &Arc<dyn ObjectStore>,
+    image: &Image,
+    log: &WalLog,
+    epoch: Epoch,
+    states: &mut States,
+) -> anyhow::Result<()> {
+    let me = broker.config.node_id;
+    match &log.state {
+        WalLogState::Open | WalLogState::Recovering { .. } => {
+            let started = Instant::now();
+            let (version, recovered) =
+                crate::log_owner::recover_and_seal(&broker.client, image, log, me, epoch).await?;
+            broker.metrics.logs_recovered.inc();
+            broker.metrics.entries_recovered.inc_by(recovered.entries.len() as u64);
+            broker.metrics.recovery_seconds.observe(started.elapsed().as_secs_f64());
+            let mut images = broker.images.clone();
+            wait_for_version(&mut images, version, METADATA_WAIT).await?;
+        }
+        WalLogState::Sealed { sealed_seq, .. } => {
+            let pending = Pending { log: log.clone(), end: *sealed_seq };
+            if crate::uploader::upload(broker, store, states, image, &pending).await? == Uploaded::UpToDate {
+                tracing::info!(log = %log.id, owner = %log.owner, "an orphaned WAL log is uploaded; its partitions can move");
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,134 @@
+"""Load for the failover tests: an idempotent confluent-kafka producer
+(acks=all, default retries) writes unique values at a steady rate, round
+robin over every partition of TOPIC, while the test kills and restarts
+brokers. When CONTROL_DIR/stop appears it flushes, reads every partition
+from its start to its end, and checks what DESIGN §9 promises:
+
+- every acknowledged value is read back, at the offset it was acknowledged at
+  (lost writes, inconsistent offsets);
+- no value is stored twice (duplicates);
+- within a partition, values appear in the order they were produced
+  (reordering).
+
+The test appends one JSON line per kill to CONTROL_DIR/kills.jsonl:
+{"at": <unix seconds>, "partitions": [...]}, the partitions the killed broker
+led. For each, the time from the kill to the first acknowledgement on that
+partition after it is its time to writable (acknowledgements are stamped
+when the delivery callback runs, polled every few milliseconds).
+
+Prints "progress N" every second, then one line "result {json}".
+Usage: failover_load.py BOOTSTRAP TOPIC PARTITIONS CONTROL_DIR [RATE]
+"""
+
+import json
+import os
+import sys
+import time
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+bootstrap, topic, partitions, control = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+rate = int(sys.argv[5]) if len(sys.argv) > 5 else 2000
+producer = Producer({
+    "bootstrap.servers": bootstrap,
+    "enable.idempotence": True,
+    "acks": "all",
+    "linger.ms": 5,
+})
+failures = []
+acked = {}  # value number -> (partition, offset)
+ack_times = [[] for _ in range(partitions)]  # per partition, ack times in order
+
+
+def delivered(error, message):
+    if error is not None:
+        failures.append(str(error))
+        return
+    now = time.time()
+    number = int(message.value().decode().split("-")[1])
+    acked[number] = (message.partition(), message.offset())
+    ack_times[message.partition()].append(now)
+
+
+sent = 0
+started = time.monotonic()
+next_progress = started + 1
+stop = os.path.join(control, "stop")
+while not os.path.exists(stop):
+    due = int((time.monotonic() - started) * rate)
+    while sent < due:
+        try:
+            producer.produce(topic, partition=sent % partitions, value=f"v-{sent}", on_delivery=delivered)
+            sent += 1
+        except BufferError:
+            break
+    producer.poll(0.005)
+    if time.monotonic() >= next_progress:
+        print(f"progress {sent} sent {len(acked)} acked {len(failures)} failed", flush=True)
+        next_progress += 1
+remaining = producer.flush(120)
+
+# Read everything back, from each partition's start to its end.
+consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "failover-check", "enable.auto.commit": False})
+ends = {}
+for p in range(partitions):
+    _, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
+    ends[p] = high
+consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+read = {}  # value number -> (partition, offset)
+duplicates = 0
+reordered = 0
+last_in_partition = {}
+done = {p for p in range(partitions) if ends[p] == 0}
+deadline = time.monotonic() + 120
+while len(done) < partitions and time.monotonic() < deadline:
+    message = consumer.poll(0.5)
+    if message is None:
+        continue
+    if message.error():
+        print(f"consumer error: {message.error()}", flush=True)
+        continue
+    p, offset = message.partition(), message.offset()
+    number = int(message.value().decode().split("-")[1])
+    if number in read:
+        duplicates += 1
+    read[number] = (p, offset)
+    if last_in_partition.get(p, -1) > number:
+        reordered += 1
+    last_in_partition[p] = number
+    if offset + 1 >= ends[p]:
+        done.add(p)
+consumer.close()
+
+lost = [n for n in acked if n not in read]
+moved = [n for n in acked if n in read and read[n] != acked[n]]
+writable_after = []
+never_writable = 0
+kills_path = os.path.join(control, "kills.jsonl")
+if os.path.exists(kills_path):
+    with open(kills_path) as kills:
+        for line in kills:
+            kill = json.loads(line)
+            for p in kill["partitions"]:
+                after = [t for t in ack_times[p] if t > kill["at"]]
+                if after:
+                    writable_after.append(round(after[0] - kill["at"], 3))
+                else:
+                    never_writable += 1
+result = {
+    "sent": sent,
+    "acked": len(acked),
+    "failed": len(failures),
+    "first_failure": failures[0] if failures else None,
+    "unflushed": remaining,
+    "read": len(read),
+    "lost": len(lost),
+    "first_lost": sorted(lost)[:5],
+    "inconsistent_offsets": len(moved),
+    "duplicates": duplicates,
+    "reordered": reordered,
+    "unread_partitions": sorted(set(range(partitions)) - done),
+    "writable_after": sorted(writable_after),
+    "never_writable": never_writable,
+}
+print("result " + json.dumps(result), flush=True)
