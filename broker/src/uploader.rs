@@ -120,6 +120,11 @@ fn next_log(broker: &Broker, image: &Image) -> Option<Pending> {
 
 async fn upload_once(broker: &Broker, store: &Arc<dyn ObjectStore>, states: &mut States) -> anyhow::Result<Uploaded> {
     let image = broker.image();
+    // Without a live session the log is no longer this broker's to upload:
+    // it is an orphan, which the failover recoverer uploads.
+    if broker.live_epoch().is_none() {
+        return Ok(Uploaded::UpToDate);
+    }
     let Some(pending) = next_log(broker, &image) else { return Ok(Uploaded::UpToDate) };
     upload(broker, store, states, &image, &pending).await
 }

@@ -78,6 +78,7 @@ consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
 read = {}  # value number -> (partition, offset)
 duplicates = 0
 reordered = 0
+foreign = 0  # values this producer never sent
 last_in_partition = {}
 done = {p for p in range(partitions) if ends[p] == 0}
 deadline = time.monotonic() + 120
@@ -89,15 +90,19 @@ while len(done) < partitions and time.monotonic() < deadline:
         print(f"consumer error: {message.error()}", flush=True)
         continue
     p, offset = message.partition(), message.offset()
-    number = int(message.value().decode().split("-")[1])
+    if offset + 1 >= ends[p]:
+        done.add(p)
+    value = message.value().decode()
+    if not value.startswith("v-"):
+        foreign += 1
+        continue
+    number = int(value.split("-")[1])
     if number in read:
         duplicates += 1
     read[number] = (p, offset)
     if last_in_partition.get(p, -1) > number:
         reordered += 1
     last_in_partition[p] = number
-    if offset + 1 >= ends[p]:
-        done.add(p)
 consumer.close()
 
 lost = [n for n in acked if n not in read]
@@ -127,6 +132,7 @@ result = {
     "inconsistent_offsets": len(moved),
     "duplicates": duplicates,
     "reordered": reordered,
+    "foreign": foreign,
     "unread_partitions": sorted(set(range(partitions)) - done),
     "writable_after": sorted(writable_after),
     "never_writable": never_writable,

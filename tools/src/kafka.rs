@@ -213,10 +213,12 @@ pub async fn ready_layout(bootstrap: &str, topic: &str, timeout: std::time::Dura
         if std::time::Instant::now() >= deadline {
             break;
         }
+        // A stopped broker accepts connections (the kernel does) but never answers.
         let attempt = async { serving(&Connection::connect(addr).await?, topic).await };
-        match attempt.await {
-            Ok(layout) => return Ok(layout),
-            Err(error) => last = format!("{addr}: {error:#}"),
+        match tokio::time::timeout(std::time::Duration::from_secs(2), attempt).await {
+            Ok(Ok(layout)) => return Ok(layout),
+            Ok(Err(error)) => last = format!("{addr}: {error:#}"),
+            Err(_) => last = format!("{addr}: no answer within 2 s"),
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }

@@ -105,6 +105,15 @@ impl<S> Managed<S> {
         }
     }
 
+    /// Stops the process with SIGSTOP (it holds its sockets but does nothing:
+    /// a zombie leader, for tests) or lets it go on with SIGCONT.
+    pub fn pause(&self, paused: bool) {
+        if let Some(pid) = self.pid() {
+            let signal = if paused { Signal::SIGSTOP } else { Signal::SIGCONT };
+            let _ = kill(Pid::from_raw(pid as i32), signal);
+        }
+    }
+
     /// Sends SIGTERM and waits up to `patience` for the process to exit; kills
     /// it with SIGKILL after that. Returns the exit status of a process that
     /// exited by itself, `None` if it had to be killed or was not running.
