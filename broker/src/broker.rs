@@ -48,6 +48,8 @@ pub struct Broker {
     log_lost: Notify,
     /// Wakes `leaders` when a new log is owned (partitions can be led again).
     pub leaders_changed: Notify,
+    /// Has the uploader upload at once (a partition is being closed).
+    pub upload_now: Notify,
     producer_ids: tokio::sync::Mutex<(i64, i64)>,
     wal_channels: Mutex<HashMap<String, tonic::transport::Channel>>,
     pub metrics: Metrics,
@@ -87,6 +89,7 @@ impl Broker {
             watermarks: watch::channel(0).0,
             log_lost: Notify::new(),
             leaders_changed: Notify::new(),
+            upload_now: Notify::new(),
             producer_ids: tokio::sync::Mutex::new((0, 0)),
             wal_channels: Mutex::default(),
             metrics,

@@ -77,6 +77,11 @@ pub struct ConfigToml {
     /// Bytes of object ranges kept in memory for cold reads. Default 128 MiB.
     #[arg(long, env = "KEEL_BROKER_OBJECT_CACHE_BYTES")]
     pub object_cache_bytes: Option<u64>,
+    /// On SIGTERM, how long the broker may take to hand its partitions to
+    /// others before it exits anyway (they then move by the failover path). Default 30s.
+    #[arg(long, env = "KEEL_BROKER_DRAIN_TIMEOUT", value_parser = humantime_serde::re::humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Option<Duration>,
     /// How often retention (retention.ms, retention.bytes) is applied. Default 30s.
     #[arg(long, env = "KEEL_BROKER_RETENTION_CHECK_INTERVAL", value_parser = humantime_serde::re::humantime::parse_duration)]
     #[serde(with = "humantime_serde")]
@@ -120,6 +125,7 @@ pub struct BrokerConfig {
     pub objects: ObjectsConfig,
     pub upload_interval: Duration,
     pub upload_bytes: u64,
+    pub drain_timeout: Duration,
     pub object_cache_bytes: u64,
     pub retention_check_interval: Duration,
     pub object_delete_delay: Duration,
@@ -150,6 +156,7 @@ impl ConfigToml {
             s3_secret_access_key: self.s3_secret_access_key.or(lower.s3_secret_access_key),
             upload_interval: self.upload_interval.or(lower.upload_interval),
             upload_bytes: self.upload_bytes.or(lower.upload_bytes),
+            drain_timeout: self.drain_timeout.or(lower.drain_timeout),
             object_cache_bytes: self.object_cache_bytes.or(lower.object_cache_bytes),
             retention_check_interval: self.retention_check_interval.or(lower.retention_check_interval),
             object_delete_delay: self.object_delete_delay.or(lower.object_delete_delay),
@@ -179,6 +186,7 @@ impl ConfigToml {
             s3_secret_access_key,
             upload_interval,
             upload_bytes,
+            drain_timeout,
             object_cache_bytes,
             retention_check_interval,
             object_delete_delay,
@@ -227,6 +235,7 @@ impl ConfigToml {
             objects,
             upload_interval: upload_interval.unwrap_or(Duration::from_secs(5)),
             upload_bytes,
+            drain_timeout: drain_timeout.unwrap_or(Duration::from_secs(30)),
             object_cache_bytes: object_cache_bytes.unwrap_or(128 << 20),
             retention_check_interval: retention_check_interval.unwrap_or(Duration::from_secs(30)),
             object_delete_delay: object_delete_delay.unwrap_or(Duration::from_secs(60)),

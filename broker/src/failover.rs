@@ -79,7 +79,7 @@ fn next_log(image: &Image, me: NodeId) -> Option<WalLog> {
 /// in the owner's zone, else the lowest active id.
 fn designated(image: &Image, owner: NodeId) -> Option<NodeId> {
     let zone = image.brokers.get(&owner).map(|node| node.zone.as_str());
-    let active = image.brokers.values().filter(|node| node.state == NodeState::Active);
+    let active = image.brokers.values().filter(|node| node.state == NodeState::Active && !node.draining);
     active.min_by_key(|node| (Some(node.zone.as_str()) != zone, node.id)).map(|node| node.id)
 }
 

@@ -37,10 +37,13 @@ pub async fn run(broker: Arc<Broker>, cancel: CancellationToken) {
 /// Brings the led partitions in line with the image; false if some
 /// partition's state could not be loaded yet.
 async fn follow(broker: &Broker) -> bool {
-    let image = broker.image();
-    let led = led_by(&image, broker);
-    let (log, missing) = {
+    let (image, log, missing) = {
         let mut leadership = broker.leadership();
+        // Read under the lock: a produce makes a partition's state from an
+        // image it read before taking the lock, so this one is at least as
+        // new, and a state is never dropped on the word of an older image.
+        let image = broker.image();
+        let led = led_by(&image, broker);
         let Some(log) = leadership.owned.as_ref().map(|owned| owned.log) else { return true };
         let gone: Vec<StreamId> = leadership
             .partitions
@@ -58,14 +61,13 @@ async fn follow(broker: &Broker) -> bool {
             .filter(|(stream, _)| !leadership.partitions.contains_key(stream))
             .map(|(stream, (epoch, end))| (*stream, *epoch, *end))
             .collect();
-        (log, missing)
+        (image, log, missing)
     };
     let loads = missing.iter().map(|(stream, _, end)| producers_at(broker, &image, *stream, *end));
     let loaded = futures::future::join_all(loads).await;
     let mut complete = true;
-    let now = broker.image();
-    let still_led = led_by(&now, broker);
     let mut leadership = broker.leadership();
+    let still_led = led_by(&broker.image(), broker);
     for ((stream, epoch, end), producers) in missing.into_iter().zip(loaded) {
         let Some(producers) = producers else {
             complete = false;

@@ -9,6 +9,7 @@ pub mod broker;
 pub mod cache;
 pub mod compactor;
 pub mod config;
+pub mod drain;
 pub mod failover;
 pub mod fetch_sessions;
 pub mod key_compaction;

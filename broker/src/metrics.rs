@@ -27,6 +27,8 @@ pub struct Metrics {
     pub recovery_seconds: Histogram,
     /// Partitions this broker started leading, and how many it leads now.
     pub partitions_taken: IntCounter,
+    /// Partitions this broker handed over on purpose (drain, balancer).
+    pub partitions_closed: IntCounter,
     pub partitions_led: IntGauge,
     pub connections: IntGauge,
     /// Objects uploaded and committed, their bytes, the time each took, and failed attempts.
@@ -97,6 +99,10 @@ impl Metrics {
                 "keel_broker_partitions_taken_total",
                 "Partitions this broker started leading (new, moved or failed over).",
             )?,
+            partitions_closed: IntCounter::new(
+                "keel_broker_partitions_closed_total",
+                "Partitions this broker handed to another on purpose (drain, balancer).",
+            )?,
             partitions_led: IntGauge::new("keel_broker_partitions_led", "Partitions this broker leads now.")?,
             connections: IntGauge::new("keel_broker_connections", "Open Kafka client connections.")?,
             uploads: IntCounter::new("keel_broker_uploads_total", "Objects uploaded and committed.")?,
@@ -134,6 +140,7 @@ impl Metrics {
         registry.register(Box::new(metrics.recovery_seconds.clone()))?;
         registry.register(Box::new(metrics.partitions_taken.clone()))?;
         registry.register(Box::new(metrics.partitions_led.clone()))?;
+        registry.register(Box::new(metrics.partitions_closed.clone()))?;
         registry.register(Box::new(metrics.connections.clone()))?;
         registry.register(Box::new(metrics.uploads.clone()))?;
         registry.register(Box::new(metrics.upload_bytes.clone()))?;

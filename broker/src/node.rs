@@ -22,6 +22,7 @@ use crate::metrics::Metrics;
 pub struct BrokerNode {
     cancel: CancellationToken,
     tasks: TaskTracker,
+    broker: Arc<Broker>,
 }
 
 /// Starts a broker; it runs until `cancel` fires, then call `shutdown`.
@@ -55,6 +56,7 @@ pub async fn start(config: BrokerConfig, registry: &Registry, cancel: Cancellati
     let broker = Arc::new(Broker::new(config.clone(), client, images, session, objects.clone(), metrics));
     tasks.spawn(broker.clone().keep_log(tasks.clone(), cancel.clone()));
     tasks.spawn(crate::leaders::run(broker.clone(), cancel.clone()));
+    tasks.spawn(crate::drain::run(broker.clone(), cancel.clone()));
     tasks.spawn(crate::uploader::run(broker.clone(), objects.clone(), cancel.clone()));
     tasks.spawn(crate::failover::run(broker.clone(), objects.clone(), cancel.clone()));
     tasks.spawn(crate::retention::run(broker.clone(), objects, cancel.clone()));
@@ -71,7 +73,7 @@ pub async fn start(config: BrokerConfig, registry: &Registry, cancel: Cancellati
         }
     });
     tracing::info!(kafka = %config.listen, advertise = %config.advertise, admin = %config.admin_listen, "broker serving");
-    Ok(BrokerNode { cancel, tasks })
+    Ok(BrokerNode { cancel, tasks, broker })
 }
 
 async fn object_store(config: &ObjectsConfig) -> anyhow::Result<Arc<dyn ObjectStore>> {
@@ -101,6 +103,12 @@ async fn track_readiness(broker: Arc<Broker>, ready: watch::Sender<bool>, cancel
 }
 
 impl BrokerNode {
+    /// Hands every partition to other brokers (DESIGN §5), waiting at most
+    /// the configured `drain_timeout`; the broker keeps serving meanwhile.
+    pub async fn drain(&self) {
+        crate::drain::drain_self(&self.broker, self.broker.config.drain_timeout).await;
+    }
+
     /// Stops serving and waits at most `patience` for the tasks.
     pub async fn shutdown(self, patience: Duration) {
         self.cancel.cancel();

@@ -21,6 +21,8 @@ pub struct PartitionState {
     /// Where the partition's offsets lie in the WAL, oldest first; the last
     /// range is the log this broker writes now.
     pub ranges: Vec<LogRange>,
+    /// Being handed to another broker (`drain`): no more writes.
+    pub closing: bool,
 }
 
 /// The range of `ranges` (oldest first) holding `offset`.
@@ -64,8 +66,15 @@ impl Leadership {
     pub fn lead(&mut self, stream: StreamId, leader_epoch: LeaderEpoch, end: i64, producers: Producers) -> bool {
         let Some(owned) = self.owned.as_ref() else { return false };
         let ranges = vec![LogRange { log: owned.log, sealed_seq: keel_controller_client::Seq(0), from: end }];
-        let state =
-            PartitionState { leader_epoch, next_offset: end, high_watermark: end, log_start: 0, producers, ranges };
+        let state = PartitionState {
+            leader_epoch,
+            next_offset: end,
+            high_watermark: end,
+            log_start: 0,
+            producers,
+            ranges,
+            closing: false,
+        };
         self.partitions.insert(stream, state);
         true
     }

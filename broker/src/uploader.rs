@@ -67,6 +67,7 @@ pub async fn run(broker: Arc<Broker>, store: Arc<dyn ObjectStore>, cancel: Cance
             _ = tokio::time::sleep(pause) => {}
             // Every `upload_bytes` as well as every `upload_interval`.
             _ = backlog_reaches(&broker, broker.config.upload_bytes), if early => {}
+            _ = broker.upload_now.notified(), if early => {}
         }
     }
 }

@@ -200,6 +200,11 @@ impl Controller {
                     Ok(_) => {
                         tracing::info!(%topic, partition, %leader, %leader_epoch, "partition leader assigned")
                     }
+                    // The image moved since the assignment was chosen (the broker
+                    // left, the previous leader restarted): the next tick chooses again.
+                    Err(error @ (MetaError::InvalidRequest { .. } | MetaError::Fenced { .. })) => {
+                        tracing::debug!(%topic, partition, %leader, "leader assignment overtaken: {error}")
+                    }
                     Err(error) => tracing::warn!(%topic, partition, %leader, "failed to assign a leader: {error}"),
                 }
             }

@@ -251,6 +251,40 @@ impl pb::metadata_server::Metadata for MetadataService {
         write_reply(self.controller.propose(|_| Ok(command)).await.map_err(|e| e.to_status())?)
     }
 
+    async fn drain_broker(&self, request: Request<pb::DrainBrokerRequest>) -> Result<Response<pb::WriteReply>, Status> {
+        let request = leader_only!(self, request, drain_broker);
+        let id = NodeId(request.broker);
+        let given = Epoch(request.broker_epoch);
+        let proposed = self
+            .controller
+            .propose(|image| {
+                let epoch =
+                    if given.0 == 0 { image.node(keel_controller_client::NodeKind::Broker, id)?.epoch } else { given };
+                Ok(Command::DrainBroker { id, epoch })
+            })
+            .await;
+        write_reply(proposed.map_err(|e| e.to_status())?)
+    }
+
+    async fn close_partition(
+        &self,
+        request: Request<pb::ClosePartitionRequest>,
+    ) -> Result<Response<pb::WriteReply>, Status> {
+        let request = leader_only!(self, request, close_partition);
+        let topic = request.topic_id.parse::<uuid::Uuid>().map_err(|error| {
+            MetaError::InvalidRequest { reason: format!("topic id {:?}: {error}", request.topic_id) }.to_status()
+        })?;
+        let command = Command::ClosePartition {
+            topic: TopicId(topic),
+            partition: request.partition,
+            leader_epoch: LeaderEpoch(request.leader_epoch),
+            end_offset: Offset(request.end_offset),
+            sender: NodeId(request.sender),
+            sender_epoch: Epoch(request.sender_epoch),
+        };
+        write_reply(self.controller.propose(|_| Ok(command)).await.map_err(|e| e.to_status())?)
+    }
+
     async fn reserve_objects(
         &self,
         request: Request<pb::ReserveObjectsRequest>,

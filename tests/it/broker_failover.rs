@@ -217,3 +217,59 @@ impl Load {
         result
     }
 }
+
+/// DESIGN §5, issue 6: SIGTERM drains a broker (its partitions are closed,
+/// uploaded and handed over) before it exits, so a rolling restart of every
+/// broker under load fails no produce call of a client with default retries
+/// and loses nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rolling_restart_of_every_broker_fails_no_produce_and_loses_nothing() {
+    let mut test = cluster_with_topic().await;
+    let bootstrap = test.cluster.bootstrap();
+    let load = Load::start(&bootstrap).await;
+    for index in 0..test.cluster.brokers.len() {
+        let id = test.cluster.brokers[index].spec.id;
+        let started = Instant::now();
+        let status = test.cluster.brokers[index].terminate(Duration::from_secs(40));
+        let drained = started.elapsed();
+        assert!(status.is_some_and(|s| s.success()), "broker {id} exits by itself, cleanly, after draining");
+        eprintln!("broker {id} drained and stopped in {:.2} s", drained.as_secs_f64());
+        test.cluster.start_broker(index).unwrap();
+        test.cluster.wait_for_brokers(Duration::from_secs(60)).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    load.finish(&bootstrap).await;
+    test.assert_clean_logs(keel_tests::PEER_UNREACHABLE);
+}
+
+/// `keelctl broker drain` moves every partition off a running broker,
+/// copying no data, and the broker keeps serving otherwise.
+#[tokio::test(flavor = "multi_thread")]
+async fn keelctl_drains_a_running_broker() {
+    let test = cluster_with_topic().await;
+    let bootstrap = test.cluster.bootstrap();
+    let load = Load::start(&bootstrap).await;
+    let layout = kafka::ready_layout(&bootstrap, "orders", Duration::from_secs(60)).await.unwrap();
+    let victim = layout.leaders[0];
+    let keelctl = keel_tools::launcher::find_binary("keelctl").unwrap();
+    let started = Instant::now();
+    let output = tokio::process::Command::new(keelctl)
+        .args(["--controllers", &test.cluster.controller_addrs().join(","), "broker", "drain", &victim.to_string()])
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "keelctl broker drain failed: {stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    eprintln!("keelctl broker drain {victim} ({:.2} s):\n{stdout}", started.elapsed().as_secs_f64());
+    assert!(stdout.contains("leads no partition"), "{stdout}");
+    let layout = kafka::ready_layout(&bootstrap, "orders", Duration::from_secs(60)).await.unwrap();
+    assert!(!layout.leaders.contains(&victim), "the drained broker leads nothing: {:?}", layout.leaders);
+    let image = test.cluster.client().unwrap().read_image().await.unwrap();
+    assert!(image.brokers[&keel_controller_client::NodeId(victim as u32)].draining);
+    load.finish(&bootstrap).await;
+    test.assert_clean_logs(keel_tests::PEER_UNREACHABLE);
+}

@@ -1,6 +1,7 @@
 //! `keelctl` subcommands. Read commands print a human table, or JSON with
 //! `--json`; every command exits non-zero with a one-line reason on failure.
 
+mod broker;
 mod cluster;
 mod controller;
 mod dev;
@@ -27,6 +28,11 @@ enum Command {
         #[command(subcommand)]
         command: cluster::ClusterCommand,
     },
+    /// Brokers: hand a broker's partitions to the others.
+    Broker {
+        #[command(subcommand)]
+        command: broker::BrokerCommand,
+    },
     /// Topics: create, list, describe, alter configs, delete.
     Topic {
         #[command(subcommand)]
@@ -49,6 +55,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let client = MetadataClient::new(cli.controllers, ClientOptions::default())?;
     match cli.command {
         Command::Cluster { command } => cluster::run(&client, command).await,
+        Command::Broker { command } => broker::run(&client, command).await,
         Command::Topic { command } => topic::run(&client, command).await,
         Command::Controller { command } => controller::run(&client, command).await,
         Command::Dev(_) => unreachable!("handled above"),

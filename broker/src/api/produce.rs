@@ -66,13 +66,16 @@ impl std::fmt::Debug for Admitted {
 /// get their offsets in the order they were sent, as in Kafka.
 pub(super) fn admit(broker: &Arc<Broker>, request: ProduceRequest, version: i16) -> Admitted {
     let acks = request.acks;
-    let image = broker.image();
     let now = now_ms();
-    let topics: Vec<_> = request.topic_data.iter().map(|t| super::find_topic(&image, &t.name.0, t.topic_id)).collect();
     let mut fates: Vec<(usize, i32, Fate)> = Vec::new();
     let mut records = Vec::new();
+    let mut leadership = broker.leadership();
+    // Read under the lock: `leaders` changes partition states only under it,
+    // from an image at least this new, so a partition is appended to only
+    // while the newest image names this broker its leader at that epoch.
+    let image = broker.image();
+    let topics: Vec<_> = request.topic_data.iter().map(|t| super::find_topic(&image, &t.name.0, t.topic_id)).collect();
     let ack = {
-        let mut leadership = broker.leadership();
         let writable = broker.writable(&leadership);
         let backlog = broker.wal_backlog.load(std::sync::atomic::Ordering::Relaxed);
         let backlog_full = backlog >= broker.config.wal_backlog_bytes_max;
@@ -138,6 +141,12 @@ pub(super) fn admit(broker: &Arc<Broker>, request: ProduceRequest, version: i16)
                             Some("this broker is taking the partition over; retry".into()),
                         );
                     };
+                    if state.closing {
+                        return Fate::Refused(
+                            ResponseError::NotLeaderOrFollower,
+                            Some("the partition is moving to another broker; retry".into()),
+                        );
+                    }
                     match state.producers.check(&header) {
                         Verdict::Refuse(error) => Fate::Refused(error, None),
                         Verdict::Duplicate { base_offset, last_offset } => {
@@ -184,6 +193,7 @@ pub(super) fn admit(broker: &Arc<Broker>, request: ProduceRequest, version: i16)
             Box::pin(ack) as WalAck
         })
     };
+    drop(leadership);
     Admitted { request, version, image, fates, ack }
 }
 

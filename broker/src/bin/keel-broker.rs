@@ -47,6 +47,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let cancel = CancellationToken::new();
     let node = keel_broker::node::start(config, &registry, cancel.clone()).await?;
     let stopped = keel_common::service::until_stopped("broker", &cancel).await;
+    if stopped.is_ok() {
+        // SIGTERM: hand the partitions over before going, so clients see
+        // only retriable errors and nothing waits for a session to expire.
+        node.drain().await;
+    }
     node.shutdown(Duration::from_secs(5)).await;
     stopped
 }

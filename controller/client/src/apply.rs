@@ -11,7 +11,8 @@ use std::collections::BTreeMap;
 use crate::command::{Command, Outcome, PRODUCER_ID_BLOCK_SIZE};
 use crate::error::MetaError;
 use crate::ids::{
-    Epoch, LeaderEpoch, LogEpoch, LogId, NodeId, NodeKind, ObjectId, Offset, ProducerId, Seq, StreamId, Version,
+    Epoch, LeaderEpoch, LogEpoch, LogId, NodeId, NodeKind, ObjectId, Offset, ProducerId, Seq, StreamId, TopicId,
+    Version,
 };
 use crate::image::{
     DeletedObject, EnsembleMember, Image, NodeRecord, NodeState, ObjectRecord, Partition, Reservation, Topic, WalLog,
@@ -191,22 +192,23 @@ impl Image {
                 }
                 Ok(())
             }
-            Command::AdvanceStartOffset { topic, partition, leader_epoch, start_offset, sender, sender_epoch } => {
+            Command::DrainBroker { id, epoch } => self.check_active(NodeKind::Broker, *id, *epoch),
+            Command::ClosePartition { topic, partition, leader_epoch, end_offset, sender, sender_epoch } => {
                 self.check_active(NodeKind::Broker, *sender, *sender_epoch)?;
-                let found =
-                    self.topic_by_id(*topic).ok_or_else(|| MetaError::UnknownTopic { name: topic.to_string() })?;
-                let led = found.partitions.get(*partition as usize).ok_or_else(|| MetaError::InvalidPartitions {
-                    count: i64::from(*partition),
-                    reason: format!("topic {:?} has {} partitions", found.name, found.partitions.len()),
-                })?;
-                if led.leader != Some(*sender) || led.leader_epoch != *leader_epoch {
-                    return Err(MetaError::NotPartitionLeader {
-                        topic: found.name.clone(),
-                        partition: *partition,
-                        broker: *sender,
-                        leader_epoch: *leader_epoch,
+                let (name, led) = self.led_partition(*topic, *partition, *leader_epoch, *sender)?;
+                if *end_offset != led.uploaded_end {
+                    return Err(MetaError::InvalidRequest {
+                        reason: format!(
+                            "partition {partition} of {name:?} is uploaded to {}, not to its end {end_offset}",
+                            led.uploaded_end
+                        ),
                     });
                 }
+                Ok(())
+            }
+            Command::AdvanceStartOffset { topic, partition, leader_epoch, start_offset, sender, sender_epoch } => {
+                self.check_active(NodeKind::Broker, *sender, *sender_epoch)?;
+                self.led_partition(*topic, *partition, *leader_epoch, *sender)?;
                 if start_offset.0 < 0 {
                     return Err(MetaError::InvalidRequest {
                         reason: format!("start offset {start_offset} is negative"),
@@ -303,6 +305,7 @@ impl Image {
                     incarnation: incarnation.clone(),
                     epoch,
                     state: NodeState::Active,
+                    draining: false,
                 };
                 // A broker that registers again holds no leaderships (DESIGN §5).
                 if self.nodes_mut(*kind).insert(*id, record).is_some() && *kind == NodeKind::Broker {
@@ -440,6 +443,18 @@ impl Image {
                 assigned.leader_epoch = *leader_epoch;
                 Outcome::LeaderAssigned { leader: *leader, leader_epoch: *leader_epoch }
             }
+            Command::DrainBroker { id, .. } => {
+                self.brokers.get_mut(id).expect("checked: broker is registered").draining = true;
+                Outcome::Draining
+            }
+            Command::ClosePartition { topic, partition, sender, .. } => {
+                let name = self.topic_by_id(*topic).expect("checked: topic exists").name.clone();
+                let topic = self.topics.get_mut(&name).expect("checked: topic exists");
+                let closed = &mut topic.partitions[*partition as usize];
+                closed.leader = None;
+                closed.previous_leader = Some(*sender);
+                Outcome::PartitionClosed
+            }
             Command::AdvanceStartOffset { topic, partition, start_offset, .. } => {
                 let name = self.topic_by_id(*topic).expect("checked: topic exists").name.clone();
                 let topic = self.topics.get_mut(&name).expect("checked: topic exists");
@@ -551,6 +566,30 @@ impl Image {
             }
         }
         Ok(())
+    }
+
+    /// A partition that `sender` leads at `leader_epoch`, with its topic's name.
+    fn led_partition(
+        &self,
+        topic: TopicId,
+        partition: u32,
+        leader_epoch: LeaderEpoch,
+        sender: NodeId,
+    ) -> Result<(&str, &Partition), MetaError> {
+        let found = self.topic_by_id(topic).ok_or_else(|| MetaError::UnknownTopic { name: topic.to_string() })?;
+        let led = found.partitions.get(partition as usize).ok_or_else(|| MetaError::InvalidPartitions {
+            count: i64::from(partition),
+            reason: format!("topic {:?} has {} partitions", found.name, found.partitions.len()),
+        })?;
+        if led.leader != Some(sender) || led.leader_epoch != leader_epoch {
+            return Err(MetaError::NotPartitionLeader {
+                topic: found.name.clone(),
+                partition,
+                broker: sender,
+                leader_epoch,
+            });
+        }
+        Ok((&found.name, led))
     }
 
     /// Looks up a registered node.

@@ -225,6 +225,18 @@ impl MetadataClient {
         .await
     }
 
+    pub async fn drain_broker(&self, request: pb::DrainBrokerRequest) -> Result<(Version, Outcome), ClientError> {
+        self.write(|mut c| async move { c.drain_broker(request).await }).await
+    }
+
+    pub async fn close_partition(&self, request: pb::ClosePartitionRequest) -> Result<(Version, Outcome), ClientError> {
+        self.write(|mut c| {
+            let request = request.clone();
+            async move { c.close_partition(request).await }
+        })
+        .await
+    }
+
     pub async fn reserve_objects(&self, request: pb::ReserveObjectsRequest) -> Result<(Version, Outcome), ClientError> {
         self.write(|mut c| async move { c.reserve_objects(request).await }).await
     }

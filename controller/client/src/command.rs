@@ -153,6 +153,25 @@ pub enum Command {
         leader: NodeId,
         leader_epoch: LeaderEpoch,
     },
+    /// Marks an active broker as draining: it gets no new partitions, and it
+    /// hands the ones it leads over (`ClosePartition`). A new registration
+    /// of the broker ends it.
+    DrainBroker {
+        id: NodeId,
+        epoch: Epoch,
+    },
+    /// The leader hands a partition back (drain, balancer; DESIGN §5): it
+    /// takes no more writes for it and everything it appended is uploaded
+    /// (`end_offset` is the stream's uploaded end), so the next leader starts
+    /// there. The partition is leaderless after it, `sender` its previous leader.
+    ClosePartition {
+        topic: TopicId,
+        partition: u32,
+        leader_epoch: LeaderEpoch,
+        end_offset: Offset,
+        sender: NodeId,
+        sender_epoch: Epoch,
+    },
     /// Moves a partition's start offset forward (Kafka's log start offset):
     /// records below it are deleted for readers. Sent by the partition's
     /// leader at its current leader epoch, which checked that the offset is
@@ -222,6 +241,8 @@ pub enum Outcome {
         objects: usize,
         trim_seq: Seq,
     },
+    Draining,
+    PartitionClosed,
     /// The partition's start offset after the command (never lower than before).
     StartOffset {
         start_offset: Offset,

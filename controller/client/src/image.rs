@@ -139,6 +139,9 @@ pub struct NodeRecord {
     /// The epoch of its latest registration.
     pub epoch: Epoch,
     pub state: NodeState,
+    /// A draining broker gets no new partitions and hands its own over.
+    #[serde(default)]
+    pub draining: bool,
 }
 
 /// Whether a node's current registration may act.
@@ -247,12 +250,12 @@ impl Image {
         self.topics.values().find(|topic| topic.id == id)
     }
 
-    /// Active brokers, with the number of partitions each leads.
+    /// Active brokers that take partitions (not draining), with the number of partitions each leads.
     pub fn broker_load(&self) -> BTreeMap<NodeId, usize> {
         let mut load: BTreeMap<NodeId, usize> = self
             .brokers
             .values()
-            .filter(|broker| broker.state == NodeState::Active)
+            .filter(|broker| broker.state == NodeState::Active && !broker.draining)
             .map(|broker| (broker.id, 0))
             .collect();
         for partition in self.topics.values().flat_map(|topic| &topic.partitions) {

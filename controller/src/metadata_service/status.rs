@@ -47,6 +47,7 @@ pub(super) fn cluster_status(controller: &Controller) -> pb::ClusterStatusReply 
                 internal_addr: node.internal_addr.clone(),
                 epoch: node.epoch.0,
                 state: match node.state {
+                    NodeState::Active if node.draining => "draining".into(),
                     NodeState::Active => "active".into(),
                     NodeState::Fenced => "fenced".into(),
                 },

@@ -39,11 +39,14 @@ struct NodeView {
     epoch: u64,
     state: String,
     lease_remaining_ms: Option<u64>,
+    /// Partitions a broker leads (none for WAL nodes).
+    partitions_led: Option<usize>,
 }
 
 pub(super) async fn run(client: &MetadataClient, command: ClusterCommand) -> anyhow::Result<()> {
     let ClusterCommand::Status { json } = command;
     let status = client.cluster_status().await?;
+    let image = client.read_image().await?;
     let view = StatusView {
         cluster_id: status.cluster_id.clone(),
         leader_controller_id: status.leader_controller_id,
@@ -51,7 +54,7 @@ pub(super) async fn run(client: &MetadataClient, command: ClusterCommand) -> any
         metadata_version: status.version,
         topic_count: status.topic_count,
         controllers: status.controllers.iter().map(ControllerView::from).collect(),
-        zones: zones(&status.nodes),
+        zones: zones(&status.nodes, &image),
     };
     if json {
         return print_json(&view);
@@ -68,19 +71,23 @@ pub(super) async fn run(client: &MetadataClient, command: ClusterCommand) -> any
     }
     for (zone, nodes) in &view.zones {
         println!("zone {zone}");
-        println!("  {:<7} {:>5}  {:<22} {:>8}  {:<7} LEASE", "KIND", "ID", "ADDRESS", "EPOCH", "STATE");
+        println!(
+            "  {:<7} {:>5}  {:<22} {:>8}  {:<9} {:>7}  {:>10}",
+            "KIND", "ID", "ADDRESS", "EPOCH", "STATE", "LEASE", "PARTITIONS"
+        );
         for node in nodes {
             let lease = node.lease_remaining_ms.map_or("-".to_owned(), |ms| format!("{ms}ms"));
+            let led = node.partitions_led.map_or("-".to_owned(), |count| count.to_string());
             println!(
-                "  {:<7} {:>5}  {:<22} {:>8}  {:<7} {}",
-                node.kind, node.node_id, node.address, node.epoch, node.state, lease
+                "  {:<7} {:>5}  {:<22} {:>8}  {:<9} {:>7}  {:>10}",
+                node.kind, node.node_id, node.address, node.epoch, node.state, lease, led
             );
         }
     }
     Ok(())
 }
 
-fn zones(nodes: &[pb::NodeInfo]) -> BTreeMap<String, Vec<NodeView>> {
+fn zones(nodes: &[pb::NodeInfo], image: &keel_controller_client::Image) -> BTreeMap<String, Vec<NodeView>> {
     let mut zones: BTreeMap<String, Vec<NodeView>> = BTreeMap::new();
     for node in nodes {
         let kind = match pb::NodeKind::try_from(node.kind) {
@@ -95,6 +102,7 @@ fn zones(nodes: &[pb::NodeInfo]) -> BTreeMap<String, Vec<NodeView>> {
             epoch: node.epoch,
             state: node.state.clone(),
             lease_remaining_ms: node.lease_remaining_ms,
+            partitions_led: (kind == "broker").then(|| super::broker::partitions_led(image, node.node_id)),
         });
     }
     zones

@@ -420,3 +420,44 @@ fn leaderless_partitions_are_assigned_once_to_an_active_broker() {
     assert!(image.leaderless_assignments().is_empty());
     assert!(image.check(&assignments[0]).is_err(), "a led partition is not reassigned by this command");
 }
+
+/// DESIGN §5: a partition moves on purpose only when its leader closes it at
+/// its uploaded end; a draining broker gets no new partitions.
+#[test]
+fn a_leader_closes_a_partition_only_at_its_uploaded_end_and_a_draining_broker_gets_none() {
+    let mut image = Image::default();
+    let first = register(&mut image, 1, NodeKind::Broker, 1);
+    register(&mut image, 2, NodeKind::Broker, 2);
+    let mut topic = create_topic("orders", 1);
+    if let Command::CreateTopic { leaders, .. } = &mut topic {
+        leaders[0] = Some(NodeId(1));
+    }
+    image.apply(Version(3), &topic).unwrap();
+    let topic_id = image.topics["orders"].id;
+    let close = |end: i64, leader_epoch: i32| Command::ClosePartition {
+        topic: topic_id,
+        partition: 0,
+        leader_epoch: LeaderEpoch(leader_epoch),
+        end_offset: crate::ids::Offset(end),
+        sender: NodeId(1),
+        sender_epoch: first,
+    };
+    assert!(
+        matches!(image.check(&close(10, 0)), Err(MetaError::InvalidRequest { .. })),
+        "offsets 0..10 are not uploaded"
+    );
+    assert!(matches!(image.check(&close(0, 3)), Err(MetaError::NotPartitionLeader { .. })), "a stale leader epoch");
+
+    image.apply(Version(4), &Command::DrainBroker { id: NodeId(1), epoch: first }).unwrap();
+    assert!(image.brokers[&NodeId(1)].draining);
+    assert_eq!(image.apply(Version(5), &close(0, 0)), Ok(Outcome::PartitionClosed));
+    let partition = &image.topics["orders"].partitions[0];
+    assert_eq!((partition.leader, partition.previous_leader), (None, Some(NodeId(1))));
+    let assignments = image.leaderless_assignments();
+    assert!(
+        matches!(assignments.as_slice(), [Command::AssignLeader { leader: NodeId(2), .. }]),
+        "the draining broker gets nothing back: {assignments:?}"
+    );
+    let again = register(&mut image, 6, NodeKind::Broker, 1);
+    assert!(again > first && !image.brokers[&NodeId(1)].draining, "a new registration ends the drain");
+}

@@ -1,0 +1,178 @@
+//! Handing partitions over on purpose (DESIGN §5): when the metadata marks
+//! this broker as draining (`DrainBroker`: SIGTERM, or `keelctl broker
+//! drain`), it closes every partition it leads:
+//!
+//! 1. it stops taking writes for them (NOT_LEADER_OR_FOLLOWER, retriable:
+//!    clients refresh their metadata and retry at the next leader);
+//! 2. it waits for the entries already in flight to be acknowledged;
+//! 3. it has the uploader upload its log up to there and waits until the
+//!    metadata shows each partition uploaded to its end;
+//! 4. it commits `ClosePartition` at that end; the controller then hands the
+//!    partition to another broker, which starts there. No data is copied.
+//!
+//! If anything fails (the WAL log fenced, the object store down) the
+//! partitions stay closing and move by the failover path once the broker is
+//! gone.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use keel_controller_client::{pb, Image, LeaderEpoch, StreamId, TopicId};
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::Broker;
+use crate::producers::Producers;
+
+/// How long in-flight entries and uploads may take before a close gives up.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub async fn run(broker: Arc<Broker>, cancel: CancellationToken) {
+    let mut images = broker.images.clone();
+    loop {
+        let image = broker.image();
+        let me = broker.config.node_id;
+        let draining =
+            image.brokers.get(&me).is_some_and(|node| node.draining && Some(node.epoch) == broker.live_epoch());
+        let led = led(&image, &broker);
+        if draining && !led.is_empty() {
+            let started = Instant::now();
+            match tokio::time::timeout(CLOSE_TIMEOUT, close(&broker, &led)).await {
+                Ok(Ok(closed)) => {
+                    tracing::info!(
+                        closed,
+                        seconds = started.elapsed().as_secs_f64(),
+                        "draining: partitions handed over"
+                    )
+                }
+                Ok(Err(error)) => tracing::warn!("draining: closing partitions failed: {error:#}"),
+                Err(_) => tracing::warn!(?CLOSE_TIMEOUT, "draining: closing partitions timed out"),
+            }
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = images.changed() => {}
+            // Partitions that could not be closed are tried again.
+            _ = tokio::time::sleep(Duration::from_secs(1)), if draining && !led.is_empty() => {}
+        }
+    }
+}
+
+/// A partition this broker leads: its topic, index, stream and leader epoch.
+type Led = Vec<(TopicId, u32, StreamId, LeaderEpoch)>;
+
+fn led(image: &Image, broker: &Broker) -> Led {
+    let me = broker.config.node_id;
+    image
+        .topics
+        .values()
+        .flat_map(|topic| {
+            topic.partitions.iter().enumerate().map(move |(index, partition)| (topic.id, index as u32, partition))
+        })
+        .filter(|(_, _, partition)| partition.leader == Some(me))
+        .map(|(topic, index, partition)| (topic, index, partition.stream_id, partition.leader_epoch))
+        .collect()
+}
+
+/// Closes the partitions in `led`; returns how many were closed.
+async fn close(broker: &Broker, led: &Led) -> anyhow::Result<usize> {
+    let epoch = broker.live_epoch().context("no live session")?;
+    // 1. No more writes; a partition not set up yet is set up closed, at its uploaded end.
+    let image = broker.image();
+    {
+        let mut leadership = broker.leadership();
+        anyhow::ensure!(leadership.owned.is_some(), "no WAL log is open");
+        for (_, _, stream, leader_epoch) in led {
+            let current = leadership.partitions.get(stream).is_some_and(|state| state.leader_epoch == *leader_epoch);
+            if !current {
+                let end = image.partition_of_stream(*stream).map_or(0, |(_, _, p)| p.uploaded_end.0);
+                leadership.lead(*stream, *leader_epoch, end, Producers::default());
+            }
+            if let Some(state) = leadership.partitions.get_mut(stream) {
+                state.closing = true;
+            }
+        }
+    }
+    // 2. Wait for what is in flight.
+    let ends: HashMap<StreamId, i64> = loop {
+        if let Some(ends) = settled(broker, led)? {
+            break ends;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    // 3. Upload up to there.
+    let mut images = broker.images.clone();
+    loop {
+        let image = broker.image();
+        let behind = led.iter().any(|(_, _, stream, _)| {
+            image.partition_of_stream(*stream).is_some_and(|(_, _, p)| p.uploaded_end.0 < ends[stream])
+        });
+        if !behind {
+            break;
+        }
+        broker.upload_now.notify_one();
+        let _ = tokio::time::timeout(Duration::from_millis(200), images.changed()).await;
+    }
+    // 4. Hand over.
+    let mut closed = 0;
+    let mut version = keel_controller_client::Version(0);
+    for (topic, index, stream, leader_epoch) in led {
+        let request = pb::ClosePartitionRequest {
+            topic_id: topic.0.to_string(),
+            partition: *index,
+            leader_epoch: leader_epoch.0,
+            end_offset: ends[stream],
+            sender: broker.config.node_id.0,
+            sender_epoch: epoch.0,
+        };
+        match broker.client.close_partition(request).await {
+            Ok((at, _)) => {
+                closed += 1;
+                version = version.max(at);
+            }
+            Err(error) => tracing::warn!(%stream, "ClosePartition failed: {error}"),
+        }
+    }
+    // The next round must not see these partitions as still led.
+    let mut images = broker.images.clone();
+    keel_controller_client::follower::wait_for_version(&mut images, version, Duration::from_secs(10)).await?;
+    broker.metrics.partitions_closed.inc_by(closed as u64);
+    Ok(closed)
+}
+
+/// Each partition's end once nothing is in flight for any of them.
+fn settled(broker: &Broker, led: &Led) -> anyhow::Result<Option<HashMap<StreamId, i64>>> {
+    let leadership = broker.leadership();
+    let states: Vec<_> = led.iter().filter_map(|(_, _, stream, _)| leadership.partitions.get(stream)).collect();
+    anyhow::ensure!(states.len() == led.len(), "partition state was dropped (the WAL log was fenced?)");
+    if !states.iter().all(|state| state.high_watermark == state.next_offset) {
+        return Ok(None);
+    }
+    Ok(Some(led.iter().map(|(_, _, stream, _)| (*stream, leadership.partitions[stream].next_offset)).collect()))
+}
+
+/// Asks the controller to drain this broker, then waits until it leads
+/// nothing or `timeout` passes. Called on SIGTERM before the broker stops.
+pub async fn drain_self(broker: &Broker, timeout: Duration) {
+    let Some(epoch) = broker.live_epoch() else { return };
+    let request = pb::DrainBrokerRequest { broker: broker.config.node_id.0, broker_epoch: epoch.0 };
+    if let Err(error) = broker.client.drain_broker(request).await {
+        tracing::warn!("cannot drain before stopping (the partitions will fail over instead): {error}");
+        return;
+    }
+    let started = Instant::now();
+    let mut images = broker.images.clone();
+    loop {
+        let left = led(&broker.image(), broker).len();
+        if left == 0 {
+            tracing::info!(seconds = started.elapsed().as_secs_f64(), "drained: this broker leads no partition");
+            return;
+        }
+        if started.elapsed() >= timeout {
+            tracing::warn!(left, ?timeout, "drain timed out; the partitions left will fail over");
+            return;
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(500), images.changed()).await;
+    }
+}
