@@ -50,6 +50,8 @@ pub struct Broker {
     pub leaders_changed: Notify,
     /// Has the uploader upload at once (a partition is being closed).
     pub upload_now: Notify,
+    /// Bytes in and out per partition, for the balancer's load reports.
+    pub traffic: crate::load_report::Traffic,
     producer_ids: tokio::sync::Mutex<(i64, i64)>,
     wal_channels: Mutex<HashMap<String, tonic::transport::Channel>>,
     pub metrics: Metrics,
@@ -90,6 +92,7 @@ impl Broker {
             log_lost: Notify::new(),
             leaders_changed: Notify::new(),
             upload_now: Notify::new(),
+            traffic: crate::load_report::Traffic::default(),
             producer_ids: tokio::sync::Mutex::new((0, 0)),
             wal_channels: Mutex::default(),
             metrics,

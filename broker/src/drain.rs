@@ -1,6 +1,7 @@
 //! Handing partitions over on purpose (DESIGN §5): when the metadata marks
 //! this broker as draining (`DrainBroker`: SIGTERM, or `keelctl broker
-//! drain`), it closes every partition it leads:
+//! drain`) it closes every partition it leads, and otherwise the ones the
+//! balancer is moving (`MovePartition`):
 //!
 //! 1. it stops taking writes for them (NOT_LEADER_OR_FOLLOWER, retriable:
 //!    clients refresh their metadata and retry at the next leader);
@@ -35,32 +36,30 @@ pub async fn run(broker: Arc<Broker>, cancel: CancellationToken) {
         let me = broker.config.node_id;
         let draining =
             image.brokers.get(&me).is_some_and(|node| node.draining && Some(node.epoch) == broker.live_epoch());
-        let led = led(&image, &broker);
-        if draining && !led.is_empty() {
+        let led: Led = led(&image, &broker).into_iter().filter(|(.., moving)| draining || *moving).collect();
+        if !led.is_empty() {
             let started = Instant::now();
             match tokio::time::timeout(CLOSE_TIMEOUT, close(&broker, &led)).await {
                 Ok(Ok(closed)) => {
-                    tracing::info!(
-                        closed,
-                        seconds = started.elapsed().as_secs_f64(),
-                        "draining: partitions handed over"
-                    )
+                    broker.metrics.close_seconds.observe(started.elapsed().as_secs_f64());
+                    tracing::info!(closed, seconds = started.elapsed().as_secs_f64(), "partitions handed over")
                 }
-                Ok(Err(error)) => tracing::warn!("draining: closing partitions failed: {error:#}"),
-                Err(_) => tracing::warn!(?CLOSE_TIMEOUT, "draining: closing partitions timed out"),
+                Ok(Err(error)) => tracing::warn!("closing partitions failed: {error:#}"),
+                Err(_) => tracing::warn!(?CLOSE_TIMEOUT, "closing partitions timed out"),
             }
         }
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = images.changed() => {}
             // Partitions that could not be closed are tried again.
-            _ = tokio::time::sleep(Duration::from_secs(1)), if draining && !led.is_empty() => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)), if !led.is_empty() => {}
         }
     }
 }
 
-/// A partition this broker leads: its topic, index, stream and leader epoch.
-type Led = Vec<(TopicId, u32, StreamId, LeaderEpoch)>;
+/// A partition this broker leads: its topic, index, stream, leader epoch,
+/// and whether the balancer moves it.
+type Led = Vec<(TopicId, u32, StreamId, LeaderEpoch, bool)>;
 
 fn led(image: &Image, broker: &Broker) -> Led {
     let me = broker.config.node_id;
@@ -71,7 +70,9 @@ fn led(image: &Image, broker: &Broker) -> Led {
             topic.partitions.iter().enumerate().map(move |(index, partition)| (topic.id, index as u32, partition))
         })
         .filter(|(_, _, partition)| partition.leader == Some(me))
-        .map(|(topic, index, partition)| (topic, index, partition.stream_id, partition.leader_epoch))
+        .map(|(topic, index, partition)| {
+            (topic, index, partition.stream_id, partition.leader_epoch, partition.moving_to.is_some())
+        })
         .collect()
 }
 
@@ -83,7 +84,7 @@ async fn close(broker: &Broker, led: &Led) -> anyhow::Result<usize> {
     {
         let mut leadership = broker.leadership();
         anyhow::ensure!(leadership.owned.is_some(), "no WAL log is open");
-        for (_, _, stream, leader_epoch) in led {
+        for (_, _, stream, leader_epoch, _) in led {
             let current = leadership.partitions.get(stream).is_some_and(|state| state.leader_epoch == *leader_epoch);
             if !current {
                 let end = image.partition_of_stream(*stream).map_or(0, |(_, _, p)| p.uploaded_end.0);
@@ -105,7 +106,7 @@ async fn close(broker: &Broker, led: &Led) -> anyhow::Result<usize> {
     let mut images = broker.images.clone();
     loop {
         let image = broker.image();
-        let behind = led.iter().any(|(_, _, stream, _)| {
+        let behind = led.iter().any(|(_, _, stream, ..)| {
             image.partition_of_stream(*stream).is_some_and(|(_, _, p)| p.uploaded_end.0 < ends[stream])
         });
         if !behind {
@@ -117,7 +118,7 @@ async fn close(broker: &Broker, led: &Led) -> anyhow::Result<usize> {
     // 4. Hand over.
     let mut closed = 0;
     let mut version = keel_controller_client::Version(0);
-    for (topic, index, stream, leader_epoch) in led {
+    for (topic, index, stream, leader_epoch, _) in led {
         let request = pb::ClosePartitionRequest {
             topic_id: topic.0.to_string(),
             partition: *index,
@@ -144,12 +145,12 @@ async fn close(broker: &Broker, led: &Led) -> anyhow::Result<usize> {
 /// Each partition's end once nothing is in flight for any of them.
 fn settled(broker: &Broker, led: &Led) -> anyhow::Result<Option<HashMap<StreamId, i64>>> {
     let leadership = broker.leadership();
-    let states: Vec<_> = led.iter().filter_map(|(_, _, stream, _)| leadership.partitions.get(stream)).collect();
+    let states: Vec<_> = led.iter().filter_map(|(_, _, stream, ..)| leadership.partitions.get(stream)).collect();
     anyhow::ensure!(states.len() == led.len(), "partition state was dropped (the WAL log was fenced?)");
     if !states.iter().all(|state| state.high_watermark == state.next_offset) {
         return Ok(None);
     }
-    Ok(Some(led.iter().map(|(_, _, stream, _)| (*stream, leadership.partitions[stream].next_offset)).collect()))
+    Ok(Some(led.iter().map(|(_, _, stream, ..)| (*stream, leadership.partitions[stream].next_offset)).collect()))
 }
 
 /// Asks the controller to drain this broker, then waits until it leads

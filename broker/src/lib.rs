@@ -15,6 +15,7 @@ pub mod fetch_sessions;
 pub mod key_compaction;
 pub mod large_alloc;
 pub mod leaders;
+pub mod load_report;
 pub mod log_owner;
 pub mod metrics;
 pub mod node;

@@ -27,8 +27,10 @@ pub struct Metrics {
     pub recovery_seconds: Histogram,
     /// Partitions this broker started leading, and how many it leads now.
     pub partitions_taken: IntCounter,
-    /// Partitions this broker handed over on purpose (drain, balancer).
+    /// Partitions this broker handed over on purpose (drain, balancer), and
+    /// the time each round of closes took (stop writes to ClosePartition).
     pub partitions_closed: IntCounter,
+    pub close_seconds: Histogram,
     pub partitions_led: IntGauge,
     pub connections: IntGauge,
     /// Objects uploaded and committed, their bytes, the time each took, and failed attempts.
@@ -103,6 +105,13 @@ impl Metrics {
                 "keel_broker_partitions_closed_total",
                 "Partitions this broker handed to another on purpose (drain, balancer).",
             )?,
+            close_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "keel_broker_close_seconds",
+                    "Time to hand partitions over: writes stopped, in-flight acknowledged, uploaded, ClosePartition committed.",
+                )
+                .buckets(vec![0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+            )?,
             partitions_led: IntGauge::new("keel_broker_partitions_led", "Partitions this broker leads now.")?,
             connections: IntGauge::new("keel_broker_connections", "Open Kafka client connections.")?,
             uploads: IntCounter::new("keel_broker_uploads_total", "Objects uploaded and committed.")?,
@@ -141,6 +150,7 @@ impl Metrics {
         registry.register(Box::new(metrics.partitions_taken.clone()))?;
         registry.register(Box::new(metrics.partitions_led.clone()))?;
         registry.register(Box::new(metrics.partitions_closed.clone()))?;
+        registry.register(Box::new(metrics.close_seconds.clone()))?;
         registry.register(Box::new(metrics.connections.clone()))?;
         registry.register(Box::new(metrics.uploads.clone()))?;
         registry.register(Box::new(metrics.upload_bytes.clone()))?;

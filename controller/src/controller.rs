@@ -32,6 +32,9 @@ pub struct Controller {
     pub(crate) state: Arc<Shared>,
     pub(crate) log: LogStore,
     pub(crate) sessions: Mutex<Sessions>,
+    /// Per stream, the bytes/s in and out its leader last reported, and when
+    /// (leader-only, like sessions; the balancer's input).
+    pub(crate) loads: Mutex<std::collections::HashMap<keel_controller_client::StreamId, StreamLoad>>,
     pub(crate) peers: Peers,
     pub(crate) metrics: Metrics,
     /// Cancelled when this controller must stop (shutdown, or a fatal Raft error).
@@ -45,6 +48,20 @@ impl std::fmt::Debug for Controller {
         f.debug_struct("Controller").field("identity", &self.identity).finish_non_exhaustive()
     }
 }
+
+/// A partition's latest load report.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct StreamLoad {
+    pub(crate) bytes_in: f64,
+    pub(crate) bytes_out: f64,
+    pub(crate) at: Instant,
+}
+
+/// Load reports older than this are ignored (the broker stopped reporting).
+const LOAD_REPORT_TTL: Duration = Duration::from_secs(30);
+/// How often the balancer looks, and how many partitions it moves at most each time.
+const BALANCE_EVERY: Duration = Duration::from_secs(5);
+const MOVES_PER_ROUND: usize = 4;
 
 /// Where a request must go.
 #[derive(Debug)]
@@ -150,6 +167,7 @@ impl Controller {
     /// nodes whose sessions expire. Runs until cancelled; cancellation-safe.
     pub(crate) async fn run_session_expiry(self: Arc<Self>, tick: Duration) {
         let mut led_term = None;
+        let mut balanced_at = Instant::now();
         let mut ticker = tokio::time::interval(tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -198,6 +216,7 @@ impl Controller {
                 let (topic, partition, leader, leader_epoch) = (*topic, *partition, *leader, *leader_epoch);
                 match self.propose(|_| Ok(command)).await {
                     Ok(_) => {
+                        self.metrics.leaders_assigned.inc();
                         tracing::info!(%topic, partition, %leader, %leader_epoch, "partition leader assigned")
                     }
                     // The image moved since the assignment was chosen (the broker
@@ -207,6 +226,31 @@ impl Controller {
                     }
                     Err(error) => tracing::warn!(%topic, partition, %leader, "failed to assign a leader: {error}"),
                 }
+            }
+            if balanced_at.elapsed() >= BALANCE_EVERY {
+                balanced_at = Instant::now();
+                self.balance().await;
+            }
+        }
+    }
+
+    /// One balancer round: ask for the moves that even out measured load.
+    async fn balance(&self) {
+        let weights: std::collections::HashMap<_, f64> = {
+            let mut loads = self.loads.lock().expect("loads lock poisoned");
+            loads.retain(|_, load| load.at.elapsed() < LOAD_REPORT_TTL);
+            loads.iter().map(|(stream, load)| (*stream, load.bytes_in + load.bytes_out)).collect()
+        };
+        let moves = self.state.read(|state| crate::balancer::moves(&state.image, &weights, MOVES_PER_ROUND));
+        for command in moves {
+            let Command::MovePartition { topic, partition, to, .. } = &command else { continue };
+            let (topic, partition, to) = (*topic, *partition, *to);
+            match self.propose(|_| Ok(command)).await {
+                Ok(_) => {
+                    self.metrics.partition_moves.inc();
+                    tracing::info!(%topic, partition, %to, "balancer: moving a partition");
+                }
+                Err(error) => tracing::debug!(%topic, partition, %to, "balancer move overtaken: {error}"),
             }
         }
     }

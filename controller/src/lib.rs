@@ -6,6 +6,7 @@
 //! It never touches record data, and nothing else writes metadata: every
 //! change is a command committed through Raft and applied in order.
 
+mod balancer;
 pub mod config;
 mod controller;
 mod metadata_service;

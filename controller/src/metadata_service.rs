@@ -266,6 +266,29 @@ impl pb::metadata_server::Metadata for MetadataService {
         write_reply(proposed.map_err(|e| e.to_status())?)
     }
 
+    async fn report_load(
+        &self,
+        request: Request<pb::ReportLoadRequest>,
+    ) -> Result<Response<pb::ReportLoadReply>, Status> {
+        let request = leader_only!(self, request, report_load);
+        let (id, epoch) = (NodeId(request.broker), Epoch(request.broker_epoch));
+        self.controller
+            .state
+            .read(|state| state.image.check_active(keel_controller_client::NodeKind::Broker, id, epoch))
+            .map_err(|e| e.to_status())?;
+        let at = Instant::now();
+        let mut loads = self.controller.loads.lock().expect("loads lock poisoned");
+        for partition in request.partitions {
+            let load = crate::controller::StreamLoad {
+                bytes_in: partition.bytes_in_per_sec.max(0.0),
+                bytes_out: partition.bytes_out_per_sec.max(0.0),
+                at,
+            };
+            loads.insert(keel_controller_client::StreamId(partition.stream), load);
+        }
+        Ok(Response::new(pb::ReportLoadReply {}))
+    }
+
     async fn close_partition(
         &self,
         request: Request<pb::ClosePartitionRequest>,

@@ -10,6 +10,10 @@ pub(crate) struct Metrics {
     /// Write requests refused, by reason class.
     pub(crate) writes_refused: IntCounterVec,
     pub(crate) sessions_expired: IntCounter,
+    /// Leaders given to leaderless partitions (failover, drain, moves, new brokers).
+    pub(crate) leaders_assigned: IntCounter,
+    /// Partition moves the balancer asked for.
+    pub(crate) partition_moves: IntCounter,
     pub(crate) forwarded_requests: IntCounter,
     pub(crate) term: IntGauge,
     pub(crate) is_leader: IntGauge,
@@ -37,6 +41,14 @@ impl Metrics {
                 "keel_controller_sessions_expired_total",
                 "Broker and WAL node sessions expired and fenced by this controller.",
             )?,
+            leaders_assigned: IntCounter::new(
+                "keel_controller_leaders_assigned_total",
+                "Leaders given to leaderless partitions (after a failover, a drain, a balancer move).",
+            )?,
+            partition_moves: IntCounter::new(
+                "keel_controller_partition_moves_total",
+                "Partition moves the balancer asked for.",
+            )?,
             forwarded_requests: IntCounter::new(
                 "keel_controller_forwarded_requests_total",
                 "Requests this controller forwarded to the leader.",
@@ -56,6 +68,8 @@ impl Metrics {
         registry.register(Box::new(metrics.commit_latency.clone()))?;
         registry.register(Box::new(metrics.writes_refused.clone()))?;
         registry.register(Box::new(metrics.sessions_expired.clone()))?;
+        registry.register(Box::new(metrics.leaders_assigned.clone()))?;
+        registry.register(Box::new(metrics.partition_moves.clone()))?;
         registry.register(Box::new(metrics.forwarded_requests.clone()))?;
         registry.register(Box::new(metrics.term.clone()))?;
         registry.register(Box::new(metrics.is_leader.clone()))?;

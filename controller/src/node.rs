@@ -63,6 +63,7 @@ pub async fn start(
 
     let controller = Arc::new(Controller {
         sessions: Mutex::new(Sessions::new(config.session_timeout)),
+        loads: Mutex::default(),
         metrics: Metrics::new(registry)?,
         config: config.clone(),
         identity: identity.clone(),

@@ -103,8 +103,9 @@ async fn a_paused_leader_is_fenced_and_gets_nothing_acknowledged_after_it_wakes(
 
     let result = load.finish(&bootstrap).await;
     assert_eq!(result["foreign"].as_u64(), Some(0), "the zombie's record is stored nowhere: {result}");
-    // The zombie finds its session fenced when it wakes, and says so.
-    test.assert_clean_logs(&[keel_tests::PEER_UNREACHABLE, &["session lost, registering again"]].concat());
+    // The zombie finds its session and its WAL log fenced when it wakes, and says so.
+    let expected = ["session lost, registering again", "WAL log fenced at a newer epoch", "the WAL log was fenced"];
+    test.assert_clean_logs(&[keel_tests::PEER_UNREACHABLE, &expected].concat());
 }
 
 /// 3 controllers, a WAL node and a broker in each of zones a, b, c, and
@@ -270,6 +271,50 @@ async fn keelctl_drains_a_running_broker() {
     assert!(!layout.leaders.contains(&victim), "the drained broker leads nothing: {:?}", layout.leaders);
     let image = test.cluster.client().unwrap().read_image().await.unwrap();
     assert!(image.brokers[&keel_controller_client::NodeId(victim as u32)].draining);
+    load.finish(&bootstrap).await;
+    test.assert_clean_logs(keel_tests::PEER_UNREACHABLE);
+}
+
+/// DESIGN §5, issue 6: a broker added under load gets a share of the
+/// partitions from the balancer (`MovePartition`, then the leader's close and
+/// a new assignment), copying no data and losing nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_broker_takes_a_share_of_the_partitions_under_load() {
+    let mut test = cluster_with_topic().await;
+    let bootstrap = test.cluster.bootstrap();
+    let load = Load::start(&bootstrap).await;
+    test.cluster.add_free_port_brokers(1, &[]).unwrap();
+    let index = test.cluster.brokers.len() - 1;
+    let id = test.cluster.brokers[index].spec.id as i32;
+    test.cluster.start_broker(index).unwrap();
+    test.cluster.wait_for_brokers(Duration::from_secs(60)).await.unwrap();
+    let added = Instant::now();
+    let share = PARTITIONS / test.cluster.brokers.len();
+    let mut led = 0;
+    while added.elapsed() < Duration::from_secs(60) {
+        let layout = kafka::ready_layout(&bootstrap, "orders", Duration::from_secs(30)).await.unwrap();
+        led = layout.leaders.iter().filter(|leader| **leader == id).count();
+        if led + 1 >= share {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    eprintln!(
+        "broker {id} leads {led} of {PARTITIONS} partitions {:.1} s after it joined",
+        added.elapsed().as_secs_f64()
+    );
+    assert!(led + 1 >= share, "the new broker leads {led} partitions, not about {share}, after a minute");
+    let mut closes = (0.0, 0.0);
+    for broker in &test.cluster.brokers[..index] {
+        let (_, metrics) = keel_tools::launcher::http_get(broker.spec.admin, "/metrics").await.unwrap();
+        closes.0 += keel_tools::launcher::metric_value(&metrics, "keel_broker_close_seconds_sum");
+        closes.1 += keel_tools::launcher::metric_value(&metrics, "keel_broker_close_seconds_count");
+    }
+    eprintln!(
+        "hand-over rounds: {}, mean {:.3} s each (writes stopped to ClosePartition committed)",
+        closes.1,
+        closes.0 / closes.1
+    );
     load.finish(&bootstrap).await;
     test.assert_clean_logs(keel_tests::PEER_UNREACHABLE);
 }

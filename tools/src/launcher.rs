@@ -380,7 +380,8 @@ impl LocalCluster {
 
     /// Adds brokers in zones a, b, c, ... on free loopback ports (not started).
     pub fn add_free_port_brokers(&mut self, count: u32, args: &[&str]) -> anyhow::Result<()> {
-        for id in 1..=count {
+        let first = self.brokers.len() as u32 + 1;
+        for id in first..first + count {
             let zone = zone_of(id);
             let addrs = free_addrs(self.ip(), 2, &self.taken_addrs())?;
             let args = args.iter().map(|arg| arg.to_string()).collect();

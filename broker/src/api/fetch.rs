@@ -110,6 +110,9 @@ async fn read_once(
                     budget -= bytes;
                     if let Some(topic) = topic {
                         broker.metrics.bytes_out.with_label_values(&[&topic.name]).inc_by(bytes as u64);
+                        if let Some(partition) = topic.partitions.get(wanted.partition as usize) {
+                            broker.traffic.count(partition.stream_id, 0, bytes as u64);
+                        }
                     }
                     data.with_partition_index(wanted.partition)
                 }

@@ -164,6 +164,7 @@ pub(super) fn admit(broker: &Arc<Broker>, request: ProduceRequest, version: i16)
                             }
                             let batch: Bytes = batch.freeze();
                             broker.metrics.bytes_in.with_label_values(&[&topic.name]).inc_by(batch.len() as u64);
+                            broker.traffic.count(stream, batch.len() as u64, 0);
                             broker.cache.insert(stream, base, base + i64::from(count), batch.clone());
                             records.push(Record {
                                 stream,

@@ -206,6 +206,23 @@ impl Image {
                 }
                 Ok(())
             }
+            Command::MovePartition { topic, partition, leader_epoch, to } => {
+                let found =
+                    self.topic_by_id(*topic).ok_or_else(|| MetaError::UnknownTopic { name: topic.to_string() })?;
+                let leader = found.partitions.get(*partition as usize).and_then(|p| p.leader).ok_or_else(|| {
+                    MetaError::InvalidRequest {
+                        reason: format!("partition {partition} of {:?} has no leader", found.name),
+                    }
+                })?;
+                self.led_partition(*topic, *partition, *leader_epoch, leader)?;
+                let target = self.node(NodeKind::Broker, *to)?;
+                if target.state != NodeState::Active || target.draining || *to == leader {
+                    return Err(MetaError::InvalidRequest {
+                        reason: format!("broker {to} cannot take partition {partition} of {:?}", found.name),
+                    });
+                }
+                Ok(())
+            }
             Command::AdvanceStartOffset { topic, partition, leader_epoch, start_offset, sender, sender_epoch } => {
                 self.check_active(NodeKind::Broker, *sender, *sender_epoch)?;
                 self.led_partition(*topic, *partition, *leader_epoch, *sender)?;
@@ -441,6 +458,7 @@ impl Image {
                 let assigned = &mut topic.partitions[*partition as usize];
                 assigned.leader = Some(*leader);
                 assigned.leader_epoch = *leader_epoch;
+                assigned.moving_to = None;
                 Outcome::LeaderAssigned { leader: *leader, leader_epoch: *leader_epoch }
             }
             Command::DrainBroker { id, .. } => {
@@ -454,6 +472,12 @@ impl Image {
                 closed.leader = None;
                 closed.previous_leader = Some(*sender);
                 Outcome::PartitionClosed
+            }
+            Command::MovePartition { topic, partition, to, .. } => {
+                let name = self.topic_by_id(*topic).expect("checked: topic exists").name.clone();
+                let topic = self.topics.get_mut(&name).expect("checked: topic exists");
+                topic.partitions[*partition as usize].moving_to = Some(*to);
+                Outcome::PartitionMoving
             }
             Command::AdvanceStartOffset { topic, partition, start_offset, .. } => {
                 let name = self.topic_by_id(*topic).expect("checked: topic exists").name.clone();
@@ -627,6 +651,7 @@ impl Image {
                     start_offset: Offset(0),
                     uploaded_end: Offset(0),
                     previous_leader: None,
+                    moving_to: None,
                 }
             })
             .collect()

@@ -229,6 +229,16 @@ impl MetadataClient {
         self.write(|mut c| async move { c.drain_broker(request).await }).await
     }
 
+    /// Sends a load report to the leader (not a Raft write).
+    pub async fn report_load(&self, request: pb::ReportLoadRequest) -> Result<(), ClientError> {
+        self.call(|mut c| {
+            let request = request.clone();
+            async move { c.report_load(request).await }
+        })
+        .await
+        .map(|_| ())
+    }
+
     pub async fn close_partition(&self, request: pb::ClosePartitionRequest) -> Result<(Version, Outcome), ClientError> {
         self.write(|mut c| {
             let request = request.clone();

@@ -172,6 +172,14 @@ pub enum Command {
         sender: NodeId,
         sender_epoch: Epoch,
     },
+    /// The balancer asks the leader of a partition to hand it to `to`: the
+    /// leader closes it (`ClosePartition`), then it is assigned to `to`.
+    MovePartition {
+        topic: TopicId,
+        partition: u32,
+        leader_epoch: LeaderEpoch,
+        to: NodeId,
+    },
     /// Moves a partition's start offset forward (Kafka's log start offset):
     /// records below it are deleted for readers. Sent by the partition's
     /// leader at its current leader epoch, which checked that the offset is
@@ -243,6 +251,7 @@ pub enum Outcome {
     },
     Draining,
     PartitionClosed,
+    PartitionMoving,
     /// The partition's start offset after the command (never lower than before).
     StartOffset {
         start_offset: Offset,

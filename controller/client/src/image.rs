@@ -184,6 +184,10 @@ pub struct Partition {
     /// (DESIGN §5).
     #[serde(default)]
     pub previous_leader: Option<NodeId>,
+    /// The balancer's choice of next leader: the leader closes the
+    /// partition, then it is assigned there.
+    #[serde(default)]
+    pub moving_to: Option<NodeId>,
 }
 
 impl Image {
@@ -286,7 +290,8 @@ impl Image {
                         .min_by_key(|(id, count)| (**count, **id))
                         .map(|(id, _)| *id)
                 };
-                let Some(leader) = pick(true).or_else(|| pick(false)) else { return commands };
+                let chosen = partition.moving_to.filter(|target| load.contains_key(target));
+                let Some(leader) = chosen.or_else(|| pick(true)).or_else(|| pick(false)) else { return commands };
                 *load.get_mut(&leader).expect("picked from the map") += 1;
                 commands.push(crate::command::Command::AssignLeader {
                     topic: topic.id,

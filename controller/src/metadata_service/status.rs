@@ -34,24 +34,45 @@ pub(super) fn cluster_status(controller: &Controller) -> pb::ClusterStatusReply 
     let metrics = controller.raft.metrics().borrow().clone();
     let now = Instant::now();
     let sessions = controller.sessions.lock().expect("sessions lock poisoned");
+    let loads = controller.loads.lock().expect("loads lock poisoned").clone();
     let (version, topic_count, nodes) = controller.state.read(|state| {
         let image = &state.image;
+        // Per broker: partitions led, bytes/s in and out (latest reports).
+        let mut led: std::collections::HashMap<_, (u32, f64, f64)> = std::collections::HashMap::new();
+        for partition in image.topics.values().flat_map(|topic| &topic.partitions) {
+            let Some(leader) = partition.leader else { continue };
+            let entry = led.entry(leader).or_default();
+            entry.0 += 1;
+            if let Some(load) = loads.get(&partition.stream_id) {
+                entry.1 += load.bytes_in;
+                entry.2 += load.bytes_out;
+            }
+        }
         let nodes: Vec<pb::NodeInfo> = image
             .brokers
             .values()
             .chain(image.wal_nodes.values())
-            .map(|node: &NodeRecord| pb::NodeInfo {
-                kind: kind_to_pb(node.kind) as i32,
-                node_id: node.id.0,
-                zone: node.zone.clone(),
-                internal_addr: node.internal_addr.clone(),
-                epoch: node.epoch.0,
-                state: match node.state {
-                    NodeState::Active if node.draining => "draining".into(),
-                    NodeState::Active => "active".into(),
-                    NodeState::Fenced => "fenced".into(),
-                },
-                lease_remaining_ms: sessions.remaining(node.kind, node.id, now).map(|left| left.as_millis() as u64),
+            .map(|node: &NodeRecord| {
+                let (partitions_led, bytes_in_per_sec, bytes_out_per_sec) = match node.kind {
+                    keel_controller_client::NodeKind::Broker => led.get(&node.id).copied().unwrap_or_default(),
+                    keel_controller_client::NodeKind::Wal => (0, 0.0, 0.0),
+                };
+                pb::NodeInfo {
+                    kind: kind_to_pb(node.kind) as i32,
+                    node_id: node.id.0,
+                    zone: node.zone.clone(),
+                    internal_addr: node.internal_addr.clone(),
+                    epoch: node.epoch.0,
+                    state: match node.state {
+                        NodeState::Active if node.draining => "draining".into(),
+                        NodeState::Active => "active".into(),
+                        NodeState::Fenced => "fenced".into(),
+                    },
+                    lease_remaining_ms: sessions.remaining(node.kind, node.id, now).map(|left| left.as_millis() as u64),
+                    partitions_led,
+                    bytes_in_per_sec,
+                    bytes_out_per_sec,
+                }
             })
             .collect();
         (image.version, image.topics.len() as u32, nodes)

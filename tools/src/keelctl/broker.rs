@@ -54,7 +54,7 @@ pub(super) async fn run(client: &MetadataClient, command: BrokerCommand) -> anyh
 }
 
 /// How many partitions broker `id` leads in `image`.
-pub(super) fn partitions_led(image: &Image, id: u32) -> usize {
+fn partitions_led(image: &Image, id: u32) -> usize {
     let id = NodeId(id);
     image.topics.values().flat_map(|topic| &topic.partitions).filter(|p| p.leader == Some(id)).count()
 }

@@ -39,14 +39,15 @@ struct NodeView {
     epoch: u64,
     state: String,
     lease_remaining_ms: Option<u64>,
-    /// Partitions a broker leads (none for WAL nodes).
-    partitions_led: Option<usize>,
+    /// Brokers: partitions led and bytes/s in and out (latest load reports).
+    partitions_led: Option<u32>,
+    bytes_in_per_sec: Option<f64>,
+    bytes_out_per_sec: Option<f64>,
 }
 
 pub(super) async fn run(client: &MetadataClient, command: ClusterCommand) -> anyhow::Result<()> {
     let ClusterCommand::Status { json } = command;
     let status = client.cluster_status().await?;
-    let image = client.read_image().await?;
     let view = StatusView {
         cluster_id: status.cluster_id.clone(),
         leader_controller_id: status.leader_controller_id,
@@ -54,7 +55,7 @@ pub(super) async fn run(client: &MetadataClient, command: ClusterCommand) -> any
         metadata_version: status.version,
         topic_count: status.topic_count,
         controllers: status.controllers.iter().map(ControllerView::from).collect(),
-        zones: zones(&status.nodes, &image),
+        zones: zones(&status.nodes),
     };
     if json {
         return print_json(&view);
@@ -72,22 +73,41 @@ pub(super) async fn run(client: &MetadataClient, command: ClusterCommand) -> any
     for (zone, nodes) in &view.zones {
         println!("zone {zone}");
         println!(
-            "  {:<7} {:>5}  {:<22} {:>8}  {:<9} {:>7}  {:>10}",
-            "KIND", "ID", "ADDRESS", "EPOCH", "STATE", "LEASE", "PARTITIONS"
+            "  {:<7} {:>5}  {:<22} {:>8}  {:<9} {:>7}  {:>10} {:>10} {:>10}",
+            "KIND", "ID", "ADDRESS", "EPOCH", "STATE", "LEASE", "PARTITIONS", "IN/S", "OUT/S"
         );
         for node in nodes {
             let lease = node.lease_remaining_ms.map_or("-".to_owned(), |ms| format!("{ms}ms"));
             let led = node.partitions_led.map_or("-".to_owned(), |count| count.to_string());
+            let rate = |rate: Option<f64>| rate.map_or("-".to_owned(), human_rate);
             println!(
-                "  {:<7} {:>5}  {:<22} {:>8}  {:<9} {:>7}  {:>10}",
-                node.kind, node.node_id, node.address, node.epoch, node.state, lease, led
+                "  {:<7} {:>5}  {:<22} {:>8}  {:<9} {:>7}  {:>10} {:>10} {:>10}",
+                node.kind,
+                node.node_id,
+                node.address,
+                node.epoch,
+                node.state,
+                lease,
+                led,
+                rate(node.bytes_in_per_sec),
+                rate(node.bytes_out_per_sec)
             );
         }
     }
     Ok(())
 }
 
-fn zones(nodes: &[pb::NodeInfo], image: &keel_controller_client::Image) -> BTreeMap<String, Vec<NodeView>> {
+/// Bytes per second in B, KB, MB or GB.
+fn human_rate(rate: f64) -> String {
+    match rate {
+        r if r >= 1e9 => format!("{:.1}GB", r / 1e9),
+        r if r >= 1e6 => format!("{:.1}MB", r / 1e6),
+        r if r >= 1e3 => format!("{:.1}KB", r / 1e3),
+        r => format!("{r:.0}B"),
+    }
+}
+
+fn zones(nodes: &[pb::NodeInfo]) -> BTreeMap<String, Vec<NodeView>> {
     let mut zones: BTreeMap<String, Vec<NodeView>> = BTreeMap::new();
     for node in nodes {
         let kind = match pb::NodeKind::try_from(node.kind) {
@@ -102,7 +122,9 @@ fn zones(nodes: &[pb::NodeInfo], image: &keel_controller_client::Image) -> BTree
             epoch: node.epoch,
             state: node.state.clone(),
             lease_remaining_ms: node.lease_remaining_ms,
-            partitions_led: (kind == "broker").then(|| super::broker::partitions_led(image, node.node_id)),
+            partitions_led: (kind == "broker").then_some(node.partitions_led),
+            bytes_in_per_sec: (kind == "broker").then_some(node.bytes_in_per_sec),
+            bytes_out_per_sec: (kind == "broker").then_some(node.bytes_out_per_sec),
         });
     }
     zones
