@@ -10,6 +10,7 @@ pub mod cache;
 pub mod compactor;
 pub mod config;
 pub mod drain;
+pub mod early_seal;
 pub mod failover;
 pub mod fetch_sessions;
 pub mod key_compaction;

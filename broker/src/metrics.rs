@@ -27,6 +27,8 @@ pub struct Metrics {
     pub recovery_seconds: Histogram,
     /// Partitions this broker started leading, and how many it leads now.
     pub partitions_taken: IntCounter,
+    /// This broker's own logs sealed early (a member lost, a better ensemble found).
+    pub logs_sealed_early: IntCounter,
     /// Partitions this broker handed over on purpose (drain, balancer), and
     /// the time each round of closes took (stop writes to ClosePartition).
     pub partitions_closed: IntCounter,
@@ -112,6 +114,10 @@ impl Metrics {
                 )
                 .buckets(vec![0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
             )?,
+            logs_sealed_early: IntCounter::new(
+                "keel_broker_logs_sealed_early_total",
+                "This broker's WAL logs sealed early because a member was lost and a better ensemble existed.",
+            )?,
             partitions_led: IntGauge::new("keel_broker_partitions_led", "Partitions this broker leads now.")?,
             connections: IntGauge::new("keel_broker_connections", "Open Kafka client connections.")?,
             uploads: IntCounter::new("keel_broker_uploads_total", "Objects uploaded and committed.")?,
@@ -149,6 +155,7 @@ impl Metrics {
         registry.register(Box::new(metrics.recovery_seconds.clone()))?;
         registry.register(Box::new(metrics.partitions_taken.clone()))?;
         registry.register(Box::new(metrics.partitions_led.clone()))?;
+        registry.register(Box::new(metrics.logs_sealed_early.clone()))?;
         registry.register(Box::new(metrics.partitions_closed.clone()))?;
         registry.register(Box::new(metrics.close_seconds.clone()))?;
         registry.register(Box::new(metrics.connections.clone()))?;

@@ -58,6 +58,7 @@ pub async fn start(config: BrokerConfig, registry: &Registry, cancel: Cancellati
     tasks.spawn(crate::leaders::run(broker.clone(), cancel.clone()));
     tasks.spawn(crate::drain::run(broker.clone(), cancel.clone()));
     tasks.spawn(crate::load_report::run(broker.clone(), cancel.clone()));
+    tasks.spawn(crate::early_seal::run(broker.clone(), cancel.clone()));
     tasks.spawn(crate::uploader::run(broker.clone(), objects.clone(), cancel.clone()));
     tasks.spawn(crate::failover::run(broker.clone(), objects.clone(), cancel.clone()));
     tasks.spawn(crate::retention::run(broker.clone(), objects, cancel.clone()));

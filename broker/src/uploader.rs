@@ -104,12 +104,14 @@ fn next_log(broker: &Broker, image: &Image) -> Option<Pending> {
     let (current, epoch, acked) = {
         let leadership = broker.leadership();
         let owned = leadership.owned.as_ref()?;
-        (owned.log, owned.session_epoch, owned.writer.acked())
+        (owned.log, owned.session_epoch, owned.writer.acked_in(owned.log))
     };
     for log in image.wal_logs.values().filter(|log| log.owner == me && log.owner_epoch == epoch) {
         let end = match &log.state {
             WalLogState::Sealed { sealed_seq, .. } => *sealed_seq,
-            WalLogState::Open if log.id == current => acked,
+            // The writer may not have moved to a new current log yet: wait.
+            WalLogState::Open if log.id == current => acked?,
+            // A log sealed early whose SealLog is not committed yet: wait.
             _ => return None,
         };
         if end > log.trim_seq {
@@ -207,8 +209,8 @@ pub(crate) async fn upload(
     for (stream, state) in snapshots {
         states.insert(stream, (streams[&stream].end, state));
     }
-    let current = broker.leadership().owned.as_ref().map(|owned| owned.log);
-    if current == Some(pending.log.id) {
+    let current = broker.leadership().owned.as_ref().map(|owned| owned.session_epoch);
+    if current == Some(pending.log.owner_epoch) {
         let uploaded: u64 = entries.iter().flat_map(|e| &e.records).map(|r| r.batch.len() as u64).sum();
         let _ =
             broker.wal_backlog.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| Some(b.saturating_sub(uploaded)));

@@ -318,3 +318,69 @@ async fn a_new_broker_takes_a_share_of_the_partitions_under_load() {
     load.finish(&bootstrap).await;
     test.assert_clean_logs(keel_tests::PEER_UNREACHABLE);
 }
+
+/// DESIGN §5, issue 6: a WAL node killed mid-load stalls no writer (each
+/// keeps its 2-of-3 quorum). Brought back with a wiped disk it is a new
+/// node, so every log that listed it lost that member for good while a
+/// better ensemble exists: each broker seals its log early, continues on a
+/// new one (the unacknowledged entries re-appended first) and uploads the
+/// sealed one. Nothing acknowledged is lost or duplicated.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wal_node_lost_mid_load_loses_nothing_and_after_a_wipe_logs_are_sealed_early() {
+    let mut test = cluster_with_topic().await;
+    let bootstrap = test.cluster.bootstrap();
+    let load = Load::start(&bootstrap).await;
+    let lost = test.cluster.wal_nodes[0].spec.id;
+    info!(lost, "kill -9 a WAL node");
+    test.cluster.wal_nodes[0].kill9();
+    // Longer than a session: the node is fenced; writers go on with two members.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let data_dir = test.cluster.wal_nodes[0].spec.data_dir.clone();
+    std::fs::remove_dir_all(&data_dir).unwrap();
+    test.cluster.start_wal(0).unwrap();
+    test.cluster.wait_for_wal_nodes(Duration::from_secs(60)).await.unwrap();
+
+    let client = test.cluster.client().unwrap();
+    let started = Instant::now();
+    loop {
+        let image = client.read_image().await.unwrap();
+        let incarnation = &image.wal_nodes[&keel_controller_client::NodeId(lost)].incarnation;
+        let open: Vec<_> = image
+            .wal_logs
+            .values()
+            .filter(|log| matches!(log.state, keel_controller_client::WalLogState::Open))
+            .collect();
+        let renewed = open.len() == 3
+            && open.iter().all(|log| log.ensemble.iter().any(|m| m.node.0 == lost && &m.incarnation == incarnation));
+        if renewed {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "brokers did not move to new logs: {:?}", image.wal_logs);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!(
+        "every broker writes a new log with the new WAL node {:.1} s after it came back",
+        started.elapsed().as_secs_f64()
+    );
+    let mut sealed_early = 0.0;
+    for broker in &test.cluster.brokers {
+        let (_, metrics) = keel_tools::launcher::http_get(broker.spec.admin, "/metrics").await.unwrap();
+        sealed_early += keel_tools::launcher::metric_value(&metrics, "keel_broker_logs_sealed_early_total");
+    }
+    assert!(sealed_early >= 3.0, "each broker sealed its log early: {sealed_early}");
+    keel_tests::eventually(Duration::from_secs(30), "the sealed logs uploaded", || async {
+        let image = client.read_image().await.ok()?;
+        image
+            .wal_logs
+            .values()
+            .all(|log| match &log.state {
+                keel_controller_client::WalLogState::Sealed { sealed_seq, .. } => log.trim_seq == *sealed_seq,
+                _ => true,
+            })
+            .then_some(())
+    })
+    .await;
+    load.finish(&bootstrap).await;
+    let expected = ["lost a WAL member"];
+    test.assert_clean_logs(&[keel_tests::PEER_UNREACHABLE, &expected].concat());
+}

@@ -106,11 +106,17 @@ impl<S> Managed<S> {
     }
 
     /// Stops the process with SIGSTOP (it holds its sockets but does nothing:
-    /// a zombie leader, for tests) or lets it go on with SIGCONT.
+    /// a zombie leader, for tests) or lets it go on with SIGCONT. Stopping
+    /// returns once every thread of the process is stopped, so nothing sent
+    /// to it afterwards is handled before it is let go.
+    #[allow(clippy::disallowed_methods)]
     pub fn pause(&self, paused: bool) {
-        if let Some(pid) = self.pid() {
-            let signal = if paused { Signal::SIGSTOP } else { Signal::SIGCONT };
-            let _ = kill(Pid::from_raw(pid as i32), signal);
+        let Some(pid) = self.pid() else { return };
+        let signal = if paused { Signal::SIGSTOP } else { Signal::SIGCONT };
+        let _ = kill(Pid::from_raw(pid as i32), signal);
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while paused && !all_threads_stopped(pid) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
 
@@ -134,6 +140,16 @@ impl<S> Managed<S> {
         let _ = child.wait();
         None
     }
+}
+
+/// Whether every thread of process `pid` is stopped (state T in /proc).
+fn all_threads_stopped(pid: u32) -> bool {
+    let Ok(threads) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return false };
+    threads.flatten().all(|thread| {
+        let stat = std::fs::read_to_string(thread.path().join("stat")).unwrap_or_default();
+        // The state follows the parenthesised command name.
+        stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('T'))
+    })
 }
 
 /// Options for a local cluster's controllers.

@@ -10,6 +10,14 @@
 //! `Fenced`. Whether the ensemble can still acknowledge is published as
 //! `Health`, so the owner can seal the log and move to a new one.
 //!
+//! Moving to a new log (`continue_on`, DESIGN §3) is a command in the same
+//! queue as appends: the writer stops the old log at its last acknowledged
+//! seq, appends the records of the entries not acknowledged there to the new
+//! log first, unchanged (same offsets, same batch bytes), and answers their
+//! waiting appends from the new log's acknowledgements. Appends queued after
+//! the command go to the new log after those. Events carry their log, so a
+//! late reply from an old member is never counted for the new log.
+//!
 //! PERFORMANCE-CRITICAL PATH: no INFO logs, no blocking calls.
 
 use std::collections::BTreeMap;
@@ -21,9 +29,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::entry::Record;
-use crate::ids::{LogEpoch, LogId, Seq};
+use crate::entry::{Entry, Record};
+use crate::ids::{LogEpoch, LogId, Offset, Seq};
 use crate::quorum::{Health, Member, QuorumWriter, WriterError};
+use keel_controller_client::StreamId;
 
 /// Events queued from the connection tasks to the writer task.
 const EVENT_QUEUE: usize = 4096;
@@ -52,13 +61,38 @@ pub enum WriteError {
 }
 
 enum Command {
-    Append { records: Vec<Record>, reply: oneshot::Sender<Result<Seq, WriteError>> },
+    Append {
+        records: Vec<Record>,
+        reply: oneshot::Sender<Result<Seq, WriteError>>,
+    },
+    Continue {
+        log: LogId,
+        epoch: LogEpoch,
+        targets: Vec<Target>,
+        ack_quorum: usize,
+        reply: oneshot::Sender<Result<Sealed, WriteError>>,
+    },
+}
+
+/// What the writer left behind in a log it moved away from: the seq to seal
+/// it at (its last acknowledged entry) and each stream's end offset there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sealed {
+    pub log: LogId,
+    pub sealed_seq: Seq,
+    pub stream_ends: BTreeMap<StreamId, Offset>,
+}
+
+/// Every event names the log of the connection that sent it.
+struct Event {
+    log: LogId,
+    kind: EventKind,
 }
 
 /// What a connection task reports. `generation` tells a member's successive
 /// connections apart: a late report from a connection the writer already
 /// replaced must not tear down its successor.
-enum Event {
+enum EventKind {
     Connected {
         member: usize,
         generation: u64,
@@ -88,7 +122,8 @@ pub struct WalWriter {
     /// Unbounded so that `append` enqueues at once, in call order; the owner
     /// bounds what is in flight (unacknowledged bytes) itself.
     commands: mpsc::UnboundedSender<Command>,
-    acked: watch::Receiver<Seq>,
+    /// The log written now and its highest acknowledged seq.
+    acked: watch::Receiver<(LogId, Seq)>,
     health: watch::Receiver<Health>,
 }
 
@@ -108,10 +143,11 @@ impl WalWriter {
             QuorumWriter::new(log, epoch, targets.iter().map(|t| t.member.clone()).collect(), ack_quorum, last_seq);
         let (commands, command_receiver) = mpsc::unbounded_channel();
         let (events, event_receiver) = mpsc::channel(EVENT_QUEUE);
-        let (acked_sender, acked) = watch::channel(last_seq);
+        let (acked_sender, acked) = watch::channel((log, last_seq));
         let (health_sender, health) = watch::channel(Health::Healthy);
+        let log_cancel = cancel.child_token();
         for (member, target) in targets.iter().enumerate() {
-            tasks.spawn(connect(member, 0, target.clone(), Duration::ZERO, events.clone(), cancel.clone()));
+            tasks.spawn(connect(log, member, 0, target.clone(), Duration::ZERO, events.clone(), log_cancel.clone()));
         }
         let state = WriterTask {
             quorum,
@@ -120,11 +156,14 @@ impl WalWriter {
             senders: Vec::new(),
             generations: Vec::new(),
             waiters: BTreeMap::new(),
+            ends: BTreeMap::new(),
+            acked_ends: BTreeMap::new(),
             events,
             acked: acked_sender,
             health: health_sender,
             tasks: tasks.clone(),
             cancel: cancel.clone(),
+            log_cancel,
         };
         tasks.spawn(state.run(command_receiver, event_receiver));
         WalWriter { commands, acked, health }
@@ -143,9 +182,33 @@ impl WalWriter {
         }
     }
 
-    /// The highest seq that is durable (with every seq before it).
+    /// The highest seq that is durable (with every seq before it) in the log
+    /// written now.
     pub fn acked(&self) -> Seq {
-        *self.acked.borrow()
+        self.acked.borrow().1
+    }
+
+    /// The highest durable seq of `log`, if it is the log written now.
+    pub fn acked_in(&self, log: LogId) -> Option<Seq> {
+        let (current, seq) = *self.acked.borrow();
+        (current == log).then_some(seq)
+    }
+
+    /// Moves to `log` (recorded by the controller, epoch `epoch`): see the
+    /// module comment. Resolves with what to seal the old log at.
+    pub fn continue_on(
+        &self,
+        log: LogId,
+        epoch: LogEpoch,
+        targets: Vec<Target>,
+        ack_quorum: usize,
+    ) -> impl std::future::Future<Output = Result<Sealed, WriteError>> + use<> {
+        let (reply, answer) = oneshot::channel();
+        let queued = self.commands.send(Command::Continue { log, epoch, targets, ack_quorum, reply });
+        async move {
+            queued.map_err(|_| WriteError::Stopped)?;
+            answer.await.map_err(|_| WriteError::Stopped)?
+        }
     }
 
     /// Whether the ensemble can still acknowledge entries. Copy the value
@@ -166,11 +229,17 @@ struct WriterTask {
     generations: Vec<u64>,
     /// Appends waiting for their entry to be durable, by seq.
     waiters: BTreeMap<Seq, oneshot::Sender<Result<Seq, WriteError>>>,
+    /// Per entry not acknowledged yet, the end offset of each of its streams;
+    /// folded into `acked_ends` as entries are acknowledged.
+    ends: BTreeMap<Seq, Vec<(StreamId, Offset)>>,
+    acked_ends: BTreeMap<StreamId, Offset>,
     events: mpsc::Sender<Event>,
-    acked: watch::Sender<Seq>,
+    acked: watch::Sender<(LogId, Seq)>,
     health: watch::Sender<Health>,
     tasks: TaskTracker,
     cancel: CancellationToken,
+    /// Stops the current log's connections.
+    log_cancel: CancellationToken,
 }
 
 impl WriterTask {
@@ -182,9 +251,17 @@ impl WriterTask {
                 _ = self.cancel.cancelled() => break,
                 command = commands.recv() => match command {
                     Some(Command::Append { records, reply }) => self.append(records, reply),
+                    Some(Command::Continue { log, epoch, targets, ack_quorum, reply }) => {
+                        let _ = reply.send(self.continue_on(log, epoch, targets, ack_quorum));
+                    }
                     None => break,
                 },
-                Some(event) = events.recv() => self.handle(event),
+                Some(event) = events.recv() => {
+                    // A late event of a log this writer moved away from.
+                    if event.log == self.quorum.log() {
+                        self.handle(event.kind);
+                    }
+                }
             }
         }
         for (_, waiter) in std::mem::take(&mut self.waiters) {
@@ -201,6 +278,8 @@ impl WriterTask {
             }
         };
         self.waiters.insert(entry.header.seq, reply);
+        let ends = entry.records.iter().map(|r| (r.stream, Offset(r.base_offset.0 + i64::from(r.record_count))));
+        self.ends.insert(entry.header.seq, ends.collect());
         let request = pb::AppendRequest { epoch: self.epoch.0, entry: entry.bytes.to_vec() };
         for member in 0..self.senders.len() {
             self.send_to(member, request.clone());
@@ -217,9 +296,55 @@ impl WriterTask {
         }
     }
 
-    fn handle(&mut self, event: Event) {
+    /// Stops the current log at its last acknowledged seq and continues on
+    /// `log`, re-appending the records of the unacknowledged entries first.
+    fn continue_on(
+        &mut self,
+        log: LogId,
+        epoch: LogEpoch,
+        targets: Vec<Target>,
+        ack_quorum: usize,
+    ) -> Result<Sealed, WriteError> {
+        if self.quorum.is_stopped() {
+            return Err(WriterError::Fenced { log: self.quorum.log() }.into());
+        }
+        let old = self.quorum.log();
+        let sealed_seq = self.quorum.acked();
+        let unacked = self.quorum.seal();
+        let stream_ends = std::mem::take(&mut self.acked_ends);
+        self.ends.clear();
+        let mut waiters = std::mem::take(&mut self.waiters);
+        self.log_cancel.cancel();
+        self.log_cancel = self.cancel.child_token();
+        self.quorum =
+            QuorumWriter::new(log, epoch, targets.iter().map(|t| t.member.clone()).collect(), ack_quorum, Seq(0));
+        self.epoch = epoch;
+        self.senders = vec![None; targets.len()];
+        self.generations = vec![0; targets.len()];
+        for (member, target) in targets.iter().enumerate() {
+            let (events, cancel) = (self.events.clone(), self.log_cancel.clone());
+            self.tasks.spawn(connect(log, member, 0, target.clone(), Duration::ZERO, events, cancel));
+        }
+        self.targets = targets;
+        self.acked.send_replace((log, Seq(0)));
+        self.health.send_replace(Health::Healthy);
+        for (seq, bytes) in unacked {
+            let waiter = waiters.remove(&seq).unwrap_or_else(|| oneshot::channel().0);
+            match Entry::decode(bytes) {
+                Ok(entry) => self.append(entry.records, waiter),
+                // The writer built these bytes itself: this cannot happen.
+                Err(error) => {
+                    let _ = waiter.send(Err(WriteError::Stopped));
+                    tracing::error!(%old, %seq, %error, "an unacknowledged entry does not decode; it is not re-appended");
+                }
+            }
+        }
+        Ok(Sealed { log: old, sealed_seq, stream_ends })
+    }
+
+    fn handle(&mut self, event: EventKind) {
         match event {
-            Event::Connected { member, generation, sender } => {
+            EventKind::Connected { member, generation, sender } => {
                 if generation != self.generations[member] {
                     return;
                 }
@@ -231,22 +356,23 @@ impl WriterTask {
             }
             // Acknowledgements count whichever connection carried them: each
             // one says the node fsynced the entry.
-            Event::Reply { member, reply } => self.reply(member, reply),
-            Event::Lost { member, generation, reason } => {
+            EventKind::Reply { member, reply } => self.reply(member, reply),
+            EventKind::Lost { member, generation, reason } => {
                 if self.disconnect(member, generation, &reason) {
                     let target = self.targets[member].clone();
                     let generation = self.generations[member];
                     self.tasks.spawn(connect(
+                        self.quorum.log(),
                         member,
                         generation,
                         target,
                         RECONNECT_BACKOFF_MIN,
                         self.events.clone(),
-                        self.cancel.clone(),
+                        self.log_cancel.clone(),
                     ));
                 }
             }
-            Event::Gone { member, generation, reason } => {
+            EventKind::Gone { member, generation, reason } => {
                 self.disconnect(member, generation, &reason);
             }
         }
@@ -256,7 +382,15 @@ impl WriterTask {
         match pb::ErrorCode::try_from(reply.code) {
             Ok(pb::ErrorCode::Ok) => {
                 if let Some(acked) = self.quorum.on_ack(member, Seq(reply.seq)) {
-                    self.acked.send_replace(acked);
+                    self.acked.send_replace((self.quorum.log(), acked));
+                    while let Some(entry) = self.ends.first_entry() {
+                        if *entry.key() > acked {
+                            break;
+                        }
+                        for (stream, end) in entry.remove() {
+                            self.acked_ends.insert(stream, end);
+                        }
+                    }
                     while let Some(entry) = self.waiters.first_entry() {
                         if *entry.key() > acked {
                             break;
@@ -287,7 +421,7 @@ impl WriterTask {
     /// The writer's own decision to drop a member's connection (too slow, or
     /// an unexpected refusal): it is dialled again.
     fn lost(&mut self, member: usize, generation: u64, reason: String) {
-        self.handle(Event::Lost { member, generation, reason });
+        self.handle(EventKind::Lost { member, generation, reason });
     }
 
     /// Marks connection `generation` of `member` as gone. Returns false for a
@@ -311,6 +445,7 @@ impl WriterTask {
 /// under another incarnation lost its disk: it is never used again for this
 /// log, which the owner then seals and replaces.
 async fn connect(
+    log: LogId,
     member: usize,
     generation: u64,
     target: Target,
@@ -331,7 +466,8 @@ async fn connect(
         let endpoint = match tonic::transport::Endpoint::from_shared(format!("http://{addr}")) {
             Ok(endpoint) => endpoint.connect_timeout(CONNECT_TIMEOUT).tcp_nodelay(true),
             Err(error) => {
-                let _ = events.send(Event::Lost { member, generation, reason: error.to_string() }).await;
+                let kind = EventKind::Lost { member, generation, reason: error.to_string() };
+                let _ = events.send(Event { log, kind }).await;
                 return;
             }
         };
@@ -352,12 +488,12 @@ async fn connect(
         if incarnation != target.member.incarnation {
             let reason =
                 format!("it is now incarnation {incarnation}, not {}: its disk was wiped", target.member.incarnation);
-            let _ = events.send(Event::Gone { member, generation, reason }).await;
+            let _ = events.send(Event { log, kind: EventKind::Gone { member, generation, reason } }).await;
             return;
         }
         let (sender, receiver) = mpsc::channel(MEMBER_QUEUE);
         // Announce the stream before the call: requests queue until it is up.
-        if events.send(Event::Connected { member, generation, sender }).await.is_err() {
+        if events.send(Event { log, kind: EventKind::Connected { member, generation, sender } }).await.is_err() {
             return;
         }
         let reason = match client.append(ReceiverStream::new(receiver)).await {
@@ -370,7 +506,7 @@ async fn connect(
                     };
                     match message {
                         Ok(Some(reply)) => {
-                            if events.send(Event::Reply { member, reply }).await.is_err() {
+                            if events.send(Event { log, kind: EventKind::Reply { member, reply } }).await.is_err() {
                                 return;
                             }
                         }
@@ -381,7 +517,7 @@ async fn connect(
             }
             Err(status) => status.to_string(),
         };
-        let _ = events.send(Event::Lost { member, generation, reason }).await;
+        let _ = events.send(Event { log, kind: EventKind::Lost { member, generation, reason } }).await;
         return;
     }
 }

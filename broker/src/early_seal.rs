@@ -1,0 +1,110 @@
+//! Sealing this broker's own WAL log early (DESIGN §3, §5): when a member of
+//! its ensemble is lost for good (its session expired, or it came back with
+//! a wiped disk) and the controller could form a strictly better ensemble
+//! (more live members than the log has left), the broker records a new log,
+//! has its writer continue there — the entries not yet acknowledged in the
+//! old log are re-appended first, unchanged — and seals the old log at its
+//! last acknowledged seq. Producers see nothing but the latency of one
+//! `OpenLog`; the uploader then uploads the sealed log before the new one.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use keel_controller_client::follower::wait_for_version;
+use keel_controller_client::{pb, Image, NodeState, Seq, WalLog};
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::Broker;
+use crate::log_owner::LogRange;
+
+/// How long to wait for the metadata to show a change this broker committed.
+const METADATA_WAIT: Duration = Duration::from_secs(10);
+
+pub async fn run(broker: Arc<Broker>, cancel: CancellationToken) {
+    let mut images = broker.images.clone();
+    loop {
+        let image = broker.image();
+        let current = broker.leadership().owned.as_ref().map(|owned| owned.log);
+        let log = current.and_then(|log| image.wal_logs.get(&log)).filter(|log| better_ensemble_exists(&image, log));
+        if let Some(log) = log {
+            match seal_and_continue(&broker, log).await {
+                Ok(()) => {}
+                Err(error) => {
+                    tracing::warn!(log = %log.id, "sealing the WAL log early failed, retrying: {error:#}");
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+            }
+            continue;
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = images.changed() => {}
+        }
+    }
+}
+
+/// Whether `log` lost a member for good and a new ensemble would have more
+/// live members than it has left.
+fn better_ensemble_exists(image: &Image, log: &WalLog) -> bool {
+    let live = log
+        .ensemble
+        .iter()
+        .filter(|member| {
+            image
+                .wal_nodes
+                .get(&member.node)
+                .is_some_and(|node| node.state == NodeState::Active && node.incarnation == member.incarnation)
+        })
+        .count();
+    live < log.ensemble.len() && image.choose_ensemble().is_ok_and(|(ensemble, _)| ensemble.len() > live)
+}
+
+async fn seal_and_continue(broker: &Broker, old: &WalLog) -> anyhow::Result<()> {
+    let me = broker.config.node_id;
+    let epoch = broker.live_epoch().context("no live session")?;
+    anyhow::ensure!(old.owner == me && old.owner_epoch == epoch, "{} is not this registration's log", old.id);
+    tracing::info!(log = %old.id, "a WAL member is lost and a better ensemble exists: sealing the log early");
+    let request = pb::OpenLogRequest { owner: me.0, owner_epoch: epoch.0, ensemble: vec![], ack_quorum: 0 };
+    let (version, outcome) = broker.client.open_log(request).await.context("OpenLog")?;
+    let keel_controller_client::Outcome::LogOpened { log: new, .. } = outcome else {
+        anyhow::bail!("OpenLog answered {outcome:?}")
+    };
+    let mut images = broker.images.clone();
+    let image = wait_for_version(&mut images, version, METADATA_WAIT).await?;
+    let record = image.wal_logs.get(&new).context("the opened log is missing from the metadata")?;
+    let targets = crate::log_owner::targets(&image, record)?;
+    let sealing = {
+        let mut leadership = broker.leadership();
+        let owned = leadership.owned.as_mut().context("no log is owned")?;
+        anyhow::ensure!(owned.log == old.id, "the log changed meanwhile");
+        owned.log = new;
+        owned.writer.continue_on(new, record.epoch, targets, record.ack_quorum as usize)
+    };
+    let sealed = sealing.await.context("the writer could not move to the new log")?;
+    {
+        let mut leadership = broker.leadership();
+        for (stream, state) in leadership.partitions.iter_mut() {
+            let Some(last) = state.ranges.last_mut().filter(|range| range.log == old.id) else { continue };
+            last.sealed_seq = sealed.sealed_seq;
+            let from = sealed.stream_ends.get(stream).map_or(last.from, |end| end.0);
+            state.ranges.push(LogRange { log: new, sealed_seq: Seq(0), from });
+        }
+    }
+    let request = pb::SealLogRequest {
+        log: old.id.0,
+        epoch: old.epoch.0,
+        sealed_seq: sealed.sealed_seq.0,
+        stream_ends: sealed.stream_ends.iter().map(|(stream, end)| (stream.0, end.0)).collect(),
+        sender: me.0,
+        sender_epoch: epoch.0,
+    };
+    broker.client.seal_log(request).await.context("SealLog")?;
+    broker.metrics.logs_sealed_early.inc();
+    broker.upload_now.notify_one();
+    tracing::info!(old = %old.id, %new, sealed_seq = %sealed.sealed_seq, "sealed the WAL log early; writing the new one");
+    Ok(())
+}
