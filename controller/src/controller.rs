@@ -168,6 +168,9 @@ impl Controller {
     pub(crate) async fn run_session_expiry(self: Arc<Self>, tick: Duration) {
         let mut led_term = None;
         let mut balanced_at = Instant::now();
+        // Brokers fenced while leading partitions, and when.
+        let mut failing_over: std::collections::HashMap<keel_controller_client::NodeId, Instant> =
+            std::collections::HashMap::new();
         let mut ticker = tokio::time::interval(tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -184,6 +187,7 @@ impl Controller {
             if state != ServerState::Leader {
                 if led_term.take().is_some() {
                     self.sessions.lock().expect("sessions lock poisoned").clear();
+                    failing_over.clear();
                 }
                 continue;
             }
@@ -199,6 +203,12 @@ impl Controller {
                 sessions.expired(now)
             };
             for (kind, id, epoch) in expired {
+                let leads = self.state.read(|state| {
+                    state.image.topics.values().flat_map(|t| &t.partitions).any(|p| p.leader == Some(id))
+                });
+                if kind == keel_controller_client::NodeKind::Broker && leads {
+                    failing_over.insert(id, Instant::now());
+                }
                 match self.propose(|_| Ok(Command::FenceNode { kind, id, epoch })).await {
                     Ok(_) => {
                         self.metrics.sessions_expired.inc();
@@ -227,6 +237,22 @@ impl Controller {
                     Err(error) => tracing::warn!(%topic, partition, %leader, "failed to assign a leader: {error}"),
                 }
             }
+            failing_over.retain(|broker, fenced_at| {
+                let waiting = self.state.read(|state| {
+                    state
+                        .image
+                        .topics
+                        .values()
+                        .flat_map(|t| &t.partitions)
+                        .any(|p| p.leader.is_none() && p.previous_leader == Some(*broker))
+                });
+                if !waiting {
+                    self.metrics.failovers.inc();
+                    self.metrics.failover_seconds.observe(fenced_at.elapsed().as_secs_f64());
+                    tracing::info!(%broker, seconds = fenced_at.elapsed().as_secs_f64(), "failover done: every partition of the fenced broker has a new leader");
+                }
+                waiting
+            });
             if balanced_at.elapsed() >= BALANCE_EVERY {
                 balanced_at = Instant::now();
                 self.balance().await;

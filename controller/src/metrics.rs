@@ -14,6 +14,10 @@ pub(crate) struct Metrics {
     pub(crate) leaders_assigned: IntCounter,
     /// Partition moves the balancer asked for.
     pub(crate) partition_moves: IntCounter,
+    /// Broker failovers: from fencing a broker that led partitions to every
+    /// one of them having a new leader.
+    pub(crate) failovers: IntCounter,
+    pub(crate) failover_seconds: Histogram,
     pub(crate) forwarded_requests: IntCounter,
     pub(crate) term: IntGauge,
     pub(crate) is_leader: IntGauge,
@@ -49,6 +53,17 @@ impl Metrics {
                 "keel_controller_partition_moves_total",
                 "Partition moves the balancer asked for.",
             )?,
+            failovers: IntCounter::new(
+                "keel_controller_failovers_total",
+                "Brokers fenced while leading partitions whose partitions all got new leaders.",
+            )?,
+            failover_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "keel_controller_failover_seconds",
+                    "Time from fencing a broker to every partition it led having a new leader (its logs recovered and uploaded).",
+                )
+                .buckets(vec![0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0]),
+            )?,
             forwarded_requests: IntCounter::new(
                 "keel_controller_forwarded_requests_total",
                 "Requests this controller forwarded to the leader.",
@@ -70,6 +85,8 @@ impl Metrics {
         registry.register(Box::new(metrics.sessions_expired.clone()))?;
         registry.register(Box::new(metrics.leaders_assigned.clone()))?;
         registry.register(Box::new(metrics.partition_moves.clone()))?;
+        registry.register(Box::new(metrics.failovers.clone()))?;
+        registry.register(Box::new(metrics.failover_seconds.clone()))?;
         registry.register(Box::new(metrics.forwarded_requests.clone()))?;
         registry.register(Box::new(metrics.term.clone()))?;
         registry.register(Box::new(metrics.is_leader.clone()))?;

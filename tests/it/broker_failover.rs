@@ -60,6 +60,18 @@ async fn killed_brokers_hand_their_partitions_over_and_nothing_acknowledged_is_l
         quantile(&mut writable, 0.5),
         quantile(&mut writable, 0.99),
     );
+    let mut failovers = (0.0, 0.0);
+    for controller in &test.cluster.controllers {
+        let (_, metrics) = keel_tools::launcher::http_get(controller.spec.admin, "/metrics").await.unwrap();
+        failovers.0 += keel_tools::launcher::metric_value(&metrics, "keel_controller_failover_seconds_sum");
+        failovers.1 += keel_tools::launcher::metric_value(&metrics, "keel_controller_failover_seconds_count");
+    }
+    eprintln!(
+        "controller failovers: {}, mean {:.3} s from fence to every partition reassigned",
+        failovers.1,
+        failovers.0 / failovers.1
+    );
+    assert!(failovers.1 >= kills as f64, "every kill was a counted failover");
     let mut client_seen: Vec<f64> =
         result["writable_after"].as_array().unwrap().iter().filter_map(|t| t.as_f64()).collect();
     eprintln!(
