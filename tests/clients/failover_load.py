@@ -10,6 +10,10 @@ from its start to its end, and checks what DESIGN §9 promises:
 - within a partition, values appear in the order they were produced
   (reordering).
 
+A consumer tails every partition meanwhile, through the same failures; what
+it reads must agree with the final read (same value at each offset, values
+in produced order per partition).
+
 The test appends one JSON line per kill to CONTROL_DIR/kills.jsonl:
 {"at": <unix seconds>, "partitions": [...]}, the partitions the killed broker
 led. For each, the time from the kill to the first acknowledgement on that
@@ -23,6 +27,7 @@ Usage: failover_load.py BOOTSTRAP TOPIC PARTITIONS CONTROL_DIR [RATE]
 import json
 import os
 import sys
+import threading
 import time
 
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -50,6 +55,39 @@ def delivered(error, message):
     ack_times[message.partition()].append(now)
 
 
+tailed = {}  # (partition, offset) -> value number, as the tailing consumer saw it
+tail_errors = []
+tail_reordered = 0
+tailing = threading.Event()
+
+
+def tail():
+    global tail_reordered
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "failover-tail", "enable.auto.commit": False})
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    last = {}
+    while not tailing.is_set():
+        message = consumer.poll(0.2)
+        if message is None:
+            continue
+        if message.error():
+            tail_errors.append(str(message.error()))
+            continue
+        value = message.value().decode()
+        if not value.startswith("v-"):
+            continue
+        number = int(value.split("-")[1])
+        p = message.partition()
+        if last.get(p, -1) > number:
+            tail_reordered += 1
+        last[p] = number
+        tailed[(p, message.offset())] = number
+    consumer.close()
+
+
+tail_thread = threading.Thread(target=tail, daemon=True)
+tail_thread.start()
+
 sent = 0
 started = time.monotonic()
 next_progress = started + 1
@@ -67,6 +105,8 @@ while not os.path.exists(stop):
         print(f"progress {sent} sent {len(acked)} acked {len(failures)} failed", flush=True)
         next_progress += 1
 remaining = producer.flush(120)
+tailing.set()
+tail_thread.join(30)
 
 # Read everything back, from each partition's start to its end.
 consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "failover-check", "enable.auto.commit": False})
@@ -106,6 +146,8 @@ while len(done) < partitions and time.monotonic() < deadline:
 consumer.close()
 
 lost = [n for n in acked if n not in read]
+by_offset = {position: number for number, position in read.items()}
+tail_inconsistent = sum(1 for position, number in tailed.items() if by_offset.get(position) != number)
 moved = [n for n in acked if n in read and read[n] != acked[n]]
 writable_after = []
 never_writable = 0
@@ -132,6 +174,11 @@ result = {
     "inconsistent_offsets": len(moved),
     "duplicates": duplicates,
     "reordered": reordered,
+    "tail_read": len(tailed),
+    "tail_inconsistent": tail_inconsistent,
+    "tail_reordered": tail_reordered,
+    "tail_errors": len(tail_errors),
+    "first_tail_error": tail_errors[0] if tail_errors else None,
     "foreign": foreign,
     "unread_partitions": sorted(set(range(partitions)) - done),
     "writable_after": sorted(writable_after),

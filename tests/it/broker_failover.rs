@@ -1,7 +1,7 @@
 //! Failover under load (DESIGN §5, §9): an idempotent producer (acks=all)
-//! writes 24 partitions on 3 brokers while a broker is killed with SIGKILL
-//! and started again, or stopped with SIGSTOP until it is fenced (a zombie
-//! leader). The lost broker's partitions must move to the others (its WAL
+//! writes 24 partitions on 3 brokers, and a consumer tails them, while a
+//! broker is killed with SIGKILL and started again, or stopped with SIGSTOP
+//! until it is fenced (a zombie leader), or drained, or a WAL node is lost. The lost broker's partitions must move to the others (its WAL
 //! log recovered, sealed and uploaded first), and the final read must hold
 //! every acknowledged record exactly once, at its acknowledged offset, in
 //! order per partition.
@@ -225,6 +225,9 @@ impl Load {
         assert_eq!(count("inconsistent_offsets"), 0, "{result}");
         assert_eq!(count("duplicates"), 0, "{result}");
         assert_eq!(count("reordered"), 0, "{result}");
+        assert!(count("tail_read") > 1000, "the tailing consumer read along: {result}");
+        assert_eq!(count("tail_inconsistent"), 0, "the tailing consumer saw what the final read saw: {result}");
+        assert_eq!(count("tail_reordered"), 0, "{result}");
         assert_eq!(count("never_writable"), 0, "every partition of a lost broker took writes again: {result}");
         assert_eq!(result["unread_partitions"].as_array().map(Vec::len), Some(0), "{result}");
         result
@@ -332,7 +335,8 @@ async fn a_new_broker_takes_a_share_of_the_partitions_under_load() {
 }
 
 /// DESIGN §5, issue 6: a WAL node killed mid-load stalls no writer (each
-/// keeps its 2-of-3 quorum). Brought back with a wiped disk it is a new
+/// keeps its 2-of-3 quorum); started again, it is caught up by the writers.
+/// Brought back with a wiped disk it is a new
 /// node, so every log that listed it lost that member for good while a
 /// better ensemble exists: each broker seals its log early, continues on a
 /// new one (the unacknowledged entries re-appended first) and uploads the
@@ -342,6 +346,14 @@ async fn a_wal_node_lost_mid_load_loses_nothing_and_after_a_wipe_logs_are_sealed
     let mut test = cluster_with_topic().await;
     let bootstrap = test.cluster.bootstrap();
     let load = Load::start(&bootstrap).await;
+    // First a WAL node that comes back intact: writers resend what it missed.
+    info!(node = test.cluster.wal_nodes[1].spec.id, "kill -9 a WAL node, then start it again");
+    test.cluster.wal_nodes[1].kill9();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    test.cluster.start_wal(1).unwrap();
+    test.cluster.wait_for_wal_nodes(Duration::from_secs(60)).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Then one that comes back wiped.
     let lost = test.cluster.wal_nodes[0].spec.id;
     info!(lost, "kill -9 a WAL node");
     test.cluster.wal_nodes[0].kill9();
