@@ -15,5 +15,6 @@ mod controller_learner;
 mod controller_quorum;
 mod controller_sessions;
 mod controller_snapshot;
+mod wal_full_disk;
 mod wal_node;
 mod wal_writer;

@@ -55,6 +55,8 @@ pub struct WalSpec {
     pub grpc: SocketAddr,
     pub admin: SocketAddr,
     pub data_dir: PathBuf,
+    /// Extra flags (tests: a small segment size).
+    pub args: Vec<String>,
 }
 
 /// Where one broker listens.
@@ -303,8 +305,14 @@ impl LocalCluster {
         for id in 1..=count {
             let zone = zone_of(id);
             let addrs = free_addrs(self.ip(), 2, &self.taken_addrs())?;
-            let spec =
-                WalSpec { id, zone, grpc: addrs[0], admin: addrs[1], data_dir: self.dir.join(format!("wal-{id}")) };
+            let spec = WalSpec {
+                id,
+                zone,
+                grpc: addrs[0],
+                admin: addrs[1],
+                data_dir: self.dir.join(format!("wal-{id}")),
+                args: Vec::new(),
+            };
             self.wal_nodes.push(Managed::new(spec));
         }
         Ok(())
@@ -330,6 +338,7 @@ impl LocalCluster {
             "--controllers".into(),
             controllers.into(),
         ];
+        let args = args.into_iter().chain(spec.args.iter().map(Into::into));
         node.child = Some(spawn_logged(&self.dir, &format!("wal-{}.log", spec.id), &binary, args)?);
         Ok(())
     }

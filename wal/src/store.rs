@@ -94,6 +94,9 @@ struct Store {
     /// Set after a journal write failed: the journal and the rules may then
     /// disagree, so the store refuses everything until it is restarted.
     failed: Option<String>,
+    /// The journal had no room for the last record (its cap, or a full
+    /// disk): said once when it starts and once when it ends.
+    out_of_room: bool,
 }
 
 /// A reply sent only after the batch's records are durable.
@@ -121,7 +124,7 @@ impl Store {
             })
             .collect();
         metrics.journal_bytes.set(journal.disk_bytes() as i64);
-        Store { journal, metrics, replicas, failed: None }
+        Store { journal, metrics, replicas, failed: None, out_of_room: false }
     }
 
     fn run(mut self, mut receiver: mpsc::Receiver<StoreRequest>) {
@@ -253,9 +256,17 @@ impl Store {
         match self.journal.write(record) {
             Ok(()) => {
                 *written += 1;
+                if std::mem::take(&mut self.out_of_room) {
+                    tracing::info!("the journal has room again; taking appends");
+                }
                 Ok(())
             }
-            Err(error) if error.is_retryable() => Err(error.to_string()),
+            Err(error) if error.is_retryable() => {
+                if !std::mem::replace(&mut self.out_of_room, true) {
+                    tracing::warn!("refusing appends (retriable) until the journal has room: {error}");
+                }
+                Err(error.to_string())
+            }
             Err(error) => {
                 tracing::error!("journal write failed; refusing every request until restart: {error}");
                 self.failed = Some(error.to_string());

@@ -43,6 +43,7 @@ pub(super) async fn run(args: DevArgs) -> anyhow::Result<()> {
             grpc: format!("127.0.0.1:{}", 9390 + i).parse()?,
             admin: format!("127.0.0.1:{}", 9490 + i).parse()?,
             data_dir: args.data_dir.join(format!("wal-{}", i + 1)),
+            args: Vec::new(),
         }));
         cluster.brokers.push(Managed::new(BrokerSpec {
             id: u32::from(i) + 1,

@@ -12,7 +12,16 @@ use std::sync::{mpsc, Arc, Mutex};
 /// fsyncs it. The caller fsyncs the directory when the name must be durable.
 pub(super) fn create_zeroed(path: &Path, bytes: u64) -> std::io::Result<File> {
     let staging = path.with_extension("kseg.new");
-    let mut file = OpenOptions::new().create(true).truncate(true).read(true).write(true).open(&staging)?;
+    let created = fill_zeroed(&staging, bytes).and_then(|file| std::fs::rename(&staging, path).map(|()| file));
+    if created.is_err() {
+        // A partly written file (the disk filled up) must not keep its space.
+        let _ = std::fs::remove_file(&staging);
+    }
+    created
+}
+
+fn fill_zeroed(staging: &Path, bytes: u64) -> std::io::Result<File> {
+    let mut file = OpenOptions::new().create(true).truncate(true).read(true).write(true).open(staging)?;
     let zeros = vec![0u8; 1 << 20];
     let mut left = bytes;
     while left > 0 {
@@ -21,7 +30,6 @@ pub(super) fn create_zeroed(path: &Path, bytes: u64) -> std::io::Result<File> {
         left -= chunk as u64;
     }
     file.sync_all()?;
-    std::fs::rename(&staging, path)?;
     Ok(file)
 }
 
