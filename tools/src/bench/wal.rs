@@ -110,14 +110,19 @@ pub async fn run(args: WalBenchArgs) -> anyhow::Result<WalBenchReport> {
     Ok(WalBenchReport { in_flight: args.in_flight, sizes })
 }
 
-/// Appends `count` entries of `entry_bytes` to a preallocated, zero-filled
-/// file, with one fdatasync per `batch` entries.
+/// Fewest fdatasyncs a floor measurement takes, so its p99 means something.
+const FLOOR_SYNCS_MIN: u64 = 256;
+
+/// Appends entries of `entry_bytes` to a preallocated, zero-filled file of
+/// `count` entries, with one fdatasync per `batch` entries: `count` entries,
+/// or more (overwriting the file from its start again) until at least
+/// `FLOOR_SYNCS_MIN` fdatasyncs were measured.
 pub(super) fn measure_floor(dir: &Path, entry_bytes: usize, count: u64, batch: usize) -> anyhow::Result<Floor> {
     let path = dir.join("floor.dat");
-    let total = entry_bytes as u64 * count;
+    let size = entry_bytes as u64 * count;
     let mut file = OpenOptions::new().create(true).truncate(true).read(true).write(true).open(&path)?;
     let zeros = vec![0u8; 1 << 20];
-    let mut left = total;
+    let mut left = size;
     while left > 0 {
         let chunk = left.min(zeros.len() as u64) as usize;
         file.write_all(&zeros[..chunk])?;
@@ -125,13 +130,14 @@ pub(super) fn measure_floor(dir: &Path, entry_bytes: usize, count: u64, batch: u
     }
     file.sync_all()?;
     let payload = vec![0xA5u8; entry_bytes];
+    let writes = count.max(FLOOR_SYNCS_MIN * batch as u64);
     let mut fdatasync = micros_histogram();
     let started = std::time::Instant::now();
     let mut offset = 0;
-    for written in 1..=count {
+    for written in 1..=writes {
         file.write_all_at(&payload, offset)?;
-        offset += entry_bytes as u64;
-        if written % batch as u64 == 0 || written == count {
+        offset = (offset + entry_bytes as u64) % size;
+        if written % batch as u64 == 0 || written == writes {
             let sync_started = std::time::Instant::now();
             file.sync_data()?;
             fdatasync.record(sync_started.elapsed().as_micros().max(1) as u64)?;
@@ -139,7 +145,8 @@ pub(super) fn measure_floor(dir: &Path, entry_bytes: usize, count: u64, batch: u
     }
     let elapsed = started.elapsed().as_secs_f64();
     std::fs::remove_file(&path)?;
-    Ok(Floor { mb_per_second: total as f64 / elapsed / 1e6, fdatasync: LatencySummary::from_micros(&fdatasync) })
+    let bytes = writes * entry_bytes as u64;
+    Ok(Floor { mb_per_second: bytes as f64 / elapsed / 1e6, fdatasync: LatencySummary::from_micros(&fdatasync) })
 }
 
 /// Appends `count` entries through a `WalWriter`, at most `in_flight` at once,
