@@ -15,6 +15,7 @@ mod controller_learner;
 mod controller_quorum;
 mod controller_sessions;
 mod controller_snapshot;
+mod deploy_units;
 mod wal_full_disk;
 mod wal_node;
 mod wal_writer;
