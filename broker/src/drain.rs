@@ -85,13 +85,16 @@ async fn close(broker: &Broker, led: &Led) -> anyhow::Result<usize> {
         let mut leadership = broker.leadership();
         anyhow::ensure!(leadership.owned.is_some(), "no WAL log is open");
         for (_, _, stream, leader_epoch, _) in led {
-            let current = leadership.partitions.get(stream).is_some_and(|state| state.leader_epoch == *leader_epoch);
-            if !current {
+            // A partition not set up yet has nothing appended: set it up
+            // closed at its uploaded end. (A state at another epoch is left
+            // alone; `leaders` replaces it.)
+            if !leadership.partitions.contains_key(stream) {
                 let end = image.partition_of_stream(*stream).map_or(0, |(_, _, p)| p.uploaded_end.0);
                 leadership.lead(*stream, *leader_epoch, end, Producers::default());
             }
-            if let Some(state) = leadership.partitions.get_mut(stream) {
-                state.closing = true;
+            match leadership.partitions.get_mut(stream) {
+                Some(state) if state.leader_epoch == *leader_epoch => state.closing = true,
+                _ => anyhow::bail!("the state of {stream} is not set up at leader epoch {leader_epoch} yet"),
             }
         }
     }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use keel_controller_client::follower::wait_for_version;
-use keel_controller_client::{pb, Image, NodeState, Seq, WalLog};
+use keel_controller_client::{pb, ClientError, Image, MetaError, NodeState, Seq, WalLog};
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::Broker;
@@ -82,6 +82,7 @@ async fn seal_and_continue(broker: &Broker, old: &WalLog) -> anyhow::Result<()> 
         let owned = leadership.owned.as_mut().context("no log is owned")?;
         anyhow::ensure!(owned.log == old.id, "the log changed meanwhile");
         owned.log = new;
+        owned.sealing = Some(old.id);
         owned.writer.continue_on(new, record.epoch, targets, record.ack_quorum as usize)
     };
     let sealed = sealing.await.context("the writer could not move to the new log")?;
@@ -102,7 +103,23 @@ async fn seal_and_continue(broker: &Broker, old: &WalLog) -> anyhow::Result<()> 
         sender: me.0,
         sender_epoch: epoch.0,
     };
-    broker.client.seal_log(request).await.context("SealLog")?;
+    // The writer has moved on: the old log must be sealed, or the uploader
+    // waits for it forever. Retry until it is, or until this registration
+    // is gone (the log is an orphan then, which failover seals).
+    loop {
+        match broker.client.seal_log(request.clone()).await {
+            Ok(_) => break,
+            Err(ClientError::Meta(MetaError::LogSealed { .. } | MetaError::LogEpochMismatch { .. })) => break,
+            Err(error) if broker.live_epoch() == Some(epoch) => {
+                tracing::warn!(log = %old.id, "SealLog failed, retrying: {error}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(error) => return Err(error).context("SealLog"),
+        }
+    }
+    if let Some(owned) = broker.leadership().owned.as_mut() {
+        owned.sealing = None;
+    }
     broker.metrics.logs_sealed_early.inc();
     broker.upload_now.notify_one();
     tracing::info!(old = %old.id, %new, sealed_seq = %sealed.sealed_seq, "sealed the WAL log early; writing the new one");

@@ -14,11 +14,12 @@
 //! a compare-and-set, so a second recoverer (after a metadata change) or a
 //! retry never commits twice.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use keel_controller_client::follower::wait_for_version;
-use keel_controller_client::{Epoch, Image, NodeId, NodeState, WalLog, WalLogState};
+use keel_controller_client::{Epoch, Image, LogId, NodeId, NodeState, WalLog, WalLogState};
 use keel_objects::ObjectStore;
 use tokio_util::sync::CancellationToken;
 
@@ -33,9 +34,11 @@ const METADATA_WAIT: Duration = Duration::from_secs(10);
 pub async fn run(broker: Arc<Broker>, store: Arc<dyn ObjectStore>, cancel: CancellationToken) {
     let mut images = broker.images.clone();
     let mut states = States::new();
+    let mut failed: HashMap<LogId, Instant> = HashMap::new();
     loop {
         let image = broker.image();
-        let work = broker.live_epoch().and_then(|epoch| Some((epoch, next_log(&image, broker.config.node_id)?)));
+        let me = broker.config.node_id;
+        let work = broker.live_epoch().and_then(|epoch| Some((epoch, next_log(&image, me, &failed)?)));
         let Some((epoch, log)) = work else {
             tokio::select! {
                 _ = cancel.cancelled() => return,
@@ -48,6 +51,7 @@ pub async fn run(broker: Arc<Broker>, store: Arc<dyn ObjectStore>, cancel: Cance
             result = step => result,
         };
         if let Err(error) = result {
+            failed.insert(log.id, Instant::now());
             tracing::warn!(log = %log.id, owner = %log.owner, "failover step failed, retrying: {error:#}");
             tokio::select! {
                 _ = cancel.cancelled() => return,
@@ -65,22 +69,38 @@ fn unfinished(log: &WalLog) -> bool {
     }
 }
 
-/// The next orphaned log `me` is the designated recoverer of: an owner's
-/// unsealed logs first, then its sealed ones to upload, each in creation order.
-fn next_log(image: &Image, me: NodeId) -> Option<WalLog> {
-    let mut orphans: Vec<&WalLog> =
-        image.wal_logs.values().filter(|log| unfinished(log) && image.orphaned(log)).collect();
-    orphans.retain(|log| designated(image, log.owner) == Some(me));
-    let unsealed = orphans.iter().find(|log| !matches!(log.state, WalLogState::Sealed { .. }));
-    unsealed.or(orphans.first()).map(|log| (*log).clone())
+/// The next orphaned log `me` is the designated recoverer of: unsealed logs
+/// first, then sealed ones to upload (each owner's in creation order, as its
+/// streams' ranges must follow one another). A log whose step failed within
+/// `RETRY_PAUSE` yields to the others, so one unrecoverable log does not hold
+/// up every other failover.
+fn next_log(image: &Image, me: NodeId, failed: &HashMap<LogId, Instant>) -> Option<WalLog> {
+    let orphans: Vec<&WalLog> = image
+        .wal_logs
+        .values()
+        .filter(|log| unfinished(log) && image.orphaned(log) && designated(image, log.owner) == Some(me))
+        .collect();
+    let unsealed = orphans.iter().filter(|log| !matches!(log.state, WalLogState::Sealed { .. }));
+    // Per owner, only its oldest sealed log can be uploaded next.
+    let mut owners = std::collections::HashSet::new();
+    let uploadable = orphans
+        .iter()
+        .filter(|log| matches!(log.state, WalLogState::Sealed { .. }))
+        .filter(|log| !orphans.iter().any(|other| other.owner == log.owner && other.id < log.id))
+        .filter(|log| owners.insert(log.owner));
+    let candidates: Vec<&&WalLog> = unsealed.chain(uploadable).collect();
+    let recent = |log: &&&WalLog| failed.get(&log.id).is_some_and(|at| at.elapsed() < RETRY_PAUSE * 3);
+    let chosen = candidates.iter().find(|log| !recent(log)).or(candidates.first());
+    chosen.map(|log| (**log).clone())
 }
 
 /// The broker that recovers `owner`'s orphaned logs: the lowest active id
-/// in the owner's zone, else the lowest active id.
+/// in the owner's zone, else the lowest active id; a draining broker (about
+/// to leave) only when no other is active.
 fn designated(image: &Image, owner: NodeId) -> Option<NodeId> {
     let zone = image.brokers.get(&owner).map(|node| node.zone.as_str());
-    let active = image.brokers.values().filter(|node| node.state == NodeState::Active && !node.draining);
-    active.min_by_key(|node| (Some(node.zone.as_str()) != zone, node.id)).map(|node| node.id)
+    let active = image.brokers.values().filter(|node| node.state == NodeState::Active);
+    active.min_by_key(|node| (node.draining, Some(node.zone.as_str()) != zone, node.id)).map(|node| node.id)
 }
 
 /// One step on `log`: recover and seal it, or upload the next stretch.

@@ -42,6 +42,9 @@ pub struct Owned {
     pub session_epoch: Epoch,
     pub log: LogId,
     pub writer: WalWriter,
+    /// A log this writer moved away from (`early_seal`) whose `SealLog` is
+    /// not committed yet; the uploader waits for it.
+    pub sealing: Option<LogId>,
     /// Stops this log's writer.
     pub cancel: CancellationToken,
 }
@@ -66,7 +69,7 @@ pub async fn take_over(
     let writer =
         WalWriter::start(log, record.epoch, targets, record.ack_quorum as usize, Seq(0), tasks, writer_cancel.clone());
     tracing::info!(%log, %epoch, "writing a new WAL log");
-    Ok(Owned { session_epoch: epoch, log, writer, cancel: writer_cancel })
+    Ok(Owned { session_epoch: epoch, log, writer, sealing: None, cancel: writer_cancel })
 }
 
 /// One recovery step per log, as DESIGN §5: bump the epoch by compare-and-set,

@@ -101,10 +101,10 @@ pub(crate) struct Pending {
 /// `failover` recovers and uploads.
 fn next_log(broker: &Broker, image: &Image) -> Option<Pending> {
     let me = broker.config.node_id;
-    let (current, epoch, acked) = {
+    let (current, epoch, acked, sealing) = {
         let leadership = broker.leadership();
         let owned = leadership.owned.as_ref()?;
-        (owned.log, owned.session_epoch, owned.writer.acked_in(owned.log))
+        (owned.log, owned.session_epoch, owned.writer.acked_in(owned.log), owned.sealing)
     };
     for log in image.wal_logs.values().filter(|log| log.owner == me && log.owner_epoch == epoch) {
         let end = match &log.state {
@@ -112,7 +112,13 @@ fn next_log(broker: &Broker, image: &Image) -> Option<Pending> {
             // The writer may not have moved to a new current log yet: wait.
             WalLogState::Open if log.id == current => acked?,
             // A log sealed early whose SealLog is not committed yet: wait.
-            _ => return None,
+            WalLogState::Open if Some(log.id) == sealing => return None,
+            // Opened and never written (its take-over failed after OpenLog):
+            // `seal_abandoned` seals it empty.
+            WalLogState::Open if log.id < current => continue,
+            // Opened by an early seal the writer has not moved to yet.
+            WalLogState::Open => return None,
+            WalLogState::Recovering { .. } => return None,
         };
         if end > log.trim_seq {
             return Some(Pending { log: log.clone(), end });
@@ -128,8 +134,44 @@ async fn upload_once(broker: &Broker, store: &Arc<dyn ObjectStore>, states: &mut
     if broker.live_epoch().is_none() {
         return Ok(Uploaded::UpToDate);
     }
+    seal_abandoned(broker, &image).await;
     let Some(pending) = next_log(broker, &image) else { return Ok(Uploaded::UpToDate) };
     upload(broker, store, states, &image, &pending).await
+}
+
+/// Seals, empty, the logs of this registration that were opened and never
+/// written (a take-over or an early seal failed after `OpenLog`), so they do
+/// not stay open for good. Best effort: tried again on the next round.
+async fn seal_abandoned(broker: &Broker, image: &Image) {
+    let me = broker.config.node_id;
+    let Some((current, epoch, sealing)) =
+        broker.leadership().owned.as_ref().map(|owned| (owned.log, owned.session_epoch, owned.sealing))
+    else {
+        return;
+    };
+    let abandoned = image.wal_logs.values().filter(|log| {
+        log.owner == me
+            && log.owner_epoch == epoch
+            // Only below the current log: a log opened just now by an early
+            // seal is above it until the writer moves there.
+            && log.id < current
+            && Some(log.id) != sealing
+            && matches!(log.state, WalLogState::Open)
+    });
+    for log in abandoned {
+        let request = pb::SealLogRequest {
+            log: log.id.0,
+            epoch: log.epoch.0,
+            sealed_seq: 0,
+            stream_ends: Default::default(),
+            sender: me.0,
+            sender_epoch: epoch.0,
+        };
+        match broker.client.seal_log(request).await {
+            Ok(_) => tracing::info!(log = %log.id, "sealed a log that was opened and never written"),
+            Err(error) => tracing::debug!(log = %log.id, "sealing an unwritten log failed, retrying later: {error}"),
+        }
+    }
 }
 
 /// Uploads the next stretch of `pending` (about `upload_bytes`) as one

@@ -1,12 +1,14 @@
 //! Trims this node's copy of each log from the trim points the controller
 //! commits (`CommitUpload`, DESIGN §3): a node never trims on a broker's
 //! request, only from metadata, so an entry goes only once the objects
-//! holding it are committed.
+//! holding it are committed. A sealed log trimmed to its sealed seq is
+//! dropped whole: entries after the sealed seq (in flight when it was sealed)
+//! are no part of it, and would otherwise keep their segments forever.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use keel_controller_client::{Image, LogId, MetadataClient, NodeId, Seq};
+use keel_controller_client::{Image, LogId, MetadataClient, NodeId, Seq, WalLogState};
 use tokio_util::sync::CancellationToken;
 
 use crate::store::{StoreHandle, StoreRequest};
@@ -26,15 +28,18 @@ pub(crate) async fn run(
         let image: Arc<Image> = images.borrow_and_update().clone();
         for log in image.wal_logs.values() {
             let mine = log.ensemble.iter().any(|member| member.node == me && member.incarnation == incarnation);
-            if !mine || log.trim_seq.0 == 0 || sent.get(&log.id).is_some_and(|seq| *seq >= log.trim_seq) {
+            let done = matches!(&log.state, WalLogState::Sealed { sealed_seq, .. } if log.trim_seq >= *sealed_seq);
+            // The store clamps a trim to the last entry it holds.
+            let trim = if done { Seq(u64::MAX) } else { log.trim_seq };
+            if !mine || trim.0 == 0 || sent.get(&log.id).is_some_and(|seq| *seq >= trim) {
                 continue;
             }
-            let request = StoreRequest::Trim { log: log.id, seq: log.trim_seq };
+            let request = StoreRequest::Trim { log: log.id, seq: trim };
             if store.send(request).await.is_err() {
                 return;
             }
             tracing::debug!(log = %log.id, trim_seq = %log.trim_seq, "trimming from the committed trim point");
-            sent.insert(log.id, log.trim_seq);
+            sent.insert(log.id, trim);
         }
         tokio::select! {
             _ = cancel.cancelled() => return,

@@ -23,7 +23,7 @@ use crate::broker::Broker;
 use crate::producers::Verdict;
 
 /// What became of one partition's batch.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 enum Fate {
     Refused(ResponseError, Option<String>),
     /// Appended at `base..=last`; answered once the WAL entry is acknowledged.
@@ -208,7 +208,23 @@ pub(super) async fn finish(broker: &Arc<Broker>, admitted: Admitted) -> Option<P
     let started = std::time::Instant::now();
     let outcome = match ack {
         None => None,
-        Some(ack) => Some(tokio::time::timeout(timeout.max(Duration::from_millis(1)), ack).await),
+        Some(mut ack) => {
+            let waited = tokio::time::timeout(timeout.max(Duration::from_millis(1)), &mut ack).await;
+            if waited.is_err() {
+                // The entry may still become durable: its offsets must then
+                // become readable (and a close of the partition must see them
+                // acknowledged) even though this produce was answered.
+                let appended: Vec<(usize, i32, Fate)> =
+                    fates.iter().filter(|(_, _, fate)| matches!(fate, Fate::Appended { .. })).cloned().collect();
+                let broker = broker.clone();
+                tokio::spawn(async move {
+                    if ack.await.is_ok() {
+                        advance_watermarks(&broker, &appended);
+                    }
+                });
+            }
+            Some(waited)
+        }
     };
     let failure = match outcome {
         None | Some(Ok(Ok(_))) => None,
