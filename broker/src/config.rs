@@ -77,6 +77,11 @@ pub struct ConfigToml {
     /// Bytes of object ranges kept in memory for cold reads. Default 128 MiB.
     #[arg(long, env = "KEEL_BROKER_OBJECT_CACHE_BYTES")]
     pub object_cache_bytes: Option<u64>,
+    /// Bytes of the WAL log a broker keeps in memory for a member that has
+    /// not acknowledged them (a WAL node down); over this the log is sealed
+    /// early and writing goes on with the live nodes. Default 256 MiB.
+    #[arg(long, env = "KEEL_BROKER_WAL_UNREPLICATED_BYTES_MAX")]
+    pub wal_unreplicated_bytes_max: Option<u64>,
     /// On SIGTERM, how long the broker may take to hand its partitions to
     /// others before it exits anyway (they then move by the failover path). Default 30s.
     #[arg(long, env = "KEEL_BROKER_DRAIN_TIMEOUT", value_parser = humantime_serde::re::humantime::parse_duration)]
@@ -126,6 +131,7 @@ pub struct BrokerConfig {
     pub upload_interval: Duration,
     pub upload_bytes: u64,
     pub drain_timeout: Duration,
+    pub wal_unreplicated_bytes_max: u64,
     pub object_cache_bytes: u64,
     pub retention_check_interval: Duration,
     pub object_delete_delay: Duration,
@@ -157,6 +163,7 @@ impl ConfigToml {
             upload_interval: self.upload_interval.or(lower.upload_interval),
             upload_bytes: self.upload_bytes.or(lower.upload_bytes),
             drain_timeout: self.drain_timeout.or(lower.drain_timeout),
+            wal_unreplicated_bytes_max: self.wal_unreplicated_bytes_max.or(lower.wal_unreplicated_bytes_max),
             object_cache_bytes: self.object_cache_bytes.or(lower.object_cache_bytes),
             retention_check_interval: self.retention_check_interval.or(lower.retention_check_interval),
             object_delete_delay: self.object_delete_delay.or(lower.object_delete_delay),
@@ -187,6 +194,7 @@ impl ConfigToml {
             upload_interval,
             upload_bytes,
             drain_timeout,
+            wal_unreplicated_bytes_max,
             object_cache_bytes,
             retention_check_interval,
             object_delete_delay,
@@ -236,6 +244,7 @@ impl ConfigToml {
             upload_interval: upload_interval.unwrap_or(Duration::from_secs(5)),
             upload_bytes,
             drain_timeout: drain_timeout.unwrap_or(Duration::from_secs(30)),
+            wal_unreplicated_bytes_max: wal_unreplicated_bytes_max.unwrap_or(256 << 20),
             object_cache_bytes: object_cache_bytes.unwrap_or(128 << 20),
             retention_check_interval: retention_check_interval.unwrap_or(Duration::from_secs(30)),
             object_delete_delay: object_delete_delay.unwrap_or(Duration::from_secs(60)),

@@ -1,7 +1,10 @@
 //! Sealing this broker's own WAL log early (DESIGN §3, §5): when a member of
 //! its ensemble is lost for good (its session expired, or it came back with
 //! a wiped disk) and the controller could form a strictly better ensemble
-//! (more live members than the log has left), the broker records a new log,
+//! (more live members than the log has left), or when the writer holds more
+//! than `wal_unreplicated_bytes_max` for a member that has not acknowledged
+//! them (a WAL node down with no better ensemble: memory must stay bounded),
+//! the broker records a new log,
 //! has its writer continue there — the entries not yet acknowledged in the
 //! old log are re-appended first, unchanged — and seals the old log at its
 //! last acknowledged seq. Producers see nothing but the latency of one
@@ -25,10 +28,27 @@ pub async fn run(broker: Arc<Broker>, cancel: CancellationToken) {
     let mut images = broker.images.clone();
     loop {
         let image = broker.image();
-        let current = broker.leadership().owned.as_ref().map(|owned| owned.log);
-        let log = current.and_then(|log| image.wal_logs.get(&log)).filter(|log| better_ensemble_exists(&image, log));
+        let (current, unreplicated) = match broker.leadership().owned.as_ref() {
+            Some(owned) => (Some(owned.log), owned.writer.unreplicated_bytes() as u64),
+            None => (None, 0),
+        };
+        let cap = broker.config.wal_unreplicated_bytes_max;
+        let log = current.and_then(|log| image.wal_logs.get(&log));
+        // Over the cap, a new log helps once the lagging node is out of the
+        // ensemble the controller would choose (its session expired); well
+        // over it, memory comes first.
+        let over_cap = log.is_some_and(|log| {
+            let other = image.choose_ensemble().is_ok_and(|(ensemble, _)| ensemble != log.ensemble);
+            (unreplicated > cap && other) || unreplicated > cap.saturating_mul(4)
+        });
+        let log = log.filter(|log| over_cap || better_ensemble_exists(&image, log));
         if let Some(log) = log {
-            match seal_and_continue(&broker, log).await {
+            let why = if over_cap {
+                format!("{unreplicated} bytes are held for a WAL member that has not acknowledged them")
+            } else {
+                "a WAL member is lost and a better ensemble exists".to_owned()
+            };
+            match seal_and_continue(&broker, log, &why).await {
                 Ok(()) => {}
                 Err(error) => {
                     tracing::warn!(log = %log.id, "sealing the WAL log early failed, retrying: {error:#}");
@@ -43,12 +63,14 @@ pub async fn run(broker: Arc<Broker>, cancel: CancellationToken) {
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = images.changed() => {}
+            // The bytes held for a lagging member grow without a metadata change.
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
     }
 }
 
-/// Whether `log` lost a member for good and a new ensemble would have more
-/// live members than it has left.
+/// Whether a new ensemble would have more live members than `log` has
+/// (a member lost for good, or a log opened while a zone was down).
 fn better_ensemble_exists(image: &Image, log: &WalLog) -> bool {
     let live = log
         .ensemble
@@ -60,14 +82,14 @@ fn better_ensemble_exists(image: &Image, log: &WalLog) -> bool {
                 .is_some_and(|node| node.state == NodeState::Active && node.incarnation == member.incarnation)
         })
         .count();
-    live < log.ensemble.len() && image.choose_ensemble().is_ok_and(|(ensemble, _)| ensemble.len() > live)
+    image.choose_ensemble().is_ok_and(|(ensemble, _)| ensemble.len() > live)
 }
 
-async fn seal_and_continue(broker: &Broker, old: &WalLog) -> anyhow::Result<()> {
+async fn seal_and_continue(broker: &Broker, old: &WalLog, why: &str) -> anyhow::Result<()> {
     let me = broker.config.node_id;
     let epoch = broker.live_epoch().context("no live session")?;
     anyhow::ensure!(old.owner == me && old.owner_epoch == epoch, "{} is not this registration's log", old.id);
-    tracing::info!(log = %old.id, "a WAL member is lost and a better ensemble exists: sealing the log early");
+    tracing::info!(log = %old.id, "{why}: sealing the log early");
     let request = pb::OpenLogRequest { owner: me.0, owner_epoch: epoch.0, ensemble: vec![], ack_quorum: 0 };
     let (version, outcome) = broker.client.open_log(request).await.context("OpenLog")?;
     let keel_controller_client::Outcome::LogOpened { log: new, .. } = outcome else {
@@ -106,16 +128,22 @@ async fn seal_and_continue(broker: &Broker, old: &WalLog) -> anyhow::Result<()> 
     // The writer has moved on: the old log must be sealed, or the uploader
     // waits for it forever. Retry until it is, or until this registration
     // is gone (the log is an orphan then, which failover seals).
-    loop {
+    let sealed_at = loop {
         match broker.client.seal_log(request.clone()).await {
-            Ok(_) => break,
-            Err(ClientError::Meta(MetaError::LogSealed { .. } | MetaError::LogEpochMismatch { .. })) => break,
+            Ok((version, _)) => break Some(version),
+            Err(ClientError::Meta(MetaError::LogSealed { .. } | MetaError::LogEpochMismatch { .. })) => break None,
             Err(error) if broker.live_epoch() == Some(epoch) => {
                 tracing::warn!(log = %old.id, "SealLog failed, retrying: {error}");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
             Err(error) => return Err(error).context("SealLog"),
         }
+    };
+    // The uploader must see the log sealed before it stops waiting for it:
+    // the log's tail comes before the new log's first entries.
+    if let Some(version) = sealed_at {
+        let mut images = broker.images.clone();
+        wait_for_version(&mut images, version, METADATA_WAIT).await?;
     }
     if let Some(owned) = broker.leadership().owned.as_mut() {
         owned.sealing = None;

@@ -408,3 +408,50 @@ async fn a_wal_node_lost_mid_load_loses_nothing_and_after_a_wipe_logs_are_sealed
     let expected = ["lost a WAL member"];
     test.assert_clean_logs(&[keel_tests::PEER_UNREACHABLE, &expected].concat());
 }
+
+/// DESIGN §3, §5: with one WAL node per zone, a dead node leaves no better
+/// ensemble, but the writers must not hold its missing entries in memory
+/// forever: over `wal_unreplicated_bytes_max` they seal early onto the two
+/// live nodes, and once the node is back they move to a log with all three.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wal_node_down_with_no_better_ensemble_bounds_what_brokers_hold() {
+    let mut test = TestCluster::start(3, &[]).await.unwrap();
+    test.start_wal_nodes(3).await.unwrap();
+    test.start_brokers(3, &["--wal-unreplicated-bytes-max", "65536"]).await.unwrap();
+    let create = keel_controller_client::pb::CreateTopicRequest {
+        name: "orders".into(),
+        partitions: PARTITIONS as i32,
+        ..Default::default()
+    };
+    let client = test.cluster.client().unwrap();
+    client.create_topic(create).await.unwrap();
+    let bootstrap = test.cluster.bootstrap();
+    let load = Load::start(&bootstrap).await;
+    let dead = test.cluster.wal_nodes[0].spec.id;
+    info!(dead, "kill -9 a WAL node");
+    test.cluster.wal_nodes[0].kill9();
+    let open_ensembles = || async {
+        let image = client.read_image().await.ok()?;
+        let open: Vec<Vec<u32>> = image
+            .wal_logs
+            .values()
+            .filter(|log| matches!(log.state, keel_controller_client::WalLogState::Open))
+            .map(|log| log.ensemble.iter().map(|m| m.node.0).collect())
+            .collect();
+        Some(open)
+    };
+    keel_tests::eventually(Duration::from_secs(30), "logs on the two live WAL nodes", || async {
+        let open = open_ensembles().await?;
+        (open.len() == 3 && open.iter().all(|nodes| nodes.len() == 2 && !nodes.contains(&dead))).then_some(())
+    })
+    .await;
+    test.cluster.start_wal(0).unwrap();
+    test.cluster.wait_for_wal_nodes(Duration::from_secs(60)).await.unwrap();
+    keel_tests::eventually(Duration::from_secs(30), "logs on all three WAL nodes again", || async {
+        let open = open_ensembles().await?;
+        (open.len() == 3 && open.iter().all(|nodes| nodes.len() == 3)).then_some(())
+    })
+    .await;
+    load.finish(&bootstrap).await;
+    test.assert_clean_logs(&[keel_tests::PEER_UNREACHABLE, &["lost a WAL member"]].concat());
+}

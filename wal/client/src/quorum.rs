@@ -79,6 +79,8 @@ pub struct QuorumWriter {
     /// A member that stays away makes this grow: `unreplicated_bytes` is what
     /// the caller caps, sealing the log early when it is too large.
     unreplicated: VecDeque<(Seq, Bytes)>,
+    /// The bytes in `unreplicated`.
+    unreplicated_bytes: usize,
     stopped: Option<WriterError>,
 }
 
@@ -101,6 +103,7 @@ impl QuorumWriter {
             next_seq: last_seq.next(),
             acked: last_seq,
             unreplicated: VecDeque::new(),
+            unreplicated_bytes: 0,
             stopped: None,
         }
     }
@@ -126,6 +129,7 @@ impl QuorumWriter {
         let seq = self.next_seq;
         let entry = Entry::build(EntryHeader { log: self.log, epoch: self.epoch, seq, acked: self.acked }, records);
         self.next_seq = seq.next();
+        self.unreplicated_bytes += entry.bytes.len();
         self.unreplicated.push_back((seq, entry.bytes.clone()));
         Ok(entry)
     }
@@ -144,7 +148,8 @@ impl QuorumWriter {
         state.acked = seq;
         let everywhere = self.members.iter().map(|state| state.acked).min().expect("a writer has members");
         while self.unreplicated.front().is_some_and(|(held, _)| *held <= everywhere) {
-            self.unreplicated.pop_front();
+            let (_, bytes) = self.unreplicated.pop_front().expect("checked: not empty");
+            self.unreplicated_bytes -= bytes.len();
         }
         let durable = self.durable_prefix();
         if durable <= self.acked {
@@ -187,7 +192,7 @@ impl QuorumWriter {
 
     /// Bytes held for members that have not acknowledged them yet.
     pub fn unreplicated_bytes(&self) -> usize {
-        self.unreplicated.iter().map(|(_, bytes)| bytes.len()).sum()
+        self.unreplicated_bytes
     }
 
     /// Whether the reachable members can still acknowledge entries.
@@ -219,6 +224,7 @@ impl QuorumWriter {
     pub fn seal(&mut self) -> Vec<(Seq, Bytes)> {
         self.stopped.get_or_insert(WriterError::Sealed { log: self.log });
         let acked = self.acked;
+        self.unreplicated_bytes = 0;
         self.unreplicated.drain(..).filter(|(seq, _)| *seq > acked).collect()
     }
 }

@@ -21,6 +21,8 @@
 //! PERFORMANCE-CRITICAL PATH: no INFO logs, no blocking calls.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use keel_proto::wal as pb;
@@ -124,6 +126,9 @@ pub struct WalWriter {
     commands: mpsc::UnboundedSender<Command>,
     /// The log written now and its highest acknowledged seq.
     acked: watch::Receiver<(LogId, Seq)>,
+    /// Bytes held for members that have not acknowledged them (a member
+    /// that stays away makes this grow; the owner caps it by sealing early).
+    unreplicated: Arc<AtomicUsize>,
     health: watch::Receiver<Health>,
 }
 
@@ -146,6 +151,7 @@ impl WalWriter {
         let (acked_sender, acked) = watch::channel((log, last_seq));
         let (health_sender, health) = watch::channel(Health::Healthy);
         let log_cancel = cancel.child_token();
+        let unreplicated = Arc::new(AtomicUsize::new(0));
         for (member, target) in targets.iter().enumerate() {
             tasks.spawn(connect(log, member, 0, target.clone(), Duration::ZERO, events.clone(), log_cancel.clone()));
         }
@@ -164,9 +170,10 @@ impl WalWriter {
             tasks: tasks.clone(),
             cancel: cancel.clone(),
             log_cancel,
+            unreplicated: unreplicated.clone(),
         };
         tasks.spawn(state.run(command_receiver, event_receiver));
-        WalWriter { commands, acked, health }
+        WalWriter { commands, acked, health, unreplicated }
     }
 
     /// Appends one entry of `records`. The entry is queued when this is
@@ -186,6 +193,11 @@ impl WalWriter {
     /// written now.
     pub fn acked(&self) -> Seq {
         self.acked.borrow().1
+    }
+
+    /// Bytes of the current log held until every member has them.
+    pub fn unreplicated_bytes(&self) -> usize {
+        self.unreplicated.load(Ordering::Relaxed)
     }
 
     /// The highest durable seq of `log`, if it is the log written now.
@@ -240,6 +252,7 @@ struct WriterTask {
     cancel: CancellationToken,
     /// Stops the current log's connections.
     log_cancel: CancellationToken,
+    unreplicated: Arc<AtomicUsize>,
 }
 
 impl WriterTask {
@@ -263,6 +276,7 @@ impl WriterTask {
                     }
                 }
             }
+            self.unreplicated.store(self.quorum.unreplicated_bytes(), Ordering::Relaxed);
         }
         for (_, waiter) in std::mem::take(&mut self.waiters) {
             let _ = waiter.send(Err(WriteError::Stopped));
