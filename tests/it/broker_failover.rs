@@ -60,12 +60,11 @@ async fn killed_brokers_hand_their_partitions_over_and_nothing_acknowledged_is_l
         quantile(&mut writable, 0.5),
         quantile(&mut writable, 0.99),
     );
-    let mut failovers = (0.0, 0.0);
-    for controller in &test.cluster.controllers {
-        let (_, metrics) = keel_tools::launcher::http_get(controller.spec.admin, "/metrics").await.unwrap();
-        failovers.0 += keel_tools::launcher::metric_value(&metrics, "keel_controller_failover_seconds_sum");
-        failovers.1 += keel_tools::launcher::metric_value(&metrics, "keel_controller_failover_seconds_count");
-    }
+    let admins: Vec<_> = test.cluster.controllers.iter().map(|c| c.spec.admin).collect();
+    let failovers = (
+        metric_total(&admins, "keel_controller_failover_seconds_sum").await,
+        metric_total(&admins, "keel_controller_failover_seconds_count").await,
+    );
     eprintln!(
         "controller failovers: {}, mean {:.3} s from fence to every partition reassigned",
         failovers.1,
@@ -123,7 +122,14 @@ async fn a_paused_leader_is_fenced_and_gets_nothing_acknowledged_after_it_wakes(
 /// 3 controllers, a WAL node and a broker in each of zones a, b, c, and
 /// topic "orders" with 24 partitions.
 async fn cluster_with_topic() -> TestCluster {
-    let test = TestCluster::start_full().await.unwrap();
+    cluster_with_topic_and(&[]).await
+}
+
+/// The same, with extra flags for every broker.
+async fn cluster_with_topic_and(broker_args: &[&str]) -> TestCluster {
+    let mut test = TestCluster::start(3, &[]).await.unwrap();
+    test.start_wal_nodes(3).await.unwrap();
+    test.start_brokers(3, broker_args).await.unwrap();
     let create = keel_controller_client::pb::CreateTopicRequest {
         name: "orders".into(),
         partitions: PARTITIONS as i32,
@@ -139,6 +145,16 @@ async fn served_by_others(test: &TestCluster, victim: i32) {
         test.cluster.brokers.iter().filter(|b| b.spec.id as i32 != victim).map(|b| b.spec.kafka.to_string()).collect();
     let layout = kafka::ready_layout(&others.join(","), "orders", Duration::from_secs(60)).await.unwrap();
     assert!(!layout.leaders.contains(&victim), "the lost broker leads nothing: {:?}", layout.leaders);
+}
+
+/// The sum of metric `name` over the processes whose admin ports are `admins`.
+async fn metric_total(admins: &[std::net::SocketAddr], name: &str) -> f64 {
+    let mut total = 0.0;
+    for admin in admins {
+        let (_, metrics) = keel_tools::launcher::http_get(*admin, "/metrics").await.unwrap();
+        total += keel_tools::launcher::metric_value(&metrics, name);
+    }
+    total
 }
 
 fn quantile(times: &mut [f64], q: f64) -> f64 {
@@ -319,12 +335,11 @@ async fn a_new_broker_takes_a_share_of_the_partitions_under_load() {
         added.elapsed().as_secs_f64()
     );
     assert!(led + 1 >= share, "the new broker leads {led} partitions, not about {share}, after a minute");
-    let mut closes = (0.0, 0.0);
-    for broker in &test.cluster.brokers[..index] {
-        let (_, metrics) = keel_tools::launcher::http_get(broker.spec.admin, "/metrics").await.unwrap();
-        closes.0 += keel_tools::launcher::metric_value(&metrics, "keel_broker_close_seconds_sum");
-        closes.1 += keel_tools::launcher::metric_value(&metrics, "keel_broker_close_seconds_count");
-    }
+    let admins: Vec<_> = test.cluster.brokers[..index].iter().map(|b| b.spec.admin).collect();
+    let closes = (
+        metric_total(&admins, "keel_broker_close_seconds_sum").await,
+        metric_total(&admins, "keel_broker_close_seconds_count").await,
+    );
     eprintln!(
         "hand-over rounds: {}, mean {:.3} s each (writes stopped to ClosePartition committed)",
         closes.1,
@@ -386,11 +401,8 @@ async fn a_wal_node_lost_mid_load_loses_nothing_and_after_a_wipe_logs_are_sealed
         "every broker writes a new log with the new WAL node {:.1} s after it came back",
         started.elapsed().as_secs_f64()
     );
-    let mut sealed_early = 0.0;
-    for broker in &test.cluster.brokers {
-        let (_, metrics) = keel_tools::launcher::http_get(broker.spec.admin, "/metrics").await.unwrap();
-        sealed_early += keel_tools::launcher::metric_value(&metrics, "keel_broker_logs_sealed_early_total");
-    }
+    let admins: Vec<_> = test.cluster.brokers.iter().map(|b| b.spec.admin).collect();
+    let sealed_early = metric_total(&admins, "keel_broker_logs_sealed_early_total").await;
     assert!(sealed_early >= 3.0, "each broker sealed its log early: {sealed_early}");
     keel_tests::eventually(Duration::from_secs(30), "the sealed logs uploaded", || async {
         let image = client.read_image().await.ok()?;
@@ -415,16 +427,8 @@ async fn a_wal_node_lost_mid_load_loses_nothing_and_after_a_wipe_logs_are_sealed
 /// live nodes, and once the node is back they move to a log with all three.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_wal_node_down_with_no_better_ensemble_bounds_what_brokers_hold() {
-    let mut test = TestCluster::start(3, &[]).await.unwrap();
-    test.start_wal_nodes(3).await.unwrap();
-    test.start_brokers(3, &["--wal-unreplicated-bytes-max", "65536"]).await.unwrap();
-    let create = keel_controller_client::pb::CreateTopicRequest {
-        name: "orders".into(),
-        partitions: PARTITIONS as i32,
-        ..Default::default()
-    };
+    let mut test = cluster_with_topic_and(&["--wal-unreplicated-bytes-max", "65536"]).await;
     let client = test.cluster.client().unwrap();
-    client.create_topic(create).await.unwrap();
     let bootstrap = test.cluster.bootstrap();
     let load = Load::start(&bootstrap).await;
     let dead = test.cluster.wal_nodes[0].spec.id;

@@ -7,10 +7,14 @@ use crate::ids::{Seq, TopicId};
 use crate::image::ObjectRange;
 
 fn register(image: &mut Image, version: u64, kind: NodeKind, id: u32) -> Epoch {
+    register_in(image, version, kind, id, "a")
+}
+
+fn register_in(image: &mut Image, version: u64, kind: NodeKind, id: u32, zone: &str) -> Epoch {
     let command = Command::RegisterNode {
         kind,
         id: NodeId(id),
-        zone: "a".into(),
+        zone: zone.into(),
         internal_addr: "127.0.0.1:1".into(),
         kafka_listeners: vec![],
         incarnation: "i".into(),
@@ -232,23 +236,9 @@ fn a_wal_log_is_opened_recovered_once_per_epoch_and_sealed_for_good() {
 #[test]
 fn a_fenced_brokers_partitions_move_only_after_its_logs_are_sealed_and_uploaded() {
     let mut image = Image::default();
-    let register_in = |image: &mut Image, version: u64, id: u32, zone: &str| {
-        let command = Command::RegisterNode {
-            kind: NodeKind::Broker,
-            id: NodeId(id),
-            zone: zone.into(),
-            internal_addr: "127.0.0.1:1".into(),
-            kafka_listeners: vec![],
-            incarnation: "i".into(),
-        };
-        match image.apply(Version(version), &command) {
-            Ok(Outcome::Registered { epoch }) => epoch,
-            other => panic!("register failed: {other:?}"),
-        }
-    };
-    let dead = register_in(&mut image, 1, 1, "a");
-    let other_zone = register_in(&mut image, 2, 2, "b");
-    register_in(&mut image, 3, 3, "a");
+    let dead = register_in(&mut image, 1, NodeKind::Broker, 1, "a");
+    let other_zone = register_in(&mut image, 2, NodeKind::Broker, 2, "b");
+    register_in(&mut image, 3, NodeKind::Broker, 3, "a");
     for (version, (id, zone)) in [(4, (1, "a")), (5, (2, "b")), (6, (3, "c"))] {
         register_wal(&mut image, version, id, zone);
     }
