@@ -106,6 +106,10 @@ fn next_log(broker: &Broker, image: &Image) -> Option<Pending> {
         let owned = leadership.owned.as_ref()?;
         (owned.log, owned.session_epoch, owned.writer.acked_in(owned.log), owned.sealing)
     };
+    // Registered again and not yet writing under it: these logs are orphans now.
+    if broker.live_epoch() != Some(epoch) {
+        return None;
+    }
     for log in image.wal_logs.values().filter(|log| log.owner == me && log.owner_epoch == epoch) {
         let end = match &log.state {
             WalLogState::Sealed { sealed_seq, .. } => *sealed_seq,

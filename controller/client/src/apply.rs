@@ -121,7 +121,7 @@ impl Image {
             }
             Command::CommitUpload { broker, broker_epoch, log, log_epoch, trim_seq, objects, now_ms } => {
                 self.check_active(NodeKind::Broker, *broker, *broker_epoch)?;
-                self.check_commit_upload(*broker, *log, *log_epoch, *trim_seq, objects, *now_ms)
+                self.check_commit_upload((*broker, *broker_epoch), *log, *log_epoch, *trim_seq, objects, *now_ms)
             }
             Command::CompactRanges { stream, object, replaced, now_ms, sender, sender_epoch } => {
                 self.check_active(NodeKind::Broker, *sender, *sender_epoch)?;
@@ -418,8 +418,10 @@ impl Image {
                 for object in objects {
                     self.reservations.remove(&object.id);
                     for range in &object.ranges {
-                        let partition = self.partition_of_stream_mut(range.stream).expect("checked: stream exists");
-                        partition.uploaded_end = range.end;
+                        // A deleted topic's range (checked) moves nothing.
+                        if let Some(partition) = self.partition_of_stream_mut(range.stream) {
+                            partition.uploaded_end = range.end;
+                        }
                     }
                     self.objects.insert(object.id, object.clone());
                 }
@@ -536,7 +538,7 @@ impl Image {
     /// `CommitUpload`'s conditions besides the sender's epoch.
     fn check_commit_upload(
         &self,
-        broker: NodeId,
+        (broker, broker_epoch): (NodeId, Epoch),
         log: LogId,
         log_epoch: LogEpoch,
         trim_seq: Seq,
@@ -545,10 +547,13 @@ impl Image {
     ) -> Result<(), MetaError> {
         let invalid = |reason: String| Err(MetaError::InvalidRequest { reason });
         let wal_log = self.wal_logs.get(&log).ok_or(MetaError::UnknownLog { log })?;
-        // A sealed log whose owner is gone is uploaded by whoever recovered it.
-        let sealed = matches!(wal_log.state, WalLogState::Sealed { .. });
-        if wal_log.owner != broker && !(sealed && self.orphaned(wal_log)) {
-            return invalid(format!("WAL log {log} is not broker {broker}'s"));
+        // The owner uploads its log under the registration that opened it; a
+        // sealed log whose owner is gone is uploaded by whoever recovered it
+        // (the owner too, registered again).
+        let owned = wal_log.owner == broker && wal_log.owner_epoch == broker_epoch;
+        let recovered = matches!(wal_log.state, WalLogState::Sealed { .. }) && self.orphaned(wal_log);
+        if !(owned || recovered) {
+            return invalid(format!("WAL log {log} is not broker {broker}'s at epoch {broker_epoch}"));
         }
         if wal_log.epoch != log_epoch {
             return Err(MetaError::LogEpochMismatch { log, epoch: log_epoch, current: wal_log.epoch });
@@ -577,6 +582,9 @@ impl Image {
                     Some(end) => *end,
                     None => match self.partition_of_stream(range.stream) {
                         Some((_, _, partition)) => partition.uploaded_end,
+                        // Its topic was deleted while the object was built:
+                        // the range is garbage, collected with the object.
+                        None if range.stream < self.next_stream_id => continue,
                         None => return invalid(format!("stream {} is no partition's", range.stream)),
                     },
                 };

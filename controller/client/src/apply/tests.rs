@@ -451,3 +451,93 @@ fn a_leader_closes_a_partition_only_at_its_uploaded_end_and_a_draining_broker_ge
     let again = register(&mut image, 6, NodeKind::Broker, 1);
     assert!(again > first && !image.brokers[&NodeId(1)].draining, "a new registration ends the drain");
 }
+
+/// A broker uploads its log only under the registration that opened it: once
+/// it registered again the log is an orphan, committed to only after it is
+/// recovered and sealed (by anyone, the owner included).
+#[test]
+fn an_orphaned_log_is_committed_to_only_once_sealed() {
+    let mut image = Image::default();
+    let first = register(&mut image, 1, NodeKind::Broker, 1);
+    for (version, (id, zone)) in [(2, (1, "a")), (3, (2, "b")), (4, (3, "c"))] {
+        register_wal(&mut image, version, id, zone);
+    }
+    let open = Command::OpenLog { owner: NodeId(1), owner_epoch: first, ensemble: ensemble(), ack_quorum: 2 };
+    image.apply(Version(5), &open).unwrap();
+    let again = register(&mut image, 6, NodeKind::Broker, 1);
+    let reserve = Command::ReserveObjects { broker: NodeId(1), broker_epoch: again, count: 1, deadline_ms: 1000 };
+    image.apply(Version(7), &reserve).unwrap();
+    let commit = |log_epoch| Command::CommitUpload {
+        broker: NodeId(1),
+        broker_epoch: again,
+        log: LogId(1),
+        log_epoch: LogEpoch(log_epoch),
+        trim_seq: Seq(0),
+        objects: vec![],
+        now_ms: 0,
+    };
+    assert!(
+        matches!(image.check(&commit(1)), Err(MetaError::InvalidRequest { .. })),
+        "the previous registration's open log is not this registration's to upload"
+    );
+    let recover =
+        Command::RecoverLog { log: LogId(1), epoch: LogEpoch(2), recoverer: NodeId(1), recoverer_epoch: again };
+    image.apply(Version(8), &recover).unwrap();
+    let seal = Command::SealLog {
+        log: LogId(1),
+        epoch: LogEpoch(2),
+        sealed_seq: Seq(0),
+        stream_ends: vec![],
+        sender: NodeId(1),
+        sender_epoch: again,
+    };
+    image.apply(Version(9), &seal).unwrap();
+    assert_eq!(image.check(&commit(2)), Ok(()), "sealed, the orphan is uploaded by its recoverer");
+}
+
+/// A topic deleted while an object of its batches was being built: the
+/// commit still applies (the range is garbage, collected with the object),
+/// but a range of a stream that never existed is refused.
+#[test]
+fn an_upload_racing_a_topic_deletion_commits_and_a_made_up_stream_is_refused() {
+    let mut image = Image::default();
+    let broker = register(&mut image, 1, NodeKind::Broker, 1);
+    for (version, (id, zone)) in [(2, (1, "a")), (3, (2, "b")), (4, (3, "c"))] {
+        register_wal(&mut image, version, id, zone);
+    }
+    image.apply(Version(5), &create_topic("gone", 1)).unwrap();
+    let stream = image.topics["gone"].partitions[0].stream_id;
+    let open = Command::OpenLog { owner: NodeId(1), owner_epoch: broker, ensemble: ensemble(), ack_quorum: 2 };
+    image.apply(Version(6), &open).unwrap();
+    image.apply(Version(7), &Command::DeleteTopic { name: "gone".into() }).unwrap();
+    let reserve = Command::ReserveObjects { broker: NodeId(1), broker_epoch: broker, count: 1, deadline_ms: 1000 };
+    image.apply(Version(8), &reserve).unwrap();
+    let commit = |stream| Command::CommitUpload {
+        broker: NodeId(1),
+        broker_epoch: broker,
+        log: LogId(1),
+        log_epoch: LogEpoch(1),
+        trim_seq: Seq(3),
+        objects: vec![ObjectRecord {
+            id: ObjectId(1),
+            key: "k".into(),
+            size: 10,
+            ranges: vec![ObjectRange {
+                stream,
+                start: crate::ids::Offset(0),
+                end: crate::ids::Offset(5),
+                pos: 0,
+                len: 10,
+                min_ts: 0,
+                max_ts: 0,
+                snapshot_pos: 0,
+                snapshot_len: 0,
+            }],
+        }],
+        now_ms: 0,
+    };
+    assert!(matches!(image.check(&commit(StreamId(99))), Err(MetaError::InvalidRequest { .. })));
+    image.apply(Version(9), &commit(stream)).expect("the deleted topic's range is accepted");
+    assert_eq!(image.wal_logs[&LogId(1)].trim_seq, Seq(3));
+    assert!(image.object_unreferenced(&image.objects[&ObjectId(1)]), "and is garbage at once");
+}
