@@ -62,16 +62,10 @@ pub async fn run(broker: Arc<Broker>, cancel: CancellationToken) {
 type Led = Vec<(TopicId, u32, StreamId, LeaderEpoch, bool)>;
 
 fn led(image: &Image, broker: &Broker) -> Led {
-    let me = broker.config.node_id;
     image
-        .topics
-        .values()
-        .flat_map(|topic| {
-            topic.partitions.iter().enumerate().map(move |(index, partition)| (topic.id, index as u32, partition))
-        })
-        .filter(|(_, _, partition)| partition.leader == Some(me))
+        .led_by(broker.config.node_id)
         .map(|(topic, index, partition)| {
-            (topic, index, partition.stream_id, partition.leader_epoch, partition.moving_to.is_some())
+            (topic.id, index, partition.stream_id, partition.leader_epoch, partition.moving_to.is_some())
         })
         .collect()
 }

@@ -34,20 +34,8 @@ pub async fn run(broker: Arc<Broker>, cancel: CancellationToken) {
         };
         let cap = broker.config.wal_unreplicated_bytes_max;
         let log = current.and_then(|log| image.wal_logs.get(&log));
-        // Over the cap, a new log helps once the lagging node is out of the
-        // ensemble the controller would choose (its session expired); well
-        // over it, memory comes first.
-        let over_cap = log.is_some_and(|log| {
-            let other = image.choose_ensemble().is_ok_and(|(ensemble, _)| ensemble != log.ensemble);
-            (unreplicated > cap && other) || unreplicated > cap.saturating_mul(4)
-        });
-        let log = log.filter(|log| over_cap || better_ensemble_exists(&image, log));
-        if let Some(log) = log {
-            let why = if over_cap {
-                format!("{unreplicated} bytes are held for a WAL member that has not acknowledged them")
-            } else {
-                "a WAL member is lost and a better ensemble exists".to_owned()
-            };
+        let reason = log.and_then(|log| Some((log, reason_to_seal(&image, log, unreplicated, cap)?)));
+        if let Some((log, why)) = reason {
             match seal_and_continue(&broker, log, &why).await {
                 Ok(()) => {}
                 Err(error) => {
@@ -69,9 +57,18 @@ pub async fn run(broker: Arc<Broker>, cancel: CancellationToken) {
     }
 }
 
-/// Whether a new ensemble would have more live members than `log` has
-/// (a member lost for good, or a log opened while a zone was down).
-fn better_ensemble_exists(image: &Image, log: &WalLog) -> bool {
+/// Why `log` should be sealed early, if it should: a new ensemble would have
+/// more live members than it has (a member lost for good, or a log opened
+/// while a zone was down), or the writer holds more than `cap` bytes for a
+/// lagging member. Over the cap, a new log helps once the lagging node is out
+/// of the ensemble the controller would choose (its session expired); well
+/// over it, memory comes first.
+fn reason_to_seal(image: &Image, log: &WalLog, unreplicated: u64, cap: u64) -> Option<String> {
+    let chosen = image.choose_ensemble().ok().map(|(ensemble, _)| ensemble);
+    let other = chosen.as_ref().is_some_and(|ensemble| *ensemble != log.ensemble);
+    if (unreplicated > cap && other) || unreplicated > cap.saturating_mul(4) {
+        return Some(format!("{unreplicated} bytes are held for a WAL member that has not acknowledged them"));
+    }
     let live = log
         .ensemble
         .iter()
@@ -82,7 +79,8 @@ fn better_ensemble_exists(image: &Image, log: &WalLog) -> bool {
                 .is_some_and(|node| node.state == NodeState::Active && node.incarnation == member.incarnation)
         })
         .count();
-    image.choose_ensemble().is_ok_and(|(ensemble, _)| ensemble.len() > live)
+    let better = chosen.is_some_and(|ensemble| ensemble.len() > live);
+    better.then(|| format!("a better ensemble exists ({live} of the log's members are live)"))
 }
 
 async fn seal_and_continue(broker: &Broker, old: &WalLog, why: &str) -> anyhow::Result<()> {

@@ -81,13 +81,11 @@ fn next_log(image: &Image, me: NodeId, failed: &HashMap<LogId, Instant>) -> Opti
         .filter(|log| unfinished(log) && image.orphaned(log) && designated(image, log.owner) == Some(me))
         .collect();
     let unsealed = orphans.iter().filter(|log| !matches!(log.state, WalLogState::Sealed { .. }));
-    // Per owner, only its oldest sealed log can be uploaded next.
-    let mut owners = std::collections::HashSet::new();
+    // Per owner, only its oldest unfinished log can be uploaded next.
     let uploadable = orphans
         .iter()
         .filter(|log| matches!(log.state, WalLogState::Sealed { .. }))
-        .filter(|log| !orphans.iter().any(|other| other.owner == log.owner && other.id < log.id))
-        .filter(|log| owners.insert(log.owner));
+        .filter(|log| !orphans.iter().any(|other| other.owner == log.owner && other.id < log.id));
     let candidates: Vec<&&WalLog> = unsealed.chain(uploadable).collect();
     let recent = |log: &&&WalLog| failed.get(&log.id).is_some_and(|at| at.elapsed() < RETRY_PAUSE * 3);
     let chosen = candidates.iter().find(|log| !recent(log)).or(candidates.first());

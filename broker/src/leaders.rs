@@ -81,7 +81,6 @@ async fn follow(broker: &Broker) -> bool {
             // Made meanwhile by a produce (nothing uploaded): it may hold appends.
             continue;
         }
-        broker.cache.forget(stream);
         leadership.lead(stream, epoch, end.0, producers);
         broker.metrics.partitions_taken.inc();
         tracing::info!(%stream, leader_epoch = %epoch, from = %end, "leading the partition");
@@ -92,13 +91,9 @@ async fn follow(broker: &Broker) -> bool {
 
 /// The partitions `image` gives this broker: leader epoch and uploaded end.
 fn led_by(image: &Image, broker: &Broker) -> HashMap<StreamId, (LeaderEpoch, Offset)> {
-    let me = broker.config.node_id;
     image
-        .topics
-        .values()
-        .flat_map(|topic| &topic.partitions)
-        .filter(|partition| partition.leader == Some(me))
-        .map(|partition| (partition.stream_id, (partition.leader_epoch, partition.uploaded_end)))
+        .led_by(broker.config.node_id)
+        .map(|(_, _, partition)| (partition.stream_id, (partition.leader_epoch, partition.uploaded_end)))
         .collect()
 }
 

@@ -46,11 +46,8 @@ pub async fn run(broker: Arc<Broker>, cancel: CancellationToken) {
         let me = broker.config.node_id;
         let image = broker.image();
         let partitions = image
-            .topics
-            .values()
-            .flat_map(|topic| &topic.partitions)
-            .filter(|partition| partition.leader == Some(me))
-            .map(|partition| {
+            .led_by(me)
+            .map(|(_, _, partition)| {
                 let (bytes_in, bytes_out) = traffic.get(&partition.stream_id).copied().unwrap_or_default();
                 pb::PartitionLoad {
                     stream: partition.stream_id.0,

@@ -106,10 +106,6 @@ fn next_log(broker: &Broker, image: &Image) -> Option<Pending> {
         let owned = leadership.owned.as_ref()?;
         (owned.log, owned.session_epoch, owned.writer.acked_in(owned.log), owned.sealing)
     };
-    // Registered again and not yet writing under it: these logs are orphans now.
-    if broker.live_epoch() != Some(epoch) {
-        return None;
-    }
     for log in image.wal_logs.values().filter(|log| log.owner == me && log.owner_epoch == epoch) {
         let end = match &log.state {
             WalLogState::Sealed { sealed_seq, .. } => *sealed_seq,
@@ -133,9 +129,11 @@ fn next_log(broker: &Broker, image: &Image) -> Option<Pending> {
 
 async fn upload_once(broker: &Broker, store: &Arc<dyn ObjectStore>, states: &mut States) -> anyhow::Result<Uploaded> {
     let image = broker.image();
-    // Without a live session the log is no longer this broker's to upload:
-    // it is an orphan, which the failover recoverer uploads.
-    if broker.live_epoch().is_none() {
+    // Without a live session under the registration its log was opened in
+    // (lost, or registered again and not yet writing), the log is no longer
+    // this broker's to upload: it is an orphan, which failover uploads.
+    let writing = broker.leadership().owned.as_ref().map(|owned| owned.session_epoch);
+    if writing.is_none() || broker.live_epoch() != writing {
         return Ok(Uploaded::UpToDate);
     }
     seal_abandoned(broker, &image).await;

@@ -21,9 +21,7 @@ const TOLERANCE: f64 = 0.2;
 
 /// Up to `max_moves` partition moves (`MovePartition`) that even out the load.
 pub(crate) fn moves(image: &Image, loads: &HashMap<StreamId, f64>, max_moves: usize) -> Vec<Command> {
-    let partitions =
-        || image.topics.values().flat_map(|topic| topic.partitions.iter().enumerate().map(move |(i, p)| (topic, i, p)));
-    if partitions().any(|(_, _, p)| p.leader.is_none() || p.moving_to.is_some()) {
+    if image.partitions().any(|(_, _, p)| p.leader.is_none() || p.moving_to.is_some()) {
         return Vec::new();
     }
     let mut brokers: BTreeMap<NodeId, f64> = image.broker_load().into_keys().map(|id| (id, 0.0)).collect();
@@ -32,13 +30,13 @@ pub(crate) fn moves(image: &Image, loads: &HashMap<StreamId, f64>, max_moves: us
     }
     let weight = |stream: &StreamId| IDLE_WEIGHT + loads.get(stream).copied().unwrap_or(0.0);
     let mut candidates: Vec<(NodeId, f64, Command)> = Vec::new();
-    for (topic, index, partition) in partitions() {
+    for (topic, index, partition) in image.partitions() {
         let Some(leader) = partition.leader else { continue };
         let Some(load) = brokers.get_mut(&leader) else { continue };
         *load += weight(&partition.stream_id);
         let command = Command::MovePartition {
             topic: topic.id,
-            partition: index as u32,
+            partition: index,
             leader_epoch: partition.leader_epoch,
             to: leader, // replaced by the chosen target
         };

@@ -203,9 +203,7 @@ impl Controller {
                 sessions.expired(now)
             };
             for (kind, id, epoch) in expired {
-                let leads = self.state.read(|state| {
-                    state.image.topics.values().flat_map(|t| &t.partitions).any(|p| p.leader == Some(id))
-                });
+                let leads = self.state.read(|state| state.image.led_by(id).next().is_some());
                 if kind == keel_controller_client::NodeKind::Broker && leads {
                     failing_over.insert(id, Instant::now());
                 }

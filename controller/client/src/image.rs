@@ -254,6 +254,18 @@ impl Image {
         self.topics.values().find(|topic| topic.id == id)
     }
 
+    /// Every partition, with its topic and index.
+    pub fn partitions(&self) -> impl Iterator<Item = (&Topic, u32, &Partition)> {
+        self.topics.values().flat_map(|topic| {
+            topic.partitions.iter().enumerate().map(move |(index, partition)| (topic, index as u32, partition))
+        })
+    }
+
+    /// The partitions `broker` leads, with their topic and index.
+    pub fn led_by(&self, broker: NodeId) -> impl Iterator<Item = (&Topic, u32, &Partition)> {
+        self.partitions().filter(move |(_, _, partition)| partition.leader == Some(broker))
+    }
+
     /// Active brokers that take partitions (not draining), with the number of partitions each leads.
     pub fn broker_load(&self) -> BTreeMap<NodeId, usize> {
         let mut load: BTreeMap<NodeId, usize> = self
@@ -277,29 +289,25 @@ impl Image {
     pub fn leaderless_assignments(&self) -> Vec<crate::command::Command> {
         let mut load = self.broker_load();
         let mut commands = Vec::new();
-        for topic in self.topics.values() {
-            for (index, partition) in topic.partitions.iter().enumerate() {
-                if partition.leader.is_some() || !self.handover_ready(partition) {
-                    continue;
-                }
-                let zone = partition.previous_leader.and_then(|id| self.brokers.get(&id)).map(|b| b.zone.as_str());
-                let in_zone = |id: &NodeId| zone.is_none_or(|zone| self.brokers[id].zone == zone);
-                let pick = |same_zone: bool| {
-                    load.iter()
-                        .filter(|(id, _)| !same_zone || in_zone(id))
-                        .min_by_key(|(id, count)| (**count, **id))
-                        .map(|(id, _)| *id)
-                };
-                let chosen = partition.moving_to.filter(|target| load.contains_key(target));
-                let Some(leader) = chosen.or_else(|| pick(true)).or_else(|| pick(false)) else { return commands };
-                *load.get_mut(&leader).expect("picked from the map") += 1;
-                commands.push(crate::command::Command::AssignLeader {
-                    topic: topic.id,
-                    partition: index as u32,
-                    leader,
-                    leader_epoch: LeaderEpoch(partition.leader_epoch.0 + 1),
-                });
-            }
+        let leaderless = self.partitions().filter(|(_, _, p)| p.leader.is_none() && self.handover_ready(p));
+        for (topic, index, partition) in leaderless {
+            let zone = partition.previous_leader.and_then(|id| self.brokers.get(&id)).map(|b| b.zone.as_str());
+            let in_zone = |id: &NodeId| zone.is_none_or(|zone| self.brokers[id].zone == zone);
+            let pick = |same_zone: bool| {
+                load.iter()
+                    .filter(|(id, _)| !same_zone || in_zone(id))
+                    .min_by_key(|(id, count)| (**count, **id))
+                    .map(|(id, _)| *id)
+            };
+            let chosen = partition.moving_to.filter(|target| load.contains_key(target));
+            let Some(leader) = chosen.or_else(|| pick(true)).or_else(|| pick(false)) else { return commands };
+            *load.get_mut(&leader).expect("picked from the map") += 1;
+            commands.push(crate::command::Command::AssignLeader {
+                topic: topic.id,
+                partition: index,
+                leader,
+                leader_epoch: LeaderEpoch(partition.leader_epoch.0 + 1),
+            });
         }
         commands
     }

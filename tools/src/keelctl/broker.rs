@@ -55,6 +55,5 @@ pub(super) async fn run(client: &MetadataClient, command: BrokerCommand) -> anyh
 
 /// How many partitions broker `id` leads in `image`.
 fn partitions_led(image: &Image, id: u32) -> usize {
-    let id = NodeId(id);
-    image.topics.values().flat_map(|topic| &topic.partitions).filter(|p| p.leader == Some(id)).count()
+    image.led_by(NodeId(id)).count()
 }
