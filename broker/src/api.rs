@@ -5,6 +5,7 @@
 mod admin;
 mod delete_records;
 mod fetch;
+mod groups;
 mod metadata;
 mod offsets;
 mod produce;
@@ -95,7 +96,7 @@ pub fn admit(broker: &Arc<Broker>, request: Request) -> Result<Admitted, Unreada
     }
     if api == ApiKey::Produce {
         let started = std::time::Instant::now();
-        let produce = produce::admit(broker, decode(api, version, body)?, version);
+        let produce = produce::admit(broker, decode(api, version, body)?, version, false);
         return Ok(Admitted::Produce { correlation: header.correlation_id, version, started, produce });
     }
     Ok(Admitted::Other(Request { api, version, header, body }))
@@ -164,10 +165,82 @@ pub async fn handle(broker: &Arc<Broker>, admitted: Admitted) -> Result<Option<B
         ApiKey::DescribeCluster => {
             encode(api, version, correlation, &admin::describe_cluster(broker, decode(api, version, body)?))?
         }
+        ApiKey::FindCoordinator => encode(
+            api,
+            version,
+            correlation,
+            &groups::find_coordinator(broker, decode(api, version, body)?, version).await,
+        )?,
+        ApiKey::JoinGroup => {
+            let client_id = header.client_id.as_deref().unwrap_or_default().to_string();
+            let request = decode(api, version, body)?;
+            encode(api, version, correlation, &groups::join_group(broker, request, version, &client_id).await)?
+        }
+        ApiKey::SyncGroup => {
+            encode(api, version, correlation, &groups::sync_group(broker, decode(api, version, body)?, version).await)?
+        }
+        ApiKey::Heartbeat => {
+            encode(api, version, correlation, &groups::heartbeat(broker, decode(api, version, body)?))?
+        }
+        ApiKey::LeaveGroup => {
+            encode(api, version, correlation, &groups::leave_group(broker, decode(api, version, body)?, version))?
+        }
+        ApiKey::ConsumerGroupHeartbeat => {
+            let client_id = header.client_id.as_deref().unwrap_or_default().to_string();
+            let request = decode(api, version, body)?;
+            encode(api, version, correlation, &groups::consumer_group_heartbeat(broker, request, &client_id).await)?
+        }
+        ApiKey::OffsetCommit => encode(
+            api,
+            version,
+            correlation,
+            &groups::offset_commit(broker, decode(api, version, body)?, version).await,
+        )?,
+        ApiKey::OffsetFetch => {
+            encode(api, version, correlation, &groups::offset_fetch(broker, decode(api, version, body)?, version))?
+        }
+        ApiKey::OffsetDelete => {
+            encode(api, version, correlation, &groups::offset_delete(broker, decode(api, version, body)?).await)?
+        }
+        ApiKey::DescribeGroups => {
+            encode(api, version, correlation, &groups::describe_groups(broker, decode(api, version, body)?, version))?
+        }
+        ApiKey::ListGroups => {
+            encode(api, version, correlation, &groups::list_groups(broker, decode(api, version, body)?, version))?
+        }
+        ApiKey::DeleteGroups => {
+            encode(api, version, correlation, &groups::delete_groups(broker, decode(api, version, body)?).await)?
+        }
         other => return Err(Unreadable::UnsupportedVersion { api: other, version, min: 0, max: -1 }),
     };
     count_request(broker, api, started);
     Ok(Some(answer))
+}
+
+/// Appends one record batch to a partition as the broker itself (the
+/// group coordinator writing `__consumer_offsets`), through the same path
+/// and checks as a client's produce with acks=all; `None` once durable.
+pub(crate) async fn append_internal(
+    broker: &Arc<Broker>,
+    topic: &str,
+    partition: i32,
+    batch: Bytes,
+) -> Option<kafka_protocol::error::ResponseError> {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{ProduceRequest, TopicName};
+    const VERSION: i16 = 9;
+    let request = ProduceRequest::default().with_acks(-1).with_timeout_ms(10_000).with_topic_data(vec![
+        TopicProduceData::default()
+            .with_name(TopicName(kafka_protocol::protocol::StrBytes::from_string(topic.to_owned())))
+            .with_partition_data(vec![PartitionProduceData::default().with_index(partition).with_records(Some(batch))]),
+    ]);
+    let admitted = produce::admit(broker, request, VERSION, true);
+    let response = produce::finish(broker, admitted).await?;
+    let code = response.responses.first()?.partition_responses.first()?.error_code;
+    (code != 0).then(|| {
+        kafka_protocol::error::ResponseError::try_from_code(code)
+            .unwrap_or(kafka_protocol::error::ResponseError::UnknownServerError)
+    })
 }
 
 fn count_request(broker: &Broker, api: ApiKey, started: std::time::Instant) {

@@ -52,6 +52,10 @@ pub struct Broker {
     pub upload_now: Notify,
     /// Bytes in and out per partition, for the balancer's load reports.
     pub traffic: crate::load_report::Traffic,
+    /// The consumer groups this broker coordinates.
+    pub groups: crate::groups::Coordinator,
+    /// Connections to other brokers (end offsets for offset commits).
+    pub peers: crate::peers::Peers,
     producer_ids: tokio::sync::Mutex<(i64, i64)>,
     wal_channels: Mutex<HashMap<String, tonic::transport::Channel>>,
     pub metrics: Metrics,
@@ -76,6 +80,12 @@ impl Broker {
         objects: Arc<dyn ObjectStore>,
         metrics: Metrics,
     ) -> Broker {
+        let groups = crate::groups::Coordinator::new(crate::groups::Settings {
+            initial_delay: config.group_initial_rebalance_delay,
+            consumer_session_timeout: config.group_consumer_session_timeout,
+            consumer_heartbeat_interval: config.group_consumer_heartbeat_interval,
+            offsets_partitions: config.offsets_topic_partitions,
+        });
         Broker {
             cache: BatchCache::new(config.cache_bytes as usize),
             objects,
@@ -93,6 +103,8 @@ impl Broker {
             leaders_changed: Notify::new(),
             upload_now: Notify::new(),
             traffic: crate::load_report::Traffic::default(),
+            groups,
+            peers: crate::peers::Peers::default(),
             producer_ids: tokio::sync::Mutex::new((0, 0)),
             wal_channels: Mutex::default(),
             metrics,

@@ -105,6 +105,26 @@ pub struct ConfigToml {
     /// slow, and the WAL must not fill up. Default 1 GiB.
     #[arg(long, env = "KEEL_BROKER_WAL_BACKLOG_BYTES_MAX")]
     pub wal_backlog_bytes_max: Option<u64>,
+    /// Partitions of `__consumer_offsets`, the internal topic of committed
+    /// offsets and groups, when a broker creates it (first FindCoordinator).
+    /// It never changes afterwards: a group's partition depends on it. Default 12.
+    #[arg(long, env = "KEEL_BROKER_OFFSETS_TOPIC_PARTITIONS")]
+    pub offsets_topic_partitions: Option<i32>,
+    /// How long an empty group's first rebalance waits for more members
+    /// (Kafka's group.initial.rebalance.delay.ms). Default 3s.
+    #[arg(long, env = "KEEL_BROKER_GROUP_INITIAL_REBALANCE_DELAY", value_parser = humantime_serde::re::humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub group_initial_rebalance_delay: Option<Duration>,
+    /// Consumer-protocol (KIP-848) members that send no heartbeat for this
+    /// long leave their group (Kafka's group.consumer.session.timeout.ms). Default 45s.
+    #[arg(long, env = "KEEL_BROKER_GROUP_CONSUMER_SESSION_TIMEOUT", value_parser = humantime_serde::re::humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub group_consumer_session_timeout: Option<Duration>,
+    /// How often consumer-protocol members heartbeat (Kafka's
+    /// group.consumer.heartbeat.interval.ms). Default 5s.
+    #[arg(long, env = "KEEL_BROKER_GROUP_CONSUMER_HEARTBEAT_INTERVAL", value_parser = humantime_serde::re::humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub group_consumer_heartbeat_interval: Option<Duration>,
 }
 
 /// Where the broker keeps objects.
@@ -137,6 +157,10 @@ pub struct BrokerConfig {
     pub object_delete_delay: Duration,
     pub compaction_min_ranges: usize,
     pub wal_backlog_bytes_max: u64,
+    pub offsets_topic_partitions: i32,
+    pub group_initial_rebalance_delay: Duration,
+    pub group_consumer_session_timeout: Duration,
+    pub group_consumer_heartbeat_interval: Duration,
 }
 
 impl ConfigToml {
@@ -169,6 +193,14 @@ impl ConfigToml {
             object_delete_delay: self.object_delete_delay.or(lower.object_delete_delay),
             compaction_min_ranges: self.compaction_min_ranges.or(lower.compaction_min_ranges),
             wal_backlog_bytes_max: self.wal_backlog_bytes_max.or(lower.wal_backlog_bytes_max),
+            offsets_topic_partitions: self.offsets_topic_partitions.or(lower.offsets_topic_partitions),
+            group_initial_rebalance_delay: self.group_initial_rebalance_delay.or(lower.group_initial_rebalance_delay),
+            group_consumer_session_timeout: self
+                .group_consumer_session_timeout
+                .or(lower.group_consumer_session_timeout),
+            group_consumer_heartbeat_interval: self
+                .group_consumer_heartbeat_interval
+                .or(lower.group_consumer_heartbeat_interval),
         }
     }
 
@@ -200,6 +232,10 @@ impl ConfigToml {
             object_delete_delay,
             compaction_min_ranges,
             wal_backlog_bytes_max,
+            offsets_topic_partitions,
+            group_initial_rebalance_delay,
+            group_consumer_session_timeout,
+            group_consumer_heartbeat_interval,
         } = self;
         let objects = match (objects_dir, s3_bucket) {
             (Some(dir), None) => ObjectsConfig::LocalDir(dir),
@@ -227,6 +263,11 @@ impl ConfigToml {
             advertise.rsplit_once(':').is_some_and(|(_, port)| port.parse::<u16>().is_ok()),
             "advertise must be host:port, not {advertise:?}"
         );
+        let offsets_topic_partitions = offsets_topic_partitions.unwrap_or(12);
+        anyhow::ensure!(
+            (1..=1000).contains(&offsets_topic_partitions),
+            "offsets_topic_partitions must be between 1 and 1000"
+        );
         let request_bytes_max = request_bytes_max.unwrap_or(100 << 20);
         anyhow::ensure!(request_bytes_max >= 1 << 20, "request_bytes_max must be at least 1 MiB");
         Ok(BrokerConfig {
@@ -250,6 +291,10 @@ impl ConfigToml {
             object_delete_delay: object_delete_delay.unwrap_or(Duration::from_secs(60)),
             compaction_min_ranges: compaction_min_ranges.unwrap_or(4).max(2),
             wal_backlog_bytes_max: wal_backlog_bytes_max.unwrap_or(1 << 30),
+            offsets_topic_partitions,
+            group_initial_rebalance_delay: group_initial_rebalance_delay.unwrap_or(Duration::from_secs(3)),
+            group_consumer_session_timeout: group_consumer_session_timeout.unwrap_or(Duration::from_secs(45)),
+            group_consumer_heartbeat_interval: group_consumer_heartbeat_interval.unwrap_or(Duration::from_secs(5)),
         })
     }
 }

@@ -46,6 +46,10 @@ pub struct Metrics {
     pub wal_backlog_bytes: IntGauge,
     /// Cold reads that failed: the store failed, or an object was damaged or missing.
     pub object_read_failures: IntCounter,
+    /// Partitions of `__consumer_offsets` loaded (groups rebuilt) by this broker.
+    pub group_loads: IntCounter,
+    /// Time from an offset commit's checks to its record being durable.
+    pub offset_commit_seconds: Histogram,
 }
 
 impl Metrics {
@@ -142,8 +146,21 @@ impl Metrics {
                 "keel_broker_object_read_failures_total",
                 "Cold reads that failed: store errors, damaged or missing objects (never served).",
             )?,
+            group_loads: IntCounter::new(
+                "keel_broker_group_loads_total",
+                "Partitions of __consumer_offsets this broker loaded on taking them over (groups rebuilt).",
+            )?,
+            offset_commit_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "keel_broker_offset_commit_seconds",
+                    "Time to make an offset commit durable (its record acknowledged by the WAL quorum).",
+                )
+                .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]),
+            )?,
         };
         registry.register(Box::new(metrics.requests.clone()))?;
+        registry.register(Box::new(metrics.group_loads.clone()))?;
+        registry.register(Box::new(metrics.offset_commit_seconds.clone()))?;
         registry.register(Box::new(metrics.errors.clone()))?;
         registry.register(Box::new(metrics.request_seconds.clone()))?;
         registry.register(Box::new(metrics.bytes_in.clone()))?;

@@ -56,6 +56,7 @@ pub async fn start(config: BrokerConfig, registry: &Registry, cancel: Cancellati
     let broker = Arc::new(Broker::new(config.clone(), client, images, session, objects.clone(), metrics));
     tasks.spawn(broker.clone().keep_log(tasks.clone(), cancel.clone()));
     tasks.spawn(crate::leaders::run(broker.clone(), cancel.clone()));
+    tasks.spawn(crate::groups::run(broker.clone(), cancel.clone()));
     tasks.spawn(crate::drain::run(broker.clone(), cancel.clone()));
     tasks.spawn(crate::load_report::run(broker.clone(), cancel.clone()));
     tasks.spawn(crate::early_seal::run(broker.clone(), cancel.clone()));

@@ -149,5 +149,6 @@ fn describe(image: &Image, topic: &Topic, version: i16) -> MetadataResponseTopic
     MetadataResponseTopic::default()
         .with_name(Some(TopicName(StrBytes::from_string(topic.name.clone()))))
         .with_topic_id(if version >= 10 { topic.id.0 } else { uuid::Uuid::nil() })
+        .with_is_internal(version >= 1 && crate::groups::is_internal(&topic.name))
         .with_partitions(partitions)
 }

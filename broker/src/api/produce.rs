@@ -64,7 +64,7 @@ impl std::fmt::Debug for Admitted {
 /// Checks and appends every partition's batch, without waiting: called in
 /// the connection's request order, so pipelined produces of one connection
 /// get their offsets in the order they were sent, as in Kafka.
-pub(super) fn admit(broker: &Arc<Broker>, request: ProduceRequest, version: i16) -> Admitted {
+pub(super) fn admit(broker: &Arc<Broker>, request: ProduceRequest, version: i16, internal: bool) -> Admitted {
     let acks = request.acks;
     let now = now_ms();
     let mut fates: Vec<(usize, i32, Fate)> = Vec::new();
@@ -88,6 +88,12 @@ pub(super) fn admit(broker: &Arc<Broker>, request: ProduceRequest, version: i16)
                     };
                     if partition.index < 0 || partition.index as usize >= topic.partitions.len() {
                         return Fate::Refused(ResponseError::UnknownTopicOrPartition, None);
+                    }
+                    if crate::groups::is_internal(&topic.name) && !internal {
+                        return Fate::Refused(
+                            ResponseError::InvalidTopicException,
+                            Some(format!("{} is written by the brokers only", topic.name)),
+                        );
                     }
                     if !(acks == -1 || acks == 0 || acks == 1) {
                         return Fate::Refused(ResponseError::InvalidRequiredAcks, None);

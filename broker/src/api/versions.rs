@@ -25,6 +25,22 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     ),
     (ApiKey::DescribeCluster, DescribeClusterRequest::VERSIONS.min, DescribeClusterRequest::VERSIONS.max),
     (ApiKey::DeleteRecords, DeleteRecordsRequest::VERSIONS.min, DeleteRecordsRequest::VERSIONS.max),
+    (ApiKey::FindCoordinator, FindCoordinatorRequest::VERSIONS.min, FindCoordinatorRequest::VERSIONS.max),
+    (ApiKey::JoinGroup, JoinGroupRequest::VERSIONS.min, JoinGroupRequest::VERSIONS.max),
+    (ApiKey::SyncGroup, SyncGroupRequest::VERSIONS.min, SyncGroupRequest::VERSIONS.max),
+    (ApiKey::Heartbeat, HeartbeatRequest::VERSIONS.min, HeartbeatRequest::VERSIONS.max),
+    (ApiKey::LeaveGroup, LeaveGroupRequest::VERSIONS.min, LeaveGroupRequest::VERSIONS.max),
+    (ApiKey::OffsetCommit, OffsetCommitRequest::VERSIONS.min, OffsetCommitRequest::VERSIONS.max),
+    (ApiKey::OffsetFetch, OffsetFetchRequest::VERSIONS.min, OffsetFetchRequest::VERSIONS.max),
+    (ApiKey::OffsetDelete, OffsetDeleteRequest::VERSIONS.min, OffsetDeleteRequest::VERSIONS.max),
+    (ApiKey::DescribeGroups, DescribeGroupsRequest::VERSIONS.min, DescribeGroupsRequest::VERSIONS.max),
+    (ApiKey::ListGroups, ListGroupsRequest::VERSIONS.min, ListGroupsRequest::VERSIONS.max),
+    (ApiKey::DeleteGroups, DeleteGroupsRequest::VERSIONS.min, DeleteGroupsRequest::VERSIONS.max),
+    (
+        ApiKey::ConsumerGroupHeartbeat,
+        ConsumerGroupHeartbeatRequest::VERSIONS.min,
+        ConsumerGroupHeartbeatRequest::VERSIONS.max,
+    ),
 ];
 
 pub(super) fn supported(api: ApiKey) -> Option<(i16, i16)> {

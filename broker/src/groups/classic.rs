@@ -1,0 +1,802 @@
+//! One classic consumer group (Kafka's JoinGroup/SyncGroup protocol), as a
+//! state machine without I/O: the coordinator calls it with the request and
+//! the time, and it answers at once or parks the answer (a join waits for
+//! the rebalance to complete, a sync for the leader's assignment).
+//!
+//! ```text
+//!  Empty ──join──▶ PreparingRebalance ──every member joined, or the rebalance
+//!    ▲                 ▲        │        timeout──▶ CompletingRebalance
+//!    │                 │        │                        │ leader's SyncGroup,
+//!    └──last member────┴──join, leave, expiry────────────┤ written to the log
+//!       left                                             ▼
+//!                                                      Stable
+//! ```
+//!
+//! The rules are Kafka's (`GroupCoordinator`): the first rebalance of an
+//! empty group waits `initial_delay` for more members; members that do not
+//! rejoin within the rebalance timeout are removed (static ones stay until
+//! their session times out); a member whose heartbeats stop for its session
+//! timeout is removed; a static member (`group.instance.id`) that comes back
+//! takes its old place and assignment without a rebalance.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::protocol::Decodable;
+use tokio::sync::oneshot;
+
+use super::records::{GroupValue, MemberValue};
+
+/// Kafka's `group.min.session.timeout.ms` and `group.max.session.timeout.ms`.
+pub const MIN_SESSION_TIMEOUT: Duration = Duration::from_secs(6);
+pub const MAX_SESSION_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    Empty,
+    PreparingRebalance,
+    CompletingRebalance,
+    Stable,
+}
+
+impl State {
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Empty => "Empty",
+            State::PreparingRebalance => "PreparingRebalance",
+            State::CompletingRebalance => "CompletingRebalance",
+            State::Stable => "Stable",
+        }
+    }
+}
+
+/// A JoinGroup request, as the group sees it.
+#[derive(Clone, Debug)]
+pub struct Join {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub session_timeout: Duration,
+    pub rebalance_timeout: Duration,
+    pub protocol_type: String,
+    pub protocols: Vec<(String, Bytes)>,
+    /// From v4 a new member is given an id and asked to join again with it.
+    pub requires_known_member_id: bool,
+    /// From v9 a static leader that rejoins is told to skip the assignment.
+    pub supports_skip_assignment: bool,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct JoinAnswer {
+    pub error: Option<ResponseError>,
+    pub generation: i32,
+    pub protocol_type: Option<String>,
+    pub protocol: Option<String>,
+    pub leader: String,
+    pub member_id: String,
+    pub skip_assignment: bool,
+    /// For the leader: every member with its metadata for the chosen protocol.
+    pub members: Vec<(String, Option<String>, Bytes)>,
+}
+
+impl JoinAnswer {
+    fn error(error: ResponseError, member_id: &str) -> JoinAnswer {
+        JoinAnswer { error: Some(error), generation: -1, member_id: member_id.to_owned(), ..Default::default() }
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct SyncAnswer {
+    pub error: Option<ResponseError>,
+    pub protocol_type: Option<String>,
+    pub protocol: Option<String>,
+    pub assignment: Bytes,
+}
+
+impl SyncAnswer {
+    fn error(error: ResponseError) -> SyncAnswer {
+        SyncAnswer { error: Some(error), ..Default::default() }
+    }
+}
+
+/// An answer now, or one that comes when the group moves on.
+#[derive(Debug)]
+pub enum Reply<T> {
+    Now(T),
+    Later(oneshot::Receiver<T>),
+}
+
+#[derive(Debug)]
+pub struct Member {
+    pub id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub session_timeout: Duration,
+    pub rebalance_timeout: Duration,
+    pub protocols: Vec<(String, Bytes)>,
+    pub assignment: Bytes,
+    /// The assignment before the last rebalance: a member may still commit
+    /// the partitions it gave up in it (cooperative rebalancing does).
+    previous_assignment: Bytes,
+    awaiting_join: Option<(oneshot::Sender<JoinAnswer>, bool)>,
+    awaiting_sync: Option<oneshot::Sender<SyncAnswer>>,
+    deadline: Instant,
+}
+
+impl Member {
+    /// The member's metadata for `protocol`.
+    pub fn metadata(&self, protocol: &str) -> Bytes {
+        self.protocols.iter().find(|(name, _)| name == protocol).map(|(_, m)| m.clone()).unwrap_or_default()
+    }
+}
+
+#[derive(Debug)]
+pub struct ClassicGroup {
+    pub id: String,
+    pub state: State,
+    pub generation: i32,
+    pub protocol_type: Option<String>,
+    pub protocol: Option<String>,
+    pub leader: Option<String>,
+    pub members: BTreeMap<String, Member>,
+    /// group.instance.id → the member id it holds now.
+    statics: HashMap<String, String>,
+    /// Member ids handed out with MEMBER_ID_REQUIRED, until they join with it.
+    pending: HashMap<String, Instant>,
+    /// The end of the join phase (rebalance timeout), and the first rebalance's delay.
+    join_deadline: Option<Instant>,
+    join_not_before: Option<Instant>,
+    /// The end of the sync phase: members that did not sync by then are dropped.
+    sync_deadline: Option<Instant>,
+    /// The generation whose assignment is being written to the log.
+    persisting: Option<i32>,
+    initial_delay: Duration,
+    /// Set when the group's record in the log is out of date.
+    pub dirty: bool,
+}
+
+impl ClassicGroup {
+    pub fn new(id: &str, initial_delay: Duration) -> ClassicGroup {
+        ClassicGroup {
+            id: id.to_owned(),
+            state: State::Empty,
+            generation: 0,
+            protocol_type: None,
+            protocol: None,
+            leader: None,
+            members: BTreeMap::new(),
+            statics: HashMap::new(),
+            pending: HashMap::new(),
+            join_deadline: None,
+            join_not_before: None,
+            sync_deadline: None,
+            persisting: None,
+            initial_delay,
+            dirty: false,
+        }
+    }
+
+    /// The group as its last record in the log left it: stable with its
+    /// members (each given a full session from `now`), or empty.
+    pub fn restore(id: &str, value: &GroupValue, initial_delay: Duration, now: Instant) -> ClassicGroup {
+        let mut group = ClassicGroup::new(id, initial_delay);
+        group.generation = value.generation;
+        group.protocol_type = Some(value.protocol_type.clone()).filter(|t| !t.is_empty());
+        group.protocol = value.protocol.clone();
+        group.leader = value.leader.clone();
+        for stored in &value.members {
+            let session_timeout = Duration::from_millis(stored.session_timeout_ms.max(0) as u64);
+            let member = Member {
+                id: stored.member_id.clone(),
+                instance_id: stored.group_instance_id.clone(),
+                client_id: stored.client_id.clone(),
+                client_host: stored.client_host.clone(),
+                session_timeout,
+                rebalance_timeout: Duration::from_millis(stored.rebalance_timeout_ms.max(0) as u64),
+                protocols: vec![(value.protocol.clone().unwrap_or_default(), stored.subscription.clone())],
+                assignment: stored.assignment.clone(),
+                previous_assignment: Bytes::new(),
+                awaiting_join: None,
+                awaiting_sync: None,
+                deadline: now + session_timeout,
+            };
+            if let Some(instance) = &member.instance_id {
+                group.statics.insert(instance.clone(), member.id.clone());
+            }
+            group.members.insert(member.id.clone(), member);
+        }
+        group.state = if group.members.is_empty() { State::Empty } else { State::Stable };
+        group
+    }
+
+    /// The record that describes the group in the log.
+    pub fn value(&self, now_ms: i64) -> GroupValue {
+        let protocol = self.protocol.clone();
+        GroupValue {
+            protocol_type: self.protocol_type.clone().unwrap_or_default(),
+            generation: self.generation,
+            protocol: protocol.clone(),
+            leader: self.leader.clone(),
+            current_state_timestamp: now_ms,
+            members: self
+                .members
+                .values()
+                .map(|member| MemberValue {
+                    member_id: member.id.clone(),
+                    group_instance_id: member.instance_id.clone(),
+                    client_id: member.client_id.clone(),
+                    client_host: member.client_host.clone(),
+                    rebalance_timeout_ms: member.rebalance_timeout.as_millis() as i32,
+                    session_timeout_ms: member.session_timeout.as_millis() as i32,
+                    subscription: member.metadata(protocol.as_deref().unwrap_or_default()),
+                    assignment: member.assignment.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty() && self.pending.is_empty()
+    }
+
+    /// The error for a request from `member_id` (with `instance_id`), if it
+    /// is not a member, or an old incarnation of a static member.
+    fn check_member(&self, member_id: &str, instance_id: Option<&str>) -> Result<(), ResponseError> {
+        if let Some(instance) = instance_id {
+            match self.statics.get(instance) {
+                Some(holder) if holder != member_id => return Err(ResponseError::FencedInstanceId),
+                None if !self.members.contains_key(member_id) => return Err(ResponseError::UnknownMemberId),
+                _ => {}
+            }
+        }
+        if !self.members.contains_key(member_id) {
+            return Err(ResponseError::UnknownMemberId);
+        }
+        Ok(())
+    }
+
+    pub fn join(&mut self, join: Join, now: Instant) -> Reply<JoinAnswer> {
+        if join.protocol_type.is_empty() || join.protocols.is_empty() {
+            return Reply::Now(JoinAnswer::error(ResponseError::InconsistentGroupProtocol, &join.member_id));
+        }
+        if !self.members.is_empty() && !self.supports(&join) {
+            return Reply::Now(JoinAnswer::error(ResponseError::InconsistentGroupProtocol, &join.member_id));
+        }
+        if join.member_id.is_empty() {
+            return self.join_new(join, now);
+        }
+        if let Err(error) = self.check_member(&join.member_id, join.instance_id.as_deref()) {
+            if self.pending.remove(&join.member_id).is_some() {
+                return self.add_and_rebalance(join.member_id.clone(), join, now);
+            }
+            return Reply::Now(JoinAnswer::error(error, &join.member_id));
+        }
+        let member_id = join.member_id.clone();
+        let member = self.members.get_mut(&member_id).expect("checked above");
+        member.deadline = now + join.session_timeout;
+        let same_protocols = member.protocols == join.protocols;
+        match self.state {
+            State::PreparingRebalance => {
+                let member = self.members.get_mut(&member_id).expect("checked above");
+                update(member, &join);
+                let (sender, receiver) = oneshot::channel();
+                member.awaiting_join = Some((sender, join.supports_skip_assignment));
+                self.maybe_complete_join(now);
+                Reply::Later(receiver)
+            }
+            State::CompletingRebalance | State::Stable
+                if same_protocols && (self.state == State::CompletingRebalance || !self.is_leader(&member_id)) =>
+            {
+                // A repeated join with nothing new: the current generation.
+                Reply::Now(self.join_answer(&member_id, false))
+            }
+            _ => {
+                let member = self.members.get_mut(&member_id).expect("checked above");
+                update(member, &join);
+                let (sender, receiver) = oneshot::channel();
+                member.awaiting_join = Some((sender, join.supports_skip_assignment));
+                self.prepare_rebalance(now);
+                self.maybe_complete_join(now);
+                Reply::Later(receiver)
+            }
+        }
+    }
+
+    /// A join without a member id: a static member coming back, or a new one.
+    fn join_new(&mut self, join: Join, now: Instant) -> Reply<JoinAnswer> {
+        if let Some(instance) = join.instance_id.clone() {
+            let new_id = format!("{instance}-{}", uuid::Uuid::new_v4());
+            if let Some(old_id) = self.statics.get(&instance).cloned() {
+                return self.replace_static(old_id, new_id, join, now);
+            }
+            return self.add_and_rebalance(new_id, join, now);
+        }
+        let new_id = format!("{}-{}", join.client_id, uuid::Uuid::new_v4());
+        if join.requires_known_member_id {
+            self.pending.insert(new_id.clone(), now + join.session_timeout);
+            return Reply::Now(JoinAnswer::error(ResponseError::MemberIdRequired, &new_id));
+        }
+        self.add_and_rebalance(new_id, join, now)
+    }
+
+    /// A static member restarted: its new member id takes the old one's
+    /// place and assignment; a stable group does not rebalance for it.
+    fn replace_static(&mut self, old_id: String, new_id: String, join: Join, now: Instant) -> Reply<JoinAnswer> {
+        let mut member = self.members.remove(&old_id).expect("statics names members");
+        if let Some((sender, _)) = member.awaiting_join.take() {
+            let _ = sender.send(JoinAnswer::error(ResponseError::FencedInstanceId, &old_id));
+        }
+        if let Some(sender) = member.awaiting_sync.take() {
+            let _ = sender.send(SyncAnswer::error(ResponseError::FencedInstanceId));
+        }
+        let same_protocols = member.protocols == join.protocols;
+        member.id = new_id.clone();
+        member.deadline = now + join.session_timeout;
+        update(&mut member, &join);
+        self.members.insert(new_id.clone(), member);
+        self.statics.insert(join.instance_id.clone().expect("a static member"), new_id.clone());
+        if self.leader.as_deref() == Some(old_id.as_str()) {
+            self.leader = Some(new_id.clone());
+        }
+        match self.state {
+            State::Stable if same_protocols => {
+                self.dirty = true;
+                let leader = self.is_leader(&new_id);
+                let mut answer = self.join_answer(&new_id, leader);
+                answer.skip_assignment = leader && join.supports_skip_assignment;
+                Reply::Now(answer)
+            }
+            _ => {
+                let (sender, receiver) = oneshot::channel();
+                let member = self.members.get_mut(&new_id).expect("inserted above");
+                member.awaiting_join = Some((sender, join.supports_skip_assignment));
+                self.prepare_rebalance(now);
+                self.maybe_complete_join(now);
+                Reply::Later(receiver)
+            }
+        }
+    }
+
+    fn add_and_rebalance(&mut self, member_id: String, join: Join, now: Instant) -> Reply<JoinAnswer> {
+        if self.members.is_empty() {
+            self.protocol_type = Some(join.protocol_type.clone());
+        }
+        let (sender, receiver) = oneshot::channel();
+        let member = Member {
+            id: member_id.clone(),
+            instance_id: join.instance_id.clone(),
+            client_id: join.client_id.clone(),
+            client_host: join.client_host.clone(),
+            session_timeout: join.session_timeout,
+            rebalance_timeout: join.rebalance_timeout,
+            protocols: join.protocols.clone(),
+            assignment: Bytes::new(),
+            previous_assignment: Bytes::new(),
+            awaiting_join: Some((sender, join.supports_skip_assignment)),
+            awaiting_sync: None,
+            deadline: now + join.session_timeout,
+        };
+        if let Some(instance) = &join.instance_id {
+            self.statics.insert(instance.clone(), member_id.clone());
+        }
+        self.members.insert(member_id, member);
+        self.prepare_rebalance(now);
+        self.maybe_complete_join(now);
+        Reply::Later(receiver)
+    }
+
+    pub fn sync(
+        &mut self,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+        assignments: Vec<(String, Bytes)>,
+        now: Instant,
+    ) -> Reply<SyncAnswer> {
+        if let Err(error) = self.check_member(member_id, instance_id) {
+            return Reply::Now(SyncAnswer::error(error));
+        }
+        if generation != self.generation {
+            return Reply::Now(SyncAnswer::error(ResponseError::IllegalGeneration));
+        }
+        let is_leader = self.is_leader(member_id);
+        let member = self.members.get_mut(member_id).expect("checked above");
+        member.deadline = now + member.session_timeout;
+        match self.state {
+            State::Empty => Reply::Now(SyncAnswer::error(ResponseError::UnknownMemberId)),
+            State::PreparingRebalance => Reply::Now(SyncAnswer::error(ResponseError::RebalanceInProgress)),
+            State::Stable => {
+                let assignment = member.assignment.clone();
+                Reply::Now(SyncAnswer { assignment, ..self.sync_answer() })
+            }
+            State::CompletingRebalance => {
+                let (sender, receiver) = oneshot::channel();
+                member.awaiting_sync = Some(sender);
+                if is_leader && self.persisting.is_none() {
+                    let mut given: HashMap<String, Bytes> = assignments.into_iter().collect();
+                    for member in self.members.values_mut() {
+                        let assignment = given.remove(&member.id).unwrap_or_default();
+                        member.previous_assignment = std::mem::replace(&mut member.assignment, assignment);
+                    }
+                    self.persisting = Some(self.generation);
+                    self.dirty = true;
+                }
+                Reply::Later(receiver)
+            }
+        }
+    }
+
+    /// The generation whose assignment waits to be written, if any.
+    pub fn persisting(&self) -> Option<i32> {
+        self.persisting
+    }
+
+    /// The log took (or refused) the record of `generation`'s assignment.
+    pub fn persisted(&mut self, generation: i32, result: Result<(), ResponseError>, now: Instant) {
+        if self.persisting != Some(generation) {
+            return;
+        }
+        self.persisting = None;
+        if self.generation != generation || self.state != State::CompletingRebalance {
+            return;
+        }
+        match result {
+            Ok(()) => {
+                self.state = State::Stable;
+                self.sync_deadline = None;
+                let answer = self.sync_answer();
+                for member in self.members.values_mut() {
+                    member.deadline = now + member.session_timeout;
+                    if let Some(sender) = member.awaiting_sync.take() {
+                        let _ = sender.send(SyncAnswer { assignment: member.assignment.clone(), ..answer.clone() });
+                    }
+                }
+            }
+            Err(error) => {
+                for member in self.members.values_mut() {
+                    member.assignment = Bytes::new();
+                    if let Some(sender) = member.awaiting_sync.take() {
+                        let _ = sender.send(SyncAnswer::error(error));
+                    }
+                }
+                self.prepare_rebalance(now);
+            }
+        }
+    }
+
+    pub fn heartbeat(
+        &mut self,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+        now: Instant,
+    ) -> Result<(), ResponseError> {
+        if self.state == State::Empty {
+            return Err(ResponseError::UnknownMemberId);
+        }
+        self.check_member(member_id, instance_id)?;
+        if generation != self.generation {
+            return Err(ResponseError::IllegalGeneration);
+        }
+        let member = self.members.get_mut(member_id).expect("checked above");
+        member.deadline = now + member.session_timeout;
+        match self.state {
+            State::PreparingRebalance => Err(ResponseError::RebalanceInProgress),
+            _ => Ok(()),
+        }
+    }
+
+    /// A LeaveGroup for one member, by member id or (static) instance id.
+    pub fn leave(&mut self, member_id: &str, instance_id: Option<&str>, now: Instant) -> Result<(), ResponseError> {
+        let id = match instance_id {
+            Some(instance) => {
+                let holder = self.statics.get(instance).ok_or(ResponseError::UnknownMemberId)?;
+                if !member_id.is_empty() && holder != member_id {
+                    return Err(ResponseError::FencedInstanceId);
+                }
+                holder.clone()
+            }
+            None => {
+                if self.pending.remove(member_id).is_some() {
+                    return Ok(());
+                }
+                self.check_member(member_id, None)?;
+                member_id.to_owned()
+            }
+        };
+        self.remove(&id, now);
+        Ok(())
+    }
+
+    /// Commits from a member of this group at `generation`: Kafka's checks.
+    pub fn check_commit(
+        &self,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+    ) -> Result<(), ResponseError> {
+        if generation < 0 && self.members.is_empty() {
+            return Ok(()); // an admin or a consumer without group management
+        }
+        if self.state == State::CompletingRebalance {
+            return Err(ResponseError::RebalanceInProgress);
+        }
+        self.check_member(member_id, instance_id)?;
+        if generation != self.generation {
+            return Err(ResponseError::IllegalGeneration);
+        }
+        Ok(())
+    }
+
+    /// The partitions `member_id` may commit: its assignment in this
+    /// generation and the one before, when the group is stable on the
+    /// consumer protocol (whose assignments the coordinator can read).
+    pub fn owned_partitions(&self, member_id: &str) -> Option<BTreeSet<(String, i32)>> {
+        if self.protocol_type.as_deref() != Some("consumer") || self.state != State::Stable {
+            return None;
+        }
+        let member = self.members.get(member_id)?;
+        let mut owned = decode_assignment(&member.assignment)?;
+        owned.extend(decode_assignment(&member.previous_assignment).unwrap_or_default());
+        Some(owned)
+    }
+
+    /// The topics the members subscribe to (consumer protocol).
+    pub fn subscribed_topics(&self) -> BTreeSet<String> {
+        let protocol = self.protocol.clone().unwrap_or_default();
+        self.members.values().filter_map(|m| decode_subscription(&m.metadata(&protocol))).flatten().collect()
+    }
+
+    /// Moves the group on as time passes: the end of a join phase, members
+    /// whose session expired, ids handed out and never used, a sync phase
+    /// the leader never finished.
+    pub fn tick(&mut self, now: Instant) {
+        self.pending.retain(|_, deadline| *deadline > now);
+        let expired: Vec<String> = self
+            .members
+            .values()
+            .filter(|member| member.deadline <= now)
+            .filter(|member| match self.state {
+                State::PreparingRebalance => member.awaiting_join.is_none(),
+                State::CompletingRebalance => member.awaiting_sync.is_none(),
+                _ => true,
+            })
+            .map(|member| member.id.clone())
+            .collect();
+        for id in expired {
+            tracing::info!(group = %self.id, member = %id, "the member's session expired; removing it");
+            self.remove(&id, now);
+        }
+        if self.state == State::CompletingRebalance && self.sync_deadline.is_some_and(|d| d <= now) {
+            let late: Vec<String> =
+                self.members.values().filter(|m| m.awaiting_sync.is_none()).map(|m| m.id.clone()).collect();
+            tracing::info!(group = %self.id, ?late, "members did not sync in time; rebalancing");
+            for id in late {
+                self.remove(&id, now);
+            }
+            if self.state == State::CompletingRebalance {
+                self.prepare_rebalance(now);
+            }
+        }
+        self.maybe_complete_join(now);
+    }
+
+    fn remove(&mut self, member_id: &str, now: Instant) {
+        let Some(mut member) = self.members.remove(member_id) else { return };
+        if let Some(instance) = &member.instance_id {
+            self.statics.remove(instance);
+        }
+        if let Some((sender, _)) = member.awaiting_join.take() {
+            let _ = sender.send(JoinAnswer::error(ResponseError::UnknownMemberId, member_id));
+        }
+        if let Some(sender) = member.awaiting_sync.take() {
+            let _ = sender.send(SyncAnswer::error(ResponseError::UnknownMemberId));
+        }
+        match self.state {
+            State::Stable | State::CompletingRebalance => self.prepare_rebalance(now),
+            State::PreparingRebalance => self.maybe_complete_join(now),
+            State::Empty => {}
+        }
+    }
+
+    /// Everyone must join again. Parked syncs learn that a rebalance began.
+    fn prepare_rebalance(&mut self, now: Instant) {
+        if self.state == State::PreparingRebalance {
+            return;
+        }
+        for member in self.members.values_mut() {
+            if let Some(sender) = member.awaiting_sync.take() {
+                let _ = sender.send(SyncAnswer::error(ResponseError::RebalanceInProgress));
+            }
+        }
+        let rebalance_timeout = self.members.values().map(|m| m.rebalance_timeout).max().unwrap_or_default();
+        if self.state == State::Empty {
+            let delay = self.initial_delay.min(rebalance_timeout);
+            self.join_not_before = Some(now + delay);
+        }
+        self.state = State::PreparingRebalance;
+        self.persisting = None;
+        self.join_deadline = Some(now + rebalance_timeout);
+        tracing::info!(group = %self.id, generation = self.generation, "rebalancing");
+    }
+
+    /// Completes the join phase once every member rejoined (after the first
+    /// rebalance's delay) or the rebalance timeout passed.
+    fn maybe_complete_join(&mut self, now: Instant) {
+        if self.state != State::PreparingRebalance {
+            return;
+        }
+        let all_joined = self.pending.is_empty() && self.members.values().all(|m| m.awaiting_join.is_some());
+        let delayed = self.join_not_before.is_some_and(|t| t > now);
+        let timed_out = self.join_deadline.is_some_and(|t| t <= now);
+        if !(timed_out || (all_joined && !delayed)) {
+            return;
+        }
+        let late: Vec<String> = self
+            .members
+            .values()
+            .filter(|m| m.awaiting_join.is_none() && m.instance_id.is_none())
+            .map(|m| m.id.clone())
+            .collect();
+        for id in late {
+            tracing::info!(group = %self.id, member = %id, "the member did not rejoin in time; removing it");
+            self.members.remove(&id);
+        }
+        self.join_not_before = None;
+        self.join_deadline = None;
+        let joined: Vec<String> =
+            self.members.values().filter(|m| m.awaiting_join.is_some()).map(|m| m.id.clone()).collect();
+        if !self.members.is_empty() && joined.is_empty() {
+            // Only static members that have not rejoined: wait another round.
+            let rebalance_timeout = self.members.values().map(|m| m.rebalance_timeout).max().unwrap_or_default();
+            self.join_deadline = Some(now + rebalance_timeout);
+            return;
+        }
+        self.generation += 1;
+        self.dirty = true;
+        if self.members.is_empty() {
+            self.state = State::Empty;
+            self.protocol = None;
+            self.leader = None;
+            tracing::info!(group = %self.id, generation = self.generation, "the group is empty");
+            return;
+        }
+        if !self.leader.as_ref().is_some_and(|leader| joined.contains(leader)) {
+            self.leader = joined.first().cloned();
+        }
+        self.protocol = self.select_protocol();
+        self.state = State::CompletingRebalance;
+        let rebalance_timeout = self.members.values().map(|m| m.rebalance_timeout).max().unwrap_or_default();
+        self.sync_deadline = Some(now + rebalance_timeout);
+        tracing::info!(
+            group = %self.id,
+            generation = self.generation,
+            members = self.members.len(),
+            protocol = ?self.protocol,
+            "the join phase is complete"
+        );
+        let ids: Vec<String> = self.members.keys().cloned().collect();
+        for id in ids {
+            let member = self.members.get_mut(&id).expect("listed above");
+            member.deadline = now + member.session_timeout;
+            let Some((sender, _)) = member.awaiting_join.take() else { continue };
+            let leader = self.leader.as_deref() == Some(id.as_str());
+            let _ = sender.send(self.join_answer(&id, leader));
+        }
+    }
+
+    fn join_answer(&self, member_id: &str, with_members: bool) -> JoinAnswer {
+        let protocol = self.protocol.clone().unwrap_or_default();
+        let members = if with_members {
+            self.members.values().map(|m| (m.id.clone(), m.instance_id.clone(), m.metadata(&protocol))).collect()
+        } else {
+            Vec::new()
+        };
+        JoinAnswer {
+            error: None,
+            generation: self.generation,
+            protocol_type: self.protocol_type.clone(),
+            protocol: self.protocol.clone(),
+            leader: self.leader.clone().unwrap_or_default(),
+            member_id: member_id.to_owned(),
+            skip_assignment: false,
+            members,
+        }
+    }
+
+    fn sync_answer(&self) -> SyncAnswer {
+        SyncAnswer {
+            error: None,
+            protocol_type: self.protocol_type.clone(),
+            protocol: self.protocol.clone(),
+            assignment: Bytes::new(),
+        }
+    }
+
+    fn is_leader(&self, member_id: &str) -> bool {
+        self.leader.as_deref() == Some(member_id)
+    }
+
+    /// Whether a joining member speaks the group's protocol type and one of
+    /// the protocols every member supports.
+    fn supports(&self, join: &Join) -> bool {
+        if self.protocol_type.as_deref() != Some(join.protocol_type.as_str()) {
+            return false;
+        }
+        join.protocols.iter().any(|(name, _)| {
+            self.members
+                .values()
+                .filter(|m| m.id != join.member_id)
+                .all(|m| m.protocols.iter().any(|(theirs, _)| theirs == name))
+        })
+    }
+
+    /// The protocol every member supports that most members prefer.
+    fn select_protocol(&self) -> Option<String> {
+        let candidates: Vec<&String> = self
+            .members
+            .values()
+            .next()?
+            .protocols
+            .iter()
+            .map(|(name, _)| name)
+            .filter(|name| self.members.values().all(|m| m.protocols.iter().any(|(n, _)| n == *name)))
+            .collect();
+        let mut votes: Vec<(usize, &String)> = candidates.iter().map(|c| (0, *c)).collect();
+        for member in self.members.values() {
+            if let Some(choice) = member.protocols.iter().find(|(name, _)| candidates.contains(&name)) {
+                if let Some(vote) = votes.iter_mut().find(|(_, name)| *name == &choice.0) {
+                    vote.0 += 1;
+                }
+            }
+        }
+        // Most votes; among equals, the first member's preference.
+        let best = votes.iter().map(|(count, _)| *count).max()?;
+        votes.into_iter().find(|(count, _)| *count == best).map(|(_, name)| name.clone())
+    }
+}
+
+/// The (topic, partition) pairs of a classic `ConsumerProtocolAssignment`,
+/// or `None` if the bytes are not one.
+pub fn decode_assignment(bytes: &Bytes) -> Option<BTreeSet<(String, i32)>> {
+    let mut body = bytes.clone();
+    if body.len() < 2 {
+        return None;
+    }
+    let version = i16::from_be_bytes([body[0], body[1]]);
+    bytes::Buf::advance(&mut body, 2);
+    let assignment =
+        kafka_protocol::messages::ConsumerProtocolAssignment::decode(&mut body, version.clamp(0, 3)).ok()?;
+    Some(
+        assignment
+            .assigned_partitions
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(move |p| (t.topic.0.to_string(), *p)))
+            .collect(),
+    )
+}
+
+/// The topics of a classic `ConsumerProtocolSubscription`, or `None`.
+pub fn decode_subscription(bytes: &Bytes) -> Option<Vec<String>> {
+    let mut body = bytes.clone();
+    if body.len() < 2 {
+        return None;
+    }
+    let version = i16::from_be_bytes([body[0], body[1]]);
+    bytes::Buf::advance(&mut body, 2);
+    let subscription =
+        kafka_protocol::messages::ConsumerProtocolSubscription::decode(&mut body, version.clamp(0, 3)).ok()?;
+    Some(subscription.topics.iter().map(|t| t.to_string()).collect())
+}
+
+fn update(member: &mut Member, join: &Join) {
+    member.protocols = join.protocols.clone();
+    member.session_timeout = join.session_timeout;
+    member.rebalance_timeout = join.rebalance_timeout;
+    member.client_id = join.client_id.clone();
+    member.client_host = join.client_host.clone();
+}

@@ -1,0 +1,413 @@
+//! One consumer group on the KIP-848 protocol (`ConsumerGroupHeartbeat`),
+//! without I/O: the coordinator computes the assignment (the `uniform` or
+//! `range` assignor) and hands each member its part through its heartbeats.
+//!
+//! A change of members or subscriptions bumps the group epoch, and a new
+//! target assignment is computed for it. Each member then converges on its
+//! target one heartbeat at a time: first it is told to give up the
+//! partitions it must lose (it keeps its epoch until its heartbeat no
+//! longer lists them), then it is given the new ones that no other member
+//! still holds, at the target's epoch. A partition is never held by two
+//! members at once.
+//!
+//! Unlike classic groups, these members are not written to the log: after
+//! a coordinator failover they are unknown and join again (their committed
+//! offsets are in the log and survive).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use kafka_protocol::error::ResponseError;
+
+/// A partition: topic id and index.
+pub type TopicPartition = (uuid::Uuid, i32);
+
+pub const ASSIGNORS: &[&str] = &["uniform", "range"];
+
+/// A `ConsumerGroupHeartbeat` as the group sees it.
+#[derive(Clone, Debug, Default)]
+pub struct Heartbeat {
+    pub member_id: String,
+    pub member_epoch: i32,
+    pub instance_id: Option<String>,
+    pub rack_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub rebalance_timeout: Duration,
+    pub subscribed_topics: Option<Vec<String>>,
+    pub assignor: Option<String>,
+    pub owned: Option<BTreeSet<TopicPartition>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeartbeatAnswer {
+    pub member_id: String,
+    pub member_epoch: i32,
+    /// The member's partitions, when they changed since it was last told.
+    pub assignment: Option<BTreeSet<TopicPartition>>,
+}
+
+#[derive(Debug)]
+pub struct ConsumerMember {
+    pub id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub subscribed: Vec<String>,
+    pub epoch: i32,
+    previous_epoch: i32,
+    pub assigned: BTreeSet<TopicPartition>,
+    /// Taken away and not yet confirmed given up.
+    revoking: BTreeSet<TopicPartition>,
+    told: Option<BTreeSet<TopicPartition>>,
+    assignor: Option<String>,
+    deadline: Instant,
+}
+
+#[derive(Debug)]
+pub struct ConsumerGroup {
+    pub id: String,
+    pub epoch: i32,
+    pub members: BTreeMap<String, ConsumerMember>,
+    target_epoch: i32,
+    target: BTreeMap<String, BTreeSet<TopicPartition>>,
+    /// The topics (name → id, partition count) the target was computed from.
+    target_topics: BTreeMap<String, (uuid::Uuid, i32)>,
+    session_timeout: Duration,
+}
+
+impl ConsumerGroup {
+    pub fn new(id: &str, session_timeout: Duration) -> ConsumerGroup {
+        ConsumerGroup {
+            id: id.to_owned(),
+            epoch: 0,
+            members: BTreeMap::new(),
+            target_epoch: 0,
+            target: BTreeMap::new(),
+            target_topics: BTreeMap::new(),
+            session_timeout,
+        }
+    }
+
+    pub fn state(&self) -> &'static str {
+        if self.members.is_empty() {
+            "Empty"
+        } else if self.target_epoch < self.epoch {
+            "Assigning"
+        } else if self.members.values().any(|m| m.epoch != self.target_epoch || !m.revoking.is_empty()) {
+            "Reconciling"
+        } else {
+            "Stable"
+        }
+    }
+
+    /// The group's assignor: the one members asked for, else `uniform`.
+    pub fn assignor(&self) -> &str {
+        self.members.values().find_map(|m| m.assignor.as_deref()).unwrap_or("uniform")
+    }
+
+    /// One heartbeat. `topics` maps every topic name to (id, partitions).
+    pub fn heartbeat(
+        &mut self,
+        mut request: Heartbeat,
+        topics: &BTreeMap<String, (uuid::Uuid, i32)>,
+        now: Instant,
+    ) -> Result<HeartbeatAnswer, ResponseError> {
+        if let Some(assignor) = &request.assignor {
+            if !ASSIGNORS.contains(&assignor.as_str()) {
+                return Err(ResponseError::UnsupportedAssignor);
+            }
+        }
+        match request.member_epoch {
+            -1 | -2 => {
+                if self.members.remove(&request.member_id).is_none() {
+                    return Err(ResponseError::UnknownMemberId);
+                }
+                self.epoch += 1;
+                return Ok(HeartbeatAnswer {
+                    member_id: request.member_id,
+                    member_epoch: request.member_epoch,
+                    assignment: None,
+                });
+            }
+            0 => {
+                if request.member_id.is_empty() {
+                    // Heartbeat v0: the coordinator names the member.
+                    request.member_id = uuid::Uuid::new_v4().simple().to_string();
+                }
+                self.join(&request, now)?
+            }
+            epoch => {
+                let member = self.members.get(&request.member_id).ok_or(ResponseError::UnknownMemberId)?;
+                if epoch != member.epoch && epoch != member.previous_epoch {
+                    return Err(ResponseError::FencedMemberEpoch);
+                }
+            }
+        }
+        let member = self.members.get_mut(&request.member_id).expect("joined or checked above");
+        member.deadline = now + self.session_timeout;
+        if let Some(subscribed) = &request.subscribed_topics {
+            let mut subscribed = subscribed.clone();
+            subscribed.sort();
+            if member.subscribed != subscribed {
+                member.subscribed = subscribed;
+                self.epoch += 1;
+            }
+        }
+        if let Some(owned) = &request.owned {
+            member.revoking.retain(|partition| owned.contains(partition));
+        }
+        let subscribed: BTreeMap<String, (uuid::Uuid, i32)> = topics
+            .iter()
+            .filter(|(name, _)| self.members.values().any(|m| m.subscribed.contains(name)))
+            .map(|(name, topic)| (name.clone(), *topic))
+            .collect();
+        if self.target_epoch < self.epoch || subscribed != self.target_topics {
+            if self.target_epoch == self.epoch {
+                self.epoch += 1; // the topics changed under the same members
+            }
+            self.target = assign(self.assignor(), &self.members, &subscribed);
+            self.target_topics = subscribed;
+            self.target_epoch = self.epoch;
+        }
+        Ok(self.reconcile(&request.member_id))
+    }
+
+    fn join(&mut self, request: &Heartbeat, now: Instant) -> Result<(), ResponseError> {
+        let mut carried = None;
+        if let Some(instance) = &request.instance_id {
+            let holder = self.members.values().find(|m| m.instance_id.as_ref() == Some(instance)).map(|m| m.id.clone());
+            if let Some(holder) = holder.filter(|holder| *holder != request.member_id) {
+                // A static member restarted: it takes its old place.
+                carried = self.members.remove(&holder);
+            }
+        }
+        let (epoch, assigned) = match carried {
+            Some(old) => (old.epoch, old.assigned),
+            None => (0, BTreeSet::new()),
+        };
+        if self.members.remove(&request.member_id).is_some() || epoch == 0 {
+            self.epoch += 1;
+        }
+        self.members.insert(
+            request.member_id.clone(),
+            ConsumerMember {
+                id: request.member_id.clone(),
+                instance_id: request.instance_id.clone(),
+                client_id: request.client_id.clone(),
+                client_host: request.client_host.clone(),
+                subscribed: Vec::new(),
+                epoch,
+                previous_epoch: epoch,
+                assigned,
+                revoking: BTreeSet::new(),
+                told: None,
+                assignor: request.assignor.clone(),
+                deadline: now + self.session_timeout,
+            },
+        );
+        Ok(())
+    }
+
+    /// Moves one member towards its target, never handing it a partition
+    /// another member still holds.
+    fn reconcile(&mut self, member_id: &str) -> HeartbeatAnswer {
+        let target = self.target.get(member_id).cloned().unwrap_or_default();
+        let held_elsewhere: BTreeSet<TopicPartition> = self
+            .members
+            .values()
+            .filter(|m| m.id != member_id)
+            .flat_map(|m| m.assigned.iter().chain(m.revoking.iter()).copied())
+            .collect();
+        let target_epoch = self.target_epoch;
+        let member = self.members.get_mut(member_id).expect("the caller's member");
+        let lose: BTreeSet<TopicPartition> = member.assigned.difference(&target).copied().collect();
+        if !lose.is_empty() {
+            member.assigned.retain(|p| target.contains(p));
+            member.revoking.extend(lose);
+        } else if member.revoking.is_empty() {
+            let free: Vec<TopicPartition> = target.iter().filter(|p| !held_elsewhere.contains(p)).copied().collect();
+            member.assigned.extend(free);
+            if member.epoch != target_epoch {
+                member.previous_epoch = member.epoch;
+                member.epoch = target_epoch;
+            }
+        }
+        let assignment = (member.told.as_ref() != Some(&member.assigned)).then(|| member.assigned.clone());
+        if assignment.is_some() {
+            member.told = Some(member.assigned.clone());
+        }
+        HeartbeatAnswer { member_id: member.id.clone(), member_epoch: member.epoch, assignment }
+    }
+
+    /// Removes members whose session expired; true if any was.
+    pub fn tick(&mut self, now: Instant) -> bool {
+        let before = self.members.len();
+        self.members.retain(|_, member| {
+            let alive = member.deadline > now;
+            if !alive {
+                tracing::info!(member = %member.id, "the consumer group member's session expired; removing it");
+            }
+            alive
+        });
+        let removed = self.members.len() != before;
+        if removed {
+            self.epoch += 1;
+        }
+        removed
+    }
+
+    /// Commits from `member_id` at `member_epoch`.
+    pub fn check_commit(&self, member_id: &str, member_epoch: i32) -> Result<(), ResponseError> {
+        if member_epoch < 0 && self.members.is_empty() {
+            return Ok(());
+        }
+        let member = self.members.get(member_id).ok_or(ResponseError::UnknownMemberId)?;
+        if member_epoch > member.epoch {
+            return Err(ResponseError::FencedMemberEpoch);
+        }
+        if member_epoch < member.epoch {
+            return Err(ResponseError::StaleMemberEpoch);
+        }
+        Ok(())
+    }
+}
+
+/// The target assignment of `assignor` for `members` over `topics`.
+fn assign(
+    assignor: &str,
+    members: &BTreeMap<String, ConsumerMember>,
+    topics: &BTreeMap<String, (uuid::Uuid, i32)>,
+) -> BTreeMap<String, BTreeSet<TopicPartition>> {
+    let mut target: BTreeMap<String, BTreeSet<TopicPartition>> =
+        members.keys().map(|id| (id.clone(), BTreeSet::new())).collect();
+    for (name, (topic_id, partitions)) in topics {
+        let subscribers: Vec<&String> =
+            members.values().filter(|m| m.subscribed.contains(name)).map(|m| &m.id).collect();
+        if subscribers.is_empty() {
+            continue;
+        }
+        if assignor == "range" {
+            // Contiguous ranges, the first `partitions % n` one longer.
+            let (share, extra) = (*partitions / subscribers.len() as i32, *partitions % subscribers.len() as i32);
+            let mut next = 0;
+            for (i, member) in subscribers.iter().enumerate() {
+                let count = share + i32::from((i as i32) < extra);
+                target.get_mut(*member).expect("listed").extend((next..next + count).map(|p| (*topic_id, p)));
+                next += count;
+            }
+        } else {
+            // Uniform: each partition to the subscriber holding the fewest,
+            // keeping a partition where it is while that stays balanced.
+            let mut unplaced = Vec::new();
+            for partition in 0..*partitions {
+                let holder = subscribers.iter().find(|id| members[**id].assigned.contains(&(*topic_id, partition)));
+                match holder {
+                    Some(holder) => {
+                        target.get_mut(*holder).expect("listed").insert((*topic_id, partition));
+                    }
+                    None => unplaced.push(partition),
+                }
+            }
+            let quota = (*partitions as usize).div_ceil(subscribers.len());
+            for member in &subscribers {
+                let held: Vec<TopicPartition> =
+                    target[*member].iter().filter(|(t, _)| t == topic_id).copied().collect();
+                for extra in held.into_iter().skip(quota) {
+                    target.get_mut(*member).expect("listed").remove(&extra);
+                    unplaced.push(extra.1);
+                }
+            }
+            unplaced.sort();
+            for partition in unplaced {
+                let least = subscribers.iter().min_by_key(|id| target[**id].len()).expect("at least one subscriber");
+                target.get_mut(*least).expect("listed").insert((*topic_id, partition));
+            }
+        }
+    }
+    target
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topics() -> BTreeMap<String, (uuid::Uuid, i32)> {
+        BTreeMap::from([("events".to_string(), (uuid::Uuid::from_u128(7), 12))])
+    }
+
+    fn join(group: &mut ConsumerGroup, id: &str, now: Instant) -> HeartbeatAnswer {
+        let request = Heartbeat {
+            member_id: id.into(),
+            member_epoch: 0,
+            subscribed_topics: Some(vec!["events".into()]),
+            assignor: Some("uniform".into()),
+            ..Default::default()
+        };
+        group.heartbeat(request, &topics(), now).unwrap()
+    }
+
+    fn beat(
+        group: &mut ConsumerGroup,
+        id: &str,
+        epoch: i32,
+        owned: &BTreeSet<TopicPartition>,
+        now: Instant,
+    ) -> HeartbeatAnswer {
+        let request =
+            Heartbeat { member_id: id.into(), member_epoch: epoch, owned: Some(owned.clone()), ..Default::default() };
+        group.heartbeat(request, &topics(), now).unwrap()
+    }
+
+    #[test]
+    fn a_second_member_gets_half_once_the_first_gave_it_up() {
+        let now = Instant::now();
+        let mut group = ConsumerGroup::new("g", Duration::from_secs(45));
+        let a = join(&mut group, "a", now);
+        let mut a_owned = a.assignment.clone().unwrap();
+        assert_eq!(a_owned.len(), 12);
+        let b = join(&mut group, "b", now);
+        assert_eq!(b.assignment.unwrap().len(), 0, "b waits while a still holds everything");
+        let a2 = beat(&mut group, "a", a.member_epoch, &a_owned, now);
+        assert_eq!(a2.member_epoch, a.member_epoch, "a keeps its epoch until it revoked");
+        a_owned = a2.assignment.unwrap();
+        assert_eq!(a_owned.len(), 6);
+        let a3 = beat(&mut group, "a", a2.member_epoch, &a_owned, now);
+        assert_eq!(a3.member_epoch, group.epoch);
+        let b2 = beat(&mut group, "b", b.member_epoch, &BTreeSet::new(), now);
+        let b_owned = b2.assignment.unwrap();
+        assert_eq!(b_owned.len(), 6);
+        assert!(a_owned.is_disjoint(&b_owned));
+        assert_eq!(group.state(), "Stable");
+    }
+
+    #[test]
+    fn unknown_members_and_wrong_epochs_are_refused() {
+        let now = Instant::now();
+        let mut group = ConsumerGroup::new("g", Duration::from_secs(45));
+        let request = Heartbeat { member_id: "x".into(), member_epoch: 3, ..Default::default() };
+        assert_eq!(group.heartbeat(request, &topics(), now), Err(ResponseError::UnknownMemberId));
+        let a = join(&mut group, "a", now);
+        let request = Heartbeat { member_id: "a".into(), member_epoch: a.member_epoch + 5, ..Default::default() };
+        assert_eq!(group.heartbeat(request, &topics(), now), Err(ResponseError::FencedMemberEpoch));
+        let request = Heartbeat { member_id: "a".into(), assignor: Some("magic".into()), ..Default::default() };
+        assert_eq!(group.heartbeat(request, &topics(), now), Err(ResponseError::UnsupportedAssignor));
+    }
+
+    #[test]
+    fn range_gives_contiguous_ranges() {
+        let mut members = BTreeMap::new();
+        for id in ["a", "b", "c", "d", "e"] {
+            let now = Instant::now();
+            let mut group = ConsumerGroup::new("g", Duration::from_secs(1));
+            join(&mut group, id, now);
+            let mut member = group.members.remove(id).unwrap();
+            member.subscribed = vec!["events".into()];
+            members.insert(id.to_string(), member);
+        }
+        let target = assign("range", &members, &topics());
+        let sizes: Vec<usize> = target.values().map(BTreeSet::len).collect();
+        assert_eq!(sizes, vec![3, 3, 2, 2, 2]);
+        assert_eq!(target["a"].iter().map(|p| p.1).collect::<Vec<_>>(), vec![0, 1, 2]);
+    }
+}

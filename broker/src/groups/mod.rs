@@ -1,0 +1,481 @@
+//! The group coordinator (DESIGN §6): consumer groups and their committed
+//! offsets, kept in the internal compacted topic `__consumer_offsets`.
+//!
+//! A group belongs to partition `abs(hashCode(group)) % N` of that topic
+//! (Kafka's rule), and the broker leading that partition is its
+//! coordinator. Every change that must survive — a committed offset, a
+//! classic group's members and assignment after a rebalance, a deletion —
+//! is a record appended to the partition through the ordinary produce path
+//! (WAL quorum, then S3), and answered only once it is durable. When a
+//! broker starts leading a partition of the topic (a failover, a move), it
+//! reads the partition from its start and replays it; until then requests
+//! for its groups get COORDINATOR_LOAD_IN_PROGRESS (retriable).
+//!
+//! `classic.rs` and `consumer.rs` are the groups' I/O-free state machines;
+//! this file holds them per partition, loads them, writes their records
+//! and moves them on as time passes.
+
+pub mod classic;
+pub mod consumer;
+pub mod records;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+use keel_controller_client::{Image, LeaderEpoch};
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::Broker;
+use classic::ClassicGroup;
+use consumer::ConsumerGroup;
+use records::{Key, OffsetValue};
+
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+
+/// Topics only the broker itself writes.
+pub fn is_internal(topic: &str) -> bool {
+    topic == OFFSETS_TOPIC
+}
+
+/// Kafka's `offset.metadata.max.bytes`.
+pub const METADATA_BYTES_MAX: usize = 4096;
+
+/// How often groups are moved on (expired sessions, ended join phases).
+const TICK: Duration = Duration::from_millis(100);
+
+/// Kafka's partition of `__consumer_offsets` for a group: the absolute
+/// value of Java's `String.hashCode` modulo the partition count.
+pub fn partition_for(group: &str, partitions: usize) -> i32 {
+    let hash = group.encode_utf16().fold(0i32, |hash, unit| hash.wrapping_mul(31).wrapping_add(i32::from(unit)));
+    ((hash & 0x7fff_ffff) as usize % partitions.max(1)) as i32
+}
+
+/// The settings groups run with.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// `group.initial.rebalance.delay.ms`: an empty group's first rebalance
+    /// waits this long for more members.
+    pub initial_delay: Duration,
+    /// `group.consumer.session.timeout.ms` and `heartbeat.interval.ms` (KIP-848).
+    pub consumer_session_timeout: Duration,
+    pub consumer_heartbeat_interval: Duration,
+    /// Partitions of `__consumer_offsets` when a broker creates it.
+    pub offsets_partitions: i32,
+}
+
+#[derive(Debug)]
+pub enum Kind {
+    Classic(ClassicGroup),
+    Consumer(ConsumerGroup),
+}
+
+#[derive(Debug)]
+pub struct Group {
+    pub kind: Kind,
+    /// Committed offsets by (topic, partition).
+    pub offsets: BTreeMap<(String, i32), OffsetValue>,
+}
+
+impl Group {
+    /// Kafka's state name.
+    pub fn state(&self) -> &'static str {
+        match &self.kind {
+            Kind::Classic(group) => group.state.name(),
+            Kind::Consumer(group) => group.state(),
+        }
+    }
+
+    /// No members: offsets may be reset or deleted, the group deleted.
+    pub fn is_empty(&self) -> bool {
+        match &self.kind {
+            Kind::Classic(group) => group.is_empty(),
+            Kind::Consumer(group) => group.members.is_empty(),
+        }
+    }
+}
+
+/// The groups of one partition of `__consumer_offsets` this broker leads.
+#[derive(Debug)]
+struct Shard {
+    leader_epoch: LeaderEpoch,
+    loaded: bool,
+    groups: HashMap<String, Group>,
+}
+
+#[derive(Debug)]
+pub struct Coordinator {
+    pub settings: Settings,
+    shards: Mutex<HashMap<i32, Shard>>,
+}
+
+/// The groups of the partition a request's group lives in, locked.
+#[derive(Debug)]
+pub struct Locked<'a> {
+    guard: MutexGuard<'a, HashMap<i32, Shard>>,
+    pub partition: i32,
+    pub leader_epoch: LeaderEpoch,
+}
+
+impl Locked<'_> {
+    pub fn groups(&mut self) -> &mut HashMap<String, Group> {
+        &mut self.guard.get_mut(&self.partition).expect("checked when locked").groups
+    }
+
+    /// The group, made (classic, empty) if it does not exist.
+    pub fn group_or_new(&mut self, id: &str, settings: &Settings) -> &mut Group {
+        self.groups().entry(id.to_owned()).or_insert_with(|| Group {
+            kind: Kind::Classic(ClassicGroup::new(id, settings.initial_delay)),
+            offsets: BTreeMap::new(),
+        })
+    }
+}
+
+impl Coordinator {
+    pub fn new(settings: Settings) -> Coordinator {
+        Coordinator { settings, shards: Mutex::default() }
+    }
+
+    fn shards(&self) -> MutexGuard<'_, HashMap<i32, Shard>> {
+        self.shards.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The partition of `__consumer_offsets` that holds `group`, if the topic exists.
+    pub fn partition_of(image: &Image, group: &str) -> Option<i32> {
+        let topic = image.topics.get(OFFSETS_TOPIC)?;
+        Some(partition_for(group, topic.partitions.len()))
+    }
+
+    /// Locks the groups of `group`'s partition, with Kafka's error when this
+    /// broker is not (or not yet) their coordinator.
+    pub fn lock(&self, broker: &Broker, group: &str) -> Result<Locked<'_>, ResponseError> {
+        if group.is_empty() {
+            return Err(ResponseError::InvalidGroupId);
+        }
+        let image = broker.image();
+        let partition = Self::partition_of(&image, group).ok_or(ResponseError::CoordinatorNotAvailable)?;
+        let topic = &image.topics[OFFSETS_TOPIC];
+        let (_, leader_epoch) = broker.led(topic, partition).ok_or(ResponseError::NotCoordinator)?;
+        let guard = self.shards();
+        match guard.get(&partition) {
+            Some(shard) if shard.leader_epoch == leader_epoch && shard.loaded => {
+                Ok(Locked { guard, partition, leader_epoch })
+            }
+            Some(shard) if shard.leader_epoch == leader_epoch => Err(ResponseError::CoordinatorLoadInProgress),
+            _ => Err(ResponseError::CoordinatorLoadInProgress),
+        }
+    }
+
+    /// Every loaded group this broker coordinates, as (id, state, protocol type, is consumer protocol).
+    pub fn list(&self) -> Vec<(String, &'static str, String, bool)> {
+        let shards = self.shards();
+        let mut listed = Vec::new();
+        for shard in shards.values().filter(|shard| shard.loaded) {
+            for (id, group) in &shard.groups {
+                let (protocol_type, consumer) = match &group.kind {
+                    Kind::Classic(classic) => (classic.protocol_type.clone().unwrap_or_default(), false),
+                    Kind::Consumer(_) => ("consumer".to_owned(), true),
+                };
+                listed.push((id.clone(), group.state(), protocol_type, consumer));
+            }
+        }
+        listed.sort();
+        listed
+    }
+
+    /// Appends records (key, value or tombstone) to partition `partition` of
+    /// `__consumer_offsets`, answering once they are durable.
+    pub async fn write(
+        broker: &Arc<Broker>,
+        partition: i32,
+        records: Vec<(Bytes, Option<Bytes>)>,
+    ) -> Result<(), ResponseError> {
+        let now = now_ms();
+        let records: Vec<Record> = records
+            .into_iter()
+            .enumerate()
+            .map(|(i, (key, value))| Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: -1,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: i as i64,
+                // The codec wants offset - sequence equal across a batch;
+                // a batch without a producer then has base sequence -1.
+                sequence: (i as i32).wrapping_sub(1),
+                timestamp: now,
+                key: Some(key),
+                value,
+                headers: Default::default(),
+            })
+            .collect();
+        let mut batch = bytes::BytesMut::new();
+        let options = RecordEncodeOptions { version: 2, compression: Compression::None };
+        RecordBatchEncoder::encode(&mut batch, &records, &options).map_err(|error| {
+            tracing::error!("BUG: cannot encode a batch of {OFFSETS_TOPIC}: {error}");
+            ResponseError::UnknownServerError
+        })?;
+        let error = crate::api::append_internal(broker, OFFSETS_TOPIC, partition, batch.freeze()).await;
+        match error {
+            None => Ok(()),
+            // What a group client expects when its coordinator cannot write:
+            // find the coordinator again and retry.
+            Some(ResponseError::NotLeaderOrFollower | ResponseError::UnknownTopicOrPartition) => {
+                Err(ResponseError::NotCoordinator)
+            }
+            Some(error) => {
+                tracing::warn!(partition, "writing to {OFFSETS_TOPIC} failed: {error:?}");
+                Err(ResponseError::CoordinatorNotAvailable)
+            }
+        }
+    }
+
+    /// Writes every classic group whose record is out of date; a rebalance's
+    /// assignment is handed to the members once its record is durable.
+    pub fn persist_dirty(broker: &Arc<Broker>) {
+        let mut writes = Vec::new();
+        {
+            let mut shards = broker.groups.shards();
+            for (partition, shard) in shards.iter_mut().filter(|(_, shard)| shard.loaded) {
+                for (id, group) in shard.groups.iter_mut() {
+                    let Kind::Classic(classic) = &mut group.kind else { continue };
+                    if !classic.dirty {
+                        continue;
+                    }
+                    classic.dirty = false;
+                    let value = records::encode_group(&classic.value(now_ms()));
+                    writes.push((*partition, shard.leader_epoch, id.clone(), classic.persisting(), value));
+                }
+            }
+        }
+        for (partition, leader_epoch, id, persisting, value) in writes {
+            let broker = broker.clone();
+            tokio::spawn(async move {
+                let key = records::encode_key(&Key::Group { group: id.clone() });
+                let result = Coordinator::write(&broker, partition, vec![(key, Some(value))]).await;
+                let mut shards = broker.groups.shards();
+                let Some(shard) = shards.get_mut(&partition).filter(|s| s.leader_epoch == leader_epoch) else {
+                    return;
+                };
+                let Some(Group { kind: Kind::Classic(classic), .. }) = shard.groups.get_mut(&id) else { return };
+                if result.is_err() && persisting.is_none() {
+                    classic.dirty = true; // tried again at the next tick
+                }
+                if let Some(generation) = persisting {
+                    classic.persisted(generation, result, Instant::now());
+                    if result.is_err() {
+                        classic.dirty = true;
+                    }
+                }
+            });
+        }
+    }
+
+    /// Applies the records of a partition of `__consumer_offsets`, in
+    /// offset order, to `groups`.
+    fn replay(&self, groups: &mut HashMap<String, Group>, key: &[u8], value: Option<&[u8]>, now: Instant) {
+        let key = match records::decode_key(key) {
+            Ok(key) => key,
+            Err(error) => {
+                tracing::warn!("skipping a record of {OFFSETS_TOPIC} with an unreadable key: {error}");
+                return;
+            }
+        };
+        let id = key.group().to_owned();
+        match (key, value) {
+            (Key::Offset { topic, partition, .. }, Some(value)) => match records::decode_offset(value) {
+                Ok(offset) => {
+                    let group = groups.entry(id.clone()).or_insert_with(|| Group {
+                        kind: Kind::Classic(ClassicGroup::new(&id, self.settings.initial_delay)),
+                        offsets: BTreeMap::new(),
+                    });
+                    group.offsets.insert((topic, partition), offset);
+                }
+                Err(error) => tracing::warn!(group = %id, "skipping an unreadable offset record: {error}"),
+            },
+            (Key::Offset { topic, partition, .. }, None) => {
+                if let Some(group) = groups.get_mut(&id) {
+                    group.offsets.remove(&(topic, partition));
+                }
+            }
+            (Key::Group { .. }, Some(value)) => match records::decode_group(value) {
+                Ok(value) => {
+                    let restored = ClassicGroup::restore(&id, &value, self.settings.initial_delay, now);
+                    let offsets = groups.remove(&id).map(|g| g.offsets).unwrap_or_default();
+                    groups.insert(id, Group { kind: Kind::Classic(restored), offsets });
+                }
+                Err(error) => tracing::warn!(group = %id, "skipping an unreadable group record: {error}"),
+            },
+            (Key::Group { .. }, None) => {
+                if let Some(group) = groups.get_mut(&id) {
+                    group.kind = Kind::Classic(ClassicGroup::new(&id, self.settings.initial_delay));
+                    if group.offsets.is_empty() {
+                        groups.remove(&id);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Follows which partitions of `__consumer_offsets` this broker leads,
+/// loads their groups, and moves the groups on every `TICK`.
+pub async fn run(broker: Arc<Broker>, cancel: CancellationToken) {
+    let mut images = broker.images.clone();
+    loop {
+        follow(&broker);
+        tick(&broker);
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = images.changed() => {}
+            _ = tokio::time::sleep(TICK) => {}
+        }
+    }
+}
+
+/// Drops the groups of partitions no longer led here (their parked joins
+/// and syncs end with NOT_COORDINATOR), and starts loading newly led ones.
+fn follow(broker: &Arc<Broker>) {
+    let image = broker.image();
+    let led: HashMap<i32, LeaderEpoch> = match image.topics.get(OFFSETS_TOPIC) {
+        Some(topic) => (0..topic.partitions.len() as i32)
+            .filter_map(|p| broker.led(topic, p).map(|(_, epoch)| (p, epoch)))
+            .collect(),
+        None => HashMap::new(),
+    };
+    let mut shards = broker.groups.shards();
+    shards.retain(|partition, shard| {
+        let keep = led.get(partition) == Some(&shard.leader_epoch);
+        if !keep {
+            tracing::info!(partition, "no longer the coordinator of the groups of {OFFSETS_TOPIC} partition");
+        }
+        keep
+    });
+    for (partition, leader_epoch) in led {
+        if shards.contains_key(&partition) {
+            continue;
+        }
+        shards.insert(partition, Shard { leader_epoch, loaded: false, groups: HashMap::new() });
+        let broker = broker.clone();
+        tokio::spawn(async move { load(broker, partition, leader_epoch).await });
+    }
+}
+
+/// Reads a partition of `__consumer_offsets` from its start to its high
+/// watermark and replays it; retried until it succeeds or the partition
+/// is no longer led here at that epoch.
+async fn load(broker: Arc<Broker>, partition: i32, leader_epoch: LeaderEpoch) {
+    let started = Instant::now();
+    loop {
+        let current = || broker.groups.shards().get(&partition).is_some_and(|s| s.leader_epoch == leader_epoch);
+        if !current() {
+            return;
+        }
+        match read_partition(&broker, partition).await {
+            Ok(records) => {
+                let now = Instant::now();
+                let mut groups = HashMap::new();
+                let count = records.len();
+                for (key, value) in &records {
+                    broker.groups.replay(&mut groups, key, value.as_deref(), now);
+                }
+                let mut shards = broker.groups.shards();
+                let Some(shard) = shards.get_mut(&partition).filter(|s| s.leader_epoch == leader_epoch) else {
+                    return;
+                };
+                shard.groups = groups;
+                shard.loaded = true;
+                broker.metrics.group_loads.inc();
+                tracing::info!(
+                    partition,
+                    records = count,
+                    groups = shard.groups.len(),
+                    seconds = started.elapsed().as_secs_f64(),
+                    "loaded the groups of {OFFSETS_TOPIC} partition"
+                );
+                return;
+            }
+            Err(error) => {
+                tracing::info!(partition, "cannot load the groups yet: {error}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+/// Every record (key, value) of a partition of `__consumer_offsets` this broker leads.
+async fn read_partition(broker: &Broker, partition: i32) -> Result<Vec<(Bytes, Option<Bytes>)>, String> {
+    let image = broker.image();
+    let topic = image.topics.get(OFFSETS_TOPIC).ok_or("the topic is gone")?;
+    let view = broker.read_view(topic, partition, -1).map_err(|error| format!("{error:?}"))?;
+    let mut offset = view.log_start;
+    let mut records = Vec::new();
+    while offset < view.high_watermark {
+        let range = crate::partition::range_of(&view.ranges, offset);
+        let batches = broker.read_batches(view.stream, range, offset, view.high_watermark, 1 << 20).await?;
+        if batches.is_empty() {
+            return Err(format!("nothing read at offset {offset}"));
+        }
+        for batch in batches {
+            let end = crate::batch::base_offset(&batch)
+                + i64::from(crate::batch::stored_header(&batch).map_err(|e| e.to_string())?.last_offset_delta)
+                + 1;
+            let mut bytes = batch.clone();
+            let set = RecordBatchDecoder::decode(&mut bytes).map_err(|e| format!("a batch at {offset}: {e}"))?;
+            for record in set.records.into_iter().filter(|r| r.offset >= offset && !r.control) {
+                if let Some(key) = record.key {
+                    records.push((key, record.value));
+                }
+            }
+            offset = offset.max(end);
+        }
+    }
+    Ok(records)
+}
+
+/// Moves every loaded group on (sessions, join and sync phases), then
+/// writes what changed.
+fn tick(broker: &Arc<Broker>) {
+    let now = Instant::now();
+    {
+        let mut shards = broker.groups.shards();
+        for shard in shards.values_mut().filter(|shard| shard.loaded) {
+            for group in shard.groups.values_mut() {
+                match &mut group.kind {
+                    Kind::Classic(classic) => classic.tick(now),
+                    Kind::Consumer(consumer) => {
+                        consumer.tick(now);
+                    }
+                }
+            }
+        }
+    }
+    Coordinator::persist_dirty(broker);
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Kafka's own assignment of groups to partitions (Java's hashCode).
+    #[test]
+    fn groups_map_to_partitions_as_in_kafka() {
+        // "test-group".hashCode() == 627_841_412 in Java; "é" is one UTF-16 unit, 233.
+        assert_eq!(partition_for("test-group", 50), 627_841_412 % 50);
+        assert_eq!(partition_for("é", 50), 233 % 50);
+        assert_eq!(partition_for("", 50), 0);
+        assert!((0..12).contains(&partition_for("billing", 12)));
+    }
+}
