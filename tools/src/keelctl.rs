@@ -5,6 +5,7 @@ mod broker;
 mod cluster;
 mod controller;
 mod dev;
+mod group;
 mod topic;
 
 use clap::{Parser, Subcommand};
@@ -38,6 +39,11 @@ enum Command {
         #[command(subcommand)]
         command: topic::TopicCommand,
     },
+    /// Consumer groups: list, describe (lag), reset offsets (replay), delete.
+    Group {
+        #[command(subcommand)]
+        command: group::GroupCommand,
+    },
     /// The controller quorum's membership.
     Controller {
         #[command(subcommand)]
@@ -58,6 +64,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Broker { command } => broker::run(&client, command).await,
         Command::Topic { command } => topic::run(&client, command).await,
         Command::Controller { command } => controller::run(&client, command).await,
+        Command::Group { command } => group::run(&client, command).await,
         Command::Dev(_) => unreachable!("handled above"),
     }
 }
