@@ -383,6 +383,9 @@ impl ClassicGroup {
         if let Some(instance) = &join.instance_id {
             self.statics.insert(instance.clone(), member_id.clone());
         }
+        if self.leader.is_none() {
+            self.leader = Some(member_id.clone()); // the first to join leads, as in Kafka
+        }
         self.members.insert(member_id, member);
         self.prepare_rebalance(now);
         self.maybe_complete_join(now);
@@ -799,4 +802,145 @@ fn update(member: &mut Member, join: &Join) {
     member.rebalance_timeout = join.rebalance_timeout;
     member.client_id = join.client_id.clone();
     member.client_host = join.client_host.clone();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DELAY: Duration = Duration::from_secs(3);
+
+    fn join_request(member_id: &str, instance: Option<&str>) -> Join {
+        Join {
+            member_id: member_id.into(),
+            instance_id: instance.map(str::to_owned),
+            client_id: "c".into(),
+            client_host: String::new(),
+            session_timeout: Duration::from_secs(10),
+            rebalance_timeout: Duration::from_secs(30),
+            protocol_type: "consumer".into(),
+            protocols: vec![("range".into(), Bytes::from_static(b"m"))],
+            requires_known_member_id: true,
+            supports_skip_assignment: false,
+        }
+    }
+
+    fn now_answer(reply: Reply<JoinAnswer>) -> JoinAnswer {
+        match reply {
+            Reply::Now(answer) => answer,
+            Reply::Later(_) => panic!("expected an answer now"),
+        }
+    }
+
+    fn later<T: std::fmt::Debug>(reply: Reply<T>) -> oneshot::Receiver<T> {
+        match reply {
+            Reply::Later(receiver) => receiver,
+            Reply::Now(answer) => panic!("expected a parked answer, got {answer:?}"),
+        }
+    }
+
+    /// Two dynamic members join a new group, the leader assigns, and the
+    /// group is stable once the assignment is written.
+    fn stable_group_of_two(now: Instant) -> (ClassicGroup, String, String) {
+        let mut group = ClassicGroup::new("g", DELAY);
+        let a = now_answer(group.join(join_request("", None), now));
+        assert_eq!(a.error, Some(ResponseError::MemberIdRequired));
+        let mut a_join = later(group.join(join_request(&a.member_id, None), now));
+        let b = now_answer(group.join(join_request("", None), now));
+        let mut b_join = later(group.join(join_request(&b.member_id, None), now));
+        group.tick(now + Duration::from_secs(1));
+        assert!(a_join.try_recv().is_err(), "the first rebalance waits for the initial delay");
+        group.tick(now + DELAY);
+        let (a_answer, b_answer) = (a_join.try_recv().unwrap(), b_join.try_recv().unwrap());
+        assert_eq!((a_answer.generation, b_answer.generation), (1, 1));
+        assert_eq!(a_answer.leader, a.member_id);
+        assert_eq!(a_answer.members.len(), 2, "the leader gets every member");
+        assert!(b_answer.members.is_empty());
+        assert_eq!(group.state, State::CompletingRebalance);
+        let mut b_sync = later(group.sync(&b.member_id, None, 1, vec![], now));
+        let assignments =
+            vec![(a.member_id.clone(), Bytes::from_static(b"A")), (b.member_id.clone(), Bytes::from_static(b"B"))];
+        let mut a_sync = later(group.sync(&a.member_id, None, 1, assignments, now));
+        assert_eq!(group.persisting(), Some(1));
+        group.persisted(1, Ok(()), now);
+        assert_eq!(a_sync.try_recv().unwrap().assignment, Bytes::from_static(b"A"));
+        assert_eq!(b_sync.try_recv().unwrap().assignment, Bytes::from_static(b"B"));
+        assert_eq!(group.state, State::Stable);
+        (group, a.member_id, b.member_id)
+    }
+
+    #[test]
+    fn members_join_sync_and_get_their_assignment() {
+        stable_group_of_two(Instant::now());
+    }
+
+    #[test]
+    fn bad_heartbeats_and_syncs_get_kafka_errors() {
+        let now = Instant::now();
+        let (mut group, a, _) = stable_group_of_two(now);
+        assert_eq!(group.heartbeat("nobody", None, 1, now), Err(ResponseError::UnknownMemberId));
+        assert_eq!(group.heartbeat(&a, None, 7, now), Err(ResponseError::IllegalGeneration));
+        assert_eq!(group.heartbeat(&a, None, 1, now), Ok(()));
+        match group.sync(&a, None, 2, vec![], now) {
+            Reply::Now(answer) => assert_eq!(answer.error, Some(ResponseError::IllegalGeneration)),
+            Reply::Later(_) => panic!("a stale sync is answered at once"),
+        }
+        assert_eq!(group.check_commit(&a, None, 0), Err(ResponseError::IllegalGeneration));
+        assert_eq!(group.check_commit("nobody", None, 1), Err(ResponseError::UnknownMemberId));
+        assert_eq!(group.check_commit("", None, -1), Err(ResponseError::UnknownMemberId), "an admin commit to a live group");
+    }
+
+    #[test]
+    fn a_member_whose_session_expires_is_removed_and_the_rest_rebalance() {
+        let now = Instant::now();
+        let (mut group, a, b) = stable_group_of_two(now);
+        let later_on = now + Duration::from_secs(8);
+        assert_eq!(group.heartbeat(&a, None, 1, later_on), Ok(()));
+        group.tick(now + Duration::from_secs(11));
+        assert!(!group.members.contains_key(&b), "b sent nothing for its session timeout");
+        assert_eq!(group.state, State::PreparingRebalance);
+        assert_eq!(group.heartbeat(&a, None, 1, now + Duration::from_secs(11)), Err(ResponseError::RebalanceInProgress));
+        let mut rejoin = later(group.join(join_request(&a, None), now + Duration::from_secs(11)));
+        let answer = rejoin.try_recv().unwrap();
+        assert_eq!((answer.generation, answer.members.len()), (2, 1));
+    }
+
+    #[test]
+    fn a_static_member_that_restarts_takes_its_place_without_a_rebalance() {
+        let now = Instant::now();
+        let mut group = ClassicGroup::new("g", DELAY);
+        let mut first = later(group.join(join_request("", Some("m1")), now));
+        let mut second = later(group.join(join_request("", Some("m2")), now));
+        group.tick(now + DELAY);
+        let (first, second) = (first.try_recv().unwrap(), second.try_recv().unwrap());
+        let assignments = vec![
+            (first.member_id.clone(), Bytes::from_static(b"P1")),
+            (second.member_id.clone(), Bytes::from_static(b"P2")),
+        ];
+        let leader = if first.leader == first.member_id { &first } else { &second };
+        drop(group.sync(&leader.member_id, Some(if leader.member_id.starts_with("m1") { "m1" } else { "m2" }), 1, assignments, now));
+        group.persisted(1, Ok(()), now);
+        assert_eq!(group.state, State::Stable);
+        // m2 restarts: a new member id for the same instance, same generation.
+        let back = now_answer(group.join(join_request("", Some("m2")), now));
+        assert_eq!(back.error, None);
+        assert_eq!(back.generation, 1, "no rebalance");
+        assert_eq!(group.state, State::Stable);
+        assert_ne!(back.member_id, second.member_id);
+        match group.sync(&back.member_id, Some("m2"), 1, vec![], now) {
+            Reply::Now(answer) => assert_eq!(answer.assignment, Bytes::from_static(b"P2")),
+            Reply::Later(_) => panic!("a stable group answers a sync at once"),
+        }
+        // The old incarnation is fenced.
+        assert_eq!(group.heartbeat(&second.member_id, Some("m2"), 1, now), Err(ResponseError::FencedInstanceId));
+    }
+
+    #[test]
+    fn a_group_of_another_protocol_type_is_refused() {
+        let now = Instant::now();
+        let (mut group, _, _) = stable_group_of_two(now);
+        let mut other = join_request("", None);
+        other.protocol_type = "connect".into();
+        assert_eq!(now_answer(group.join(other, now)).error, Some(ResponseError::InconsistentGroupProtocol));
+    }
 }
