@@ -9,6 +9,7 @@ mod broker_kcat;
 mod broker_objects;
 mod broker_produce;
 mod broker_restart;
+mod consumer_groups;
 mod controller_admin;
 mod controller_bad_input;
 mod controller_learner;

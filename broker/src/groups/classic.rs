@@ -333,7 +333,10 @@ impl ClassicGroup {
         if let Some(sender) = member.awaiting_sync.take() {
             let _ = sender.send(SyncAnswer::error(ResponseError::FencedInstanceId));
         }
-        let same_protocols = member.protocols == join.protocols;
+        // Kafka's rule for a static member coming back: no rebalance while it
+        // still speaks the group's protocol (its metadata is not compared:
+        // a cooperative member's lists the partitions it owned, none after a restart).
+        let same_protocols = self.protocol.as_ref().is_some_and(|p| join.protocols.iter().any(|(name, _)| name == p));
         member.id = new_id.clone();
         member.deadline = now + join.session_timeout;
         update(&mut member, &join);
@@ -599,11 +602,11 @@ impl ClassicGroup {
         if let Some(sender) = member.awaiting_sync.take() {
             let _ = sender.send(SyncAnswer::error(ResponseError::UnknownMemberId));
         }
-        match self.state {
-            State::Stable | State::CompletingRebalance => self.prepare_rebalance(now),
-            State::PreparingRebalance => self.maybe_complete_join(now),
-            State::Empty => {}
+        if matches!(self.state, State::Stable | State::CompletingRebalance) {
+            self.prepare_rebalance(now);
         }
+        // The last member leaving empties the group at once.
+        self.maybe_complete_join(now);
     }
 
     /// Everyone must join again. Parked syncs learn that a rebalance began.
@@ -887,7 +890,11 @@ mod tests {
         }
         assert_eq!(group.check_commit(&a, None, 0), Err(ResponseError::IllegalGeneration));
         assert_eq!(group.check_commit("nobody", None, 1), Err(ResponseError::UnknownMemberId));
-        assert_eq!(group.check_commit("", None, -1), Err(ResponseError::UnknownMemberId), "an admin commit to a live group");
+        assert_eq!(
+            group.check_commit("", None, -1),
+            Err(ResponseError::UnknownMemberId),
+            "an admin commit to a live group"
+        );
     }
 
     #[test]
@@ -899,7 +906,10 @@ mod tests {
         group.tick(now + Duration::from_secs(11));
         assert!(!group.members.contains_key(&b), "b sent nothing for its session timeout");
         assert_eq!(group.state, State::PreparingRebalance);
-        assert_eq!(group.heartbeat(&a, None, 1, now + Duration::from_secs(11)), Err(ResponseError::RebalanceInProgress));
+        assert_eq!(
+            group.heartbeat(&a, None, 1, now + Duration::from_secs(11)),
+            Err(ResponseError::RebalanceInProgress)
+        );
         let mut rejoin = later(group.join(join_request(&a, None), now + Duration::from_secs(11)));
         let answer = rejoin.try_recv().unwrap();
         assert_eq!((answer.generation, answer.members.len()), (2, 1));
@@ -918,7 +928,13 @@ mod tests {
             (second.member_id.clone(), Bytes::from_static(b"P2")),
         ];
         let leader = if first.leader == first.member_id { &first } else { &second };
-        drop(group.sync(&leader.member_id, Some(if leader.member_id.starts_with("m1") { "m1" } else { "m2" }), 1, assignments, now));
+        drop(group.sync(
+            &leader.member_id,
+            Some(if leader.member_id.starts_with("m1") { "m1" } else { "m2" }),
+            1,
+            assignments,
+            now,
+        ));
         group.persisted(1, Ok(()), now);
         assert_eq!(group.state, State::Stable);
         // m2 restarts: a new member id for the same instance, same generation.
