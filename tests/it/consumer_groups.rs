@@ -683,13 +683,16 @@ fn shares_the_topic(owned: &[BTreeSet<i32>]) -> bool {
     owned.iter().all(|partitions| !partitions.is_empty()) && total == PARTITIONS && union.len() == PARTITIONS
 }
 
+/// One read of a record: (time, member index, value).
+type Read = (f64, usize, String);
+
 /// Checks at-least-once delivery over the members' event logs and returns how
 /// many reads were repeats. Every acknowledged record was read, with the
 /// value it was acknowledged with; one offset never held two values; and a
 /// record read again had not been committed past by its first reader before
 /// the repeat (what was committed is never handed out again).
 fn check_at_least_once(logs: &[Vec<Value>], acked: &[Acked]) -> usize {
-    let mut reads: BTreeMap<(i32, i64), Vec<(f64, usize, String)>> = BTreeMap::new();
+    let mut reads: BTreeMap<(i32, i64), Vec<Read>> = BTreeMap::new();
     for (member, events) in logs.iter().enumerate() {
         for record in events.iter().filter_map(as_record) {
             reads.entry((record.partition, record.offset)).or_default().push((record.t, member, record.value));
