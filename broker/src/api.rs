@@ -102,8 +102,12 @@ pub fn admit(broker: &Arc<Broker>, request: Request) -> Result<Admitted, Unreada
     Ok(Admitted::Other(Request { api, version, header, body }))
 }
 
-/// Answers one admitted request. `Ok(None)` means no answer is sent (`acks=0`).
-pub async fn handle(broker: &Arc<Broker>, admitted: Admitted) -> Result<Option<BytesMut>, Unreadable> {
+/// Answers one admitted request from `peer`. `Ok(None)` means no answer is sent (`acks=0`).
+pub async fn handle(
+    broker: &Arc<Broker>,
+    admitted: Admitted,
+    peer: std::net::SocketAddr,
+) -> Result<Option<BytesMut>, Unreadable> {
     let request = match admitted {
         Admitted::Answered(frame) => return Ok(Some(frame)),
         Admitted::Produce { correlation, version, started, produce } => {
@@ -172,9 +176,9 @@ pub async fn handle(broker: &Arc<Broker>, admitted: Admitted) -> Result<Option<B
             &groups::find_coordinator(broker, decode(api, version, body)?, version).await,
         )?,
         ApiKey::JoinGroup => {
-            let client_id = header.client_id.as_deref().unwrap_or_default().to_string();
+            let client = groups::Client::of(&header, peer);
             let request = decode(api, version, body)?;
-            encode(api, version, correlation, &groups::join_group(broker, request, version, &client_id).await)?
+            encode(api, version, correlation, &groups::join_group(broker, request, version, &client).await)?
         }
         ApiKey::SyncGroup => {
             encode(api, version, correlation, &groups::sync_group(broker, decode(api, version, body)?, version).await)?
@@ -186,9 +190,9 @@ pub async fn handle(broker: &Arc<Broker>, admitted: Admitted) -> Result<Option<B
             encode(api, version, correlation, &groups::leave_group(broker, decode(api, version, body)?, version))?
         }
         ApiKey::ConsumerGroupHeartbeat => {
-            let client_id = header.client_id.as_deref().unwrap_or_default().to_string();
+            let client = groups::Client::of(&header, peer);
             let request = decode(api, version, body)?;
-            encode(api, version, correlation, &groups::consumer_group_heartbeat(broker, request, &client_id).await)?
+            encode(api, version, correlation, &groups::consumer_group_heartbeat(broker, request, &client).await)?
         }
         ApiKey::OffsetCommit => encode(
             api,

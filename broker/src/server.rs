@@ -103,7 +103,7 @@ async fn connection(
             let admitted = api::admit(&broker, request);
             let broker = broker.clone();
             tasks.spawn(async move {
-                match async { api::handle(&broker, admitted?).await }.await {
+                match async { api::handle(&broker, admitted?, peer).await }.await {
                     Ok(frame) => {
                         let _ = reply.send(frame);
                     }

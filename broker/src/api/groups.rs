@@ -23,6 +23,20 @@ use crate::groups::{Coordinator, Group, Kind, METADATA_BYTES_MAX, OFFSETS_TOPIC}
 
 const KEY_TYPE_GROUP: i8 = 0;
 
+/// Who sent a request, as DescribeGroups shows members: the client id and
+/// Kafka's form of the host (`/127.0.0.1`).
+#[derive(Debug)]
+pub(super) struct Client {
+    id: String,
+    host: String,
+}
+
+impl Client {
+    pub(super) fn of(header: &RequestHeader, peer: std::net::SocketAddr) -> Client {
+        Client { id: header.client_id.as_deref().unwrap_or_default().to_string(), host: format!("/{}", peer.ip()) }
+    }
+}
+
 fn text(value: impl Into<String>) -> StrBytes {
     StrBytes::from_string(value.into())
 }
@@ -142,7 +156,7 @@ pub(super) async fn join_group(
     broker: &Arc<Broker>,
     request: JoinGroupRequest,
     version: i16,
-    client_id: &str,
+    client: &Client,
 ) -> JoinGroupResponse {
     let group_id = request.group_id.0.to_string();
     let session_timeout = Duration::from_millis(request.session_timeout_ms.max(0) as u64);
@@ -151,8 +165,8 @@ pub(super) async fn join_group(
     let join = Join {
         member_id: request.member_id.to_string(),
         instance_id: request.group_instance_id.as_ref().map(|i| i.to_string()),
-        client_id: client_id.to_owned(),
-        client_host: String::new(),
+        client_id: client.id.clone(),
+        client_host: client.host.clone(),
         session_timeout,
         rebalance_timeout,
         protocol_type: request.protocol_type.to_string(),
@@ -316,7 +330,7 @@ pub(super) fn leave_group(broker: &Arc<Broker>, request: LeaveGroupRequest, vers
 pub(super) async fn consumer_group_heartbeat(
     broker: &Arc<Broker>,
     request: ConsumerGroupHeartbeatRequest,
-    client_id: &str,
+    client: &Client,
 ) -> ConsumerGroupHeartbeatResponse {
     let group_id = request.group_id.0.to_string();
     let image = broker.image();
@@ -331,8 +345,8 @@ pub(super) async fn consumer_group_heartbeat(
         member_epoch: request.member_epoch,
         instance_id: request.instance_id.as_ref().map(|i| i.to_string()),
         rack_id: request.rack_id.as_ref().map(|r| r.to_string()),
-        client_id: client_id.to_owned(),
-        client_host: String::new(),
+        client_id: client.id.clone(),
+        client_host: client.host.clone(),
         rebalance_timeout: Duration::from_millis(request.rebalance_timeout_ms.max(0) as u64),
         subscribed_topics: request.subscribed_topic_names.as_ref().map(|t| t.iter().map(|n| n.0.to_string()).collect()),
         assignor: request.server_assignor.as_ref().map(|a| a.to_string()),

@@ -62,6 +62,10 @@ pub struct ConsumerMember {
     told: Option<BTreeSet<TopicPartition>>,
     assignor: Option<String>,
     deadline: Instant,
+    /// How long the member may take to give partitions up, and until when it
+    /// may for the ones it is giving up now; past that it is removed.
+    rebalance_timeout: Duration,
+    revoke_deadline: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -156,6 +160,12 @@ impl ConsumerGroup {
         }
         if let Some(owned) = &request.owned {
             member.revoking.retain(|partition| owned.contains(partition));
+            if member.revoking.is_empty() {
+                member.revoke_deadline = None;
+            }
+        }
+        if request.rebalance_timeout > Duration::ZERO {
+            member.rebalance_timeout = request.rebalance_timeout;
         }
         let subscribed: BTreeMap<String, (uuid::Uuid, i32)> = topics
             .iter()
@@ -170,7 +180,7 @@ impl ConsumerGroup {
             self.target_topics = subscribed;
             self.target_epoch = self.epoch;
         }
-        Ok(self.reconcile(&request.member_id))
+        Ok(self.reconcile(&request.member_id, now))
     }
 
     fn join(&mut self, request: &Heartbeat, now: Instant) -> Result<(), ResponseError> {
@@ -204,6 +214,8 @@ impl ConsumerGroup {
                 told: None,
                 assignor: request.assignor.clone(),
                 deadline: now + self.session_timeout,
+                rebalance_timeout: request.rebalance_timeout,
+                revoke_deadline: None,
             },
         );
         Ok(())
@@ -211,7 +223,7 @@ impl ConsumerGroup {
 
     /// Moves one member towards its target, never handing it a partition
     /// another member still holds.
-    fn reconcile(&mut self, member_id: &str) -> HeartbeatAnswer {
+    fn reconcile(&mut self, member_id: &str, now: Instant) -> HeartbeatAnswer {
         let target = self.target.get(member_id).cloned().unwrap_or_default();
         let held_elsewhere: BTreeSet<TopicPartition> = self
             .members
@@ -225,6 +237,7 @@ impl ConsumerGroup {
         if !lose.is_empty() {
             member.assigned.retain(|p| target.contains(p));
             member.revoking.extend(lose);
+            member.revoke_deadline.get_or_insert(now + member.rebalance_timeout);
         } else if member.revoking.is_empty() {
             let free: Vec<TopicPartition> = target.iter().filter(|p| !held_elsewhere.contains(p)).copied().collect();
             member.assigned.extend(free);
@@ -240,15 +253,20 @@ impl ConsumerGroup {
         HeartbeatAnswer { member_id: member.id.clone(), member_epoch: member.epoch, assignment }
     }
 
-    /// Removes members whose session expired; true if any was.
+    /// Removes members whose session expired, or that did not give up their
+    /// partitions within their rebalance timeout; true if any was.
     pub fn tick(&mut self, now: Instant) -> bool {
         let before = self.members.len();
         self.members.retain(|_, member| {
-            let alive = member.deadline > now;
-            if !alive {
+            if member.deadline <= now {
                 tracing::info!(member = %member.id, "the consumer group member's session expired; removing it");
+                return false;
             }
-            alive
+            if member.revoke_deadline.is_some_and(|deadline| deadline <= now) {
+                tracing::info!(member = %member.id, "the member did not give up partitions within its rebalance timeout; removing it");
+                return false;
+            }
+            true
         });
         let removed = self.members.len() != before;
         if removed {
@@ -392,6 +410,31 @@ mod tests {
         assert_eq!(group.heartbeat(request, &topics(), now), Err(ResponseError::FencedMemberEpoch));
         let request = Heartbeat { member_id: "a".into(), assignor: Some("magic".into()), ..Default::default() };
         assert_eq!(group.heartbeat(request, &topics(), now), Err(ResponseError::UnsupportedAssignor));
+    }
+
+    #[test]
+    fn a_member_that_never_gives_partitions_up_is_removed() {
+        let now = Instant::now();
+        let mut group = ConsumerGroup::new("g", Duration::from_secs(45));
+        let request = |id: &str| Heartbeat {
+            member_id: id.into(),
+            member_epoch: 0,
+            rebalance_timeout: Duration::from_secs(10),
+            subscribed_topics: Some(vec!["events".into()]),
+            ..Default::default()
+        };
+        let a = group.heartbeat(request("a"), &topics(), now).unwrap();
+        let everything = a.assignment.unwrap();
+        let b = group.heartbeat(request("b"), &topics(), now).unwrap();
+        // a is told to give half up, and keeps reporting that it owns everything.
+        let a2 = beat(&mut group, "a", a.member_epoch, &everything, now);
+        assert_eq!(a2.assignment.unwrap().len(), 6);
+        beat(&mut group, "a", a.member_epoch, &everything, now + Duration::from_secs(5));
+        assert!(!group.tick(now + Duration::from_secs(9)));
+        assert!(group.tick(now + Duration::from_secs(11)), "removed after its rebalance timeout");
+        assert!(!group.members.contains_key("a"));
+        let b = beat(&mut group, "b", b.member_epoch, &BTreeSet::new(), now + Duration::from_secs(11));
+        assert_eq!(b.assignment.unwrap().len(), 12, "b gets everything once a is gone");
     }
 
     #[test]
