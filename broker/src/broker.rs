@@ -85,6 +85,7 @@ impl Broker {
             consumer_session_timeout: config.group_consumer_session_timeout,
             consumer_heartbeat_interval: config.group_consumer_heartbeat_interval,
             offsets_partitions: config.offsets_topic_partitions,
+            offsets_retention: config.offsets_retention,
         });
         Broker {
             cache: BatchCache::new(config.cache_bytes as usize),

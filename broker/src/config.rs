@@ -125,6 +125,11 @@ pub struct ConfigToml {
     #[arg(long, env = "KEEL_BROKER_GROUP_CONSUMER_HEARTBEAT_INTERVAL", value_parser = humantime_serde::re::humantime::parse_duration)]
     #[serde(with = "humantime_serde")]
     pub group_consumer_heartbeat_interval: Option<Duration>,
+    /// A group without members for this long loses the offsets committed
+    /// before then, and then is deleted (Kafka's offsets.retention.minutes). Default 7 days.
+    #[arg(long, env = "KEEL_BROKER_OFFSETS_RETENTION", value_parser = humantime_serde::re::humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub offsets_retention: Option<Duration>,
 }
 
 /// Where the broker keeps objects.
@@ -161,6 +166,7 @@ pub struct BrokerConfig {
     pub group_initial_rebalance_delay: Duration,
     pub group_consumer_session_timeout: Duration,
     pub group_consumer_heartbeat_interval: Duration,
+    pub offsets_retention: Duration,
 }
 
 impl ConfigToml {
@@ -201,6 +207,7 @@ impl ConfigToml {
             group_consumer_heartbeat_interval: self
                 .group_consumer_heartbeat_interval
                 .or(lower.group_consumer_heartbeat_interval),
+            offsets_retention: self.offsets_retention.or(lower.offsets_retention),
         }
     }
 
@@ -236,6 +243,7 @@ impl ConfigToml {
             group_initial_rebalance_delay,
             group_consumer_session_timeout,
             group_consumer_heartbeat_interval,
+            offsets_retention,
         } = self;
         let objects = match (objects_dir, s3_bucket) {
             (Some(dir), None) => ObjectsConfig::LocalDir(dir),
@@ -295,6 +303,7 @@ impl ConfigToml {
             group_initial_rebalance_delay: group_initial_rebalance_delay.unwrap_or(Duration::from_secs(3)),
             group_consumer_session_timeout: group_consumer_session_timeout.unwrap_or(Duration::from_secs(45)),
             group_consumer_heartbeat_interval: group_consumer_heartbeat_interval.unwrap_or(Duration::from_secs(5)),
+            offsets_retention: offsets_retention.unwrap_or(Duration::from_secs(7 * 24 * 3600)),
         })
     }
 }

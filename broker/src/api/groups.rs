@@ -19,7 +19,7 @@ use crate::broker::Broker;
 use crate::groups::classic::{self, ClassicGroup, Join, JoinAnswer, Reply, SyncAnswer};
 use crate::groups::consumer::{self, ConsumerGroup};
 use crate::groups::records::{self, Key, OffsetValue};
-use crate::groups::{Coordinator, Group, Kind, METADATA_BYTES_MAX, OFFSETS_TOPIC};
+use crate::groups::{Coordinator, Entry, Group, Kind, METADATA_BYTES_MAX, OFFSETS_TOPIC};
 
 const KEY_TYPE_GROUP: i8 = 0;
 
@@ -497,7 +497,7 @@ pub(super) async fn offset_commit(
                 commit.error = Some(ResponseError::OffsetOutOfRange);
             }
         }
-        let writes: Vec<(Bytes, Option<Bytes>)> = commits
+        let writes: Vec<Entry> = commits
             .iter()
             .filter(|c| c.error.is_none())
             .map(|c| {
@@ -930,7 +930,7 @@ pub(super) async fn delete_groups(broker: &Arc<Broker>, request: DeleteGroupsReq
             if !group.is_empty() {
                 return Err(ResponseError::NonEmptyGroup);
             }
-            let mut tombstones: Vec<(Bytes, Option<Bytes>)> = group
+            let mut tombstones: Vec<Entry> = group
                 .offsets
                 .keys()
                 .map(|(topic, p)| {

@@ -38,6 +38,9 @@ use records::{Key, OffsetValue};
 
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 
+/// A record to append to `__consumer_offsets`: key, and value or `None` (a tombstone).
+pub type Entry = (Bytes, Option<Bytes>);
+
 /// Topics only the broker itself writes.
 pub fn is_internal(topic: &str) -> bool {
     topic == OFFSETS_TOPIC
@@ -67,6 +70,9 @@ pub struct Settings {
     pub consumer_heartbeat_interval: Duration,
     /// Partitions of `__consumer_offsets` when a broker creates it.
     pub offsets_partitions: i32,
+    /// `offsets.retention.minutes`: a group empty this long loses the
+    /// offsets committed before that, and then is deleted.
+    pub offsets_retention: Duration,
 }
 
 #[derive(Debug)]
@@ -80,6 +86,8 @@ pub struct Group {
     pub kind: Kind,
     /// Committed offsets by (topic, partition).
     pub offsets: BTreeMap<(String, i32), OffsetValue>,
+    /// Since when the group has had no members (as seen by this coordinator).
+    pub empty_since: Option<Instant>,
 }
 
 impl Group {
@@ -132,6 +140,7 @@ impl Locked<'_> {
         self.groups().entry(id.to_owned()).or_insert_with(|| Group {
             kind: Kind::Classic(ClassicGroup::new(id, settings.initial_delay)),
             offsets: BTreeMap::new(),
+            empty_since: None,
         })
     }
 }
@@ -190,11 +199,7 @@ impl Coordinator {
 
     /// Appends records (key, value or tombstone) to partition `partition` of
     /// `__consumer_offsets`, answering once they are durable.
-    pub async fn write(
-        broker: &Arc<Broker>,
-        partition: i32,
-        records: Vec<(Bytes, Option<Bytes>)>,
-    ) -> Result<(), ResponseError> {
+    pub async fn write(broker: &Arc<Broker>, partition: i32, records: Vec<Entry>) -> Result<(), ResponseError> {
         let now = now_ms();
         let records: Vec<Record> = records
             .into_iter()
@@ -296,6 +301,7 @@ impl Coordinator {
                     let group = groups.entry(id.clone()).or_insert_with(|| Group {
                         kind: Kind::Classic(ClassicGroup::new(&id, self.settings.initial_delay)),
                         offsets: BTreeMap::new(),
+                        empty_since: None,
                     });
                     group.offsets.insert((topic, partition), offset);
                 }
@@ -310,7 +316,7 @@ impl Coordinator {
                 Ok(value) => {
                     let restored = ClassicGroup::restore(&id, &value, self.settings.initial_delay, now);
                     let offsets = groups.remove(&id).map(|g| g.offsets).unwrap_or_default();
-                    groups.insert(id, Group { kind: Kind::Classic(restored), offsets });
+                    groups.insert(id, Group { kind: Kind::Classic(restored), offsets, empty_since: None });
                 }
                 Err(error) => tracing::warn!(group = %id, "skipping an unreadable group record: {error}"),
             },
@@ -412,7 +418,7 @@ async fn load(broker: Arc<Broker>, partition: i32, leader_epoch: LeaderEpoch) {
 }
 
 /// Every record (key, value) of a partition of `__consumer_offsets` this broker leads.
-async fn read_partition(broker: &Broker, partition: i32) -> Result<Vec<(Bytes, Option<Bytes>)>, String> {
+async fn read_partition(broker: &Broker, partition: i32) -> Result<Vec<Entry>, String> {
     let image = broker.image();
     let topic = image.topics.get(OFFSETS_TOPIC).ok_or("the topic is gone")?;
     let view = broker.read_view(topic, partition, -1).map_err(|error| format!("{error:?}"))?;
@@ -441,24 +447,77 @@ async fn read_partition(broker: &Broker, partition: i32) -> Result<Vec<(Bytes, O
     Ok(records)
 }
 
-/// Moves every loaded group on (sessions, join and sync phases), then
-/// writes what changed.
+/// Moves every loaded group on (sessions, join and sync phases), expires
+/// the offsets of groups empty for the retention period, then writes what
+/// changed.
 fn tick(broker: &Arc<Broker>) {
     let now = Instant::now();
+    let retention = broker.groups.settings.offsets_retention;
+    let mut expired: Vec<(i32, Vec<Entry>)> = Vec::new();
     {
         let mut shards = broker.groups.shards();
-        for shard in shards.values_mut().filter(|shard| shard.loaded) {
-            for group in shard.groups.values_mut() {
+        for (partition, shard) in shards.iter_mut().filter(|(_, shard)| shard.loaded) {
+            let mut tombstones = Vec::new();
+            shard.groups.retain(|id, group| {
                 match &mut group.kind {
                     Kind::Classic(classic) => classic.tick(now),
                     Kind::Consumer(consumer) => {
                         consumer.tick(now);
                     }
                 }
+                let keep = expire_offsets(id, group, now, retention, &mut tombstones);
+                if !keep {
+                    tracing::info!(group = %id, "the group was empty for {retention:?} and has no offsets left; deleting it");
+                }
+                keep
+            });
+            if !tombstones.is_empty() {
+                expired.push((*partition, tombstones));
             }
         }
     }
+    for (partition, tombstones) in expired {
+        let broker = broker.clone();
+        // Forgotten in memory already; should the write fail, a later
+        // coordinator replays them and expires them again.
+        tokio::spawn(async move {
+            if let Err(error) = Coordinator::write(&broker, partition, tombstones).await {
+                tracing::info!(partition, "could not write expired offsets' tombstones yet: {error:?}");
+            }
+        });
+    }
     Coordinator::persist_dirty(broker);
+}
+
+/// Kafka's offset retention (KIP-211): once a group has been empty for
+/// `retention`, its offsets committed before then are deleted, and the
+/// group with them when none is left. Returns whether the group stays.
+fn expire_offsets(id: &str, group: &mut Group, now: Instant, retention: Duration, tombstones: &mut Vec<Entry>) -> bool {
+    if !group.is_empty() {
+        group.empty_since = None;
+        return true;
+    }
+    let since = *group.empty_since.get_or_insert(now);
+    if now.duration_since(since) < retention {
+        return true;
+    }
+    let horizon = now_ms() - retention.as_millis() as i64;
+    let old: Vec<(String, i32)> = group
+        .offsets
+        .iter()
+        .filter(|(_, value)| value.commit_timestamp <= horizon)
+        .map(|(key, _)| key.clone())
+        .collect();
+    for (topic, partition) in old {
+        group.offsets.remove(&(topic.clone(), partition));
+        let key = Key::Offset { group: id.to_owned(), topic, partition };
+        tombstones.push((records::encode_key(&key), None));
+    }
+    if group.offsets.is_empty() {
+        tombstones.push((records::encode_key(&Key::Group { group: id.to_owned() }), None));
+        return false;
+    }
+    true
 }
 
 pub fn now_ms() -> i64 {
@@ -468,6 +527,31 @@ pub fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_empty_groups_offsets_expire_after_the_retention_and_then_the_group() {
+        let retention = Duration::from_secs(60);
+        let now = Instant::now();
+        let mut group = Group {
+            kind: Kind::Classic(ClassicGroup::new("g", Duration::ZERO)),
+            offsets: BTreeMap::new(),
+            empty_since: None,
+        };
+        let committed =
+            |at: i64| OffsetValue { offset: 5, leader_epoch: -1, metadata: String::new(), commit_timestamp: at };
+        group.offsets.insert(("t".into(), 0), committed(now_ms() - 120_000));
+        group.offsets.insert(("t".into(), 1), committed(now_ms()));
+        let mut tombstones = Vec::new();
+        assert!(expire_offsets("g", &mut group, now, retention, &mut tombstones));
+        assert!(tombstones.is_empty(), "the group just became empty");
+        assert!(expire_offsets("g", &mut group, now + Duration::from_secs(61), retention, &mut tombstones));
+        assert_eq!(tombstones.len(), 1, "only the offset committed before the horizon");
+        assert_eq!(group.offsets.len(), 1);
+        group.offsets.get_mut(&("t".into(), 1)).unwrap().commit_timestamp -= 120_000;
+        assert!(!expire_offsets("g", &mut group, now + Duration::from_secs(62), retention, &mut tombstones));
+        assert_eq!(tombstones.len(), 3, "the last offset, then the group itself");
+        assert_eq!(records::decode_key(&tombstones[2].0), Ok(Key::Group { group: "g".into() }));
+    }
 
     /// Kafka's own assignment of groups to partitions (Java's hashCode).
     #[test]
