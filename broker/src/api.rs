@@ -221,25 +221,34 @@ pub async fn handle(
     Ok(Some(answer))
 }
 
-/// Appends one record batch to a partition as the broker itself (the
-/// group coordinator writing `__consumer_offsets`), through the same path
-/// and checks as a client's produce with acks=all; `None` once durable.
-pub(crate) async fn append_internal(
-    broker: &Arc<Broker>,
-    topic: &str,
-    partition: i32,
-    batch: Bytes,
-) -> Option<kafka_protocol::error::ResponseError> {
+/// A record batch the broker itself appended (the group coordinator writing
+/// `__consumer_offsets`): its offsets are assigned and its WAL entry queued.
+#[derive(Debug)]
+pub(crate) struct InternalAppend(produce::Admitted);
+
+const INTERNAL_PRODUCE_VERSION: i16 = 9;
+
+/// Appends one record batch to a partition as the broker itself, through
+/// the same path and checks as a client's produce with acks=all. It takes
+/// its place in the log now, so appends made in some order (under a lock)
+/// are in the log in that order; `finish_internal` waits until it is durable.
+pub(crate) fn append_internal(broker: &Arc<Broker>, topic: &str, partition: i32, batch: Bytes) -> InternalAppend {
     use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
     use kafka_protocol::messages::{ProduceRequest, TopicName};
-    const VERSION: i16 = 9;
     let request = ProduceRequest::default().with_acks(-1).with_timeout_ms(10_000).with_topic_data(vec![
         TopicProduceData::default()
             .with_name(TopicName(kafka_protocol::protocol::StrBytes::from_string(topic.to_owned())))
             .with_partition_data(vec![PartitionProduceData::default().with_index(partition).with_records(Some(batch))]),
     ]);
-    let admitted = produce::admit(broker, request, VERSION, true);
-    let response = produce::finish(broker, admitted).await?;
+    InternalAppend(produce::admit(broker, request, INTERNAL_PRODUCE_VERSION, true))
+}
+
+/// Waits for an internal append; `None` once it is durable, else the error.
+pub(crate) async fn finish_internal(
+    broker: &Arc<Broker>,
+    appended: InternalAppend,
+) -> Option<kafka_protocol::error::ResponseError> {
+    let response = produce::finish(broker, appended.0).await?;
     let code = response.responses.first()?.partition_responses.first()?.error_code;
     (code != 0).then(|| {
         kafka_protocol::error::ResponseError::try_from_code(code)

@@ -17,4 +17,7 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(group) = records::decode_group(data) {
         assert_eq!(records::decode_group(&records::encode_group(&group)), Ok(group));
     }
+    if let Ok(group) = records::decode_consumer_group(data) {
+        assert_eq!(records::decode_consumer_group(&records::encode_consumer_group(&group)), Ok(group));
+    }
 });

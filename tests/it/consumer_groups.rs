@@ -306,12 +306,25 @@ async fn committed_offsets_survive_the_coordinator_broker() {
 /// Prints how long commits failed after the kill.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_live_group_carries_on_when_its_coordinator_is_killed() {
+    let args = ["--group-protocol", "classic", "--session-timeout-ms", "30000", "--max-seconds", "55"];
+    live_group_survives_its_coordinator(&args).await;
+}
+
+/// The same with KIP-848 members (`group.protocol=consumer`): the group's
+/// epochs and each member's assignment are in the log, so the members keep
+/// their epochs and partitions on the new coordinator.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_live_kip848_group_carries_on_when_its_coordinator_is_killed() {
+    let args = ["--group-protocol", "consumer", "--assignment-strategy", "uniform", "--max-seconds", "55"];
+    live_group_survives_its_coordinator(&args).await;
+}
+
+async fn live_group_survives_its_coordinator(args: &[&str]) {
     let mut test = cluster_with_events().await;
     let bootstrap = test.cluster.bootstrap();
     let group = "steadfast";
-    let args = ["--group-protocol", "classic", "--session-timeout-ms", "30000", "--max-seconds", "55"];
     let members: Vec<Member> =
-        (1..=2).map(|i| Member::start(&format!("member-{i}"), &bootstrap, group, &args)).collect();
+        (1..=2).map(|i| Member::start(&format!("member-{i}"), &bootstrap, group, args)).collect();
     settled(&members.iter().collect::<Vec<_>>(), "two members share the 12 partitions").await;
 
     let producer = Producer::start(&bootstrap, "steady", &["--count", "4000", "--rate", "400"]);

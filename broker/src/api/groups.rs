@@ -371,8 +371,33 @@ pub(super) async fn consumer_group_heartbeat(
                 group.kind = Kind::Consumer(ConsumerGroup::new(&group_id, settings.consumer_session_timeout));
             }
             let Kind::Consumer(consumer) = &mut group.kind else { unreachable!("converted above") };
-            consumer.heartbeat(heartbeat, &topics, Instant::now()).map_err(|e| (e, String::new()))
+            let answer = consumer.heartbeat(heartbeat, &topics, Instant::now()).map_err(|e| (e, String::new()))?;
+            // A change is written before it is answered, so a coordinator
+            // taking over knows what each member was told.
+            let partition = locked.partition;
+            let group = locked.groups().get_mut(&group_id).expect("made above");
+            let appended =
+                group.dirty_record(&group_id).map(|(entry, _)| Coordinator::append(broker, partition, vec![entry]));
+            Ok((answer, appended))
         })
+    };
+    let result = match result {
+        Ok((answer, Some(appended))) => match appended.durable().await {
+            Ok(()) => Ok(answer),
+            Err(error) => {
+                if let Ok(mut locked) = broker.groups.lock(broker, &group_id) {
+                    if let Some(group) = locked.groups().get_mut(&group_id) {
+                        group.written(None, Err(error));
+                        if let Kind::Consumer(consumer) = &mut group.kind {
+                            consumer.forget_told(&answer.member_id);
+                        }
+                    }
+                }
+                Err((error, "the group's new state could not be written; retry".to_owned()))
+            }
+        },
+        Ok((answer, None)) => Ok(answer),
+        Err(error) => Err(error),
     };
     match result {
         Ok(answer) => ConsumerGroupHeartbeatResponse::default()
@@ -403,6 +428,21 @@ pub(super) async fn consumer_group_heartbeat(
                 .with_member_epoch(-1)
         }
     }
+}
+
+/// Appends records for `group` under the groups' lock (log order is the
+/// order of changes) and waits until they are durable.
+async fn append_locked(
+    broker: &Arc<Broker>,
+    group: &str,
+    partition: i32,
+    entries: Vec<Entry>,
+) -> Result<(), ResponseError> {
+    let appended = {
+        let _locked = broker.groups.lock(broker, group)?;
+        Coordinator::append(broker, partition, entries)
+    };
+    appended.durable().await
 }
 
 /// One partition of an OffsetCommit, after the checks that need no I/O.
@@ -450,7 +490,22 @@ pub(super) async fn offset_commit(
             commits.push(Commit { topic: t, partition: p.partition_index, value, error });
         }
     }
-    let group_error = (|| {
+    // Beyond the log end: refused, as a consumer only commits what it read.
+    let wanted: Vec<(String, i32)> = commits
+        .iter()
+        .filter(|c| c.error.is_none())
+        .map(|c| (request.topics[c.topic].name.0.to_string(), c.partition))
+        .collect();
+    let ends = crate::peers::end_offsets(broker, &wanted).await;
+    for commit in commits.iter_mut().filter(|c| c.error.is_none()) {
+        let key = (request.topics[commit.topic].name.0.to_string(), commit.partition);
+        if ends.get(&key).is_some_and(|end| commit.value.offset > *end) {
+            commit.error = Some(ResponseError::OffsetOutOfRange);
+        }
+    }
+    // Checked and appended under the groups' lock: commits reach the log in
+    // the order they were accepted.
+    let appended = (|| {
         let mut locked = broker.groups.lock(broker, &group_id)?;
         let partition = locked.partition;
         let exists = locked.groups().contains_key(&group_id);
@@ -472,31 +527,6 @@ pub(super) async fn offset_commit(
             }
             Kind::Consumer(consumer) => consumer.check_commit(&member_id, generation)?,
         }
-        Ok(partition)
-    })();
-    let partition = match group_error {
-        Ok(partition) => Some(partition),
-        Err(error) => {
-            for commit in &mut commits {
-                commit.error = commit.error.or(Some(error));
-            }
-            None
-        }
-    };
-    if let Some(partition) = partition {
-        // Beyond the log end: refused, as a consumer only commits what it read.
-        let wanted: Vec<(String, i32)> = commits
-            .iter()
-            .filter(|c| c.error.is_none())
-            .map(|c| (request.topics[c.topic].name.0.to_string(), c.partition))
-            .collect();
-        let ends = crate::peers::end_offsets(broker, &wanted).await;
-        for commit in commits.iter_mut().filter(|c| c.error.is_none()) {
-            let key = (request.topics[commit.topic].name.0.to_string(), commit.partition);
-            if ends.get(&key).is_some_and(|end| commit.value.offset > *end) {
-                commit.error = Some(ResponseError::OffsetOutOfRange);
-            }
-        }
         let writes: Vec<Entry> = commits
             .iter()
             .filter(|c| c.error.is_none())
@@ -509,9 +539,22 @@ pub(super) async fn offset_commit(
                 (records::encode_key(&key), Some(records::encode_offset(&c.value)))
             })
             .collect();
-        if !writes.is_empty() {
+        if writes.is_empty() {
+            return Ok(None);
+        }
+        group.commits_appended += 1;
+        Ok(Some((Coordinator::append(broker, partition, writes), group.commits_appended)))
+    })();
+    match appended {
+        Err(error) => {
+            for commit in &mut commits {
+                commit.error = commit.error.or(Some(error));
+            }
+        }
+        Ok(None) => {}
+        Ok(Some((appended, sequence))) => {
             let started = Instant::now();
-            let written = Coordinator::write(broker, partition, writes).await;
+            let written = appended.durable().await;
             broker.metrics.offset_commit_seconds.observe(started.elapsed().as_secs_f64());
             match written {
                 Ok(()) => {
@@ -519,7 +562,7 @@ pub(super) async fn offset_commit(
                         let group = locked.group_or_new(&group_id, &broker.groups.settings);
                         for commit in commits.iter().filter(|c| c.error.is_none()) {
                             let key = (request.topics[commit.topic].name.0.to_string(), commit.partition);
-                            group.offsets.insert(key, commit.value.clone());
+                            group.commit_durable(key, commit.value.clone(), sequence);
                         }
                     }
                 }
@@ -756,7 +799,7 @@ pub(super) async fn offset_delete(broker: &Arc<Broker>, request: OffsetDeleteReq
         })
         .collect();
     if !tombstones.is_empty() {
-        if let Err(error) = Coordinator::write(broker, partition, tombstones).await {
+        if let Err(error) = append_locked(broker, &group_id, partition, tombstones).await {
             return OffsetDeleteResponse::default().with_error_code(error.code());
         }
         if let Ok(mut locked) = broker.groups.lock(broker, &group_id) {
@@ -938,12 +981,12 @@ pub(super) async fn delete_groups(broker: &Arc<Broker>, request: DeleteGroupsReq
                     (records::encode_key(&key), None)
                 })
                 .collect();
-            tombstones.push((records::encode_key(&Key::Group { group: group_id.clone() }), None));
+            tombstones.extend(crate::groups::group_tombstones(&group_id));
             Ok((partition, tombstones))
         })();
         let result = match checked {
             Err(error) => Err(error),
-            Ok((partition, tombstones)) => match Coordinator::write(broker, partition, tombstones).await {
+            Ok((partition, tombstones)) => match append_locked(broker, &group_id, partition, tombstones).await {
                 Ok(()) => {
                     if let Ok(mut locked) = broker.groups.lock(broker, &group_id) {
                         if locked.groups().get(&group_id).is_some_and(Group::is_empty) {

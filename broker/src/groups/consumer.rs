@@ -10,14 +10,17 @@
 //! still holds, at the target's epoch. A partition is never held by two
 //! members at once.
 //!
-//! Unlike classic groups, these members are not written to the log: after
-//! a coordinator failover they are unknown and join again (their committed
-//! offsets are in the log and survive).
+//! Every change is written to the log as one record of the whole group
+//! (`records::ConsumerGroupValue`) before the heartbeat that made it is
+//! answered, so a coordinator that takes over knows every member, its
+//! epoch and what it holds, and the members carry on.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use kafka_protocol::error::ResponseError;
+
+use super::records::{ConsumerGroupValue, ConsumerMemberValue};
 
 /// A partition: topic id and index.
 pub type TopicPartition = (uuid::Uuid, i32);
@@ -78,6 +81,8 @@ pub struct ConsumerGroup {
     /// The topics (name → id, partition count) the target was computed from.
     target_topics: BTreeMap<String, (uuid::Uuid, i32)>,
     session_timeout: Duration,
+    /// Set when the group's record in the log is out of date.
+    pub dirty: bool,
 }
 
 impl ConsumerGroup {
@@ -90,6 +95,83 @@ impl ConsumerGroup {
             target: BTreeMap::new(),
             target_topics: BTreeMap::new(),
             session_timeout,
+            dirty: false,
+        }
+    }
+
+    /// The group as its last record in the log left it, each member given a
+    /// full session from `now`.
+    pub fn restore(id: &str, value: &ConsumerGroupValue, session_timeout: Duration, now: Instant) -> ConsumerGroup {
+        let members = value
+            .members
+            .iter()
+            .map(|m| {
+                let rebalance_timeout = Duration::from_millis(m.rebalance_timeout_ms.max(0) as u64);
+                let assigned: BTreeSet<TopicPartition> = m.assigned.iter().copied().collect();
+                let revoking: BTreeSet<TopicPartition> = m.revoking.iter().copied().collect();
+                let member = ConsumerMember {
+                    id: m.member_id.clone(),
+                    instance_id: m.instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    subscribed: m.subscribed.clone(),
+                    epoch: m.epoch,
+                    previous_epoch: m.previous_epoch,
+                    told: Some(assigned.clone()),
+                    assigned,
+                    revoke_deadline: (!revoking.is_empty()).then(|| now + rebalance_timeout),
+                    revoking,
+                    assignor: m.assignor.clone(),
+                    deadline: now + session_timeout,
+                    rebalance_timeout,
+                };
+                (member.id.clone(), member)
+            })
+            .collect();
+        ConsumerGroup {
+            id: id.to_owned(),
+            epoch: value.epoch,
+            members,
+            target_epoch: value.target_epoch,
+            target: value.target.iter().map(|(m, ps)| (m.clone(), ps.iter().copied().collect())).collect(),
+            target_topics: value.target_topics.iter().map(|(name, id, n)| (name.clone(), (*id, *n))).collect(),
+            session_timeout,
+            dirty: false,
+        }
+    }
+
+    /// The record that describes the group in the log.
+    pub fn value(&self) -> ConsumerGroupValue {
+        ConsumerGroupValue {
+            epoch: self.epoch,
+            target_epoch: self.target_epoch,
+            members: self
+                .members
+                .values()
+                .map(|m| ConsumerMemberValue {
+                    member_id: m.id.clone(),
+                    instance_id: m.instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    subscribed: m.subscribed.clone(),
+                    epoch: m.epoch,
+                    previous_epoch: m.previous_epoch,
+                    rebalance_timeout_ms: m.rebalance_timeout.as_millis().min(i32::MAX as u128) as i32,
+                    assignor: m.assignor.clone(),
+                    assigned: m.assigned.iter().copied().collect(),
+                    revoking: m.revoking.iter().copied().collect(),
+                })
+                .collect(),
+            target: self.target.iter().map(|(m, ps)| (m.clone(), ps.iter().copied().collect())).collect(),
+            target_topics: self.target_topics.iter().map(|(name, (id, n))| (name.clone(), *id, *n)).collect(),
+        }
+    }
+
+    /// The member's last answer did not reach it (its record could not be
+    /// written): its next heartbeat is told its assignment again.
+    pub fn forget_told(&mut self, member_id: &str) {
+        if let Some(member) = self.members.get_mut(member_id) {
+            member.told = None;
         }
     }
 
@@ -111,7 +193,22 @@ impl ConsumerGroup {
     }
 
     /// One heartbeat. `topics` maps every topic name to (id, partitions).
+    /// Marks the group dirty when it changed.
     pub fn heartbeat(
+        &mut self,
+        request: Heartbeat,
+        topics: &BTreeMap<String, (uuid::Uuid, i32)>,
+        now: Instant,
+    ) -> Result<HeartbeatAnswer, ResponseError> {
+        let before = self.value();
+        let answer = self.apply(request, topics, now);
+        if self.value() != before {
+            self.dirty = true;
+        }
+        answer
+    }
+
+    fn apply(
         &mut self,
         mut request: Heartbeat,
         topics: &BTreeMap<String, (uuid::Uuid, i32)>,
@@ -271,6 +368,7 @@ impl ConsumerGroup {
         let removed = self.members.len() != before;
         if removed {
             self.epoch += 1;
+            self.dirty = true;
         }
         removed
     }

@@ -88,9 +88,70 @@ pub struct Group {
     pub offsets: BTreeMap<(String, i32), OffsetValue>,
     /// Since when the group has had no members (as seen by this coordinator).
     pub empty_since: Option<Instant>,
+    /// Offset commits appended so far, and per partition the last one
+    /// applied: a commit is applied only if no later one was already.
+    pub commits_appended: u64,
+    commits_applied: HashMap<(String, i32), u64>,
 }
 
 impl Group {
+    fn new(kind: Kind) -> Group {
+        Group {
+            kind,
+            offsets: BTreeMap::new(),
+            empty_since: None,
+            commits_appended: 0,
+            commits_applied: HashMap::new(),
+        }
+    }
+
+    /// A commit appended as number `sequence` is durable: it becomes the
+    /// partition's committed offset unless a later commit already did.
+    pub fn commit_durable(&mut self, key: (String, i32), value: OffsetValue, sequence: u64) {
+        let applied = self.commits_applied.entry(key.clone()).or_default();
+        if *applied < sequence {
+            *applied = sequence;
+            self.offsets.insert(key, value);
+        }
+    }
+
+    /// The group's record, if it changed since it was last written, and the
+    /// classic generation whose assignment waits for it.
+    pub fn dirty_record(&mut self, id: &str) -> Option<(Entry, Option<i32>)> {
+        match &mut self.kind {
+            Kind::Classic(classic) if classic.dirty => {
+                classic.dirty = false;
+                let key = records::encode_key(&Key::Group { group: id.to_owned() });
+                Some(((key, Some(records::encode_group(&classic.value(now_ms())))), classic.persisting()))
+            }
+            Kind::Consumer(consumer) if consumer.dirty => {
+                consumer.dirty = false;
+                let key = records::encode_key(&Key::ConsumerGroup { group: id.to_owned() });
+                Some(((key, Some(records::encode_consumer_group(&consumer.value()))), None))
+            }
+            _ => None,
+        }
+    }
+
+    /// The log took (or refused) the group's record.
+    pub fn written(&mut self, persisting: Option<i32>, result: Result<(), ResponseError>) {
+        match &mut self.kind {
+            Kind::Classic(classic) => {
+                if let Some(generation) = persisting {
+                    classic.persisted(generation, result, Instant::now());
+                }
+                if result.is_err() {
+                    classic.dirty = true; // written again at the next tick
+                }
+            }
+            Kind::Consumer(consumer) => {
+                if result.is_err() {
+                    consumer.dirty = true;
+                }
+            }
+        }
+    }
+
     /// Kafka's state name.
     pub fn state(&self) -> &'static str {
         match &self.kind {
@@ -104,6 +165,33 @@ impl Group {
         match &self.kind {
             Kind::Classic(group) => group.is_empty(),
             Kind::Consumer(group) => group.members.is_empty(),
+        }
+    }
+}
+
+/// Records appended to `__consumer_offsets`, on their way to being durable.
+#[derive(Debug)]
+pub struct Appended {
+    broker: Arc<Broker>,
+    partition: i32,
+    appended: Option<crate::api::InternalAppend>,
+}
+
+impl Appended {
+    /// Waits until the records are durable, with the error a group client
+    /// expects when they could not be written.
+    pub async fn durable(self) -> Result<(), ResponseError> {
+        let Some(appended) = self.appended else { return Err(ResponseError::UnknownServerError) };
+        match crate::api::finish_internal(&self.broker, appended).await {
+            None => Ok(()),
+            // Find the coordinator again and retry.
+            Some(ResponseError::NotLeaderOrFollower | ResponseError::UnknownTopicOrPartition) => {
+                Err(ResponseError::NotCoordinator)
+            }
+            Some(error) => {
+                tracing::warn!(partition = self.partition, "writing to {OFFSETS_TOPIC} failed: {error:?}");
+                Err(ResponseError::CoordinatorNotAvailable)
+            }
         }
     }
 }
@@ -137,11 +225,9 @@ impl Locked<'_> {
 
     /// The group, made (classic, empty) if it does not exist.
     pub fn group_or_new(&mut self, id: &str, settings: &Settings) -> &mut Group {
-        self.groups().entry(id.to_owned()).or_insert_with(|| Group {
-            kind: Kind::Classic(ClassicGroup::new(id, settings.initial_delay)),
-            offsets: BTreeMap::new(),
-            empty_since: None,
-        })
+        self.groups()
+            .entry(id.to_owned())
+            .or_insert_with(|| Group::new(Kind::Classic(ClassicGroup::new(id, settings.initial_delay))))
     }
 }
 
@@ -198,8 +284,10 @@ impl Coordinator {
     }
 
     /// Appends records (key, value or tombstone) to partition `partition` of
-    /// `__consumer_offsets`, answering once they are durable.
-    pub async fn write(broker: &Arc<Broker>, partition: i32, records: Vec<Entry>) -> Result<(), ResponseError> {
+    /// `__consumer_offsets` now: called under the groups' lock, so the log
+    /// holds changes in the order they were made. `Appended::durable` waits
+    /// for the WAL quorum.
+    pub fn append(broker: &Arc<Broker>, partition: i32, records: Vec<Entry>) -> Appended {
         let now = now_ms();
         let records: Vec<Record> = records
             .into_iter()
@@ -224,64 +312,20 @@ impl Coordinator {
             .collect();
         let mut batch = bytes::BytesMut::new();
         let options = RecordEncodeOptions { version: 2, compression: Compression::None };
-        RecordBatchEncoder::encode(&mut batch, &records, &options).map_err(|error| {
+        if let Err(error) = RecordBatchEncoder::encode(&mut batch, &records, &options) {
             tracing::error!("BUG: cannot encode a batch of {OFFSETS_TOPIC}: {error}");
-            ResponseError::UnknownServerError
-        })?;
-        let error = crate::api::append_internal(broker, OFFSETS_TOPIC, partition, batch.freeze()).await;
-        match error {
-            None => Ok(()),
-            // What a group client expects when its coordinator cannot write:
-            // find the coordinator again and retry.
-            Some(ResponseError::NotLeaderOrFollower | ResponseError::UnknownTopicOrPartition) => {
-                Err(ResponseError::NotCoordinator)
-            }
-            Some(error) => {
-                tracing::warn!(partition, "writing to {OFFSETS_TOPIC} failed: {error:?}");
-                Err(ResponseError::CoordinatorNotAvailable)
-            }
+            return Appended { broker: broker.clone(), partition, appended: None };
         }
+        let appended = crate::api::append_internal(broker, OFFSETS_TOPIC, partition, batch.freeze());
+        Appended { broker: broker.clone(), partition, appended: Some(appended) }
     }
 
-    /// Writes every classic group whose record is out of date; a rebalance's
-    /// assignment is handed to the members once its record is durable.
+    /// Writes every group whose record is out of date; a classic
+    /// rebalance's assignment is handed to the members once its record is
+    /// durable.
     pub fn persist_dirty(broker: &Arc<Broker>) {
-        let mut writes = Vec::new();
-        {
-            let mut shards = broker.groups.shards();
-            for (partition, shard) in shards.iter_mut().filter(|(_, shard)| shard.loaded) {
-                for (id, group) in shard.groups.iter_mut() {
-                    let Kind::Classic(classic) = &mut group.kind else { continue };
-                    if !classic.dirty {
-                        continue;
-                    }
-                    classic.dirty = false;
-                    let value = records::encode_group(&classic.value(now_ms()));
-                    writes.push((*partition, shard.leader_epoch, id.clone(), classic.persisting(), value));
-                }
-            }
-        }
-        for (partition, leader_epoch, id, persisting, value) in writes {
-            let broker = broker.clone();
-            tokio::spawn(async move {
-                let key = records::encode_key(&Key::Group { group: id.clone() });
-                let result = Coordinator::write(&broker, partition, vec![(key, Some(value))]).await;
-                let mut shards = broker.groups.shards();
-                let Some(shard) = shards.get_mut(&partition).filter(|s| s.leader_epoch == leader_epoch) else {
-                    return;
-                };
-                let Some(Group { kind: Kind::Classic(classic), .. }) = shard.groups.get_mut(&id) else { return };
-                if result.is_err() && persisting.is_none() {
-                    classic.dirty = true; // tried again at the next tick
-                }
-                if let Some(generation) = persisting {
-                    classic.persisted(generation, result, Instant::now());
-                    if result.is_err() {
-                        classic.dirty = true;
-                    }
-                }
-            });
-        }
+        let mut shards = broker.groups.shards();
+        persist_dirty_in(broker, &mut shards);
     }
 
     /// Applies the records of a partition of `__consumer_offsets`, in
@@ -298,10 +342,8 @@ impl Coordinator {
         match (key, value) {
             (Key::Offset { topic, partition, .. }, Some(value)) => match records::decode_offset(value) {
                 Ok(offset) => {
-                    let group = groups.entry(id.clone()).or_insert_with(|| Group {
-                        kind: Kind::Classic(ClassicGroup::new(&id, self.settings.initial_delay)),
-                        offsets: BTreeMap::new(),
-                        empty_since: None,
+                    let group = groups.entry(id.clone()).or_insert_with(|| {
+                        Group::new(Kind::Classic(ClassicGroup::new(&id, self.settings.initial_delay)))
                     });
                     group.offsets.insert((topic, partition), offset);
                 }
@@ -315,12 +357,21 @@ impl Coordinator {
             (Key::Group { .. }, Some(value)) => match records::decode_group(value) {
                 Ok(value) => {
                     let restored = ClassicGroup::restore(&id, &value, self.settings.initial_delay, now);
-                    let offsets = groups.remove(&id).map(|g| g.offsets).unwrap_or_default();
-                    groups.insert(id, Group { kind: Kind::Classic(restored), offsets, empty_since: None });
+                    let placeholder = || Group::new(Kind::Classic(ClassicGroup::new(&id, Duration::ZERO)));
+                    groups.entry(id.clone()).or_insert_with(placeholder).kind = Kind::Classic(restored);
                 }
                 Err(error) => tracing::warn!(group = %id, "skipping an unreadable group record: {error}"),
             },
-            (Key::Group { .. }, None) => {
+            (Key::ConsumerGroup { .. }, Some(value)) => match records::decode_consumer_group(value) {
+                Ok(value) => {
+                    let timeout = self.settings.consumer_session_timeout;
+                    let restored = ConsumerGroup::restore(&id, &value, timeout, now);
+                    let placeholder = || Group::new(Kind::Classic(ClassicGroup::new(&id, Duration::ZERO)));
+                    groups.entry(id.clone()).or_insert_with(placeholder).kind = Kind::Consumer(restored);
+                }
+                Err(error) => tracing::warn!(group = %id, "skipping an unreadable consumer group record: {error}"),
+            },
+            (Key::Group { .. } | Key::ConsumerGroup { .. }, None) => {
                 if let Some(group) = groups.get_mut(&id) {
                     group.kind = Kind::Classic(ClassicGroup::new(&id, self.settings.initial_delay));
                     if group.offsets.is_empty() {
@@ -447,15 +498,36 @@ async fn read_partition(broker: &Broker, partition: i32) -> Result<Vec<Entry>, S
     Ok(records)
 }
 
+/// Appends the record of every group changed since it was last written,
+/// under the groups' lock; waits for each in a task of its own.
+fn persist_dirty_in(broker: &Arc<Broker>, shards: &mut HashMap<i32, Shard>) {
+    for (partition, shard) in shards.iter_mut().filter(|(_, shard)| shard.loaded) {
+        for (id, group) in shard.groups.iter_mut() {
+            let Some((entry, persisting)) = group.dirty_record(id) else { continue };
+            let appended = Coordinator::append(broker, *partition, vec![entry]);
+            let (broker, partition, leader_epoch, id) = (broker.clone(), *partition, shard.leader_epoch, id.clone());
+            tokio::spawn(async move {
+                let result = appended.durable().await;
+                let mut shards = broker.groups.shards();
+                let Some(shard) = shards.get_mut(&partition).filter(|s| s.leader_epoch == leader_epoch) else {
+                    return;
+                };
+                let Some(group) = shard.groups.get_mut(&id) else { return };
+                group.written(persisting, result);
+            });
+        }
+    }
+}
+
 /// Moves every loaded group on (sessions, join and sync phases), expires
 /// the offsets of groups empty for the retention period, then writes what
 /// changed.
 fn tick(broker: &Arc<Broker>) {
     let now = Instant::now();
     let retention = broker.groups.settings.offsets_retention;
-    let mut expired: Vec<(i32, Vec<Entry>)> = Vec::new();
+    let mut expired = Vec::new();
+    let mut shards = broker.groups.shards();
     {
-        let mut shards = broker.groups.shards();
         for (partition, shard) in shards.iter_mut().filter(|(_, shard)| shard.loaded) {
             let mut tombstones = Vec::new();
             shard.groups.retain(|id, group| {
@@ -472,21 +544,21 @@ fn tick(broker: &Arc<Broker>) {
                 keep
             });
             if !tombstones.is_empty() {
-                expired.push((*partition, tombstones));
+                expired.push((*partition, Coordinator::append(broker, *partition, tombstones)));
             }
         }
     }
-    for (partition, tombstones) in expired {
-        let broker = broker.clone();
+    persist_dirty_in(broker, &mut shards);
+    drop(shards);
+    for (partition, appended) in expired {
         // Forgotten in memory already; should the write fail, a later
         // coordinator replays them and expires them again.
         tokio::spawn(async move {
-            if let Err(error) = Coordinator::write(&broker, partition, tombstones).await {
+            if let Err(error) = appended.durable().await {
                 tracing::info!(partition, "could not write expired offsets' tombstones yet: {error:?}");
             }
         });
     }
-    Coordinator::persist_dirty(broker);
 }
 
 /// Kafka's offset retention (KIP-211): once a group has been empty for
@@ -514,10 +586,18 @@ fn expire_offsets(id: &str, group: &mut Group, now: Instant, retention: Duration
         tombstones.push((records::encode_key(&key), None));
     }
     if group.offsets.is_empty() {
-        tombstones.push((records::encode_key(&Key::Group { group: id.to_owned() }), None));
+        tombstones.extend(group_tombstones(id));
         return false;
     }
     true
+}
+
+/// Tombstones for a group's own records (either kind), deleting it.
+pub fn group_tombstones(id: &str) -> [Entry; 2] {
+    [
+        (records::encode_key(&Key::Group { group: id.to_owned() }), None),
+        (records::encode_key(&Key::ConsumerGroup { group: id.to_owned() }), None),
+    ]
 }
 
 pub fn now_ms() -> i64 {
@@ -532,11 +612,7 @@ mod tests {
     fn an_empty_groups_offsets_expire_after_the_retention_and_then_the_group() {
         let retention = Duration::from_secs(60);
         let now = Instant::now();
-        let mut group = Group {
-            kind: Kind::Classic(ClassicGroup::new("g", Duration::ZERO)),
-            offsets: BTreeMap::new(),
-            empty_since: None,
-        };
+        let mut group = Group::new(Kind::Classic(ClassicGroup::new("g", Duration::ZERO)));
         let committed =
             |at: i64| OffsetValue { offset: 5, leader_epoch: -1, metadata: String::new(), commit_timestamp: at };
         group.offsets.insert(("t".into(), 0), committed(now_ms() - 120_000));
@@ -549,7 +625,7 @@ mod tests {
         assert_eq!(group.offsets.len(), 1);
         group.offsets.get_mut(&("t".into(), 1)).unwrap().commit_timestamp -= 120_000;
         assert!(!expire_offsets("g", &mut group, now + Duration::from_secs(62), retention, &mut tombstones));
-        assert_eq!(tombstones.len(), 3, "the last offset, then the group itself");
+        assert_eq!(tombstones.len(), 4, "the last offset, then the group itself");
         assert_eq!(records::decode_key(&tombstones[2].0), Ok(Key::Group { group: "g".into() }));
     }
 

@@ -18,6 +18,22 @@
 //! string = i16 length (-1: null) + UTF-8; bytes = i32 length + bytes
 //! ```
 //!
+//! Keel's own record, for KIP-848 consumer groups (whose state Kafka spreads
+//! over several record types):
+//!
+//! ```text
+//! key   = version: i16 = 1000, group: string
+//! value = version: i16 = 0, group_epoch: i32, target_epoch: i32,
+//!         members: i32 count, then per member: member_id: string,
+//!           instance_id: nullable string, client_id: string, client_host: string,
+//!           subscribed: i32 count + strings, epoch: i32, previous_epoch: i32,
+//!           rebalance_timeout: i32, assignor: nullable string,
+//!           assigned: partitions, revoking: partitions
+//!         target: i32 count, then per member: member_id: string, partitions
+//!         target_topics: i32 count, then per topic: name: string, id: 16 bytes, partitions: i32
+//! partitions = i32 count, then per partition: topic id: 16 bytes, index: i32
+//! ```
+//!
 //! The topic is compacted by key, so the latest value of each key is the
 //! state; the coordinator replays it in offset order when it takes a
 //! partition over.
@@ -29,14 +45,47 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 pub enum Key {
     Offset { group: String, topic: String, partition: i32 },
     Group { group: String },
+    ConsumerGroup { group: String },
 }
+
+/// The key version of Keel's consumer-group record.
+const CONSUMER_GROUP_KEY: i16 = 1000;
 
 impl Key {
     pub fn group(&self) -> &str {
         match self {
-            Key::Offset { group, .. } | Key::Group { group } => group,
+            Key::Offset { group, .. } | Key::Group { group } | Key::ConsumerGroup { group } => group,
         }
     }
+}
+
+/// A partition: topic id and index.
+pub type PartitionId = (uuid::Uuid, i32);
+
+/// A KIP-848 consumer group: epochs, members with their assignment, and
+/// the target assignment.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ConsumerGroupValue {
+    pub epoch: i32,
+    pub target_epoch: i32,
+    pub members: Vec<ConsumerMemberValue>,
+    pub target: Vec<(String, Vec<PartitionId>)>,
+    pub target_topics: Vec<(String, uuid::Uuid, i32)>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ConsumerMemberValue {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub subscribed: Vec<String>,
+    pub epoch: i32,
+    pub previous_epoch: i32,
+    pub rebalance_timeout_ms: i32,
+    pub assignor: Option<String>,
+    pub assigned: Vec<PartitionId>,
+    pub revoking: Vec<PartitionId>,
 }
 
 /// A committed offset.
@@ -99,6 +148,10 @@ pub fn encode_key(key: &Key) -> Bytes {
             out.put_i16(2);
             put_string(&mut out, group);
         }
+        Key::ConsumerGroup { group } => {
+            out.put_i16(CONSUMER_GROUP_KEY);
+            put_string(&mut out, group);
+        }
     }
     out.freeze()
 }
@@ -108,6 +161,7 @@ pub fn decode_key(mut bytes: &[u8]) -> Result<Key, RecordError> {
     match get_i16(buf)? {
         0 | 1 => Ok(Key::Offset { group: get_string(buf)?, topic: get_string(buf)?, partition: get_i32(buf)? }),
         2 => Ok(Key::Group { group: get_string(buf)? }),
+        CONSUMER_GROUP_KEY => Ok(Key::ConsumerGroup { group: get_string(buf)? }),
         version => Err(RecordError::KeyVersion(version)),
     }
 }
@@ -199,6 +253,126 @@ pub fn decode_group(mut bytes: &[u8]) -> Result<GroupValue, RecordError> {
         });
     }
     Ok(GroupValue { protocol_type, generation, protocol, leader, current_state_timestamp, members })
+}
+
+pub fn encode_consumer_group(value: &ConsumerGroupValue) -> Bytes {
+    let mut out = BytesMut::new();
+    out.put_i16(0);
+    out.put_i32(value.epoch);
+    out.put_i32(value.target_epoch);
+    out.put_i32(value.members.len() as i32);
+    for member in &value.members {
+        put_string(&mut out, &member.member_id);
+        put_nullable(&mut out, member.instance_id.as_deref());
+        put_string(&mut out, &member.client_id);
+        put_string(&mut out, &member.client_host);
+        out.put_i32(member.subscribed.len() as i32);
+        for topic in &member.subscribed {
+            put_string(&mut out, topic);
+        }
+        out.put_i32(member.epoch);
+        out.put_i32(member.previous_epoch);
+        out.put_i32(member.rebalance_timeout_ms);
+        put_nullable(&mut out, member.assignor.as_deref());
+        put_partitions(&mut out, &member.assigned);
+        put_partitions(&mut out, &member.revoking);
+    }
+    out.put_i32(value.target.len() as i32);
+    for (member, partitions) in &value.target {
+        put_string(&mut out, member);
+        put_partitions(&mut out, partitions);
+    }
+    out.put_i32(value.target_topics.len() as i32);
+    for (name, id, partitions) in &value.target_topics {
+        put_string(&mut out, name);
+        out.put_slice(id.as_bytes());
+        out.put_i32(*partitions);
+    }
+    out.freeze()
+}
+
+pub fn decode_consumer_group(mut bytes: &[u8]) -> Result<ConsumerGroupValue, RecordError> {
+    let buf = &mut bytes;
+    let version = get_i16(buf)?;
+    if version != 0 {
+        return Err(RecordError::ValueVersion(version));
+    }
+    let epoch = get_i32(buf)?;
+    let target_epoch = get_i32(buf)?;
+    let mut members = Vec::new();
+    for _ in 0..get_count(buf, 4)? {
+        let member_id = get_string(buf)?;
+        let instance_id = get_nullable(buf)?;
+        let client_id = get_string(buf)?;
+        let client_host = get_string(buf)?;
+        let mut subscribed = Vec::new();
+        for _ in 0..get_count(buf, 2)? {
+            subscribed.push(get_string(buf)?);
+        }
+        members.push(ConsumerMemberValue {
+            member_id,
+            instance_id,
+            client_id,
+            client_host,
+            subscribed,
+            epoch: get_i32(buf)?,
+            previous_epoch: get_i32(buf)?,
+            rebalance_timeout_ms: get_i32(buf)?,
+            assignor: get_nullable(buf)?,
+            assigned: get_partitions(buf)?,
+            revoking: get_partitions(buf)?,
+        });
+    }
+    let mut target = Vec::new();
+    for _ in 0..get_count(buf, 6)? {
+        target.push((get_string(buf)?, get_partitions(buf)?));
+    }
+    let mut target_topics = Vec::new();
+    for _ in 0..get_count(buf, 22)? {
+        let name = get_string(buf)?;
+        let id = get_uuid(buf)?;
+        target_topics.push((name, id, get_i32(buf)?));
+    }
+    Ok(ConsumerGroupValue { epoch, target_epoch, members, target, target_topics })
+}
+
+fn put_partitions(out: &mut BytesMut, partitions: &[PartitionId]) {
+    out.put_i32(partitions.len() as i32);
+    for (topic, index) in partitions {
+        out.put_slice(topic.as_bytes());
+        out.put_i32(*index);
+    }
+}
+
+fn get_partitions(buf: &mut &[u8]) -> Result<Vec<PartitionId>, RecordError> {
+    let count = get_count(buf, 20)?;
+    let mut partitions = Vec::with_capacity(count);
+    for _ in 0..count {
+        partitions.push((get_uuid(buf)?, get_i32(buf)?));
+    }
+    Ok(partitions)
+}
+
+/// A count of items at least `item_bytes` long each: never more than the
+/// bytes left could hold, so garbage cannot make a huge allocation.
+fn get_count(buf: &mut &[u8], item_bytes: usize) -> Result<usize, RecordError> {
+    let count = get_i32(buf)?;
+    if count < 0 {
+        return Err(RecordError::Length(count));
+    }
+    if count as usize > buf.remaining() / item_bytes {
+        return Err(RecordError::Short);
+    }
+    Ok(count as usize)
+}
+
+fn get_uuid(buf: &mut &[u8]) -> Result<uuid::Uuid, RecordError> {
+    if buf.remaining() < 16 {
+        return Err(RecordError::Short);
+    }
+    let mut id = [0u8; 16];
+    buf.copy_to_slice(&mut id);
+    Ok(uuid::Uuid::from_bytes(id))
 }
 
 fn put_string(out: &mut BytesMut, value: &str) {
@@ -293,6 +467,29 @@ mod tests {
             }],
         };
         assert_eq!(decode_group(&encode_group(&group)).unwrap(), group);
+        let key = Key::ConsumerGroup { group: "billing".into() };
+        assert_eq!(decode_key(&encode_key(&key)).unwrap(), key);
+        let topic = uuid::Uuid::from_u128(9);
+        let consumer = ConsumerGroupValue {
+            epoch: 4,
+            target_epoch: 4,
+            members: vec![ConsumerMemberValue {
+                member_id: "m".into(),
+                instance_id: None,
+                client_id: "c".into(),
+                client_host: "/127.0.0.1".into(),
+                subscribed: vec!["orders".into()],
+                epoch: 4,
+                previous_epoch: 3,
+                rebalance_timeout_ms: 300_000,
+                assignor: Some("uniform".into()),
+                assigned: vec![(topic, 0), (topic, 1)],
+                revoking: vec![(topic, 2)],
+            }],
+            target: vec![("m".into(), vec![(topic, 0), (topic, 1)])],
+            target_topics: vec![("orders".into(), topic, 3)],
+        };
+        assert_eq!(decode_consumer_group(&encode_consumer_group(&consumer)).unwrap(), consumer);
     }
 
     #[test]
@@ -315,6 +512,7 @@ mod tests {
             let _ = decode_key(&bytes);
             let _ = decode_offset(&bytes);
             let _ = decode_group(&bytes);
+            let _ = decode_consumer_group(&bytes);
         }
     }
 }
