@@ -43,7 +43,7 @@ pub type Entry = (Bytes, Option<Bytes>);
 
 /// Topics only the broker itself writes.
 pub fn is_internal(topic: &str) -> bool {
-    topic == OFFSETS_TOPIC
+    keel_controller_client::topic_rules::is_internal_topic(topic)
 }
 
 /// Kafka's `offset.metadata.max.bytes`.

@@ -48,9 +48,13 @@ impl Image {
                 }
                 configs.iter().try_for_each(|(key, value)| validate_topic_config(key, value))
             }
-            Command::DeleteTopic { name } => self.topic(name).map(|_| ()),
+            Command::DeleteTopic { name } => {
+                self.topic(name)?;
+                internal_unchanged(name, "deleted")
+            }
             Command::CreatePartitions { name, leaders } => {
                 let topic = self.topic(name)?;
+                internal_unchanged(name, "given more partitions")?;
                 if leaders.is_empty() {
                     return Err(MetaError::InvalidPartitions {
                         count: topic.partitions.len() as i64,
@@ -681,3 +685,14 @@ pub fn configs_from_pairs(
 
 #[cfg(test)]
 mod tests;
+
+/// Refuses a change that would move groups to other partitions of an
+/// internal topic, or drop them all.
+fn internal_unchanged(name: &str, change: &str) -> Result<(), MetaError> {
+    if crate::topic_rules::is_internal_topic(name) {
+        return Err(MetaError::InvalidRequest {
+            reason: format!("{name} is an internal topic (committed offsets and groups); it cannot be {change}"),
+        });
+    }
+    Ok(())
+}

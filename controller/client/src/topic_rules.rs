@@ -27,6 +27,14 @@ pub fn validate_topic_name(name: &str) -> Result<(), MetaError> {
     Ok(())
 }
 
+/// The brokers' internal topics: a group's (or transaction's) partition is
+/// a hash modulo their partition count, so they are never grown or deleted.
+pub const INTERNAL_TOPICS: &[&str] = &["__consumer_offsets", "__transaction_state"];
+
+pub fn is_internal_topic(name: &str) -> bool {
+    INTERNAL_TOPICS.contains(&name)
+}
+
 /// Kafka treats `.` and `_` as the same character in metric names, so it refuses
 /// a topic whose name differs from an existing one only in those.
 pub fn collision_key(name: &str) -> String {

@@ -103,6 +103,17 @@ fn names_that_differ_only_in_dot_and_underscore_collide() {
 }
 
 #[test]
+fn internal_topics_are_never_grown_or_deleted() {
+    let mut image = Image::default();
+    image.apply(Version(1), &create_topic("__consumer_offsets", 12)).unwrap();
+    let grow = Command::CreatePartitions { name: "__consumer_offsets".into(), leaders: vec![None] };
+    assert!(matches!(image.apply(Version(2), &grow), Err(MetaError::InvalidRequest { .. })));
+    let delete = Command::DeleteTopic { name: "__consumer_offsets".into() };
+    assert!(matches!(image.apply(Version(3), &delete), Err(MetaError::InvalidRequest { .. })));
+    assert_eq!(image.topics["__consumer_offsets"].partitions.len(), 12);
+}
+
+#[test]
 fn stream_ids_are_never_reused() {
     let mut image = Image::default();
     image.apply(Version(1), &create_topic("a", 2)).unwrap();
