@@ -194,6 +194,9 @@ pub async fn handle(
             let request = decode(api, version, body)?;
             encode(api, version, correlation, &groups::consumer_group_heartbeat(broker, request, &client).await)?
         }
+        ApiKey::ConsumerGroupDescribe => {
+            encode(api, version, correlation, &groups::consumer_group_describe(broker, decode(api, version, body)?))?
+        }
         ApiKey::OffsetCommit => encode(
             api,
             version,

@@ -22,8 +22,8 @@ use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
 use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::{
-    DeleteGroupsRequest, FindCoordinatorRequest, GroupId, HeartbeatRequest, JoinGroupRequest, OffsetCommitRequest,
-    SyncGroupRequest, TopicName,
+    ConsumerGroupDescribeRequest, DeleteGroupsRequest, FindCoordinatorRequest, GroupId, HeartbeatRequest,
+    JoinGroupRequest, OffsetCommitRequest, SyncGroupRequest, TopicName,
 };
 use kafka_protocol::protocol::{Request, StrBytes};
 use keel_tests::TestCluster;
@@ -494,6 +494,23 @@ async fn a_kip848_consumer_joins_and_consumes() {
     let b = Member::start("b", &bootstrap, "newcomers", &args);
     let owned = settled(&[&a, &b], "the two members split the 12 partitions").await;
     assert_eq!((owned[0].len(), owned[1].len()), (6, 6), "the uniform assignor balances: {owned:?}");
+
+    info!("ConsumerGroupDescribe shows the group as the members see it");
+    let (_, address) = find_coordinator(&bootstrap, "newcomers").await;
+    let coordinator = Connection::connect(&address).await.unwrap();
+    let request = ConsumerGroupDescribeRequest::default().with_group_ids(vec![group_id("newcomers")]);
+    let described = call(&coordinator, 0, &request).await;
+    let group = &described.groups[0];
+    assert_eq!((group.error_code, group.group_state.as_str(), group.assignor_name.as_str()), (0, "Stable", "uniform"));
+    let mut described_owned: Vec<BTreeSet<i32>> = group
+        .members
+        .iter()
+        .map(|m| m.assignment.topic_partitions.iter().flat_map(|t| t.partitions.iter().copied()).collect())
+        .collect();
+    described_owned.sort();
+    let mut expected = owned.clone();
+    expected.sort();
+    assert_eq!(described_owned, expected, "the described assignment is what the members own");
 
     let acked = produce(&bootstrap, "kip848", 1000).await;
     wait_until(Duration::from_secs(30), "the two members read every record", &[&a, &b], || {

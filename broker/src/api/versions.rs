@@ -37,6 +37,11 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListGroups, ListGroupsRequest::VERSIONS.min, ListGroupsRequest::VERSIONS.max),
     (ApiKey::DeleteGroups, DeleteGroupsRequest::VERSIONS.min, DeleteGroupsRequest::VERSIONS.max),
     (
+        ApiKey::ConsumerGroupDescribe,
+        ConsumerGroupDescribeRequest::VERSIONS.min,
+        ConsumerGroupDescribeRequest::VERSIONS.max,
+    ),
+    (
         ApiKey::ConsumerGroupHeartbeat,
         ConsumerGroupHeartbeatRequest::VERSIONS.min,
         ConsumerGroupHeartbeatRequest::VERSIONS.max,

@@ -167,6 +167,16 @@ impl ConsumerGroup {
         }
     }
 
+    /// The epoch of the target assignment.
+    pub fn assignment_epoch(&self) -> i32 {
+        self.target_epoch
+    }
+
+    /// What the target assignment gives `member_id`.
+    pub fn target_of(&self, member_id: &str) -> BTreeSet<TopicPartition> {
+        self.target.get(member_id).cloned().unwrap_or_default()
+    }
+
     /// The member's last answer did not reach it (its record could not be
     /// written): its next heartbeat is told its assignment again.
     pub fn forget_told(&mut self, member_id: &str) {
