@@ -484,14 +484,16 @@ async fn reset_offsets_to_datetime_replays_exactly_the_records_from_that_time() 
 /// ConsumerGroupHeartbeat) with the broker's `uniform` assignor get disjoint
 /// assignments of 6 partitions each that cover all 12, keep them, and read
 /// all of 1000 records between them, each record once, each member from its
-/// own partitions only.
+/// own partitions only. One member subscribes by name, the other by a
+/// regular expression; ConsumerGroupDescribe shows the same assignment.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_kip848_consumer_joins_and_consumes() {
     let test = cluster_with_events().await;
     let bootstrap = test.cluster.bootstrap();
     let args = ["--group-protocol", "consumer", "--assignment-strategy", "uniform", "--max-seconds", "50"];
     let a = Member::start("a", &bootstrap, "newcomers", &args);
-    let b = Member::start("b", &bootstrap, "newcomers", &args);
+    // b subscribes by regular expression, matched by the coordinator (KIP-848).
+    let b = Member::start("b", &bootstrap, "newcomers", &[&args[..], &["--topic", "^eve.*"]].concat());
     let owned = settled(&[&a, &b], "the two members split the 12 partitions").await;
     assert_eq!((owned[0].len(), owned[1].len()), (6, 6), "the uniform assignor balances: {owned:?}");
 

@@ -349,6 +349,7 @@ pub(super) async fn consumer_group_heartbeat(
         client_host: client.host.clone(),
         rebalance_timeout: Duration::from_millis(request.rebalance_timeout_ms.max(0) as u64),
         subscribed_topics: request.subscribed_topic_names.as_ref().map(|t| t.iter().map(|n| n.0.to_string()).collect()),
+        subscribed_regex: request.subscribed_topic_regex.as_ref().map(|r| r.to_string()),
         assignor: request.server_assignor.as_ref().map(|a| a.to_string()),
         owned: request
             .topic_partitions
@@ -356,9 +357,7 @@ pub(super) async fn consumer_group_heartbeat(
             .map(|owned| owned.iter().flat_map(|t| t.partitions.iter().map(move |p| (t.topic_id, *p))).collect()),
     };
     let settings = &broker.groups.settings;
-    let result = if request.subscribed_topic_regex.as_ref().is_some_and(|regex| !regex.is_empty()) {
-        Err((ResponseError::InvalidRequest, "subscribing by regular expression is not supported yet".to_owned()))
-    } else {
+    let result = {
         broker.groups.lock(broker, &group_id).map_err(|e| (e, String::new())).and_then(|mut locked| {
             let group = locked.group_or_new(&group_id, settings);
             if let Kind::Classic(classic) = &group.kind {
@@ -944,6 +943,7 @@ pub(super) fn consumer_group_describe(
                         .with_client_id(text(m.client_id.clone()))
                         .with_client_host(text(m.client_host.clone()))
                         .with_subscribed_topic_names(m.subscribed.iter().map(|t| TopicName(text(t.clone()))).collect())
+                        .with_subscribed_topic_regex(m.regex.as_ref().map(|r| text(r.text.clone())))
                         .with_assignment(partitions(&m.assigned))
                         .with_target_assignment(partitions(&consumer.target_of(&m.id)))
                         .with_member_type(1)

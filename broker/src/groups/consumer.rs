@@ -38,6 +38,9 @@ pub struct Heartbeat {
     pub client_host: String,
     pub rebalance_timeout: Duration,
     pub subscribed_topics: Option<Vec<String>>,
+    /// A regular expression topics are matched against in whole (RE2
+    /// syntax, as Kafka's); `Some("")` drops it, `None` leaves it as it is.
+    pub subscribed_regex: Option<String>,
     pub assignor: Option<String>,
     pub owned: Option<BTreeSet<TopicPartition>>,
 }
@@ -57,6 +60,7 @@ pub struct ConsumerMember {
     pub client_id: String,
     pub client_host: String,
     pub subscribed: Vec<String>,
+    pub regex: Option<Subscription>,
     pub epoch: i32,
     previous_epoch: i32,
     pub assigned: BTreeSet<TopicPartition>,
@@ -69,6 +73,26 @@ pub struct ConsumerMember {
     /// may for the ones it is giving up now; past that it is removed.
     rebalance_timeout: Duration,
     revoke_deadline: Option<Instant>,
+}
+
+/// A subscription by regular expression: its text and its compiled form.
+#[derive(Clone, Debug)]
+pub struct Subscription {
+    pub text: String,
+    whole: regex::Regex,
+}
+
+impl Subscription {
+    pub fn new(text: &str) -> Result<Subscription, regex::Error> {
+        Ok(Subscription { text: text.to_owned(), whole: regex::Regex::new(&format!("^(?:{text})$"))? })
+    }
+}
+
+impl ConsumerMember {
+    /// Whether the member subscribes to `topic`, by name or by its regular expression.
+    pub fn subscribes_to(&self, topic: &str) -> bool {
+        self.subscribed.iter().any(|t| t == topic) || self.regex.as_ref().is_some_and(|r| r.whole.is_match(topic))
+    }
 }
 
 #[derive(Debug)]
@@ -115,6 +139,7 @@ impl ConsumerGroup {
                     client_id: m.client_id.clone(),
                     client_host: m.client_host.clone(),
                     subscribed: m.subscribed.clone(),
+                    regex: m.regex.as_deref().and_then(|text| Subscription::new(text).ok()),
                     epoch: m.epoch,
                     previous_epoch: m.previous_epoch,
                     told: Some(assigned.clone()),
@@ -154,6 +179,7 @@ impl ConsumerGroup {
                     client_id: m.client_id.clone(),
                     client_host: m.client_host.clone(),
                     subscribed: m.subscribed.clone(),
+                    regex: m.regex.as_ref().map(|r| r.text.clone()),
                     epoch: m.epoch,
                     previous_epoch: m.previous_epoch,
                     rebalance_timeout_ms: m.rebalance_timeout.as_millis().min(i32::MAX as u128) as i32,
@@ -229,6 +255,12 @@ impl ConsumerGroup {
                 return Err(ResponseError::UnsupportedAssignor);
             }
         }
+        // Checked before anything changes: a bad request changes nothing.
+        let new_regex = match request.subscribed_regex.as_deref() {
+            None => None,
+            Some("") => Some(None),
+            Some(text) => Some(Some(Subscription::new(text).map_err(|_| ResponseError::InvalidRegularExpression)?)),
+        };
         match request.member_epoch {
             -1 | -2 => {
                 if self.members.remove(&request.member_id).is_none() {
@@ -257,6 +289,14 @@ impl ConsumerGroup {
         }
         let member = self.members.get_mut(&request.member_id).expect("joined or checked above");
         member.deadline = now + self.session_timeout;
+        if let Some(regex) = new_regex {
+            let member = self.members.get_mut(&request.member_id).expect("joined or checked above");
+            if member.regex.as_ref().map(|r| &r.text) != regex.as_ref().map(|r| &r.text) {
+                member.regex = regex;
+                self.epoch += 1;
+            }
+        }
+        let member = self.members.get_mut(&request.member_id).expect("joined or checked above");
         if let Some(subscribed) = &request.subscribed_topics {
             let mut subscribed = subscribed.clone();
             subscribed.sort();
@@ -276,7 +316,7 @@ impl ConsumerGroup {
         }
         let subscribed: BTreeMap<String, (uuid::Uuid, i32)> = topics
             .iter()
-            .filter(|(name, _)| self.members.values().any(|m| m.subscribed.contains(name)))
+            .filter(|(name, _)| self.members.values().any(|m| m.subscribes_to(name)))
             .map(|(name, topic)| (name.clone(), *topic))
             .collect();
         if self.target_epoch < self.epoch || subscribed != self.target_topics {
@@ -314,6 +354,7 @@ impl ConsumerGroup {
                 client_id: request.client_id.clone(),
                 client_host: request.client_host.clone(),
                 subscribed: Vec::new(),
+                regex: None,
                 epoch,
                 previous_epoch: epoch,
                 assigned,
@@ -408,8 +449,7 @@ fn assign(
     let mut target: BTreeMap<String, BTreeSet<TopicPartition>> =
         members.keys().map(|id| (id.clone(), BTreeSet::new())).collect();
     for (name, (topic_id, partitions)) in topics {
-        let subscribers: Vec<&String> =
-            members.values().filter(|m| m.subscribed.contains(name)).map(|m| &m.id).collect();
+        let subscribers: Vec<&String> = members.values().filter(|m| m.subscribes_to(name)).map(|m| &m.id).collect();
         if subscribers.is_empty() {
             continue;
         }
@@ -543,6 +583,26 @@ mod tests {
         assert!(!group.members.contains_key("a"));
         let b = beat(&mut group, "b", b.member_epoch, &BTreeSet::new(), now + Duration::from_secs(11));
         assert_eq!(b.assignment.unwrap().len(), 12, "b gets everything once a is gone");
+    }
+
+    #[test]
+    fn a_regular_expression_subscribes_to_the_topics_it_matches_in_whole() {
+        let now = Instant::now();
+        let mut topics = topics();
+        topics.insert("events-archive".into(), (uuid::Uuid::from_u128(8), 2));
+        topics.insert("old-events".into(), (uuid::Uuid::from_u128(9), 2));
+        let mut group = ConsumerGroup::new("g", Duration::from_secs(45));
+        let request = Heartbeat {
+            member_id: "a".into(),
+            member_epoch: 0,
+            subscribed_regex: Some("events.*".into()),
+            ..Default::default()
+        };
+        let answer = group.heartbeat(request, &topics, now).unwrap();
+        assert_eq!(answer.assignment.unwrap().len(), 14, "events and events-archive, not old-events");
+        let bad = Heartbeat { member_id: "b".into(), subscribed_regex: Some("(".into()), ..Default::default() };
+        assert_eq!(group.heartbeat(bad, &topics, now), Err(ResponseError::InvalidRegularExpression));
+        assert_eq!(group.members.len(), 1, "the bad request changed nothing");
     }
 
     #[test]

@@ -26,7 +26,8 @@
 //! value = version: i16 = 0, group_epoch: i32, target_epoch: i32,
 //!         members: i32 count, then per member: member_id: string,
 //!           instance_id: nullable string, client_id: string, client_host: string,
-//!           subscribed: i32 count + strings, epoch: i32, previous_epoch: i32,
+//!           subscribed: i32 count + strings, regex: nullable string,
+//!           epoch: i32, previous_epoch: i32,
 //!           rebalance_timeout: i32, assignor: nullable string,
 //!           assigned: partitions, revoking: partitions
 //!         target: i32 count, then per member: member_id: string, partitions
@@ -80,6 +81,7 @@ pub struct ConsumerMemberValue {
     pub client_id: String,
     pub client_host: String,
     pub subscribed: Vec<String>,
+    pub regex: Option<String>,
     pub epoch: i32,
     pub previous_epoch: i32,
     pub rebalance_timeout_ms: i32,
@@ -270,6 +272,7 @@ pub fn encode_consumer_group(value: &ConsumerGroupValue) -> Bytes {
         for topic in &member.subscribed {
             put_string(&mut out, topic);
         }
+        put_nullable(&mut out, member.regex.as_deref());
         out.put_i32(member.epoch);
         out.put_i32(member.previous_epoch);
         out.put_i32(member.rebalance_timeout_ms);
@@ -315,6 +318,7 @@ pub fn decode_consumer_group(mut bytes: &[u8]) -> Result<ConsumerGroupValue, Rec
             client_id,
             client_host,
             subscribed,
+            regex: get_nullable(buf)?,
             epoch: get_i32(buf)?,
             previous_epoch: get_i32(buf)?,
             rebalance_timeout_ms: get_i32(buf)?,
@@ -479,6 +483,7 @@ mod tests {
                 client_id: "c".into(),
                 client_host: "/127.0.0.1".into(),
                 subscribed: vec!["orders".into()],
+                regex: Some("orders\\..*".into()),
                 epoch: 4,
                 previous_epoch: 3,
                 rebalance_timeout_ms: 300_000,
