@@ -130,6 +130,11 @@ pub struct ConfigToml {
     #[arg(long, env = "KEEL_BROKER_OFFSETS_RETENTION", value_parser = humantime_serde::re::humantime::parse_duration)]
     #[serde(with = "humantime_serde")]
     pub offsets_retention: Option<Duration>,
+    /// An idempotent producer that appends nothing to a partition for this
+    /// long is forgotten there (Kafka's producer.id.expiration.ms). Default 1 day.
+    #[arg(long, env = "KEEL_BROKER_PRODUCER_ID_EXPIRATION", value_parser = humantime_serde::re::humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub producer_id_expiration: Option<Duration>,
 }
 
 /// Where the broker keeps objects.
@@ -167,6 +172,7 @@ pub struct BrokerConfig {
     pub group_consumer_session_timeout: Duration,
     pub group_consumer_heartbeat_interval: Duration,
     pub offsets_retention: Duration,
+    pub producer_id_expiration: Duration,
 }
 
 impl ConfigToml {
@@ -208,6 +214,7 @@ impl ConfigToml {
                 .group_consumer_heartbeat_interval
                 .or(lower.group_consumer_heartbeat_interval),
             offsets_retention: self.offsets_retention.or(lower.offsets_retention),
+            producer_id_expiration: self.producer_id_expiration.or(lower.producer_id_expiration),
         }
     }
 
@@ -244,6 +251,7 @@ impl ConfigToml {
             group_consumer_session_timeout,
             group_consumer_heartbeat_interval,
             offsets_retention,
+            producer_id_expiration,
         } = self;
         let objects = match (objects_dir, s3_bucket) {
             (Some(dir), None) => ObjectsConfig::LocalDir(dir),
@@ -304,6 +312,7 @@ impl ConfigToml {
             group_consumer_session_timeout: group_consumer_session_timeout.unwrap_or(Duration::from_secs(45)),
             group_consumer_heartbeat_interval: group_consumer_heartbeat_interval.unwrap_or(Duration::from_secs(5)),
             offsets_retention: offsets_retention.unwrap_or(Duration::from_secs(7 * 24 * 3600)),
+            producer_id_expiration: producer_id_expiration.unwrap_or(Duration::from_secs(24 * 3600)),
         })
     }
 }

@@ -46,6 +46,10 @@ pub struct Metrics {
     pub wal_backlog_bytes: IntGauge,
     /// Cold reads that failed: the store failed, or an object was damaged or missing.
     pub object_read_failures: IntCounter,
+    /// Retried idempotent batches recognised and not appended again.
+    pub produce_duplicates: IntCounter,
+    /// Idle producers forgotten (producer_id_expiration).
+    pub producers_expired: IntCounter,
     /// Partitions of `__consumer_offsets` loaded (groups rebuilt) by this broker.
     pub group_loads: IntCounter,
     /// Time from an offset commit's checks to its record being durable.
@@ -146,6 +150,14 @@ impl Metrics {
                 "keel_broker_object_read_failures_total",
                 "Cold reads that failed: store errors, damaged or missing objects (never served).",
             )?,
+            produce_duplicates: IntCounter::new(
+                "keel_broker_produce_duplicates_total",
+                "Idempotent batches received again (a producer's retry) and answered with their first offset, not appended.",
+            )?,
+            producers_expired: IntCounter::new(
+                "keel_broker_producers_expired_total",
+                "Idempotent producers forgotten after appending nothing for producer_id_expiration.",
+            )?,
             group_loads: IntCounter::new(
                 "keel_broker_group_loads_total",
                 "Partitions of __consumer_offsets this broker loaded on taking them over (groups rebuilt).",
@@ -160,6 +172,8 @@ impl Metrics {
         };
         registry.register(Box::new(metrics.requests.clone()))?;
         registry.register(Box::new(metrics.group_loads.clone()))?;
+        registry.register(Box::new(metrics.produce_duplicates.clone()))?;
+        registry.register(Box::new(metrics.producers_expired.clone()))?;
         registry.register(Box::new(metrics.offset_commit_seconds.clone()))?;
         registry.register(Box::new(metrics.errors.clone()))?;
         registry.register(Box::new(metrics.request_seconds.clone()))?;

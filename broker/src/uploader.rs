@@ -200,7 +200,10 @@ pub(crate) async fn upload(
         let data = streams.entry(record.stream).or_insert_with(|| StreamData::new(partition.uploaded_end));
         data.push(record.stream, record.base_offset, &record.batch)?;
     }
-    // Each range carries the partition's producer state as of its end.
+    // Each range carries the partition's producer state as of its end. A
+    // producer's last append counts as now: later than it was, so the
+    // snapshot never makes a producer expire early.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
     let mut snapshots = BTreeMap::new();
     for (stream, data) in &streams {
         let mut state = match states.get(stream) {
@@ -209,7 +212,7 @@ pub(crate) async fn upload(
         };
         for batch in &data.batches {
             if let Ok(header) = batch::stored_header(batch) {
-                state.record(&header, batch::base_offset(batch));
+                state.record(&header, batch::base_offset(batch), now);
             }
         }
         snapshots.insert(*stream, state);

@@ -1,4 +1,4 @@
-"""Load for the consumer-group tests: an idempotent confluent-kafka producer
+"""Load for the consumer-group and idempotence tests: an idempotent confluent-kafka producer
 (acks=all) writes the values PREFIX-0, PREFIX-1, ... round robin over every
 partition of TOPIC (value n goes to the n-th partition modulo the count), at
 RATE records a second (0: as fast as it can), until COUNT records were sent
@@ -13,7 +13,7 @@ the acknowledgements arrived. The test decides what a failure means; the
 script exits non-zero only when it cannot start (no such topic).
 
 Usage: group_produce.py --bootstrap B --topic T [--prefix P]
-                        [--count N] [--seconds S] [--rate R]
+                        [--count N] [--seconds S] [--rate R] [--config K=V ...]
 """
 
 import argparse
@@ -30,18 +30,23 @@ parser.add_argument("--prefix", default="v")
 parser.add_argument("--count", type=int, help="records to send")
 parser.add_argument("--seconds", type=float, help="stop sending after this long")
 parser.add_argument("--rate", type=float, default=0, help="records a second; 0 for as fast as possible")
+parser.add_argument("--config", action="append", default=[], help="a librdkafka setting K=V; repeatable")
 args = parser.parse_args()
 if args.count is None and args.seconds is None:
     parser.error("give --count, --seconds or both")
 
-producer = Producer({
+config = {
     "bootstrap.servers": args.bootstrap,
     "enable.idempotence": True,
     "acks": "all",
     "linger.ms": 5,
     # Keep retrying through a broker restart; the tests flush within a minute.
     "message.timeout.ms": 60000,
-})
+}
+for setting in args.config:
+    key, _, value = setting.partition("=")
+    config[key] = value
+producer = Producer(config)
 topic = producer.list_topics(args.topic, timeout=30).topics.get(args.topic)
 if topic is None or topic.error is not None:
     sys.exit(f"no metadata for {args.topic}: {topic.error if topic else 'missing'}")

@@ -62,8 +62,8 @@ async fn killed_brokers_hand_their_partitions_over_and_nothing_acknowledged_is_l
     );
     let admins: Vec<_> = test.cluster.controllers.iter().map(|c| c.spec.admin).collect();
     let failovers = (
-        metric_total(&admins, "keel_controller_failover_seconds_sum").await,
-        metric_total(&admins, "keel_controller_failover_seconds_count").await,
+        keel_tests::metric_total(&admins, "keel_controller_failover_seconds_sum").await,
+        keel_tests::metric_total(&admins, "keel_controller_failover_seconds_count").await,
     );
     eprintln!(
         "controller failovers: {}, mean {:.3} s from fence to every partition reassigned",
@@ -145,16 +145,6 @@ async fn served_by_others(test: &TestCluster, victim: i32) {
         test.cluster.brokers.iter().filter(|b| b.spec.id as i32 != victim).map(|b| b.spec.kafka.to_string()).collect();
     let layout = kafka::ready_layout(&others.join(","), "orders", Duration::from_secs(60)).await.unwrap();
     assert!(!layout.leaders.contains(&victim), "the lost broker leads nothing: {:?}", layout.leaders);
-}
-
-/// The sum of metric `name` over the processes whose admin ports are `admins`.
-async fn metric_total(admins: &[std::net::SocketAddr], name: &str) -> f64 {
-    let mut total = 0.0;
-    for admin in admins {
-        let (_, metrics) = keel_tools::launcher::http_get(*admin, "/metrics").await.unwrap();
-        total += keel_tools::launcher::metric_value(&metrics, name);
-    }
-    total
 }
 
 fn quantile(times: &mut [f64], q: f64) -> f64 {
@@ -337,8 +327,8 @@ async fn a_new_broker_takes_a_share_of_the_partitions_under_load() {
     assert!(led + 1 >= share, "the new broker leads {led} partitions, not about {share}, after a minute");
     let admins: Vec<_> = test.cluster.brokers[..index].iter().map(|b| b.spec.admin).collect();
     let closes = (
-        metric_total(&admins, "keel_broker_close_seconds_sum").await,
-        metric_total(&admins, "keel_broker_close_seconds_count").await,
+        keel_tests::metric_total(&admins, "keel_broker_close_seconds_sum").await,
+        keel_tests::metric_total(&admins, "keel_broker_close_seconds_count").await,
     );
     eprintln!(
         "hand-over rounds: {}, mean {:.3} s each (writes stopped to ClosePartition committed)",
@@ -402,7 +392,7 @@ async fn a_wal_node_lost_mid_load_loses_nothing_and_after_a_wipe_logs_are_sealed
         started.elapsed().as_secs_f64()
     );
     let admins: Vec<_> = test.cluster.brokers.iter().map(|b| b.spec.admin).collect();
-    let sealed_early = metric_total(&admins, "keel_broker_logs_sealed_early_total").await;
+    let sealed_early = keel_tests::metric_total(&admins, "keel_broker_logs_sealed_early_total").await;
     assert!(sealed_early >= 3.0, "each broker sealed its log early: {sealed_early}");
     keel_tests::eventually(Duration::from_secs(30), "the sealed logs uploaded", || async {
         let image = client.read_image().await.ok()?;

@@ -5,6 +5,7 @@ mod broker_clients;
 mod broker_delete_records;
 mod broker_failover;
 mod broker_fetch;
+mod broker_idempotence;
 mod broker_kcat;
 mod broker_objects;
 mod broker_produce;

@@ -177,3 +177,13 @@ pub use keel_tools::launcher::http_get;
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("info").try_init();
 }
+
+/// The sum of metric `name` over the processes whose admin ports are `admins`.
+pub async fn metric_total(admins: &[std::net::SocketAddr], name: &str) -> f64 {
+    let mut total = 0.0;
+    for admin in admins {
+        let (_, metrics) = keel_tools::launcher::http_get(*admin, "/metrics").await.unwrap();
+        total += keel_tools::launcher::metric_value(&metrics, name);
+    }
+    total
+}

@@ -156,13 +156,14 @@ pub(super) fn admit(broker: &Arc<Broker>, request: ProduceRequest, version: i16,
                     match state.producers.check(&header) {
                         Verdict::Refuse(error) => Fate::Refused(error, None),
                         Verdict::Duplicate { base_offset, last_offset } => {
+                            broker.metrics.produce_duplicates.inc();
                             Fate::Duplicate { stream, base: base_offset, last: last_offset }
                         }
                         Verdict::Append => {
                             let base = state.next_offset;
                             let count = header.record_count;
                             state.next_offset += i64::from(count);
-                            state.producers.record(&header, base);
+                            state.producers.record(&header, base, now);
                             let mut batch = BytesMut::from(&bytes[..]);
                             batch::assign(&mut batch, base, leader_epoch.0);
                             if log_append_time {
