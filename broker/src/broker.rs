@@ -357,10 +357,11 @@ impl Broker {
         unreachable!("the second attempt returns")
     }
 
-    pub(crate) fn wal_channel(&self, addr: &str) -> Result<tonic::transport::Channel, String> {
+    /// A channel to the WAL node at `addr` (its calls carry the cluster token).
+    pub(crate) fn wal_channel(&self, addr: &str) -> Result<keel_proto::auth::Channel, String> {
         let mut channels = self.wal_channels.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(channel) = channels.get(addr) {
-            return Ok(channel.clone());
+            return Ok(keel_proto::auth::channel(channel.clone()));
         }
         let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|e| e.to_string())?
@@ -368,7 +369,7 @@ impl Broker {
             .tcp_nodelay(true)
             .connect_lazy();
         channels.insert(addr.to_string(), channel.clone());
-        Ok(channel)
+        Ok(keel_proto::auth::channel(channel))
     }
 
     /// Commits a new start offset for partition `index` of `topic`, which

@@ -135,6 +135,12 @@ pub struct ConfigToml {
     #[arg(long, env = "KEEL_BROKER_PRODUCER_ID_EXPIRATION", value_parser = humantime_serde::re::humantime::parse_duration)]
     #[serde(with = "humantime_serde")]
     pub producer_id_expiration: Option<Duration>,
+    /// The cluster's shared secret (at least 16 characters): every internal
+    /// gRPC call carries it, and controllers and WAL nodes refuse calls
+    /// without it. The same on every process of the cluster and for
+    /// keelctl. Unset: internal calls are not authenticated.
+    #[arg(long, env = "KEEL_CLUSTER_TOKEN", hide_env_values = true)]
+    pub cluster_token: Option<String>,
 }
 
 /// Where the broker keeps objects.
@@ -173,6 +179,7 @@ pub struct BrokerConfig {
     pub group_consumer_heartbeat_interval: Duration,
     pub offsets_retention: Duration,
     pub producer_id_expiration: Duration,
+    pub cluster_token: Option<keel_proto::auth::Secret>,
 }
 
 impl ConfigToml {
@@ -215,6 +222,7 @@ impl ConfigToml {
                 .or(lower.group_consumer_heartbeat_interval),
             offsets_retention: self.offsets_retention.or(lower.offsets_retention),
             producer_id_expiration: self.producer_id_expiration.or(lower.producer_id_expiration),
+            cluster_token: self.cluster_token.or(lower.cluster_token),
         }
     }
 
@@ -252,6 +260,7 @@ impl ConfigToml {
             group_consumer_heartbeat_interval,
             offsets_retention,
             producer_id_expiration,
+            cluster_token,
         } = self;
         let objects = match (objects_dir, s3_bucket) {
             (Some(dir), None) => ObjectsConfig::LocalDir(dir),
@@ -287,6 +296,7 @@ impl ConfigToml {
         let request_bytes_max = request_bytes_max.unwrap_or(100 << 20);
         anyhow::ensure!(request_bytes_max >= 1 << 20, "request_bytes_max must be at least 1 MiB");
         Ok(BrokerConfig {
+            cluster_token: cluster_token.map(keel_proto::auth::Secret),
             node_id: NodeId(node_id.context("node_id is required")?),
             zone,
             listen,
@@ -336,13 +346,14 @@ mod tests {
     }
 
     #[test]
-    fn the_s3_secret_never_reaches_the_effective_config_log() {
+    fn secrets_never_reach_the_effective_config_log() {
         let file: ConfigToml = keel_common::config::parse_toml(
-            "node_id = 1\nzone = \"a\"\ncontrollers = [\"c:1\"]\ns3_bucket = \"b\"\ns3_access_key_id = \"AKID\"\ns3_secret_access_key = \"hunter2\"\n",
+            "node_id = 1\nzone = \"a\"\ncontrollers = [\"c:1\"]\ns3_bucket = \"b\"\ns3_access_key_id = \"AKID\"\ns3_secret_access_key = \"hunter2\"\ncluster_token = \"sesame-sesame-sesame\"\n",
         )
         .unwrap();
         let logged = format!("{:?}", file.clone().validate().unwrap());
         assert!(logged.contains("AKID") && !logged.contains("hunter2"), "{logged}");
+        assert!(!logged.contains("sesame"), "nor the cluster token: {logged}");
         let both = ConfigToml { objects_dir: Some("/o".into()), ..file };
         assert!(both.validate().is_err(), "one object store, not two");
     }

@@ -60,6 +60,12 @@ pub struct ConfigToml {
     /// Log entries kept behind the snapshot for slow followers and watchers. Default 1000.
     #[arg(long, env = "KEEL_CONTROLLER_LOGS_KEPT_AFTER_SNAPSHOT")]
     pub logs_kept_after_snapshot: Option<u64>,
+    /// The cluster's shared secret (at least 16 characters): every internal
+    /// gRPC call carries it, and controllers and WAL nodes refuse calls
+    /// without it. The same on every process of the cluster and for
+    /// keelctl. Unset: internal calls are not authenticated.
+    #[arg(long, env = "KEEL_CLUSTER_TOKEN", hide_env_values = true)]
+    pub cluster_token: Option<String>,
 }
 
 /// One controller of the initial quorum.
@@ -85,6 +91,7 @@ pub struct ControllerConfig {
     pub session_timeout: Duration,
     pub snapshot_every: u64,
     pub logs_kept_after_snapshot: u64,
+    pub cluster_token: Option<keel_proto::auth::Secret>,
 }
 
 impl ConfigToml {
@@ -104,6 +111,7 @@ impl ConfigToml {
             session_timeout: self.session_timeout.or(lower.session_timeout),
             snapshot_every: self.snapshot_every.or(lower.snapshot_every),
             logs_kept_after_snapshot: self.logs_kept_after_snapshot.or(lower.logs_kept_after_snapshot),
+            cluster_token: self.cluster_token.or(lower.cluster_token),
         }
     }
 
@@ -123,6 +131,7 @@ impl ConfigToml {
             session_timeout,
             snapshot_every,
             logs_kept_after_snapshot,
+            cluster_token,
         } = self;
         let node_id = ControllerId(node_id.context("node_id is required")?);
         let cluster_id = cluster_id.context("cluster_id is required")?;
@@ -156,6 +165,7 @@ impl ConfigToml {
         let snapshot_every = snapshot_every.unwrap_or(5000);
         anyhow::ensure!(snapshot_every > 0, "snapshot_every must be positive");
         Ok(ControllerConfig {
+            cluster_token: cluster_token.map(keel_proto::auth::Secret),
             node_id,
             cluster_id,
             listen,

@@ -12,7 +12,6 @@ use pb::metadata_client::MetadataClient as GrpcClient;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tonic::transport::Channel;
 
 use crate::config::ControllerConfig;
 use crate::metrics::Metrics;
@@ -69,7 +68,7 @@ pub(crate) enum Route {
     /// This controller leads: handle it here.
     Local,
     /// Send it to the leader through this client.
-    Forward(Box<GrpcClient<Channel>>),
+    Forward(Box<GrpcClient<keel_proto::auth::Channel>>),
 }
 
 impl Controller {

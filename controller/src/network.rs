@@ -28,10 +28,10 @@ pub(crate) struct Peers {
 
 impl Peers {
     /// The channel to `addr`, created on first use.
-    pub(crate) fn channel(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
+    pub(crate) fn channel(&self, addr: &str) -> Result<keel_proto::auth::Channel, tonic::transport::Error> {
         let mut channels = self.channels.lock().expect("peer map lock poisoned");
         if let Some(channel) = channels.get(addr) {
-            return Ok(channel.clone());
+            return Ok(keel_proto::auth::channel(channel.clone()));
         }
         let channel = Endpoint::from_shared(format!("http://{addr}"))?
             .connect_timeout(Duration::from_millis(500))
@@ -40,7 +40,7 @@ impl Peers {
             .keep_alive_timeout(Duration::from_secs(5))
             .connect_lazy();
         channels.insert(addr.to_owned(), channel.clone());
-        Ok(channel)
+        Ok(keel_proto::auth::channel(channel))
     }
 }
 
@@ -63,7 +63,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 pub(crate) struct PeerClient {
     target: RaftId,
     addr: String,
-    channel: Result<Channel, tonic::transport::Error>,
+    channel: Result<keel_proto::auth::Channel, tonic::transport::Error>,
 }
 
 type RpcResult<T, E = openraft::error::Infallible> = Result<T, RPCError<RaftId, ControllerNode, RaftError<RaftId, E>>>;

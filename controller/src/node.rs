@@ -89,6 +89,7 @@ pub async fn start(
         .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX);
     let server = tonic::transport::Server::builder()
+        .layer(tonic::service::interceptor(keel_proto::auth::check))
         .add_service(raft_service)
         .add_service(metadata_service)
         .serve_with_incoming_shutdown(
@@ -260,7 +261,7 @@ async fn try_bootstrap_or_join(controller: &Controller) -> anyhow::Result<bool> 
     }
 }
 
-async fn join_as_learner(controller: &Controller, channel: tonic::transport::Channel) -> anyhow::Result<bool> {
+async fn join_as_learner(controller: &Controller, channel: keel_proto::auth::Channel) -> anyhow::Result<bool> {
     let mut client = pb::metadata_client::MetadataClient::new(channel);
     let request = pb::JoinAsLearnerRequest {
         controller_id: controller.config.node_id.0,

@@ -30,7 +30,7 @@ import sys
 import threading
 import time
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 bootstrap, topic, partitions, control = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 rate = int(sys.argv[5]) if len(sys.argv) > 5 else 2000
@@ -112,7 +112,17 @@ tail_thread.join(30)
 consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "failover-check", "enable.auto.commit": False})
 ends = {}
 for p in range(partitions):
-    _, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
+    # A partition may be moving (the balancer hands the restarted broker a
+    # share): its end is asked again until its new leader serves it.
+    for attempt in range(60):
+        try:
+            _, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
+            break
+        except KafkaException as error:
+            moving = (KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE, KafkaError._TIMED_OUT)
+            if error.args[0].code() not in moving or attempt == 59:
+                raise
+            time.sleep(0.5)
     ends[p] = high
 consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
 read = {}  # value number -> (partition, offset)

@@ -273,13 +273,8 @@ async fn keelctl_drains_a_running_broker() {
     let load = Load::start(&bootstrap).await;
     let layout = kafka::ready_layout(&bootstrap, "orders", Duration::from_secs(60)).await.unwrap();
     let victim = layout.leaders[0];
-    let keelctl = keel_tools::launcher::find_binary("keelctl").unwrap();
     let started = Instant::now();
-    let output = tokio::process::Command::new(keelctl)
-        .args(["--controllers", &test.cluster.controller_addrs().join(","), "broker", "drain", &victim.to_string()])
-        .output()
-        .await
-        .unwrap();
+    let output = keel_tests::keelctl(&test).args(["broker", "drain", &victim.to_string()]).output().await.unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),

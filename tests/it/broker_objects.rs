@@ -63,7 +63,7 @@ async fn upload_trim_and_read_back(test: &mut TestCluster, count: usize) {
     for wal in &test.cluster.wal_nodes {
         let addr = wal.spec.grpc;
         eventually(Duration::from_secs(30), "the WAL node trimmed", || async {
-            let mut node = pb::wal_client::WalClient::connect(format!("http://{addr}")).await.ok()?;
+            let mut node = keel_tests::wal_client(addr).await.ok()?;
             let status = node.status(pb::StatusRequest {}).await.ok()?.into_inner();
             let held = status.logs.iter().find(|l| l.log == log.id.0)?;
             (held.trim_seq >= log.trim_seq.0).then_some(())
@@ -362,7 +362,7 @@ async fn a_large_history_survives_a_restart_of_every_broker_and_wal_node() {
     for wal in &test.cluster.wal_nodes {
         let addr = wal.spec.grpc;
         eventually(Duration::from_secs(30), "the WAL journal shrank back", || async {
-            let mut node = pb::wal_client::WalClient::connect(format!("http://{addr}")).await.ok()?;
+            let mut node = keel_tests::wal_client(addr).await.ok()?;
             let status = node.status(pb::StatusRequest {}).await.ok()?.into_inner();
             (status.disk_bytes <= 2 * segment).then_some(())
         })

@@ -1003,12 +1003,7 @@ async fn produce(bootstrap: &str, prefix: &str, count: usize) -> Vec<Acked> {
 
 /// Runs `keelctl --controllers <the cluster's> ARGS` and returns its output.
 async fn keelctl(test: &TestCluster, args: &[&str]) -> std::process::Output {
-    let keelctl = keel_tools::launcher::find_binary("keelctl").unwrap();
-    let run = tokio::process::Command::new(keelctl)
-        .args(["--controllers", &test.cluster.controller_addrs().join(",")])
-        .args(args)
-        .kill_on_drop(true)
-        .output();
+    let run = keel_tests::keelctl(test).args(args).kill_on_drop(true).output();
     tokio::time::timeout(Duration::from_secs(30), run).await.expect("keelctl finished within 30 s").unwrap()
 }
 

@@ -18,6 +18,7 @@ mod controller_quorum;
 mod controller_sessions;
 mod controller_snapshot;
 mod deploy_units;
+mod internal_auth;
 mod wal_full_disk;
 mod wal_node;
 mod wal_writer;

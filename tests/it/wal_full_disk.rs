@@ -71,7 +71,7 @@ fn record(seq: u64) -> Vec<Record> {
 }
 
 async fn last_seq(addr: std::net::SocketAddr) -> Option<u64> {
-    let mut client = pb::wal_client::WalClient::connect(format!("http://{addr}")).await.ok()?;
+    let mut client = keel_tests::wal_client(addr).await.ok()?;
     let status = client.status(pb::StatusRequest {}).await.ok()?.into_inner();
     Some(status.logs.iter().find(|log| log.log == LOG.0).map_or(0, |log| log.last_seq))
 }
@@ -143,8 +143,7 @@ async fn a_wal_node_with_a_full_disk_refuses_retriably_and_recovers_when_space_r
         (last_seq(addr).await? == entries + 1).then_some(())
     })
     .await;
-    let mut client =
-        pb::wal_client::WalClient::connect(format!("http://{addr}")).await.unwrap().max_decoding_message_size(64 << 20);
+    let mut client = keel_tests::wal_client(addr).await.unwrap().max_decoding_message_size(64 << 20);
     let read = pb::ReadRequest { log: LOG.0, from_seq: 1, max_bytes: 1 << 20, recovery_epoch: 0, sealed_seq: entries };
     let reply = client.read(read).await.unwrap().into_inner();
     assert_eq!(reply.code, pb::ErrorCode::Ok as i32, "{}", reply.message);

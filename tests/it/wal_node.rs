@@ -25,8 +25,8 @@ fn entry(seq: u64) -> Bytes {
     Entry::build(header, vec![record]).bytes
 }
 
-async fn wal_client(addr: std::net::SocketAddr) -> pb::wal_client::WalClient<tonic::transport::Channel> {
-    pb::wal_client::WalClient::connect(format!("http://{addr}")).await.unwrap()
+async fn wal_client(addr: std::net::SocketAddr) -> pb::wal_client::WalClient<keel_proto::auth::Channel> {
+    keel_tests::wal_client(addr).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -56,7 +56,7 @@ async fn wal_nodes_register_keep_what_they_acknowledged_and_come_back() {
     info!(acknowledged, "restart it: every acknowledged entry is back, byte for byte");
     test.cluster.start_wal(0).unwrap();
     let mut wal = eventually(Duration::from_secs(30), "the WAL node answers again", || async {
-        let mut client = pb::wal_client::WalClient::connect(format!("http://{addr}")).await.ok()?;
+        let mut client = keel_tests::wal_client(addr).await.ok()?;
         client.status(pb::StatusRequest {}).await.ok()?;
         Some(client)
     })
@@ -95,7 +95,7 @@ async fn wal_nodes_register_keep_what_they_acknowledged_and_come_back() {
     test.cluster.start_wal(2).unwrap();
     let wiped_addr = test.cluster.wal_nodes[2].spec.grpc;
     let status = eventually(Duration::from_secs(30), "the wiped node answers", || async {
-        let mut client = pb::wal_client::WalClient::connect(format!("http://{wiped_addr}")).await.ok()?;
+        let mut client = keel_tests::wal_client(wiped_addr).await.ok()?;
         Some(client.status(pb::StatusRequest {}).await.ok()?.into_inner())
     })
     .await;

@@ -34,8 +34,8 @@ fn record(seq: u64) -> Vec<Record> {
     vec![Record { stream: StreamId(1), base_offset: Offset(seq as i64 - 1), record_count: 1, batch: payload(seq) }]
 }
 
-async fn wal_client(addr: std::net::SocketAddr) -> Option<pb::wal_client::WalClient<tonic::transport::Channel>> {
-    pb::wal_client::WalClient::connect(format!("http://{addr}")).await.ok()
+async fn wal_client(addr: std::net::SocketAddr) -> Option<pb::wal_client::WalClient<keel_proto::auth::Channel>> {
+    keel_tests::wal_client(addr).await.ok()
 }
 
 async fn targets(test: &TestCluster) -> Vec<Target> {

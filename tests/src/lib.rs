@@ -187,3 +187,21 @@ pub async fn metric_total(admins: &[std::net::SocketAddr], name: &str) -> f64 {
     }
     total
 }
+
+/// `keelctl` aimed at `test`'s controllers, with its cluster token.
+pub fn keelctl(test: &TestCluster) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(keel_tools::launcher::find_binary("keelctl").unwrap());
+    command.args(["--controllers", &test.cluster.controller_addrs().join(",")]);
+    if let Some(token) = keel_proto::auth::token_text() {
+        command.env("KEEL_CLUSTER_TOKEN", token);
+    }
+    command
+}
+
+/// A gRPC client of the WAL node at `addr`, whose calls carry the cluster token.
+pub async fn wal_client(
+    addr: std::net::SocketAddr,
+) -> anyhow::Result<keel_proto::wal::wal_client::WalClient<keel_proto::auth::Channel>> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?.connect().await?;
+    Ok(keel_proto::wal::wal_client::WalClient::new(keel_proto::auth::channel(channel)))
+}

@@ -18,6 +18,10 @@ pub struct Cli {
     /// Controller gRPC addresses, comma-separated.
     #[arg(long, global = true, env = "KEEL_CONTROLLERS", value_delimiter = ',', default_value = dev::DEFAULT_CONTROLLERS)]
     controllers: Vec<String>,
+    /// The cluster's token (its processes' cluster_token). Default: the
+    /// local dev cluster's, from its data directory (KEEL_DEV_DIR).
+    #[arg(long, global = true, env = "KEEL_CLUSTER_TOKEN", hide_env_values = true)]
+    cluster_token: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -58,6 +62,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Dev(args) = cli.command {
         return dev::run(args).await;
     }
+    let token = cli.cluster_token.or_else(dev_cluster_token);
+    keel_proto::auth::set_token(token.as_deref()).map_err(|error| anyhow::anyhow!("cluster token: {error}"))?;
     let client = MetadataClient::new(cli.controllers, ClientOptions::default())?;
     match cli.command {
         Command::Cluster { command } => cluster::run(&client, command).await,
@@ -67,6 +73,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Group { command } => group::run(&client, command).await,
         Command::Dev(_) => unreachable!("handled above"),
     }
+}
+
+/// The token of the local dev cluster, if there is one.
+fn dev_cluster_token() -> Option<String> {
+    let dir = std::env::var_os("KEEL_DEV_DIR").map_or_else(|| std::path::PathBuf::from(dev::DEFAULT_DIR), Into::into);
+    let token = std::fs::read_to_string(dir.join(crate::launcher::TOKEN_FILE)).ok()?;
+    Some(token.trim().to_owned())
 }
 
 /// Prints `value` as pretty JSON.

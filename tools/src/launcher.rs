@@ -179,6 +179,7 @@ impl LocalCluster {
     /// Describes a cluster of `specs` under `dir`; nothing is started yet.
     pub fn new(dir: &Path, options: ClusterOptions, specs: Vec<ControllerSpec>) -> anyhow::Result<LocalCluster> {
         std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+        use_cluster_token(dir)?;
         let controllers = specs.into_iter().map(Managed::new).collect();
         Ok(LocalCluster {
             dir: dir.to_path_buf(),
@@ -588,6 +589,41 @@ fn zone_of(id: u32) -> String {
     char::from(b'a' + ((id - 1) % 26) as u8).to_string()
 }
 
+/// The file in a cluster's directory that holds its cluster token.
+pub const TOKEN_FILE: &str = "cluster-token";
+
+/// Gives the cluster in `dir` a cluster token, and this process too (its
+/// clients send it; the processes it starts get it as KEEL_CLUSTER_TOKEN):
+/// the one in `dir/cluster-token` if there is one (a restarted dev
+/// cluster), else this process's, else a new random one; written there,
+/// readable by its owner only, for keelctl.
+fn use_cluster_token(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join(TOKEN_FILE);
+    let token = match std::fs::read_to_string(&path) {
+        Ok(token) => token.trim().to_owned(),
+        Err(_) => {
+            let token = keel_proto::auth::token_text().map_or_else(
+                || {
+                    use rand::Rng;
+                    (0..32).map(|_| format!("{:x}", rand::thread_rng().gen_range(0..16u8))).collect()
+                },
+                str::to_owned,
+            );
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&path)
+                .with_context(|| format!("write {}", path.display()))?;
+            std::io::Write::write_all(&mut file, token.as_bytes())?;
+            token
+        }
+    };
+    keel_proto::auth::set_token(Some(&token)).map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))
+}
+
 /// Starts `binary` with `args`, its stdout and stderr appended to `log` in `dir`.
 fn spawn_logged(
     dir: &Path,
@@ -601,7 +637,11 @@ fn spawn_logged(
         .append(true)
         .open(&log_path)
         .with_context(|| format!("open {}", log_path.display()))?;
-    Command::new(binary)
+    let mut command = Command::new(binary);
+    if let Some(token) = keel_proto::auth::token_text() {
+        command.env("KEEL_CLUSTER_TOKEN", token);
+    }
+    command
         .args(args)
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)

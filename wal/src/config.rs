@@ -46,6 +46,12 @@ pub struct ConfigToml {
     #[arg(long, env = "KEEL_WAL_HEARTBEAT_INTERVAL", value_parser = humantime_serde::re::humantime::parse_duration)]
     #[serde(with = "humantime_serde")]
     pub heartbeat_interval: Option<Duration>,
+    /// The cluster's shared secret (at least 16 characters): every internal
+    /// gRPC call carries it, and controllers and WAL nodes refuse calls
+    /// without it. The same on every process of the cluster and for
+    /// keelctl. Unset: internal calls are not authenticated.
+    #[arg(long, env = "KEEL_CLUSTER_TOKEN", hide_env_values = true)]
+    pub cluster_token: Option<String>,
 }
 
 /// The validated, effective configuration.
@@ -61,6 +67,7 @@ pub struct WalConfig {
     pub segment_bytes: u64,
     pub journal_bytes_max: Option<u64>,
     pub heartbeat_interval: Duration,
+    pub cluster_token: Option<keel_proto::auth::Secret>,
 }
 
 impl ConfigToml {
@@ -77,6 +84,7 @@ impl ConfigToml {
             segment_bytes: self.segment_bytes.or(lower.segment_bytes),
             journal_bytes_max: self.journal_bytes_max.or(lower.journal_bytes_max),
             heartbeat_interval: self.heartbeat_interval.or(lower.heartbeat_interval),
+            cluster_token: self.cluster_token.or(lower.cluster_token),
         }
     }
 
@@ -92,6 +100,7 @@ impl ConfigToml {
             segment_bytes,
             journal_bytes_max,
             heartbeat_interval,
+            cluster_token,
         } = self;
         let zone = zone.context("zone is required")?;
         anyhow::ensure!(!zone.is_empty(), "zone must not be empty");
@@ -105,6 +114,7 @@ impl ConfigToml {
             "segment_bytes must hold the largest entry ({entry_max} bytes) and a header"
         );
         Ok(WalConfig {
+            cluster_token: cluster_token.map(keel_proto::auth::Secret),
             node_id: NodeId(node_id.context("node_id is required")?),
             zone,
             listen,

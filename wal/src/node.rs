@@ -66,6 +66,7 @@ pub async fn start(config: WalConfig, registry: &Registry, cancel: CancellationT
         .with_context(|| format!("bind admin listener {}", config.admin_listen))?;
     let service = WalService::new(store.clone(), incarnation.clone(), tasks.clone(), cancel.clone());
     let server = tonic::transport::Server::builder()
+        .layer(tonic::service::interceptor(keel_proto::auth::check))
         .add_service(
             pb::wal_server::WalServer::new(service)
                 .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)

@@ -13,7 +13,7 @@ use futures::{Stream, StreamExt};
 use keel_proto::controller as pb;
 use pb::metadata_client::MetadataClient as GrpcClient;
 use tokio::time::Instant;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 
 use crate::command::{Command, Outcome};
 use crate::error::MetaError;
@@ -64,7 +64,7 @@ impl Default for ClientOptions {
 #[derive(Debug)]
 pub struct MetadataClient {
     endpoints: Vec<String>,
-    channels: Vec<Channel>,
+    channels: Vec<keel_proto::auth::Channel>,
     /// Index of the controller that answered last.
     preferred: AtomicUsize,
     options: ClientOptions,
@@ -86,11 +86,13 @@ impl MetadataClient {
         let channels = endpoints
             .iter()
             .map(|addr| {
-                Ok(Endpoint::from_shared(format!("http://{addr}"))?
-                    .connect_timeout(options.connect_timeout)
-                    .timeout(options.attempt_timeout)
-                    .tcp_nodelay(true)
-                    .connect_lazy())
+                Ok(keel_proto::auth::channel(
+                    Endpoint::from_shared(format!("http://{addr}"))?
+                        .connect_timeout(options.connect_timeout)
+                        .timeout(options.attempt_timeout)
+                        .tcp_nodelay(true)
+                        .connect_lazy(),
+                ))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(MetadataClient { endpoints, channels, preferred: AtomicUsize::new(0), options })
@@ -103,7 +105,7 @@ impl MetadataClient {
 
     /// A raw gRPC client for controller `index`, for calls that must reach one
     /// particular controller (`NodeStatus`).
-    pub fn controller(&self, index: usize) -> GrpcClient<Channel> {
+    pub fn controller(&self, index: usize) -> GrpcClient<keel_proto::auth::Channel> {
         GrpcClient::new(self.channels[index].clone())
             .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
             .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX)
@@ -113,7 +115,7 @@ impl MetadataClient {
     /// while the failure is retryable and the deadline has not passed.
     pub async fn call<T, F, Fut>(&self, call: F) -> Result<T, ClientError>
     where
-        F: Fn(GrpcClient<Channel>) -> Fut,
+        F: Fn(GrpcClient<keel_proto::auth::Channel>) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let start = Instant::now();
@@ -145,7 +147,7 @@ impl MetadataClient {
     /// Sends a write and decodes its outcome.
     async fn write<F, Fut>(&self, call: F) -> Result<(Version, Outcome), ClientError>
     where
-        F: Fn(GrpcClient<Channel>) -> Fut,
+        F: Fn(GrpcClient<keel_proto::auth::Channel>) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<pb::WriteReply>, tonic::Status>>,
     {
         let reply = self.call(call).await?;

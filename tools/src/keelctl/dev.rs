@@ -9,11 +9,13 @@ use crate::launcher::{BrokerSpec, ClusterOptions, ControllerSpec, LocalCluster, 
 
 /// The controller addresses `keelctl dev` uses, and `keelctl`'s default.
 pub(super) const DEFAULT_CONTROLLERS: &str = "127.0.0.1:9190,127.0.0.1:9191,127.0.0.1:9192";
+/// Where `keelctl dev` keeps its cluster, and where `keelctl` finds its token.
+pub(super) const DEFAULT_DIR: &str = "/tmp/keel-dev";
 
 #[derive(Debug, clap::Args)]
 pub(super) struct DevArgs {
     /// Where the cluster keeps its data and logs. Kept across runs.
-    #[arg(long, env = "KEEL_DEV_DIR", default_value = "/tmp/keel-dev")]
+    #[arg(long, env = "KEEL_DEV_DIR", default_value = DEFAULT_DIR)]
     data_dir: PathBuf,
     /// Delete the data directory first.
     #[arg(long)]

@@ -85,11 +85,11 @@ pub async fn recover(
     Ok(Recovered { sealed_seq: plan.sealed_seq, stream_ends: plan.stream_ends, entries: plan.entries })
 }
 
-async fn client(addr: &str) -> Result<pb::wal_client::WalClient<tonic::transport::Channel>, String> {
+async fn client(addr: &str) -> Result<pb::wal_client::WalClient<keel_proto::auth::Channel>, String> {
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).map_err(|e| e.to_string())?;
     let channel =
         endpoint.connect_timeout(CALL_TIMEOUT).timeout(CALL_TIMEOUT).connect().await.map_err(|e| e.to_string())?;
-    Ok(pb::wal_client::WalClient::new(channel)
+    Ok(pb::wal_client::WalClient::new(keel_proto::auth::channel(channel))
         .max_decoding_message_size(crate::entry::ENTRY_BYTES_MAX + READ_BYTES as usize))
 }
 

@@ -492,7 +492,7 @@ async fn connect(
                 Err(_) => continue,
             },
         };
-        let mut client = pb::wal_client::WalClient::new(channel)
+        let mut client = pb::wal_client::WalClient::new(keel_proto::auth::channel(channel))
             .max_encoding_message_size(crate::entry::ENTRY_BYTES_MAX + (1 << 20))
             .max_decoding_message_size(1 << 20);
         let incarnation = match client.status(pb::StatusRequest {}).await {
