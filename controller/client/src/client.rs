@@ -131,7 +131,9 @@ impl MetadataClient {
             };
             match MetaError::from_status(&status) {
                 Some(error) if !error.is_retryable() => return Err(error.into()),
-                _ if !is_retryable_status(&status) => return Err(ClientError::Refused(status.to_string())),
+                _ if !is_retryable_status(&status) => {
+                    return Err(ClientError::Refused(format!("{:?}: {}", status.code(), status.message())))
+                }
                 _ => {}
             }
             if start.elapsed() + backoff > self.options.call_deadline {
