@@ -23,12 +23,19 @@ struct Args {
     /// human or json.
     #[arg(long, env = "KEEL_LOG_FORMAT", default_value = "human")]
     log_format: LogFormat,
+    /// Print a complete, commented example config (zone a of deploy/config) and exit.
+    #[arg(long)]
+    print_default_config: bool,
     #[command(flatten)]
     overrides: ConfigToml,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if args.print_default_config {
+        print!("{}", include_str!("../../../deploy/config/wal-a.toml"));
+        return ExitCode::SUCCESS;
+    }
     keel_common::service::main(args.log_format, "WAL node", || run(args))
 }
 
