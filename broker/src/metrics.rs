@@ -2,7 +2,9 @@
 //! consumer or the broker": requests and errors by API, bytes in and out by
 //! topic, and how long produces wait for the WAL quorum.
 
-use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 
 #[derive(Clone, Debug)]
 pub struct Metrics {
@@ -50,6 +52,8 @@ pub struct Metrics {
     pub produce_duplicates: IntCounter,
     /// Idle producers forgotten (producer_id_expiration).
     pub producers_expired: IntCounter,
+    /// Per group and partition this broker coordinates: end offset minus committed offset.
+    pub group_lag: IntGaugeVec,
     /// Partitions of `__consumer_offsets` loaded (groups rebuilt) by this broker.
     pub group_loads: IntCounter,
     /// Time from an offset commit's checks to its record being durable.
@@ -158,6 +162,13 @@ impl Metrics {
                 "keel_broker_producers_expired_total",
                 "Idempotent producers forgotten after appending nothing for producer_id_expiration.",
             )?,
+            group_lag: IntGaugeVec::new(
+                Opts::new(
+                    "keel_broker_group_lag",
+                    "Records between a group's committed offset and the partition's end, for the groups this broker coordinates (every 10 s).",
+                ),
+                &["group", "topic", "partition"],
+            )?,
             group_loads: IntCounter::new(
                 "keel_broker_group_loads_total",
                 "Partitions of __consumer_offsets this broker loaded on taking them over (groups rebuilt).",
@@ -172,6 +183,7 @@ impl Metrics {
         };
         registry.register(Box::new(metrics.requests.clone()))?;
         registry.register(Box::new(metrics.group_loads.clone()))?;
+        registry.register(Box::new(metrics.group_lag.clone()))?;
         registry.register(Box::new(metrics.produce_duplicates.clone()))?;
         registry.register(Box::new(metrics.producers_expired.clone()))?;
         registry.register(Box::new(metrics.offset_commit_seconds.clone()))?;

@@ -383,6 +383,48 @@ impl Coordinator {
     }
 }
 
+/// How often the lag of the groups this broker coordinates is measured.
+const LAG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Every `LAG_INTERVAL`, sets `keel_broker_group_lag` for each committed
+/// offset of the groups this broker coordinates: the partition's end (asked
+/// of its leader) minus the committed offset. Series of groups no longer
+/// coordinated here disappear.
+pub async fn report_lag(broker: Arc<Broker>, cancel: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(LAG_INTERVAL) => {}
+        }
+        let committed: Vec<(String, String, i32, i64)> = {
+            let shards = broker.groups.shards();
+            shards
+                .values()
+                .filter(|shard| shard.loaded)
+                .flat_map(|shard| {
+                    shard.groups.iter().flat_map(|(id, group)| {
+                        group
+                            .offsets
+                            .iter()
+                            .map(move |((topic, p), value)| (id.clone(), topic.clone(), *p, value.offset))
+                    })
+                })
+                .collect()
+        };
+        let mut partitions: Vec<(String, i32)> = committed.iter().map(|(_, t, p, _)| (t.clone(), *p)).collect();
+        partitions.sort();
+        partitions.dedup();
+        let ends = crate::peers::end_offsets(&broker, &partitions).await;
+        broker.metrics.group_lag.reset();
+        for (group, topic, partition, offset) in committed {
+            if let Some(end) = ends.get(&(topic.clone(), partition)) {
+                let lag = (end - offset).max(0);
+                broker.metrics.group_lag.with_label_values(&[&group, &topic, &partition.to_string()]).set(lag);
+            }
+        }
+    }
+}
+
 /// Follows which partitions of `__consumer_offsets` this broker leads,
 /// loads their groups, and moves the groups on every `TICK`.
 pub async fn run(broker: Arc<Broker>, cancel: CancellationToken) {
