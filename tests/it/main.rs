@@ -19,6 +19,7 @@ mod controller_sessions;
 mod controller_snapshot;
 mod deploy_units;
 mod internal_auth;
+mod keelctl_cli;
 mod wal_full_disk;
 mod wal_node;
 mod wal_writer;

@@ -55,12 +55,21 @@ enum Command {
     },
     /// Runs a whole local cluster on loopback until Ctrl-C.
     Dev(dev::DevArgs),
+    /// Prints a completion script for a shell, for example
+    /// `keelctl completions bash > /etc/bash_completion.d/keelctl`.
+    Completions { shell: clap_complete::Shell },
 }
 
 /// Runs one `keelctl` invocation.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    if let Command::Dev(args) = cli.command {
-        return dev::run(args).await;
+    match cli.command {
+        Command::Dev(args) => return dev::run(args).await,
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "keelctl", &mut std::io::stdout());
+            return Ok(());
+        }
+        _ => {}
     }
     let token = cli.cluster_token.or_else(dev_cluster_token);
     keel_proto::auth::set_token(token.as_deref()).map_err(|error| anyhow::anyhow!("cluster token: {error}"))?;
@@ -71,7 +80,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Topic { command } => topic::run(&client, command).await,
         Command::Controller { command } => controller::run(&client, command).await,
         Command::Group { command } => group::run(&client, command).await,
-        Command::Dev(_) => unreachable!("handled above"),
+        Command::Dev(_) | Command::Completions { .. } => unreachable!("handled above"),
     }
 }
 
