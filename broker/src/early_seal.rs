@@ -28,10 +28,15 @@ pub async fn run(broker: Arc<Broker>, cancel: CancellationToken) {
     let mut images = broker.images.clone();
     loop {
         let image = broker.image();
-        let (current, unreplicated) = match broker.leadership().owned.as_ref() {
-            Some(owned) => (Some(owned.log), owned.writer.unreplicated_bytes() as u64),
-            None => (None, 0),
+        let (current, unreplicated, degraded) = match broker.leadership().owned.as_ref() {
+            Some(owned) => {
+                let degraded = *owned.writer.health().borrow() != keel_wal_client::quorum::Health::Healthy;
+                (Some(owned.log), owned.writer.unreplicated_bytes() as u64, degraded)
+            }
+            None => (None, 0, false),
         };
+        broker.metrics.wal_unreplicated_bytes.set(unreplicated as i64);
+        broker.metrics.wal_log_under_replicated.set(i64::from(degraded));
         let cap = broker.config.wal_unreplicated_bytes_max;
         let log = current.and_then(|log| image.wal_logs.get(&log));
         let reason = log.and_then(|log| Some((log, reason_to_seal(&image, log, unreplicated, cap)?)));

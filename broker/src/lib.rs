@@ -19,6 +19,7 @@ pub mod large_alloc;
 pub mod leaders;
 pub mod load_report;
 pub mod log_owner;
+pub mod metered_store;
 pub mod metrics;
 pub mod node;
 pub mod object_reads;

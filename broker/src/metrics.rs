@@ -52,6 +52,13 @@ pub struct Metrics {
     pub produce_duplicates: IntCounter,
     /// Idle producers forgotten (producer_id_expiration).
     pub producers_expired: IntCounter,
+    /// Bytes of this broker's WAL log some member has not acknowledged, and
+    /// whether the log is missing a member now (1) or not (0).
+    pub wal_unreplicated_bytes: IntGauge,
+    pub wal_log_under_replicated: IntGauge,
+    /// Object store calls by operation (put, get, delete) and outcome, and their time.
+    pub object_requests: IntCounterVec,
+    pub object_request_seconds: HistogramVec,
     /// Per group and partition this broker coordinates: end offset minus committed offset.
     pub group_lag: IntGaugeVec,
     /// Partitions of `__consumer_offsets` loaded (groups rebuilt) by this broker.
@@ -162,6 +169,26 @@ impl Metrics {
                 "keel_broker_producers_expired_total",
                 "Idempotent producers forgotten after appending nothing for producer_id_expiration.",
             )?,
+            wal_unreplicated_bytes: IntGauge::new(
+                "keel_broker_wal_unreplicated_bytes",
+                "Bytes of this broker's WAL log held in memory for a member that has not acknowledged them.",
+            )?,
+            wal_log_under_replicated: IntGauge::new(
+                "keel_broker_wal_log_under_replicated",
+                "1 while this broker's WAL log is missing a member (writing on two of three), else 0.",
+            )?,
+            object_requests: IntCounterVec::new(
+                Opts::new(
+                    "keel_broker_object_requests_total",
+                    "Object store calls by operation (put, get, delete) and outcome (ok, not_found, out_of_range, error).",
+                ),
+                &["operation", "outcome"],
+            )?,
+            object_request_seconds: HistogramVec::new(
+                HistogramOpts::new("keel_broker_object_request_seconds", "Time of one object store call, by operation.")
+                    .buckets(vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+                &["operation"],
+            )?,
             group_lag: IntGaugeVec::new(
                 Opts::new(
                     "keel_broker_group_lag",
@@ -184,6 +211,10 @@ impl Metrics {
         registry.register(Box::new(metrics.requests.clone()))?;
         registry.register(Box::new(metrics.group_loads.clone()))?;
         registry.register(Box::new(metrics.group_lag.clone()))?;
+        registry.register(Box::new(metrics.object_requests.clone()))?;
+        registry.register(Box::new(metrics.wal_unreplicated_bytes.clone()))?;
+        registry.register(Box::new(metrics.wal_log_under_replicated.clone()))?;
+        registry.register(Box::new(metrics.object_request_seconds.clone()))?;
         registry.register(Box::new(metrics.produce_duplicates.clone()))?;
         registry.register(Box::new(metrics.producers_expired.clone()))?;
         registry.register(Box::new(metrics.offset_commit_seconds.clone()))?;

@@ -51,7 +51,8 @@ pub async fn start(config: BrokerConfig, registry: &Registry, cancel: Cancellati
         SessionKeeper::new(client.clone(), registration, config.heartbeat_interval, config.heartbeat_interval);
     tasks.spawn(keeper.run(cancel.clone()));
 
-    let objects = object_store(&config.objects).await?;
+    let objects: Arc<dyn ObjectStore> =
+        Arc::new(crate::metered_store::MeteredStore::new(object_store(&config.objects).await?, &metrics));
     tracing::info!(objects = objects.describe(), "object storage");
     let broker = Arc::new(Broker::new(config.clone(), client, images, session, objects.clone(), metrics));
     tasks.spawn(broker.clone().keep_log(tasks.clone(), cancel.clone()));

@@ -286,5 +286,10 @@ impl Controller {
         self.metrics.applied_index.set(metrics.last_applied.map_or(0, |log_id| log_id.index) as i64);
         let purged = metrics.purged.map_or(0, |log_id| log_id.index);
         self.metrics.log_entries.set(metrics.last_log_index.unwrap_or(0).saturating_sub(purged) as i64);
+        let (objects, bytes) = self
+            .state
+            .read(|state| (state.image.objects.len(), state.image.objects.values().map(|o| o.size).sum::<u64>()));
+        self.metrics.objects.set(objects as i64);
+        self.metrics.object_bytes.set(bytes as i64);
     }
 }

@@ -24,6 +24,9 @@ pub(crate) struct Metrics {
     pub(crate) applied_index: IntGauge,
     pub(crate) log_entries: IntGauge,
     pub(crate) watchers: IntGauge,
+    /// Objects in the index and their bytes (what the object store should hold).
+    pub(crate) objects: IntGauge,
+    pub(crate) object_bytes: IntGauge,
 }
 
 impl Metrics {
@@ -79,6 +82,8 @@ impl Metrics {
                 "Raft log entries held on disk (last index minus purged index).",
             )?,
             watchers: IntGauge::new("keel_controller_watchers", "Open metadata watch streams.")?,
+            objects: IntGauge::new("keel_controller_objects", "Objects in the object store's index (committed uploads).")?,
+            object_bytes: IntGauge::new("keel_controller_object_bytes", "Bytes of the objects in the index.")?,
         };
         registry.register(Box::new(metrics.commit_latency.clone()))?;
         registry.register(Box::new(metrics.writes_refused.clone()))?;
@@ -93,6 +98,8 @@ impl Metrics {
         registry.register(Box::new(metrics.applied_index.clone()))?;
         registry.register(Box::new(metrics.log_entries.clone()))?;
         registry.register(Box::new(metrics.watchers.clone()))?;
+        registry.register(Box::new(metrics.objects.clone()))?;
+        registry.register(Box::new(metrics.object_bytes.clone()))?;
         Ok(metrics)
     }
 }

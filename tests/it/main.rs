@@ -20,6 +20,7 @@ mod controller_snapshot;
 mod deploy_units;
 mod internal_auth;
 mod keelctl_cli;
+mod metrics_dashboard;
 mod wal_full_disk;
 mod wal_node;
 mod wal_writer;
