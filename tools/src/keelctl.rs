@@ -7,6 +7,7 @@ mod controller;
 mod dev;
 mod group;
 mod topic;
+mod wal;
 
 use clap::{Parser, Subcommand};
 use keel_controller_client::{ClientOptions, MetadataClient};
@@ -37,6 +38,11 @@ enum Command {
     Broker {
         #[command(subcommand)]
         command: broker::BrokerCommand,
+    },
+    /// WAL nodes: their logs and disk use.
+    Wal {
+        #[command(subcommand)]
+        command: wal::WalCommand,
     },
     /// Topics: create, list, describe, alter configs, delete.
     Topic {
@@ -78,6 +84,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Cluster { command } => cluster::run(&client, command).await,
         Command::Broker { command } => broker::run(&client, command).await,
         Command::Topic { command } => topic::run(&client, command).await,
+        Command::Wal { command } => wal::run(&client, command).await,
         Command::Controller { command } => controller::run(&client, command).await,
         Command::Group { command } => group::run(&client, command).await,
         Command::Dev(_) | Command::Completions { .. } => unreachable!("handled above"),
