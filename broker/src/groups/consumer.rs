@@ -27,6 +27,10 @@ pub type TopicPartition = (uuid::Uuid, i32);
 
 pub const ASSIGNORS: &[&str] = &["uniform", "range"];
 
+/// Kafka's `max.poll.interval.ms` default, the rebalance timeout a member
+/// gets when its join does not give one.
+const DEFAULT_REBALANCE_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// A `ConsumerGroupHeartbeat` as the group sees it.
 #[derive(Clone, Debug, Default)]
 pub struct Heartbeat {
@@ -362,7 +366,12 @@ impl ConsumerGroup {
                 told: None,
                 assignor: request.assignor.clone(),
                 deadline: now + self.session_timeout,
-                rebalance_timeout: request.rebalance_timeout,
+                // Kafka's default when a join leaves it out (-1).
+                rebalance_timeout: if request.rebalance_timeout > Duration::ZERO {
+                    request.rebalance_timeout
+                } else {
+                    DEFAULT_REBALANCE_TIMEOUT
+                },
                 revoke_deadline: None,
             },
         );
