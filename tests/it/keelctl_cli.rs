@@ -36,3 +36,58 @@ async fn wal_status_shows_every_node_reachable_under_its_incarnation() {
     }
     test.assert_clean_logs(keel_tests::PEER_UNREACHABLE);
 }
+
+/// The read commands' `--json` output has the documented shape: the keys
+/// scripts rely on, with their types, on a running 3-zone cluster.
+#[tokio::test(flavor = "multi_thread")]
+async fn read_commands_print_their_documented_json_shapes() {
+    let test = keel_tests::TestCluster::start_full().await.unwrap();
+    let run = |args: &'static [&'static str]| {
+        let mut command = keel_tests::keelctl(&test);
+        command.args(args);
+        async move {
+            let output = command.output().await.unwrap();
+            let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+            assert!(output.status.success(), "keelctl {args:?}: {stdout}{}", String::from_utf8_lossy(&output.stderr));
+            stdout
+        }
+    };
+    run(&["topic", "create", "shapes", "-p", "3", "--owner", "checkout"]).await;
+    let json = |text: String| -> serde_json::Value { serde_json::from_str(&text).expect("JSON") };
+
+    let status = json(run(&["cluster", "status", "--json"]).await);
+    assert!(status["cluster_id"].is_string() && status["term"].as_u64() >= Some(1), "{status}");
+    assert!(status["leader_controller_id"].is_u64() && status["metadata_version"].is_u64(), "{status}");
+    assert_eq!(status["controllers"].as_array().map(Vec::len), Some(3), "{status}");
+    for controller in status["controllers"].as_array().unwrap() {
+        assert!(controller["controller_id"].is_u64() && controller["role"].is_string(), "{controller}");
+    }
+    let zones = status["zones"].as_object().expect("zones by name");
+    assert_eq!(zones.keys().collect::<Vec<_>>(), ["a", "b", "c"]);
+    for nodes in zones.values() {
+        let kinds: Vec<&str> = nodes.as_array().unwrap().iter().map(|n| n["kind"].as_str().unwrap()).collect();
+        assert!(kinds.contains(&"broker") && kinds.contains(&"wal"), "a broker and a WAL node per zone: {nodes}");
+        for node in nodes.as_array().unwrap() {
+            assert_eq!(node["state"], "active", "{node}");
+            assert!(node["node_id"].is_u64() && node["address"].is_string() && node["epoch"].is_u64(), "{node}");
+        }
+    }
+
+    let controllers = json(run(&["controller", "status", "--json"]).await);
+    let controllers = controllers.as_array().expect("an array");
+    assert_eq!(controllers.len(), 3);
+    assert!(controllers.iter().all(|c| c["reachable"] == true && c["role"].is_string()), "{controllers:?}");
+
+    let topics = json(run(&["topic", "list", "--json"]).await);
+    let shapes = topics.as_array().unwrap().iter().find(|t| t["name"] == "shapes").expect("the topic is listed");
+    assert_eq!((shapes["partitions"].as_u64(), shapes["owner"].as_str()), (Some(3), Some("checkout")), "{shapes}");
+    assert!(shapes["id"].is_string());
+
+    let described = json(run(&["topic", "describe", "shapes", "--json"]).await);
+    assert_eq!(described["name"], "shapes");
+    assert_eq!(described["partitions"].as_array().map(Vec::len), Some(3), "{described}");
+
+    let groups = json(run(&["group", "list", "--json"]).await);
+    assert!(groups.is_array(), "no group yet, an empty array: {groups}");
+    test.assert_clean_logs(keel_tests::PEER_UNREACHABLE);
+}
