@@ -638,6 +638,16 @@ async fn bad_group_requests_get_kafka_errors() {
     let rejoined = call(&coordinator, JOIN_GROUP_VERSION, &join_request(group, member.clone())).await;
     assert_eq!((rejoined.error_code, rejoined.generation_id), (0, generation + 1), "the rebalance completes");
     assert_eq!(second.wait().await.unwrap().generation_id, generation + 1);
+
+    info!("the topic is deleted: the group's offsets of it go with it");
+    let before = keelctl_json(&test, &["group", "describe", group, "--json"]).await;
+    assert!(!before["offsets"].as_array().unwrap().is_empty(), "the commit at the end is there: {before}");
+    test.cluster.client().unwrap().delete_topic(TOPIC).await.unwrap();
+    keel_tests::eventually(Duration::from_secs(10), "the group forgot the deleted topic's offsets", || async {
+        let after = keelctl_json(&test, &["group", "describe", group, "--json"]).await;
+        after["offsets"].as_array().unwrap().is_empty().then_some(())
+    })
+    .await;
     test.assert_clean_logs(keel_tests::PEER_UNREACHABLE);
 }
 

@@ -567,6 +567,7 @@ fn persist_dirty_in(broker: &Arc<Broker>, shards: &mut HashMap<i32, Shard>) {
 fn tick(broker: &Arc<Broker>) {
     let now = Instant::now();
     let retention = broker.groups.settings.offsets_retention;
+    let image = broker.image();
     let mut expired = Vec::new();
     let mut shards = broker.groups.shards();
     {
@@ -579,6 +580,7 @@ fn tick(broker: &Arc<Broker>) {
                         consumer.tick(now);
                     }
                 }
+                forget_deleted_topics(id, group, &image, &mut tombstones);
                 let keep = expire_offsets(id, group, now, retention, &mut tombstones);
                 if !keep {
                     tracing::info!(group = %id, "the group was empty for {retention:?} and has no offsets left; deleting it");
@@ -600,6 +602,18 @@ fn tick(broker: &Arc<Broker>) {
                 tracing::info!(partition, "could not write expired offsets' tombstones yet: {error:?}");
             }
         });
+    }
+}
+
+/// Drops a group's offsets of topics that no longer exist (Kafka deletes
+/// them with the topic), so a topic created again under the same name
+/// starts without them.
+fn forget_deleted_topics(id: &str, group: &mut Group, image: &Image, tombstones: &mut Vec<Entry>) {
+    let gone: Vec<(String, i32)> =
+        group.offsets.keys().filter(|(topic, _)| !image.topics.contains_key(topic)).cloned().collect();
+    for (topic, partition) in gone {
+        group.offsets.remove(&(topic.clone(), partition));
+        tombstones.push((records::encode_key(&Key::Offset { group: id.to_owned(), topic, partition }), None));
     }
 }
 
@@ -669,6 +683,28 @@ mod tests {
         assert!(!expire_offsets("g", &mut group, now + Duration::from_secs(62), retention, &mut tombstones));
         assert_eq!(tombstones.len(), 4, "the last offset, then the group itself");
         assert_eq!(records::decode_key(&tombstones[2].0), Ok(Key::Group { group: "g".into() }));
+    }
+
+    #[test]
+    fn offsets_of_deleted_topics_are_forgotten() {
+        let mut group = Group::new(Kind::Classic(ClassicGroup::new("g", Duration::ZERO)));
+        let committed = OffsetValue { offset: 1, leader_epoch: -1, metadata: String::new(), commit_timestamp: 0 };
+        group.offsets.insert(("gone".into(), 0), committed.clone());
+        group.offsets.insert(("kept".into(), 0), committed);
+        let mut image = Image::default();
+        let topic = keel_controller_client::Topic {
+            id: keel_controller_client::TopicId(uuid::Uuid::nil()),
+            name: "kept".into(),
+            configs: BTreeMap::new(),
+            owner: String::new(),
+            description: String::new(),
+            partitions: Vec::new(),
+        };
+        image.topics.insert("kept".into(), topic);
+        let mut tombstones = Vec::new();
+        forget_deleted_topics("g", &mut group, &image, &mut tombstones);
+        assert_eq!(group.offsets.keys().map(|(t, _)| t.as_str()).collect::<Vec<_>>(), ["kept"]);
+        assert_eq!(tombstones.len(), 1);
     }
 
     /// Kafka's own assignment of groups to partitions (Java's hashCode).
