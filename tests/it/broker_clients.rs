@@ -7,6 +7,8 @@
 //!   zstd), keys, headers and timestamps byte for byte, ListOffsets by time;
 //! - `kafka_python_roundtrip.py`: kafka-python (its own protocol code, and
 //!   incremental fetch sessions), the same round trip with every codec;
+//! - `kafka_python_group.py`: kafka-python consumer groups (its own, older
+//!   versions of JoinGroup, SyncGroup, OffsetCommit, OffsetFetch);
 //! - `kafkajs/roundtrip.js`: kafkajs (none, gzip, snappy, lz4).
 //!
 //! `scripts/setup` installs the clients. `KEEL_CLIENT_RECORDS` raises the
@@ -61,6 +63,14 @@ async fn confluent_kafka_round_trips_every_codec_and_finds_records_by_time() {
 async fn kafka_python_round_trips_every_codec_and_finds_records_by_time() {
     let stdout = run_client("python3", "kafka_python_roundtrip.py").await;
     assert!(stdout.contains(&format!("ok: {} records with none, gzip, snappy, lz4, zstd", records())), "{stdout}");
+}
+
+/// kafka-python's own (older) versions of the group APIs: two members
+/// share a topic, commit, leave, and the offsets are at the ends.
+#[tokio::test(flavor = "multi_thread")]
+async fn kafka_python_consumer_groups_share_a_topic_and_commit() {
+    let stdout = run_client("python3", "kafka_python_group.py").await;
+    assert!(stdout.contains("ok: 600 records, 2 members, offsets at the ends"), "{stdout}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
