@@ -9,7 +9,8 @@
 //!   incremental fetch sessions), the same round trip with every codec;
 //! - `kafka_python_group.py`: kafka-python consumer groups (its own, older
 //!   versions of JoinGroup, SyncGroup, OffsetCommit, OffsetFetch);
-//! - `kafkajs/roundtrip.js`: kafkajs (none, gzip, snappy, lz4).
+//! - `kafkajs/roundtrip.js`: kafkajs (none, gzip, snappy, lz4);
+//! - `kafkajs/group.js`: kafkajs consumer groups.
 //!
 //! `scripts/setup` installs the clients. `KEEL_CLIENT_RECORDS` raises the
 //! record count (the opt-in 100 000 run).
@@ -70,6 +71,14 @@ async fn kafka_python_round_trips_every_codec_and_finds_records_by_time() {
 #[tokio::test(flavor = "multi_thread")]
 async fn kafka_python_consumer_groups_share_a_topic_and_commit() {
     let stdout = run_client("python3", "kafka_python_group.py").await;
+    assert!(stdout.contains("ok: 600 records, 2 members, offsets at the ends"), "{stdout}");
+}
+
+/// kafkajs's own versions of the group APIs: two members share a topic,
+/// auto-commit, leave, and the offsets are at the ends.
+#[tokio::test(flavor = "multi_thread")]
+async fn kafkajs_consumer_groups_share_a_topic_and_commit() {
+    let stdout = run_client("node", "kafkajs/group.js").await;
     assert!(stdout.contains("ok: 600 records, 2 members, offsets at the ends"), "{stdout}");
 }
 

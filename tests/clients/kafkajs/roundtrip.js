@@ -12,9 +12,9 @@
 //   offset must be the next offset of its partition.
 //   zstd is not tested: @kafkajs/zstd needs the native cppzst module, whose
 //   node-gyp build fails against this Node's headers (C++17 needed).
-// - reading back: kafkajs's Consumer needs consumer groups, which Keel does
-//   not have, so the records are read with kafkajs's own lower-level Fetch
-//   (the cluster's broker objects, as its consumer does internally): every
+// - reading back: with kafkajs's own lower-level Fetch (the cluster's broker
+//   objects, as its consumer does internally), so every batch can be checked
+//   as stored; its group Consumer is tested in group.js: every
 //   partition from offset 0 to the high watermark, each record byte for byte
 //   (key, value, headers in order, timestamp, CreateTime), offsets 0, 1, 2, ...,
 //   and every batch still carrying the idempotent producer's id.
