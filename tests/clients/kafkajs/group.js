@@ -1,6 +1,7 @@
 // Consumer groups through kafkajs (pure JavaScript, its own versions of the
 // group APIs): two consumers in one group share a 6-partition topic
-// (JoinGroup, SyncGroup, Heartbeat), commit as they go (OffsetCommit), and
+// (JoinGroup, SyncGroup, Heartbeat), then read what is produced, commit as
+// they go (OffsetCommit), and
 // leave (LeaveGroup); admin.fetchOffsets (OffsetFetch) then gives each
 // partition's end, and describeGroups shows the group empty.
 //
@@ -30,18 +31,17 @@ async function main () {
   const admin = kafka.admin()
   await admin.connect()
   await admin.createTopics({ topics: [{ topic, numPartitions: PARTITIONS }], waitForLeaders: true })
-  const producer = kafka.producer({ createPartitioner: Partitioners.DefaultPartitioner })
-  await producer.connect()
-  const messages = []
-  for (let i = 0; i < COUNT; i++) messages.push({ partition: i % PARTITIONS, value: `v-${i}` })
-  await producer.send({ topic, acks: -1, messages })
-  await producer.disconnect()
-
   const seen = new Set()
   const owners = new Map()
   const consumers = []
+  // Each member's partitions from its latest join: the records are produced
+  // once the two share the topic, so both have something to read.
+  const assigned = [[], []]
   for (let m = 0; m < 2; m++) {
     const consumer = kafka.consumer({ groupId, sessionTimeout: 10000, heartbeatInterval: 1000 })
+    consumer.on(consumer.events.GROUP_JOIN, ({ payload }) => {
+      assigned[m] = payload.memberAssignment[topic] || []
+    })
     await consumer.connect()
     await consumer.subscribe({ topic, fromBeginning: true })
     await consumer.run({
@@ -52,6 +52,18 @@ async function main () {
     })
     consumers.push(consumer)
   }
+  const joined = Date.now() + 30000
+  while (!(assigned[0].length > 0 && assigned[1].length > 0 && assigned[0].length + assigned[1].length === PARTITIONS)) {
+    if (Date.now() > joined) fail(`the two members never shared the topic: ${JSON.stringify(assigned)}`)
+    await new Promise(resolve => setTimeout(resolve, 100))
+  }
+  const producer = kafka.producer({ createPartitioner: Partitioners.DefaultPartitioner })
+  await producer.connect()
+  const messages = []
+  for (let i = 0; i < COUNT; i++) messages.push({ partition: i % PARTITIONS, value: `v-${i}` })
+  await producer.send({ topic, acks: -1, messages })
+  await producer.disconnect()
+
   const deadline = Date.now() + 60000
   while (seen.size < COUNT && Date.now() < deadline) await new Promise(resolve => setTimeout(resolve, 200))
   if (seen.size !== COUNT) fail(`read ${seen.size} of ${COUNT} records`)
