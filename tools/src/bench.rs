@@ -3,6 +3,7 @@
 
 pub mod broker;
 pub mod controller;
+pub mod group;
 pub mod wal;
 
 use hdrhistogram::Histogram;

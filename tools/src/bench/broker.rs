@@ -137,7 +137,8 @@ pub async fn run(args: BrokerBenchArgs) -> anyhow::Result<BrokerBenchReport> {
     result
 }
 
-async fn start_cluster(dir: &std::path::Path) -> anyhow::Result<LocalCluster> {
+/// Three controllers, and a WAL node and a broker in each of zones a, b, c.
+pub(super) async fn start_cluster(dir: &std::path::Path) -> anyhow::Result<LocalCluster> {
     let specs = LocalCluster::free_port_specs(dir, 3)?;
     let options = ClusterOptions { cluster_id: "bench".into(), controller_args: vec![] };
     let mut cluster = LocalCluster::new(dir, options, specs)?;

@@ -21,6 +21,8 @@ enum Command {
     Wal(bench::wal::WalBenchArgs),
     /// Brokers: Kafka produce and tail-consume on a three-zone cluster, against the disk's floor.
     Broker(bench::broker::BrokerBenchArgs),
+    /// Consumer groups: offset commit latency, one commit at a time.
+    Group(bench::group::GroupBenchArgs),
 }
 
 fn print(report: &(impl serde::Serialize + std::fmt::Display), json: bool) -> anyhow::Result<()> {
@@ -47,6 +49,10 @@ async fn main() -> ExitCode {
         Command::Broker(args) => {
             let json = args.json;
             bench::broker::run(args).await.and_then(|report| print(&report, json))
+        }
+        Command::Group(args) => {
+            let json = args.json;
+            bench::group::run(args).await.and_then(|report| print(&report, json))
         }
     };
     match result {
