@@ -266,6 +266,14 @@ impl ConsumerGroup {
             Some(text) => Some(Some(Subscription::new(text).map_err(|_| ResponseError::InvalidRegularExpression)?)),
         };
         match request.member_epoch {
+            -2 if self.members.get(&request.member_id).is_some_and(|m| m.instance_id.is_some()) => {
+                // A static member leaving for a restart keeps its place and
+                // partitions until its session times out; coming back under
+                // the same instance id, it takes them again (KIP-848).
+                let member = self.members.get_mut(&request.member_id).expect("checked above");
+                member.deadline = now + self.session_timeout;
+                return Ok(HeartbeatAnswer { member_id: request.member_id, member_epoch: -2, assignment: None });
+            }
             -1 | -2 => {
                 if self.members.remove(&request.member_id).is_none() {
                     return Err(ResponseError::UnknownMemberId);
@@ -343,9 +351,16 @@ impl ConsumerGroup {
                 carried = self.members.remove(&holder);
             }
         }
-        let (epoch, assigned) = match carried {
-            Some(old) => (old.epoch, old.assigned),
-            None => (0, BTreeSet::new()),
+        // A returning static member keeps its epoch, partitions and
+        // subscription: the same subscription again changes nothing.
+        let (epoch, assigned, subscribed, regex) = match carried {
+            Some(old) => {
+                if let Some(target) = self.target.remove(&old.id) {
+                    self.target.insert(request.member_id.clone(), target);
+                }
+                (old.epoch, old.assigned, old.subscribed, old.regex)
+            }
+            None => (0, BTreeSet::new(), Vec::new(), None),
         };
         if self.members.remove(&request.member_id).is_some() || epoch == 0 {
             self.epoch += 1;
@@ -357,8 +372,8 @@ impl ConsumerGroup {
                 instance_id: request.instance_id.clone(),
                 client_id: request.client_id.clone(),
                 client_host: request.client_host.clone(),
-                subscribed: Vec::new(),
-                regex: None,
+                subscribed,
+                regex,
                 epoch,
                 previous_epoch: epoch,
                 assigned,
@@ -612,6 +627,29 @@ mod tests {
         let bad = Heartbeat { member_id: "b".into(), subscribed_regex: Some("(".into()), ..Default::default() };
         assert_eq!(group.heartbeat(bad, &topics, now), Err(ResponseError::InvalidRegularExpression));
         assert_eq!(group.members.len(), 1, "the bad request changed nothing");
+    }
+
+    #[test]
+    fn a_static_member_that_leaves_for_a_restart_gets_its_partitions_back() {
+        let now = Instant::now();
+        let mut group = ConsumerGroup::new("g", Duration::from_secs(45));
+        let static_join = |id: &str| Heartbeat {
+            member_id: id.into(),
+            member_epoch: 0,
+            instance_id: Some("billing-1".into()),
+            subscribed_topics: Some(vec!["events".into()]),
+            ..Default::default()
+        };
+        let first = group.heartbeat(static_join("old"), &topics(), now).unwrap();
+        let held = first.assignment.unwrap();
+        let leave = Heartbeat { member_id: "old".into(), member_epoch: -2, ..Default::default() };
+        assert_eq!(group.heartbeat(leave, &topics(), now).unwrap().member_epoch, -2);
+        let epoch = group.epoch;
+        assert!(!group.tick(now + Duration::from_secs(10)), "kept within its session");
+        let back = group.heartbeat(static_join("new"), &topics(), now + Duration::from_secs(10)).unwrap();
+        assert_eq!(back.assignment.unwrap(), held, "the same partitions, without a new assignment");
+        assert_eq!(group.epoch, epoch, "no new group epoch");
+        assert!(!group.members.contains_key("old"));
     }
 
     #[test]
