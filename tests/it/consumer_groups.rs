@@ -449,16 +449,9 @@ async fn reset_offsets_to_datetime_replays_exactly_the_records_from_that_time() 
     assert_eq!(described_offsets(&described, &ends), reset_to, "the group's offsets moved to {datetime}");
     let replayable: i64 = ends.iter().map(|(p, end)| end - reset_to[p]).sum();
     let admins: Vec<_> = test.cluster.brokers.iter().map(|b| b.spec.admin).collect();
+    let lag_of_group = format!("keel_broker_group_lag{{group=\"{group}\"");
     keel_tests::eventually(Duration::from_secs(30), "keel_broker_group_lag shows the records to replay", || async {
-        let mut lag = 0.0;
-        for admin in &admins {
-            let (_, metrics) = keel_tools::launcher::http_get(*admin, "/metrics").await.ok()?;
-            lag += metrics
-                .lines()
-                .filter(|line| line.starts_with(&format!("keel_broker_group_lag{{group=\"{group}\"")))
-                .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-                .sum::<f64>();
-        }
+        let lag = keel_tests::metric_sum(&admins, &lag_of_group).await;
         (lag == replayable as f64).then_some(())
     })
     .await;

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
-use keel_tests::{eventually, TestCluster};
+use keel_tests::{eventually, metric_sum, TestCluster};
 use keel_tools::kafka::{self, Connection};
 
 fn repository() -> PathBuf {
@@ -62,21 +62,6 @@ fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
     files
 }
 
-/// The sum of the samples whose line starts with `prefix` (a name, and
-/// optionally the start of its labels) over the processes at `admins`.
-async fn sum_of(admins: &[std::net::SocketAddr], prefix: &str) -> f64 {
-    let mut total = 0.0;
-    for admin in admins {
-        let Ok((_, metrics)) = keel_tools::launcher::http_get(*admin, "/metrics").await else { continue };
-        total += metrics
-            .lines()
-            .filter(|line| line.starts_with(prefix))
-            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>();
-    }
-    total
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_move_the_right_way_after_a_short_produce_and_fetch() {
     let test = TestCluster::start_full().await.unwrap();
@@ -97,20 +82,24 @@ async fn metrics_move_the_right_way_after_a_short_produce_and_fetch() {
     let brokers: Vec<_> = test.cluster.brokers.iter().map(|b| b.spec.admin).collect();
     let wal_nodes: Vec<_> = test.cluster.wal_nodes.iter().map(|n| n.spec.admin).collect();
     let controllers: Vec<_> = test.cluster.controllers.iter().map(|c| c.spec.admin).collect();
-    assert!(sum_of(&brokers, "keel_broker_requests_total{api=\"Produce\"}").await >= 1.0);
-    assert!(sum_of(&brokers, "keel_broker_bytes_in_total{topic=\"metered\"}").await > 0.0, "bytes in");
-    assert!(sum_of(&brokers, "keel_broker_bytes_out_total{topic=\"metered\"}").await > 0.0, "bytes out");
-    assert!(sum_of(&brokers, "keel_broker_wal_ack_seconds_count").await >= 1.0, "a WAL ack was timed");
-    assert!(sum_of(&brokers, "keel_broker_partitions_led").await >= 1.0, "the partition is led");
-    assert!(sum_of(&wal_nodes, "keel_wal_sync_seconds_count").await >= 2.0, "the WAL nodes fsynced");
-    assert!(sum_of(&controllers, "keel_controller_is_leader").await == 1.0, "one controller leads");
-    assert!(sum_of(&controllers, "keel_controller_term").await >= 3.0, "each controller knows the term");
+    assert!(metric_sum(&brokers, "keel_broker_requests_total{api=\"Produce\"}").await >= 1.0);
+    assert!(metric_sum(&brokers, "keel_broker_bytes_in_total{topic=\"metered\"}").await > 0.0, "bytes in");
+    assert!(metric_sum(&brokers, "keel_broker_bytes_out_total{topic=\"metered\"}").await > 0.0, "bytes out");
+    assert!(metric_sum(&brokers, "keel_broker_wal_ack_seconds_count").await >= 1.0, "a WAL ack was timed");
+    assert!(metric_sum(&brokers, "keel_broker_partitions_led").await >= 1.0, "the partition is led");
+    assert!(metric_sum(&wal_nodes, "keel_wal_sync_seconds_count").await >= 2.0, "the WAL nodes fsynced");
+    assert!(metric_sum(&controllers, "keel_controller_is_leader").await == 1.0, "one controller leads");
+    assert!(metric_sum(&controllers, "keel_controller_term").await >= 3.0, "each controller knows the term");
     eventually(Duration::from_secs(30), "the upload shows in the S3 and index metrics", || async {
-        let puts = sum_of(&brokers, "keel_broker_object_requests_total{operation=\"put\",outcome=\"ok\"}").await;
-        let indexed = sum_of(&controllers, "keel_controller_objects").await;
+        let puts = metric_sum(&brokers, "keel_broker_object_requests_total{operation=\"put\",outcome=\"ok\"}").await;
+        let indexed = metric_sum(&controllers, "keel_controller_objects").await;
         (puts >= 1.0 && indexed >= 1.0).then_some(())
     })
     .await;
-    assert_eq!(sum_of(&brokers, "keel_broker_wal_log_under_replicated").await, 0.0, "every log has its three members");
+    assert_eq!(
+        metric_sum(&brokers, "keel_broker_wal_log_under_replicated").await,
+        0.0,
+        "every log has its three members"
+    );
     test.assert_clean_logs(keel_tests::PEER_UNREACHABLE);
 }

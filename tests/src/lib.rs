@@ -188,6 +188,22 @@ pub async fn metric_total(admins: &[std::net::SocketAddr], name: &str) -> f64 {
     total
 }
 
+/// The sum of the samples whose line starts with `prefix` (a name, and
+/// optionally the start of its labels) over the processes at `admins`; a
+/// process that does not answer counts nothing.
+pub async fn metric_sum(admins: &[std::net::SocketAddr], prefix: &str) -> f64 {
+    let mut total = 0.0;
+    for admin in admins {
+        let Ok((_, metrics)) = keel_tools::launcher::http_get(*admin, "/metrics").await else { continue };
+        total += metrics
+            .lines()
+            .filter(|line| line.starts_with(prefix))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>();
+    }
+    total
+}
+
 /// `keelctl` aimed at `test`'s controllers, with its cluster token.
 pub fn keelctl(test: &TestCluster) -> tokio::process::Command {
     let mut command = tokio::process::Command::new(keel_tools::launcher::find_binary("keelctl").unwrap());

@@ -27,6 +27,7 @@ pub const METADATA_VERSION: i16 = 12;
 pub const INIT_PRODUCER_ID_VERSION: i16 = 4;
 pub const CREATE_TOPICS_VERSION: i16 = 7;
 pub const LIST_OFFSETS_VERSION: i16 = 7;
+pub const FIND_COORDINATOR_VERSION: i16 = 4;
 
 /// Answers a frame larger than this are refused (a broken peer, not data).
 const FRAME_BYTES_MAX: usize = 256 << 20;
@@ -372,4 +373,32 @@ pub fn split_batches(mut records: &[u8]) -> Vec<(i64, i32, &[u8])> {
         records = &records[total..];
     }
     batches
+}
+
+/// The coordinator of `group` as (broker id, host:port), asked of
+/// `connection` until it has one (the offsets topic may be being created,
+/// or its partition changing leader) or `timeout` passes.
+pub async fn find_coordinator(
+    connection: &Connection,
+    group: &str,
+    timeout: std::time::Duration,
+) -> anyhow::Result<(i32, String)> {
+    use kafka_protocol::messages::FindCoordinatorRequest;
+    let request = FindCoordinatorRequest::default()
+        .with_key_type(0)
+        .with_coordinator_keys(vec![StrBytes::from_string(group.to_owned())]);
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let answer = connection.send(FIND_COORDINATOR_VERSION, &request).await?;
+        let found = answer.coordinators.first().context("FindCoordinator answered nothing")?;
+        if found.error_code == 0 {
+            return Ok((found.node_id.0, format!("{}:{}", found.host, found.port)));
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "group {group} has no coordinator after {timeout:?} (error {}): its partition of __consumer_offsets has no leader",
+            found.error_code
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }

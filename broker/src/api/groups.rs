@@ -630,47 +630,7 @@ fn fetch_offsets(
 
 pub(super) fn offset_fetch(broker: &Arc<Broker>, request: OffsetFetchRequest, version: i16) -> OffsetFetchResponse {
     if version >= 8 {
-        let groups = request
-            .groups
-            .iter()
-            .map(|wanted| {
-                let topics = wanted
-                    .topics
-                    .as_ref()
-                    .map(|ts| ts.iter().map(|t| (t.name.0.to_string(), t.partition_indexes.clone())).collect());
-                let member = wanted.member_id.as_ref().map(|m| (m.to_string(), wanted.member_epoch));
-                let response =
-                    offset_fetch_response::OffsetFetchResponseGroup::default().with_group_id(wanted.group_id.clone());
-                match fetch_offsets(broker, &wanted.group_id.0, topics, member) {
-                    Err(error) => {
-                        super::count_error(broker, "OffsetFetch", error);
-                        response.with_error_code(error.code())
-                    }
-                    Ok(found) => response.with_topics(
-                        found
-                            .into_iter()
-                            .map(|(topic, partitions)| {
-                                offset_fetch_response::OffsetFetchResponseTopics::default()
-                                    .with_name(TopicName(text(topic)))
-                                    .with_partitions(
-                                        partitions
-                                            .into_iter()
-                                            .map(|(p, value)| {
-                                                let (offset, epoch, metadata) = parts(value);
-                                                offset_fetch_response::OffsetFetchResponsePartitions::default()
-                                                    .with_partition_index(p)
-                                                    .with_committed_offset(offset)
-                                                    .with_committed_leader_epoch(epoch)
-                                                    .with_metadata(Some(text(metadata)))
-                                            })
-                                            .collect(),
-                                    )
-                            })
-                            .collect(),
-                    ),
-                }
-            })
-            .collect();
+        let groups = request.groups.iter().map(|wanted| fetch_group(broker, wanted)).collect();
         return OffsetFetchResponse::default().with_groups(groups);
     }
     let topics = request
@@ -678,59 +638,83 @@ pub(super) fn offset_fetch(broker: &Arc<Broker>, request: OffsetFetchRequest, ve
         .as_ref()
         .map(|ts| ts.iter().map(|t| (t.name.0.to_string(), t.partition_indexes.clone())).collect());
     let requested = topics.clone();
-    match fetch_offsets(broker, &request.group_id.0, topics, None) {
-        Ok(found) => OffsetFetchResponse::default().with_topics(
-            found
-                .into_iter()
-                .map(|(topic, partitions)| {
-                    offset_fetch_response::OffsetFetchResponseTopic::default()
-                        .with_name(TopicName(text(topic)))
-                        .with_partitions(
-                            partitions
-                                .into_iter()
-                                .map(|(p, value)| {
-                                    let (offset, epoch, metadata) = parts(value);
-                                    offset_fetch_response::OffsetFetchResponsePartition::default()
-                                        .with_partition_index(p)
-                                        .with_committed_offset(offset)
-                                        .with_committed_leader_epoch(if version >= 5 { epoch } else { -1 })
-                                        .with_metadata(Some(text(metadata)))
-                                })
-                                .collect(),
-                        )
-                })
-                .collect(),
-        ),
+    let (found, error) = match fetch_offsets(broker, &request.group_id.0, topics, None) {
+        Ok(found) => (found, None),
         Err(error) => {
             super::count_error(broker, "OffsetFetch", error);
             if version >= 2 {
                 return OffsetFetchResponse::default().with_error_code(error.code());
             }
             // v0-1 carry errors per partition only.
-            OffsetFetchResponse::default().with_topics(
-                requested
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|(topic, partitions)| {
-                        offset_fetch_response::OffsetFetchResponseTopic::default()
-                            .with_name(TopicName(text(topic)))
-                            .with_partitions(
-                                partitions
-                                    .into_iter()
-                                    .map(|p| {
-                                        offset_fetch_response::OffsetFetchResponsePartition::default()
-                                            .with_partition_index(p)
-                                            .with_committed_offset(-1)
-                                            .with_metadata(Some(text("")))
-                                            .with_error_code(error.code())
-                                    })
-                                    .collect(),
-                            )
-                    })
-                    .collect(),
-            )
+            let nothing: Vec<TopicOffsets> = requested
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(topic, partitions)| (topic, partitions.into_iter().map(|p| (p, None)).collect()))
+                .collect();
+            (nothing, Some(error))
         }
-    }
+    };
+    let topics = found
+        .into_iter()
+        .map(|(topic, partitions)| {
+            let partitions = partitions
+                .into_iter()
+                .map(|(p, value)| {
+                    let (offset, epoch, metadata) = parts(value);
+                    offset_fetch_response::OffsetFetchResponsePartition::default()
+                        .with_partition_index(p)
+                        .with_committed_offset(offset)
+                        .with_committed_leader_epoch(if version >= 5 { epoch } else { -1 })
+                        .with_metadata(Some(text(metadata)))
+                        .with_error_code(code(error))
+                })
+                .collect();
+            offset_fetch_response::OffsetFetchResponseTopic::default()
+                .with_name(TopicName(text(topic)))
+                .with_partitions(partitions)
+        })
+        .collect();
+    OffsetFetchResponse::default().with_topics(topics)
+}
+
+/// One group of an OffsetFetch v8+.
+fn fetch_group(
+    broker: &Broker,
+    wanted: &offset_fetch_request::OffsetFetchRequestGroup,
+) -> offset_fetch_response::OffsetFetchResponseGroup {
+    let topics = wanted
+        .topics
+        .as_ref()
+        .map(|ts| ts.iter().map(|t| (t.name.0.to_string(), t.partition_indexes.clone())).collect());
+    let member = wanted.member_id.as_ref().map(|m| (m.to_string(), wanted.member_epoch));
+    let response = offset_fetch_response::OffsetFetchResponseGroup::default().with_group_id(wanted.group_id.clone());
+    let found = match fetch_offsets(broker, &wanted.group_id.0, topics, member) {
+        Ok(found) => found,
+        Err(error) => {
+            super::count_error(broker, "OffsetFetch", error);
+            return response.with_error_code(error.code());
+        }
+    };
+    let topics = found
+        .into_iter()
+        .map(|(topic, partitions)| {
+            let partitions = partitions
+                .into_iter()
+                .map(|(p, value)| {
+                    let (offset, epoch, metadata) = parts(value);
+                    offset_fetch_response::OffsetFetchResponsePartitions::default()
+                        .with_partition_index(p)
+                        .with_committed_offset(offset)
+                        .with_committed_leader_epoch(epoch)
+                        .with_metadata(Some(text(metadata)))
+                })
+                .collect();
+            offset_fetch_response::OffsetFetchResponseTopics::default()
+                .with_name(TopicName(text(topic)))
+                .with_partitions(partitions)
+        })
+        .collect();
+    response.with_topics(topics)
 }
 
 fn parts(value: Option<OffsetValue>) -> (i64, i32, String) {

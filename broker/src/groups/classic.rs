@@ -769,14 +769,7 @@ impl ClassicGroup {
 /// The (topic, partition) pairs of a classic `ConsumerProtocolAssignment`,
 /// or `None` if the bytes are not one.
 pub fn decode_assignment(bytes: &Bytes) -> Option<BTreeSet<(String, i32)>> {
-    let mut body = bytes.clone();
-    if body.len() < 2 {
-        return None;
-    }
-    let version = i16::from_be_bytes([body[0], body[1]]);
-    bytes::Buf::advance(&mut body, 2);
-    let assignment =
-        kafka_protocol::messages::ConsumerProtocolAssignment::decode(&mut body, version.clamp(0, 3)).ok()?;
+    let assignment: kafka_protocol::messages::ConsumerProtocolAssignment = decode_versioned(bytes)?;
     Some(
         assignment
             .assigned_partitions
@@ -788,15 +781,20 @@ pub fn decode_assignment(bytes: &Bytes) -> Option<BTreeSet<(String, i32)>> {
 
 /// The topics of a classic `ConsumerProtocolSubscription`, or `None`.
 pub fn decode_subscription(bytes: &Bytes) -> Option<Vec<String>> {
+    let subscription: kafka_protocol::messages::ConsumerProtocolSubscription = decode_versioned(bytes)?;
+    Some(subscription.topics.iter().map(|t| t.to_string()).collect())
+}
+
+/// A consumer-protocol structure as clients write it: its version (i16),
+/// then the body at that version (read as the newest known, 3, if newer).
+fn decode_versioned<T: Decodable>(bytes: &Bytes) -> Option<T> {
     let mut body = bytes.clone();
     if body.len() < 2 {
         return None;
     }
     let version = i16::from_be_bytes([body[0], body[1]]);
     bytes::Buf::advance(&mut body, 2);
-    let subscription =
-        kafka_protocol::messages::ConsumerProtocolSubscription::decode(&mut body, version.clamp(0, 3)).ok()?;
-    Some(subscription.topics.iter().map(|t| t.to_string()).collect())
+    T::decode(&mut body, version.clamp(0, 3)).ok()
 }
 
 fn update(member: &mut Member, join: &Join) {

@@ -215,7 +215,6 @@ pub struct Coordinator {
 pub struct Locked<'a> {
     guard: MutexGuard<'a, HashMap<i32, Shard>>,
     pub partition: i32,
-    pub leader_epoch: LeaderEpoch,
 }
 
 impl Locked<'_> {
@@ -258,10 +257,8 @@ impl Coordinator {
         let (_, leader_epoch) = broker.led(topic, partition).ok_or(ResponseError::NotCoordinator)?;
         let guard = self.shards();
         match guard.get(&partition) {
-            Some(shard) if shard.leader_epoch == leader_epoch && shard.loaded => {
-                Ok(Locked { guard, partition, leader_epoch })
-            }
-            Some(shard) if shard.leader_epoch == leader_epoch => Err(ResponseError::CoordinatorLoadInProgress),
+            Some(shard) if shard.leader_epoch == leader_epoch && shard.loaded => Ok(Locked { guard, partition }),
+            // Not loaded yet at this leader epoch (`follow` is about to start or is loading).
             _ => Err(ResponseError::CoordinatorLoadInProgress),
         }
     }

@@ -119,17 +119,7 @@ pub async fn run(args: BrokerBenchArgs) -> anyhow::Result<BrokerBenchReport> {
     anyhow::ensure!(args.record_bytes >= 8, "--record-bytes must be at least 8 (the value carries a timestamp)");
     anyhow::ensure!(args.partitions > 0 && args.batch_records > 0 && args.in_flight > 0, "counts must be positive");
     let dir = tempfile::Builder::new().prefix("keel-bench-broker").tempdir()?;
-    let mut cluster = None;
-    let bootstrap = match &args.bootstrap {
-        Some(bootstrap) => bootstrap.clone(),
-        None => {
-            eprintln!("starting a local cluster; data and logs in {}", dir.path().display());
-            let local = start_cluster(dir.path()).await?;
-            let bootstrap = local.bootstrap();
-            cluster = Some(local);
-            bootstrap
-        }
-    };
+    let (bootstrap, cluster) = given_or_local(&args.bootstrap, dir.path()).await?;
     let result = measure(&args, &bootstrap, dir.path(), cluster.as_ref()).await;
     if let Some(mut cluster) = cluster {
         cluster.stop_all(Duration::from_secs(5));
@@ -137,8 +127,22 @@ pub async fn run(args: BrokerBenchArgs) -> anyhow::Result<BrokerBenchReport> {
     result
 }
 
+/// The Kafka bootstrap of the cluster to measure: `given`, else a local
+/// one started in `dir`, returned too so the caller stops it.
+pub(super) async fn given_or_local(
+    given: &Option<String>,
+    dir: &std::path::Path,
+) -> anyhow::Result<(String, Option<LocalCluster>)> {
+    if let Some(bootstrap) = given {
+        return Ok((bootstrap.clone(), None));
+    }
+    eprintln!("starting a local cluster; data and logs in {}", dir.display());
+    let local = start_cluster(dir).await?;
+    Ok((local.bootstrap(), Some(local)))
+}
+
 /// Three controllers, and a WAL node and a broker in each of zones a, b, c.
-pub(super) async fn start_cluster(dir: &std::path::Path) -> anyhow::Result<LocalCluster> {
+async fn start_cluster(dir: &std::path::Path) -> anyhow::Result<LocalCluster> {
     let specs = LocalCluster::free_port_specs(dir, 3)?;
     let options = ClusterOptions { cluster_id: "bench".into(), controller_args: vec![] };
     let mut cluster = LocalCluster::new(dir, options, specs)?;

@@ -7,10 +7,9 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use bytes::Bytes;
 use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
-use kafka_protocol::messages::{FindCoordinatorRequest, GroupId, OffsetCommitRequest, TopicName};
+use kafka_protocol::messages::{GroupId, OffsetCommitRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use serde::Serialize;
 
@@ -48,17 +47,7 @@ const PARTITIONS: i32 = 12;
 pub async fn run(args: GroupBenchArgs) -> anyhow::Result<GroupBenchReport> {
     anyhow::ensure!(args.commits > 0, "--commits must be positive");
     let dir = tempfile::Builder::new().prefix("keel-bench-group").tempdir()?;
-    let mut cluster = None;
-    let bootstrap = match &args.bootstrap {
-        Some(bootstrap) => bootstrap.clone(),
-        None => {
-            eprintln!("starting a local cluster; data and logs in {}", dir.path().display());
-            let local = super::broker::start_cluster(dir.path()).await?;
-            let bootstrap = local.bootstrap();
-            cluster = Some(local);
-            bootstrap
-        }
-    };
+    let (bootstrap, cluster) = super::broker::given_or_local(&args.bootstrap, dir.path()).await?;
     let result = measure(&args, &bootstrap).await;
     if let Some(mut cluster) = cluster {
         cluster.stop_all(Duration::from_secs(5));
@@ -82,7 +71,8 @@ async fn measure(args: &GroupBenchArgs, bootstrap: &str) -> anyhow::Result<Group
         anyhow::ensure!(kafka::produce_result(&answer)?.0 == 0, "produce to partition {partition} failed");
     }
     let group = format!("bench-{}", std::process::id());
-    let coordinator = coordinator(&first, &group).await?;
+    let (_, addr) = kafka::find_coordinator(&first, &group, Duration::from_secs(60)).await?;
+    let coordinator = Connection::connect(&addr).await?;
     let mut histogram = micros_histogram();
     let started = Instant::now();
     for i in 0..args.commits {
@@ -106,22 +96,4 @@ async fn measure(args: &GroupBenchArgs, bootstrap: &str) -> anyhow::Result<Group
         commits_per_second: f64::from(args.commits) / started.elapsed().as_secs_f64(),
         commit_latency: LatencySummary::from_micros(&histogram),
     })
-}
-
-/// A connection to `group`'s coordinator (FindCoordinator v4, retried while
-/// the offsets topic is being created).
-async fn coordinator(connection: &Connection, group: &str) -> anyhow::Result<Connection> {
-    let request = FindCoordinatorRequest::default()
-        .with_key_type(0)
-        .with_coordinator_keys(vec![StrBytes::from_string(group.to_owned())]);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let answer = connection.send(4, &request).await?;
-        let found = answer.coordinators.first().context("FindCoordinator answered nothing")?;
-        if found.error_code == 0 {
-            return Connection::connect(&format!("{}:{}", found.host, found.port)).await;
-        }
-        anyhow::ensure!(Instant::now() < deadline, "no coordinator for {group}: error {}", found.error_code);
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }

@@ -18,7 +18,6 @@ use serde::Serialize;
 use super::print_json;
 use crate::kafka::Connection;
 
-const FIND_COORDINATOR_VERSION: i16 = 4;
 const LIST_GROUPS_VERSION: i16 = 5;
 const DESCRIBE_GROUPS_VERSION: i16 = 5;
 const OFFSET_FETCH_VERSION: i16 = 8;
@@ -206,19 +205,8 @@ impl Cluster {
     /// A connection to `group`'s coordinator, and its id.
     async fn coordinator(&self, group: &str) -> anyhow::Result<(Connection, i32)> {
         let broker = self.any_broker().await?;
-        let request = FindCoordinatorRequest::default()
-            .with_key_type(0)
-            .with_coordinator_keys(vec![StrBytes::from_string(group.to_owned())]);
-        for _ in 0..50 {
-            let answer = broker.send(FIND_COORDINATOR_VERSION, &request).await?;
-            let found = answer.coordinators.first().context("FindCoordinator answered nothing")?;
-            if found.error_code == 0 {
-                let addr = format!("{}:{}", found.host, found.port);
-                return Ok((Connection::connect(&addr).await?, found.node_id.0));
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        }
-        anyhow::bail!("group {group} has no coordinator: its partition of __consumer_offsets has no leader")
+        let (id, addr) = crate::kafka::find_coordinator(&broker, group, std::time::Duration::from_secs(10)).await?;
+        Ok((Connection::connect(&addr).await?, id))
     }
 
     /// Offsets of `partitions` at `timestamp` (-1 end, -2 first, else
