@@ -119,7 +119,12 @@ for p in range(partitions):
             _, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
             break
         except KafkaException as error:
-            moving = (KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE, KafkaError._TIMED_OUT)
+            moving = (
+                KafkaError.NOT_LEADER_FOR_PARTITION,
+                KafkaError.LEADER_NOT_AVAILABLE,
+                KafkaError._TIMED_OUT,
+                KafkaError._UNKNOWN_PARTITION,  # librdkafka's metadata has no leader for it yet
+            )
             if error.args[0].code() not in moving or attempt == 59:
                 raise
             time.sleep(0.5)
