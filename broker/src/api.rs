@@ -10,6 +10,7 @@ mod metadata;
 mod offsets;
 mod produce;
 mod producer_id;
+mod txn;
 mod versions;
 
 use std::sync::Arc;
@@ -81,7 +82,7 @@ pub enum Admitted {
 /// Produce the appending of its batches, so produces pipelined on one
 /// connection get offsets in the order they were sent (Kafka handles a
 /// connection's requests in order). `handle` then runs it concurrently.
-pub fn admit(broker: &Arc<Broker>, request: Request) -> Result<Admitted, Unreadable> {
+pub async fn admit(broker: &Arc<Broker>, request: Request) -> Result<Admitted, Unreadable> {
     let Request { api, version, header, body } = request;
     let Some((min, max)) = versions::supported(api) else {
         return Err(Unreadable::UnsupportedVersion { api, version, min: 0, max: -1 });
@@ -96,7 +97,12 @@ pub fn admit(broker: &Arc<Broker>, request: Request) -> Result<Admitted, Unreada
     }
     if api == ApiKey::Produce {
         let started = std::time::Instant::now();
-        let produce = produce::admit(broker, decode(api, version, body)?, version, false);
+        let request = decode(api, version, body)?;
+        // A transaction's first batch in a partition waits for its
+        // coordinator's word (KIP-890); later requests of the connection wait
+        // behind it, as their order must hold.
+        let verified = crate::txn::verify_produce(broker, &request).await;
+        let produce = produce::admit(broker, request, version, false, &verified);
         return Ok(Admitted::Produce { correlation: header.correlation_id, version, started, produce });
     }
     Ok(Admitted::Other(Request { api, version, header, body }))
@@ -137,7 +143,7 @@ pub async fn handle(
             encode(api, version, correlation, &offsets::handle(broker, decode(api, version, body)?, version).await)?
         }
         ApiKey::InitProducerId => {
-            encode(api, version, correlation, &producer_id::handle(broker, decode(api, version, body)?).await)?
+            encode(api, version, correlation, &producer_id::handle(broker, decode(api, version, body)?, version).await)?
         }
         ApiKey::CreateTopics => encode(
             api,
@@ -218,6 +224,39 @@ pub async fn handle(
         ApiKey::DeleteGroups => {
             encode(api, version, correlation, &groups::delete_groups(broker, decode(api, version, body)?).await)?
         }
+        ApiKey::TxnOffsetCommit => encode(
+            api,
+            version,
+            correlation,
+            &groups::txn_offset_commit(broker, decode(api, version, body)?, version).await,
+        )?,
+        ApiKey::AddPartitionsToTxn => encode(
+            api,
+            version,
+            correlation,
+            &txn::add_partitions_to_txn(broker, decode(api, version, body)?, version).await,
+        )?,
+        ApiKey::AddOffsetsToTxn => encode(
+            api,
+            version,
+            correlation,
+            &txn::add_offsets_to_txn(broker, decode(api, version, body)?, version).await,
+        )?,
+        ApiKey::EndTxn => {
+            encode(api, version, correlation, &txn::end_txn(broker, decode(api, version, body)?, version).await)?
+        }
+        ApiKey::WriteTxnMarkers => {
+            encode(api, version, correlation, &txn::write_txn_markers(broker, decode(api, version, body)?).await)?
+        }
+        ApiKey::DescribeTransactions => {
+            encode(api, version, correlation, &txn::describe_transactions(broker, decode(api, version, body)?))?
+        }
+        ApiKey::ListTransactions => {
+            encode(api, version, correlation, &txn::list_transactions(broker, decode(api, version, body)?, version))?
+        }
+        ApiKey::DescribeProducers => {
+            encode(api, version, correlation, &txn::describe_producers(broker, decode(api, version, body)?))?
+        }
         other => return Err(Unreadable::UnsupportedVersion { api: other, version, min: 0, max: -1 }),
     };
     count_request(broker, api, started);
@@ -243,7 +282,7 @@ pub(crate) fn append_internal(broker: &Arc<Broker>, topic: &str, partition: i32,
             .with_name(TopicName(kafka_protocol::protocol::StrBytes::from_string(topic.to_owned())))
             .with_partition_data(vec![PartitionProduceData::default().with_index(partition).with_records(Some(batch))]),
     ]);
-    InternalAppend(produce::admit(broker, request, INTERNAL_PRODUCE_VERSION, true))
+    InternalAppend(produce::admit(broker, request, INTERNAL_PRODUCE_VERSION, true, &Default::default()))
 }
 
 /// Waits for an internal append; `None` once it is durable, else the error.
@@ -291,7 +330,7 @@ fn encode<T: Encodable + HeaderVersion>(
 
 /// The topic a Produce or Fetch names: by id from v13 on (the id is nil
 /// before), by name before.
-fn find_topic<'a>(
+pub(crate) fn find_topic<'a>(
     image: &'a keel_controller_client::Image,
     name: &str,
     id: uuid::Uuid,
@@ -304,6 +343,6 @@ fn find_topic<'a>(
 }
 
 /// Counts a partition-level error for the metrics.
-fn count_error(broker: &Broker, api: &str, error: kafka_protocol::error::ResponseError) {
+pub(crate) fn count_error(broker: &Broker, api: &str, error: kafka_protocol::error::ResponseError) {
     broker.metrics.errors.with_label_values(&[api, &format!("{error:?}")]).inc();
 }

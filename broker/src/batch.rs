@@ -203,6 +203,138 @@ pub fn first_record_at(bytes: &[u8], from: i64, timestamp: Option<i64>) -> Resul
     Ok(found.map(|record| (record.timestamp, record.offset)))
 }
 
+/// What a control batch marks: the end of a transaction (Kafka's control
+/// record types 0 and 1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Marker {
+    Abort,
+    Commit,
+}
+
+impl BatchHeader {
+    pub fn is_control(&self) -> bool {
+        self.attributes & ATTR_CONTROL != 0
+    }
+}
+
+/// The transaction marker a stored control batch holds: the type in its
+/// first record's key (version i16, type i16). `None` for a data batch, an
+/// unknown control type or a record that cannot be read (control batches
+/// are written uncompressed, by brokers only).
+pub fn marker(bytes: &[u8]) -> Option<Marker> {
+    if bytes.len() < HEADER_BYTES || i16_at(bytes, 21) & (ATTR_CONTROL | 0b111) != ATTR_CONTROL {
+        return None;
+    }
+    let mut rest = &bytes[HEADER_BYTES..];
+    let _length = read_varint(&mut rest)?;
+    let (_attributes, tail) = rest.split_first()?;
+    rest = tail;
+    let _timestamp_delta = read_varint(&mut rest)?;
+    let _offset_delta = read_varint(&mut rest)?;
+    let key_length = read_varint(&mut rest)?;
+    if key_length < 4 || rest.len() < 4 {
+        return None;
+    }
+    match i16_at(rest, 2) {
+        0 => Some(Marker::Abort),
+        1 => Some(Marker::Commit),
+        _ => None,
+    }
+}
+
+/// Reads one zigzag varint (at most 10 bytes) and moves past it.
+fn read_varint(bytes: &mut &[u8]) -> Option<i64> {
+    let mut value = 0u64;
+    for (i, byte) in bytes.iter().enumerate().take(10) {
+        value |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            *bytes = &bytes[i + 1..];
+            return Some(((value >> 1) as i64) ^ -((value & 1) as i64));
+        }
+    }
+    None
+}
+
+/// A transaction marker as Kafka writes it: one control record in a
+/// transactional batch of the producer, key (version 0, type) and value
+/// `EndTxnMarker` (version 0, the coordinator's epoch).
+pub fn marker_batch(
+    producer_id: i64,
+    producer_epoch: i16,
+    marker: Marker,
+    coordinator_epoch: i32,
+    now_ms: i64,
+) -> bytes::Bytes {
+    use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+    let kind: i16 = match marker {
+        Marker::Abort => 0,
+        Marker::Commit => 1,
+    };
+    let mut key = Vec::with_capacity(4);
+    key.extend_from_slice(&0i16.to_be_bytes());
+    key.extend_from_slice(&kind.to_be_bytes());
+    let mut value = Vec::with_capacity(6);
+    value.extend_from_slice(&0i16.to_be_bytes());
+    value.extend_from_slice(&coordinator_epoch.to_be_bytes());
+    let record = Record {
+        transactional: true,
+        control: true,
+        delete_horizon: false,
+        partition_leader_epoch: -1,
+        producer_id,
+        producer_epoch,
+        timestamp_type: TimestampType::Creation,
+        offset: 0,
+        sequence: -1,
+        timestamp: now_ms,
+        key: Some(key.into()),
+        value: Some(value.into()),
+        headers: Default::default(),
+    };
+    let mut batch = bytes::BytesMut::new();
+    let options = RecordEncodeOptions { version: 2, compression: Compression::None };
+    RecordBatchEncoder::encode(&mut batch, [&record], &options).expect("an uncompressed control batch always encodes");
+    batch.freeze()
+}
+
+/// An uncompressed batch of keyed records (a value of `None` is a
+/// tombstone) as the broker itself writes them to an internal topic; as
+/// producer (id, epoch)'s transaction when given (with no sequence: the
+/// coordinator's own writes are not deduplicated).
+pub fn keyed_batch(
+    records: Vec<(bytes::Bytes, Option<bytes::Bytes>)>,
+    producer: Option<(i64, i16)>,
+    now_ms: i64,
+) -> bytes::Bytes {
+    use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+    let (producer_id, producer_epoch) = producer.unwrap_or((-1, -1));
+    let records: Vec<Record> = records
+        .into_iter()
+        .enumerate()
+        .map(|(i, (key, value))| Record {
+            transactional: producer.is_some(),
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id,
+            producer_epoch,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            // The codec wants offset - sequence equal across a batch; a
+            // batch without a sequence then has base sequence -1.
+            sequence: (i as i32).wrapping_sub(1),
+            timestamp: now_ms,
+            key: Some(key),
+            value,
+            headers: Default::default(),
+        })
+        .collect();
+    let mut batch = bytes::BytesMut::new();
+    let options = RecordEncodeOptions { version: 2, compression: Compression::None };
+    RecordBatchEncoder::encode(&mut batch, &records, &options).expect("an uncompressed batch always encodes");
+    batch.freeze()
+}
+
 /// Builds an uncompressed batch of records with the given values, for tests.
 #[cfg(test)]
 pub(crate) fn build(values: &[&[u8]], producer: (i64, i16, i32), timestamp: i64) -> Vec<u8> {
@@ -280,6 +412,21 @@ mod tests {
         set_log_append_time(&mut batch, 99);
         let header = check(&batch).expect("the CRC was recomputed");
         assert_eq!((header.max_timestamp, header.attributes & ATTR_LOG_APPEND_TIME), (99, ATTR_LOG_APPEND_TIME));
+    }
+
+    #[test]
+    fn markers_are_written_and_read_back_as_kafka_lays_them_out() {
+        let commit = marker_batch(7, 3, Marker::Commit, 11, 1_000);
+        let header = stored_header(&commit).unwrap();
+        assert!(header.is_control() && header.is_transactional());
+        assert_eq!((header.producer_id, header.producer_epoch, header.record_count), (7, 3, 1));
+        assert_eq!(marker(&commit), Some(Marker::Commit));
+        assert_eq!(marker(&marker_batch(7, 3, Marker::Abort, 0, 0)), Some(Marker::Abort));
+        assert_eq!(check(&commit), Err(BatchError::Control), "producers may not write them");
+        assert_eq!(marker(&build(&[b"x"], (7, 3, 0), 0)), None, "a data batch");
+        for cut in 0..commit.len() {
+            let _ = marker(&commit[..cut]);
+        }
     }
 
     #[test]

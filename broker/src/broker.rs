@@ -54,6 +54,8 @@ pub struct Broker {
     pub traffic: crate::load_report::Traffic,
     /// The consumer groups this broker coordinates.
     pub groups: crate::groups::Coordinator,
+    /// The transactional ids this broker coordinates.
+    pub txns: crate::txn::TxnCoordinator,
     /// Connections to other brokers (end offsets for offset commits).
     pub peers: crate::peers::Peers,
     producer_ids: tokio::sync::Mutex<(i64, i64)>,
@@ -67,6 +69,9 @@ pub struct ReadView {
     pub stream: StreamId,
     pub leader_epoch: LeaderEpoch,
     pub high_watermark: i64,
+    /// Below the first offset of any open transaction, at most the high
+    /// watermark: what `read_committed` consumers may read.
+    pub last_stable: i64,
     pub log_start: i64,
     pub ranges: Vec<LogRange>,
 }
@@ -87,6 +92,10 @@ impl Broker {
             offsets_partitions: config.offsets_topic_partitions,
             offsets_retention: config.offsets_retention,
         });
+        let txns = crate::txn::TxnCoordinator::new(crate::txn::Settings {
+            partitions: config.transaction_state_partitions,
+            id_expiration: config.transactional_id_expiration,
+        });
         Broker {
             cache: BatchCache::new(config.cache_bytes as usize),
             objects,
@@ -105,6 +114,7 @@ impl Broker {
             upload_now: Notify::new(),
             traffic: crate::load_report::Traffic::default(),
             groups,
+            txns,
             peers: crate::peers::Peers::default(),
             producer_ids: tokio::sync::Mutex::new((0, 0)),
             wal_channels: Mutex::default(),
@@ -159,13 +169,27 @@ impl Broker {
         }
         let record = &topic.partitions[index as usize];
         let state = leadership.partition(stream, leader_epoch, record).ok_or(ResponseError::NotLeaderOrFollower)?;
+        state.producers.forget_aborted_before(state.log_start);
+        let last_stable =
+            state.producers.first_unstable().map_or(state.high_watermark, |first| first.min(state.high_watermark));
         Ok(ReadView {
             stream,
             leader_epoch,
             high_watermark: state.high_watermark,
+            last_stable,
             log_start: state.log_start,
             ranges: state.ranges.clone(),
         })
+    }
+
+    /// The aborted transactions with data in `[from, to)` of a partition
+    /// this broker leads.
+    pub fn aborted_between(&self, stream: StreamId, from: i64, to: i64) -> Vec<crate::producers::AbortedTxn> {
+        self.leadership()
+            .partitions
+            .get(&stream)
+            .map(|state| state.producers.aborted_between(from, to))
+            .unwrap_or_default()
     }
 
     /// Called when an append found the log fenced: the broker stops writing

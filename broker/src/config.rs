@@ -135,6 +135,17 @@ pub struct ConfigToml {
     #[arg(long, env = "KEEL_BROKER_PRODUCER_ID_EXPIRATION", value_parser = humantime_serde::re::humantime::parse_duration)]
     #[serde(with = "humantime_serde")]
     pub producer_id_expiration: Option<Duration>,
+    /// Partitions of `__transaction_state`, the internal topic of the
+    /// transaction coordinators, when a broker creates it (first
+    /// FindCoordinator for a transactional id). It never changes
+    /// afterwards: an id's partition depends on it. Default 12.
+    #[arg(long, env = "KEEL_BROKER_TRANSACTION_STATE_PARTITIONS")]
+    pub transaction_state_partitions: Option<i32>,
+    /// A transactional id with no transaction for this long is forgotten
+    /// (Kafka's transactional.id.expiration.ms). Default 7 days.
+    #[arg(long, env = "KEEL_BROKER_TRANSACTIONAL_ID_EXPIRATION", value_parser = humantime_serde::re::humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub transactional_id_expiration: Option<Duration>,
     /// The cluster's shared secret (at least 16 characters): every internal
     /// gRPC call carries it, and controllers and WAL nodes refuse calls
     /// without it. The same on every process of the cluster and for
@@ -179,6 +190,8 @@ pub struct BrokerConfig {
     pub group_consumer_heartbeat_interval: Duration,
     pub offsets_retention: Duration,
     pub producer_id_expiration: Duration,
+    pub transaction_state_partitions: i32,
+    pub transactional_id_expiration: Duration,
     pub cluster_token: Option<keel_proto::auth::Secret>,
 }
 
@@ -222,6 +235,8 @@ impl ConfigToml {
                 .or(lower.group_consumer_heartbeat_interval),
             offsets_retention: self.offsets_retention.or(lower.offsets_retention),
             producer_id_expiration: self.producer_id_expiration.or(lower.producer_id_expiration),
+            transaction_state_partitions: self.transaction_state_partitions.or(lower.transaction_state_partitions),
+            transactional_id_expiration: self.transactional_id_expiration.or(lower.transactional_id_expiration),
             cluster_token: self.cluster_token.or(lower.cluster_token),
         }
     }
@@ -260,6 +275,8 @@ impl ConfigToml {
             group_consumer_heartbeat_interval,
             offsets_retention,
             producer_id_expiration,
+            transaction_state_partitions,
+            transactional_id_expiration,
             cluster_token,
         } = self;
         let objects = match (objects_dir, s3_bucket) {
@@ -293,6 +310,11 @@ impl ConfigToml {
             (1..=1000).contains(&offsets_topic_partitions),
             "offsets_topic_partitions must be between 1 and 1000"
         );
+        let transaction_state_partitions = transaction_state_partitions.unwrap_or(12);
+        anyhow::ensure!(
+            (1..=1000).contains(&transaction_state_partitions),
+            "transaction_state_partitions must be between 1 and 1000"
+        );
         let request_bytes_max = request_bytes_max.unwrap_or(100 << 20);
         anyhow::ensure!(request_bytes_max >= 1 << 20, "request_bytes_max must be at least 1 MiB");
         Ok(BrokerConfig {
@@ -323,6 +345,8 @@ impl ConfigToml {
             group_consumer_heartbeat_interval: group_consumer_heartbeat_interval.unwrap_or(Duration::from_secs(5)),
             offsets_retention: offsets_retention.unwrap_or(Duration::from_secs(7 * 24 * 3600)),
             producer_id_expiration: producer_id_expiration.unwrap_or(Duration::from_secs(24 * 3600)),
+            transaction_state_partitions,
+            transactional_id_expiration: transactional_id_expiration.unwrap_or(Duration::from_secs(7 * 24 * 3600)),
         })
     }
 }

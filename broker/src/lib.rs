@@ -30,4 +30,5 @@ pub mod retention;
 pub mod server;
 pub mod snapshots;
 pub mod stream_index;
+pub mod txn;
 pub mod uploader;

@@ -52,6 +52,11 @@ pub struct Metrics {
     pub produce_duplicates: IntCounter,
     /// Idle producers forgotten (producer_id_expiration).
     pub producers_expired: IntCounter,
+    /// Transactions this broker coordinated to their end, by outcome
+    /// (commit, abort, timed_out), and the time from the prepared state to
+    /// every marker written.
+    pub transactions: IntCounterVec,
+    pub transaction_markers_seconds: Histogram,
     /// Bytes of this broker's WAL log some member has not acknowledged, and
     /// whether the log is missing a member now (1) or not (0).
     pub wal_unreplicated_bytes: IntGauge,
@@ -169,6 +174,20 @@ impl Metrics {
                 "keel_broker_producers_expired_total",
                 "Idempotent producers forgotten after appending nothing for producer_id_expiration.",
             )?,
+            transactions: IntCounterVec::new(
+                Opts::new(
+                    "keel_broker_transactions_total",
+                    "Transactions ended by this broker as their coordinator: commit, abort, or timed_out (aborted by the coordinator).",
+                ),
+                &["outcome"],
+            )?,
+            transaction_markers_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "keel_broker_transaction_markers_seconds",
+                    "From a transaction's prepared state to its markers durable in every partition.",
+                )
+                .buckets(prometheus::exponential_buckets(0.001, 2.0, 16)?),
+            )?,
             wal_unreplicated_bytes: IntGauge::new(
                 "keel_broker_wal_unreplicated_bytes",
                 "Bytes of this broker's WAL log held in memory for a member that has not acknowledged them.",
@@ -217,6 +236,8 @@ impl Metrics {
         registry.register(Box::new(metrics.object_request_seconds.clone()))?;
         registry.register(Box::new(metrics.produce_duplicates.clone()))?;
         registry.register(Box::new(metrics.producers_expired.clone()))?;
+        registry.register(Box::new(metrics.transactions.clone()))?;
+        registry.register(Box::new(metrics.transaction_markers_seconds.clone()))?;
         registry.register(Box::new(metrics.offset_commit_seconds.clone()))?;
         registry.register(Box::new(metrics.errors.clone()))?;
         registry.register(Box::new(metrics.request_seconds.clone()))?;

@@ -58,6 +58,7 @@ pub async fn start(config: BrokerConfig, registry: &Registry, cancel: Cancellati
     tasks.spawn(broker.clone().keep_log(tasks.clone(), cancel.clone()));
     tasks.spawn(crate::leaders::run(broker.clone(), cancel.clone()));
     tasks.spawn(crate::groups::run(broker.clone(), cancel.clone()));
+    tasks.spawn(crate::txn::run(broker.clone(), cancel.clone()));
     tasks.spawn(crate::groups::report_lag(broker.clone(), cancel.clone()));
     tasks.spawn(crate::producers::expire_idle(broker.clone(), cancel.clone()));
     tasks.spawn(crate::drain::run(broker.clone(), cancel.clone()));

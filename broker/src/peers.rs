@@ -1,6 +1,8 @@
 //! Asking other brokers over the Kafka protocol, as a client would: the
 //! end offsets of partitions they lead (an offset commit beyond a
-//! partition's end is refused). One connection per peer, reused.
+//! partition's end is refused), and the transaction coordinator's calls
+//! (markers to partition leaders, KIP-890's check from a leader to a
+//! coordinator). One connection per peer, reused.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -88,6 +90,19 @@ impl Peers {
             }
         }
         Ok(ends)
+    }
+
+    /// Sends `request` to the broker at `addr` and decodes its answer.
+    pub async fn call<R: Encodable + HeaderVersion, A: Decodable + HeaderVersion>(
+        &self,
+        addr: &str,
+        api: ApiKey,
+        version: i16,
+        request: &R,
+    ) -> anyhow::Result<A> {
+        let mut body = self.round_trip(addr, api, version, request).await?;
+        ResponseHeader::decode(&mut body, A::header_version(version))?;
+        A::decode(&mut body, version)
     }
 
     /// Sends one request on the peer's connection (made if needed) and

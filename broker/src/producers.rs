@@ -1,13 +1,17 @@
-//! Idempotent producers: per partition, each producer's epoch and its last
-//! five batches, so a retried batch is recognised and a gap refused (as
-//! Kafka's `ProducerStateManager`). A producer that wrote nothing for
-//! `producer_id_expiration` is forgotten (Kafka's `producer.id.expiration.ms`).
+//! Idempotent and transactional producers: per partition, each producer's
+//! epoch and its last five batches, so a retried batch is recognised and a
+//! gap refused, and its open transaction, if any (as Kafka's
+//! `ProducerStateManager`). The open transactions give the last stable
+//! offset; the aborted ones, with their first and last offsets, are the
+//! index `read_committed` consumers filter by. A producer that wrote nothing
+//! for `producer_id_expiration` is forgotten (Kafka's
+//! `producer.id.expiration.ms`), unless its transaction is still open.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use kafka_protocol::error::ResponseError;
 
-use crate::batch::{wrapping_add_sequence, BatchHeader};
+use crate::batch::{wrapping_add_sequence, BatchHeader, Marker};
 
 /// Batches remembered per producer: clients have at most five in flight.
 const WINDOW: usize = 5;
@@ -33,6 +37,28 @@ struct Producer {
     /// snapshot from before this field counts from when it is loaded.
     #[serde(default = "now_ms")]
     last_append_ms: i64,
+    /// The first offset of its open transaction in this partition.
+    #[serde(default)]
+    txn_first: Option<i64>,
+}
+
+/// A transaction that ended with an abort marker: its data lies between
+/// `first_offset` and the marker at `last_offset`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AbortedTxn {
+    pub producer_id: i64,
+    pub first_offset: i64,
+    pub last_offset: i64,
+}
+
+/// One producer as `DescribeProducers` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProducerView {
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub last_sequence: i32,
+    pub last_append_ms: i64,
+    pub txn_first: Option<i64>,
 }
 
 fn now_ms() -> i64 {
@@ -43,15 +69,50 @@ fn now_ms() -> i64 {
 #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Producers {
     producers: HashMap<i64, Producer>,
+    /// Open transactions: first offset -> producer id.
+    #[serde(default)]
+    open: BTreeMap<i64, i64>,
+    /// Aborted transactions in the order of their markers.
+    #[serde(default)]
+    aborted: Vec<AbortedTxn>,
 }
 
 impl Producers {
     /// Decides what to do with a batch, without changing anything.
-    pub fn check(&self, batch: &BatchHeader) -> Verdict {
+    /// `verified`: the transaction coordinator confirmed that the batch's
+    /// producer added this partition to its transaction at its epoch
+    /// (KIP-890), needed for the first batch of a transaction.
+    pub fn check(&self, batch: &BatchHeader, verified: bool) -> Verdict {
         if !batch.is_idempotent() {
             return Verdict::Append;
         }
-        let Some(producer) = self.producers.get(&batch.producer_id) else {
+        let producer = self.producers.get(&batch.producer_id);
+        if batch.is_control() {
+            // A marker from the coordinator: an older epoch is a zombie's.
+            return match producer {
+                Some(producer) if batch.producer_epoch < producer.epoch => {
+                    Verdict::Refuse(ResponseError::InvalidProducerEpoch)
+                }
+                _ => Verdict::Append,
+            };
+        }
+        if producer.is_some_and(|p| batch.producer_epoch < p.epoch) {
+            return Verdict::Refuse(ResponseError::InvalidProducerEpoch);
+        }
+        let in_transaction = self.in_transaction(batch.producer_id, batch.producer_epoch);
+        if batch.is_transactional() && !in_transaction && !verified {
+            return Verdict::Refuse(ResponseError::InvalidTxnState);
+        }
+        if !batch.is_transactional() && producer.is_some_and(|p| p.txn_first.is_some()) {
+            return Verdict::Refuse(ResponseError::InvalidTxnState);
+        }
+        if batch.base_sequence < 0 {
+            // The coordinator's own transactional writes (offsets committed
+            // in a transaction) carry no sequence; clients' are refused
+            // before this.
+            return Verdict::Append;
+        }
+        let Some(producer) = producer else {
             // Unknown producer (new, or its state expired): any sequence starts it, as in Kafka.
             return Verdict::Append;
         };
@@ -79,8 +140,9 @@ impl Producers {
         }
     }
 
-    /// Records a batch appended at `base_offset` at `now_ms`.
-    pub fn record(&mut self, batch: &BatchHeader, base_offset: i64, now_ms: i64) {
+    /// Records a batch appended at `base_offset` at `now_ms`; `marker` is
+    /// what a control batch marks (`batch::marker`).
+    pub fn record(&mut self, batch: &BatchHeader, marker: Option<Marker>, base_offset: i64, now_ms: i64) {
         if !batch.is_idempotent() {
             return;
         }
@@ -88,11 +150,33 @@ impl Producers {
             epoch: batch.producer_epoch,
             batches: VecDeque::new(),
             last_append_ms: now_ms,
+            txn_first: None,
         });
         producer.last_append_ms = now_ms;
-        if batch.producer_epoch != producer.epoch {
+        if batch.producer_epoch > producer.epoch || (batch.producer_epoch != producer.epoch && !batch.is_control()) {
             producer.epoch = batch.producer_epoch;
             producer.batches.clear();
+        }
+        if batch.is_control() {
+            // The transaction ends here, whatever its marker (an unknown
+            // control type is not a transaction's end, and ends nothing).
+            let Some(marker) = marker else { return };
+            if let Some(first) = producer.txn_first.take() {
+                self.open.remove(&first);
+                if marker == Marker::Abort {
+                    let aborted =
+                        AbortedTxn { producer_id: batch.producer_id, first_offset: first, last_offset: base_offset };
+                    self.aborted.push(aborted);
+                }
+            }
+            return;
+        }
+        if batch.is_transactional() && producer.txn_first.is_none() {
+            producer.txn_first = Some(base_offset);
+            self.open.insert(base_offset, batch.producer_id);
+        }
+        if batch.base_sequence < 0 {
+            return;
         }
         let last_offset = base_offset + i64::from(batch.last_offset_delta);
         producer.batches.push_back((batch.base_sequence, batch.last_sequence(), base_offset, last_offset));
@@ -105,8 +189,47 @@ impl Producers {
     /// returns how many.
     pub fn expire(&mut self, horizon_ms: i64) -> usize {
         let before = self.producers.len();
-        self.producers.retain(|_, producer| producer.last_append_ms > horizon_ms);
+        self.producers.retain(|_, producer| producer.txn_first.is_some() || producer.last_append_ms > horizon_ms);
         before - self.producers.len()
+    }
+
+    /// Whether the producer has a transaction open here at `epoch`.
+    pub fn in_transaction(&self, producer_id: i64, epoch: i16) -> bool {
+        self.producers.get(&producer_id).is_some_and(|p| p.txn_first.is_some() && p.epoch == epoch)
+    }
+
+    /// The first offset of the oldest open transaction: the last stable
+    /// offset is the lower of it and the high watermark.
+    pub fn first_unstable(&self) -> Option<i64> {
+        self.open.keys().next().copied()
+    }
+
+    /// The aborted transactions with data in `[from, to)`, oldest first.
+    pub fn aborted_between(&self, from: i64, to: i64) -> Vec<AbortedTxn> {
+        self.aborted.iter().filter(|txn| txn.last_offset >= from && txn.first_offset < to).copied().collect()
+    }
+
+    /// Forgets aborted transactions that end below the log start (their
+    /// data is deleted).
+    pub fn forget_aborted_before(&mut self, log_start: i64) {
+        self.aborted.retain(|txn| txn.last_offset >= log_start);
+    }
+
+    /// Every producer, for `DescribeProducers`.
+    pub fn view(&self) -> Vec<ProducerView> {
+        let mut producers: Vec<ProducerView> = self
+            .producers
+            .iter()
+            .map(|(&producer_id, p)| ProducerView {
+                producer_id,
+                epoch: p.epoch,
+                last_sequence: p.batches.back().map_or(-1, |b| b.1),
+                last_append_ms: p.last_append_ms,
+                txn_first: p.txn_first,
+            })
+            .collect();
+        producers.sort_by_key(|p| p.producer_id);
+        producers
     }
 }
 
@@ -153,53 +276,121 @@ mod tests {
     fn in_order_batches_append_retries_are_duplicates_and_gaps_are_refused() {
         let mut producers = Producers::default();
         let first = header(9, 0, 0, 3);
-        assert_eq!(producers.check(&first), Verdict::Append);
-        producers.record(&first, 100, 0);
-        assert_eq!(producers.check(&first), Verdict::Duplicate { base_offset: 100, last_offset: 102 });
+        assert_eq!(producers.check(&first, false), Verdict::Append);
+        producers.record(&first, None, 100, 0);
+        assert_eq!(producers.check(&first, false), Verdict::Duplicate { base_offset: 100, last_offset: 102 });
         let next = header(9, 0, 3, 2);
-        assert_eq!(producers.check(&next), Verdict::Append);
-        producers.record(&next, 103, 0);
+        assert_eq!(producers.check(&next, false), Verdict::Append);
+        producers.record(&next, None, 103, 0);
         assert_eq!(
-            producers.check(&header(9, 0, 6, 1)),
+            producers.check(&header(9, 0, 6, 1), false),
             Verdict::Refuse(ResponseError::OutOfOrderSequenceNumber),
             "sequence 5 is missing"
         );
-        assert_eq!(producers.check(&header(9, 0, 5, 1)), Verdict::Append);
+        assert_eq!(producers.check(&header(9, 0, 5, 1), false), Verdict::Append);
     }
 
     #[test]
     fn epochs_fence_old_producers_and_a_new_epoch_starts_at_zero() {
         let mut producers = Producers::default();
-        producers.record(&header(9, 3, 0, 1), 0, 0);
-        assert_eq!(producers.check(&header(9, 2, 1, 1)), Verdict::Refuse(ResponseError::InvalidProducerEpoch));
-        assert_eq!(producers.check(&header(9, 4, 7, 1)), Verdict::Refuse(ResponseError::OutOfOrderSequenceNumber));
-        assert_eq!(producers.check(&header(9, 4, 0, 1)), Verdict::Append);
+        producers.record(&header(9, 3, 0, 1), None, 0, 0);
+        assert_eq!(producers.check(&header(9, 2, 1, 1), false), Verdict::Refuse(ResponseError::InvalidProducerEpoch));
+        assert_eq!(
+            producers.check(&header(9, 4, 7, 1), false),
+            Verdict::Refuse(ResponseError::OutOfOrderSequenceNumber)
+        );
+        assert_eq!(producers.check(&header(9, 4, 0, 1), false), Verdict::Append);
     }
 
     #[test]
     fn only_the_last_five_batches_are_remembered() {
         let mut producers = Producers::default();
         for seq in 0..6 {
-            producers.record(&header(1, 0, seq, 1), i64::from(seq), 0);
+            producers.record(&header(1, 0, seq, 1), None, i64::from(seq), 0);
         }
-        assert_eq!(producers.check(&header(1, 0, 0, 1)), Verdict::Refuse(ResponseError::OutOfOrderSequenceNumber));
-        assert!(matches!(producers.check(&header(1, 0, 1, 1)), Verdict::Duplicate { .. }));
+        assert_eq!(
+            producers.check(&header(1, 0, 0, 1), false),
+            Verdict::Refuse(ResponseError::OutOfOrderSequenceNumber)
+        );
+        assert!(matches!(producers.check(&header(1, 0, 1, 1), false), Verdict::Duplicate { .. }));
     }
 
     #[test]
     fn sequences_continue_across_the_wrap() {
         let mut producers = Producers::default();
-        producers.record(&header(1, 0, i32::MAX - 1, 2), 0, 0);
-        assert_eq!(producers.check(&header(1, 0, 0, 1)), Verdict::Append);
+        producers.record(&header(1, 0, i32::MAX - 1, 2), None, 0, 0);
+        assert_eq!(producers.check(&header(1, 0, 0, 1), false), Verdict::Append);
+    }
+
+    fn transactional(producer_id: i64, epoch: i16, base_sequence: i32, count: i32) -> BatchHeader {
+        BatchHeader { attributes: 1 << 4, ..header(producer_id, epoch, base_sequence, count) }
+    }
+
+    fn marker(producer_id: i64, epoch: i16) -> BatchHeader {
+        BatchHeader { attributes: (1 << 4) | (1 << 5), base_sequence: -1, ..header(producer_id, epoch, -1, 1) }
+    }
+
+    #[test]
+    fn open_transactions_hold_the_stable_offset_and_aborts_are_indexed() {
+        let mut producers = Producers::default();
+        let first = transactional(1, 0, 0, 2);
+        assert_eq!(producers.check(&first, false), Verdict::Refuse(ResponseError::InvalidTxnState), "not verified");
+        assert_eq!(producers.check(&first, true), Verdict::Append);
+        producers.record(&first, None, 10, 0);
+        let more = transactional(1, 0, 2, 1);
+        assert_eq!(producers.check(&more, false), Verdict::Append, "the transaction is open here");
+        producers.record(&more, None, 12, 0);
+        producers.record(&transactional(2, 0, 0, 1), None, 13, 0);
+        assert_eq!(producers.first_unstable(), Some(10));
+        assert_eq!(
+            producers.check(&header(1, 0, 3, 1), false),
+            Verdict::Refuse(ResponseError::InvalidTxnState),
+            "no plain batch in the middle of a transaction"
+        );
+
+        producers.record(&marker(1, 0), Some(Marker::Abort), 14, 0);
+        assert_eq!(producers.first_unstable(), Some(13), "producer 2 is still open");
+        producers.record(&marker(2, 0), Some(Marker::Commit), 15, 0);
+        assert_eq!(producers.first_unstable(), None);
+        let aborted = AbortedTxn { producer_id: 1, first_offset: 10, last_offset: 14 };
+        assert_eq!(producers.aborted_between(0, 11), [aborted]);
+        assert_eq!(producers.aborted_between(14, 20), [aborted]);
+        assert!(producers.aborted_between(15, 20).is_empty());
+        assert!(producers.aborted_between(0, 10).is_empty());
+        producers.forget_aborted_before(15);
+        assert!(producers.aborted_between(0, 20).is_empty());
+    }
+
+    #[test]
+    fn markers_of_an_older_epoch_are_refused_and_a_bumped_one_fences_the_producer() {
+        let mut producers = Producers::default();
+        producers.record(&transactional(1, 3, 0, 1), None, 0, 0);
+        assert_eq!(producers.check(&marker(1, 2), false), Verdict::Refuse(ResponseError::InvalidProducerEpoch));
+        producers.record(&marker(1, 4), Some(Marker::Abort), 1, 0);
+        assert_eq!(
+            producers.check(&transactional(1, 3, 1, 1), true),
+            Verdict::Refuse(ResponseError::InvalidProducerEpoch)
+        );
+        assert_eq!(producers.check(&transactional(1, 4, 0, 1), true), Verdict::Append);
+    }
+
+    #[test]
+    fn a_producer_with_an_open_transaction_never_expires() {
+        let mut producers = Producers::default();
+        producers.record(&transactional(1, 0, 0, 1), None, 0, 1_000);
+        assert_eq!(producers.expire(2_000), 0);
+        let json = serde_json::to_vec(&producers).unwrap();
+        let restored: Producers = serde_json::from_slice(&json).unwrap();
+        assert_eq!(restored.first_unstable(), Some(0), "the snapshot keeps open transactions");
     }
 
     #[test]
     fn a_producer_idle_past_the_expiration_is_forgotten() {
         let mut producers = Producers::default();
-        producers.record(&header(1, 0, 0, 1), 0, 1_000);
-        producers.record(&header(2, 0, 0, 1), 1, 5_000);
+        producers.record(&header(1, 0, 0, 1), None, 0, 1_000);
+        producers.record(&header(2, 0, 0, 1), None, 1, 5_000);
         assert_eq!(producers.expire(2_000), 1);
-        assert_eq!(producers.check(&header(1, 0, 7, 1)), Verdict::Append, "an unknown producer starts anew");
-        assert!(matches!(producers.check(&header(2, 0, 0, 1)), Verdict::Duplicate { .. }), "2 is remembered");
+        assert_eq!(producers.check(&header(1, 0, 7, 1), false), Verdict::Append, "an unknown producer starts anew");
+        assert!(matches!(producers.check(&header(2, 0, 0, 1), false), Verdict::Duplicate { .. }), "2 is remembered");
     }
 }

@@ -100,7 +100,7 @@ async fn connection(
             if answers.send(answer).await.is_err() {
                 return Ok(());
             }
-            let admitted = api::admit(&broker, request);
+            let admitted = api::admit(&broker, request).await;
             let broker = broker.clone();
             tasks.spawn(async move {
                 match async { api::handle(&broker, admitted?, peer).await }.await {

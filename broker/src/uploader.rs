@@ -212,7 +212,7 @@ pub(crate) async fn upload(
         };
         for batch in &data.batches {
             if let Ok(header) = batch::stored_header(batch) {
-                state.record(&header, batch::base_offset(batch), now);
+                state.record(&header, batch::marker(batch), batch::base_offset(batch), now);
             }
         }
         snapshots.insert(*stream, state);

@@ -7,6 +7,8 @@ use keel_broker::batch;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
+    // Stored control batches are read for their transaction marker.
+    let _ = batch::marker(data);
     let Ok(header) = batch::check(data) else { return };
     let _ = header.last_sequence();
     let mut stored = data.to_vec();

@@ -1,5 +1,6 @@
 //! `Fetch`: from the hot cache, else from the WAL log holding the offset,
-//! never past the high watermark. Long-polls until `min_bytes` are ready or
+//! never past the high watermark (for `read_committed`, the last stable
+//! offset, with the aborted transactions the client must skip). Long-polls until `min_bytes` are ready or
 //! `max_wait_ms` passes, waking whenever a high watermark moves.
 //!
 //! Fetch sessions (KIP-227, `fetch_sessions.rs`): a full fetch at epoch 0
@@ -12,8 +13,10 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_request::FetchTopic;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, LeaderIdAndEpoch, PartitionData};
-use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
+use kafka_protocol::messages::fetch_response::{
+    AbortedTransaction, FetchableTopicResponse, LeaderIdAndEpoch, PartitionData,
+};
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, ProducerId};
 use keel_controller_client::Topic;
 
 use crate::broker::Broker;
@@ -36,7 +39,8 @@ pub(super) async fn handle(broker: &Arc<Broker>, request: FetchRequest, version:
     let mut watermarks = broker.watermarks.subscribe();
     let mut responses = loop {
         watermarks.borrow_and_update();
-        let (responses, bytes, errors) = read_once(broker, &topics, request.max_bytes, version).await;
+        let read_committed = request.isolation_level == 1;
+        let (responses, bytes, errors) = read_once(broker, &topics, request.max_bytes, version, read_committed).await;
         let expired = tokio::time::Instant::now() >= deadline;
         if bytes >= i64::from(request.min_bytes) || errors || expired {
             break responses;
@@ -82,6 +86,7 @@ async fn read_once(
     topics: &[FetchTopic],
     max_bytes: i32,
     version: i16,
+    read_committed: bool,
 ) -> (Vec<FetchableTopicResponse>, i64, bool) {
     let image = broker.image();
     let mut budget = i64::from(max_bytes.max(0));
@@ -102,7 +107,7 @@ async fn read_once(
                     };
                     Err(error)
                 }
-                Some(topic) => read_partition(broker, topic, wanted, budget, total == 0, version).await,
+                Some(topic) => read_partition(broker, topic, wanted, budget, total == 0, version, read_committed).await,
             };
             let answer = match answer {
                 Ok((data, bytes)) => {
@@ -141,8 +146,10 @@ async fn read_once(
     (responses, total, errors)
 }
 
-/// Reads one partition from `fetch_offset` up to its high watermark, within
-/// `budget` bytes (or one batch if `first`, as Kafka always returns progress).
+/// Reads one partition from `fetch_offset` up to its high watermark (for
+/// `read_committed`, its last stable offset, with the aborted transactions
+/// among what is returned), within `budget` bytes (or one batch if
+/// `first`, as Kafka always returns progress).
 async fn read_partition(
     broker: &Arc<Broker>,
     topic: &Topic,
@@ -150,6 +157,7 @@ async fn read_partition(
     budget: i64,
     first: bool,
     version: i16,
+    read_committed: bool,
 ) -> Result<(PartitionData, i64), ResponseError> {
     let view = broker.read_view(topic, wanted.partition, wanted.current_leader_epoch)?;
     let (high_watermark, log_start) = (view.high_watermark, view.log_start);
@@ -157,17 +165,19 @@ async fn read_partition(
     if offset < log_start || offset > high_watermark {
         return Err(ResponseError::OffsetOutOfRange);
     }
+    let end = if read_committed { view.last_stable } else { high_watermark };
     let data = PartitionData::default()
         .with_high_watermark(high_watermark)
-        .with_last_stable_offset(high_watermark)
+        .with_last_stable_offset(if version >= 4 { view.last_stable } else { -1 })
         .with_log_start_offset(if version >= 5 { log_start } else { -1 })
         .with_preferred_read_replica(BrokerId(-1));
     let limit = i64::from(wanted.partition_max_bytes.max(0)).min(budget.max(0));
-    if offset == high_watermark || (limit == 0 && !first) {
-        return Ok((data.with_records(Some(Bytes::new())), 0));
+    if offset >= end || (limit == 0 && !first) {
+        let aborted = (read_committed && version >= 4).then(Vec::new);
+        return Ok((data.with_records(Some(Bytes::new())).with_aborted_transactions(aborted), 0));
     }
     let batches = broker
-        .read_batches(view.stream, range_of(&view.ranges, offset), offset, high_watermark, limit.max(1) as usize)
+        .read_batches(view.stream, range_of(&view.ranges, offset), offset, end, limit.max(1) as usize)
         .await
         .map_err(|error| {
             tracing::warn!(topic = %topic.name, partition = wanted.partition, offset, "WAL read failed: {error}");
@@ -178,5 +188,20 @@ async fn read_partition(
     for batch in &batches {
         records.extend_from_slice(batch);
     }
-    Ok((data.with_records(Some(records.freeze())), size as i64))
+    let mut data = data.with_records(Some(records.freeze()));
+    if read_committed && version >= 4 {
+        let last =
+            batches.last().map_or(offset, |b| crate::batch::base_offset(b) + i64::from(crate::batch::record_count(b)));
+        let aborted = broker
+            .aborted_between(view.stream, offset, last)
+            .into_iter()
+            .map(|txn| {
+                AbortedTransaction::default()
+                    .with_producer_id(ProducerId(txn.producer_id))
+                    .with_first_offset(txn.first_offset)
+            })
+            .collect();
+        data = data.with_aborted_transactions(Some(aborted));
+    }
+    Ok((data, size as i64))
 }

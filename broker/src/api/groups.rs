@@ -20,8 +20,10 @@ use crate::groups::classic::{self, ClassicGroup, Join, JoinAnswer, Reply, SyncAn
 use crate::groups::consumer::{self, ConsumerGroup};
 use crate::groups::records::{self, Key, OffsetValue};
 use crate::groups::{Coordinator, Entry, Group, Kind, METADATA_BYTES_MAX, OFFSETS_TOPIC};
+use crate::txn::TXN_TOPIC;
 
 const KEY_TYPE_GROUP: i8 = 0;
+const KEY_TYPE_TRANSACTION: i8 = 1;
 
 /// Who sent a request, as DescribeGroups shows members: the client id and
 /// Kafka's form of the host (`/127.0.0.1`).
@@ -57,10 +59,16 @@ pub(super) async fn find_coordinator(
     };
     let mut coordinators = Vec::with_capacity(keys.len());
     for key in keys {
-        let answer = if request.key_type != KEY_TYPE_GROUP {
-            Err((ResponseError::InvalidRequest, "only group coordinators exist yet (no transactions)".to_owned()))
-        } else {
-            locate(broker, &key).await
+        let answer = match request.key_type {
+            KEY_TYPE_GROUP => {
+                let partitions = broker.groups.settings.offsets_partitions;
+                locate(broker, &key, OFFSETS_TOPIC, partitions, "committed offsets and consumer group state").await
+            }
+            KEY_TYPE_TRANSACTION => {
+                let partitions = broker.txns.settings.partitions;
+                locate(broker, &key, TXN_TOPIC, partitions, "transaction coordinators' state").await
+            }
+            other => Err((ResponseError::InvalidRequest, format!("unknown coordinator key type {other}"))),
         };
         let coordinator = match answer {
             Ok((node, host, port)) => find_coordinator_response::Coordinator::default()
@@ -91,20 +99,29 @@ pub(super) async fn find_coordinator(
         .with_port(only.port)
 }
 
-/// The broker leading `group`'s partition of `__consumer_offsets`, as
-/// (id, host, port); the topic is created on first use.
-async fn locate(broker: &Broker, group: &str) -> Result<(i32, String, i32), (ResponseError, String)> {
-    if group.is_empty() {
-        return Err((ResponseError::InvalidRequest, "the group id is empty".into()));
+/// The broker leading `key`'s partition of the internal topic `topic`
+/// (`__consumer_offsets` for a group, `__transaction_state` for a
+/// transactional id), as (id, host, port); the topic is created on first
+/// use with `partitions` partitions.
+async fn locate(
+    broker: &Broker,
+    key: &str,
+    topic: &str,
+    partitions: i32,
+    description: &str,
+) -> Result<(i32, String, i32), (ResponseError, String)> {
+    if key.is_empty() {
+        return Err((ResponseError::InvalidRequest, "the coordinator key is empty".into()));
     }
     let mut image = broker.image();
-    if !image.topics.contains_key(OFFSETS_TOPIC) {
-        image = create_offsets_topic(broker).await?;
+    if !image.topics.contains_key(topic) {
+        image = create_internal_topic(broker, topic, partitions, description).await?;
     }
-    let partition = Coordinator::partition_of(&image, group).expect("the topic exists");
-    let record = &image.topics[OFFSETS_TOPIC].partitions[partition as usize];
+    let count = image.topics[topic].partitions.len();
+    let partition = crate::groups::partition_for(key, count);
+    let record = &image.topics[topic].partitions[partition as usize];
     let not_available =
-        || (ResponseError::CoordinatorNotAvailable, format!("{OFFSETS_TOPIC} partition {partition} has no leader yet"));
+        || (ResponseError::CoordinatorNotAvailable, format!("{topic} partition {partition} has no leader yet"));
     let node = record.leader.and_then(|id| image.brokers.get(&id)).ok_or_else(not_available)?;
     if node.state != NodeState::Active {
         return Err(not_available());
@@ -113,28 +130,37 @@ async fn locate(broker: &Broker, group: &str) -> Result<(i32, String, i32), (Res
     Ok((node.id.0 as i32, host, port))
 }
 
-async fn create_offsets_topic(broker: &Broker) -> Result<Arc<keel_controller_client::Image>, (ResponseError, String)> {
+/// Creates a compacted internal topic (a coordinator's log), waiting until
+/// the metadata shows it.
+async fn create_internal_topic(
+    broker: &Broker,
+    topic: &str,
+    partitions: i32,
+    description: &str,
+) -> Result<Arc<keel_controller_client::Image>, (ResponseError, String)> {
     let request = pb::CreateTopicRequest {
-        name: OFFSETS_TOPIC.to_owned(),
-        partitions: broker.groups.settings.offsets_partitions,
+        name: topic.to_owned(),
+        partitions,
         configs: [("cleanup.policy".to_owned(), "compact".to_owned())].into(),
         owner: "keel".into(),
-        description: "committed offsets and consumer group state".into(),
+        description: description.into(),
     };
     match broker.client.create_topic(request).await {
         Ok(_) | Err(ClientError::Meta(MetaError::TopicAlreadyExists { .. })) => {
-            tracing::info!("created {OFFSETS_TOPIC}");
+            tracing::info!("created {topic}");
         }
         Err(error) => {
-            return Err((ResponseError::CoordinatorNotAvailable, format!("cannot create {OFFSETS_TOPIC}: {error}")));
+            return Err((ResponseError::CoordinatorNotAvailable, format!("cannot create {topic}: {error}")));
         }
     }
     let mut images = broker.images.clone();
-    let shown = images.wait_for(|image| image.topics.contains_key(OFFSETS_TOPIC));
-    let shown = match tokio::time::timeout(Duration::from_secs(5), shown).await {
-        Ok(Ok(image)) => Ok(image.clone()),
-        _ => Err((ResponseError::CoordinatorNotAvailable, format!("{OFFSETS_TOPIC} is not in the metadata yet"))),
-    };
+    let shown =
+        match tokio::time::timeout(Duration::from_secs(5), images.wait_for(|image| image.topics.contains_key(topic)))
+            .await
+        {
+            Ok(Ok(image)) => Ok(image.clone()),
+            _ => Err((ResponseError::CoordinatorNotAvailable, format!("{topic} is not in the metadata yet"))),
+        };
     shown
 }
 
@@ -591,22 +617,154 @@ pub(super) async fn offset_commit(
     OffsetCommitResponse::default().with_topics(topics)
 }
 
-/// A topic's committed offsets by partition (`None`: nothing committed).
-type TopicOffsets = (String, Vec<(i32, Option<OffsetValue>)>);
+/// `TxnOffsetCommit`: offsets committed as part of a transaction (KIP-98,
+/// `sendOffsetsToTransaction`). They are written to the group's partition
+/// as the producer's transactional records once the transaction
+/// coordinator confirms the partition is in its transaction
+/// (`AddOffsetsToTxn`), and become the group's offsets only when the
+/// commit marker lands there (`groups::Coordinator::txn_ended`).
+pub(super) async fn txn_offset_commit(
+    broker: &Arc<Broker>,
+    request: TxnOffsetCommitRequest,
+    version: i16,
+) -> TxnOffsetCommitResponse {
+    let group_id = request.group_id.0.to_string();
+    let transactional_id = request.transactional_id.0.to_string();
+    let (producer_id, epoch) = (request.producer_id.0, request.producer_epoch);
+    let generation = if version >= 3 { request.generation_id } else { -1 };
+    let member_id = request.member_id.to_string();
+    let instance = request.group_instance_id.as_ref().map(|i| i.to_string());
+    let image = broker.image();
+    let now = crate::groups::now_ms();
+    let mut commits: Vec<Commit> = Vec::new();
+    for (t, topic) in request.topics.iter().enumerate() {
+        for p in &topic.partitions {
+            let known = image
+                .topics
+                .get(topic.name.0.as_str())
+                .is_some_and(|record| p.partition_index >= 0 && (p.partition_index as usize) < record.partitions.len());
+            let metadata = p.committed_metadata.as_ref().map(|m| m.to_string()).unwrap_or_default();
+            let error = if !known {
+                Some(ResponseError::UnknownTopicOrPartition)
+            } else if metadata.len() > METADATA_BYTES_MAX {
+                Some(ResponseError::OffsetMetadataTooLarge)
+            } else {
+                None
+            };
+            let value = OffsetValue {
+                offset: p.committed_offset,
+                leader_epoch: if version >= 2 { p.committed_leader_epoch } else { -1 },
+                metadata,
+                commit_timestamp: now,
+            };
+            commits.push(Commit { topic: t, partition: p.partition_index, value, error });
+        }
+    }
+    let fenced = |error: ResponseError| match error {
+        ResponseError::ProducerFenced | ResponseError::InvalidProducerEpoch if version < 3 => {
+            ResponseError::InvalidProducerEpoch
+        }
+        ResponseError::InvalidProducerEpoch => ResponseError::ProducerFenced,
+        other => other,
+    };
+    let verified = match Coordinator::partition_of(&image, &group_id) {
+        None => Err(ResponseError::CoordinatorNotAvailable),
+        Some(partition) => {
+            let wanted = [(OFFSETS_TOPIC.to_owned(), partition)];
+            match crate::txn::markers::verify(broker, &image, &transactional_id, producer_id, epoch, &wanted).await {
+                Ok(verified) if verified.contains(&wanted[0]) => Ok(()),
+                Ok(_) => Err(ResponseError::InvalidTxnState),
+                Err(error) => {
+                    tracing::debug!(group = %group_id, "cannot verify a transactional offset commit: {error:#}");
+                    Err(ResponseError::CoordinatorNotAvailable)
+                }
+            }
+        }
+    };
+    let appended = verified.and_then(|()| {
+        let mut locked = broker.groups.lock(broker, &group_id)?;
+        let partition = locked.partition;
+        if generation >= 0 || !member_id.is_empty() {
+            // KIP-447: a zombie member of an older generation is refused.
+            let group = locked.groups().get(&group_id).ok_or(ResponseError::IllegalGeneration)?;
+            match &group.kind {
+                Kind::Classic(classic) => classic.check_commit(&member_id, instance.as_deref(), generation)?,
+                Kind::Consumer(consumer) => consumer.check_commit(&member_id, generation)?,
+            }
+        }
+        let writes: Vec<Entry> = commits
+            .iter()
+            .filter(|c| c.error.is_none())
+            .map(|c| {
+                let key = Key::Offset {
+                    group: group_id.clone(),
+                    topic: request.topics[c.topic].name.0.to_string(),
+                    partition: c.partition,
+                };
+                (records::encode_key(&key), Some(records::encode_offset(&c.value)))
+            })
+            .collect();
+        if writes.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some((partition, Coordinator::append_as(broker, partition, writes, Some((producer_id, epoch))))))
+    });
+    let result = match appended {
+        Err(error) => Err(error),
+        Ok(None) => Ok(()),
+        Ok(Some((partition, appended))) => match appended.durable_or(fenced).await {
+            Ok(()) => {
+                let offsets = commits
+                    .iter()
+                    .filter(|c| c.error.is_none())
+                    .map(|c| ((request.topics[c.topic].name.0.to_string(), c.partition), c.value.clone()))
+                    .collect();
+                broker.groups.txn_offsets_written(partition, producer_id, &group_id, offsets);
+                Ok(())
+            }
+            Err(error) => Err(error),
+        },
+    };
+    let mut topics: Vec<txn_offset_commit_response::TxnOffsetCommitResponseTopic> = request
+        .topics
+        .iter()
+        .map(|t| txn_offset_commit_response::TxnOffsetCommitResponseTopic::default().with_name(t.name.clone()))
+        .collect();
+    for commit in commits {
+        let error = commit.error.or(result.err());
+        if let Some(error) = error {
+            super::count_error(broker, "TxnOffsetCommit", error);
+        }
+        topics[commit.topic].partitions.push(
+            txn_offset_commit_response::TxnOffsetCommitResponsePartition::default()
+                .with_partition_index(commit.partition)
+                .with_error_code(code(error)),
+        );
+    }
+    TxnOffsetCommitResponse::default().with_topics(topics)
+}
 
-/// A group's committed offsets for `wanted` (topic, partitions; `None`: all).
+/// A topic's committed offsets by partition (`None`: nothing committed),
+/// or UNSTABLE_OFFSET_COMMIT.
+type TopicOffsets = (String, Vec<(i32, Result<Option<OffsetValue>, ResponseError>)>);
+
+/// A group's committed offsets for `wanted` (topic, partitions; `None`:
+/// all). With `require_stable` (KIP-447), a partition with an offset
+/// committed in a transaction still open is UNSTABLE_OFFSET_COMMIT, which
+/// the client retries.
 fn fetch_offsets(
     broker: &Broker,
     group_id: &str,
     wanted: Option<Vec<(String, Vec<i32>)>>,
     member: Option<(String, i32)>,
+    require_stable: bool,
 ) -> Result<Vec<TopicOffsets>, ResponseError> {
     let mut locked = broker.groups.lock(broker, group_id)?;
     let Some(group) = locked.groups().get(group_id) else {
         return Ok(wanted
             .unwrap_or_default()
             .into_iter()
-            .map(|(topic, partitions)| (topic, partitions.into_iter().map(|p| (p, None)).collect()))
+            .map(|(topic, partitions)| (topic, partitions.into_iter().map(|p| (p, Ok(None))).collect()))
             .collect());
     };
     if let (Some((member_id, epoch)), Kind::Consumer(consumer)) = (member, &group.kind) {
@@ -622,7 +780,16 @@ fn fetch_offsets(
     Ok(wanted
         .into_iter()
         .map(|(topic, partitions)| {
-            let found = partitions.into_iter().map(|p| (p, group.offsets.get(&(topic.clone(), p)).cloned())).collect();
+            let found = partitions
+                .into_iter()
+                .map(|p| {
+                    let key = (topic.clone(), p);
+                    if require_stable && group.has_pending(&key) {
+                        return (p, Err(ResponseError::UnstableOffsetCommit));
+                    }
+                    (p, Ok(group.offsets.get(&key).cloned()))
+                })
+                .collect();
             (topic, found)
         })
         .collect())
@@ -630,7 +797,7 @@ fn fetch_offsets(
 
 pub(super) fn offset_fetch(broker: &Arc<Broker>, request: OffsetFetchRequest, version: i16) -> OffsetFetchResponse {
     if version >= 8 {
-        let groups = request.groups.iter().map(|wanted| fetch_group(broker, wanted)).collect();
+        let groups = request.groups.iter().map(|wanted| fetch_group(broker, wanted, request.require_stable)).collect();
         return OffsetFetchResponse::default().with_groups(groups);
     }
     let topics = request
@@ -638,7 +805,8 @@ pub(super) fn offset_fetch(broker: &Arc<Broker>, request: OffsetFetchRequest, ve
         .as_ref()
         .map(|ts| ts.iter().map(|t| (t.name.0.to_string(), t.partition_indexes.clone())).collect());
     let requested = topics.clone();
-    let (found, error) = match fetch_offsets(broker, &request.group_id.0, topics, None) {
+    let require_stable = version >= 7 && request.require_stable;
+    let (found, error) = match fetch_offsets(broker, &request.group_id.0, topics, None, require_stable) {
         Ok(found) => (found, None),
         Err(error) => {
             super::count_error(broker, "OffsetFetch", error);
@@ -649,7 +817,7 @@ pub(super) fn offset_fetch(broker: &Arc<Broker>, request: OffsetFetchRequest, ve
             let nothing: Vec<TopicOffsets> = requested
                 .unwrap_or_default()
                 .into_iter()
-                .map(|(topic, partitions)| (topic, partitions.into_iter().map(|p| (p, None)).collect()))
+                .map(|(topic, partitions)| (topic, partitions.into_iter().map(|p| (p, Ok(None))).collect()))
                 .collect();
             (nothing, Some(error))
         }
@@ -660,13 +828,14 @@ pub(super) fn offset_fetch(broker: &Arc<Broker>, request: OffsetFetchRequest, ve
             let partitions = partitions
                 .into_iter()
                 .map(|(p, value)| {
-                    let (offset, epoch, metadata) = parts(value);
+                    let partition_error = value.as_ref().err().copied().or(error);
+                    let (offset, epoch, metadata) = parts(value.unwrap_or(None));
                     offset_fetch_response::OffsetFetchResponsePartition::default()
                         .with_partition_index(p)
                         .with_committed_offset(offset)
                         .with_committed_leader_epoch(if version >= 5 { epoch } else { -1 })
                         .with_metadata(Some(text(metadata)))
-                        .with_error_code(code(error))
+                        .with_error_code(code(partition_error))
                 })
                 .collect();
             offset_fetch_response::OffsetFetchResponseTopic::default()
@@ -681,6 +850,7 @@ pub(super) fn offset_fetch(broker: &Arc<Broker>, request: OffsetFetchRequest, ve
 fn fetch_group(
     broker: &Broker,
     wanted: &offset_fetch_request::OffsetFetchRequestGroup,
+    require_stable: bool,
 ) -> offset_fetch_response::OffsetFetchResponseGroup {
     let topics = wanted
         .topics
@@ -688,7 +858,7 @@ fn fetch_group(
         .map(|ts| ts.iter().map(|t| (t.name.0.to_string(), t.partition_indexes.clone())).collect());
     let member = wanted.member_id.as_ref().map(|m| (m.to_string(), wanted.member_epoch));
     let response = offset_fetch_response::OffsetFetchResponseGroup::default().with_group_id(wanted.group_id.clone());
-    let found = match fetch_offsets(broker, &wanted.group_id.0, topics, member) {
+    let found = match fetch_offsets(broker, &wanted.group_id.0, topics, member, require_stable) {
         Ok(found) => found,
         Err(error) => {
             super::count_error(broker, "OffsetFetch", error);
@@ -701,8 +871,10 @@ fn fetch_group(
             let partitions = partitions
                 .into_iter()
                 .map(|(p, value)| {
-                    let (offset, epoch, metadata) = parts(value);
+                    let partition_error = value.as_ref().err().copied();
+                    let (offset, epoch, metadata) = parts(value.unwrap_or(None));
                     offset_fetch_response::OffsetFetchResponsePartitions::default()
+                        .with_error_code(code(partition_error))
                         .with_partition_index(p)
                         .with_committed_offset(offset)
                         .with_committed_leader_epoch(epoch)

@@ -33,7 +33,9 @@ pub(super) async fn handle(broker: &Arc<Broker>, request: ListOffsetsRequest, ve
             let found = match topic {
                 None => Err(ResponseError::UnknownTopicOrPartition),
                 Some(topic) => {
-                    lookup(broker, topic, wanted.partition_index, wanted.current_leader_epoch, wanted.timestamp).await
+                    let read_committed = version >= 2 && request.isolation_level == 1;
+                    let (index, epoch) = (wanted.partition_index, wanted.current_leader_epoch);
+                    lookup(broker, topic, index, epoch, wanted.timestamp, read_committed).await
                 }
             };
             partitions.push(match found {
@@ -62,9 +64,12 @@ async fn lookup(
     index: i32,
     current_leader_epoch: i32,
     timestamp: i64,
+    read_committed: bool,
 ) -> Result<(i64, i64, i32), ResponseError> {
     let view = broker.read_view(topic, index, current_leader_epoch)?;
-    let (stream, high_watermark, log_start) = (view.stream, view.high_watermark, view.log_start);
+    // A read_committed consumer's end is the last stable offset.
+    let high_watermark = if read_committed { view.last_stable } else { view.high_watermark };
+    let (stream, log_start) = (view.stream, view.log_start);
     let epoch = view.leader_epoch.0;
     match timestamp {
         LATEST => return Ok((-1, high_watermark, epoch)),

@@ -3,6 +3,7 @@
 //! answer once the WAL quorum acknowledged it (DESIGN §3). `acks=0` gets no
 //! answer; `acks=1` waits for the same quorum as `acks=all`.
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -64,7 +65,17 @@ impl std::fmt::Debug for Admitted {
 /// Checks and appends every partition's batch, without waiting: called in
 /// the connection's request order, so pipelined produces of one connection
 /// get their offsets in the order they were sent, as in Kafka.
-pub(super) fn admit(broker: &Arc<Broker>, request: ProduceRequest, version: i16, internal: bool) -> Admitted {
+///
+/// `internal`: the broker's own write (group and transaction coordinators,
+/// markers); `verified`: the partitions whose transaction the coordinator
+/// confirmed for this producer (KIP-890, `txn::verify_produce`).
+pub(super) fn admit(
+    broker: &Arc<Broker>,
+    request: ProduceRequest,
+    version: i16,
+    internal: bool,
+    verified: &HashSet<(String, i32)>,
+) -> Admitted {
     let acks = request.acks;
     let now = now_ms();
     let mut fates: Vec<(usize, i32, Fate)> = Vec::new();
@@ -116,14 +127,15 @@ pub(super) fn admit(broker: &Arc<Broker>, request: ProduceRequest, version: i16,
                     let Some(bytes) = &partition.records else {
                         return Fate::Refused(ResponseError::CorruptMessage, Some("no records".into()));
                     };
-                    let header = match batch::check(bytes) {
+                    // Markers are written by the broker only.
+                    let header = match if internal { batch::stored_header(bytes) } else { batch::check(bytes) } {
                         Ok(header) => header,
                         Err(error) => return Fate::Refused(error.kafka_error(), Some(error.to_string())),
                     };
-                    if request.transactional_id.is_some() || header.is_transactional() {
+                    if !internal && header.is_idempotent() && header.base_sequence < 0 {
                         return Fate::Refused(
-                            ResponseError::InvalidTxnState,
-                            Some("transactions are not supported yet".into()),
+                            ResponseError::InvalidRecord,
+                            Some("a batch with a producer id needs a base sequence".into()),
                         );
                     }
                     let max_bytes: usize =
@@ -153,7 +165,8 @@ pub(super) fn admit(broker: &Arc<Broker>, request: ProduceRequest, version: i16,
                             Some("the partition is moving to another broker; retry".into()),
                         );
                     }
-                    match state.producers.check(&header) {
+                    let verified = internal || verified.contains(&(topic.name.clone(), partition.index));
+                    match state.producers.check(&header, verified) {
                         Verdict::Refuse(error) => Fate::Refused(error, None),
                         Verdict::Duplicate { base_offset, last_offset } => {
                             broker.metrics.produce_duplicates.inc();
@@ -163,7 +176,7 @@ pub(super) fn admit(broker: &Arc<Broker>, request: ProduceRequest, version: i16,
                             let base = state.next_offset;
                             let count = header.record_count;
                             state.next_offset += i64::from(count);
-                            state.producers.record(&header, base, now);
+                            state.producers.record(&header, batch::marker(bytes), base, now);
                             let mut batch = BytesMut::from(&bytes[..]);
                             batch::assign(&mut batch, base, leader_epoch.0);
                             if log_append_time {

@@ -1,6 +1,8 @@
-//! `InitProducerId` for idempotent producers: a fresh producer id from the
-//! block this broker got from the controller, at epoch 0. Transactional ids
-//! need the transaction coordinator, which does not exist yet.
+//! `InitProducerId`: for an idempotent producer, a fresh producer id from
+//! the block this broker got from the controller, at epoch 0; for a
+//! transactional id, its coordinator's producer at the next epoch, which
+//! fences every older incarnation (an open transaction of theirs is
+//! aborted first, and the client told to retry).
 
 use std::sync::Arc;
 
@@ -8,24 +10,79 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 
 use crate::broker::Broker;
+use crate::txn::state::{self, Init};
 
-pub(super) async fn handle(broker: &Arc<Broker>, request: InitProducerIdRequest) -> InitProducerIdResponse {
+pub(super) async fn handle(
+    broker: &Arc<Broker>,
+    request: InitProducerIdRequest,
+    version: i16,
+) -> InitProducerIdResponse {
     let refused = |error: ResponseError| {
+        // KIP-588: clients before v4 know the fence as INVALID_PRODUCER_EPOCH.
+        let error = match error {
+            ResponseError::ProducerFenced if version < 4 => ResponseError::InvalidProducerEpoch,
+            other => other,
+        };
         super::count_error(broker, "InitProducerId", error);
         InitProducerIdResponse::default()
             .with_error_code(error.code())
             .with_producer_id(ProducerId(-1))
             .with_producer_epoch(-1)
     };
-    if request.transactional_id.is_some() {
-        tracing::info!("refused InitProducerId with a transactional id: transactions are not supported yet");
+    let Some(id) = request.transactional_id.as_ref().map(|id| id.0.to_string()) else {
+        return match broker.next_producer_id().await {
+            Ok(id) => InitProducerIdResponse::default().with_producer_id(ProducerId(id)).with_producer_epoch(0),
+            Err(error) => {
+                tracing::info!("could not hand out a producer id: {error:#}");
+                refused(ResponseError::CoordinatorLoadInProgress)
+            }
+        };
+    };
+    if id.is_empty() {
         return refused(ResponseError::InvalidRequest);
     }
-    match broker.next_producer_id().await {
-        Ok(id) => InitProducerIdResponse::default().with_producer_id(ProducerId(id)).with_producer_epoch(0),
-        Err(error) => {
-            tracing::info!("could not hand out a producer id: {error:#}");
-            refused(ResponseError::CoordinatorLoadInProgress)
+    // A new producer id is taken before deciding, as taking one may wait
+    // for the controller; one not used is simply skipped.
+    let fresh = match broker.txns.current(broker, &id) {
+        Err(error) => return refused(error),
+        Ok(Some(txn)) if txn.epoch < i16::MAX - 1 => None,
+        Ok(_) => match broker.next_producer_id().await {
+            Ok(fresh) => Some(fresh),
+            Err(error) => {
+                tracing::info!("could not hand out a producer id: {error:#}");
+                return refused(ResponseError::CoordinatorNotAvailable);
+            }
+        },
+    };
+    let expected = if version >= 3 { (request.producer_id.0, request.producer_epoch) } else { (-1, -1) };
+    let timeout_ms = request.transaction_timeout_ms;
+    let mut fencing = false;
+    let decided = crate::txn::transition(broker, &id, |current| {
+        match state::init(current, timeout_ms, expected, crate::groups::now_ms()) {
+            Init::Write(mut txn) => {
+                if txn.producer_id < 0 {
+                    txn.producer_id = fresh.ok_or(ResponseError::ConcurrentTransactions)?;
+                }
+                Ok(Some(txn))
+            }
+            Init::Fence(txn) => {
+                fencing = true;
+                Ok(Some(txn))
+            }
+            Init::Refuse(error) => Err(error),
         }
+    })
+    .await;
+    match decided {
+        Ok(Some(txn)) if fencing => {
+            tracing::info!(transactional_id = %id, "a new producer instance aborts its predecessor's open transaction");
+            tokio::spawn(crate::txn::finish(broker.clone(), id, txn));
+            refused(ResponseError::ConcurrentTransactions)
+        }
+        Ok(Some(txn)) => InitProducerIdResponse::default()
+            .with_producer_id(ProducerId(txn.producer_id))
+            .with_producer_epoch(txn.epoch),
+        Ok(None) => refused(ResponseError::UnknownServerError),
+        Err(error) => refused(error),
     }
 }

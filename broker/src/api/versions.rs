@@ -46,6 +46,22 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
         ConsumerGroupHeartbeatRequest::VERSIONS.min,
         ConsumerGroupHeartbeatRequest::VERSIONS.max,
     ),
+    // Transactions as before KIP-890's second part (transaction version 2,
+    // which bumps the epoch per transaction): EndTxn v5, AddPartitionsToTxn
+    // v5 and TxnOffsetCommit v5 belong to it and are not offered. v4 of
+    // AddPartitionsToTxn is the partition leaders' check (KIP-890 part 1).
+    (ApiKey::AddPartitionsToTxn, AddPartitionsToTxnRequest::VERSIONS.min, 4),
+    (ApiKey::AddOffsetsToTxn, AddOffsetsToTxnRequest::VERSIONS.min, 4),
+    (ApiKey::EndTxn, EndTxnRequest::VERSIONS.min, 4),
+    (ApiKey::TxnOffsetCommit, TxnOffsetCommitRequest::VERSIONS.min, 4),
+    (ApiKey::WriteTxnMarkers, WriteTxnMarkersRequest::VERSIONS.min, WriteTxnMarkersRequest::VERSIONS.max),
+    (
+        ApiKey::DescribeTransactions,
+        DescribeTransactionsRequest::VERSIONS.min,
+        DescribeTransactionsRequest::VERSIONS.max,
+    ),
+    (ApiKey::ListTransactions, ListTransactionsRequest::VERSIONS.min, ListTransactionsRequest::VERSIONS.max),
+    (ApiKey::DescribeProducers, DescribeProducersRequest::VERSIONS.min, DescribeProducersRequest::VERSIONS.max),
 ];
 
 pub(super) fn supported(api: ApiKey) -> Option<(i16, i16)> {

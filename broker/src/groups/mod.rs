@@ -25,9 +25,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::RecordBatchDecoder;
 use keel_controller_client::{Image, LeaderEpoch};
 use tokio_util::sync::CancellationToken;
 
@@ -92,6 +90,9 @@ pub struct Group {
     /// applied: a commit is applied only if no later one was already.
     pub commits_appended: u64,
     commits_applied: HashMap<(String, i32), u64>,
+    /// Offsets committed in transactions still open, by producer id: they
+    /// become the group's offsets when the commit marker is written.
+    pub pending_txn: HashMap<i64, BTreeMap<(String, i32), OffsetValue>>,
 }
 
 impl Group {
@@ -102,7 +103,14 @@ impl Group {
             empty_since: None,
             commits_appended: 0,
             commits_applied: HashMap::new(),
+            pending_txn: HashMap::new(),
         }
+    }
+
+    /// Whether an open transaction holds an offset for the partition
+    /// (OffsetFetch with `require_stable` then answers UNSTABLE_OFFSET_COMMIT).
+    pub fn has_pending(&self, key: &(String, i32)) -> bool {
+        self.pending_txn.values().any(|offsets| offsets.contains_key(key))
     }
 
     /// A commit appended as number `sequence` is durable: it becomes the
@@ -181,9 +189,16 @@ impl Appended {
     /// Waits until the records are durable, with the error a group client
     /// expects when they could not be written.
     pub async fn durable(self) -> Result<(), ResponseError> {
+        self.durable_or(|error| error).await
+    }
+
+    /// `durable`, with a producer's refusal (a transactional write from a
+    /// fenced epoch) mapped by `fenced`.
+    pub async fn durable_or(self, fenced: impl Fn(ResponseError) -> ResponseError) -> Result<(), ResponseError> {
         let Some(appended) = self.appended else { return Err(ResponseError::UnknownServerError) };
         match crate::api::finish_internal(&self.broker, appended).await {
             None => Ok(()),
+            Some(error @ (ResponseError::InvalidProducerEpoch | ResponseError::InvalidTxnState)) => Err(fenced(error)),
             // Find the coordinator again and retry.
             Some(ResponseError::NotLeaderOrFollower | ResponseError::UnknownTopicOrPartition) => {
                 Err(ResponseError::NotCoordinator)
@@ -285,35 +300,19 @@ impl Coordinator {
     /// holds changes in the order they were made. `Appended::durable` waits
     /// for the WAL quorum.
     pub fn append(broker: &Arc<Broker>, partition: i32, records: Vec<Entry>) -> Appended {
-        let now = now_ms();
-        let records: Vec<Record> = records
-            .into_iter()
-            .enumerate()
-            .map(|(i, (key, value))| Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: -1,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: i as i64,
-                // The codec wants offset - sequence equal across a batch;
-                // a batch without a producer then has base sequence -1.
-                sequence: (i as i32).wrapping_sub(1),
-                timestamp: now,
-                key: Some(key),
-                value,
-                headers: Default::default(),
-            })
-            .collect();
-        let mut batch = bytes::BytesMut::new();
-        let options = RecordEncodeOptions { version: 2, compression: Compression::None };
-        if let Err(error) = RecordBatchEncoder::encode(&mut batch, &records, &options) {
-            tracing::error!("BUG: cannot encode a batch of {OFFSETS_TOPIC}: {error}");
-            return Appended { broker: broker.clone(), partition, appended: None };
-        }
-        let appended = crate::api::append_internal(broker, OFFSETS_TOPIC, partition, batch.freeze());
+        Self::append_as(broker, partition, records, None)
+    }
+
+    /// `append`, as producer (id, epoch)'s transaction when given: offsets
+    /// committed in a transaction (TxnOffsetCommit).
+    pub fn append_as(
+        broker: &Arc<Broker>,
+        partition: i32,
+        records: Vec<Entry>,
+        producer: Option<(i64, i16)>,
+    ) -> Appended {
+        let batch = crate::batch::keyed_batch(records, producer, now_ms());
+        let appended = crate::api::append_internal(broker, OFFSETS_TOPIC, partition, batch);
         Appended { broker: broker.clone(), partition, appended: Some(appended) }
     }
 
@@ -376,6 +375,67 @@ impl Coordinator {
                     }
                 }
             }
+        }
+    }
+}
+
+/// An offset committed in producer `producer`'s transaction, replayed.
+fn replay_txn_offset(
+    groups: &mut HashMap<String, Group>,
+    producer: i64,
+    key: &[u8],
+    value: &[u8],
+    settings: &Settings,
+) {
+    let (Ok(Key::Offset { group, topic, partition }), Ok(offset)) =
+        (records::decode_key(key), records::decode_offset(value))
+    else {
+        tracing::warn!("skipping an unreadable transactional offset record of {OFFSETS_TOPIC}");
+        return;
+    };
+    let entry = groups
+        .entry(group.clone())
+        .or_insert_with(|| Group::new(Kind::Classic(ClassicGroup::new(&group, settings.initial_delay))));
+    entry.pending_txn.entry(producer).or_default().insert((topic, partition), offset);
+}
+
+/// A transaction's marker in a partition of `__consumer_offsets`: its
+/// offsets become the groups' committed offsets, or are dropped.
+fn end_txn_offsets(groups: &mut HashMap<String, Group>, producer: i64, commit: bool) {
+    for group in groups.values_mut() {
+        if let Some(offsets) = group.pending_txn.remove(&producer) {
+            if commit {
+                group.offsets.extend(offsets);
+            }
+        }
+    }
+}
+
+impl Coordinator {
+    /// Offsets committed in producer `producer`'s transaction are durable
+    /// in `partition`: they wait there for the transaction's end.
+    pub fn txn_offsets_written(
+        &self,
+        partition: i32,
+        producer: i64,
+        group: &str,
+        offsets: Vec<((String, i32), OffsetValue)>,
+    ) {
+        let mut shards = self.shards();
+        let Some(shard) = shards.get_mut(&partition).filter(|shard| shard.loaded) else { return };
+        let initial_delay = self.settings.initial_delay;
+        let entry = shard
+            .groups
+            .entry(group.to_owned())
+            .or_insert_with(|| Group::new(Kind::Classic(ClassicGroup::new(group, initial_delay))));
+        entry.pending_txn.entry(producer).or_default().extend(offsets);
+    }
+
+    /// A transaction's marker is durable in `partition` of `__consumer_offsets`.
+    pub fn txn_ended(&self, partition: i32, producer: i64, commit: bool) {
+        let mut shards = self.shards();
+        if let Some(shard) = shards.get_mut(&partition).filter(|shard| shard.loaded) {
+            end_txn_offsets(&mut shard.groups, producer, commit);
         }
     }
 }
@@ -475,13 +535,22 @@ async fn load(broker: Arc<Broker>, partition: i32, leader_epoch: LeaderEpoch) {
         if !current() {
             return;
         }
-        match read_partition(&broker, partition).await {
-            Ok(records) => {
+        match read_log(&broker, OFFSETS_TOPIC, partition).await {
+            Ok(items) => {
                 let now = Instant::now();
                 let mut groups = HashMap::new();
-                let count = records.len();
-                for (key, value) in &records {
-                    broker.groups.replay(&mut groups, key, value.as_deref(), now);
+                let count = items.len();
+                for item in &items {
+                    match item {
+                        Item::Record { key, value, producer: None } => {
+                            broker.groups.replay(&mut groups, key, value.as_deref(), now)
+                        }
+                        Item::Record { key, value: Some(value), producer: Some(producer) } => {
+                            replay_txn_offset(&mut groups, *producer, key, value, &broker.groups.settings)
+                        }
+                        Item::Record { value: None, .. } => {}
+                        Item::Marker { producer, commit } => end_txn_offsets(&mut groups, *producer, *commit),
+                    }
                 }
                 let mut shards = broker.groups.shards();
                 let Some(shard) = shards.get_mut(&partition).filter(|s| s.leader_epoch == leader_epoch) else {
@@ -507,13 +576,25 @@ async fn load(broker: Arc<Broker>, partition: i32, leader_epoch: LeaderEpoch) {
     }
 }
 
-/// Every record (key, value) of a partition of `__consumer_offsets` this broker leads.
-async fn read_partition(broker: &Broker, partition: i32) -> Result<Vec<Entry>, String> {
+/// What a partition of an internal topic holds, in offset order.
+#[derive(Debug)]
+pub enum Item {
+    /// A record; `producer` is set for a transaction's record (offsets
+    /// committed in a transaction).
+    Record { key: Bytes, value: Option<Bytes>, producer: Option<i64> },
+    /// A transaction's end.
+    Marker { producer: i64, commit: bool },
+}
+
+/// Every record and transaction marker of a partition of an internal topic
+/// (`__consumer_offsets`, `__transaction_state`) this broker leads, from its
+/// start to its high watermark.
+pub async fn read_log(broker: &Broker, topic_name: &str, partition: i32) -> Result<Vec<Item>, String> {
     let image = broker.image();
-    let topic = image.topics.get(OFFSETS_TOPIC).ok_or("the topic is gone")?;
+    let topic = image.topics.get(topic_name).ok_or("the topic is gone")?;
     let view = broker.read_view(topic, partition, -1).map_err(|error| format!("{error:?}"))?;
     let mut offset = view.log_start;
-    let mut records = Vec::new();
+    let mut items = Vec::new();
     while offset < view.high_watermark {
         let range = crate::partition::range_of(&view.ranges, offset);
         let batches = broker.read_batches(view.stream, range, offset, view.high_watermark, 1 << 20).await?;
@@ -521,20 +602,28 @@ async fn read_partition(broker: &Broker, partition: i32) -> Result<Vec<Entry>, S
             return Err(format!("nothing read at offset {offset}"));
         }
         for batch in batches {
-            let end = crate::batch::base_offset(&batch)
-                + i64::from(crate::batch::stored_header(&batch).map_err(|e| e.to_string())?.last_offset_delta)
-                + 1;
+            let header = crate::batch::stored_header(&batch).map_err(|e| e.to_string())?;
+            let end = crate::batch::base_offset(&batch) + i64::from(header.last_offset_delta) + 1;
+            if header.is_control() {
+                if let Some(marker) = crate::batch::marker(&batch) {
+                    let commit = marker == crate::batch::Marker::Commit;
+                    items.push(Item::Marker { producer: header.producer_id, commit });
+                }
+                offset = offset.max(end);
+                continue;
+            }
+            let producer = header.is_transactional().then_some(header.producer_id);
             let mut bytes = batch.clone();
             let set = RecordBatchDecoder::decode(&mut bytes).map_err(|e| format!("a batch at {offset}: {e}"))?;
             for record in set.records.into_iter().filter(|r| r.offset >= offset && !r.control) {
                 if let Some(key) = record.key {
-                    records.push((key, record.value));
+                    items.push(Item::Record { key, value: record.value, producer });
                 }
             }
             offset = offset.max(end);
         }
     }
-    Ok(records)
+    Ok(items)
 }
 
 /// Appends the record of every group changed since it was last written,

@@ -359,7 +359,7 @@ fn get_partitions(buf: &mut &[u8]) -> Result<Vec<PartitionId>, RecordError> {
 
 /// A count of items at least `item_bytes` long each: never more than the
 /// bytes left could hold, so garbage cannot make a huge allocation.
-fn get_count(buf: &mut &[u8], item_bytes: usize) -> Result<usize, RecordError> {
+pub(crate) fn get_count(buf: &mut &[u8], item_bytes: usize) -> Result<usize, RecordError> {
     let count = get_i32(buf)?;
     if count < 0 {
         return Err(RecordError::Length(count));
@@ -379,12 +379,12 @@ fn get_uuid(buf: &mut &[u8]) -> Result<uuid::Uuid, RecordError> {
     Ok(uuid::Uuid::from_bytes(id))
 }
 
-fn put_string(out: &mut BytesMut, value: &str) {
+pub(crate) fn put_string(out: &mut BytesMut, value: &str) {
     out.put_i16(value.len() as i16);
     out.put_slice(value.as_bytes());
 }
 
-fn put_nullable(out: &mut BytesMut, value: Option<&str>) {
+pub(crate) fn put_nullable(out: &mut BytesMut, value: Option<&str>) {
     match value {
         Some(value) => put_string(out, value),
         None => out.put_i16(-1),
@@ -396,19 +396,19 @@ fn put_bytes(out: &mut BytesMut, value: &[u8]) {
     out.put_slice(value);
 }
 
-fn get_i16(buf: &mut &[u8]) -> Result<i16, RecordError> {
+pub(crate) fn get_i16(buf: &mut &[u8]) -> Result<i16, RecordError> {
     (buf.remaining() >= 2).then(|| buf.get_i16()).ok_or(RecordError::Short)
 }
 
-fn get_i32(buf: &mut &[u8]) -> Result<i32, RecordError> {
+pub(crate) fn get_i32(buf: &mut &[u8]) -> Result<i32, RecordError> {
     (buf.remaining() >= 4).then(|| buf.get_i32()).ok_or(RecordError::Short)
 }
 
-fn get_i64(buf: &mut &[u8]) -> Result<i64, RecordError> {
+pub(crate) fn get_i64(buf: &mut &[u8]) -> Result<i64, RecordError> {
     (buf.remaining() >= 8).then(|| buf.get_i64()).ok_or(RecordError::Short)
 }
 
-fn get_nullable(buf: &mut &[u8]) -> Result<Option<String>, RecordError> {
+pub(crate) fn get_nullable(buf: &mut &[u8]) -> Result<Option<String>, RecordError> {
     let length = get_i16(buf)?;
     if length < 0 {
         return Ok(None);
@@ -422,7 +422,7 @@ fn get_nullable(buf: &mut &[u8]) -> Result<Option<String>, RecordError> {
     Ok(Some(text))
 }
 
-fn get_string(buf: &mut &[u8]) -> Result<String, RecordError> {
+pub(crate) fn get_string(buf: &mut &[u8]) -> Result<String, RecordError> {
     Ok(get_nullable(buf)?.unwrap_or_default())
 }
 
