@@ -138,6 +138,18 @@ def timeout(args):
     print(json.dumps(outcome))
 
 
+def retrying(call, errors):
+    """Calls `call` again while it fails with a retriable error (its outcome
+    is unknown, as librdkafka documents for commit_transaction)."""
+    while True:
+        try:
+            return call()
+        except KafkaException as error:
+            if not error.args[0].retriable():
+                raise
+            errors.append("retry:" + error.args[0].name())
+
+
 def pipeline(args):
     """Reads `input`, writes `out-<value>` to `output` and commits the
     input offsets in the same transaction, until `count` input records are
@@ -169,8 +181,8 @@ def pipeline(args):
             for m in messages:
                 p.produce(args.output, b"out-" + m.value(), partition=m.partition())
             positions = [tp for tp in consumer.position(consumer.assignment()) if tp.offset >= 0]
-            p.send_offsets_to_transaction(positions, consumer.consumer_group_metadata(), 60)
-            p.commit_transaction(60)
+            retrying(lambda: p.send_offsets_to_transaction(positions, consumer.consumer_group_metadata(), 60), errors)
+            retrying(lambda: p.commit_transaction(60), errors)
             processed += len(messages)
         except KafkaException as error:
             kafka_error = error.args[0]

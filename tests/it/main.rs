@@ -21,6 +21,7 @@ mod deploy_units;
 mod internal_auth;
 mod keelctl_cli;
 mod metrics_dashboard;
+mod transactions;
 mod wal_full_disk;
 mod wal_node;
 mod wal_writer;

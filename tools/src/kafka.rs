@@ -278,12 +278,26 @@ pub async fn init_producer_id(connection: &Connection) -> anyhow::Result<(i64, i
 /// One uncompressed record batch of `values` (keyless, create time `timestamp`),
 /// idempotent when `producer` is given as (id, epoch, base sequence).
 pub fn batch(values: &[Bytes], timestamp: i64, producer: Option<(i64, i16, i32)>) -> anyhow::Result<Bytes> {
+    encode_batch(values, timestamp, producer, false)
+}
+
+/// `batch` as part of producer (id, epoch, base sequence)'s transaction.
+pub fn transactional_batch(values: &[Bytes], timestamp: i64, producer: (i64, i16, i32)) -> anyhow::Result<Bytes> {
+    encode_batch(values, timestamp, Some(producer), true)
+}
+
+fn encode_batch(
+    values: &[Bytes],
+    timestamp: i64,
+    producer: Option<(i64, i16, i32)>,
+    transactional: bool,
+) -> anyhow::Result<Bytes> {
     let (producer_id, producer_epoch, base_sequence) = producer.unwrap_or((-1, -1, -1));
     let records: Vec<Record> = values
         .iter()
         .enumerate()
         .map(|(i, value)| Record {
-            transactional: false,
+            transactional,
             control: false,
             delete_horizon: false,
             partition_leader_epoch: -1,
@@ -383,9 +397,28 @@ pub async fn find_coordinator(
     group: &str,
     timeout: std::time::Duration,
 ) -> anyhow::Result<(i32, String)> {
+    find_coordinator_of(connection, 0, group, timeout).await
+}
+
+/// The coordinator of a transactional id, as `find_coordinator`.
+pub async fn find_transaction_coordinator(
+    connection: &Connection,
+    transactional_id: &str,
+    timeout: std::time::Duration,
+) -> anyhow::Result<(i32, String)> {
+    find_coordinator_of(connection, 1, transactional_id, timeout).await
+}
+
+/// The coordinator of `key` (key type 0: a group, 1: a transactional id).
+async fn find_coordinator_of(
+    connection: &Connection,
+    key_type: i8,
+    group: &str,
+    timeout: std::time::Duration,
+) -> anyhow::Result<(i32, String)> {
     use kafka_protocol::messages::FindCoordinatorRequest;
     let request = FindCoordinatorRequest::default()
-        .with_key_type(0)
+        .with_key_type(key_type)
         .with_coordinator_keys(vec![StrBytes::from_string(group.to_owned())]);
     let deadline = std::time::Instant::now() + timeout;
     loop {
@@ -396,7 +429,7 @@ pub async fn find_coordinator(
         }
         anyhow::ensure!(
             std::time::Instant::now() < deadline,
-            "group {group} has no coordinator after {timeout:?} (error {}): its partition of __consumer_offsets has no leader",
+            "{group} has no coordinator after {timeout:?} (error {}): its partition of the coordinators' topic has no leader",
             found.error_code
         );
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;

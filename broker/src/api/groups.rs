@@ -672,7 +672,10 @@ pub(super) async fn txn_offset_commit(
         Some(partition) => {
             let wanted = [(OFFSETS_TOPIC.to_owned(), partition)];
             match crate::txn::markers::verify(broker, &image, &transactional_id, producer_id, epoch, &wanted).await {
-                Ok(verified) if verified.contains(&wanted[0]) => Ok(()),
+                Ok(verified) if verified.ok.contains(&wanted[0]) => Ok(()),
+                Ok(verified) if verified.unreachable.contains(&wanted[0]) => {
+                    Err(ResponseError::CoordinatorNotAvailable)
+                }
                 Ok(_) => Err(ResponseError::InvalidTxnState),
                 Err(error) => {
                     tracing::debug!(group = %group_id, "cannot verify a transactional offset commit: {error:#}");

@@ -3,7 +3,6 @@
 //! answer once the WAL quorum acknowledged it (DESIGN §3). `acks=0` gets no
 //! answer; `acks=1` waits for the same quorum as `acks=all`.
 
-use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -74,7 +73,7 @@ pub(super) fn admit(
     request: ProduceRequest,
     version: i16,
     internal: bool,
-    verified: &HashSet<(String, i32)>,
+    verified: &crate::txn::Verified,
 ) -> Admitted {
     let acks = request.acks;
     let now = now_ms();
@@ -165,8 +164,15 @@ pub(super) fn admit(
                             Some("the partition is moving to another broker; retry".into()),
                         );
                     }
-                    let verified = internal || verified.contains(&(topic.name.clone(), partition.index));
-                    match state.producers.check(&header, verified) {
+                    let key = (topic.name.clone(), partition.index);
+                    if verified.unreachable.contains(&key) {
+                        // As Kafka: a produce client does not know coordinator errors.
+                        return Fate::Refused(
+                            ResponseError::NotEnoughReplicas,
+                            Some("the transaction's coordinator could not confirm the partition yet; retry".into()),
+                        );
+                    }
+                    match state.producers.check(&header, internal || verified.ok.contains(&key)) {
                         Verdict::Refuse(error) => Fate::Refused(error, None),
                         Verdict::Duplicate { base_offset, last_offset } => {
                             broker.metrics.produce_duplicates.inc();

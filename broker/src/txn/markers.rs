@@ -14,6 +14,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::add_partitions_to_txn_request::{AddPartitionsToTxnTopic, AddPartitionsToTxnTransaction};
 use kafka_protocol::messages::write_txn_markers_request::{WritableTxnMarker, WritableTxnMarkerTopic};
 use kafka_protocol::messages::write_txn_markers_response::{
@@ -178,17 +179,14 @@ pub async fn verify(
     producer_id: i64,
     epoch: i16,
     wanted: &[(String, i32)],
-) -> anyhow::Result<HashSet<(String, i32)>> {
+) -> anyhow::Result<super::Verified> {
     let partition =
         super::TxnCoordinator::partition_of(image, id).ok_or_else(|| anyhow::anyhow!("no {}", super::TXN_TOPIC))?;
     let leader = image.topics[super::TXN_TOPIC].partitions[partition as usize].leader;
     if leader == Some(broker.config.node_id) {
         let current = broker.txns.current(broker, id).map_err(|error| anyhow::anyhow!("{error:?}"))?;
-        return Ok(wanted
-            .iter()
-            .filter(|p| super::state::verify(current.as_ref(), producer_id, epoch, p).is_ok())
-            .cloned()
-            .collect());
+        let ok = wanted.iter().filter(|p| super::state::verify(current.as_ref(), producer_id, epoch, p).is_ok());
+        return Ok(super::Verified { ok: ok.cloned().collect(), unreachable: HashSet::new() });
     }
     let address = leader
         .and_then(|leader| image.brokers.get(&leader))
@@ -213,11 +211,23 @@ pub async fn verify(
     let response: AddPartitionsToTxnResponse =
         broker.peers.call(&address, ApiKey::AddPartitionsToTxn, ADD_PARTITIONS_VERIFY_VERSION, &request).await?;
     anyhow::ensure!(response.error_code == 0, "the coordinator answered error {}", response.error_code);
-    let mut verified = HashSet::new();
+    let mut verified = super::Verified::default();
+    let unreachable = [
+        ResponseError::NotCoordinator,
+        ResponseError::CoordinatorLoadInProgress,
+        ResponseError::CoordinatorNotAvailable,
+        ResponseError::ConcurrentTransactions,
+    ]
+    .map(|e| e.code());
     for result in response.results_by_transaction {
         for topic in result.topic_results {
-            for partition in topic.results_by_partition.into_iter().filter(|p| p.partition_error_code == 0) {
-                verified.insert((topic.name.0.to_string(), partition.partition_index));
+            for partition in topic.results_by_partition {
+                let key = (topic.name.0.to_string(), partition.partition_index);
+                if partition.partition_error_code == 0 {
+                    verified.ok.insert(key);
+                } else if unreachable.contains(&partition.partition_error_code) {
+                    verified.unreachable.insert(key);
+                }
             }
         }
     }

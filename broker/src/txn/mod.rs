@@ -226,11 +226,22 @@ pub async fn abort_and_fence(broker: &Arc<Broker>, id: &str, reason: &'static st
     Ok(())
 }
 
+/// What a transaction's coordinator said of a produce's partitions (KIP-890).
+#[derive(Debug, Default)]
+pub struct Verified {
+    /// In the producer's open transaction.
+    pub ok: HashSet<(String, i32)>,
+    /// The coordinator could not be asked (moving, loading, unreachable):
+    /// the produce is refused retriably.
+    pub unreachable: HashSet<(String, i32)>,
+}
+
 /// KIP-890 at a partition leader: the partitions of a transactional
-/// produce whose producer has no transaction open there yet, confirmed by
-/// the transaction's coordinator. The others are refused in `admit`.
-pub async fn verify_produce(broker: &Arc<Broker>, request: &ProduceRequest) -> HashSet<(String, i32)> {
-    let Some(id) = request.transactional_id.as_ref().map(|id| id.0.to_string()) else { return HashSet::new() };
+/// produce whose producer has no transaction open there yet, as the
+/// transaction's coordinator confirms them. The others are refused in
+/// `admit`.
+pub async fn verify_produce(broker: &Arc<Broker>, request: &ProduceRequest) -> Verified {
+    let Some(id) = request.transactional_id.as_ref().map(|id| id.0.to_string()) else { return Verified::default() };
     let image = broker.image();
     let mut producer = None;
     let mut wanted = Vec::new();
@@ -258,12 +269,12 @@ pub async fn verify_produce(broker: &Arc<Broker>, request: &ProduceRequest) -> H
             }
         }
     }
-    let Some((producer_id, epoch)) = producer.filter(|_| !wanted.is_empty()) else { return HashSet::new() };
+    let Some((producer_id, epoch)) = producer.filter(|_| !wanted.is_empty()) else { return Verified::default() };
     match markers::verify(broker, &image, &id, producer_id, epoch, &wanted).await {
         Ok(verified) => verified,
         Err(error) => {
             tracing::debug!(transactional_id = %id, "could not verify a transaction with its coordinator: {error:#}");
-            HashSet::new()
+            Verified { ok: HashSet::new(), unreachable: wanted.into_iter().collect() }
         }
     }
 }
