@@ -4,6 +4,7 @@
 pub mod broker;
 pub mod controller;
 pub mod group;
+pub mod txn;
 pub mod wal;
 
 use hdrhistogram::Histogram;

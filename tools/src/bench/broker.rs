@@ -324,7 +324,7 @@ async fn read_ranges(
 }
 
 /// Waits until every partition of `topic` has a leader.
-async fn wait_for_leaders(connection: &Connection, topic: &str) -> anyhow::Result<TopicLayout> {
+pub(super) async fn wait_for_leaders(connection: &Connection, topic: &str) -> anyhow::Result<TopicLayout> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let layout = kafka::topic_layout(connection, topic).await?;
@@ -336,13 +336,14 @@ async fn wait_for_leaders(connection: &Connection, topic: &str) -> anyhow::Resul
     }
 }
 
-/// One partition's idempotent producer; its sequence carries over phases.
-struct PartitionProducer {
-    connection: Arc<Connection>,
-    partition: i32,
-    id: i64,
-    epoch: i16,
-    sequence: i32,
+/// One partition's producer, idempotent when it has an id (>= 0); its
+/// sequence carries over phases.
+pub(super) struct PartitionProducer {
+    pub connection: Arc<Connection>,
+    pub partition: i32,
+    pub id: i64,
+    pub epoch: i16,
+    pub sequence: i32,
 }
 
 fn now_micros() -> u64 {
@@ -351,7 +352,7 @@ fn now_micros() -> u64 {
 
 /// Runs every partition's producer for `args.seconds`, paced to `rate`
 /// records per second in total when given.
-async fn produce_phase(
+pub(super) async fn produce_phase(
     args: &BrokerBenchArgs,
     topic: &str,
     producers: Vec<PartitionProducer>,
@@ -446,8 +447,8 @@ async fn produce_partition(
                 value.freeze()
             })
             .collect();
-        let batch =
-            kafka::batch(&values, (stamp / 1000) as i64, Some((producer.id, producer.epoch, producer.sequence)))?;
+        let idempotent = (producer.id >= 0).then_some((producer.id, producer.epoch, producer.sequence));
+        let batch = kafka::batch(&values, (stamp / 1000) as i64, idempotent)?;
         producer.sequence = producer.sequence.wrapping_add(batch_records as i32);
         let request = kafka::produce_request(topic, producer.partition, acks, batch);
         let sent_at = Instant::now();

@@ -23,6 +23,8 @@ enum Command {
     Broker(bench::broker::BrokerBenchArgs),
     /// Consumer groups: offset commit latency, one commit at a time.
     Group(bench::group::GroupBenchArgs),
+    /// Idempotence and transactions: produce throughput with idempotence off and on, transaction latency by size.
+    Txn(bench::txn::TxnBenchArgs),
 }
 
 fn print(report: &(impl serde::Serialize + std::fmt::Display), json: bool) -> anyhow::Result<()> {
@@ -53,6 +55,10 @@ async fn main() -> ExitCode {
         Command::Group(args) => {
             let json = args.json;
             bench::group::run(args).await.and_then(|report| print(&report, json))
+        }
+        Command::Txn(args) => {
+            let json = args.json;
+            bench::txn::run(args).await.and_then(|report| print(&report, json))
         }
     };
     match result {
