@@ -70,7 +70,65 @@ async fn read_batches(
     Ok(sets)
 }
 
-/// Keeps the latest record per key; false when nothing would be removed.
+/// What to do with each record of `sets` (in offset order), as Kafka's
+/// log cleaner decides: a record of a committed transaction or of no
+/// transaction stays if it is its key's latest (keyless records stay); a
+/// record of an aborted transaction goes (no `read_committed` reader ever
+/// sees it); a record of a transaction whose marker is not in `sets` yet
+/// stays and does not count as its key's latest (it may still abort);
+/// transaction markers stay.
+fn decide(sets: &[RecordSet]) -> Vec<Vec<bool>> {
+    // Each transactional batch's outcome: Some(committed), or None while
+    // its marker is not among `sets`.
+    let mut outcome: Vec<Option<bool>> = vec![None; sets.len()];
+    let mut open: HashMap<i64, Vec<usize>> = HashMap::new();
+    for (i, set) in sets.iter().enumerate() {
+        let Some(first) = set.records.first() else { continue };
+        if first.control {
+            let commit = first.key.as_ref().filter(|key| key.len() >= 4).map(|key| key[2..4] == [0, 1]);
+            if let (Some(commit), Some(batches)) = (commit, open.remove(&first.producer_id)) {
+                for batch in batches {
+                    outcome[batch] = Some(commit);
+                }
+            }
+        } else if first.transactional {
+            open.entry(first.producer_id).or_default().push(i);
+        }
+    }
+    let counts = |i: usize, record: &Record| !record.control && (!record.transactional || outcome[i] == Some(true));
+    let mut latest: HashMap<&Bytes, i64> = HashMap::new();
+    for (i, set) in sets.iter().enumerate() {
+        for record in set.records.iter().filter(|record| counts(i, record)) {
+            if let Some(key) = &record.key {
+                latest.insert(key, record.offset);
+            }
+        }
+    }
+    sets.iter()
+        .enumerate()
+        .map(|(i, set)| {
+            set.records
+                .iter()
+                .map(|record| {
+                    if record.control {
+                        return true;
+                    }
+                    if record.transactional {
+                        match outcome[i] {
+                            Some(false) => return false,
+                            None => return true,
+                            Some(true) => {}
+                        }
+                    }
+                    record.key.as_ref().is_none_or(|key| latest.get(key) == Some(&record.offset))
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Keeps the latest record per key (`decide`); false when nothing would
+/// be removed.
 async fn rewrite(
     broker: &Broker,
     store: &Arc<dyn ObjectStore>,
@@ -79,19 +137,13 @@ async fn rewrite(
     epoch: Epoch,
 ) -> anyhow::Result<bool> {
     let sets = read_batches(store, ranges).await?;
-    let mut latest: HashMap<&Bytes, i64> = HashMap::new();
-    for record in sets.iter().flat_map(|set| &set.records) {
-        if let Some(key) = &record.key {
-            latest.insert(key, record.offset);
-        }
-    }
-    let kept = |record: &Record| record.key.as_ref().is_none_or(|key| latest.get(key) == Some(&record.offset));
-    if sets.iter().flat_map(|set| &set.records).all(kept) {
+    let keep = decide(&sets);
+    if keep.iter().flatten().all(|kept| *kept) {
         return Ok(false);
     }
     let mut batches = Vec::new();
-    for set in &sets {
-        let records: Vec<&Record> = set.records.iter().filter(|record| kept(record)).collect();
+    for (set, keep) in sets.iter().zip(&keep) {
+        let records: Vec<&Record> = set.records.iter().zip(keep).filter(|(_, kept)| **kept).map(|(r, _)| r).collect();
         if records.is_empty() {
             continue;
         }
@@ -102,6 +154,68 @@ async fn rewrite(
     }
     let id = crate::compactor::swap_in(broker, store, stream, ranges, &batches, epoch).await?;
     let (from, to) = (ranges[0].1.start, ranges[ranges.len() - 1].1.end);
-    tracing::info!(%stream, from = from.0, to = to.0, keys = latest.len(), %id, "compacted by key");
+    let removed = keep.iter().flatten().filter(|kept| !**kept).count();
+    tracing::info!(%stream, from = from.0, to = to.0, removed, %id, "compacted by key");
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::records::{Compression, TimestampType};
+
+    fn record(offset: i64, key: &'static [u8], producer: Option<i64>) -> Record {
+        Record {
+            transactional: producer.is_some(),
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: 0,
+            producer_id: producer.unwrap_or(-1),
+            producer_epoch: 0,
+            timestamp_type: TimestampType::Creation,
+            offset,
+            sequence: -1,
+            timestamp: 0,
+            key: Some(Bytes::from_static(key)),
+            value: Some(Bytes::from_static(b"v")),
+            headers: Default::default(),
+        }
+    }
+
+    fn marker(offset: i64, producer: i64, commit: bool) -> Record {
+        let kind: &'static [u8] = if commit { &[0, 0, 0, 1] } else { &[0, 0, 0, 0] };
+        Record { control: true, ..record(offset, kind, Some(producer)) }
+    }
+
+    fn set(records: Vec<Record>) -> RecordSet {
+        RecordSet { compression: Compression::None, version: 2, records }
+    }
+
+    #[test]
+    fn aborted_records_go_open_ones_stay_and_markers_are_kept() {
+        let sets = vec![
+            set(vec![record(0, b"a", None), record(1, b"b", None)]),
+            set(vec![record(2, b"a", Some(7))]), // aborted below: "a" keeps offset 0
+            set(vec![record(3, b"b", Some(8))]), // committed below: "b" is now offset 3
+            set(vec![marker(4, 7, false)]),
+            set(vec![marker(5, 8, true)]),
+            set(vec![record(6, b"c", None)]),
+            set(vec![record(7, b"c", Some(9))]), // no marker yet: kept, "c" keeps offset 6 too
+            set(vec![marker(8, 8, true)]),       // a second commit marker, same key bytes: kept
+        ];
+        let keep = decide(&sets);
+        assert_eq!(
+            keep,
+            vec![
+                vec![true, false],
+                vec![false],
+                vec![true],
+                vec![true],
+                vec![true],
+                vec![true],
+                vec![true],
+                vec![true]
+            ]
+        );
+    }
 }
