@@ -275,6 +275,18 @@ const INTERNAL_PRODUCE_VERSION: i16 = 9;
 /// its place in the log now, so appends made in some order (under a lock)
 /// are in the log in that order; `finish_internal` waits until it is durable.
 pub(crate) fn append_internal(broker: &Arc<Broker>, topic: &str, partition: i32, batch: Bytes) -> InternalAppend {
+    append_internal_as(broker, topic, partition, batch, None)
+}
+
+/// `append_internal` of the first batch of a transaction at the partition,
+/// with the token of its verification (`txn::begin_verification`).
+pub(crate) fn append_internal_as(
+    broker: &Arc<Broker>,
+    topic: &str,
+    partition: i32,
+    batch: Bytes,
+    token: Option<u64>,
+) -> InternalAppend {
     use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
     use kafka_protocol::messages::{ProduceRequest, TopicName};
     let request = ProduceRequest::default().with_acks(-1).with_timeout_ms(10_000).with_topic_data(vec![
@@ -282,7 +294,11 @@ pub(crate) fn append_internal(broker: &Arc<Broker>, topic: &str, partition: i32,
             .with_name(TopicName(kafka_protocol::protocol::StrBytes::from_string(topic.to_owned())))
             .with_partition_data(vec![PartitionProduceData::default().with_index(partition).with_records(Some(batch))]),
     ]);
-    InternalAppend(produce::admit(broker, request, INTERNAL_PRODUCE_VERSION, true, &Default::default()))
+    let mut verified = crate::txn::Verified::default();
+    if let Some(token) = token {
+        verified.ok.insert((topic.to_owned(), partition), token);
+    }
+    InternalAppend(produce::admit(broker, request, INTERNAL_PRODUCE_VERSION, true, &verified))
 }
 
 /// Waits for an internal append; `None` once it is durable, else the error.

@@ -37,7 +37,8 @@ pub async fn compact(
             if ranges.is_empty() {
                 continue;
             }
-            if rewrite(broker, store, partition.stream_id, &ranges, epoch).await? {
+            let retention = topic.config("delete.retention.ms").and_then(|v| v.parse().ok()).unwrap_or(86_400_000);
+            if rewrite(broker, store, partition.stream_id, &ranges, epoch, retention).await? {
                 rewritten += 1;
             }
         }
@@ -75,21 +76,27 @@ async fn read_batches(
 /// transaction stays if it is its key's latest (keyless records stay); a
 /// record of an aborted transaction goes (no `read_committed` reader ever
 /// sees it); a record of a transaction whose marker is not in `sets` yet
-/// stays and does not count as its key's latest (it may still abort);
-/// transaction markers stay.
-fn decide(sets: &[RecordSet]) -> Vec<Vec<bool>> {
+/// stays and does not count as its key's latest (it may still abort); a
+/// transaction marker stays while a record of its transaction does, and
+/// for `delete_retention_ms` (Kafka's `delete.retention.ms`) after it was
+/// written, so a reader that was part-way through the transaction still
+/// sees its end.
+fn decide(sets: &[RecordSet], now_ms: i64, delete_retention_ms: i64) -> Vec<Vec<bool>> {
     // Each transactional batch's outcome: Some(committed), or None while
     // its marker is not among `sets`.
     let mut outcome: Vec<Option<bool>> = vec![None; sets.len()];
     let mut open: HashMap<i64, Vec<usize>> = HashMap::new();
+    // Marker set -> the transactional sets it ended.
+    let mut ended: HashMap<usize, Vec<usize>> = HashMap::new();
     for (i, set) in sets.iter().enumerate() {
         let Some(first) = set.records.first() else { continue };
         if first.control {
             let commit = first.key.as_ref().filter(|key| key.len() >= 4).map(|key| key[2..4] == [0, 1]);
             if let (Some(commit), Some(batches)) = (commit, open.remove(&first.producer_id)) {
-                for batch in batches {
-                    outcome[batch] = Some(commit);
+                for batch in &batches {
+                    outcome[*batch] = Some(commit);
                 }
+                ended.insert(i, batches);
             }
         } else if first.transactional {
             open.entry(first.producer_id).or_default().push(i);
@@ -104,7 +111,8 @@ fn decide(sets: &[RecordSet]) -> Vec<Vec<bool>> {
             }
         }
     }
-    sets.iter()
+    let mut keep: Vec<Vec<bool>> = sets
+        .iter()
         .enumerate()
         .map(|(i, set)| {
             set.records
@@ -124,7 +132,15 @@ fn decide(sets: &[RecordSet]) -> Vec<Vec<bool>> {
                 })
                 .collect()
         })
-        .collect()
+        .collect();
+    for (marker, batches) in ended {
+        let data_left = batches.iter().any(|b| keep[*b].iter().any(|kept| *kept));
+        let written = sets[marker].records.first().map_or(now_ms, |r| r.timestamp);
+        if !data_left && now_ms.saturating_sub(written) > delete_retention_ms {
+            keep[marker].iter_mut().for_each(|kept| *kept = false);
+        }
+    }
+    keep
 }
 
 /// Keeps the latest record per key (`decide`); false when nothing would
@@ -135,9 +151,10 @@ async fn rewrite(
     stream: StreamId,
     ranges: &[(&ObjectRecord, &ObjectRange)],
     epoch: Epoch,
+    delete_retention_ms: i64,
 ) -> anyhow::Result<bool> {
     let sets = read_batches(store, ranges).await?;
-    let keep = decide(&sets);
+    let keep = decide(&sets, crate::groups::now_ms(), delete_retention_ms);
     if keep.iter().flatten().all(|kept| *kept) {
         return Ok(false);
     }
@@ -192,6 +209,15 @@ mod tests {
     }
 
     #[test]
+    fn a_marker_goes_once_its_transaction_has_no_record_left_and_the_retention_passed() {
+        let sets = vec![set(vec![record(0, b"a", Some(7))]), set(vec![marker(1, 7, false)])];
+        assert_eq!(decide(&sets, 1_000, 86_400_000), vec![vec![false], vec![true]], "written just now: kept");
+        assert_eq!(decide(&sets, 90_000_000, 86_400_000), vec![vec![false], vec![false]], "past the retention");
+        let committed = vec![set(vec![record(0, b"a", Some(7))]), set(vec![marker(1, 7, true)])];
+        assert_eq!(decide(&committed, 90_000_000, 86_400_000), vec![vec![true], vec![true]], "its record is kept");
+    }
+
+    #[test]
     fn aborted_records_go_open_ones_stay_and_markers_are_kept() {
         let sets = vec![
             set(vec![record(0, b"a", None), record(1, b"b", None)]),
@@ -203,7 +229,7 @@ mod tests {
             set(vec![record(7, b"c", Some(9))]), // no marker yet: kept, "c" keeps offset 6 too
             set(vec![marker(8, 8, true)]),       // a second commit marker, same key bytes: kept
         ];
-        let keep = decide(&sets);
+        let keep = decide(&sets, 1_000, 86_400_000);
         assert_eq!(
             keep,
             vec![

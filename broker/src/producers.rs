@@ -75,14 +75,19 @@ pub struct Producers {
     /// Aborted transactions in the order of their markers.
     #[serde(default)]
     aborted: Vec<AbortedTxn>,
+    /// KIP-890's guard: producer id -> (epoch, token) of a verification in
+    /// flight with the transaction's coordinator. A marker clears it, so a
+    /// verification answered after the transaction ended lets nothing in.
+    #[serde(skip)]
+    verifying: HashMap<i64, (i16, u64)>,
 }
 
 impl Producers {
-    /// Decides what to do with a batch, without changing anything.
-    /// `verified`: the transaction coordinator confirmed that the batch's
-    /// producer added this partition to its transaction at its epoch
-    /// (KIP-890), needed for the first batch of a transaction.
-    pub fn check(&self, batch: &BatchHeader, verified: bool) -> Verdict {
+    /// Decides what to do with a batch, without changing anything. The
+    /// first batch of a transaction here needs `verified`: the token of a
+    /// verification begun here (`begin_verification`) that the
+    /// transaction's coordinator confirmed and no marker cleared since.
+    pub fn check(&self, batch: &BatchHeader, verified: Option<u64>) -> Verdict {
         if !batch.is_idempotent() {
             return Verdict::Append;
         }
@@ -100,7 +105,9 @@ impl Producers {
             return Verdict::Refuse(ResponseError::InvalidProducerEpoch);
         }
         let in_transaction = self.in_transaction(batch.producer_id, batch.producer_epoch);
-        if batch.is_transactional() && !in_transaction && !verified {
+        let guarded = verified
+            .is_some_and(|token| self.verifying.get(&batch.producer_id) == Some(&(batch.producer_epoch, token)));
+        if batch.is_transactional() && !in_transaction && !guarded {
             return Verdict::Refuse(ResponseError::InvalidTxnState);
         }
         if !batch.is_transactional() && producer.is_some_and(|p| p.txn_first.is_some()) {
@@ -157,6 +164,10 @@ impl Producers {
             producer.epoch = batch.producer_epoch;
             producer.batches.clear();
         }
+        if batch.is_control() || batch.is_transactional() {
+            // Ended, or opened: a verification in flight counts no more.
+            self.verifying.remove(&batch.producer_id);
+        }
         if batch.is_control() {
             // The transaction ends here, whatever its marker (an unknown
             // control type is not a transaction's end, and ends nothing).
@@ -191,6 +202,14 @@ impl Producers {
         let before = self.producers.len();
         self.producers.retain(|_, producer| producer.txn_first.is_some() || producer.last_append_ms > horizon_ms);
         before - self.producers.len()
+    }
+
+    /// Starts a verification of producer (id, epoch)'s transaction here:
+    /// the token `check` wants once the coordinator confirmed it.
+    pub fn begin_verification(&mut self, producer_id: i64, epoch: i16) -> u64 {
+        let token = rand::random::<u64>();
+        self.verifying.insert(producer_id, (epoch, token));
+        token
     }
 
     /// Whether the producer has a transaction open here at `epoch`.
@@ -276,30 +295,30 @@ mod tests {
     fn in_order_batches_append_retries_are_duplicates_and_gaps_are_refused() {
         let mut producers = Producers::default();
         let first = header(9, 0, 0, 3);
-        assert_eq!(producers.check(&first, false), Verdict::Append);
+        assert_eq!(producers.check(&first, None), Verdict::Append);
         producers.record(&first, None, 100, 0);
-        assert_eq!(producers.check(&first, false), Verdict::Duplicate { base_offset: 100, last_offset: 102 });
+        assert_eq!(producers.check(&first, None), Verdict::Duplicate { base_offset: 100, last_offset: 102 });
         let next = header(9, 0, 3, 2);
-        assert_eq!(producers.check(&next, false), Verdict::Append);
+        assert_eq!(producers.check(&next, None), Verdict::Append);
         producers.record(&next, None, 103, 0);
         assert_eq!(
-            producers.check(&header(9, 0, 6, 1), false),
+            producers.check(&header(9, 0, 6, 1), None),
             Verdict::Refuse(ResponseError::OutOfOrderSequenceNumber),
             "sequence 5 is missing"
         );
-        assert_eq!(producers.check(&header(9, 0, 5, 1), false), Verdict::Append);
+        assert_eq!(producers.check(&header(9, 0, 5, 1), None), Verdict::Append);
     }
 
     #[test]
     fn epochs_fence_old_producers_and_a_new_epoch_starts_at_zero() {
         let mut producers = Producers::default();
         producers.record(&header(9, 3, 0, 1), None, 0, 0);
-        assert_eq!(producers.check(&header(9, 2, 1, 1), false), Verdict::Refuse(ResponseError::InvalidProducerEpoch));
+        assert_eq!(producers.check(&header(9, 2, 1, 1), None), Verdict::Refuse(ResponseError::InvalidProducerEpoch));
         assert_eq!(
-            producers.check(&header(9, 4, 7, 1), false),
+            producers.check(&header(9, 4, 7, 1), None),
             Verdict::Refuse(ResponseError::OutOfOrderSequenceNumber)
         );
-        assert_eq!(producers.check(&header(9, 4, 0, 1), false), Verdict::Append);
+        assert_eq!(producers.check(&header(9, 4, 0, 1), None), Verdict::Append);
     }
 
     #[test]
@@ -309,17 +328,17 @@ mod tests {
             producers.record(&header(1, 0, seq, 1), None, i64::from(seq), 0);
         }
         assert_eq!(
-            producers.check(&header(1, 0, 0, 1), false),
+            producers.check(&header(1, 0, 0, 1), None),
             Verdict::Refuse(ResponseError::OutOfOrderSequenceNumber)
         );
-        assert!(matches!(producers.check(&header(1, 0, 1, 1), false), Verdict::Duplicate { .. }));
+        assert!(matches!(producers.check(&header(1, 0, 1, 1), None), Verdict::Duplicate { .. }));
     }
 
     #[test]
     fn sequences_continue_across_the_wrap() {
         let mut producers = Producers::default();
         producers.record(&header(1, 0, i32::MAX - 1, 2), None, 0, 0);
-        assert_eq!(producers.check(&header(1, 0, 0, 1), false), Verdict::Append);
+        assert_eq!(producers.check(&header(1, 0, 0, 1), None), Verdict::Append);
     }
 
     fn transactional(producer_id: i64, epoch: i16, base_sequence: i32, count: i32) -> BatchHeader {
@@ -334,16 +353,18 @@ mod tests {
     fn open_transactions_hold_the_stable_offset_and_aborts_are_indexed() {
         let mut producers = Producers::default();
         let first = transactional(1, 0, 0, 2);
-        assert_eq!(producers.check(&first, false), Verdict::Refuse(ResponseError::InvalidTxnState), "not verified");
-        assert_eq!(producers.check(&first, true), Verdict::Append);
+        assert_eq!(producers.check(&first, None), Verdict::Refuse(ResponseError::InvalidTxnState), "not verified");
+        let token = producers.begin_verification(1, 0);
+        assert_eq!(producers.check(&first, Some(token ^ 1)), Verdict::Refuse(ResponseError::InvalidTxnState));
+        assert_eq!(producers.check(&first, Some(token)), Verdict::Append);
         producers.record(&first, None, 10, 0);
         let more = transactional(1, 0, 2, 1);
-        assert_eq!(producers.check(&more, false), Verdict::Append, "the transaction is open here");
+        assert_eq!(producers.check(&more, None), Verdict::Append, "the transaction is open here");
         producers.record(&more, None, 12, 0);
         producers.record(&transactional(2, 0, 0, 1), None, 13, 0);
         assert_eq!(producers.first_unstable(), Some(10));
         assert_eq!(
-            producers.check(&header(1, 0, 3, 1), false),
+            producers.check(&header(1, 0, 3, 1), None),
             Verdict::Refuse(ResponseError::InvalidTxnState),
             "no plain batch in the middle of a transaction"
         );
@@ -365,13 +386,29 @@ mod tests {
     fn markers_of_an_older_epoch_are_refused_and_a_bumped_one_fences_the_producer() {
         let mut producers = Producers::default();
         producers.record(&transactional(1, 3, 0, 1), None, 0, 0);
-        assert_eq!(producers.check(&marker(1, 2), false), Verdict::Refuse(ResponseError::InvalidProducerEpoch));
+        assert_eq!(producers.check(&marker(1, 2), None), Verdict::Refuse(ResponseError::InvalidProducerEpoch));
         producers.record(&marker(1, 4), Some(Marker::Abort), 1, 0);
+        let token = producers.begin_verification(1, 3);
         assert_eq!(
-            producers.check(&transactional(1, 3, 1, 1), true),
+            producers.check(&transactional(1, 3, 1, 1), Some(token)),
             Verdict::Refuse(ResponseError::InvalidProducerEpoch)
         );
-        assert_eq!(producers.check(&transactional(1, 4, 0, 1), true), Verdict::Append);
+        let token = producers.begin_verification(1, 4);
+        assert_eq!(producers.check(&transactional(1, 4, 0, 1), Some(token)), Verdict::Append);
+    }
+
+    /// KIP-890's guard: a verification answered after the transaction
+    /// ended (its marker landed meanwhile) lets nothing in.
+    #[test]
+    fn a_marker_between_a_verification_and_its_batch_voids_the_verification() {
+        let mut producers = Producers::default();
+        let token = producers.begin_verification(1, 0);
+        producers.record(&marker(1, 0), Some(Marker::Abort), 0, 0);
+        assert_eq!(
+            producers.check(&transactional(1, 0, 0, 1), Some(token)),
+            Verdict::Refuse(ResponseError::InvalidTxnState)
+        );
+        assert_eq!(producers.first_unstable(), None);
     }
 
     #[test]
@@ -390,7 +427,7 @@ mod tests {
         producers.record(&header(1, 0, 0, 1), None, 0, 1_000);
         producers.record(&header(2, 0, 0, 1), None, 1, 5_000);
         assert_eq!(producers.expire(2_000), 1);
-        assert_eq!(producers.check(&header(1, 0, 7, 1), false), Verdict::Append, "an unknown producer starts anew");
-        assert!(matches!(producers.check(&header(2, 0, 0, 1), false), Verdict::Duplicate { .. }), "2 is remembered");
+        assert_eq!(producers.check(&header(1, 0, 7, 1), None), Verdict::Append, "an unknown producer starts anew");
+        assert!(matches!(producers.check(&header(2, 0, 0, 1), None), Verdict::Duplicate { .. }), "2 is remembered");
     }
 }

@@ -667,24 +667,31 @@ pub(super) async fn txn_offset_commit(
         ResponseError::InvalidProducerEpoch => ResponseError::ProducerFenced,
         other => other,
     };
+    // KIP-890 for offsets: the group's partition must be in the transaction
+    // (AddOffsetsToTxn), and no marker may land between the check and the write.
     let verified = match Coordinator::partition_of(&image, &group_id) {
         None => Err(ResponseError::CoordinatorNotAvailable),
         Some(partition) => {
             let wanted = [(OFFSETS_TOPIC.to_owned(), partition)];
-            match crate::txn::markers::verify(broker, &image, &transactional_id, producer_id, epoch, &wanted).await {
-                Ok(verified) if verified.ok.contains(&wanted[0]) => Ok(()),
-                Ok(verified) if verified.unreachable.contains(&wanted[0]) => {
+            let token = crate::txn::begin_verification(broker, OFFSETS_TOPIC, partition, (producer_id, epoch));
+            match (
+                token,
+                crate::txn::markers::verify(broker, &image, &transactional_id, producer_id, epoch, &wanted).await,
+            ) {
+                (None, _) => Err(ResponseError::NotCoordinator),
+                (Some(token), Ok(confirmed)) if confirmed.contains(&wanted[0]) => Ok(token),
+                (_, Ok(_)) => Err(ResponseError::InvalidTxnState),
+                (_, Err(crate::txn::markers::Unverified::Unreachable(_))) => {
                     Err(ResponseError::CoordinatorNotAvailable)
                 }
-                Ok(_) => Err(ResponseError::InvalidTxnState),
-                Err(error) => {
+                (_, Err(crate::txn::markers::Unverified::Failed(error))) => {
                     tracing::debug!(group = %group_id, "cannot verify a transactional offset commit: {error:#}");
                     Err(ResponseError::CoordinatorNotAvailable)
                 }
             }
         }
     };
-    let appended = verified.and_then(|()| {
+    let appended = verified.and_then(|token| {
         let mut locked = broker.groups.lock(broker, &group_id)?;
         let partition = locked.partition;
         if generation >= 0 || !member_id.is_empty() {
@@ -710,7 +717,7 @@ pub(super) async fn txn_offset_commit(
         if writes.is_empty() {
             return Ok(None);
         }
-        Ok(Some((partition, Coordinator::append_as(broker, partition, writes, Some((producer_id, epoch))))))
+        Ok(Some((partition, Coordinator::append_as(broker, partition, writes, Some((producer_id, epoch, token))))))
     });
     let result = match appended {
         Err(error) => Err(error),

@@ -172,7 +172,7 @@ pub(super) fn admit(
                             Some("the transaction's coordinator could not confirm the partition yet; retry".into()),
                         );
                     }
-                    match state.producers.check(&header, internal || verified.ok.contains(&key)) {
+                    match state.producers.check(&header, verified.ok.get(&key).copied()) {
                         Verdict::Refuse(error) => Fate::Refused(error, None),
                         Verdict::Duplicate { base_offset, last_offset } => {
                             broker.metrics.produce_duplicates.inc();

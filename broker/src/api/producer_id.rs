@@ -69,6 +69,7 @@ pub(super) async fn handle(
                 fencing = true;
                 Ok(Some(txn))
             }
+            Init::Current => Ok(None),
             Init::Refuse(error) => Err(error),
         }
     })

@@ -217,6 +217,10 @@ struct Shard {
     leader_epoch: LeaderEpoch,
     loaded: bool,
     groups: HashMap<String, Group>,
+    /// Transaction markers made durable while the shard loads (producer,
+    /// commit): applied after the replay, which may have read the log
+    /// before them.
+    ended_while_loading: Vec<(i64, bool)>,
 }
 
 #[derive(Debug)]
@@ -303,16 +307,18 @@ impl Coordinator {
         Self::append_as(broker, partition, records, None)
     }
 
-    /// `append`, as producer (id, epoch)'s transaction when given: offsets
-    /// committed in a transaction (TxnOffsetCommit).
+    /// `append`, as producer (id, epoch)'s transaction when given, with the
+    /// token of its verification at the partition: offsets committed in a
+    /// transaction (TxnOffsetCommit).
     pub fn append_as(
         broker: &Arc<Broker>,
         partition: i32,
         records: Vec<Entry>,
-        producer: Option<(i64, i16)>,
+        producer: Option<(i64, i16, u64)>,
     ) -> Appended {
-        let batch = crate::batch::keyed_batch(records, producer, now_ms());
-        let appended = crate::api::append_internal(broker, OFFSETS_TOPIC, partition, batch);
+        let batch = crate::batch::keyed_batch(records, producer.map(|(id, epoch, _)| (id, epoch)), now_ms());
+        let token = producer.map(|(_, _, token)| token);
+        let appended = crate::api::append_internal_as(broker, OFFSETS_TOPIC, partition, batch, token);
         Appended { broker: broker.clone(), partition, appended: Some(appended) }
     }
 
@@ -434,8 +440,11 @@ impl Coordinator {
     /// A transaction's marker is durable in `partition` of `__consumer_offsets`.
     pub fn txn_ended(&self, partition: i32, producer: i64, commit: bool) {
         let mut shards = self.shards();
-        if let Some(shard) = shards.get_mut(&partition).filter(|shard| shard.loaded) {
-            end_txn_offsets(&mut shard.groups, producer, commit);
+        match shards.get_mut(&partition) {
+            Some(shard) if shard.loaded => end_txn_offsets(&mut shard.groups, producer, commit),
+            Some(shard) => shard.ended_while_loading.push((producer, commit)),
+            // Not followed yet: its load starts later and reads the marker.
+            None => {}
         }
     }
 }
@@ -519,7 +528,10 @@ fn follow(broker: &Arc<Broker>) {
         if shards.contains_key(&partition) {
             continue;
         }
-        shards.insert(partition, Shard { leader_epoch, loaded: false, groups: HashMap::new() });
+        shards.insert(
+            partition,
+            Shard { leader_epoch, loaded: false, groups: HashMap::new(), ended_while_loading: Vec::new() },
+        );
         let broker = broker.clone();
         tokio::spawn(async move { load(broker, partition, leader_epoch).await });
     }
@@ -557,6 +569,9 @@ async fn load(broker: Arc<Broker>, partition: i32, leader_epoch: LeaderEpoch) {
                     return;
                 };
                 shard.groups = groups;
+                for (producer, commit) in std::mem::take(&mut shard.ended_while_loading) {
+                    end_txn_offsets(&mut shard.groups, producer, commit);
+                }
                 shard.loaded = true;
                 broker.metrics.group_loads.inc();
                 tracing::info!(

@@ -33,6 +33,14 @@ use crate::broker::Broker;
 use crate::groups::{now_ms, OFFSETS_TOPIC};
 
 const WRITE_TXN_MARKERS_VERSION: i16 = 1;
+
+/// Marker errors that no retry can fix (Kafka's marker handler drops these
+/// partitions too).
+const GIVE_UP: [i16; 3] = [
+    ResponseError::InvalidProducerEpoch.code(),
+    ResponseError::ProducerFenced.code(),
+    ResponseError::UnknownTopicOrPartition.code(),
+];
 const ADD_PARTITIONS_VERIFY_VERSION: i16 = 4;
 
 fn name(topic: &str) -> TopicName {
@@ -103,6 +111,12 @@ pub async fn send(
                             let key = (topic.name.0.to_string(), partition.partition_index);
                             if partition.error_code == 0 {
                                 done.insert(key);
+                            } else if GIVE_UP.contains(&partition.error_code) {
+                                // The partition knows the producer at a newer epoch (its
+                                // transaction there ended), or the topic is gone: retrying
+                                // cannot help, and would hold the transaction for ever.
+                                tracing::warn!(leader, topic = %key.0, partition = key.1, code = partition.error_code, "a marker was refused for good; the partition is done");
+                                done.insert(key);
                             } else {
                                 tracing::debug!(leader, topic = %key.0, partition = key.1, code = partition.error_code, "marker not written");
                             }
@@ -170,6 +184,21 @@ pub async fn write(broker: &Arc<Broker>, request: WriteTxnMarkersRequest) -> Wri
     WriteTxnMarkersResponse::default().with_markers(markers)
 }
 
+/// Why the coordinator did not confirm a verification.
+#[derive(Debug)]
+pub enum Unverified {
+    /// The coordinator is moving or loading: retriable.
+    Unreachable(HashSet<(String, i32)>),
+    /// It could not be asked.
+    Failed(anyhow::Error),
+}
+
+impl From<anyhow::Error> for Unverified {
+    fn from(error: anyhow::Error) -> Unverified {
+        Unverified::Failed(error)
+    }
+}
+
 /// The partitions of `wanted` that producer (id, epoch) of transactional id
 /// `id` added to its open transaction, as its coordinator says.
 pub async fn verify(
@@ -179,14 +208,14 @@ pub async fn verify(
     producer_id: i64,
     epoch: i16,
     wanted: &[(String, i32)],
-) -> anyhow::Result<super::Verified> {
+) -> Result<HashSet<(String, i32)>, Unverified> {
     let partition =
         super::TxnCoordinator::partition_of(image, id).ok_or_else(|| anyhow::anyhow!("no {}", super::TXN_TOPIC))?;
     let leader = image.topics[super::TXN_TOPIC].partitions[partition as usize].leader;
     if leader == Some(broker.config.node_id) {
         let current = broker.txns.current(broker, id).map_err(|error| anyhow::anyhow!("{error:?}"))?;
         let ok = wanted.iter().filter(|p| super::state::verify(current.as_ref(), producer_id, epoch, p).is_ok());
-        return Ok(super::Verified { ok: ok.cloned().collect(), unreachable: HashSet::new() });
+        return Ok(ok.cloned().collect());
     }
     let address = leader
         .and_then(|leader| image.brokers.get(&leader))
@@ -210,26 +239,31 @@ pub async fn verify(
     let request = AddPartitionsToTxnRequest::default().with_transactions(vec![transaction]);
     let response: AddPartitionsToTxnResponse =
         broker.peers.call(&address, ApiKey::AddPartitionsToTxn, ADD_PARTITIONS_VERIFY_VERSION, &request).await?;
-    anyhow::ensure!(response.error_code == 0, "the coordinator answered error {}", response.error_code);
-    let mut verified = super::Verified::default();
-    let unreachable = [
+    if response.error_code != 0 {
+        return Err(anyhow::anyhow!("the coordinator answered error {}", response.error_code).into());
+    }
+    let retriable = [
         ResponseError::NotCoordinator,
         ResponseError::CoordinatorLoadInProgress,
         ResponseError::CoordinatorNotAvailable,
         ResponseError::ConcurrentTransactions,
     ]
     .map(|e| e.code());
+    let (mut ok, mut unreachable) = (HashSet::new(), HashSet::new());
     for result in response.results_by_transaction {
         for topic in result.topic_results {
             for partition in topic.results_by_partition {
                 let key = (topic.name.0.to_string(), partition.partition_index);
                 if partition.partition_error_code == 0 {
-                    verified.ok.insert(key);
-                } else if unreachable.contains(&partition.partition_error_code) {
-                    verified.unreachable.insert(key);
+                    ok.insert(key);
+                } else if retriable.contains(&partition.partition_error_code) {
+                    unreachable.insert(key);
                 }
             }
         }
     }
-    Ok(verified)
+    if !unreachable.is_empty() {
+        return Err(Unverified::Unreachable(unreachable));
+    }
+    Ok(ok)
 }

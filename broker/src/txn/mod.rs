@@ -209,8 +209,10 @@ pub async fn finish(broker: Arc<Broker>, id: String, prepared: Txn) {
 /// Aborts `id`'s open transaction at a bumped epoch (a timeout, or a new
 /// incarnation of its producer), then writes its markers.
 pub async fn abort_and_fence(broker: &Arc<Broker>, id: &str, reason: &'static str) -> Result<(), ResponseError> {
+    // Checked again under the lock: the transaction may have ended (and
+    // another begun) since the tick saw it.
     let aborted = transition(broker, id, |current| match current {
-        Some(txn) if txn.status == Status::Ongoing => Ok(Some(state::abort_bumped(txn, now_ms()))),
+        Some(txn) if state::timed_out(txn, now_ms()) => Ok(Some(state::abort_bumped(txn, now_ms()))),
         _ => Ok(None),
     })
     .await?;
@@ -229,8 +231,9 @@ pub async fn abort_and_fence(broker: &Arc<Broker>, id: &str, reason: &'static st
 /// What a transaction's coordinator said of a produce's partitions (KIP-890).
 #[derive(Debug, Default)]
 pub struct Verified {
-    /// In the producer's open transaction.
-    pub ok: HashSet<(String, i32)>,
+    /// In the producer's open transaction: the token of the verification
+    /// begun at the partition (`Producers::begin_verification`).
+    pub ok: HashMap<(String, i32), u64>,
     /// The coordinator could not be asked (moving, loading, unreachable):
     /// the produce is refused retriably.
     pub unreachable: HashSet<(String, i32)>,
@@ -243,10 +246,11 @@ pub struct Verified {
 pub async fn verify_produce(broker: &Arc<Broker>, request: &ProduceRequest) -> Verified {
     let Some(id) = request.transactional_id.as_ref().map(|id| id.0.to_string()) else { return Verified::default() };
     let image = broker.image();
-    let mut producer = None;
+    let mut producer: Option<(i64, i16)> = None;
     let mut wanted = Vec::new();
+    let mut tokens = HashMap::new();
     {
-        let leadership = broker.leadership();
+        let mut leadership = broker.leadership();
         for topic_data in &request.topic_data {
             let Some(topic) = crate::api::find_topic(&image, &topic_data.name.0, topic_data.topic_id) else { continue };
             for partition in &topic_data.partition_data {
@@ -258,12 +262,16 @@ pub async fn verify_produce(broker: &Arc<Broker>, request: &ProduceRequest) -> V
                 if !header.is_transactional() {
                     continue;
                 }
-                producer = Some((header.producer_id, header.producer_epoch));
-                let open = leadership
-                    .partitions
-                    .get(&record.stream_id)
-                    .is_some_and(|state| state.producers.in_transaction(header.producer_id, header.producer_epoch));
-                if !open {
+                // One producer per request: the batches of any other are
+                // not verified (and refused).
+                let this = (header.producer_id, header.producer_epoch);
+                if *producer.get_or_insert(this) != this {
+                    continue;
+                }
+                let Some(state) = leadership.partitions.get_mut(&record.stream_id) else { continue };
+                if !state.producers.in_transaction(this.0, this.1) {
+                    let token = state.producers.begin_verification(this.0, this.1);
+                    tokens.insert((topic.name.clone(), partition.index), token);
                     wanted.push((topic.name.clone(), partition.index));
                 }
             }
@@ -271,12 +279,25 @@ pub async fn verify_produce(broker: &Arc<Broker>, request: &ProduceRequest) -> V
     }
     let Some((producer_id, epoch)) = producer.filter(|_| !wanted.is_empty()) else { return Verified::default() };
     match markers::verify(broker, &image, &id, producer_id, epoch, &wanted).await {
-        Ok(verified) => verified,
-        Err(error) => {
+        Ok(confirmed) => Verified {
+            ok: confirmed.into_iter().filter_map(|key| tokens.get(&key).map(|token| (key, *token))).collect(),
+            unreachable: HashSet::new(),
+        },
+        Err(markers::Unverified::Unreachable(keys)) => Verified { ok: HashMap::new(), unreachable: keys },
+        Err(markers::Unverified::Failed(error)) => {
             tracing::debug!(transactional_id = %id, "could not verify a transaction with its coordinator: {error:#}");
-            Verified { ok: HashSet::new(), unreachable: wanted.into_iter().collect() }
+            Verified { ok: HashMap::new(), unreachable: wanted.into_iter().collect() }
         }
     }
+}
+
+/// Starts a verification of producer (id, epoch)'s transaction at a
+/// partition this broker leads (KIP-890's guard, `Producers::check`).
+pub fn begin_verification(broker: &Broker, topic: &str, partition: i32, producer: (i64, i16)) -> Option<u64> {
+    let image = broker.image();
+    let (stream, _) = broker.led(image.topics.get(topic)?, partition)?;
+    let mut leadership = broker.leadership();
+    Some(leadership.partitions.get_mut(&stream)?.producers.begin_verification(producer.0, producer.1))
 }
 
 /// Follows which partitions of `__transaction_state` this broker leads,
@@ -419,15 +440,23 @@ fn tick(broker: &Arc<Broker>) {
         });
     }
     for (partition, leader_epoch, id) in expired {
-        forget(broker, partition, leader_epoch, id);
+        forget(broker, partition, leader_epoch, id, expiration);
     }
 }
 
 /// Writes a tombstone for an expired transactional id and forgets it.
-fn forget(broker: &Arc<Broker>, partition: i32, leader_epoch: LeaderEpoch, id: String) {
+fn forget(broker: &Arc<Broker>, partition: i32, leader_epoch: LeaderEpoch, id: String, expiration: i64) {
     let appended = {
         let mut shards = broker.txns.shards();
         let Some(shard) = shards.get_mut(&partition).filter(|s| s.leader_epoch == leader_epoch) else { return };
+        // Checked again under the lock: a request may have used the id since.
+        let idle = shard.txns.get(&id).is_some_and(|txn| {
+            !matches!(txn.status, Status::Ongoing | Status::PrepareCommit | Status::PrepareAbort)
+                && now_ms().saturating_sub(txn.update_ms) > expiration
+        });
+        if !idle || shard.pending.contains(&id) {
+            return;
+        }
         shard.pending.insert(id.clone());
         let batch = crate::batch::keyed_batch(vec![(records::encode_key(&id), None)], None, now_ms());
         crate::api::append_internal(broker, TXN_TOPIC, partition, batch)

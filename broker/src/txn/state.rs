@@ -88,6 +88,8 @@ pub enum Init {
     /// Write this state, then answer with its producer id and epoch. The
     /// producer id is -1 when a fresh one must be allocated.
     Write(Txn),
+    /// A retry of the bump that made the current epoch: answer with it.
+    Current,
     /// Abort the open transaction at a bumped epoch first (write this
     /// state, then its markers); the client is told to retry.
     Fence(Txn),
@@ -117,6 +119,13 @@ pub fn init(current: Option<&Txn>, timeout_ms: i32, expected: (i64, i16), now_ms
         });
     };
     if expected.0 >= 0 {
+        // KIP-360: the client did not hear the answer to its bump and asks again.
+        let retried = expected == (current.producer_id, current.last_epoch)
+            && current.status == Status::Empty
+            && current.epoch == current.last_epoch.wrapping_add(1);
+        if retried {
+            return Init::Current;
+        }
         if expected.0 != current.producer_id {
             return Init::Refuse(ResponseError::ProducerFenced);
         }
@@ -135,7 +144,7 @@ pub fn init(current: Option<&Txn>, timeout_ms: i32, expected: (i64, i16), now_ms
             Init::Write(Txn {
                 producer_id,
                 epoch,
-                last_epoch: -1,
+                last_epoch: if producer_id == current.producer_id { current.epoch } else { -1 },
                 timeout_ms,
                 status: Status::Empty,
                 partitions: BTreeSet::new(),
@@ -324,7 +333,9 @@ mod tests {
         assert!(timed_out(&ongoing, 1_001));
         let done = complete(&abort_bumped(&ongoing, 1_001), 1_002);
         assert_eq!((done.epoch, done.last_epoch, done.status), (1, 0, Status::CompleteAbort));
-        assert_eq!(written(init(Some(&done), 1_000, (5, 0), 1_003)).epoch, 2, "the old epoch may ask again");
+        let again = written(init(Some(&done), 1_000, (5, 0), 1_003));
+        assert_eq!(again.epoch, 2, "the old epoch may ask again");
+        assert_eq!(init(Some(&again), 1_000, (5, 1), 1_004), Init::Current, "a retried bump gets the same epoch");
         assert_eq!(init(Some(&done), 1_000, (5, 7), 1_003), Init::Refuse(ResponseError::ProducerFenced));
         assert_eq!(init(Some(&done), 1_000, (4, 0), 1_003), Init::Refuse(ResponseError::ProducerFenced));
     }
