@@ -1,7 +1,8 @@
 //! The I/O of a recovery: drives `Recovery` against the log's WAL nodes.
 //!
 //! It fences every member at the recovery's epoch (all at once, each within a
-//! timeout), reads from each member that confirmed the fence, and once the
+//! timeout, and no longer than a short grace once a quorum confirmed), reads
+//! from each member that confirmed the fence, and once the
 //! plan is decided appends the missing entries to the members that need them,
 //! at the recovery's epoch, waiting for each to be fsynced. The caller then
 //! commits `SealLog` with the result; this module does not talk to the
@@ -11,6 +12,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::StreamExt;
 use keel_controller_client::StreamId;
 use keel_proto::wal as pb;
 
@@ -21,6 +23,8 @@ use crate::writer::Target;
 
 /// How long one member may take to answer a fence or a read.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the last members may take to confirm a fence once enough did.
+const FENCE_GRACE: Duration = Duration::from_millis(300);
 /// Bytes asked for per read.
 const READ_BYTES: u64 = 4 << 20;
 
@@ -56,16 +60,37 @@ pub async fn recover(
     trim: Seq,
 ) -> Result<Recovered, RecoverError> {
     let mut recovery = Recovery::new(log, epoch, targets.iter().map(|t| t.member.clone()).collect(), ack_quorum, trim);
-    let fences = targets.iter().map(|target| fence(target, log, epoch));
+    // Every member is fenced at once. Once enough confirmed (the fence
+    // quorum, and an ack quorum to read from), the others get FENCE_GRACE
+    // more: a member whose zone drops packets would otherwise hold the
+    // recovery for the whole call timeout.
+    let mut fences: futures::stream::FuturesUnordered<_> = targets
+        .iter()
+        .enumerate()
+        .map(|(member, target)| async move { (member, fence(target, log, epoch).await) })
+        .collect();
+    let enough = recovery.fences_needed().max(ack_quorum);
     let mut fenced = 0;
-    for (member, result) in futures::future::join_all(fences).await.into_iter().enumerate() {
+    let mut grace: Option<tokio::time::Instant> = None;
+    loop {
+        let next = match grace {
+            Some(deadline) => tokio::time::timeout_at(deadline, fences.next()).await.ok().flatten(),
+            None => fences.next().await,
+        };
+        let Some((member, result)) = next else { break };
         match result {
             Ok(last_seq) => {
                 recovery.on_fenced(member, last_seq);
                 fenced += 1;
+                if fenced >= enough && grace.is_none() {
+                    grace = Some(tokio::time::Instant::now() + FENCE_GRACE);
+                }
             }
             Err(reason) => tracing::warn!(%log, member, %reason, "member did not confirm the fence"),
         }
+    }
+    if !fences.is_empty() {
+        tracing::info!(%log, fenced, unanswered = fences.len(), "recovering without the members that did not answer in time");
     }
     if fenced < recovery.fences_needed() {
         return Err(RecoverError::NotEnoughFenced { fenced, needed: recovery.fences_needed() });
