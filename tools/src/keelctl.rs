@@ -61,6 +61,12 @@ enum Command {
     },
     /// Runs a whole local cluster on loopback until Ctrl-C.
     Dev(dev::DevArgs),
+    /// Zone failures on this machine: three zones in network namespaces, a
+    /// nemesis, and a checker of what clients saw.
+    Chaos {
+        #[command(subcommand)]
+        command: crate::chaos::ChaosCommand,
+    },
     /// Prints a completion script for a shell, for example
     /// `keelctl completions bash > /etc/bash_completion.d/keelctl`.
     Completions { shell: clap_complete::Shell },
@@ -70,6 +76,7 @@ enum Command {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Dev(args) => return dev::run(args).await,
+        Command::Chaos { command } => return crate::chaos::run(command).await,
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut command, "keelctl", &mut std::io::stdout());
@@ -87,7 +94,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Wal { command } => wal::run(&client, command).await,
         Command::Controller { command } => controller::run(&client, command).await,
         Command::Group { command } => group::run(&client, command).await,
-        Command::Dev(_) | Command::Completions { .. } => unreachable!("handled above"),
+        Command::Dev(_) | Command::Chaos { .. } | Command::Completions { .. } => unreachable!("handled above"),
     }
 }
 

@@ -74,6 +74,8 @@ pub struct BrokerSpec {
 #[derive(Debug)]
 pub struct Managed<S> {
     pub spec: S,
+    /// The network namespace it runs in (`ip netns exec`), if not this one's.
+    pub netns: Option<String>,
     child: Option<Child>,
 }
 
@@ -84,7 +86,12 @@ pub type BrokerProcess = Managed<BrokerSpec>;
 impl<S> Managed<S> {
     /// Describes a process to start; nothing runs yet.
     pub fn new(spec: S) -> Managed<S> {
-        Managed { spec, child: None }
+        Managed { spec, netns: None, child: None }
+    }
+
+    /// Describes a process to start in network namespace `netns`.
+    pub fn in_netns(spec: S, netns: &str) -> Managed<S> {
+        Managed { spec, netns: Some(netns.to_owned()), child: None }
     }
 
     /// The process id while it runs.
@@ -289,7 +296,8 @@ impl LocalCluster {
         ];
         let args = args.into_iter().chain(self.options.controller_args.iter().map(Into::into));
         let log = format!("controller-{}.log", spec.id);
-        controller.child = Some(spawn_logged(&self.dir, &log, &self.controller_binary, args)?);
+        let netns = controller.netns.as_deref();
+        controller.child = Some(spawn_logged(&self.dir, &log, &self.controller_binary, args, netns)?);
         Ok(())
     }
 
@@ -340,7 +348,8 @@ impl LocalCluster {
             controllers.into(),
         ];
         let args = args.into_iter().chain(spec.args.iter().map(Into::into));
-        node.child = Some(spawn_logged(&self.dir, &format!("wal-{}.log", spec.id), &binary, args)?);
+        let log = format!("wal-{}.log", spec.id);
+        node.child = Some(spawn_logged(&self.dir, &log, &binary, args, node.netns.as_deref())?);
         Ok(())
     }
 
@@ -440,7 +449,8 @@ impl LocalCluster {
             args.extend(["--objects-dir".into(), self.dir.join("objects").into()]);
         }
         let args = args.into_iter().chain(spec.args.iter().map(Into::into));
-        broker.child = Some(spawn_logged(&self.dir, &format!("broker-{}.log", spec.id), &binary, args)?);
+        let log = format!("broker-{}.log", spec.id);
+        broker.child = Some(spawn_logged(&self.dir, &log, &binary, args, broker.netns.as_deref())?);
         Ok(())
     }
 
@@ -624,12 +634,15 @@ fn use_cluster_token(dir: &Path) -> anyhow::Result<()> {
     keel_proto::auth::set_token(Some(&token)).map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))
 }
 
-/// Starts `binary` with `args`, its stdout and stderr appended to `log` in `dir`.
+/// Starts `binary` with `args`, its stdout and stderr appended to `log` in
+/// `dir`; in network namespace `netns` when given (`ip netns exec` execs
+/// the binary, so the child's pid is the binary's).
 fn spawn_logged(
     dir: &Path,
     log: &str,
     binary: &Path,
     args: impl IntoIterator<Item = std::ffi::OsString>,
+    netns: Option<&str>,
 ) -> anyhow::Result<Child> {
     let log_path = dir.join(log);
     let log = File::options()
@@ -637,7 +650,14 @@ fn spawn_logged(
         .append(true)
         .open(&log_path)
         .with_context(|| format!("open {}", log_path.display()))?;
-    let mut command = Command::new(binary);
+    let mut command = match netns {
+        Some(netns) => {
+            let mut command = Command::new("ip");
+            command.args(["netns", "exec", netns]).arg(binary);
+            command
+        }
+        None => Command::new(binary),
+    };
     if let Some(token) = keel_proto::auth::token_text() {
         command.env("KEEL_CLUSTER_TOKEN", token);
     }

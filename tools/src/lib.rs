@@ -3,6 +3,7 @@
 //! tests use: the launcher of local processes and a small Kafka client.
 
 pub mod bench;
+pub mod chaos;
 pub mod kafka;
 pub mod keelctl;
 pub mod launcher;

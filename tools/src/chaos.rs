@@ -1,0 +1,691 @@
+//! `keelctl chaos`: zone failures on one machine (issue 9, DESIGN §5, §9).
+//!
+//! `run` makes three zones in network namespaces (`net.rs`), each with a
+//! controller, a WAL node, a broker and its clients, starts the workload
+//! (`workload.py`: idempotent producers and a consumer group in every
+//! zone, each writing a JSON-lines history), injects faults (the nemesis,
+//! below), heals, waits, drains every partition, and checks the histories
+//! (`check.rs`). It reports faults, operations, anomalies (all must be 0),
+//! the time from each fault to every partition taking writes again, and the
+//! bytes that crossed zones per byte produced and consumed, as text and
+//! JSON. Without root it says so and runs the process faults only, on
+//! loopback.
+//!
+//! The run itself happens in a second process inside the router namespace
+//! (`chaos inside`), so that it reaches the zones' addresses and nothing
+//! outside the namespaces does; the first process makes and removes the
+//! namespaces, also when the second fails or Ctrl-C stops the run.
+
+pub mod check;
+pub mod net;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+
+use crate::launcher::{BrokerSpec, ClusterOptions, ControllerSpec, LocalCluster, Managed, WalSpec};
+use net::{Net, ZONES};
+
+const WORKLOAD: &str = include_str!("chaos/workload.py");
+const TOPIC: &str = "chaos";
+const PARTITIONS: i32 = 24;
+/// Records per second each zone's producer sends.
+const RATE: u32 = 60;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum ChaosCommand {
+    /// Runs a scenario (or a seeded random schedule with --soak) and checks it.
+    Run(RunArgs),
+    /// Checks the histories of a run kept in DIR.
+    Check {
+        dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The run inside the router namespace (started by `run`).
+    #[command(hide = true)]
+    Inside {
+        #[arg(long)]
+        net: String,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+}
+
+#[derive(Clone, Debug, clap::Args)]
+pub struct RunArgs {
+    /// zone-loss, zone-partition, controller-leader-kill or broker-zombie.
+    #[arg(long, default_value = "zone-loss")]
+    pub scenario: String,
+    /// Runs random faults for this long instead of a scenario (e.g. 10m).
+    #[arg(long, value_parser = humantime_serde::re::humantime::parse_duration)]
+    pub soak: Option<Duration>,
+    /// Picks the random schedule (and which zone a scenario hits).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Keeps the histories, logs and report here (default: a new temporary
+    /// directory, kept only when the run finds an anomaly).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One fault the nemesis injects, and heals after `hold`.
+#[derive(Clone, Debug)]
+enum Fault {
+    /// Kill the zone's processes and drop its traffic; restart them at heal.
+    ZoneLoss(String),
+    /// Drop the zone's traffic, processes alive.
+    ZonePartition(String),
+    /// Drop what one zone sends another.
+    OneWay(String, String),
+    /// a and b cut apart; c sees both.
+    Bridge,
+    /// The zone cut off and back, five times in a row.
+    Flap(String),
+    /// Kill -9 the controller leader; restarted at heal.
+    ControllerLeaderKill,
+    /// SIGSTOP the zone's broker (a zombie writer); SIGCONT at heal.
+    BrokerZombie(String),
+    /// Kill -9 one process of a zone; restarted at heal.
+    KillProcess(String, Kind),
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Controller,
+    Wal,
+    Broker,
+}
+
+impl Fault {
+    fn name(&self) -> &'static str {
+        match self {
+            Fault::ZoneLoss(_) => "zone-loss",
+            Fault::ZonePartition(_) => "zone-partition",
+            Fault::OneWay(..) => "one-way-partition",
+            Fault::Bridge => "bridge",
+            Fault::Flap(_) => "flapping-partition",
+            Fault::ControllerLeaderKill => "controller-leader-kill",
+            Fault::BrokerZombie(_) => "broker-zombie",
+            Fault::KillProcess(..) => "process-kill",
+        }
+    }
+
+    fn needs_network(&self) -> bool {
+        matches!(self, Fault::ZonePartition(_) | Fault::OneWay(..) | Fault::Bridge | Fault::Flap(_))
+    }
+
+    fn random(rng: &mut impl Rng) -> Fault {
+        let z = ZONES[rng.gen_range(0..3)].to_owned();
+        let other = ZONES[(ZONES.iter().position(|x| *x == z).unwrap_or(0) + rng.gen_range(1..3)) % 3].to_owned();
+        match rng.gen_range(0..8) {
+            0 => Fault::ZoneLoss(z),
+            1 => Fault::ZonePartition(z),
+            2 => Fault::OneWay(z, other),
+            3 => Fault::Bridge,
+            4 => Fault::Flap(z),
+            5 => Fault::ControllerLeaderKill,
+            6 => Fault::BrokerZombie(z),
+            _ => Fault::KillProcess(z, [Kind::Controller, Kind::Wal, Kind::Broker][rng.gen_range(0..3)]),
+        }
+    }
+}
+
+/// The fixed scenarios: one fault, `HOLD` long, into a run of `SECONDS`.
+fn scenario(name: &str, rng: &mut impl Rng) -> anyhow::Result<Fault> {
+    let zone = ZONES[rng.gen_range(0..3)].to_owned();
+    Ok(match name {
+        "zone-loss" => Fault::ZoneLoss(zone),
+        "zone-partition" => Fault::ZonePartition(zone),
+        "controller-leader-kill" => Fault::ControllerLeaderKill,
+        "broker-zombie" => Fault::BrokerZombie(zone),
+        other => anyhow::bail!(
+            "unknown scenario {other:?}: use zone-loss, zone-partition, controller-leader-kill or broker-zombie, or --soak"
+        ),
+    })
+}
+
+const WARMUP: Duration = Duration::from_secs(5);
+const HOLD: Duration = Duration::from_secs(8);
+const AFTER: Duration = Duration::from_secs(8);
+
+pub async fn run(command: ChaosCommand) -> anyhow::Result<()> {
+    match command {
+        ChaosCommand::Check { dir, json } => {
+            let checked = check::check_dir(&dir)?;
+            let report = Report::from(&checked, "check", 0, None, true);
+            report.print(json)?;
+            report.verdict()
+        }
+        ChaosCommand::Run(args) => outside(args).await,
+        ChaosCommand::Inside { net, run } => {
+            let net: NetSpec = serde_json::from_str(&net)?;
+            let net = Net { router: net.router, zones: net.zones };
+            inside(run, Some(net)).await
+        }
+    }
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct NetSpec {
+    router: String,
+    zones: std::collections::BTreeMap<String, String>,
+}
+
+/// Makes the namespaces, runs `chaos inside` in the router namespace, and
+/// removes the namespaces whatever happens (SIGINT and SIGTERM included).
+async fn outside(args: RunArgs) -> anyhow::Result<()> {
+    if let Err(why) = net::available() {
+        eprintln!("chaos: {why}: running the process faults only, on loopback (partitions need network namespaces)");
+        return inside(args, None).await;
+    }
+    let id = format!("{:04x}", rand::random::<u16>());
+    let net = Net::create(&id)?;
+    let spec = serde_json::to_string(&NetSpec { router: net.router.clone(), zones: net.zones.clone() })?;
+    let mut command = tokio::process::Command::new("ip");
+    command
+        .args(["netns", "exec", &net.router])
+        .arg(std::env::current_exe()?)
+        .args(["chaos", "inside", "--net", &spec]);
+    command.args(["--scenario", &args.scenario, "--seed", &args.seed.to_string()]);
+    if let Some(soak) = args.soak {
+        command.args(["--soak", &humantime_serde::re::humantime::format_duration(soak).to_string()]);
+    }
+    if let Some(dir) = &args.dir {
+        command.arg("--dir").arg(dir);
+    }
+    if args.json {
+        command.arg("--json");
+    }
+    command.kill_on_drop(true);
+    let mut child = command.spawn().context("start the run in the router namespace")?;
+    let status = tokio::select! {
+        status = child.wait() => Some(status?),
+        _ = keel_common::signal::shutdown_requested() => None,
+    };
+    drop(child);
+    net.destroy();
+    match status {
+        Some(status) if status.success() => Ok(()),
+        Some(status) => anyhow::bail!("the chaos run failed ({status})"),
+        None => anyhow::bail!("interrupted; the namespaces and their processes are removed"),
+    }
+}
+
+fn now() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Where the run writes: a history per client and the nemesis's log.
+struct Histories {
+    dir: PathBuf,
+    nemesis: std::fs::File,
+}
+
+impl Histories {
+    fn log(&mut self, event: serde_json::Value) {
+        use std::io::Write;
+        let mut event = event;
+        event["t"] = serde_json::json!(now());
+        let _ = writeln!(self.nemesis, "{event}");
+    }
+}
+
+/// The run: cluster, workload, nemesis, heal, drain, check, report.
+async fn inside(args: RunArgs, net: Option<Net>) -> anyhow::Result<()> {
+    let (dir, keep) = match &args.dir {
+        Some(dir) => (dir.clone(), true),
+        None => (tempfile::Builder::new().prefix("keel-chaos").tempdir()?.keep(), false),
+    };
+    std::fs::create_dir_all(dir.join("history"))?;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed);
+    let (schedule, seconds) = match args.soak {
+        Some(soak) => {
+            let mut schedule = Vec::new();
+            let mut at = WARMUP;
+            while at + HOLD + AFTER < soak {
+                schedule.push((at, Fault::random(&mut rng)));
+                at += HOLD + Duration::from_secs(rng.gen_range(4..12));
+            }
+            (schedule, soak)
+        }
+        None => (vec![(WARMUP, scenario(&args.scenario, &mut rng)?)], WARMUP + HOLD + AFTER),
+    };
+    let label = match args.soak {
+        Some(soak) => format!("soak {}", humantime_serde::re::humantime::format_duration(soak)),
+        None => args.scenario.clone(),
+    };
+    let replay = match args.soak {
+        Some(soak) => format!(
+            "keelctl chaos run --soak {} --seed {}",
+            humantime_serde::re::humantime::format_duration(soak),
+            args.seed
+        ),
+        None => format!("keelctl chaos run --scenario {} --seed {}", args.scenario, args.seed),
+    };
+    eprintln!(
+        "chaos: {label}, seed {} ({} faults); histories and logs in {}",
+        args.seed,
+        schedule.len(),
+        dir.display()
+    );
+
+    let mut cluster = start_cluster(&dir, net.as_ref()).await?;
+    let bootstrap = cluster.bootstrap();
+    let client = cluster.client()?;
+    client
+        .create_topic(keel_controller_client::pb::CreateTopicRequest {
+            name: TOPIC.into(),
+            partitions: PARTITIONS,
+            ..Default::default()
+        })
+        .await?;
+    crate::kafka::ready_layout(&bootstrap, TOPIC, Duration::from_secs(60)).await?;
+    let script = dir.join("workload.py");
+    std::fs::write(&script, WORKLOAD)?;
+    let mut histories = Histories {
+        dir: dir.join("history"),
+        nemesis: std::fs::File::create(dir.join("history").join("nemesis.jsonl"))?,
+    };
+    let started = Instant::now();
+    let mut clients = Vec::new();
+    for zone in ZONES {
+        let ns = net.as_ref().map(|n| n.zones[zone].clone());
+        let common = |role: &str| {
+            vec![
+                "--bootstrap".to_owned(),
+                bootstrap.clone(),
+                "--topic".into(),
+                TOPIC.into(),
+                "--partitions".into(),
+                PARTITIONS.to_string(),
+                "--zone".into(),
+                zone.into(),
+                "--seconds".into(),
+                seconds.as_secs_f64().to_string(),
+                "--out".into(),
+                histories.dir.join(format!("{role}-{zone}.jsonl")).to_string_lossy().into_owned(),
+            ]
+        };
+        let mut produce = common("producer");
+        produce.extend(["--rate".into(), RATE.to_string()]);
+        clients.push(workload(&script, ns.as_deref(), "produce", &produce, &dir, &format!("producer-{zone}"))?);
+        clients.push(workload(
+            &script,
+            ns.as_deref(),
+            "consume",
+            &common("consumer"),
+            &dir,
+            &format!("consumer-{zone}"),
+        )?);
+    }
+
+    let mut skipped = Vec::new();
+    for (at, fault) in &schedule {
+        tokio::time::sleep_until((started + *at).into()).await;
+        if fault.needs_network() && net.is_none() {
+            skipped.push(fault.name());
+            continue;
+        }
+        eprintln!("chaos: {:>5.1} s  {fault:?}", started.elapsed().as_secs_f64());
+        histories.log(serde_json::json!({"f": "fault", "kind": fault.name(), "detail": format!("{fault:?}")}));
+        let undo = inject(&mut cluster, net.as_ref(), fault).await?;
+        tokio::time::sleep(HOLD).await;
+        heal(&mut cluster, net.as_ref(), undo).await?;
+        histories.log(serde_json::json!({"f": "heal", "kind": fault.name()}));
+        eprintln!("chaos: {:>5.1} s  healed", started.elapsed().as_secs_f64());
+    }
+    for client in &mut clients {
+        let waited = tokio::time::timeout(Duration::from_secs(120), client.wait()).await;
+        if !matches!(waited, Ok(Ok(status)) if status.success()) {
+            eprintln!("chaos: a workload client did not end cleanly ({waited:?}); see its log in {}", dir.display());
+        }
+    }
+    // Heal, wait, then the final drain from zone a.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let drain_args = vec![
+        "--bootstrap".to_owned(),
+        bootstrap.clone(),
+        "--topic".into(),
+        TOPIC.into(),
+        "--partitions".into(),
+        PARTITIONS.to_string(),
+        "--seconds".into(),
+        "90".into(),
+        "--out".into(),
+        histories.dir.join("drain.jsonl").to_string_lossy().into_owned(),
+    ];
+    let ns = net.as_ref().map(|n| n.zones["a"].clone());
+    let status = workload(&script, ns.as_deref(), "drain", &drain_args, &dir, "drain")?.wait().await?;
+    anyhow::ensure!(status.success(), "the final drain failed; see drain.log in {}", dir.display());
+    let cross = match &net {
+        Some(net) => Some(net.counters()?),
+        None => None,
+    };
+    cluster.stop_all(Duration::from_secs(5));
+    let checked = check::check_dir(&histories.dir)?;
+    let mut report = Report::from(&checked, &label, args.seed, cross, net.is_some());
+    report.skipped = skipped;
+    report.replay = replay.clone();
+    std::fs::write(dir.join("report.json"), serde_json::to_vec_pretty(&report)?)?;
+    report.print(args.json)?;
+    let verdict = report.verdict();
+    if verdict.is_err() {
+        eprintln!("chaos: replay with `{replay}`; histories and logs kept in {}", dir.display());
+    } else if !keep {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    verdict
+}
+
+/// Starts a workload client (in a zone's namespace when given).
+fn workload(
+    script: &Path,
+    netns: Option<&str>,
+    role: &str,
+    args: &[String],
+    dir: &Path,
+    log: &str,
+) -> anyhow::Result<tokio::process::Child> {
+    let mut command = match netns {
+        Some(ns) => {
+            let mut command = tokio::process::Command::new("ip");
+            command.args(["netns", "exec", ns, "python3"]);
+            command
+        }
+        None => tokio::process::Command::new("python3"),
+    };
+    let log = std::fs::File::create(dir.join(format!("{log}.log")))?;
+    command
+        .arg(script)
+        .arg(role)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .context("start the workload (python3 with confluent-kafka: scripts/setup installs it)")
+}
+
+/// A cluster of three zones: each a controller, a WAL node and a broker, in
+/// the zone's namespace on its own address, or on loopback without one.
+async fn start_cluster(dir: &Path, net: Option<&Net>) -> anyhow::Result<LocalCluster> {
+    let options = ClusterOptions { cluster_id: "keel-chaos".into(), controller_args: vec![] };
+    let mut cluster = match net {
+        None => {
+            let specs = LocalCluster::free_port_specs(dir, 3)?;
+            let mut cluster = LocalCluster::new(dir, options, specs)?;
+            cluster.add_free_port_wal_nodes(3)?;
+            cluster.add_free_port_brokers(3, &[])?;
+            cluster
+        }
+        Some(net) => {
+            let at = |zone: &str, port: u16| SocketAddr::new(net::zone_ip(zone).into(), port);
+            let specs = ZONES
+                .iter()
+                .enumerate()
+                .map(|(i, zone)| ControllerSpec {
+                    id: i as u32 + 1,
+                    grpc: at(zone, 9190),
+                    admin: at(zone, 9290),
+                    data_dir: dir.join(format!("controller-{}", i + 1)),
+                })
+                .collect::<Vec<_>>();
+            let mut cluster = LocalCluster::new(dir, options, Vec::new())?;
+            for (i, (spec, zone)) in specs.into_iter().zip(ZONES).enumerate() {
+                cluster.controllers.push(Managed::in_netns(spec, &net.zones[zone]));
+                let id = i as u32 + 1;
+                let wal = WalSpec {
+                    id,
+                    zone: zone.into(),
+                    grpc: at(zone, 9390),
+                    admin: at(zone, 9490),
+                    data_dir: dir.join(format!("wal-{id}")),
+                    args: Vec::new(),
+                };
+                cluster.wal_nodes.push(Managed::in_netns(wal, &net.zones[zone]));
+                let broker =
+                    BrokerSpec { id, zone: zone.into(), kafka: at(zone, 9092), admin: at(zone, 9592), args: vec![] };
+                cluster.brokers.push(Managed::in_netns(broker, &net.zones[zone]));
+            }
+            cluster
+        }
+    };
+    cluster.start_all()?;
+    cluster.wait_for_leader(Duration::from_secs(60)).await?;
+    cluster.start_all_wal()?;
+    cluster.wait_for_wal_nodes(Duration::from_secs(60)).await?;
+    cluster.start_all_brokers()?;
+    cluster.wait_for_brokers(Duration::from_secs(60)).await?;
+    Ok(cluster)
+}
+
+/// What healing a fault takes.
+enum Undo {
+    Network,
+    Restart(Vec<(Kind, usize)>),
+    Resume(usize),
+    Nothing,
+}
+
+fn zone_index(zone: &str) -> usize {
+    ZONES.iter().position(|z| *z == zone).unwrap_or(0)
+}
+
+async fn inject(cluster: &mut LocalCluster, net: Option<&Net>, fault: &Fault) -> anyhow::Result<Undo> {
+    Ok(match fault {
+        Fault::ZoneLoss(zone) => {
+            let i = zone_index(zone);
+            cluster.brokers[i].kill9();
+            cluster.wal_nodes[i].kill9();
+            cluster.controllers[i].kill9();
+            if let Some(net) = net {
+                net.isolate(zone)?;
+            }
+            Undo::Restart(vec![(Kind::Controller, i), (Kind::Wal, i), (Kind::Broker, i)])
+        }
+        Fault::ZonePartition(zone) => {
+            net.context("partitions need namespaces")?.isolate(zone)?;
+            Undo::Network
+        }
+        Fault::OneWay(from, to) => {
+            net.context("partitions need namespaces")?.cut(from, to)?;
+            Undo::Network
+        }
+        Fault::Bridge => {
+            let net = net.context("partitions need namespaces")?;
+            net.cut("a", "b")?;
+            net.cut("b", "a")?;
+            Undo::Network
+        }
+        Fault::Flap(zone) => {
+            let net = net.context("partitions need namespaces")?;
+            for _ in 0..5 {
+                net.isolate(zone)?;
+                tokio::time::sleep(Duration::from_millis(800)).await;
+                net.heal()?;
+                tokio::time::sleep(Duration::from_millis(800)).await;
+            }
+            Undo::Nothing
+        }
+        Fault::ControllerLeaderKill => {
+            let leader = cluster.wait_for_leader(Duration::from_secs(30)).await?;
+            cluster.controllers[leader].kill9();
+            Undo::Restart(vec![(Kind::Controller, leader)])
+        }
+        Fault::BrokerZombie(zone) => {
+            let i = zone_index(zone);
+            cluster.brokers[i].pause(true);
+            Undo::Resume(i)
+        }
+        Fault::KillProcess(zone, kind) => {
+            let i = zone_index(zone);
+            match kind {
+                Kind::Controller => cluster.controllers[i].kill9(),
+                Kind::Wal => cluster.wal_nodes[i].kill9(),
+                Kind::Broker => cluster.brokers[i].kill9(),
+            }
+            Undo::Restart(vec![(*kind, i)])
+        }
+    })
+}
+
+async fn heal(cluster: &mut LocalCluster, net: Option<&Net>, undo: Undo) -> anyhow::Result<()> {
+    if let Some(net) = net {
+        net.heal()?;
+    }
+    match undo {
+        Undo::Network | Undo::Nothing => {}
+        Undo::Resume(i) => cluster.brokers[i].pause(false),
+        Undo::Restart(processes) => {
+            for (kind, i) in processes {
+                match kind {
+                    Kind::Controller => cluster.start_controller(i)?,
+                    Kind::Wal => cluster.start_wal(i)?,
+                    Kind::Broker => cluster.start_broker(i)?,
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A run's report.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub run: String,
+    pub seed: u64,
+    pub namespaces: bool,
+    pub faults: std::collections::BTreeMap<String, u64>,
+    /// Faults a run without namespaces could not inject.
+    pub skipped: Vec<&'static str>,
+    pub sent: u64,
+    pub acknowledged: u64,
+    pub failed: u64,
+    pub unknown: u64,
+    pub read: u64,
+    pub commits: u64,
+    pub drained: u64,
+    pub anomalies: std::collections::BTreeMap<&'static str, u64>,
+    pub anomaly_examples: std::collections::BTreeMap<String, Vec<String>>,
+    /// Seconds from each fault to every partition taking writes again.
+    pub recovery_p50_s: Option<f64>,
+    pub recovery_p99_s: Option<f64>,
+    pub recovery_max_s: Option<f64>,
+    pub recoveries: Vec<(String, Option<f64>)>,
+    /// Bytes forwarded between zones at the router, and per record byte
+    /// acknowledged and read.
+    pub cross_zone_bytes: Option<u64>,
+    pub cross_zone_per_produced_byte: Option<f64>,
+    pub cross_zone_per_consumed_byte: Option<f64>,
+    pub cross_zone_by_pair: std::collections::BTreeMap<String, u64>,
+    pub replay: String,
+}
+
+impl Report {
+    fn from(
+        checked: &check::Checked,
+        run: &str,
+        seed: u64,
+        cross: Option<std::collections::BTreeMap<(String, String), u64>>,
+        namespaces: bool,
+    ) -> Report {
+        let mut times: Vec<f64> = checked.recoveries.iter().filter_map(|(_, t)| *t).collect();
+        times.sort_by(f64::total_cmp);
+        let quantile = |q: f64| {
+            (!times.is_empty()).then(|| times[((times.len() as f64 * q).ceil() as usize).clamp(1, times.len()) - 1])
+        };
+        let cross_total = cross.as_ref().map(|c| c.values().sum::<u64>());
+        let ratio = |bytes: u64| cross_total.filter(|_| bytes > 0).map(|c| c as f64 / bytes as f64);
+        Report {
+            run: run.to_owned(),
+            seed,
+            namespaces,
+            faults: checked.faults.clone(),
+            skipped: Vec::new(),
+            sent: checked.invoked,
+            acknowledged: checked.acknowledged,
+            failed: checked.failed,
+            unknown: checked.unknown,
+            read: checked.read,
+            commits: checked.commits,
+            drained: checked.drained,
+            anomalies: checked.anomaly_counts(),
+            anomaly_examples: checked.anomalies.iter().map(|(k, v)| (k.clone(), v.examples.clone())).collect(),
+            recovery_p50_s: quantile(0.5),
+            recovery_p99_s: quantile(0.99),
+            recovery_max_s: times.last().copied(),
+            recoveries: checked.recoveries.clone(),
+            cross_zone_bytes: cross_total,
+            cross_zone_per_produced_byte: ratio(checked.acknowledged_bytes),
+            cross_zone_per_consumed_byte: ratio(checked.read_bytes),
+            cross_zone_by_pair: cross
+                .unwrap_or_default()
+                .into_iter()
+                .map(|((a, b), n)| (format!("{a}->{b}"), n))
+                .collect(),
+            replay: String::new(),
+        }
+    }
+
+    fn print(&self, json: bool) -> anyhow::Result<()> {
+        if json {
+            println!("{}", serde_json::to_string_pretty(self)?);
+            return Ok(());
+        }
+        let faults: Vec<String> = self.faults.iter().map(|(k, n)| format!("{k} x{n}")).collect();
+        println!(
+            "chaos run: {} (seed {}, {})",
+            self.run,
+            self.seed,
+            if self.namespaces { "3 zones in network namespaces" } else { "loopback, process faults only" }
+        );
+        println!("faults: {}", if faults.is_empty() { "none".into() } else { faults.join(", ") });
+        if !self.skipped.is_empty() {
+            println!("skipped (need namespaces): {}", self.skipped.join(", "));
+        }
+        println!(
+            "writes: {} sent, {} acknowledged, {} failed, {} unknown; reads: {}; commits: {}; drained: {}",
+            self.sent, self.acknowledged, self.failed, self.unknown, self.read, self.commits, self.drained
+        );
+        let anomalies: Vec<String> = self.anomalies.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        println!("anomalies: {}", anomalies.join(", "));
+        for (name, examples) in &self.anomaly_examples {
+            for example in examples {
+                println!("  {name}: {example}");
+            }
+        }
+        let s = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.2} s"));
+        println!(
+            "fault to every partition writable: p50 {}, p99 {}, max {} ({} faults)",
+            s(self.recovery_p50_s),
+            s(self.recovery_p99_s),
+            s(self.recovery_max_s),
+            self.recoveries.len()
+        );
+        if let Some(bytes) = self.cross_zone_bytes {
+            let r = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.2}"));
+            println!(
+                "cross-zone: {bytes} bytes; {} per produced byte, {} per consumed byte",
+                r(self.cross_zone_per_produced_byte),
+                r(self.cross_zone_per_consumed_byte)
+            );
+        }
+        Ok(())
+    }
+
+    /// Fails when an anomaly was found or nothing was acknowledged.
+    fn verdict(&self) -> anyhow::Result<()> {
+        let found: u64 = self.anomalies.values().sum();
+        anyhow::ensure!(found == 0, "{found} anomalies found");
+        anyhow::ensure!(self.acknowledged > 0 || self.run == "check", "no write was acknowledged");
+        Ok(())
+    }
+}

@@ -1,0 +1,318 @@
+//! The chaos suite's checker: reads the run's histories (JSON lines written
+//! by the workload's clients and the nemesis) and finds, with Jepsen's names
+//! for them:
+//!
+//! - `lost-write`: acknowledged (partition, offset, value) not found there
+//!   by the final drain;
+//! - `duplicate`: one value stored at two offsets;
+//! - `inconsistent-offsets`: two values seen at one (partition, offset),
+//!   by acknowledgements, reads or the drain;
+//! - `nonmonotonic-send`: one producer's values (`<producer>-<n>|padding`)
+//!   acknowledged in a partition
+//!   at offsets that do not grow with the order they were sent in;
+//! - `nonmonotonic-commit`: a group's committed offset of a partition going
+//!   backwards;
+//! - `poll-skip`: a stored record below the group's final committed offset
+//!   that no member of the group read.
+//!
+//! It also measures, for each fault, the time until writes succeed again on
+//! every partition: the latest, over partitions, of the first
+//! acknowledgement of a value sent after the fault.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+/// One history line; fields a kind of event lacks are absent.
+#[derive(Debug, Deserialize)]
+struct Event {
+    f: String,
+    t: f64,
+    #[serde(default)]
+    value: Option<String>,
+    #[serde(default)]
+    partition: Option<i32>,
+    #[serde(default)]
+    offset: Option<i64>,
+    #[serde(default)]
+    kind: Option<String>,
+}
+
+/// What the checker found.
+#[derive(Debug, Default, Serialize)]
+pub struct Checked {
+    pub invoked: u64,
+    pub acknowledged: u64,
+    pub failed: u64,
+    pub unknown: u64,
+    pub read: u64,
+    pub commits: u64,
+    pub drained: u64,
+    /// Anomalies by name: count and up to five examples.
+    pub anomalies: BTreeMap<String, Anomaly>,
+    /// Faults by kind.
+    pub faults: BTreeMap<String, u64>,
+    /// Per fault: seconds until writes succeeded again on every partition
+    /// (`None`: not within the run).
+    pub recoveries: Vec<(String, Option<f64>)>,
+    pub acknowledged_bytes: u64,
+    pub read_bytes: u64,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Anomaly {
+    pub count: u64,
+    pub examples: Vec<String>,
+}
+
+impl Checked {
+    fn anomaly(&mut self, name: &str, example: String) {
+        let anomaly = self.anomalies.entry(name.to_owned()).or_default();
+        anomaly.count += 1;
+        if anomaly.examples.len() < 5 {
+            anomaly.examples.push(example);
+        }
+    }
+
+    /// Every anomaly's count, the names the checker knows included (zero).
+    pub fn anomaly_counts(&self) -> BTreeMap<&'static str, u64> {
+        ANOMALIES.iter().map(|name| (*name, self.anomalies.get(*name).map_or(0, |a| a.count))).collect()
+    }
+}
+
+pub const ANOMALIES: [&str; 6] =
+    ["lost-write", "duplicate", "inconsistent-offsets", "nonmonotonic-send", "nonmonotonic-commit", "poll-skip"];
+
+/// A value's unique part, before its padding.
+fn id(value: &str) -> &str {
+    value.split('|').next().unwrap_or(value)
+}
+
+/// Reads every `*.jsonl` file of `dir` and checks the run.
+pub fn check_dir(dir: &Path) -> anyhow::Result<Checked> {
+    let mut events = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("read {}", dir.display()))? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "jsonl") {
+            let text = std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
+            let source = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            for (number, line) in text.lines().enumerate().filter(|(_, line)| !line.trim().is_empty()) {
+                // A client killed mid-line leaves a torn last line: skipped.
+                match serde_json::from_str::<Event>(line) {
+                    Ok(event) => events.push((source.clone(), event)),
+                    Err(error) if number + 1 == text.lines().count() => {
+                        tracing::debug!("{}: torn last line: {error}", path.display())
+                    }
+                    Err(error) => anyhow::bail!("{}:{}: {error}", path.display(), number + 1),
+                }
+            }
+        }
+    }
+    Ok(check(events))
+}
+
+/// Checks the events of a run, each with the history it came from.
+fn check(mut events: Vec<(String, Event)>) -> Checked {
+    events.sort_by(|a, b| a.1.t.total_cmp(&b.1.t));
+    let mut checked = Checked::default();
+    // (partition, offset) -> value, from every observation.
+    let mut seen: HashMap<(i32, i64), String> = HashMap::new();
+    let mut observe = |checked: &mut Checked, partition: i32, offset: i64, value: &str, by: &str| match seen
+        .get(&(partition, offset))
+    {
+        Some(known) if known != value => checked.anomaly(
+            "inconsistent-offsets",
+            format!("partition {partition} offset {offset}: {:?} and {:?} ({by})", id(known), id(value)),
+        ),
+        Some(_) => {}
+        None => {
+            seen.insert((partition, offset), value.to_owned());
+        }
+    };
+    let mut invoked_at: HashMap<String, f64> = HashMap::new();
+    let mut acked: Vec<(String, i32, i64, f64)> = Vec::new();
+    let mut drained: HashMap<(i32, i64), String> = HashMap::new();
+    let mut drained_at: HashMap<String, Vec<(i32, i64)>> = HashMap::new();
+    let mut ends: HashMap<i32, i64> = HashMap::new();
+    let mut read: std::collections::HashSet<(i32, i64)> = Default::default();
+    let mut committed: HashMap<i32, i64> = HashMap::new();
+    let mut faults: Vec<(String, f64)> = Vec::new();
+    for (source, event) in &events {
+        let (value, partition, offset) = (event.value.as_deref(), event.partition, event.offset);
+        match (event.f.as_str(), value, partition, offset) {
+            ("invoke", Some(value), _, _) => {
+                checked.invoked += 1;
+                invoked_at.insert(value.to_owned(), event.t);
+            }
+            ("ok", Some(value), Some(p), Some(o)) => {
+                checked.acknowledged += 1;
+                checked.acknowledged_bytes += value.len() as u64;
+                observe(&mut checked, p, o, value, "acknowledged");
+                acked.push((value.to_owned(), p, o, event.t));
+            }
+            ("fail", ..) => checked.failed += 1,
+            ("unknown", ..) => checked.unknown += 1,
+            ("read", Some(value), Some(p), Some(o)) => {
+                checked.read += 1;
+                checked.read_bytes += value.len() as u64;
+                observe(&mut checked, p, o, value, &format!("read by {source}"));
+                read.insert((p, o));
+            }
+            ("commit", _, Some(p), Some(o)) => {
+                checked.commits += 1;
+                let last = committed.entry(p).or_insert(o);
+                if o < *last {
+                    checked.anomaly(
+                        "nonmonotonic-commit",
+                        format!("partition {p}: committed {o} after {last} ({source} at {:.3})", event.t),
+                    );
+                }
+                *last = (*last).max(o);
+            }
+            ("drain", Some(value), Some(p), Some(o)) => {
+                checked.drained += 1;
+                observe(&mut checked, p, o, value, "drain");
+                drained.insert((p, o), value.to_owned());
+                drained_at.entry(value.to_owned()).or_default().push((p, o));
+            }
+            ("end", _, Some(p), Some(o)) => {
+                ends.insert(p, o);
+            }
+            ("fault", ..) => {
+                let kind = event.kind.clone().unwrap_or_default();
+                *checked.faults.entry(kind.clone()).or_default() += 1;
+                faults.push((kind, event.t));
+            }
+            _ => {}
+        }
+    }
+    for (value, places) in &drained_at {
+        if places.len() > 1 {
+            checked.anomaly("duplicate", format!("{:?} stored at {places:?}", id(value)));
+        }
+    }
+    for (value, p, o, _) in &acked {
+        if !drained.contains_key(&(*p, *o)) {
+            let end = ends.get(p).copied().unwrap_or(0);
+            checked.anomaly(
+                "lost-write",
+                format!("{:?} acknowledged at partition {p} offset {o} (drained to {end})", id(value)),
+            );
+        }
+    }
+    // Per producer (the value's prefix) and partition, offsets follow the send order.
+    let mut sends: HashMap<(String, i32), Vec<(u64, i64)>> = HashMap::new();
+    for (value, p, o, _) in &acked {
+        if let Some((producer, n)) = id(value).rsplit_once('-').and_then(|(prefix, n)| Some((prefix, n.parse().ok()?)))
+        {
+            sends.entry((producer.to_owned(), *p)).or_default().push((n, *o));
+        }
+    }
+    for ((producer, p), mut list) in sends {
+        list.sort();
+        for pair in list.windows(2) {
+            if pair[1].1 <= pair[0].1 {
+                checked.anomaly(
+                    "nonmonotonic-send",
+                    format!(
+                        "{producer}-{} at offset {} but {producer}-{} at {} in partition {p}",
+                        pair[0].0, pair[0].1, pair[1].0, pair[1].1
+                    ),
+                );
+            }
+        }
+    }
+    for (p, upto) in &committed {
+        for ((dp, o), value) in &drained {
+            if dp == p && o < upto && !read.contains(&(*p, *o)) {
+                checked.anomaly(
+                    "poll-skip",
+                    format!("partition {p} offset {o} ({:?}) below commit {upto}, never read", id(value)),
+                );
+            }
+        }
+    }
+    // Recovery: per fault, the latest over partitions of the first
+    // acknowledgement of a value sent after it.
+    let partitions: std::collections::BTreeSet<i32> = acked.iter().map(|a| a.1).collect();
+    for (kind, at) in faults {
+        let mut first: HashMap<i32, f64> = HashMap::new();
+        for (value, p, _, t) in &acked {
+            if invoked_at.get(value).is_some_and(|sent| *sent >= at) {
+                let entry = first.entry(*p).or_insert(*t);
+                *entry = entry.min(*t);
+            }
+        }
+        let recovered = (first.len() == partitions.len() && !partitions.is_empty())
+            .then(|| first.values().fold(f64::MIN, |a, b| a.max(*b)) - at);
+        checked.recoveries.push((kind, recovered));
+    }
+    checked
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(f: &str, t: f64, value: Option<&str>, partition: Option<i32>, offset: Option<i64>) -> Event {
+        Event { f: f.into(), t, value: value.map(Into::into), partition, offset, kind: None }
+    }
+
+    fn history(lines: Vec<Event>) -> Vec<(String, Event)> {
+        lines.into_iter().map(|e| ("h".to_owned(), e)).collect()
+    }
+
+    #[test]
+    fn a_clean_run_has_no_anomaly_and_each_one_is_found() {
+        let clean = history(vec![
+            event("invoke", 1.0, Some("a-0"), Some(0), None),
+            event("ok", 1.1, Some("a-0"), Some(0), Some(0)),
+            event("invoke", 1.2, Some("a-1"), Some(0), None),
+            event("ok", 1.3, Some("a-1"), Some(0), Some(1)),
+            event("read", 2.0, Some("a-0"), Some(0), Some(0)),
+            event("commit", 2.1, None, Some(0), Some(1)),
+            event("drain", 3.0, Some("a-0"), Some(0), Some(0)),
+            event("drain", 3.0, Some("a-1"), Some(0), Some(1)),
+            event("end", 3.0, None, Some(0), Some(2)),
+        ]);
+        let checked = check(clean);
+        assert!(checked.anomalies.is_empty(), "{:?}", checked.anomalies);
+        assert_eq!((checked.acknowledged, checked.read, checked.drained), (2, 1, 2));
+
+        let broken = history(vec![
+            event("ok", 1.0, Some("a-0"), Some(0), Some(5)), // never drained: lost
+            event("ok", 1.1, Some("a-1"), Some(0), Some(1)),
+            event("ok", 1.2, Some("a-2"), Some(0), Some(0)), // sent later, stored earlier
+            event("read", 2.0, Some("b-9"), Some(0), Some(1)), // another value at offset 1
+            event("commit", 2.1, None, Some(0), Some(3)),
+            event("commit", 2.2, None, Some(0), Some(2)), // backwards
+            event("drain", 3.0, Some("a-2"), Some(0), Some(0)),
+            event("drain", 3.0, Some("a-1"), Some(0), Some(1)),
+            event("drain", 3.0, Some("a-1"), Some(0), Some(2)), // twice; offset 2 never read below commit 3
+        ]);
+        let counts = check(broken).anomaly_counts();
+        for name in ANOMALIES {
+            assert!(counts[name] >= 1, "{name} not found: {counts:?}");
+        }
+    }
+
+    #[test]
+    fn recovery_is_the_last_partition_to_take_a_write_after_the_fault() {
+        let mut events = vec![event("fault", 10.0, None, None, None)];
+        events[0].kind = Some("zone-loss".into());
+        events.extend([
+            event("invoke", 9.0, Some("a-0"), Some(0), None),
+            event("ok", 9.5, Some("a-0"), Some(0), Some(0)),
+            event("invoke", 9.0, Some("a-1"), Some(1), None),
+            event("ok", 9.5, Some("a-1"), Some(1), Some(0)),
+            event("invoke", 10.5, Some("a-2"), Some(0), None),
+            event("ok", 11.0, Some("a-2"), Some(0), Some(1)),
+            event("invoke", 10.6, Some("a-3"), Some(1), None),
+            event("ok", 13.0, Some("a-3"), Some(1), Some(1)),
+        ]);
+        let checked = check(history(events));
+        assert_eq!(checked.recoveries, vec![("zone-loss".to_owned(), Some(3.0))]);
+    }
+}
