@@ -80,6 +80,10 @@ pub struct RunArgs {
 enum Fault {
     /// Kill the zone's processes and drop its traffic; restart them at heal.
     ZoneLoss(String),
+    /// `ZoneLoss`, and the zone comes back with its disks wiped: its
+    /// controller must rejoin as a learner (then promoted) and its WAL node
+    /// register as a new incarnation (DESIGN §5).
+    ZoneLossWiped(String),
     /// Drop the zone's traffic, processes alive.
     ZonePartition(String),
     /// Drop what one zone sends another.
@@ -107,6 +111,7 @@ impl Fault {
     fn name(&self) -> &'static str {
         match self {
             Fault::ZoneLoss(_) => "zone-loss",
+            Fault::ZoneLossWiped(_) => "zone-loss-wiped",
             Fault::ZonePartition(_) => "zone-partition",
             Fault::OneWay(..) => "one-way-partition",
             Fault::Bridge => "bridge",
@@ -124,8 +129,9 @@ impl Fault {
     fn random(rng: &mut impl Rng) -> Fault {
         let z = ZONES[rng.gen_range(0..3)].to_owned();
         let other = ZONES[(ZONES.iter().position(|x| *x == z).unwrap_or(0) + rng.gen_range(1..3)) % 3].to_owned();
-        match rng.gen_range(0..8) {
+        match rng.gen_range(0..9) {
             0 => Fault::ZoneLoss(z),
+            8 => Fault::ZoneLossWiped(z),
             1 => Fault::ZonePartition(z),
             2 => Fault::OneWay(z, other),
             3 => Fault::Bridge,
@@ -142,11 +148,12 @@ fn scenario(name: &str, rng: &mut impl Rng) -> anyhow::Result<Fault> {
     let zone = ZONES[rng.gen_range(0..3)].to_owned();
     Ok(match name {
         "zone-loss" => Fault::ZoneLoss(zone),
+        "zone-loss-wiped" => Fault::ZoneLossWiped(zone),
         "zone-partition" => Fault::ZonePartition(zone),
         "controller-leader-kill" => Fault::ControllerLeaderKill,
         "broker-zombie" => Fault::BrokerZombie(zone),
         other => anyhow::bail!(
-            "unknown scenario {other:?}: use zone-loss, zone-partition, controller-leader-kill or broker-zombie, or --soak"
+            "unknown scenario {other:?}: use zone-loss, zone-loss-wiped, zone-partition, controller-leader-kill or broker-zombie, or --soak"
         ),
     })
 }
@@ -471,6 +478,9 @@ async fn start_cluster(dir: &Path, net: Option<&Net>) -> anyhow::Result<LocalClu
 enum Undo {
     Network,
     Restart(Vec<(Kind, usize)>),
+    /// The zone's processes with their disks wiped, and the WAL node's
+    /// incarnation before.
+    RestartWiped(usize, String),
     Resume(usize),
     Nothing,
 }
@@ -490,6 +500,19 @@ async fn inject(cluster: &mut LocalCluster, net: Option<&Net>, fault: &Fault) ->
                 net.isolate(zone)?;
             }
             Undo::Restart(vec![(Kind::Controller, i), (Kind::Wal, i), (Kind::Broker, i)])
+        }
+        Fault::ZoneLossWiped(zone) => {
+            let i = zone_index(zone);
+            let image = cluster.client()?.read_image().await?;
+            let id = keel_controller_client::NodeId(cluster.wal_nodes[i].spec.id);
+            let incarnation = image.wal_nodes.get(&id).map(|n| n.incarnation.clone()).unwrap_or_default();
+            cluster.brokers[i].kill9();
+            cluster.wal_nodes[i].kill9();
+            cluster.controllers[i].kill9();
+            if let Some(net) = net {
+                net.isolate(zone)?;
+            }
+            Undo::RestartWiped(i, incarnation)
         }
         Fault::ZonePartition(zone) => {
             net.context("partitions need namespaces")?.isolate(zone)?;
@@ -553,7 +576,56 @@ async fn heal(cluster: &mut LocalCluster, net: Option<&Net>, undo: Undo) -> anyh
                 }
             }
         }
+        Undo::RestartWiped(i, incarnation) => rejoin_wiped(cluster, i, &incarnation).await?,
     }
+    Ok(())
+}
+
+/// Brings zone `i` back with empty disks, and checks DESIGN §5's rules: the
+/// controller rejoins as a learner, never as its old voting self, and is
+/// promoted; the WAL node registers as a new incarnation.
+async fn rejoin_wiped(cluster: &mut LocalCluster, i: usize, old_incarnation: &str) -> anyhow::Result<()> {
+    cluster.wipe_controller(i)?;
+    let wal_dir = cluster.wal_nodes[i].spec.data_dir.clone();
+    if wal_dir.exists() {
+        std::fs::remove_dir_all(&wal_dir)?;
+    }
+    cluster.start_controller(i)?;
+    cluster.start_wal(i)?;
+    cluster.start_broker(i)?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let role = cluster.node_statuses().await[i].as_ref().map(|s| s.role.clone());
+        match role.as_deref() {
+            Some("learner") => break,
+            Some("leader" | "follower" | "candidate") => {
+                anyhow::bail!("the wiped controller {} came back as a voter ({role:?}), not a learner", i + 1)
+            }
+            _ => {}
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the wiped controller {} did not rejoin as a learner in 30 s",
+            i + 1
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let request = keel_controller_client::pb::ControllerRequest { controller_id: i as u32 + 1 };
+    cluster.client()?.call(|mut c| async move { c.promote_controller(request).await }).await?;
+    let id = keel_controller_client::NodeId(cluster.wal_nodes[i].spec.id);
+    loop {
+        let image = cluster.client()?.read_image().await?;
+        if let Some(node) = image.wal_nodes.get(&id).filter(|n| !n.incarnation.is_empty()) {
+            if node.incarnation != old_incarnation {
+                break;
+            }
+        }
+        anyhow::ensure!(Instant::now() < deadline, "the wiped WAL node {} did not register as new in 30 s", id.0);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!(
+        "chaos: the wiped controller rejoined as a learner and was promoted; the wiped WAL node registered as new"
+    );
     Ok(())
 }
 
