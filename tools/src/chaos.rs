@@ -98,6 +98,11 @@ enum Fault {
     BrokerZombie(String),
     /// Kill -9 one process of a zone; restarted at heal.
     KillProcess(String, Kind),
+    /// The zone's WAL node's disk (a tmpfs) filled up; emptied at heal.
+    WalDiskFull(String),
+    /// The object store (a tmpfs shared by the brokers, as a bucket is)
+    /// full: every upload fails until heal.
+    ObjectStoreFull,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -119,19 +124,32 @@ impl Fault {
             Fault::ControllerLeaderKill => "controller-leader-kill",
             Fault::BrokerZombie(_) => "broker-zombie",
             Fault::KillProcess(..) => "process-kill",
+            Fault::WalDiskFull(_) => "wal-disk-full",
+            Fault::ObjectStoreFull => "object-store-full",
         }
     }
 
+    /// Needs the namespaces (and root, for the tmpfs mounts).
     fn needs_network(&self) -> bool {
-        matches!(self, Fault::ZonePartition(_) | Fault::OneWay(..) | Fault::Bridge | Fault::Flap(_))
+        matches!(
+            self,
+            Fault::ZonePartition(_)
+                | Fault::OneWay(..)
+                | Fault::Bridge
+                | Fault::Flap(_)
+                | Fault::WalDiskFull(_)
+                | Fault::ObjectStoreFull
+        )
     }
 
     fn random(rng: &mut impl Rng) -> Fault {
         let z = ZONES[rng.gen_range(0..3)].to_owned();
         let other = ZONES[(ZONES.iter().position(|x| *x == z).unwrap_or(0) + rng.gen_range(1..3)) % 3].to_owned();
-        match rng.gen_range(0..9) {
+        match rng.gen_range(0..11) {
             0 => Fault::ZoneLoss(z),
             8 => Fault::ZoneLossWiped(z),
+            9 => Fault::WalDiskFull(z),
+            10 => Fault::ObjectStoreFull,
             1 => Fault::ZonePartition(z),
             2 => Fault::OneWay(z, other),
             3 => Fault::Bridge,
@@ -149,14 +167,20 @@ fn scenario(name: &str, rng: &mut impl Rng) -> anyhow::Result<Fault> {
     Ok(match name {
         "zone-loss" => Fault::ZoneLoss(zone),
         "zone-loss-wiped" => Fault::ZoneLossWiped(zone),
+        "wal-disk-full" => Fault::WalDiskFull(zone),
+        "object-store-full" => Fault::ObjectStoreFull,
         "zone-partition" => Fault::ZonePartition(zone),
         "controller-leader-kill" => Fault::ControllerLeaderKill,
         "broker-zombie" => Fault::BrokerZombie(zone),
         other => anyhow::bail!(
-            "unknown scenario {other:?}: use zone-loss, zone-loss-wiped, zone-partition, controller-leader-kill or broker-zombie, or --soak"
+            "unknown scenario {other:?}: use zone-loss, zone-loss-wiped, zone-partition, controller-leader-kill, broker-zombie, wal-disk-full or object-store-full, or --soak"
         ),
     })
 }
+
+/// The WAL nodes' segments and the object store's size in a namespaced run.
+const WAL_SEGMENT_BYTES: u64 = 36 << 20;
+const OBJECTS_BYTES: u64 = 512 << 20;
 
 const WARMUP: Duration = Duration::from_secs(5);
 const HOLD: Duration = Duration::from_secs(8);
@@ -446,16 +470,21 @@ async fn start_cluster(dir: &Path, net: Option<&Net>) -> anyhow::Result<LocalClu
                 })
                 .collect::<Vec<_>>();
             let mut cluster = LocalCluster::new(dir, options, Vec::new())?;
+            mount_tmpfs(&dir.join("objects"), OBJECTS_BYTES)?;
             for (i, (spec, zone)) in specs.into_iter().zip(ZONES).enumerate() {
                 cluster.controllers.push(Managed::in_netns(spec, &net.zones[zone]));
                 let id = i as u32 + 1;
+                // Small disks of their own, which a fault can fill: 4 segments (a
+                // segment holds the largest entry, 32 MiB).
+                let data_dir = dir.join(format!("wal-{id}"));
+                mount_tmpfs(&data_dir, 4 * WAL_SEGMENT_BYTES)?;
                 let wal = WalSpec {
                     id,
                     zone: zone.into(),
                     grpc: at(zone, 9390),
                     admin: at(zone, 9490),
-                    data_dir: dir.join(format!("wal-{id}")),
-                    args: Vec::new(),
+                    data_dir,
+                    args: vec!["--segment-bytes".into(), WAL_SEGMENT_BYTES.to_string()],
                 };
                 cluster.wal_nodes.push(Managed::in_netns(wal, &net.zones[zone]));
                 let broker =
@@ -481,6 +510,8 @@ enum Undo {
     /// The zone's processes with their disks wiped, and the WAL node's
     /// incarnation before.
     RestartWiped(usize, String),
+    /// A file that filled a disk.
+    Remove(PathBuf),
     Resume(usize),
     Nothing,
 }
@@ -543,6 +574,11 @@ async fn inject(cluster: &mut LocalCluster, net: Option<&Net>, fault: &Fault) ->
             cluster.controllers[leader].kill9();
             Undo::Restart(vec![(Kind::Controller, leader)])
         }
+        Fault::WalDiskFull(zone) => {
+            let dir = cluster.wal_nodes[zone_index(zone)].spec.data_dir.clone();
+            Undo::Remove(fill(&dir)?)
+        }
+        Fault::ObjectStoreFull => Undo::Remove(fill(&cluster.dir.join("objects"))?),
         Fault::BrokerZombie(zone) => {
             let i = zone_index(zone);
             cluster.brokers[i].pause(true);
@@ -577,7 +613,42 @@ async fn heal(cluster: &mut LocalCluster, net: Option<&Net>, undo: Undo) -> anyh
             }
         }
         Undo::RestartWiped(i, incarnation) => rejoin_wiped(cluster, i, &incarnation).await?,
+        Undo::Remove(path) => std::fs::remove_file(&path).with_context(|| format!("remove {}", path.display()))?,
     }
+    Ok(())
+}
+
+/// Fills the file system of `dir` (a tmpfs of this run) with one file, in
+/// 1 MiB writes until it is full; returns the file.
+fn fill(dir: &Path) -> anyhow::Result<PathBuf> {
+    use std::io::Write;
+    let path = dir.join("chaos-filler");
+    let mut file = std::fs::File::create(&path).with_context(|| format!("create {}", path.display()))?;
+    let chunk = vec![0u8; 1 << 20];
+    let mut written = 0u64;
+    loop {
+        match file.write(&chunk) {
+            Ok(0) => break,
+            Ok(n) => written += n as u64,
+            Err(error) if error.raw_os_error() == Some(28) => break, // ENOSPC
+            Err(error) => return Err(error.into()),
+        }
+    }
+    eprintln!("chaos: filled {} with {} MiB", dir.display(), written >> 20);
+    Ok(path)
+}
+
+/// Mounts a tmpfs of `bytes` on `dir` (made if missing). The mount lives in
+/// this run's mount namespace (`ip netns exec` made one), so it goes away
+/// with the run.
+fn mount_tmpfs(dir: &Path, bytes: u64) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let status = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+        .arg(dir)
+        .status()
+        .context("run mount")?;
+    anyhow::ensure!(status.success(), "mount a tmpfs on {}: {status}", dir.display());
     Ok(())
 }
 
@@ -586,9 +657,14 @@ async fn heal(cluster: &mut LocalCluster, net: Option<&Net>, undo: Undo) -> anyh
 /// promoted; the WAL node registers as a new incarnation.
 async fn rejoin_wiped(cluster: &mut LocalCluster, i: usize, old_incarnation: &str) -> anyhow::Result<()> {
     cluster.wipe_controller(i)?;
-    let wal_dir = cluster.wal_nodes[i].spec.data_dir.clone();
-    if wal_dir.exists() {
-        std::fs::remove_dir_all(&wal_dir)?;
+    // The WAL node's directory is a tmpfs mount point: emptied, not removed.
+    for entry in std::fs::read_dir(&cluster.wal_nodes[i].spec.data_dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            std::fs::remove_dir_all(&path)?;
+        } else {
+            std::fs::remove_file(&path)?;
+        }
     }
     cluster.start_controller(i)?;
     cluster.start_wal(i)?;
