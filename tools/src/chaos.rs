@@ -58,7 +58,9 @@ pub enum ChaosCommand {
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct RunArgs {
-    /// zone-loss, zone-partition, controller-leader-kill or broker-zombie.
+    /// zone-loss, zone-loss-wiped, zone-partition, controller-leader-kill,
+    /// broker-zombie, wal-disk-full, object-store-full, or none (no fault:
+    /// a baseline).
     #[arg(long, default_value = "zone-loss")]
     pub scenario: String,
     /// Runs random faults for this long instead of a scenario (e.g. 10m).
@@ -67,6 +69,9 @@ pub struct RunArgs {
     /// Picks the random schedule (and which zone a scenario hits).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Producers only: the cross-zone bytes are then the write path's alone.
+    #[arg(long)]
+    pub no_consumers: bool,
     /// Keeps the histories, logs and report here (default: a new temporary
     /// directory, kept only when the run finds an anomaly).
     #[arg(long)]
@@ -231,6 +236,9 @@ async fn outside(args: RunArgs) -> anyhow::Result<()> {
     if let Some(dir) = &args.dir {
         command.arg("--dir").arg(dir);
     }
+    if args.no_consumers {
+        command.arg("--no-consumers");
+    }
     if args.json {
         command.arg("--json");
     }
@@ -286,6 +294,7 @@ async fn inside(args: RunArgs, net: Option<Net>) -> anyhow::Result<()> {
             }
             (schedule, soak)
         }
+        None if args.scenario == "none" => (Vec::new(), WARMUP + HOLD + AFTER),
         None => (vec![(WARMUP, scenario(&args.scenario, &mut rng)?)], WARMUP + HOLD + AFTER),
     };
     let label = match args.soak {
@@ -347,14 +356,10 @@ async fn inside(args: RunArgs, net: Option<Net>) -> anyhow::Result<()> {
         let mut produce = common("producer");
         produce.extend(["--rate".into(), RATE.to_string()]);
         clients.push(workload(&script, ns.as_deref(), "produce", &produce, &dir, &format!("producer-{zone}"))?);
-        clients.push(workload(
-            &script,
-            ns.as_deref(),
-            "consume",
-            &common("consumer"),
-            &dir,
-            &format!("consumer-{zone}"),
-        )?);
+        if !args.no_consumers {
+            let log = format!("consumer-{zone}");
+            clients.push(workload(&script, ns.as_deref(), "consume", &common("consumer"), &dir, &log)?);
+        }
     }
 
     let mut skipped = Vec::new();
