@@ -8,6 +8,21 @@ use anyhow::Context;
 use serde::de::DeserializeOwned;
 
 /// Reads and parses a TOML file into `T`. Unknown keys are errors.
+/// `--check-config`: prints the effective config (its `Debug` hides
+/// secrets) and exit code 0, or what is wrong and exit code 2.
+pub fn check<T: std::fmt::Debug>(effective: anyhow::Result<T>) -> std::process::ExitCode {
+    match effective {
+        Ok(config) => {
+            println!("{config:#?}");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("invalid config: {error:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
 pub fn load_toml<T: DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
     let text = std::fs::read_to_string(path).with_context(|| format!("read config file {}", path.display()))?;
     parse_toml(&text).with_context(|| format!("parse config file {}", path.display()))

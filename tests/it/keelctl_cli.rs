@@ -1,4 +1,5 @@
-//! `keelctl` itself, without a cluster: shell completions cover every verb.
+//! `keelctl` itself, without a cluster: shell completions cover every verb,
+//! and `keelctl config` checks files; and its read commands against one.
 
 #[tokio::test]
 async fn completions_cover_every_verb_for_each_shell() {
@@ -14,6 +15,49 @@ async fn completions_cover_every_verb_for_each_shell() {
     let output = tokio::process::Command::new(&keelctl).args(["completions", "tcsh"]).output().await.unwrap();
     assert!(!output.status.success(), "an unknown shell is refused");
     assert!(String::from_utf8_lossy(&output.stderr).contains("possible values"), "and the valid ones listed");
+}
+
+/// `keelctl config check` reads a file as its binary would: every example
+/// config of deploy/ passes with its effective config printed (secrets
+/// hidden); a misspelt key fails with the file, line and closest valid key.
+#[tokio::test]
+async fn config_check_accepts_the_examples_and_points_at_a_misspelt_key() {
+    let keelctl = keel_tools::launcher::find_binary("keelctl").unwrap();
+    let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/config");
+    let files = [
+        ("controller", "controller-a.toml", "peers"),
+        ("wal", "wal-b.toml", "zone"),
+        ("broker", "broker-c.toml", "zone"),
+    ];
+    for (kind, file, key) in files {
+        let output = tokio::process::Command::new(&keelctl)
+            .args(["config", "check", kind])
+            .arg(deploy.join(file))
+            .env_remove("KEEL_CLUSTER_TOKEN")
+            .output()
+            .await
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{file}: {stdout}{}", String::from_utf8_lossy(&output.stderr));
+        assert!(stdout.contains(key), "{file}: the effective config is printed: {stdout}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("broker.toml");
+    let example = std::fs::read_to_string(deploy.join("broker-a.toml")).unwrap();
+    std::fs::write(&bad, example.replace("upload_interval", "upload_intervall")).unwrap();
+    let output =
+        tokio::process::Command::new(&keelctl).args(["config", "check", "broker"]).arg(&bad).output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("upload_intervall") && stderr.contains("upload_interval"),
+        "names the key and the closest one: {stderr}"
+    );
+    assert!(stderr.contains("broker.toml"), "names the file: {stderr}");
+
+    let output = tokio::process::Command::new(&keelctl).args(["config", "default", "wal"]).output().await.unwrap();
+    assert!(output.status.success());
+    assert!(String::from_utf8_lossy(&output.stdout).contains("segment_bytes"), "the WAL example is printed");
 }
 
 /// `keelctl wal status --json`: each WAL node with its zone, reachable under

@@ -3,6 +3,7 @@
 
 mod broker;
 mod cluster;
+mod config;
 mod controller;
 mod dev;
 mod group;
@@ -59,6 +60,12 @@ enum Command {
         #[command(subcommand)]
         command: controller::ControllerCommand,
     },
+    /// Config files: check one as its binary would read it, or print a
+    /// complete example.
+    Config {
+        #[command(subcommand)]
+        command: config::ConfigCommand,
+    },
     /// Runs a whole local cluster on loopback until Ctrl-C.
     Dev(dev::DevArgs),
     /// Zone failures on this machine: three zones in network namespaces, a
@@ -76,6 +83,7 @@ enum Command {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Dev(args) => return dev::run(args).await,
+        Command::Config { command } => return config::run(command),
         Command::Chaos { command } => return crate::chaos::run(command).await,
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
@@ -94,7 +102,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Wal { command } => wal::run(&client, command).await,
         Command::Controller { command } => controller::run(&client, command).await,
         Command::Group { command } => group::run(&client, command).await,
-        Command::Dev(_) | Command::Chaos { .. } | Command::Completions { .. } => unreachable!("handled above"),
+        Command::Dev(_) | Command::Config { .. } | Command::Chaos { .. } | Command::Completions { .. } => {
+            unreachable!("handled above")
+        }
     }
 }
 

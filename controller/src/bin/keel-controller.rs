@@ -26,6 +26,10 @@ struct Args {
     /// Print a complete, commented example config (zone a of deploy/config) and exit.
     #[arg(long)]
     print_default_config: bool,
+    /// Check the config (file, environment, flags): print the effective one
+    /// (secrets hidden) and exit 0, or say what is wrong and exit 2.
+    #[arg(long)]
+    check_config: bool,
     #[command(flatten)]
     overrides: ConfigToml,
 }
@@ -36,15 +40,14 @@ fn main() -> ExitCode {
         print!("{}", include_str!("../../../deploy/config/controller-a.toml"));
         return ExitCode::SUCCESS;
     }
+    if args.check_config {
+        return keel_common::config::check(effective(&args.config, args.overrides));
+    }
     keel_common::service::main(args.log_format, "controller", || run(args))
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let file = match &args.config {
-        Some(path) => keel_common::config::load_toml(path)?,
-        None => ConfigToml::default(),
-    };
-    let config = args.overrides.or(file).validate()?;
+    let config = effective(&args.config, args.overrides)?;
     tracing::info!(?config, "effective config");
     keel_proto::auth::set_token(config.cluster_token.as_ref().map(|token| token.0.as_str()))
         .map_err(anyhow::Error::msg)?;
@@ -54,4 +57,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let stopped = keel_common::service::until_stopped("controller", &cancel).await;
     keel_controller::shutdown(&controller, Duration::from_secs(5)).await;
     stopped
+}
+
+/// The config in effect: flags and environment over the file over defaults.
+fn effective(
+    file: &Option<PathBuf>,
+    overrides: ConfigToml,
+) -> anyhow::Result<keel_controller::config::ControllerConfig> {
+    let file = match file {
+        Some(path) => keel_common::config::load_toml(path)?,
+        None => ConfigToml::default(),
+    };
+    overrides.or(file).validate()
 }
