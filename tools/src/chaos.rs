@@ -338,20 +338,10 @@ async fn inside(args: RunArgs, net: Option<Net>) -> anyhow::Result<()> {
     for zone in ZONES {
         let ns = net.as_ref().map(|n| n.zones[zone].clone());
         let common = |role: &str| {
-            vec![
-                "--bootstrap".to_owned(),
-                bootstrap.clone(),
-                "--topic".into(),
-                TOPIC.into(),
-                "--partitions".into(),
-                PARTITIONS.to_string(),
-                "--zone".into(),
-                zone.into(),
-                "--seconds".into(),
-                seconds.as_secs_f64().to_string(),
-                "--out".into(),
-                histories.dir.join(format!("{role}-{zone}.jsonl")).to_string_lossy().into_owned(),
-            ]
+            let mut args =
+                client_args(&bootstrap, seconds.as_secs_f64(), &histories.dir.join(format!("{role}-{zone}.jsonl")));
+            args.extend(["--zone".into(), zone.into()]);
+            args
         };
         let mut produce = common("producer");
         produce.extend(["--rate".into(), RATE.to_string()]);
@@ -385,18 +375,7 @@ async fn inside(args: RunArgs, net: Option<Net>) -> anyhow::Result<()> {
     }
     // Heal, wait, then the final drain from zone a.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let drain_args = vec![
-        "--bootstrap".to_owned(),
-        bootstrap.clone(),
-        "--topic".into(),
-        TOPIC.into(),
-        "--partitions".into(),
-        PARTITIONS.to_string(),
-        "--seconds".into(),
-        "90".into(),
-        "--out".into(),
-        histories.dir.join("drain.jsonl").to_string_lossy().into_owned(),
-    ];
+    let drain_args = client_args(&bootstrap, 90.0, &histories.dir.join("drain.jsonl"));
     let ns = net.as_ref().map(|n| n.zones["a"].clone());
     let status = workload(&script, ns.as_deref(), "drain", &drain_args, &dir, "drain")?.wait().await?;
     anyhow::ensure!(status.success(), "the final drain failed; see drain.log in {}", dir.display());
@@ -418,6 +397,22 @@ async fn inside(args: RunArgs, net: Option<Net>) -> anyhow::Result<()> {
         let _ = std::fs::remove_dir_all(&dir);
     }
     verdict
+}
+
+/// The arguments every workload client takes.
+fn client_args(bootstrap: &str, seconds: f64, history: &Path) -> Vec<String> {
+    vec![
+        "--bootstrap".to_owned(),
+        bootstrap.to_owned(),
+        "--topic".into(),
+        TOPIC.into(),
+        "--partitions".into(),
+        PARTITIONS.to_string(),
+        "--seconds".into(),
+        seconds.to_string(),
+        "--out".into(),
+        history.to_string_lossy().into_owned(),
+    ]
 }
 
 /// Starts a workload client (in a zone's namespace when given).

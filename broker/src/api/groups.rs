@@ -478,6 +478,38 @@ struct Commit {
     error: Option<ResponseError>,
 }
 
+impl Commit {
+    /// One partition's commit of request topic `topic` (index, name),
+    /// checked as Kafka checks it: a known partition, metadata within
+    /// `offset.metadata.max.bytes`, an offset not below 0.
+    fn checked(
+        image: &keel_controller_client::Image,
+        topic: (usize, &str),
+        partition: i32,
+        offset: i64,
+        leader_epoch: i32,
+        metadata: Option<&StrBytes>,
+        now: i64,
+    ) -> Commit {
+        let known = image
+            .topics
+            .get(topic.1)
+            .is_some_and(|record| partition >= 0 && (partition as usize) < record.partitions.len());
+        let metadata = metadata.map(|m| m.to_string()).unwrap_or_default();
+        let error = if !known {
+            Some(ResponseError::UnknownTopicOrPartition)
+        } else if metadata.len() > METADATA_BYTES_MAX {
+            Some(ResponseError::OffsetMetadataTooLarge)
+        } else if offset < 0 {
+            Some(ResponseError::OffsetOutOfRange)
+        } else {
+            None
+        };
+        let value = OffsetValue { offset, leader_epoch, metadata, commit_timestamp: now };
+        Commit { topic: topic.0, partition, value, error }
+    }
+}
+
 pub(super) async fn offset_commit(
     broker: &Arc<Broker>,
     request: OffsetCommitRequest,
@@ -492,27 +524,9 @@ pub(super) async fn offset_commit(
     let mut commits: Vec<Commit> = Vec::new();
     for (t, topic) in request.topics.iter().enumerate() {
         for p in &topic.partitions {
-            let known = image
-                .topics
-                .get(topic.name.0.as_str())
-                .is_some_and(|record| p.partition_index >= 0 && (p.partition_index as usize) < record.partitions.len());
-            let metadata = p.committed_metadata.as_ref().map(|m| m.to_string()).unwrap_or_default();
-            let error = if !known {
-                Some(ResponseError::UnknownTopicOrPartition)
-            } else if metadata.len() > METADATA_BYTES_MAX {
-                Some(ResponseError::OffsetMetadataTooLarge)
-            } else if p.committed_offset < 0 {
-                Some(ResponseError::OffsetOutOfRange)
-            } else {
-                None
-            };
-            let value = OffsetValue {
-                offset: p.committed_offset,
-                leader_epoch: if version >= 6 { p.committed_leader_epoch } else { -1 },
-                metadata,
-                commit_timestamp: now,
-            };
-            commits.push(Commit { topic: t, partition: p.partition_index, value, error });
+            let epoch = if version >= 6 { p.committed_leader_epoch } else { -1 };
+            let (partition, offset, metadata) = (p.partition_index, p.committed_offset, p.committed_metadata.as_ref());
+            commits.push(Commit::checked(&image, (t, &topic.name.0), partition, offset, epoch, metadata, now));
         }
     }
     // Beyond the log end: refused, as a consumer only commits what it read.
@@ -639,25 +653,9 @@ pub(super) async fn txn_offset_commit(
     let mut commits: Vec<Commit> = Vec::new();
     for (t, topic) in request.topics.iter().enumerate() {
         for p in &topic.partitions {
-            let known = image
-                .topics
-                .get(topic.name.0.as_str())
-                .is_some_and(|record| p.partition_index >= 0 && (p.partition_index as usize) < record.partitions.len());
-            let metadata = p.committed_metadata.as_ref().map(|m| m.to_string()).unwrap_or_default();
-            let error = if !known {
-                Some(ResponseError::UnknownTopicOrPartition)
-            } else if metadata.len() > METADATA_BYTES_MAX {
-                Some(ResponseError::OffsetMetadataTooLarge)
-            } else {
-                None
-            };
-            let value = OffsetValue {
-                offset: p.committed_offset,
-                leader_epoch: if version >= 2 { p.committed_leader_epoch } else { -1 },
-                metadata,
-                commit_timestamp: now,
-            };
-            commits.push(Commit { topic: t, partition: p.partition_index, value, error });
+            let epoch = if version >= 2 { p.committed_leader_epoch } else { -1 };
+            let (partition, offset, metadata) = (p.partition_index, p.committed_offset, p.committed_metadata.as_ref());
+            commits.push(Commit::checked(&image, (t, &topic.name.0), partition, offset, epoch, metadata, now));
         }
     }
     let fenced = |error: ResponseError| match error {
