@@ -162,9 +162,16 @@ pub async fn drain_self(broker: &Broker, timeout: Duration) {
     let started = Instant::now();
     let mut images = broker.images.clone();
     loop {
-        let left = led(&broker.image(), broker).len();
+        let image = broker.image();
+        let left = led(&image, broker).len();
         if left == 0 {
             tracing::info!(seconds = started.elapsed().as_secs_f64(), "drained: this broker leads no partition");
+            return;
+        }
+        if image.broker_load().keys().all(|id| *id == broker.config.node_id) {
+            // The whole cluster is stopping (or this is the last broker):
+            // waiting would only delay the stop.
+            tracing::info!(left, "no other broker can take the partitions; stopping without handing them over");
             return;
         }
         if started.elapsed() >= timeout {

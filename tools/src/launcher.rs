@@ -661,6 +661,10 @@ fn spawn_logged(
     if let Some(token) = keel_proto::auth::token_text() {
         command.env("KEEL_CLUSTER_TOKEN", token);
     }
+    // A process group of its own: a terminal's Ctrl-C reaches the launcher
+    // alone, which then stops the cluster in order (brokers first, each
+    // handing its partitions to the ones still running).
+    std::os::unix::process::CommandExt::process_group(&mut command, 0);
     command
         .args(args)
         .stdin(Stdio::null())
