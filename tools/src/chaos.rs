@@ -219,10 +219,15 @@ struct NetSpec {
 async fn outside(args: RunArgs) -> anyhow::Result<()> {
     if let Err(why) = net::available() {
         eprintln!("chaos: {why}: running the process faults only, on loopback (partitions need network namespaces)");
-        return inside(args, None).await;
+        // Stopped by a signal, the run is dropped, and its cluster with it
+        // (every process killed by its pid).
+        return tokio::select! {
+            result = inside(args, None) => result,
+            _ = keel_common::signal::shutdown_requested() => anyhow::bail!("interrupted; the run's processes are killed"),
+        };
     }
-    let id = format!("{:04x}", rand::random::<u16>());
-    let net = Net::create(&id)?;
+    let id = format!("{:08x}", rand::random::<u32>());
+    let net = NetGuard(Net::create(&id)?);
     let spec = serde_json::to_string(&NetSpec { router: net.router.clone(), zones: net.zones.clone() })?;
     let mut command = tokio::process::Command::new("ip");
     command
@@ -249,11 +254,28 @@ async fn outside(args: RunArgs) -> anyhow::Result<()> {
         _ = keel_common::signal::shutdown_requested() => None,
     };
     drop(child);
-    net.destroy();
+    drop(net);
     match status {
         Some(status) if status.success() => Ok(()),
         Some(status) => anyhow::bail!("the chaos run failed ({status})"),
         None => anyhow::bail!("interrupted; the namespaces and their processes are removed"),
+    }
+}
+
+/// Removes the run's namespaces, and every process in them, when dropped:
+/// also when the run fails early.
+struct NetGuard(Net);
+
+impl Drop for NetGuard {
+    fn drop(&mut self) {
+        self.0.destroy();
+    }
+}
+
+impl std::ops::Deref for NetGuard {
+    type Target = Net;
+    fn deref(&self) -> &Net {
+        &self.0
     }
 }
 
@@ -276,13 +298,47 @@ impl Histories {
     }
 }
 
-/// The run: cluster, workload, nemesis, heal, drain, check, report.
+/// The run, and what to do when it fails: keep its directory and say how
+/// to replay it.
 async fn inside(args: RunArgs, net: Option<Net>) -> anyhow::Result<()> {
     let (dir, keep) = match &args.dir {
         Some(dir) => (dir.clone(), true),
         None => (tempfile::Builder::new().prefix("keel-chaos").tempdir()?.keep(), false),
     };
-    std::fs::create_dir_all(dir.join("history"))?;
+    let history = dir.join("history");
+    if std::fs::read_dir(&history).is_ok_and(|mut entries| entries.next().is_some()) {
+        anyhow::bail!("{} holds the histories of another run: give an empty --dir", dir.display());
+    }
+    std::fs::create_dir_all(&history)?;
+    let replay = {
+        let what = match args.soak {
+            Some(soak) => format!("--soak {}", humantime_serde::re::humantime::format_duration(soak)),
+            None => format!("--scenario {}", args.scenario),
+        };
+        let consumers = if args.no_consumers { " --no-consumers" } else { "" };
+        format!("keelctl chaos run {what} --seed {}{consumers}", args.seed)
+    };
+    let result = run_once(&args, net.as_ref(), &dir, &replay).await;
+    if result.is_err() {
+        eprintln!("chaos: replay with `{replay}`; histories and logs kept in {}", dir.display());
+    } else if !keep {
+        unmount_all(&dir);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    result
+}
+
+/// Unmounts the run's tmpfs mounts (before its directory is removed).
+fn unmount_all(dir: &Path) {
+    let mounts = (1..=3).map(|id| dir.join(format!("wal-{id}"))).chain(std::iter::once(dir.join("objects")));
+    for mount in mounts {
+        let _ = std::process::Command::new("umount").arg(&mount).stderr(std::process::Stdio::null()).status();
+    }
+}
+
+/// The run: cluster, workload, nemesis, heal, drain, check, report.
+async fn run_once(args: &RunArgs, net: Option<&Net>, dir: &Path, replay: &str) -> anyhow::Result<()> {
+    let dir = dir.to_path_buf();
     let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed);
     let (schedule, seconds) = match args.soak {
         Some(soak) => {
@@ -301,14 +357,6 @@ async fn inside(args: RunArgs, net: Option<Net>) -> anyhow::Result<()> {
         Some(soak) => format!("soak {}", humantime_serde::re::humantime::format_duration(soak)),
         None => args.scenario.clone(),
     };
-    let replay = match args.soak {
-        Some(soak) => format!(
-            "keelctl chaos run --soak {} --seed {}",
-            humantime_serde::re::humantime::format_duration(soak),
-            args.seed
-        ),
-        None => format!("keelctl chaos run --scenario {} --seed {}", args.scenario, args.seed),
-    };
     eprintln!(
         "chaos: {label}, seed {} ({} faults); histories and logs in {}",
         args.seed,
@@ -316,7 +364,7 @@ async fn inside(args: RunArgs, net: Option<Net>) -> anyhow::Result<()> {
         dir.display()
     );
 
-    let mut cluster = start_cluster(&dir, net.as_ref()).await?;
+    let mut cluster = start_cluster(&dir, net).await?;
     let bootstrap = cluster.bootstrap();
     let client = cluster.client()?;
     client
@@ -336,7 +384,7 @@ async fn inside(args: RunArgs, net: Option<Net>) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut clients = Vec::new();
     for zone in ZONES {
-        let ns = net.as_ref().map(|n| n.zones[zone].clone());
+        let ns = net.map(|n| n.zones[zone].clone());
         let common = |role: &str| {
             let mut args =
                 client_args(&bootstrap, seconds.as_secs_f64(), &histories.dir.join(format!("{role}-{zone}.jsonl")));
@@ -345,10 +393,12 @@ async fn inside(args: RunArgs, net: Option<Net>) -> anyhow::Result<()> {
         };
         let mut produce = common("producer");
         produce.extend(["--rate".into(), RATE.to_string()]);
-        clients.push(workload(&script, ns.as_deref(), "produce", &produce, &dir, &format!("producer-{zone}"))?);
+        let name = format!("producer-{zone}");
+        clients.push((name.clone(), workload(&script, ns.as_deref(), "produce", &produce, &dir, &name)?));
         if !args.no_consumers {
-            let log = format!("consumer-{zone}");
-            clients.push(workload(&script, ns.as_deref(), "consume", &common("consumer"), &dir, &log)?);
+            let name = format!("consumer-{zone}");
+            clients
+                .push((name.clone(), workload(&script, ns.as_deref(), "consume", &common("consumer"), &dir, &name)?));
         }
     }
 
@@ -359,44 +409,62 @@ async fn inside(args: RunArgs, net: Option<Net>) -> anyhow::Result<()> {
             skipped.push(fault.name());
             continue;
         }
-        eprintln!("chaos: {:>5.1} s  {fault:?}", started.elapsed().as_secs_f64());
+        if started.elapsed() + HOLD + AFTER / 2 > seconds {
+            // Slow heals ate the time: the workload would end before the
+            // recovery could be seen.
+            skipped.push(fault.name());
+            continue;
+        }
+        let undo = inject(&mut cluster, net, fault).await?;
+        // Logged once injected: writes acknowledged before must not count
+        // as a recovery.
         histories.log(serde_json::json!({"f": "fault", "kind": fault.name(), "detail": format!("{fault:?}")}));
-        let undo = inject(&mut cluster, net.as_ref(), fault).await?;
+        eprintln!("chaos: {:>5.1} s  {fault:?}", started.elapsed().as_secs_f64());
         tokio::time::sleep(HOLD).await;
-        heal(&mut cluster, net.as_ref(), undo).await?;
+        heal(&mut cluster, net, undo).await?;
         histories.log(serde_json::json!({"f": "heal", "kind": fault.name()}));
         eprintln!("chaos: {:>5.1} s  healed", started.elapsed().as_secs_f64());
     }
-    for client in &mut clients {
+    let mut failures = Vec::new();
+    for (name, client) in &mut clients {
         let waited = tokio::time::timeout(Duration::from_secs(120), client.wait()).await;
         if !matches!(waited, Ok(Ok(status)) if status.success()) {
-            eprintln!("chaos: a workload client did not end cleanly ({waited:?}); see its log in {}", dir.display());
+            let _ = client.kill().await;
+            failures.push(format!("workload client {name} did not end cleanly ({waited:?}): see {name}.log"));
         }
     }
-    // Heal, wait, then the final drain from zone a.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let drain_args = client_args(&bootstrap, 90.0, &histories.dir.join("drain.jsonl"));
-    let ns = net.as_ref().map(|n| n.zones["a"].clone());
-    let status = workload(&script, ns.as_deref(), "drain", &drain_args, &dir, "drain")?.wait().await?;
-    anyhow::ensure!(status.success(), "the final drain failed; see drain.log in {}", dir.display());
-    let cross = match &net {
+    for (kind, id, running) in cluster
+        .controllers
+        .iter_mut()
+        .map(|c| ("controller", c.spec.id, c.is_running()))
+        .chain(cluster.wal_nodes.iter_mut().map(|w| ("WAL node", w.spec.id, w.is_running())))
+        .chain(cluster.brokers.iter_mut().map(|b| ("broker", b.spec.id, b.is_running())))
+        .collect::<Vec<_>>()
+    {
+        if !running {
+            failures.push(format!("{kind} {id} is not running: it exited by itself (see its log)"));
+        }
+    }
+    // The bytes the workload made cross, before the drain adds its own.
+    let cross = match net {
         Some(net) => Some(net.counters()?),
         None => None,
     };
+    // Heal, wait, then the final drain from zone a.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let drain_args = client_args(&bootstrap, 90.0, &histories.dir.join("drain.jsonl"));
+    let ns = net.map(|n| n.zones["a"].clone());
+    let status = workload(&script, ns.as_deref(), "drain", &drain_args, &dir, "drain")?.wait().await?;
+    anyhow::ensure!(status.success(), "the final drain failed; see drain.log in {}", dir.display());
     cluster.stop_all(Duration::from_secs(5));
     let checked = check::check_dir(&histories.dir)?;
     let mut report = Report::from(&checked, &label, args.seed, cross, net.is_some());
     report.skipped = skipped;
-    report.replay = replay.clone();
+    report.failures = failures;
+    report.replay = replay.to_owned();
     std::fs::write(dir.join("report.json"), serde_json::to_vec_pretty(&report)?)?;
     report.print(args.json)?;
-    let verdict = report.verdict();
-    if verdict.is_err() {
-        eprintln!("chaos: replay with `{replay}`; histories and logs kept in {}", dir.display());
-    } else if !keep {
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-    verdict
+    report.verdict()
 }
 
 /// The arguments every workload client takes.
@@ -670,10 +738,19 @@ async fn rejoin_wiped(cluster: &mut LocalCluster, i: usize, old_incarnation: &st
     cluster.start_wal(i)?;
     cluster.start_broker(i)?;
     let deadline = Instant::now() + Duration::from_secs(30);
+    // A learner until promoted: its status says so before it has joined
+    // too, so the promotion is retried until the leader takes it.
     loop {
         let role = cluster.node_statuses().await[i].as_ref().map(|s| s.role.clone());
         match role.as_deref() {
-            Some("learner") => break,
+            Some("learner") => {
+                let request = keel_controller_client::pb::ControllerRequest { controller_id: i as u32 + 1 };
+                let promoted = cluster.client()?.call(|mut c| async move { c.promote_controller(request).await }).await;
+                match promoted {
+                    Ok(_) => break,
+                    Err(error) => tracing::debug!("promotion not taken yet: {error}"),
+                }
+            }
             Some("leader" | "follower" | "candidate") => {
                 anyhow::bail!("the wiped controller {} came back as a voter ({role:?}), not a learner", i + 1)
             }
@@ -681,13 +758,11 @@ async fn rejoin_wiped(cluster: &mut LocalCluster, i: usize, old_incarnation: &st
         }
         anyhow::ensure!(
             Instant::now() < deadline,
-            "the wiped controller {} did not rejoin as a learner in 30 s",
+            "the wiped controller {} was not promoted from learner in 30 s",
             i + 1
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let request = keel_controller_client::pb::ControllerRequest { controller_id: i as u32 + 1 };
-    cluster.client()?.call(|mut c| async move { c.promote_controller(request).await }).await?;
     let id = keel_controller_client::NodeId(cluster.wal_nodes[i].spec.id);
     loop {
         let image = cluster.client()?.read_image().await?;
@@ -712,8 +787,12 @@ pub struct Report {
     pub seed: u64,
     pub namespaces: bool,
     pub faults: std::collections::BTreeMap<String, u64>,
-    /// Faults a run without namespaces could not inject.
+    /// Faults not injected: no namespaces (no root), or no time left in
+    /// the run to see the recovery.
     pub skipped: Vec<&'static str>,
+    /// What went wrong around the checks: a workload client that failed, a
+    /// process that exited by itself.
+    pub failures: Vec<String>,
     pub sent: u64,
     pub acknowledged: u64,
     pub failed: u64,
@@ -758,6 +837,7 @@ impl Report {
             namespaces,
             faults: checked.faults.clone(),
             skipped: Vec::new(),
+            failures: Vec::new(),
             sent: checked.invoked,
             acknowledged: checked.acknowledged,
             failed: checked.failed,
@@ -796,8 +876,11 @@ impl Report {
             if self.namespaces { "3 zones in network namespaces" } else { "loopback, process faults only" }
         );
         println!("faults: {}", if faults.is_empty() { "none".into() } else { faults.join(", ") });
+        for failure in &self.failures {
+            println!("FAILED: {failure}");
+        }
         if !self.skipped.is_empty() {
-            println!("skipped (need namespaces): {}", self.skipped.join(", "));
+            println!("skipped (no namespaces, or no time left to see a recovery): {}", self.skipped.join(", "));
         }
         println!(
             "writes: {} sent, {} acknowledged, {} failed, {} unknown; reads: {}; commits: {}; drained: {}",
@@ -833,6 +916,9 @@ impl Report {
     fn verdict(&self) -> anyhow::Result<()> {
         let found: u64 = self.anomalies.values().sum();
         anyhow::ensure!(found == 0, "{found} anomalies found");
+        anyhow::ensure!(self.failures.is_empty(), "{}", self.failures.join("; "));
+        let stuck: Vec<&str> = self.recoveries.iter().filter(|(_, t)| t.is_none()).map(|(k, _)| k.as_str()).collect();
+        anyhow::ensure!(stuck.is_empty(), "writes did not resume on every partition after {stuck:?}");
         anyhow::ensure!(self.acknowledged > 0 || self.run == "check", "no write was acknowledged");
         Ok(())
     }

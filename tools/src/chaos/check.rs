@@ -134,7 +134,8 @@ fn check(mut events: Vec<(String, Event)>) -> Checked {
     let mut invoked_at: HashMap<String, f64> = HashMap::new();
     let mut acked: Vec<(String, i32, i64, f64)> = Vec::new();
     let mut drained: HashMap<(i32, i64), String> = HashMap::new();
-    let mut drained_at: HashMap<String, Vec<(i32, i64)>> = HashMap::new();
+    let mut drained_at: HashMap<String, std::collections::BTreeSet<(i32, i64)>> = HashMap::new();
+    let mut settled: std::collections::HashSet<String> = Default::default();
     let mut ends: HashMap<i32, i64> = HashMap::new();
     let mut read: std::collections::HashSet<(i32, i64)> = Default::default();
     let mut committed: HashMap<i32, i64> = HashMap::new();
@@ -147,13 +148,22 @@ fn check(mut events: Vec<(String, Event)>) -> Checked {
                 invoked_at.insert(value.to_owned(), event.t);
             }
             ("ok", Some(value), Some(p), Some(o)) => {
+                settled.insert(value.to_owned());
                 checked.acknowledged += 1;
                 checked.acknowledged_bytes += value.len() as u64;
                 observe(&mut checked, p, o, value, "acknowledged");
                 acked.push((value.to_owned(), p, o, event.t));
             }
-            ("fail", ..) => checked.failed += 1,
-            ("unknown", ..) => checked.unknown += 1,
+            ("fail" | "unknown", value, ..) => {
+                if event.f == "fail" {
+                    checked.failed += 1;
+                } else {
+                    checked.unknown += 1;
+                }
+                if let Some(value) = value {
+                    settled.insert(value.to_owned());
+                }
+            }
             ("read", Some(value), Some(p), Some(o)) => {
                 checked.read += 1;
                 checked.read_bytes += value.len() as u64;
@@ -175,7 +185,7 @@ fn check(mut events: Vec<(String, Event)>) -> Checked {
                 checked.drained += 1;
                 observe(&mut checked, p, o, value, "drain");
                 drained.insert((p, o), value.to_owned());
-                drained_at.entry(value.to_owned()).or_default().push((p, o));
+                drained_at.entry(value.to_owned()).or_default().insert((p, o));
             }
             ("end", _, Some(p), Some(o)) => {
                 ends.insert(p, o);
@@ -188,6 +198,9 @@ fn check(mut events: Vec<(String, Event)>) -> Checked {
             _ => {}
         }
     }
+    // A send with no outcome at all (its producer died before it could say)
+    // counts as unknown.
+    checked.unknown += invoked_at.keys().filter(|value| !settled.contains(*value)).count() as u64;
     for (value, places) in &drained_at {
         if places.len() > 1 {
             checked.anomaly("duplicate", format!("{:?} stored at {places:?}", id(value)));

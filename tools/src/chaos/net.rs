@@ -77,6 +77,13 @@ impl Net {
             router: format!("kc{id}r"),
             zones: ZONES.iter().map(|z| (z.to_string(), format!("kc{id}{z}"))).collect(),
         };
+        // Never touch another run's namespaces, even on a clash of ids.
+        let existing = run("ip", &["netns", "list"])?;
+        let taken = existing
+            .lines()
+            .filter_map(|line| line.split_whitespace().next())
+            .any(|name| name == net.router || net.zones.values().any(|zone| zone == name));
+        anyhow::ensure!(!taken, "namespaces of run {id} exist already");
         if let Err(error) = net.build() {
             net.destroy();
             return Err(error);

@@ -52,28 +52,34 @@ def produce(args, history):
 
     started = time.time()
     n = 0
-    while time.time() - started < args.seconds:
-        due = started + n / args.rate
-        if time.time() < due:
-            # A negative timeout would wait for ever.
-            producer.poll(max(0.0, min(due - time.time(), 0.05)))
-            continue
-        # Unique and checkable ("<zone>-<n>"), padded to a realistic size.
-        value = f"{args.zone}-{n}|".ljust(args.value_bytes, ".")
-        partition = n % args.partitions
-        history.write(f="invoke", value=value, partition=partition)
-        pending[value] = partition
-        while True:
-            try:
-                producer.produce(args.topic, value.encode(), partition=partition, on_delivery=delivered)
-                break
-            except BufferError:
-                producer.poll(0.1)
-        producer.poll(0)
-        n += 1
-    producer.flush(args.flush)
-    for value, partition in list(pending.items()):
-        history.write(f="unknown", value=value, partition=partition)
+    try:
+        while time.time() - started < args.seconds:
+            due = started + n / args.rate
+            if time.time() < due:
+                # A negative timeout would wait for ever.
+                producer.poll(max(0.0, min(due - time.time(), 0.05)))
+                continue
+            # Unique and checkable ("<zone>-<n>"), padded to a realistic size.
+            value = f"{args.zone}-{n}|".ljust(args.value_bytes, ".")
+            partition = n % args.partitions
+            history.write(f="invoke", value=value, partition=partition)
+            pending[value] = partition
+            while True:
+                try:
+                    producer.produce(args.topic, value.encode(), partition=partition, on_delivery=delivered)
+                    break
+                except BufferError:
+                    producer.poll(0.1)
+                except KafkaException as error:
+                    pending.pop(value, None)
+                    history.write(f="fail", value=value, partition=partition, error=error.args[0].name())
+                    break
+            producer.poll(0)
+            n += 1
+    finally:
+        producer.flush(args.flush)
+        for value, partition in list(pending.items()):
+            history.write(f="unknown", value=value, partition=partition)
 
 
 def consume(args, history):
@@ -126,7 +132,7 @@ def drain(args, history):
         "enable.auto.commit": False,
         "enable.partition.eof": True,
     })
-    ends = {}
+    starts, ends = {}, {}
     for p in range(args.partitions):
         deadline = time.time() + args.seconds
         while True:
@@ -141,10 +147,10 @@ def drain(args, history):
                 # for a partition nothing is assigned from.
                 time.sleep(0.5)
                 consumer.list_topics(args.topic, timeout=5)
-        ends[p] = high
+        starts[p], ends[p] = low, high
         history.write(f="end", partition=p, offset=high)
-    consumer.assign([TopicPartition(args.topic, p, 0) for p in range(args.partitions) if ends[p] > 0])
-    left = {p for p in range(args.partitions) if ends[p] > 0}
+    consumer.assign([TopicPartition(args.topic, p, starts[p]) for p in range(args.partitions) if ends[p] > starts[p]])
+    left = {p for p in range(args.partitions) if ends[p] > starts[p]}
     deadline = time.time() + args.seconds
     while left and time.time() < deadline:
         message = consumer.poll(0.5)
