@@ -217,11 +217,13 @@ impl BatchHeader {
     }
 }
 
-/// The transaction marker a stored control batch holds: the type in its
-/// first record's key (version i16, type i16). `None` for a data batch, an
-/// unknown control type or a record that cannot be read (control batches
-/// are written uncompressed, by brokers only).
-pub fn marker(bytes: &[u8]) -> Option<Marker> {
+/// The transaction marker a stored control batch holds, and the epoch of
+/// the coordinator that wrote it: the type in its first record's key
+/// (version i16, type i16), the epoch in its value (version i16, epoch
+/// i32; -1 when the value is missing). `None` for a data batch, an unknown
+/// control type or a record that cannot be read (control batches are
+/// written uncompressed, by brokers only).
+pub fn marker(bytes: &[u8]) -> Option<(Marker, i32)> {
     if bytes.len() < HEADER_BYTES || i16_at(bytes, 21) & (ATTR_CONTROL | 0b111) != ATTR_CONTROL {
         return None;
     }
@@ -231,15 +233,21 @@ pub fn marker(bytes: &[u8]) -> Option<Marker> {
     rest = tail;
     let _timestamp_delta = read_varint(&mut rest)?;
     let _offset_delta = read_varint(&mut rest)?;
-    let key_length = read_varint(&mut rest)?;
-    if key_length < 4 || rest.len() < 4 {
+    let key_length = usize::try_from(read_varint(&mut rest)?).ok()?;
+    if key_length < 4 || rest.len() < key_length {
         return None;
     }
-    match i16_at(rest, 2) {
-        0 => Some(Marker::Abort),
-        1 => Some(Marker::Commit),
-        _ => None,
-    }
+    let kind = match i16_at(rest, 2) {
+        0 => Marker::Abort,
+        1 => Marker::Commit,
+        _ => return None,
+    };
+    rest = &rest[key_length..];
+    let epoch = match read_varint(&mut rest) {
+        Some(6..) if rest.len() >= 6 => i32_at(rest, 2),
+        _ => -1,
+    };
+    Some((kind, epoch))
 }
 
 /// Reads one zigzag varint (at most 10 bytes) and moves past it.
@@ -420,8 +428,8 @@ mod tests {
         let header = stored_header(&commit).unwrap();
         assert!(header.is_control() && header.is_transactional());
         assert_eq!((header.producer_id, header.producer_epoch, header.record_count), (7, 3, 1));
-        assert_eq!(marker(&commit), Some(Marker::Commit));
-        assert_eq!(marker(&marker_batch(7, 3, Marker::Abort, 0, 0)), Some(Marker::Abort));
+        assert_eq!(marker(&commit), Some((Marker::Commit, 11)));
+        assert_eq!(marker(&marker_batch(7, 3, Marker::Abort, 0, 0)), Some((Marker::Abort, 0)));
         assert_eq!(check(&commit), Err(BatchError::Control), "producers may not write them");
         assert_eq!(marker(&build(&[b"x"], (7, 3, 0), 0)), None, "a data batch");
         for cut in 0..commit.len() {

@@ -40,6 +40,15 @@ struct Producer {
     /// The first offset of its open transaction in this partition.
     #[serde(default)]
     txn_first: Option<i64>,
+    /// The epoch of the transaction coordinator that wrote its last
+    /// marker here: a marker from an older one (cut off, not yet aware of
+    /// its successor) is refused.
+    #[serde(default = "no_epoch")]
+    coordinator_epoch: i32,
+}
+
+fn no_epoch() -> i32 {
+    -1
 }
 
 /// A transaction that ended with an abort marker: its data lies between
@@ -147,9 +156,21 @@ impl Producers {
         }
     }
 
+    /// Whether to append a transaction marker written by coordinator epoch
+    /// `coordinator_epoch` (Kafka's TRANSACTION_COORDINATOR_FENCED for an
+    /// older coordinator than the last one seen here), else as `check`.
+    pub fn check_marker(&self, batch: &BatchHeader, coordinator_epoch: i32) -> Verdict {
+        let known = self.producers.get(&batch.producer_id).map_or(-1, |p| p.coordinator_epoch);
+        if coordinator_epoch < known {
+            return Verdict::Refuse(ResponseError::TransactionCoordinatorFenced);
+        }
+        self.check(batch, None)
+    }
+
     /// Records a batch appended at `base_offset` at `now_ms`; `marker` is
-    /// what a control batch marks (`batch::marker`).
-    pub fn record(&mut self, batch: &BatchHeader, marker: Option<Marker>, base_offset: i64, now_ms: i64) {
+    /// what a control batch marks, with its coordinator's epoch
+    /// (`batch::marker`).
+    pub fn record(&mut self, batch: &BatchHeader, marker: Option<(Marker, i32)>, base_offset: i64, now_ms: i64) {
         if !batch.is_idempotent() {
             return;
         }
@@ -158,6 +179,7 @@ impl Producers {
             batches: VecDeque::new(),
             last_append_ms: now_ms,
             txn_first: None,
+            coordinator_epoch: -1,
         });
         producer.last_append_ms = now_ms;
         if batch.producer_epoch > producer.epoch || (batch.producer_epoch != producer.epoch && !batch.is_control()) {
@@ -171,7 +193,8 @@ impl Producers {
         if batch.is_control() {
             // The transaction ends here, whatever its marker (an unknown
             // control type is not a transaction's end, and ends nothing).
-            let Some(marker) = marker else { return };
+            let Some((marker, coordinator_epoch)) = marker else { return };
+            producer.coordinator_epoch = producer.coordinator_epoch.max(coordinator_epoch);
             if let Some(first) = producer.txn_first.take() {
                 self.open.remove(&first);
                 if marker == Marker::Abort {
@@ -369,9 +392,9 @@ mod tests {
             "no plain batch in the middle of a transaction"
         );
 
-        producers.record(&marker(1, 0), Some(Marker::Abort), 14, 0);
+        producers.record(&marker(1, 0), Some((Marker::Abort, 0)), 14, 0);
         assert_eq!(producers.first_unstable(), Some(13), "producer 2 is still open");
-        producers.record(&marker(2, 0), Some(Marker::Commit), 15, 0);
+        producers.record(&marker(2, 0), Some((Marker::Commit, 0)), 15, 0);
         assert_eq!(producers.first_unstable(), None);
         let aborted = AbortedTxn { producer_id: 1, first_offset: 10, last_offset: 14 };
         assert_eq!(producers.aborted_between(0, 11), [aborted]);
@@ -387,7 +410,7 @@ mod tests {
         let mut producers = Producers::default();
         producers.record(&transactional(1, 3, 0, 1), None, 0, 0);
         assert_eq!(producers.check(&marker(1, 2), None), Verdict::Refuse(ResponseError::InvalidProducerEpoch));
-        producers.record(&marker(1, 4), Some(Marker::Abort), 1, 0);
+        producers.record(&marker(1, 4), Some((Marker::Abort, 0)), 1, 0);
         let token = producers.begin_verification(1, 3);
         assert_eq!(
             producers.check(&transactional(1, 3, 1, 1), Some(token)),
@@ -397,13 +420,26 @@ mod tests {
         assert_eq!(producers.check(&transactional(1, 4, 0, 1), Some(token)), Verdict::Append);
     }
 
+    #[test]
+    fn a_marker_from_an_older_coordinator_is_refused() {
+        let mut producers = Producers::default();
+        producers.record(&transactional(1, 0, 0, 1), None, 0, 0);
+        producers.record(&marker(1, 0), Some((Marker::Commit, 5)), 1, 0);
+        assert_eq!(
+            producers.check_marker(&marker(1, 0), 4),
+            Verdict::Refuse(ResponseError::TransactionCoordinatorFenced)
+        );
+        assert_eq!(producers.check_marker(&marker(1, 0), 5), Verdict::Append);
+        assert_eq!(producers.check_marker(&marker(2, 0), 0), Verdict::Append, "another producer");
+    }
+
     /// KIP-890's guard: a verification answered after the transaction
     /// ended (its marker landed meanwhile) lets nothing in.
     #[test]
     fn a_marker_between_a_verification_and_its_batch_voids_the_verification() {
         let mut producers = Producers::default();
         let token = producers.begin_verification(1, 0);
-        producers.record(&marker(1, 0), Some(Marker::Abort), 0, 0);
+        producers.record(&marker(1, 0), Some((Marker::Abort, 0)), 0, 0);
         assert_eq!(
             producers.check(&transactional(1, 0, 0, 1), Some(token)),
             Verdict::Refuse(ResponseError::InvalidTxnState)

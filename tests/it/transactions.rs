@@ -285,6 +285,24 @@ async fn transactional_requests_that_break_the_rules_get_kafkas_errors() {
     let aborted = partition.aborted_transactions.as_ref().expect("read_committed gets the aborted transactions");
     assert_eq!(aborted.len(), 1);
     assert_eq!((aborted[0].producer_id.0, aborted[0].first_offset), (producer_id, 0));
+
+    // A marker from an older coordinator than the one that wrote the abort
+    // (one cut off from the controller, say) is refused, and stores nothing.
+    use kafka_protocol::messages::write_txn_markers_request::{WritableTxnMarker, WritableTxnMarkerTopic};
+    let stale = WritableTxnMarker::default()
+        .with_producer_id(ProducerId(producer_id))
+        .with_producer_epoch(1)
+        .with_transaction_result(true)
+        .with_coordinator_epoch(-5)
+        .with_topics(vec![WritableTxnMarkerTopic::default()
+            .with_name(TopicName(text("rules")))
+            .with_partition_indexes(vec![0])]);
+    let request = kafka_protocol::messages::WriteTxnMarkersRequest::default().with_markers(vec![stale]);
+    let answer = leader.send(1, &request).await.unwrap();
+    let code = answer.markers[0].topics[0].partitions[0].error_code;
+    assert_eq!(code, ResponseError::TransactionCoordinatorFenced.code());
+    let answer = leader.send(kafka::FETCH_VERSION, &fetch).await.unwrap();
+    assert_eq!(answer.responses[0].partitions[0].high_watermark, 2, "nothing was appended");
     test.assert_clean_logs(keel_tests::PEER_UNREACHABLE);
 }
 

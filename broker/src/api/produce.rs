@@ -172,7 +172,14 @@ pub(super) fn admit(
                             Some("the transaction's coordinator could not confirm the partition yet; retry".into()),
                         );
                     }
-                    match state.producers.check(&header, verified.ok.get(&key).copied()) {
+                    let marker = batch::marker(bytes);
+                    let verdict = match marker {
+                        Some((_, coordinator_epoch)) if header.is_control() => {
+                            state.producers.check_marker(&header, coordinator_epoch)
+                        }
+                        _ => state.producers.check(&header, verified.ok.get(&key).copied()),
+                    };
+                    match verdict {
                         Verdict::Refuse(error) => Fate::Refused(error, None),
                         Verdict::Duplicate { base_offset, last_offset } => {
                             broker.metrics.produce_duplicates.inc();
@@ -182,7 +189,7 @@ pub(super) fn admit(
                             let base = state.next_offset;
                             let count = header.record_count;
                             state.next_offset += i64::from(count);
-                            state.producers.record(&header, batch::marker(bytes), base, now);
+                            state.producers.record(&header, marker, base, now);
                             let mut batch = BytesMut::from(&bytes[..]);
                             batch::assign(&mut batch, base, leader_epoch.0);
                             if log_append_time {

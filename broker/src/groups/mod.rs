@@ -620,7 +620,7 @@ pub async fn read_log(broker: &Broker, topic_name: &str, partition: i32) -> Resu
             let header = crate::batch::stored_header(&batch).map_err(|e| e.to_string())?;
             let end = crate::batch::base_offset(&batch) + i64::from(header.last_offset_delta) + 1;
             if header.is_control() {
-                if let Some(marker) = crate::batch::marker(&batch) {
+                if let Some((marker, _)) = crate::batch::marker(&batch) {
                     let commit = marker == crate::batch::Marker::Commit;
                     items.push(Item::Marker { producer: header.producer_id, commit });
                 }

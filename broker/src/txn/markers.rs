@@ -41,6 +41,10 @@ const GIVE_UP: [i16; 3] = [
     ResponseError::ProducerFenced.code(),
     ResponseError::UnknownTopicOrPartition.code(),
 ];
+
+/// A newer coordinator wrote this producer's markers: this one is stale
+/// and stops (its completed state could not be written anyway).
+const FENCED: i16 = ResponseError::TransactionCoordinatorFenced.code();
 const ADD_PARTITIONS_VERIFY_VERSION: i16 = 4;
 
 fn name(topic: &str) -> TopicName {
@@ -48,14 +52,14 @@ fn name(topic: &str) -> TopicName {
 }
 
 /// Has the leaders of `partitions` write `txn`'s marker; returns the
-/// partitions whose marker is not durable yet. A partition of a deleted
-/// topic needs none.
+/// partitions whose marker is not durable yet (a partition of a deleted
+/// topic needs none), or `Fenced` when a newer coordinator wrote there.
 pub async fn send(
     broker: &Arc<Broker>,
     txn: &Txn,
     coordinator_epoch: i32,
     partitions: BTreeSet<(String, i32)>,
-) -> BTreeSet<(String, i32)> {
+) -> Result<BTreeSet<(String, i32)>, Fenced> {
     let image = broker.image();
     let commit = txn.status == Status::PrepareCommit;
     let mut left = BTreeSet::new();
@@ -103,6 +107,7 @@ pub async fn send(
                 }
             };
             let mut failed: Vec<(String, i32)> = Vec::new();
+            let mut fenced = false;
             match answered {
                 Ok(response) => {
                     let mut done = HashSet::new();
@@ -111,6 +116,8 @@ pub async fn send(
                             let key = (topic.name.0.to_string(), partition.partition_index);
                             if partition.error_code == 0 {
                                 done.insert(key);
+                            } else if partition.error_code == FENCED {
+                                fenced = true;
                             } else if GIVE_UP.contains(&partition.error_code) {
                                 // The partition knows the producer at a newer epoch (its
                                 // transaction there ended), or the topic is gone: retrying
@@ -129,14 +136,23 @@ pub async fn send(
                     failed.extend(partitions);
                 }
             }
-            failed
+            (failed, fenced)
         }
     });
-    for failed in futures::future::join_all(sends).await {
+    let mut fenced = false;
+    for (failed, refused) in futures::future::join_all(sends).await {
         left.extend(failed);
+        fenced |= refused;
     }
-    left
+    if fenced {
+        return Err(Fenced);
+    }
+    Ok(left)
 }
+
+/// A partition leader saw this producer's markers from a newer coordinator.
+#[derive(Debug)]
+pub struct Fenced;
 
 /// `WriteTxnMarkers` at a partition leader: each marker is appended to
 /// each of its partitions now, in request order, and answered once durable.

@@ -175,7 +175,13 @@ pub async fn finish(broker: Arc<Broker>, id: String, prepared: Txn) {
     let mut backoff = Duration::from_millis(20);
     loop {
         let Ok((_, leader_epoch)) = broker.txns.locate(&broker, &id) else { return };
-        left = markers::send(&broker, &prepared, leader_epoch.0, left).await;
+        left = match markers::send(&broker, &prepared, leader_epoch.0, left).await {
+            Ok(left) => left,
+            Err(markers::Fenced) => {
+                tracing::warn!(transactional_id = %id, "a newer coordinator wrote this producer's markers; this one stops");
+                return;
+            }
+        };
         if left.is_empty() {
             break;
         }
