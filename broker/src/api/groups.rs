@@ -715,19 +715,24 @@ pub(super) async fn txn_offset_commit(
         if writes.is_empty() {
             return Ok(None);
         }
-        Ok(Some((partition, Coordinator::append_as(broker, partition, writes, Some((producer_id, epoch, token))))))
+        // Its place among the group's commits (a plain commit after it wins).
+        let group = locked.group_or_new(&group_id, &broker.groups.settings);
+        group.commits_appended += 1;
+        let sequence = group.commits_appended;
+        let appended = Coordinator::append_as(broker, partition, writes, Some((producer_id, epoch, token)));
+        Ok(Some((partition, appended, sequence)))
     });
     let result = match appended {
         Err(error) => Err(error),
         Ok(None) => Ok(()),
-        Ok(Some((partition, appended))) => match appended.durable_or(fenced).await {
+        Ok(Some((partition, appended, sequence))) => match appended.durable_or(fenced).await {
             Ok(()) => {
                 let offsets = commits
                     .iter()
                     .filter(|c| c.error.is_none())
                     .map(|c| ((request.topics[c.topic].name.0.to_string(), c.partition), c.value.clone()))
                     .collect();
-                broker.groups.txn_offsets_written(partition, producer_id, &group_id, offsets);
+                broker.groups.txn_offsets_written(partition, producer_id, &group_id, offsets, sequence);
                 Ok(())
             }
             Err(error) => Err(error),

@@ -79,6 +79,10 @@ pub enum Kind {
     Consumer(ConsumerGroup),
 }
 
+/// One open transaction's offsets in a group: (topic, partition) ->
+/// (offset, its place among the group's commits).
+pub type PendingOffsets = BTreeMap<(String, i32), (OffsetValue, u64)>;
+
 #[derive(Debug)]
 pub struct Group {
     pub kind: Kind,
@@ -90,9 +94,11 @@ pub struct Group {
     /// applied: a commit is applied only if no later one was already.
     pub commits_appended: u64,
     commits_applied: HashMap<(String, i32), u64>,
-    /// Offsets committed in transactions still open, by producer id: they
-    /// become the group's offsets when the commit marker is written.
-    pub pending_txn: HashMap<i64, BTreeMap<(String, i32), OffsetValue>>,
+    /// Offsets committed in transactions still open, by producer id, with
+    /// their place among the group's commits: they become the group's
+    /// offsets when the commit marker is written, unless a plain commit
+    /// came after them (Kafka's rule: the later one in the log wins).
+    pub pending_txn: HashMap<i64, PendingOffsets>,
 }
 
 impl Group {
@@ -107,6 +113,16 @@ impl Group {
         }
     }
 
+    /// A plain commit appended as number `sequence` overrides the offsets
+    /// of open transactions appended before it.
+    fn supersede_pending(&mut self, key: &(String, i32), sequence: u64) {
+        for offsets in self.pending_txn.values_mut() {
+            if offsets.get(key).is_some_and(|(_, appended)| *appended < sequence) {
+                offsets.remove(key);
+            }
+        }
+    }
+
     /// Whether an open transaction holds an offset for the partition
     /// (OffsetFetch with `require_stable` then answers UNSTABLE_OFFSET_COMMIT).
     pub fn has_pending(&self, key: &(String, i32)) -> bool {
@@ -116,6 +132,7 @@ impl Group {
     /// A commit appended as number `sequence` is durable: it becomes the
     /// partition's committed offset unless a later commit already did.
     pub fn commit_durable(&mut self, key: (String, i32), value: OffsetValue, sequence: u64) {
+        self.supersede_pending(&key, sequence);
         let applied = self.commits_applied.entry(key.clone()).or_default();
         if *applied < sequence {
             *applied = sequence;
@@ -347,6 +364,8 @@ impl Coordinator {
                     let group = groups.entry(id.clone()).or_insert_with(|| {
                         Group::new(Kind::Classic(ClassicGroup::new(&id, self.settings.initial_delay)))
                     });
+                    // Later in the log than any open transaction's offset for it.
+                    group.supersede_pending(&(topic.clone(), partition), u64::MAX);
                     group.offsets.insert((topic, partition), offset);
                 }
                 Err(error) => tracing::warn!(group = %id, "skipping an unreadable offset record: {error}"),
@@ -402,7 +421,7 @@ fn replay_txn_offset(
     let entry = groups
         .entry(group.clone())
         .or_insert_with(|| Group::new(Kind::Classic(ClassicGroup::new(&group, settings.initial_delay))));
-    entry.pending_txn.entry(producer).or_default().insert((topic, partition), offset);
+    entry.pending_txn.entry(producer).or_default().insert((topic, partition), (offset, 0));
 }
 
 /// A transaction's marker in a partition of `__consumer_offsets`: its
@@ -411,7 +430,11 @@ fn end_txn_offsets(groups: &mut HashMap<String, Group>, producer: i64, commit: b
     for group in groups.values_mut() {
         if let Some(offsets) = group.pending_txn.remove(&producer) {
             if commit {
-                group.offsets.extend(offsets);
+                for (key, (value, sequence)) in offsets {
+                    let applied = group.commits_applied.entry(key.clone()).or_default();
+                    *applied = (*applied).max(sequence);
+                    group.offsets.insert(key, value);
+                }
             }
         }
     }
@@ -426,6 +449,7 @@ impl Coordinator {
         producer: i64,
         group: &str,
         offsets: Vec<((String, i32), OffsetValue)>,
+        sequence: u64,
     ) {
         let mut shards = self.shards();
         let Some(shard) = shards.get_mut(&partition).filter(|shard| shard.loaded) else { return };
@@ -434,7 +458,8 @@ impl Coordinator {
             .groups
             .entry(group.to_owned())
             .or_insert_with(|| Group::new(Kind::Classic(ClassicGroup::new(group, initial_delay))));
-        entry.pending_txn.entry(producer).or_default().extend(offsets);
+        let pending = entry.pending_txn.entry(producer).or_default();
+        pending.extend(offsets.into_iter().map(|(key, value)| (key, (value, sequence))));
     }
 
     /// A transaction's marker is durable in `partition` of `__consumer_offsets`.
@@ -784,6 +809,34 @@ mod tests {
         assert!(!expire_offsets("g", &mut group, now + Duration::from_secs(62), retention, &mut tombstones));
         assert_eq!(tombstones.len(), 4, "the last offset, then the group itself");
         assert_eq!(records::decode_key(&tombstones[2].0), Ok(Key::Group { group: "g".into() }));
+    }
+
+    /// Kafka's rule: a transaction's offset applies at its commit marker
+    /// unless a plain commit of the partition came after it in the log.
+    #[test]
+    fn a_plain_commit_after_a_transactional_one_wins_at_the_marker() {
+        let mut groups = HashMap::new();
+        let value = |offset| OffsetValue { offset, leader_epoch: -1, metadata: String::new(), commit_timestamp: 0 };
+        let mut group = Group::new(Kind::Classic(ClassicGroup::new("g", Duration::ZERO)));
+        group.pending_txn.entry(7).or_default().insert(("t".into(), 0), (value(10), 1));
+        group.pending_txn.entry(7).or_default().insert(("t".into(), 1), (value(10), 1));
+        group.commit_durable(("t".into(), 0), value(20), 2);
+        groups.insert("g".to_owned(), group);
+        end_txn_offsets(&mut groups, 7, true);
+        let group = &groups["g"];
+        assert_eq!(group.offsets[&("t".into(), 0)].offset, 20, "the later plain commit stays");
+        assert_eq!(group.offsets[&("t".into(), 1)].offset, 10, "the transaction's offset applies");
+        let mut group = Group::new(Kind::Classic(ClassicGroup::new("g", Duration::ZERO)));
+        group.commits_appended = 3;
+        group.pending_txn.entry(7).or_default().insert(("t".into(), 0), (value(30), 3));
+        groups.insert("g".to_owned(), group);
+        end_txn_offsets(&mut groups, 7, true);
+        groups.get_mut("g").unwrap().commit_durable(("t".into(), 0), value(5), 2);
+        assert_eq!(
+            groups["g"].offsets[&("t".into(), 0)].offset,
+            30,
+            "an earlier plain commit landing late does not win"
+        );
     }
 
     #[test]
