@@ -143,6 +143,14 @@ impl Broker {
     }
 
     /// The partition `index` of `topic` if this broker leads it, with its leader epoch.
+    /// The partitions of topic `name` this broker leads, with their leader
+    /// epochs (the coordinators follow their internal topics with it).
+    pub fn led_partitions(&self, name: &str) -> std::collections::HashMap<i32, LeaderEpoch> {
+        let image = self.image();
+        let Some(topic) = image.topics.get(name) else { return Default::default() };
+        (0..topic.partitions.len() as i32).filter_map(|p| self.led(topic, p).map(|(_, epoch)| (p, epoch))).collect()
+    }
+
     pub fn led(&self, topic: &Topic, index: i32) -> Option<(StreamId, LeaderEpoch)> {
         let partition = topic.partitions.get(usize::try_from(index).ok()?)?;
         (partition.leader == Some(self.config.node_id)).then_some((partition.stream_id, partition.leader_epoch))
@@ -169,7 +177,6 @@ impl Broker {
         }
         let record = &topic.partitions[index as usize];
         let state = leadership.partition(stream, leader_epoch, record).ok_or(ResponseError::NotLeaderOrFollower)?;
-        state.producers.forget_aborted_before(state.log_start);
         let last_stable =
             state.producers.first_unstable().map_or(state.high_watermark, |first| first.min(state.high_watermark));
         Ok(ReadView {

@@ -56,7 +56,12 @@ impl Leadership {
             self.lead(stream, leader_epoch, 0, Producers::default());
         }
         let state = self.partitions.get_mut(&stream).filter(|state| state.leader_epoch == leader_epoch)?;
-        state.log_start = state.log_start.max(record.start_offset.0).min(state.high_watermark);
+        let log_start = state.log_start.max(record.start_offset.0).min(state.high_watermark);
+        if log_start > state.log_start {
+            // Aborted transactions wholly below the start have no data left.
+            state.producers.forget_aborted_before(log_start);
+            state.log_start = log_start;
+        }
         Some(state)
     }
 

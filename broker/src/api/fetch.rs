@@ -1,7 +1,8 @@
 //! `Fetch`: from the hot cache, else from the WAL log holding the offset,
 //! never past the high watermark (for `read_committed`, the last stable
-//! offset, with the aborted transactions the client must skip). Long-polls until `min_bytes` are ready or
-//! `max_wait_ms` passes, waking whenever a high watermark moves.
+//! offset, with the aborted transactions the client must skip). Long-polls
+//! until `min_bytes` are ready or `max_wait_ms` passes, waking whenever a
+//! high watermark moves.
 //!
 //! Fetch sessions (KIP-227, `fetch_sessions.rs`): a full fetch at epoch 0
 //! opens one; an incremental fetch reads every partition of its session and
@@ -37,9 +38,9 @@ pub(super) async fn handle(broker: &Arc<Broker>, request: FetchRequest, version:
     let wait = Duration::from_millis(u64::try_from(request.max_wait_ms).unwrap_or(0));
     let deadline = tokio::time::Instant::now() + wait;
     let mut watermarks = broker.watermarks.subscribe();
+    let read_committed = request.isolation_level == 1;
     let mut responses = loop {
         watermarks.borrow_and_update();
-        let read_committed = request.isolation_level == 1;
         let (responses, bytes, errors) = read_once(broker, &topics, request.max_bytes, version, read_committed).await;
         let expired = tokio::time::Instant::now() >= deadline;
         if bytes >= i64::from(request.min_bytes) || errors || expired {

@@ -472,7 +472,9 @@ async fn append_locked(
 
 /// One partition of an OffsetCommit, after the checks that need no I/O.
 struct Commit {
+    /// The topic's index in the request (for the answer) and its name.
     topic: usize,
+    name: String,
     partition: i32,
     value: OffsetValue,
     error: Option<ResponseError>,
@@ -506,8 +508,24 @@ impl Commit {
             None
         };
         let value = OffsetValue { offset, leader_epoch, metadata, commit_timestamp: now };
-        Commit { topic: topic.0, partition, value, error }
+        Commit { topic: topic.0, name: topic.1.to_owned(), partition, value, error }
     }
+
+    fn key(&self) -> (String, i32) {
+        (self.name.clone(), self.partition)
+    }
+}
+
+/// The `__consumer_offsets` records of a group's accepted commits.
+fn offset_records(group: &str, commits: &[Commit]) -> Vec<Entry> {
+    commits
+        .iter()
+        .filter(|c| c.error.is_none())
+        .map(|c| {
+            let key = Key::Offset { group: group.to_owned(), topic: c.name.clone(), partition: c.partition };
+            (records::encode_key(&key), Some(records::encode_offset(&c.value)))
+        })
+        .collect()
 }
 
 pub(super) async fn offset_commit(
@@ -530,14 +548,10 @@ pub(super) async fn offset_commit(
         }
     }
     // Beyond the log end: refused, as a consumer only commits what it read.
-    let wanted: Vec<(String, i32)> = commits
-        .iter()
-        .filter(|c| c.error.is_none())
-        .map(|c| (request.topics[c.topic].name.0.to_string(), c.partition))
-        .collect();
+    let wanted: Vec<(String, i32)> = commits.iter().filter(|c| c.error.is_none()).map(Commit::key).collect();
     let ends = crate::peers::end_offsets(broker, &wanted).await;
     for commit in commits.iter_mut().filter(|c| c.error.is_none()) {
-        let key = (request.topics[commit.topic].name.0.to_string(), commit.partition);
+        let key = commit.key();
         if ends.get(&key).is_some_and(|end| commit.value.offset > *end) {
             commit.error = Some(ResponseError::OffsetOutOfRange);
         }
@@ -557,8 +571,7 @@ pub(super) async fn offset_commit(
                 classic.check_commit(&member_id, instance.as_deref(), generation)?;
                 if let Some(owned) = classic.owned_partitions(&member_id) {
                     for commit in commits.iter_mut().filter(|c| c.error.is_none()) {
-                        let name = request.topics[commit.topic].name.0.as_str();
-                        if !owned.contains(&(name.to_owned(), commit.partition)) {
+                        if !owned.contains(&commit.key()) {
                             commit.error = Some(ResponseError::IllegalGeneration);
                         }
                     }
@@ -566,18 +579,7 @@ pub(super) async fn offset_commit(
             }
             Kind::Consumer(consumer) => consumer.check_commit(&member_id, generation)?,
         }
-        let writes: Vec<Entry> = commits
-            .iter()
-            .filter(|c| c.error.is_none())
-            .map(|c| {
-                let key = Key::Offset {
-                    group: group_id.clone(),
-                    topic: request.topics[c.topic].name.0.to_string(),
-                    partition: c.partition,
-                };
-                (records::encode_key(&key), Some(records::encode_offset(&c.value)))
-            })
-            .collect();
+        let writes = offset_records(&group_id, &commits);
         if writes.is_empty() {
             return Ok(None);
         }
@@ -600,7 +602,7 @@ pub(super) async fn offset_commit(
                     if let Ok(mut locked) = broker.groups.lock(broker, &group_id) {
                         let group = locked.group_or_new(&group_id, &broker.groups.settings);
                         for commit in commits.iter().filter(|c| c.error.is_none()) {
-                            let key = (request.topics[commit.topic].name.0.to_string(), commit.partition);
+                            let key = commit.key();
                             group.commit_durable(key, commit.value.clone(), sequence);
                         }
                     }
@@ -700,18 +702,7 @@ pub(super) async fn txn_offset_commit(
                 Kind::Consumer(consumer) => consumer.check_commit(&member_id, generation)?,
             }
         }
-        let writes: Vec<Entry> = commits
-            .iter()
-            .filter(|c| c.error.is_none())
-            .map(|c| {
-                let key = Key::Offset {
-                    group: group_id.clone(),
-                    topic: request.topics[c.topic].name.0.to_string(),
-                    partition: c.partition,
-                };
-                (records::encode_key(&key), Some(records::encode_offset(&c.value)))
-            })
-            .collect();
+        let writes = offset_records(&group_id, &commits);
         if writes.is_empty() {
             return Ok(None);
         }
@@ -727,11 +718,8 @@ pub(super) async fn txn_offset_commit(
         Ok(None) => Ok(()),
         Ok(Some((partition, appended, sequence))) => match appended.durable_or(fenced).await {
             Ok(()) => {
-                let offsets = commits
-                    .iter()
-                    .filter(|c| c.error.is_none())
-                    .map(|c| ((request.topics[c.topic].name.0.to_string(), c.partition), c.value.clone()))
-                    .collect();
+                let offsets =
+                    commits.iter().filter(|c| c.error.is_none()).map(|c| (c.key(), c.value.clone())).collect();
                 broker.groups.txn_offsets_written(partition, producer_id, &group_id, offsets, sequence);
                 Ok(())
             }

@@ -534,13 +534,7 @@ pub async fn run(broker: Arc<Broker>, cancel: CancellationToken) {
 /// Drops the groups of partitions no longer led here (their parked joins
 /// and syncs end with NOT_COORDINATOR), and starts loading newly led ones.
 fn follow(broker: &Arc<Broker>) {
-    let image = broker.image();
-    let led: HashMap<i32, LeaderEpoch> = match image.topics.get(OFFSETS_TOPIC) {
-        Some(topic) => (0..topic.partitions.len() as i32)
-            .filter_map(|p| broker.led(topic, p).map(|(_, epoch)| (p, epoch)))
-            .collect(),
-        None => HashMap::new(),
-    };
+    let led = broker.led_partitions(OFFSETS_TOPIC);
     let mut shards = broker.groups.shards();
     shards.retain(|partition, shard| {
         let keep = led.get(partition) == Some(&shard.leader_epoch);

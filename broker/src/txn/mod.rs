@@ -326,13 +326,7 @@ pub async fn run(broker: Arc<Broker>, cancel: CancellationToken) {
 }
 
 fn follow(broker: &Arc<Broker>) {
-    let image = broker.image();
-    let led: HashMap<i32, LeaderEpoch> = match image.topics.get(TXN_TOPIC) {
-        Some(topic) => (0..topic.partitions.len() as i32)
-            .filter_map(|p| broker.led(topic, p).map(|(_, epoch)| (p, epoch)))
-            .collect(),
-        None => HashMap::new(),
-    };
+    let led = broker.led_partitions(TXN_TOPIC);
     let mut shards = broker.txns.shards();
     shards.retain(|partition, shard| {
         let keep = led.get(partition) == Some(&shard.leader_epoch);
