@@ -42,6 +42,10 @@ pub struct ConfigToml {
     /// refused (retriably) until entries are trimmed. Default: no cap.
     #[arg(long, env = "KEEL_WAL_JOURNAL_BYTES_MAX")]
     pub journal_bytes_max: Option<u64>,
+    /// Segments whose entries are all trimmed are kept, up to this many, and
+    /// reused as new segments (no zero-filling); more are deleted. Default 4.
+    #[arg(long, env = "KEEL_WAL_RECYCLED_SEGMENTS")]
+    pub recycled_segments: Option<usize>,
     /// Heartbeat interval to the controller. Default 250ms.
     #[arg(long, env = "KEEL_WAL_HEARTBEAT_INTERVAL", value_parser = humantime_serde::re::humantime::parse_duration)]
     #[serde(with = "humantime_serde")]
@@ -66,6 +70,7 @@ pub struct WalConfig {
     pub controllers: Vec<String>,
     pub segment_bytes: u64,
     pub journal_bytes_max: Option<u64>,
+    pub recycled_segments: usize,
     pub heartbeat_interval: Duration,
     pub cluster_token: Option<keel_proto::auth::Secret>,
 }
@@ -83,6 +88,7 @@ impl ConfigToml {
             controllers: self.controllers.or(lower.controllers),
             segment_bytes: self.segment_bytes.or(lower.segment_bytes),
             journal_bytes_max: self.journal_bytes_max.or(lower.journal_bytes_max),
+            recycled_segments: self.recycled_segments.or(lower.recycled_segments),
             heartbeat_interval: self.heartbeat_interval.or(lower.heartbeat_interval),
             cluster_token: self.cluster_token.or(lower.cluster_token),
         }
@@ -99,6 +105,7 @@ impl ConfigToml {
             controllers,
             segment_bytes,
             journal_bytes_max,
+            recycled_segments,
             heartbeat_interval,
             cluster_token,
         } = self;
@@ -124,6 +131,7 @@ impl ConfigToml {
             controllers,
             segment_bytes,
             journal_bytes_max,
+            recycled_segments: recycled_segments.unwrap_or(4),
             heartbeat_interval: heartbeat_interval.unwrap_or(Duration::from_millis(250)),
         })
     }

@@ -1,26 +1,39 @@
 //! The WAL node's journal: one multiplexed journal for all logs, in segment
-//! files, written with group commit (many records, one fdatasync).
+//! files, written with group commit (many records, one write and one
+//! fdatasync per batch).
 //!
 //! ```text
-//! segment-0000000000000007.kseg   (preallocated to segment_bytes, zero-filled)
-//! +----------------------+--------+--------+-----+--------+------------------+
-//! | segment header (32)  | record | record | ... | record | zeros ...        |
-//! +----------------------+--------+--------+-----+--------+------------------+
-//! header: magic "KSEG" | version 1 | zero x3 | number u64 | crc32c u32 | zero x12
+//! segment-0000000000000007.kseg   (preallocated to segment_bytes)
+//! +---------------------+-------+--------+-------+--------+-----+----------------------------+
+//! | segment header (32) | frame | record | frame | record | ... | zeros, or an older life's  |
+//! +---------------------+-------+--------+-------+--------+-----+----------------------------+
+//! header: magic "KSEG" | version 2 | zero x3 | number u64 | salt u64 | crc32c u32 (of the 24 bytes before) | zero x4
+//! frame:  magic "KREC" | crc32c u32 of (salt u64, the record's first 12 bytes)
 //! record: a WAL entry (magic "KWAL", its own length and CRC32C), or
 //!         a log state: magic "KLOG" | crc32c u32 (of the rest) | log u64 | fence epoch u64 | trimmed-through seq u64
 //! ```
 //!
-//! Segments are zero-filled when created, so appending never changes a file's
-//! size or extents and an fdatasync costs what the data costs. The end of the
-//! data in a segment is the first zero magic. A record never spans segments.
+//! Segments are preallocated and zero-filled when created, so appending never
+//! changes a file's size or extents and an fdatasync costs what the data
+//! costs. A segment whose entries are all trimmed is not deleted but recycled
+//! (up to `recycled_segments_max` of them): it becomes the next segment, with
+//! a new number, so a journal in steady state writes each byte once and never
+//! zero-fills. A record never spans segments.
+//!
+//! The frame ties a record to its segment: the salt is drawn at random for
+//! each segment, and a record's first 12 bytes hold its own checksum, so a
+//! frame from the segment's previous life, or one whose record a torn write
+//! left unwritten, fails its check. The data of a segment ends at the first
+//! position whose frame does not check. (Random, so that no producer can
+//! plant bytes in its records that would pass as a later life's frame.)
 //!
 //! On open, every segment is scanned and each log's entries and newest fence
 //! are restored. A record that is cut short or fails its checksum at the end
 //! of the journal is a torn write from a crash: it was never acknowledged
-//! (acknowledgements follow the fdatasync), so the tail is zeroed and the
-//! journal continues from there. Damage followed by valid data is corruption
-//! and refuses to open.
+//! (acknowledgements follow the fdatasync), so its frame is zeroed and the
+//! journal continues from there. Damage followed by a valid record of the
+//! same segment is corruption and refuses to open. Version-1 segments (no
+//! frames, never recycled) are still read; new segments are version 2.
 //!
 //! A log-state record is written when a log is fenced, and written again to
 //! the active segment for every log of a segment about to be deleted (once
@@ -43,9 +56,13 @@ use keel_wal_client::ids::{LogEpoch, LogId, Offset, Seq};
 
 pub const SEGMENT_MAGIC: u32 = 0x4B53_4547; // "KSEG"
 pub const LOG_STATE_MAGIC: u32 = 0x4B4C_4F47; // "KLOG"
+pub const FRAME_MAGIC: u32 = 0x4B52_4543; // "KREC"
 pub const SEGMENT_HEADER_BYTES: u64 = 32;
+pub const FRAME_BYTES: usize = 8;
 pub const LOG_STATE_RECORD_BYTES: usize = 32;
-const SEGMENT_VERSION: u8 = 1;
+const SEGMENT_VERSION: u8 = 2;
+/// Segments without frames, written before segments were recycled.
+const SEGMENT_VERSION_UNFRAMED: u8 = 1;
 
 /// Journal settings, passed explicitly.
 #[derive(Clone, Debug)]
@@ -56,6 +73,9 @@ pub struct JournalOptions {
     /// The most bytes the segment files may take; `None` for no cap. A write
     /// that would need a segment beyond it is refused (`Full`), retriably.
     pub journal_bytes_max: Option<u64>,
+    /// Trimmed segments kept to be reused as new ones; beyond this many they
+    /// are deleted, so disk use falls after a large trim.
+    pub recycled_segments_max: usize,
 }
 
 /// Why the journal failed.
@@ -174,6 +194,8 @@ impl LogContents {
 #[derive(Debug)]
 struct Segment {
     number: u64,
+    /// The salt of its frames; `None` for an unframed (version 1) segment.
+    salt: Option<u64>,
     path: PathBuf,
     file: File,
     /// Per log, the last seq this segment holds.
@@ -188,12 +210,18 @@ pub struct Journal {
     options: JournalOptions,
     /// Oldest first; the last one is the active segment.
     segments: Vec<Segment>,
-    /// Prepares the next segment's file while this one fills.
+    /// Prepares the next segment's file while this one fills (when there is
+    /// no recycled one to take).
     spares: spare::SparePreparer,
+    /// Trimmed segment files waiting to be reused, named `free-*.kseg`.
+    recycled: Vec<PathBuf>,
     /// Where the next record goes in the active segment.
     write_offset: u64,
-    /// Segments written since the last sync.
-    unsynced: std::collections::BTreeSet<u64>,
+    /// Frames and records of the active segment not written to the file yet,
+    /// with their offsets, in order: `sync` writes them with one call.
+    pending: Vec<(u64, Bytes)>,
+    /// Whether the active segment has writes not yet fdatasynced.
+    unsynced: bool,
     logs: BTreeMap<LogId, LogContents>,
 }
 
@@ -218,6 +246,10 @@ fn spare_path(dir: &Path, number: u64) -> PathBuf {
     dir.join(format!("spare-{number:016}.kseg"))
 }
 
+fn recycled_path(dir: &Path, number: u64) -> PathBuf {
+    dir.join(format!("free-{number:016}.kseg"))
+}
+
 impl Journal {
     /// Opens the journal in `options.dir`, creating it if needed, and restores every log.
     pub fn open(options: JournalOptions) -> Result<(Journal, OpenReport), JournalError> {
@@ -232,13 +264,20 @@ impl Journal {
             options,
             segments: scanned.segments,
             spares,
+            recycled: scanned.recycled,
             write_offset: scanned.write_offset,
-            unsynced: Default::default(),
+            pending: Vec::new(),
+            unsynced: false,
             logs: scanned.logs,
         };
         match journal.segments.last() {
             None => journal.start_segment(0)?,
-            Some(active) => journal.spares.request(spare_path(&journal.options.dir, active.number + 1)),
+            // Written before frames: new records go to a new segment.
+            Some(active) if active.salt.is_none() => journal.start_segment(active.number + 1)?,
+            Some(active) if journal.recycled.is_empty() => {
+                journal.spares.prepare(spare_path(&journal.options.dir, active.number + 1))
+            }
+            Some(_) => {}
         }
         let report =
             OpenReport { segments: journal.segments.len(), entries: scanned.entries, torn_bytes: scanned.torn_bytes };
@@ -259,22 +298,22 @@ impl Journal {
         self.sync()
     }
 
-    /// Writes one record, not yet durable (see `sync`). If the active segment
-    /// is full it is synced and the next one started first; when that is not
-    /// possible (the cap, or no disk space) nothing is written and the error is
-    /// retryable. A failed write of the record itself is not.
+    /// Adds one record to the batch being written; it reaches the file and
+    /// becomes durable at the next `sync`. If the active segment is full it is
+    /// synced and the next one started first; when that is not possible (the
+    /// cap, or no disk space) nothing is written and the error is retryable.
     pub fn write(&mut self, record: &JournalRecord) -> Result<(), JournalError> {
         let bytes = match record {
             JournalRecord::Entry(entry) => entry.bytes.clone(),
             JournalRecord::LogState { log, epoch, trimmed } => encode_log_state(*log, *epoch, *trimmed),
         };
-        let capacity = self.options.segment_bytes - SEGMENT_HEADER_BYTES;
-        if bytes.len() as u64 > capacity {
+        let framed = (FRAME_BYTES + bytes.len()) as u64;
+        if framed > self.options.segment_bytes - SEGMENT_HEADER_BYTES {
             return Err(JournalError::RecordTooLarge { bytes: bytes.len(), segment_bytes: self.options.segment_bytes });
         }
-        if self.write_offset + bytes.len() as u64 > self.options.segment_bytes {
+        if self.write_offset + framed > self.options.segment_bytes {
             if let Some(cap) = self.options.journal_bytes_max {
-                if self.disk_bytes() + self.options.segment_bytes > cap {
+                if self.recycled.is_empty() && self.disk_bytes() + self.options.segment_bytes > cap {
                     return Err(JournalError::Full { cap });
                 }
             }
@@ -284,12 +323,11 @@ impl Journal {
             let next = self.active().number + 1;
             self.start_segment(next)?;
         }
-        let offset = self.write_offset;
-        let active = self.segments.last_mut().expect("a journal always has an active segment");
-        active.file.write_all_at(&bytes, offset).map_err(io_error(&active.path))?;
-        self.write_offset += bytes.len() as u64;
-        let number = active.number;
-        self.unsynced.insert(number);
+        let (number, salt) = (self.active().number, self.active().salt.expect("the active segment is framed"));
+        let offset = self.write_offset + FRAME_BYTES as u64;
+        self.pending.push((self.write_offset, encode_frame(salt, &bytes)));
+        self.pending.push((offset, bytes.clone()));
+        self.write_offset += framed;
         match record {
             JournalRecord::Entry(entry) => {
                 let location = Location { segment: number, offset, len: bytes.len() as u32 };
@@ -300,10 +338,20 @@ impl Journal {
         Ok(())
     }
 
-    /// Makes every record written so far durable (one fdatasync per segment written).
+    /// Writes the batch to the active segment and makes every record written
+    /// so far durable with one fdatasync.
     pub fn sync(&mut self) -> Result<(), JournalError> {
-        let numbers: Vec<u64> = std::mem::take(&mut self.unsynced).into_iter().collect();
-        self.sync_segments(&numbers)
+        let pending = std::mem::take(&mut self.pending);
+        let active = self.segments.last().expect("a journal always has an active segment");
+        if let Some((start, _)) = pending.first() {
+            let pieces: Vec<&[u8]> = pending.iter().map(|(_, bytes)| bytes.as_ref()).collect();
+            write_all_vectored_at(&active.file, &pieces, *start).map_err(io_error(&active.path))?;
+            self.unsynced = true;
+        }
+        if std::mem::take(&mut self.unsynced) {
+            active.file.sync_data().map_err(io_error(&active.path))?;
+        }
+        Ok(())
     }
 
     /// Reads entry `seq` of `log`, checking its checksum again.
@@ -314,6 +362,11 @@ impl Journal {
         let index = seq.0.checked_sub(first.0).ok_or_else(not_found)? as usize;
         let (held, location) = *contents.locations.get(index).ok_or_else(not_found)?;
         assert_eq!(held, seq, "journal index out of order for {log}");
+        if location.segment == self.active().number {
+            if let Some((_, bytes)) = self.pending.iter().find(|(offset, _)| *offset == location.offset) {
+                return Ok(bytes.clone());
+            }
+        }
         let segment = self.segments.iter().find(|s| s.number == location.segment).expect("indexed segments exist");
         let mut buf = vec![0; location.len as usize];
         segment.file.read_exact_at(&mut buf, location.offset).map_err(io_error(&segment.path))?;
@@ -373,9 +426,9 @@ impl Journal {
         self.delete_trimmed_segments()
     }
 
-    /// Bytes the journal's files take on disk.
+    /// Bytes the journal's segment files take on disk, recycled ones included.
     pub fn disk_bytes(&self) -> u64 {
-        self.segments.len() as u64 * self.options.segment_bytes
+        (self.segments.len() + self.recycled.len()) as u64 * self.options.segment_bytes
     }
 
     fn active(&self) -> &Segment {
@@ -394,31 +447,36 @@ impl Journal {
         active.states.insert(log);
     }
 
-    fn sync_segments(&self, numbers: &[u64]) -> Result<(), JournalError> {
-        for segment in self.segments.iter().filter(|s| numbers.contains(&s.number)) {
-            segment.file.sync_data().map_err(io_error(&segment.path))?;
-        }
-        Ok(())
-    }
-
-    /// Creates segment `number`, zero-filled to its full size, and makes it active.
+    /// Makes segment `number` the active one: a recycled segment if there is
+    /// one, else a spare prepared ahead, else a new zero-filled file. Its
+    /// header is written and made durable before the file takes the segment's
+    /// name, so a segment file always has a valid header.
     fn start_segment(&mut self, number: u64) -> Result<(), JournalError> {
         let path = segment_path(&self.options.dir, number);
-        let spare = spare_path(&self.options.dir, number);
+        let salt = rand::random::<u64>();
+        let header = encode_segment_header(number, salt);
         let no_space = |source| JournalError::NoSpace { path: path.clone(), source };
-        let file = if self.spares.take(&spare) {
-            std::fs::rename(&spare, &path).map_err(no_space)?;
-            OpenOptions::new().read(true).write(true).open(&path).map_err(no_space)?
+        let file = if let Some(reused) = self.recycled.pop().or_else(|| self.spares.take()) {
+            let file = OpenOptions::new().read(true).write(true).open(&reused).map_err(io_error(&reused))?;
+            file.write_all_at(&header, 0).map_err(io_error(&reused))?;
+            file.sync_data().map_err(io_error(&reused))?;
+            std::fs::rename(&reused, &path).map_err(io_error(&reused))?;
+            file
         } else {
-            spare::create_zeroed(&path, self.options.segment_bytes).map_err(no_space)?
+            spare::create_zeroed(&path, self.options.segment_bytes, &header).map_err(no_space)?
         };
-        // The header goes in before the segment's first record and is made
-        // durable now, with the new name (directory fsync).
-        file.write_all_at(&encode_segment_header(number), 0).map_err(io_error(&path))?;
-        file.sync_data().map_err(io_error(&path))?;
         sync_dir(&self.options.dir)?;
-        self.spares.request(spare_path(&self.options.dir, number + 1));
-        self.segments.push(Segment { number, path, file, last_seqs: BTreeMap::new(), states: Default::default() });
+        if self.recycled.is_empty() {
+            self.spares.prepare(spare_path(&self.options.dir, number + 1));
+        }
+        self.segments.push(Segment {
+            number,
+            salt: Some(salt),
+            path,
+            file,
+            last_seqs: BTreeMap::new(),
+            states: Default::default(),
+        });
         self.write_offset = SEGMENT_HEADER_BYTES;
         Ok(())
     }
@@ -464,18 +522,60 @@ impl Journal {
                 continue;
             }
             let segment = self.segments.remove(position);
-            std::fs::remove_file(&segment.path).map_err(io_error(&segment.path))?;
+            if self.recycled.len() < self.options.recycled_segments_max {
+                let free = recycled_path(&self.options.dir, segment.number);
+                std::fs::rename(&segment.path, &free).map_err(io_error(&segment.path))?;
+                self.recycled.push(free);
+            } else {
+                std::fs::remove_file(&segment.path).map_err(io_error(&segment.path))?;
+            }
         }
         sync_dir(&self.options.dir)
     }
 }
 
-fn encode_segment_header(number: u64) -> Bytes {
+/// The frame before a record in a segment with `salt` (see the module comment).
+fn encode_frame(salt: u64, record: &[u8]) -> Bytes {
+    let mut buf = BytesMut::with_capacity(FRAME_BYTES);
+    buf.put_u32(FRAME_MAGIC);
+    buf.put_u32(frame_crc(salt, record));
+    buf.freeze()
+}
+
+/// The frame checksum: the segment's salt and the record's first 12 bytes,
+/// which hold the record's own checksum.
+fn frame_crc(salt: u64, record: &[u8]) -> u32 {
+    let crc = crc32c::crc32c(&salt.to_be_bytes());
+    crc32c::crc32c_append(crc, &record[..record.len().min(12)])
+}
+
+/// Writes every piece, in order, from `offset` on, with as few system calls
+/// as the kernel allows.
+fn write_all_vectored_at(file: &File, pieces: &[&[u8]], mut offset: u64) -> std::io::Result<()> {
+    use std::io::IoSlice;
+    let mut slices: Vec<IoSlice<'_>> = pieces.iter().map(|piece| IoSlice::new(piece)).collect();
+    let mut slices = &mut slices[..];
+    // The kernel takes at most IOV_MAX (1024) slices per call.
+    const IOV_MAX: usize = 1024;
+    while !slices.is_empty() {
+        let chunk = slices.len().min(IOV_MAX);
+        let written = nix::sys::uio::pwritev(file, &slices[..chunk], offset as i64)?;
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        offset += written as u64;
+        IoSlice::advance_slices(&mut slices, written);
+    }
+    Ok(())
+}
+
+fn encode_segment_header(number: u64, salt: u64) -> Bytes {
     let mut buf = BytesMut::with_capacity(SEGMENT_HEADER_BYTES as usize);
     buf.put_u32(SEGMENT_MAGIC);
     buf.put_u8(SEGMENT_VERSION);
     buf.put_bytes(0, 3);
     buf.put_u64(number);
+    buf.put_u64(salt);
     let crc = crc32c::crc32c(&buf);
     buf.put_u32(crc);
     buf.put_bytes(0, SEGMENT_HEADER_BYTES as usize - buf.len());

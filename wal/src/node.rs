@@ -42,6 +42,7 @@ pub async fn start(config: WalConfig, registry: &Registry, cancel: CancellationT
         dir: config.data_dir.join("journal"),
         segment_bytes: config.segment_bytes,
         journal_bytes_max: config.journal_bytes_max,
+        recycled_segments_max: config.recycled_segments,
     };
     let (journal, report) = Journal::open(options).context("open the journal")?;
     tracing::info!(

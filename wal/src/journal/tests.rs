@@ -9,7 +9,7 @@ use super::*;
 const SEGMENT: u64 = 16 << 10;
 
 fn options(dir: &Path) -> JournalOptions {
-    JournalOptions { dir: dir.to_path_buf(), segment_bytes: SEGMENT, journal_bytes_max: None }
+    JournalOptions { dir: dir.to_path_buf(), segment_bytes: SEGMENT, journal_bytes_max: None, recycled_segments_max: 0 }
 }
 
 fn entry(log: u64, seq: u64, size: usize) -> Bytes {
@@ -89,12 +89,15 @@ fn a_torn_tail_is_zeroed_and_writing_continues() {
     let (mut journal, _) = Journal::open(options(dir.path())).unwrap();
     append_entries(&mut journal, 1, 1..=3, 200);
     let tail = journal.write_offset;
-    drop(journal);
 
-    // A crash in the middle of writing entry 4: only half of it reached the disk.
+    // A crash in the middle of writing entry 4: its frame and half of it reached the disk.
+    let salt = journal.active().salt.unwrap();
+    drop(journal);
     let torn = entry(1, 4, 200);
+    let mut written = encode_frame(salt, &torn).to_vec();
+    written.extend_from_slice(&torn[..torn.len() / 2]);
     let file = OpenOptions::new().write(true).open(last_segment_path(dir.path())).unwrap();
-    file.write_all_at(&torn[..torn.len() / 2], tail).unwrap();
+    file.write_all_at(&written, tail).unwrap();
     drop(file);
 
     let (mut journal, report) = Journal::open(options(dir.path())).unwrap();
@@ -232,4 +235,117 @@ fn a_stream_is_read_from_an_offset_across_entries_reopens_and_trims() {
     journal.trim(LogId(5), Seq(5)).unwrap();
     assert_eq!(read(&journal, 0, 10), vec![10, 12, 14, 16, 18], "trimmed entries are gone from the index");
     assert!(journal.read_stream(LogId(5), StreamId(9), Offset(0), Seq(10), 1).unwrap().is_empty());
+}
+
+fn file_names(dir: &Path, prefix: &str) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|d| d.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with(prefix))
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn trimmed_segments_are_reused_and_their_old_records_never_come_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let recycling = JournalOptions { recycled_segments_max: 2, ..options(dir.path()) };
+    let (mut journal, _) = Journal::open(recycling.clone()).unwrap();
+    append_entries(&mut journal, 1, 1..=60, 1000);
+    let segments = file_names(dir.path(), "segment-").len();
+    assert!(segments >= 4, "60 KB of entries fill several 16 KiB segments");
+    let before = journal.disk_bytes();
+
+    journal.trim(LogId(1), Seq(60)).unwrap();
+    assert_eq!(file_names(dir.path(), "free-").len(), 2, "two trimmed segments are kept for reuse");
+    assert_eq!(file_names(dir.path(), "segment-"), vec![file_names(dir.path(), "segment-").pop().unwrap()]);
+    assert_eq!(journal.disk_bytes(), 3 * SEGMENT, "the rest are deleted: {before} -> {}", journal.disk_bytes());
+    drop(journal);
+    // Log 1's last entries are still in the active segment, trimmed.
+    let (mut journal, report) = Journal::open(recycling.clone()).unwrap();
+    let still_there = report.entries;
+
+    // The next segments are the recycled files, full of log 1's old records;
+    // log 2's entries fill the first and end early in the second.
+    let entries = append_entries(&mut journal, 2, 1..=20, 1000);
+    assert!(file_names(dir.path(), "free-").is_empty(), "both recycled segments were taken");
+    drop(journal);
+
+    let (mut journal, report) = Journal::open(recycling.clone()).unwrap();
+    assert_eq!(
+        (report.entries, report.torn_bytes),
+        (still_there + 20, 0),
+        "no record of the segments' old lives is read"
+    );
+    assert_eq!(journal.logs()[&LogId(1)].first_seq(), None);
+    assert_eq!(journal.logs()[&LogId(1)].end_seq(), Seq(60));
+    assert_eq!(journal.read(LogId(2), Seq(20)).unwrap(), entries[19]);
+    append_entries(&mut journal, 2, 21..=22, 1000);
+    drop(journal);
+    let (journal, report) = Journal::open(recycling).unwrap();
+    assert_eq!(report.entries, still_there + 22);
+    assert_eq!(journal.read(LogId(2), Seq(22)).unwrap(), entry(2, 22, 1000));
+}
+
+#[test]
+fn a_torn_write_over_a_recycled_segment_is_cut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let recycling = JournalOptions { recycled_segments_max: 4, ..options(dir.path()) };
+    let (mut journal, _) = Journal::open(recycling.clone()).unwrap();
+    append_entries(&mut journal, 1, 1..=60, 1000);
+    journal.trim(LogId(1), Seq(60)).unwrap();
+    drop(journal);
+    let (mut journal, report) = Journal::open(recycling.clone()).unwrap();
+    let still_there = report.entries;
+    append_entries(&mut journal, 2, 1..=20, 1000);
+    let salt = journal.active().salt.unwrap();
+    let tail = journal.write_offset;
+    drop(journal);
+
+    // Entry 21's frame and first half reached the disk, its second half did
+    // not: the old life's bytes are still there.
+    let torn = entry(2, 21, 1000);
+    let mut written = encode_frame(salt, &torn).to_vec();
+    written.extend_from_slice(&torn[..torn.len() / 2]);
+    let file = OpenOptions::new().write(true).open(last_segment_path(dir.path())).unwrap();
+    file.write_all_at(&written, tail).unwrap();
+    drop(file);
+    let (mut journal, report) = Journal::open(recycling.clone()).unwrap();
+    assert_eq!(report.entries, still_there + 20);
+    assert_eq!(report.torn_bytes, FRAME_BYTES as u64, "the torn record's frame is zeroed");
+    append_entries(&mut journal, 2, 21..=21, 1000);
+    drop(journal);
+    let (journal, _) = Journal::open(recycling).unwrap();
+    assert_eq!(journal.read(LogId(2), Seq(21)).unwrap(), entry(2, 21, 1000));
+}
+
+#[test]
+fn version_1_segments_are_read_and_new_records_go_to_a_new_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    // A version-1 segment: header, then entries back to back, then zeros.
+    let mut header = BytesMut::new();
+    header.put_u32(SEGMENT_MAGIC);
+    header.put_u8(SEGMENT_VERSION_UNFRAMED);
+    header.put_bytes(0, 3);
+    header.put_u64(3);
+    let crc = crc32c::crc32c(&header);
+    header.put_u32(crc);
+    header.put_bytes(0, SEGMENT_HEADER_BYTES as usize - header.len());
+    let mut bytes = header.to_vec();
+    for seq in 1..=3 {
+        bytes.extend_from_slice(&entry(1, seq, 100));
+    }
+    bytes.resize(SEGMENT as usize, 0);
+    std::fs::write(segment_path(dir.path(), 3), &bytes).unwrap();
+
+    let (mut journal, report) = Journal::open(options(dir.path())).unwrap();
+    assert_eq!(report.entries, 3);
+    assert_eq!(journal.read(LogId(1), Seq(2)).unwrap(), entry(1, 2, 100));
+    append_entries(&mut journal, 1, 4..=5, 100);
+    assert_eq!(journal.active().number, 4, "framed records never go into a version-1 segment");
+    drop(journal);
+    let (journal, report) = Journal::open(options(dir.path())).unwrap();
+    assert_eq!((report.entries, report.torn_bytes), (5, 0));
+    assert_eq!(journal.read(LogId(1), Seq(5)).unwrap(), entry(1, 5, 100));
 }
