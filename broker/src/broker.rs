@@ -451,6 +451,6 @@ fn within(read: Vec<wal_pb::StreamBatch>, until: i64, limit: usize) -> Vec<bytes
             bytes += batch.batch.len();
             take
         })
-        .map(|batch| bytes::Bytes::from(batch.batch))
+        .map(|batch| batch.batch)
         .collect()
 }

@@ -337,7 +337,7 @@ async fn read_from(broker: &Broker, addr: &str, pending: &Pending, budget: u64) 
             break;
         }
         for raw in reply.entries {
-            let entry = Entry::decode(Bytes::from(raw)).context("a WAL node served an unreadable entry")?;
+            let entry = Entry::decode(raw).context("a WAL node served an unreadable entry")?;
             anyhow::ensure!(entry.header.seq == next, "asked for {next}, got {}", entry.header.seq);
             if next > pending.end {
                 break;

@@ -147,7 +147,7 @@ async fn a_wal_node_with_a_full_disk_refuses_retriably_and_recovers_when_space_r
     let read = pb::ReadRequest { log: LOG.0, from_seq: 1, max_bytes: 1 << 20, recovery_epoch: 0, sealed_seq: entries };
     let reply = client.read(read).await.unwrap().into_inner();
     assert_eq!(reply.code, pb::ErrorCode::Ok as i32, "{}", reply.message);
-    let first = keel_wal_client::entry::Entry::decode(Bytes::from(reply.entries[0].clone())).unwrap();
+    let first = keel_wal_client::entry::Entry::decode(reply.entries[0].clone()).unwrap();
     assert_eq!(first.records[0].batch, record(1)[0].batch, "entries read back intact");
     cancel.cancel();
     test.assert_clean_logs(

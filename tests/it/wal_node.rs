@@ -41,7 +41,7 @@ async fn wal_nodes_register_keep_what_they_acknowledged_and_come_back() {
     let addr = test.cluster.wal_nodes[0].spec.grpc;
     let incarnation = wal_client(addr).await.status(pb::StatusRequest {}).await.unwrap().into_inner().incarnation;
     let requests =
-        tokio_stream::iter((1..=ENTRIES).map(|seq| pb::AppendRequest { epoch: 1, entry: entry(seq).to_vec() }));
+        tokio_stream::iter((1..=ENTRIES).map(|seq| pb::AppendRequest { epoch: 1, entries: vec![entry(seq)] }));
     let mut replies = wal_client(addr).await.append(requests).await.unwrap().into_inner();
     let mut acknowledged = 0;
     while let Ok(Some(reply)) = replies.message().await {
@@ -72,7 +72,7 @@ async fn wal_nodes_register_keep_what_they_acknowledged_and_come_back() {
         let read = wal.read(read).await.unwrap().into_inner();
         assert_eq!(read.code, pb::ErrorCode::Ok as i32, "{}", read.message);
         for bytes in read.entries {
-            assert_eq!(Bytes::from(bytes), entry(next), "entry {next}");
+            assert_eq!(bytes, entry(next), "entry {next}");
             next += 1;
         }
     }

@@ -104,7 +104,7 @@ async fn a_writer_rides_out_a_dead_wal_node_and_loses_nothing() {
             let read = wal.read(read).await.unwrap().into_inner();
             assert_eq!(read.code, pb::ErrorCode::Ok as i32, "{}", read.message);
             for bytes in read.entries {
-                let entry = Entry::decode(Bytes::from(bytes)).unwrap();
+                let entry = Entry::decode(bytes).unwrap();
                 assert_eq!(entry.header.seq, Seq(next));
                 assert_eq!(entry.records[0].batch, payload(next), "node {} entry {next}", node.spec.id);
                 next += 1;
@@ -259,7 +259,7 @@ async fn a_recoverer_fences_the_writer_and_keeps_everything_it_acknowledged() {
                 break;
             }
             for bytes in read.entries {
-                let entry = Entry::decode(Bytes::from(bytes)).unwrap();
+                let entry = Entry::decode(bytes).unwrap();
                 if entry.header.seq.0 <= recovered.sealed_seq.0 {
                     assert_eq!(entry.records[0].batch, payload(entry.header.seq.0));
                     holders[entry.header.seq.0 as usize] += 1;

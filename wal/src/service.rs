@@ -1,10 +1,10 @@
 //! The `Wal` gRPC service over the store.
 //!
-//! An append stream is pipelined: each request is queued to the store as it
-//! arrives, and a second task forwards the answers in request order, so many
-//! entries are in flight and their acknowledgements still come back in order.
+//! An append stream is pipelined: each request (one or more entries) is
+//! queued to the store as it arrives, and a second task forwards the answers
+//! in request order, so many entries are in flight and their acknowledgements
+//! still come back in order.
 
-use bytes::Bytes;
 use futures::StreamExt;
 use keel_proto::wal as pb;
 use keel_wal_client::ids::{LogEpoch, LogId};
@@ -60,8 +60,8 @@ impl pb::wal_server::Wal for WalService {
                 };
                 let Some(Ok(request)) = next else { return };
                 let (reply, answer) = oneshot::channel();
-                let entry = Bytes::from(request.entry);
-                if store.send(StoreRequest::Append { epoch: LogEpoch(request.epoch), entry, reply }).await.is_err() {
+                let append = StoreRequest::Append { epoch: LogEpoch(request.epoch), entries: request.entries, reply };
+                if store.send(append).await.is_err() {
                     return;
                 }
                 if pending_sender.send(answer).await.is_err() {

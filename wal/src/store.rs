@@ -26,9 +26,10 @@ const BATCH_REQUESTS_MAX: usize = 1024;
 /// A request to the store.
 #[derive(Debug)]
 pub enum StoreRequest {
+    /// Entries in seq order; one reply for them all.
     Append {
         epoch: LogEpoch,
-        entry: Bytes,
+        entries: Vec<Bytes>,
         reply: oneshot::Sender<pb::AppendReply>,
     },
     Fence {
@@ -148,11 +149,11 @@ impl Store {
         let mut written = 0;
         for request in batch {
             match request {
-                StoreRequest::Append { epoch, entry, reply } => {
-                    match self.append(epoch, entry, &mut batch_crcs, &mut written) {
-                        Ok(ok) => deferred.push(Deferred::Append(reply, ok)),
-                        Err(refused) => {
-                            self.count_refused(refused.code);
+                StoreRequest::Append { epoch, entries, reply } => {
+                    match self.append_all(epoch, entries, &mut batch_crcs, &mut written) {
+                        // Some entry was taken: the reply waits for the sync.
+                        answer if answer.durable_seq > 0 => deferred.push(Deferred::Append(reply, answer)),
+                        refused => {
                             let _ = reply.send(refused);
                         }
                     }
@@ -275,6 +276,39 @@ impl Store {
         }
     }
 
+    /// Takes `entries` in order until one is refused. The answer is OK with
+    /// `durable_seq` at the last entry, or the refusal, with `durable_seq` at
+    /// the last entry taken before it (0 for none).
+    fn append_all(
+        &mut self,
+        epoch: LogEpoch,
+        entries: Vec<Bytes>,
+        batch_crcs: &mut HashMap<(LogId, Seq), u32>,
+        written: &mut usize,
+    ) -> pb::AppendReply {
+        let mut taken: Option<pb::AppendReply> = None;
+        for entry in entries {
+            match self.append(epoch, entry, batch_crcs, written) {
+                Ok(ok) => taken = Some(ok),
+                Err(mut refused) => {
+                    self.count_refused(refused.code);
+                    refused.durable_seq = taken.map_or(0, |ok| ok.seq);
+                    return refused;
+                }
+            }
+        }
+        match taken {
+            Some(mut ok) => {
+                ok.durable_seq = ok.seq;
+                ok
+            }
+            None => {
+                self.count_refused(pb::ErrorCode::BadEntry as i32);
+                append_error(LogId(0), Seq(0), pb::ErrorCode::BadEntry, "an append request with no entry".into())
+            }
+        }
+    }
+
     fn append(
         &mut self,
         epoch: LogEpoch,
@@ -382,7 +416,7 @@ impl Store {
             match self.journal.read(log, seq) {
                 Ok(entry) => {
                     bytes += entry.len() as u64;
-                    entries.push(entry.to_vec());
+                    entries.push(entry);
                 }
                 Err(error) => {
                     return pb::ReadReply {
@@ -415,11 +449,7 @@ impl Store {
                 code: pb::ErrorCode::Ok as i32,
                 batches: batches
                     .into_iter()
-                    .map(|(base, count, batch)| pb::StreamBatch {
-                        base_offset: base.0,
-                        record_count: count,
-                        batch: batch.to_vec(),
-                    })
+                    .map(|(base, count, batch)| pb::StreamBatch { base_offset: base.0, record_count: count, batch })
                     .collect(),
                 readable_end_seq: end.0,
                 ..Default::default()

@@ -19,7 +19,7 @@ use keel_proto::wal as pb;
 use crate::entry::Entry;
 use crate::ids::{LogEpoch, LogId, Offset, Seq};
 use crate::recovery::{Recovery, RecoveryError};
-use crate::writer::Target;
+use crate::writer::{Target, REQUEST_BYTES_MAX};
 
 /// How long one member may take to answer a fence or a read.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -159,7 +159,7 @@ async fn read_all(target: &Target, log: LogId, epoch: LogEpoch, from: Seq, to: S
             break;
         }
         next = Seq(next.0 + reply.entries.len() as u64);
-        entries.extend(reply.entries.into_iter().map(Bytes::from));
+        entries.extend(reply.entries);
     }
     Ok(entries)
 }
@@ -167,12 +167,23 @@ async fn read_all(target: &Target, log: LogId, epoch: LogEpoch, from: Seq, to: S
 /// Appends `missing` to one member at the recovery's epoch and waits until each is fsynced.
 async fn repair(member: usize, addr: &str, epoch: LogEpoch, missing: &[(Seq, Bytes)]) -> Result<(), RecoverError> {
     let unreachable = |reason: String| RecoverError::Unreachable { member, reason };
-    let requests: Vec<pb::AppendRequest> =
-        missing.iter().map(|(_, bytes)| pb::AppendRequest { epoch: epoch.0, entry: bytes.to_vec() }).collect();
+    let mut requests: Vec<pb::AppendRequest> = Vec::new();
+    let mut bytes = 0;
+    for (_, entry) in missing {
+        match requests.last_mut() {
+            Some(request) if bytes + entry.len() <= REQUEST_BYTES_MAX => request.entries.push(entry.clone()),
+            _ => {
+                requests.push(pb::AppendRequest { epoch: epoch.0, entries: vec![entry.clone()] });
+                bytes = 0;
+            }
+        }
+        bytes += entry.len();
+    }
+    let count = requests.len();
     let mut wal = client(addr).await.map_err(unreachable)?;
     let mut replies =
         wal.append(tokio_stream::iter(requests)).await.map_err(|e| unreachable(e.to_string()))?.into_inner();
-    for _ in missing {
+    for _ in 0..count {
         let reply = replies
             .message()
             .await

@@ -2,7 +2,9 @@
 //! each member has a connection task holding a gRPC append stream.
 //!
 //! An append builds the next entry, sends it to every connected member and
-//! resolves once the entry is durable on the ack quorum (DESIGN §3). A member
+//! resolves once the entry is durable on the ack quorum (DESIGN §3). Entries
+//! that queue up for a member while its stream is busy go in one request,
+//! which the node stores with one write and answers with one reply. A member
 //! whose stream fails (or falls too far behind) is disconnected and dialled
 //! again with backoff; on reconnecting it is sent every entry it has not
 //! acknowledged, in order, before anything new. A member that answers
@@ -25,9 +27,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+use futures::Stream;
 use keel_proto::wal as pb;
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -45,6 +48,9 @@ const MEMBER_QUEUE: usize = 1 << 20;
 const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(50);
 const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(2);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// The most bytes of entries in one append request (an entry larger than
+/// this goes alone).
+pub const REQUEST_BYTES_MAX: usize = 4 << 20;
 
 /// A member of the ensemble and its address.
 #[derive(Clone, Debug)]
@@ -98,7 +104,7 @@ enum EventKind {
     Connected {
         member: usize,
         generation: u64,
-        sender: mpsc::Sender<pb::AppendRequest>,
+        sender: mpsc::Sender<Bytes>,
     },
     Reply {
         member: usize,
@@ -153,7 +159,8 @@ impl WalWriter {
         let log_cancel = cancel.child_token();
         let unreplicated = Arc::new(AtomicUsize::new(0));
         for (member, target) in targets.iter().enumerate() {
-            tasks.spawn(connect(log, member, 0, target.clone(), Duration::ZERO, events.clone(), log_cancel.clone()));
+            let cancel = log_cancel.clone();
+            tasks.spawn(connect(log, epoch, member, 0, target.clone(), Duration::ZERO, events.clone(), cancel));
         }
         let state = WriterTask {
             quorum,
@@ -235,8 +242,8 @@ struct WriterTask {
     quorum: QuorumWriter,
     epoch: LogEpoch,
     targets: Vec<Target>,
-    /// Per member, the sender of its open stream.
-    senders: Vec<Option<mpsc::Sender<pb::AppendRequest>>>,
+    /// Per member, the sender of its open stream's entries.
+    senders: Vec<Option<mpsc::Sender<Bytes>>>,
     /// Per member, the generation of its current connection task.
     generations: Vec<u64>,
     /// Appends waiting for their entry to be durable, by seq.
@@ -294,17 +301,16 @@ impl WriterTask {
         self.waiters.insert(entry.header.seq, reply);
         let ends = entry.records.iter().map(|r| (r.stream, Offset(r.base_offset.0 + i64::from(r.record_count))));
         self.ends.insert(entry.header.seq, ends.collect());
-        let request = pb::AppendRequest { epoch: self.epoch.0, entry: entry.bytes.to_vec() };
         for member in 0..self.senders.len() {
-            self.send_to(member, request.clone());
+            self.send_to(member, entry.bytes.clone());
         }
     }
 
-    /// Queues a request to a member; a member whose queue is full is too slow
+    /// Queues an entry to a member; a member whose queue is full is too slow
     /// and is disconnected (it gets everything again when it reconnects).
-    fn send_to(&mut self, member: usize, request: pb::AppendRequest) {
+    fn send_to(&mut self, member: usize, entry: Bytes) {
         let Some(sender) = &self.senders[member] else { return };
-        if sender.try_send(request).is_err() {
+        if sender.try_send(entry).is_err() {
             let generation = self.generations[member];
             self.lost(member, generation, "too far behind".into());
         }
@@ -337,7 +343,7 @@ impl WriterTask {
         self.generations = vec![0; targets.len()];
         for (member, target) in targets.iter().enumerate() {
             let (events, cancel) = (self.events.clone(), self.log_cancel.clone());
-            self.tasks.spawn(connect(log, member, 0, target.clone(), Duration::ZERO, events, cancel));
+            self.tasks.spawn(connect(log, epoch, member, 0, target.clone(), Duration::ZERO, events, cancel));
         }
         self.targets = targets;
         self.acked.send_replace((log, Seq(0)));
@@ -364,7 +370,7 @@ impl WriterTask {
                 }
                 self.senders[member] = Some(sender);
                 for (_, bytes) in self.quorum.on_member_back(member) {
-                    self.send_to(member, pb::AppendRequest { epoch: self.epoch.0, entry: bytes.to_vec() });
+                    self.send_to(member, bytes);
                 }
                 self.health.send_replace(self.quorum.health());
             }
@@ -377,6 +383,7 @@ impl WriterTask {
                     let generation = self.generations[member];
                     self.tasks.spawn(connect(
                         self.quorum.log(),
+                        self.epoch,
                         member,
                         generation,
                         target,
@@ -392,28 +399,35 @@ impl WriterTask {
         }
     }
 
-    fn reply(&mut self, member: usize, reply: pb::AppendReply) {
-        match pb::ErrorCode::try_from(reply.code) {
-            Ok(pb::ErrorCode::Ok) => {
-                if let Some(acked) = self.quorum.on_ack(member, Seq(reply.seq)) {
-                    self.acked.send_replace((self.quorum.log(), acked));
-                    while let Some(entry) = self.ends.first_entry() {
-                        if *entry.key() > acked {
-                            break;
-                        }
-                        for (stream, end) in entry.remove() {
-                            self.acked_ends.insert(stream, end);
-                        }
-                    }
-                    while let Some(entry) = self.waiters.first_entry() {
-                        if *entry.key() > acked {
-                            break;
-                        }
-                        let (seq, waiter) = entry.remove_entry();
-                        let _ = waiter.send(Ok(seq));
-                    }
+    /// Member `member` has every entry up to `seq` fsynced.
+    fn on_durable(&mut self, member: usize, seq: Seq) {
+        if let Some(acked) = self.quorum.on_ack(member, seq) {
+            self.acked.send_replace((self.quorum.log(), acked));
+            while let Some(entry) = self.ends.first_entry() {
+                if *entry.key() > acked {
+                    break;
+                }
+                for (stream, end) in entry.remove() {
+                    self.acked_ends.insert(stream, end);
                 }
             }
+            while let Some(entry) = self.waiters.first_entry() {
+                if *entry.key() > acked {
+                    break;
+                }
+                let (seq, waiter) = entry.remove_entry();
+                let _ = waiter.send(Ok(seq));
+            }
+        }
+    }
+
+    fn reply(&mut self, member: usize, reply: pb::AppendReply) {
+        // Entries before a refused one may still have been stored.
+        if reply.durable_seq > 0 {
+            self.on_durable(member, Seq(reply.durable_seq));
+        }
+        match pb::ErrorCode::try_from(reply.code) {
+            Ok(pb::ErrorCode::Ok) => {}
             Ok(pb::ErrorCode::Fenced) => {
                 if self.quorum.is_stopped() {
                     return;
@@ -458,8 +472,10 @@ impl WriterTask {
 /// stream until it breaks, reporting to the writer task. A node that answers
 /// under another incarnation lost its disk: it is never used again for this
 /// log, which the owner then seals and replaces.
+#[allow(clippy::too_many_arguments)]
 async fn connect(
     log: LogId,
+    epoch: LogEpoch,
     member: usize,
     generation: u64,
     target: Target,
@@ -510,7 +526,7 @@ async fn connect(
         if events.send(Event { log, kind: EventKind::Connected { member, generation, sender } }).await.is_err() {
             return;
         }
-        let reason = match client.append(ReceiverStream::new(receiver)).await {
+        let reason = match client.append(requests(epoch, receiver)).await {
             Ok(response) => {
                 let mut replies = response.into_inner();
                 loop {
@@ -534,4 +550,27 @@ async fn connect(
         let _ = events.send(Event { log, kind: EventKind::Lost { member, generation, reason } }).await;
         return;
     }
+}
+
+/// The append requests of a member's stream: each takes every entry queued
+/// by the time the stream can send again, up to `REQUEST_BYTES_MAX`.
+fn requests(epoch: LogEpoch, entries: mpsc::Receiver<Bytes>) -> impl Stream<Item = pb::AppendRequest> {
+    futures::stream::unfold((entries, None), move |(mut entries, carried): (_, Option<Bytes>)| async move {
+        let first = match carried {
+            Some(entry) => entry,
+            None => entries.recv().await?,
+        };
+        let mut bytes = first.len();
+        let mut batch = vec![first];
+        let mut carry = None;
+        while let Ok(entry) = entries.try_recv() {
+            if bytes + entry.len() > REQUEST_BYTES_MAX {
+                carry = Some(entry);
+                break;
+            }
+            bytes += entry.len();
+            batch.push(entry);
+        }
+        Some((pb::AppendRequest { epoch: epoch.0, entries: batch }, (entries, carry)))
+    })
 }

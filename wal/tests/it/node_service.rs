@@ -86,7 +86,7 @@ async fn a_node_acknowledges_in_order_fences_and_restarts_from_its_journal() {
     let node = start_node(dir.path()).await;
 
     // 1000 pipelined appends; the writer had acknowledged up to seq - 1 when sending each.
-    let requests = (1..=1000).map(|seq| pb::AppendRequest { epoch: 1, entry: entry(seq, seq - 1).to_vec() }).collect();
+    let requests = (1..=1000).map(|seq| pb::AppendRequest { epoch: 1, entries: vec![entry(seq, seq - 1)] }).collect();
     let replies = append_all(node.addr, requests).await;
     for (index, reply) in replies.iter().enumerate() {
         assert_eq!((code(reply.code), reply.log, reply.seq), (pb::ErrorCode::Ok, 1, index as u64 + 1), "{reply:?}");
@@ -101,7 +101,7 @@ async fn a_node_acknowledges_in_order_fences_and_restarts_from_its_journal() {
         .into_inner();
     assert_eq!(read.readable_end, 999);
     assert_eq!(read.entries.len(), 10);
-    assert_eq!(Bytes::from(read.entries[9].clone()), entry(999, 998));
+    assert_eq!(read.entries[9], entry(999, 998));
 
     // Fence at epoch 2: the old writer is refused, the recoverer is served everything and may append.
     let fenced = wal.fence(pb::FenceRequest { log: 1, epoch: 2 }).await.unwrap().into_inner();
@@ -111,11 +111,11 @@ async fn a_node_acknowledges_in_order_fences_and_restarts_from_its_journal() {
     let replies = append_all(
         node.addr,
         vec![
-            pb::AppendRequest { epoch: 1, entry: entry(1001, 1000).to_vec() },
-            pb::AppendRequest { epoch: 2, entry: entry(1001, 1000).to_vec() },
-            pb::AppendRequest { epoch: 2, entry: entry(1001, 1000).to_vec() },
-            pb::AppendRequest { epoch: 2, entry: entry(1005, 1000).to_vec() },
-            pb::AppendRequest { epoch: 2, entry: b"not an entry".to_vec() },
+            pb::AppendRequest { epoch: 1, entries: vec![entry(1001, 1000)] },
+            pb::AppendRequest { epoch: 2, entries: vec![entry(1001, 1000)] },
+            pb::AppendRequest { epoch: 2, entries: vec![entry(1001, 1000)] },
+            pb::AppendRequest { epoch: 2, entries: vec![entry(1005, 1000)] },
+            pb::AppendRequest { epoch: 2, entries: vec![Bytes::from_static(b"not an entry")] },
         ],
     )
     .await;
@@ -137,7 +137,7 @@ async fn a_node_acknowledges_in_order_fences_and_restarts_from_its_journal() {
     let status = wal.status(pb::StatusRequest {}).await.unwrap().into_inner();
     let log = &status.logs[0];
     assert_eq!((log.log, log.epoch, log.last_seq, log.writer_acked), (1, 2, 1001, 1000));
-    let replies = append_all(node.addr, vec![pb::AppendRequest { epoch: 1, entry: entry(1002, 1001).to_vec() }]).await;
+    let replies = append_all(node.addr, vec![pb::AppendRequest { epoch: 1, entries: vec![entry(1002, 1001)] }]).await;
     assert_eq!(code(replies[0].code), pb::ErrorCode::Fenced, "the fence survives a restart");
     let read = wal
         .read(pb::ReadRequest { log: 1, from_seq: 1, max_bytes: 0, recovery_epoch: 0, sealed_seq: 0 })
@@ -155,11 +155,33 @@ async fn a_node_acknowledges_in_order_fences_and_restarts_from_its_journal() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_of_many_entries_gets_one_reply_and_stops_at_the_first_refusal() {
+    use pb::ErrorCode::{BadEntry, Gap, Ok};
+    let dir = tempfile::tempdir().unwrap();
+    let node = start_node(dir.path()).await;
+    let replies = append_all(
+        node.addr,
+        vec![
+            pb::AppendRequest { epoch: 1, entries: (1..=5).map(|seq| entry(seq, seq - 1)).collect() },
+            // 6 is taken, 8 leaves a gap, 7 after it is not tried.
+            pb::AppendRequest { epoch: 1, entries: vec![entry(6, 5), entry(8, 5), entry(7, 5)] },
+            pb::AppendRequest { epoch: 1, entries: vec![] },
+        ],
+    )
+    .await;
+    let got: Vec<_> = replies.iter().map(|reply| (code(reply.code), reply.seq, reply.durable_seq)).collect();
+    assert_eq!(got, vec![(Ok, 5, 5), (Gap, 8, 6), (BadEntry, 0, 0)], "{replies:?}");
+    let mut wal = client(node.addr).await;
+    let status = wal.status(pb::StatusRequest {}).await.unwrap().into_inner();
+    assert_eq!(status.logs[0].last_seq, 6, "{status:?}");
+    stop_node(node).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_journal_refuses_appends_retriably_and_keeps_what_it_has() {
     let dir = tempfile::tempdir().unwrap();
     let node = start_capped_node(dir.path(), Some(1 << 20)).await;
-    let requests =
-        (1..=20_000).map(|seq| pb::AppendRequest { epoch: 1, entry: entry(seq, seq - 1).to_vec() }).collect();
+    let requests = (1..=20_000).map(|seq| pb::AppendRequest { epoch: 1, entries: vec![entry(seq, seq - 1)] }).collect();
     let replies = append_all(node.addr, requests).await;
     let stored = replies.iter().take_while(|reply| code(reply.code) == pb::ErrorCode::Ok).count() as u64;
     assert!(stored > 1000 && stored < 20_000, "{stored} stored before the cap");
@@ -177,7 +199,7 @@ async fn a_full_journal_refuses_appends_retriably_and_keeps_what_it_has() {
     stop_node(node).await;
 
     let node = start_capped_node(dir.path(), Some(4 << 20)).await;
-    let next = vec![pb::AppendRequest { epoch: 1, entry: entry(stored + 1, stored).to_vec() }];
+    let next = vec![pb::AppendRequest { epoch: 1, entries: vec![entry(stored + 1, stored)] }];
     assert_eq!(code(append_all(node.addr, next).await[0].code), pb::ErrorCode::Ok, "with room again, appends resume");
     stop_node(node).await;
 }
@@ -186,7 +208,7 @@ async fn a_full_journal_refuses_appends_retriably_and_keeps_what_it_has() {
 async fn a_stream_is_read_up_to_what_is_committed_and_malformed_records_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let node = start_node(dir.path()).await;
-    let requests = (1..=10).map(|seq| pb::AppendRequest { epoch: 1, entry: entry(seq, seq - 1).to_vec() }).collect();
+    let requests = (1..=10).map(|seq| pb::AppendRequest { epoch: 1, entries: vec![entry(seq, seq - 1)] }).collect();
     assert!(append_all(node.addr, requests).await.iter().all(|reply| code(reply.code) == pb::ErrorCode::Ok));
 
     let mut wal = client(node.addr).await;
@@ -214,9 +236,9 @@ async fn a_stream_is_read_up_to_what_is_committed_and_malformed_records_are_refu
     forged[48..52].copy_from_slice(&5u32.to_be_bytes());
     let crc = crc32c::crc32c(&forged[12..]);
     forged[8..12].copy_from_slice(&crc.to_be_bytes());
-    let replies = append_all(node.addr, vec![pb::AppendRequest { epoch: 1, entry: forged }]).await;
+    let replies = append_all(node.addr, vec![pb::AppendRequest { epoch: 1, entries: vec![forged.into()] }]).await;
     assert_eq!(code(replies[0].code), pb::ErrorCode::BadEntry, "{replies:?}");
-    let replies = append_all(node.addr, vec![pb::AppendRequest { epoch: 1, entry: entry(11, 10).to_vec() }]).await;
+    let replies = append_all(node.addr, vec![pb::AppendRequest { epoch: 1, entries: vec![entry(11, 10)] }]).await;
     assert_eq!(code(replies[0].code), pb::ErrorCode::Ok, "the node keeps working");
     stop_node(node).await;
 }
