@@ -25,4 +25,5 @@ mod metrics_dashboard;
 mod transactions;
 mod wal_full_disk;
 mod wal_node;
+mod wal_recycling;
 mod wal_writer;

@@ -1,0 +1,169 @@
+//! A real `keel-wal` process reuses the segments a committed trim point
+//! freed, and a kill -9 while it writes over their old contents loses
+//! nothing it acknowledged and brings back nothing of their old lives.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use keel_controller_client::{NodeId, NodeKind, Outcome, Registration, SessionKeeper, StreamId};
+use keel_proto::controller as cpb;
+use keel_proto::wal as pb;
+use keel_tests::{eventually, TestCluster};
+use keel_wal_client::entry::{Entry, EntryHeader, Record, ENTRY_BYTES_MAX};
+use keel_wal_client::ids::{LogEpoch, LogId, Offset, Seq};
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+/// The smallest segment a node takes: the largest entry and a header.
+const SEGMENT_BYTES: usize = ENTRY_BYTES_MAX + (1 << 20);
+const ENTRY_BYTES: usize = 256 << 10;
+/// Entries that fill about three segments.
+const PHASE_ENTRIES: u64 = (3 * SEGMENT_BYTES / ENTRY_BYTES) as u64;
+
+fn entry(log: LogId, epoch: LogEpoch, seq: u64) -> Bytes {
+    let header = EntryHeader { log, epoch, seq: Seq(seq), acked: Seq(seq - 1) };
+    let record = Record {
+        stream: StreamId(1),
+        base_offset: Offset(seq as i64),
+        record_count: 1,
+        batch: Bytes::from(vec![(seq % 251) as u8; ENTRY_BYTES]),
+    };
+    Entry::build(header, vec![record]).bytes
+}
+
+fn recycled_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir.join("journal"))
+        .map(|files| {
+            files.filter(|f| f.as_ref().is_ok_and(|f| f.file_name().to_string_lossy().starts_with("free-"))).count()
+        })
+        .unwrap_or(0)
+}
+
+/// Appends entries `seqs` to one node on one stream; kills the node once
+/// `kill_after` are acknowledged, if given. Returns how many were acknowledged.
+async fn append(
+    test: &mut TestCluster,
+    (log, epoch): (LogId, LogEpoch),
+    seqs: std::ops::RangeInclusive<u64>,
+    kill_after: Option<u64>,
+) -> u64 {
+    let addr = test.cluster.wal_nodes[0].spec.grpc;
+    let first = *seqs.start();
+    let requests = seqs.map(move |seq| pb::AppendRequest { epoch: epoch.0, entries: vec![entry(log, epoch, seq)] });
+    let mut wal = keel_tests::wal_client(addr).await.unwrap();
+    let mut replies = wal.append(tokio_stream::iter(requests)).await.unwrap().into_inner();
+    let mut acknowledged = 0;
+    while let Ok(Some(reply)) = replies.message().await {
+        assert_eq!((reply.code, reply.seq), (pb::ErrorCode::Ok as i32, first + acknowledged), "{reply:?}");
+        acknowledged += 1;
+        if Some(acknowledged) == kill_after {
+            test.cluster.wal_nodes[0].kill9();
+        }
+    }
+    acknowledged
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wal_node_killed_while_reusing_trimmed_segments_keeps_what_it_acknowledged() {
+    let mut test = TestCluster::start(1, &[]).await.unwrap();
+    test.cluster.add_free_port_wal_nodes(3).unwrap();
+    for node in &mut test.cluster.wal_nodes {
+        node.spec.args = vec!["--segment-bytes".into(), SEGMENT_BYTES.to_string()];
+    }
+    test.cluster.start_all_wal().unwrap();
+    test.cluster.wait_for_wal_nodes(Duration::from_secs(60)).await.unwrap();
+    let data_dir = test.cluster.wal_nodes[0].spec.data_dir.clone();
+
+    // A broker's registration, to open the log and commit its trim point.
+    let client = Arc::new(test.cluster.client().unwrap());
+    let cancel = CancellationToken::new();
+    let _stop = cancel.clone().drop_guard();
+    let registration = Registration {
+        kind: NodeKind::Broker,
+        id: NodeId(1),
+        zone: "a".into(),
+        internal_addr: "127.0.0.1:9".into(),
+        kafka_listeners: vec![],
+        incarnation: "broker-1".into(),
+    };
+    let (keeper, mut session) =
+        SessionKeeper::new(client.clone(), registration, Duration::from_millis(250), Duration::from_millis(300));
+    tokio::spawn(keeper.run(cancel.clone()));
+    let broker_epoch = session.wait_for(Option::is_some).await.unwrap().expect("registered").epoch;
+    let opened = client
+        .open_log(cpb::OpenLogRequest { owner: 1, owner_epoch: broker_epoch.0, ensemble: vec![], ack_quorum: 0 })
+        .await
+        .unwrap();
+    let Outcome::LogOpened { log, epoch } = opened.1 else { panic!("OpenLog answered {:?}", opened.1) };
+    let image = client.read_image().await.unwrap();
+    assert!(
+        image.wal_logs[&log].ensemble.iter().any(|member| member.node == NodeId(1)),
+        "the log is on node 1: {:?}",
+        image.wal_logs[&log]
+    );
+
+    info!(PHASE_ENTRIES, "fill about three segments, then commit a trim point past all of it");
+    let acknowledged = append(&mut test, (log, epoch), 1..=PHASE_ENTRIES, None).await;
+    assert_eq!(acknowledged, PHASE_ENTRIES);
+    let trim = cpb::CommitUploadRequest {
+        broker: 1,
+        broker_epoch: broker_epoch.0,
+        log: log.0,
+        log_epoch: epoch.0,
+        trim_seq: PHASE_ENTRIES,
+        objects: b"[]".to_vec(),
+    };
+    client.commit_upload(trim).await.unwrap();
+    let freed = eventually(Duration::from_secs(30), "the node keeps its trimmed segments for reuse", || async {
+        let freed = recycled_files(&data_dir);
+        (freed >= 2).then_some(freed)
+    })
+    .await;
+
+    info!(freed, "write over the recycled segments and kill -9 the node in the middle");
+    let last = 2 * PHASE_ENTRIES;
+    let acknowledged = append(&mut test, (log, epoch), PHASE_ENTRIES + 1..=last, Some(PHASE_ENTRIES / 2)).await;
+    assert!((PHASE_ENTRIES / 2..PHASE_ENTRIES).contains(&acknowledged), "{acknowledged} acknowledged");
+    let acknowledged = PHASE_ENTRIES + acknowledged;
+    assert!(recycled_files(&data_dir) < freed, "the node wrote into its recycled segments");
+
+    info!(acknowledged, "restart it: everything it acknowledged since the trim is back, and nothing older");
+    test.cluster.start_wal(0).unwrap();
+    let addr = test.cluster.wal_nodes[0].spec.grpc;
+    let mut wal = eventually(Duration::from_secs(30), "the WAL node answers again", || async {
+        let mut client = keel_tests::wal_client(addr).await.ok()?;
+        client.status(pb::StatusRequest {}).await.ok()?;
+        Some(client)
+    })
+    .await;
+    let status = wal.status(pb::StatusRequest {}).await.unwrap().into_inner();
+    let held = status.logs.iter().find(|held| held.log == log.0).expect("the log is held");
+    assert!(held.last_seq >= acknowledged, "{status:?}");
+    assert_eq!(held.trim_seq, PHASE_ENTRIES, "{status:?}");
+    let fenced = wal.fence(pb::FenceRequest { log: log.0, epoch: epoch.0 + 1 }).await.unwrap().into_inner();
+    assert_eq!(fenced.code, pb::ErrorCode::Ok as i32, "{}", fenced.message);
+    let mut next = 1;
+    while next <= acknowledged {
+        let read = pb::ReadRequest {
+            log: log.0,
+            from_seq: next,
+            max_bytes: 1 << 20,
+            recovery_epoch: epoch.0 + 1,
+            sealed_seq: 0,
+        };
+        let read = wal.read(read).await.unwrap().into_inner();
+        assert_eq!(read.code, pb::ErrorCode::Ok as i32, "{}", read.message);
+        assert!(!read.entries.is_empty(), "entry {next} is missing");
+        for bytes in read.entries {
+            if next == 1 {
+                next = PHASE_ENTRIES + 1;
+                assert_eq!(Entry::decode(bytes.clone()).unwrap().header.seq, Seq(next), "reads start after the trim");
+            }
+            assert!(bytes == entry(log, epoch, next), "entry {next} reads back byte for byte");
+            next += 1;
+        }
+    }
+    test.assert_clean_logs(&[]);
+}
