@@ -6,16 +6,24 @@
 //! The three nodes share this machine's one disk, so disk efficiency is
 //! 3 x acknowledged MB/s / floor MB/s. Latency is from the append call to the
 //! entry being durable on the ack quorum.
+//!
+//! The bench writes as a broker does, in steady state: it registers as a
+//! broker, opens each log with the controller, and commits a trim point
+//! every `--trim-bytes` (as each upload round would; nothing is uploaded, the
+//! entries are no partition's records), so the WAL nodes trim and reuse their
+//! segments. A warm-up run first gives every node its recycled segments.
 
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::stream::{FuturesUnordered, StreamExt};
-use keel_controller_client::StreamId;
+use keel_controller_client::{Epoch, MetadataClient, NodeId, NodeKind, Outcome, Registration, SessionKeeper, StreamId};
+use keel_proto::controller as pb;
 use keel_wal_client::entry::Record;
 use keel_wal_client::ids::{LogEpoch, LogId, Offset, Seq};
 use keel_wal_client::writer::{Target, WalWriter};
@@ -33,8 +41,15 @@ pub struct WalBenchArgs {
     #[arg(long, value_delimiter = ',', default_value = "1024,16384,262144")]
     pub sizes: Vec<usize>,
     /// Bytes written per size and per run.
-    #[arg(long, default_value_t = 64 << 20)]
+    #[arg(long, default_value_t = 256 << 20)]
     pub bytes: u64,
+    /// Acknowledged bytes between two trim points, as one upload round.
+    #[arg(long, default_value_t = 32 << 20)]
+    pub trim_bytes: u64,
+    /// Bytes written before measuring, so that every node has recycled
+    /// segments, as in steady state.
+    #[arg(long, default_value_t = 512 << 20)]
+    pub warm_up_bytes: u64,
     /// Appends in flight (and entries per fdatasync in the floor).
     #[arg(long, default_value_t = 64)]
     pub in_flight: usize,
@@ -53,6 +68,10 @@ pub struct WalRun {
     pub appends_per_second: f64,
     pub mb_per_second: f64,
     pub ack_latency: LatencySummary,
+    /// The nodes' own batch write + fdatasync p99 during the run, as the
+    /// upper bound of its `keel_wal_sync_seconds` bucket: what the disk cost
+    /// them, apart from network and scheduling.
+    pub node_sync_p99_ms_at_most: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -84,19 +103,32 @@ pub async fn run(args: WalBenchArgs) -> anyhow::Result<WalBenchReport> {
     cluster.add_free_port_wal_nodes(3)?;
     cluster.start_all_wal()?;
     cluster.wait_for_wal_nodes(Duration::from_secs(60)).await?;
-    let targets = cluster.wal_targets().await?;
+    let cancel = CancellationToken::new();
+    let _stop_session = cancel.clone().drop_guard();
+    let client = Arc::new(cluster.client()?);
+    let owner = register_as_broker(client.clone(), &cancel).await?;
+    let bench = Bench {
+        client,
+        owner,
+        targets: cluster.wal_targets().await?,
+        admins: cluster.wal_nodes.iter().map(|node| node.spec.admin).collect(),
+        in_flight: args.in_flight,
+        trim_bytes: args.trim_bytes,
+    };
 
+    let warm_up_entry = 256 << 10;
+    eprintln!("warm-up: {} MiB so every WAL node has recycled segments", args.warm_up_bytes >> 20);
+    bench.measure(warm_up_entry, args.warm_up_bytes / warm_up_entry as u64, None).await?;
     let mut sizes = Vec::new();
-    for (index, entry_bytes) in args.sizes.iter().copied().enumerate() {
+    for entry_bytes in args.sizes.iter().copied() {
         let count = (args.bytes / entry_bytes as u64).max(args.in_flight as u64);
         eprintln!("{entry_bytes} B entries: floor");
         let floor = measure_floor(dir.path(), entry_bytes, count, args.in_flight)?;
         eprintln!("{entry_bytes} B entries: WAL at the maximum rate");
-        let log = LogId(index as u64 * 2 + 1);
-        let max_rate = measure_wal(&targets, log, entry_bytes, count, args.in_flight, None).await?;
+        let max_rate = bench.measure(entry_bytes, count, None).await?;
         let half = max_rate.appends_per_second / 2.0;
         eprintln!("{entry_bytes} B entries: WAL at half the maximum rate ({half:.0} appends/s)");
-        let half_rate = measure_wal(&targets, LogId(log.0 + 1), entry_bytes, count, args.in_flight, Some(half)).await?;
+        let half_rate = bench.measure(entry_bytes, count, Some(half)).await?;
         sizes.push(WalSizeReport {
             entry_bytes,
             disk_efficiency: 3.0 * max_rate.mb_per_second / floor.mb_per_second,
@@ -149,19 +181,164 @@ pub(super) fn measure_floor(dir: &Path, entry_bytes: usize, count: u64, batch: u
     Ok(Floor { mb_per_second: bytes as f64 / elapsed / 1e6, fdatasync: LatencySummary::from_micros(&fdatasync) })
 }
 
-/// Appends `count` entries through a `WalWriter`, at most `in_flight` at once,
+/// Registers the bench as a broker, so that it may open logs and commit trim
+/// points; the registration is kept alive until `cancel` fires.
+async fn register_as_broker(
+    client: Arc<MetadataClient>,
+    cancel: &CancellationToken,
+) -> anyhow::Result<(NodeId, Epoch)> {
+    let registration = Registration {
+        kind: NodeKind::Broker,
+        id: NodeId(1000),
+        zone: "a".into(),
+        internal_addr: "127.0.0.1:9".into(),
+        kafka_listeners: vec![],
+        incarnation: format!("keel-bench-{:016x}", rand::random::<u64>()),
+    };
+    let id = registration.id;
+    let heartbeat = Duration::from_millis(250);
+    let (keeper, mut session) = SessionKeeper::new(client, registration, heartbeat, heartbeat);
+    tokio::spawn(keeper.run(cancel.clone()));
+    let registered = tokio::time::timeout(Duration::from_secs(30), session.wait_for(Option::is_some)).await;
+    let epoch = registered
+        .map_err(|_| anyhow::anyhow!("the controller did not register the bench within 30 s"))??
+        .as_ref()
+        .expect("waited for a session")
+        .epoch;
+    Ok((id, epoch))
+}
+
+/// Writes WAL logs as a broker does.
+struct Bench {
+    client: Arc<MetadataClient>,
+    owner: (NodeId, Epoch),
+    targets: Vec<Target>,
+    /// The nodes' metrics addresses.
+    admins: Vec<std::net::SocketAddr>,
+    in_flight: usize,
+    trim_bytes: u64,
+}
+
+impl Bench {
+    /// Records a new log on the three nodes, as a broker does before its first append.
+    async fn open_log(&self) -> anyhow::Result<(LogId, LogEpoch)> {
+        let ensemble = self
+            .targets
+            .iter()
+            .map(|target| pb::EnsembleMember {
+                node_id: target.member.node.0,
+                zone: target.member.zone.clone(),
+                incarnation: target.member.incarnation.clone(),
+            })
+            .collect();
+        let request =
+            pb::OpenLogRequest { owner: self.owner.0 .0, owner_epoch: self.owner.1 .0, ensemble, ack_quorum: 2 };
+        match self.client.open_log(request).await? {
+            (_, Outcome::LogOpened { log, epoch }) => Ok((log, epoch)),
+            (_, other) => anyhow::bail!("OpenLog answered {other:?}"),
+        }
+    }
+
+    /// Appends `count` entries to a new log, at most `in_flight` at once,
+    /// paced to `rate` appends per second when given, trimming as it goes.
+    async fn measure(&self, entry_bytes: usize, count: u64, rate: Option<f64>) -> anyhow::Result<WalRun> {
+        let (log, epoch) = self.open_log().await?;
+        let tasks = TaskTracker::new();
+        let cancel = CancellationToken::new();
+        let writer = WalWriter::start(log, epoch, self.targets.clone(), 2, Seq(0), &tasks, cancel.clone());
+        let entries_per_trim = (self.trim_bytes / entry_bytes as u64).max(1);
+        let trimming = tokio::spawn(trim_as_uploads_do(
+            self.client.clone(),
+            self.owner,
+            (log, epoch),
+            writer.clone(),
+            entries_per_trim,
+            cancel.clone(),
+        ));
+        let syncs_before = self.sync_buckets().await?;
+        let run = append_paced(&writer, log, entry_bytes, count, self.in_flight, rate).await;
+        cancel.cancel();
+        tasks.close();
+        tasks.wait().await;
+        trimming.await??;
+        let mut run = run?;
+        let syncs = self.sync_buckets().await?;
+        let during: Vec<(f64, f64)> =
+            syncs.iter().zip(&syncs_before).map(|((le, after), (_, before))| (*le, after - before)).collect();
+        run.node_sync_p99_ms_at_most = bucket_quantile(&during, 0.99) * 1000.0;
+        Ok(run)
+    }
+
+    /// The nodes' `keel_wal_sync_seconds` buckets, summed: (upper bound, count).
+    async fn sync_buckets(&self) -> anyhow::Result<Vec<(f64, f64)>> {
+        let mut summed: Vec<(f64, f64)> = Vec::new();
+        for admin in &self.admins {
+            let (_, text) = crate::launcher::http_get(*admin, "/metrics").await?;
+            let buckets = text.lines().filter_map(|line| {
+                let rest = line.strip_prefix("keel_wal_sync_seconds_bucket{le=\"")?;
+                let (le, count) = rest.split_once("\"} ")?;
+                Some((le.parse::<f64>().ok()?, count.trim().parse::<f64>().ok()?))
+            });
+            for (index, (le, count)) in buckets.enumerate() {
+                match summed.get_mut(index) {
+                    Some(bucket) => bucket.1 += count,
+                    None => summed.push((le, count)),
+                }
+            }
+        }
+        Ok(summed)
+    }
+}
+
+/// Commits a trim point each time `entries_per_trim` more entries are
+/// acknowledged, as a broker's uploader does after each upload round.
+async fn trim_as_uploads_do(
+    client: Arc<MetadataClient>,
+    (broker, broker_epoch): (NodeId, Epoch),
+    (log, epoch): (LogId, LogEpoch),
+    writer: WalWriter,
+    entries_per_trim: u64,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut trimmed = Seq(0);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+        }
+        let acked = writer.acked();
+        if acked.0 < trimmed.0 + entries_per_trim {
+            continue;
+        }
+        let request = pb::CommitUploadRequest {
+            broker: broker.0,
+            broker_epoch: broker_epoch.0,
+            log: log.0,
+            log_epoch: epoch.0,
+            trim_seq: acked.0,
+            objects: b"[]".to_vec(),
+        };
+        client.commit_upload(request).await.map_err(|error| anyhow::anyhow!("CommitUpload of {log}: {error}"))?;
+        trimmed = acked;
+    }
+}
+
+/// The upper bound of the cumulative bucket holding quantile `q`.
+fn bucket_quantile(buckets: &[(f64, f64)], q: f64) -> f64 {
+    let total = buckets.last().map_or(0.0, |(_, count)| *count);
+    buckets.iter().find(|(_, count)| *count >= q * total).map_or(f64::NAN, |(le, _)| *le)
+}
+
+/// Appends `count` entries through `writer`, at most `in_flight` at once,
 /// paced to `rate` appends per second when given.
-async fn measure_wal(
-    targets: &[Target],
+async fn append_paced(
+    writer: &WalWriter,
     log: LogId,
     entry_bytes: usize,
     count: u64,
     in_flight: usize,
     rate: Option<f64>,
 ) -> anyhow::Result<WalRun> {
-    let tasks = TaskTracker::new();
-    let cancel = CancellationToken::new();
-    let writer = WalWriter::start(log, LogEpoch(1), targets.to_vec(), 2, Seq(0), &tasks, cancel.clone());
     let batch = Bytes::from(vec![0xA5u8; entry_bytes.saturating_sub(72)]);
     let mut latency = micros_histogram();
     // Completions are driven while the loop waits (for its pace or for room),
@@ -195,13 +372,11 @@ async fn measure_wal(
         latency.record(elapsed.as_micros().max(1) as u64)?;
     }
     let elapsed = started.elapsed().as_secs_f64();
-    cancel.cancel();
-    tasks.close();
-    tasks.wait().await;
     Ok(WalRun {
         appends_per_second: count as f64 / elapsed,
         mb_per_second: (count * entry_bytes as u64) as f64 / elapsed / 1e6,
         ack_latency: LatencySummary::from_micros(&latency),
+        node_sync_p99_ms_at_most: f64::NAN,
     })
 }
 
@@ -217,13 +392,16 @@ impl std::fmt::Display for WalBenchReport {
             )?;
             writeln!(
                 f,
-                "  WAL at max rate: {:.0} appends/s, {:.1} MB/s, ack {}",
-                size.max_rate.appends_per_second, size.max_rate.mb_per_second, size.max_rate.ack_latency
+                "  WAL at max rate: {:.0} appends/s, {:.1} MB/s, ack {}; node sync p99 <= {}ms",
+                size.max_rate.appends_per_second,
+                size.max_rate.mb_per_second,
+                size.max_rate.ack_latency,
+                size.max_rate.node_sync_p99_ms_at_most
             )?;
             writeln!(
                 f,
-                "  WAL at half rate: {:.0} appends/s, ack {}",
-                size.half_rate.appends_per_second, size.half_rate.ack_latency
+                "  WAL at half rate: {:.0} appends/s, ack {}; node sync p99 <= {}ms",
+                size.half_rate.appends_per_second, size.half_rate.ack_latency, size.half_rate.node_sync_p99_ms_at_most
             )?;
             writeln!(
                 f,
