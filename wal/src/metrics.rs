@@ -14,6 +14,9 @@ pub struct Metrics {
     pub batch_records: Histogram,
     /// Time to write a batch and fdatasync it.
     pub sync_seconds: Histogram,
+    /// Time to handle a batch of requests, from taking it to the last reply:
+    /// checks, a segment roll or trim if one falls in it, write, fdatasync.
+    pub batch_seconds: Histogram,
     pub journal_bytes: IntGauge,
 }
 
@@ -36,7 +39,14 @@ impl Metrics {
             )?,
             sync_seconds: Histogram::with_opts(
                 HistogramOpts::new("keel_wal_sync_seconds", "Time to write a batch to the journal and fdatasync it.")
-                    .buckets(seconds),
+                    .buckets(seconds.clone()),
+            )?,
+            batch_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "keel_wal_batch_seconds",
+                    "Time to handle one batch of requests: checks, segment roll or trim, write, fdatasync, replies.",
+                )
+                .buckets(seconds),
             )?,
             journal_bytes: IntGauge::new("keel_wal_journal_bytes", "Bytes the journal's segment files take on disk.")?,
         };
@@ -45,6 +55,7 @@ impl Metrics {
         registry.register(Box::new(metrics.refused.clone()))?;
         registry.register(Box::new(metrics.batch_records.clone()))?;
         registry.register(Box::new(metrics.sync_seconds.clone()))?;
+        registry.register(Box::new(metrics.batch_seconds.clone()))?;
         registry.register(Box::new(metrics.journal_bytes.clone()))?;
         Ok(metrics)
     }

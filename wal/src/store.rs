@@ -137,7 +137,9 @@ impl Store {
                     Err(_) => break,
                 }
             }
+            let started = std::time::Instant::now();
             self.process(batch);
+            self.metrics.batch_seconds.observe(started.elapsed().as_secs_f64());
         }
     }
 

@@ -72,6 +72,11 @@ pub struct WalRun {
     /// upper bound of its `keel_wal_sync_seconds` bucket: what the disk cost
     /// them, apart from network and scheduling.
     pub node_sync_p99_ms_at_most: f64,
+    /// The same for the nodes' whole batches (`keel_wal_batch_seconds`):
+    /// checks, segment rolls and trims, write, fdatasync, replies.
+    pub node_batch_p99_ms_at_most: f64,
+    /// Batches of the nodes that took over 10 ms, summed over the nodes.
+    pub node_batches_over_10ms: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -255,39 +260,57 @@ impl Bench {
             entries_per_trim,
             cancel.clone(),
         ));
-        let syncs_before = self.sync_buckets().await?;
+        let before = self.node_buckets().await?;
         let run = append_paced(&writer, log, entry_bytes, count, self.in_flight, rate).await;
         cancel.cancel();
         tasks.close();
         tasks.wait().await;
         trimming.await??;
         let mut run = run?;
-        let syncs = self.sync_buckets().await?;
-        let during: Vec<(f64, f64)> =
-            syncs.iter().zip(&syncs_before).map(|((le, after), (_, before))| (*le, after - before)).collect();
-        run.node_sync_p99_ms_at_most = bucket_quantile(&during, 0.99) * 1000.0;
+        let after = self.node_buckets().await?;
+        let during = |name: &str| -> Vec<(f64, f64)> {
+            after[name].iter().zip(&before[name]).map(|((le, after), (_, before))| (*le, after - before)).collect()
+        };
+        run.node_sync_p99_ms_at_most = bucket_quantile(&during("keel_wal_sync_seconds"), 0.99) * 1000.0;
+        let batches = during("keel_wal_batch_seconds");
+        run.node_batch_p99_ms_at_most = bucket_quantile(&batches, 0.99) * 1000.0;
+        let total = batches.last().map_or(0.0, |(_, count)| *count);
+        run.node_batches_over_10ms =
+            total - batches.iter().find(|(le, _)| *le >= 0.01).map_or(total, |(_, count)| *count);
         Ok(run)
     }
 
-    /// The nodes' `keel_wal_sync_seconds` buckets, summed: (upper bound, count).
-    async fn sync_buckets(&self) -> anyhow::Result<Vec<(f64, f64)>> {
-        let mut summed: Vec<(f64, f64)> = Vec::new();
+    /// The nodes' sync and batch histograms, each summed over the nodes.
+    async fn node_buckets(&self) -> anyhow::Result<std::collections::HashMap<&'static str, Vec<(f64, f64)>>> {
+        let mut texts = Vec::new();
         for admin in &self.admins {
-            let (_, text) = crate::launcher::http_get(*admin, "/metrics").await?;
-            let buckets = text.lines().filter_map(|line| {
-                let rest = line.strip_prefix("keel_wal_sync_seconds_bucket{le=\"")?;
-                let (le, count) = rest.split_once("\"} ")?;
-                Some((le.parse::<f64>().ok()?, count.trim().parse::<f64>().ok()?))
-            });
-            for (index, (le, count)) in buckets.enumerate() {
-                match summed.get_mut(index) {
-                    Some(bucket) => bucket.1 += count,
-                    None => summed.push((le, count)),
-                }
+            texts.push(crate::launcher::http_get(*admin, "/metrics").await?.1);
+        }
+        Ok(["keel_wal_sync_seconds", "keel_wal_batch_seconds"]
+            .into_iter()
+            .map(|name| (name, summed_buckets(&texts, name)))
+            .collect())
+    }
+}
+
+/// The buckets of histogram `name` in Prometheus texts, summed: (upper bound, count).
+fn summed_buckets(texts: &[String], name: &str) -> Vec<(f64, f64)> {
+    let prefix = format!("{name}_bucket{{le=\"");
+    let mut summed: Vec<(f64, f64)> = Vec::new();
+    for text in texts {
+        let buckets = text.lines().filter_map(|line| {
+            let rest = line.strip_prefix(prefix.as_str())?;
+            let (le, count) = rest.split_once("\"} ")?;
+            Some((le.parse::<f64>().ok()?, count.trim().parse::<f64>().ok()?))
+        });
+        for (index, (le, count)) in buckets.enumerate() {
+            match summed.get_mut(index) {
+                Some(bucket) => bucket.1 += count,
+                None => summed.push((le, count)),
             }
         }
-        Ok(summed)
     }
+    summed
 }
 
 /// Commits a trim point each time `entries_per_trim` more entries are
@@ -377,6 +400,8 @@ async fn append_paced(
         mb_per_second: (count * entry_bytes as u64) as f64 / elapsed / 1e6,
         ack_latency: LatencySummary::from_micros(&latency),
         node_sync_p99_ms_at_most: f64::NAN,
+        node_batch_p99_ms_at_most: f64::NAN,
+        node_batches_over_10ms: f64::NAN,
     })
 }
 
@@ -392,16 +417,22 @@ impl std::fmt::Display for WalBenchReport {
             )?;
             writeln!(
                 f,
-                "  WAL at max rate: {:.0} appends/s, {:.1} MB/s, ack {}; node sync p99 <= {}ms",
+                "  WAL at max rate: {:.0} appends/s, {:.1} MB/s, ack {}; node sync p99 <= {}ms, batch p99 <= {}ms, batches over 10 ms: {}",
                 size.max_rate.appends_per_second,
                 size.max_rate.mb_per_second,
                 size.max_rate.ack_latency,
-                size.max_rate.node_sync_p99_ms_at_most
+                size.max_rate.node_sync_p99_ms_at_most,
+                size.max_rate.node_batch_p99_ms_at_most,
+                size.max_rate.node_batches_over_10ms
             )?;
             writeln!(
                 f,
-                "  WAL at half rate: {:.0} appends/s, ack {}; node sync p99 <= {}ms",
-                size.half_rate.appends_per_second, size.half_rate.ack_latency, size.half_rate.node_sync_p99_ms_at_most
+                "  WAL at half rate: {:.0} appends/s, ack {}; node sync p99 <= {}ms, batch p99 <= {}ms, batches over 10 ms: {}",
+                size.half_rate.appends_per_second,
+                size.half_rate.ack_latency,
+                size.half_rate.node_sync_p99_ms_at_most,
+                size.half_rate.node_batch_p99_ms_at_most,
+                size.half_rate.node_batches_over_10ms
             )?;
             writeln!(
                 f,
