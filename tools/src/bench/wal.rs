@@ -20,6 +20,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hdrhistogram::Histogram;
+
 use bytes::Bytes;
 use futures::stream::{FuturesUnordered, StreamExt};
 use keel_controller_client::{Epoch, MetadataClient, NodeId, NodeKind, Outcome, Registration, SessionKeeper, StreamId};
@@ -83,6 +85,10 @@ pub struct WalRun {
 pub struct WalSizeReport {
     pub entry_bytes: usize,
     pub floor: Floor,
+    /// Three floor loops at once, on three files: what three nodes sharing
+    /// this disk could get at best. Context for the ratios, which the issue
+    /// defines against the single floor.
+    pub three_writer_floor: Floor,
     pub max_rate: WalRun,
     pub half_rate: WalRun,
     /// 3 x acknowledged MB/s / floor MB/s.
@@ -129,6 +135,8 @@ pub async fn run(args: WalBenchArgs) -> anyhow::Result<WalBenchReport> {
         let count = (args.bytes / entry_bytes as u64).max(args.in_flight as u64);
         eprintln!("{entry_bytes} B entries: floor");
         let floor = measure_floor(dir.path(), entry_bytes, count, args.in_flight)?;
+        eprintln!("{entry_bytes} B entries: three floor writers at once");
+        let three_writer_floor = measure_floors_at_once(dir.path(), 3, entry_bytes, count, args.in_flight)?;
         eprintln!("{entry_bytes} B entries: WAL at the maximum rate");
         let max_rate = bench.measure(entry_bytes, count, None).await?;
         let half = max_rate.appends_per_second / 2.0;
@@ -139,6 +147,7 @@ pub async fn run(args: WalBenchArgs) -> anyhow::Result<WalBenchReport> {
             disk_efficiency: 3.0 * max_rate.mb_per_second / floor.mb_per_second,
             half_rate_p99_over_floor_fdatasync_p99: half_rate.ack_latency.p99_ms / floor.fdatasync.p99_ms,
             floor,
+            three_writer_floor,
             max_rate,
             half_rate,
         });
@@ -155,17 +164,55 @@ const FLOOR_SYNCS_MIN: u64 = 256;
 /// or more (overwriting the file from its start again) until at least
 /// `FLOOR_SYNCS_MIN` fdatasyncs were measured.
 pub(super) fn measure_floor(dir: &Path, entry_bytes: usize, count: u64, batch: usize) -> anyhow::Result<Floor> {
-    let path = dir.join("floor.dat");
-    let size = entry_bytes as u64 * count;
-    let mut file = OpenOptions::new().create(true).truncate(true).read(true).write(true).open(&path)?;
-    let zeros = vec![0u8; 1 << 20];
-    let mut left = size;
-    while left > 0 {
-        let chunk = left.min(zeros.len() as u64) as usize;
-        file.write_all(&zeros[..chunk])?;
-        left -= chunk as u64;
+    let barrier = std::sync::Barrier::new(1);
+    let (mb_per_second, fdatasync) = floor_loop(&dir.join("floor.dat"), entry_bytes, count, batch, &barrier)?;
+    Ok(Floor { mb_per_second, fdatasync: LatencySummary::from_micros(&fdatasync) })
+}
+
+/// `writers` floor loops at once, each on its own file, started together:
+/// their MB/s summed and their fdatasyncs in one histogram.
+fn measure_floors_at_once(
+    dir: &Path,
+    writers: usize,
+    entry_bytes: usize,
+    count: u64,
+    batch: usize,
+) -> anyhow::Result<Floor> {
+    let barrier = std::sync::Barrier::new(writers);
+    let results: Vec<anyhow::Result<(f64, Histogram<u64>)>> = std::thread::scope(|scope| {
+        let loops: Vec<_> = (0..writers)
+            .map(|writer| {
+                let path = dir.join(format!("floor-{writer}.dat"));
+                let barrier = &barrier;
+                scope.spawn(move || floor_loop(&path, entry_bytes, count, batch, barrier))
+            })
+            .collect();
+        loops.into_iter().map(|writer| writer.join().expect("a floor writer panicked")).collect()
+    });
+    let mut total = 0.0;
+    let mut fdatasync = micros_histogram();
+    for result in results {
+        let (mb_per_second, syncs) = result?;
+        total += mb_per_second;
+        fdatasync.add(&syncs)?;
     }
-    file.sync_all()?;
+    Ok(Floor { mb_per_second: total, fdatasync: LatencySummary::from_micros(&fdatasync) })
+}
+
+/// One floor loop on `path` (see `measure_floor`), timed from when every
+/// loop sharing `barrier` has its file ready: its MB/s and fdatasync times.
+fn floor_loop(
+    path: &Path,
+    entry_bytes: usize,
+    count: u64,
+    batch: usize,
+    barrier: &std::sync::Barrier,
+) -> anyhow::Result<(f64, Histogram<u64>)> {
+    let size = entry_bytes as u64 * count;
+    let prepared = preallocate(path, size);
+    // Every loop waits here, also one that failed, so none waits for ever.
+    barrier.wait();
+    let file = prepared?;
     let payload = vec![0xA5u8; entry_bytes];
     let writes = count.max(FLOOR_SYNCS_MIN * batch as u64);
     let mut fdatasync = micros_histogram();
@@ -181,9 +228,23 @@ pub(super) fn measure_floor(dir: &Path, entry_bytes: usize, count: u64, batch: u
         }
     }
     let elapsed = started.elapsed().as_secs_f64();
-    std::fs::remove_file(&path)?;
+    std::fs::remove_file(path)?;
     let bytes = writes * entry_bytes as u64;
-    Ok(Floor { mb_per_second: bytes as f64 / elapsed / 1e6, fdatasync: LatencySummary::from_micros(&fdatasync) })
+    Ok((bytes as f64 / elapsed / 1e6, fdatasync))
+}
+
+/// Creates `path` as a zero-filled file of `size` bytes, fsynced.
+fn preallocate(path: &Path, size: u64) -> std::io::Result<std::fs::File> {
+    let mut file = OpenOptions::new().create(true).truncate(true).read(true).write(true).open(path)?;
+    let zeros = vec![0u8; 1 << 20];
+    let mut left = size;
+    while left > 0 {
+        let chunk = left.min(zeros.len() as u64) as usize;
+        file.write_all(&zeros[..chunk])?;
+        left -= chunk as u64;
+    }
+    file.sync_all()?;
+    Ok(file)
 }
 
 /// Registers the bench as a broker, so that it may open logs and commit trim
@@ -414,6 +475,11 @@ impl std::fmt::Display for WalBenchReport {
                 f,
                 "  floor (one file, fdatasync per batch): {:.1} MB/s, fdatasync {}",
                 size.floor.mb_per_second, size.floor.fdatasync
+            )?;
+            writeln!(
+                f,
+                "  three floor writers at once (context): {:.1} MB/s in all, fdatasync {}",
+                size.three_writer_floor.mb_per_second, size.three_writer_floor.fdatasync
             )?;
             writeln!(
                 f,
