@@ -23,6 +23,13 @@ use crate::service::WalService;
 const STORE_QUEUE_DEPTH: usize = 8192;
 /// The largest gRPC message: the largest entry plus room for framing.
 const GRPC_MESSAGE_BYTES_MAX: usize = keel_wal_client::entry::ENTRY_BYTES_MAX + (1 << 20);
+/// HTTP/2 flow-control window of each append stream and connection, and the
+/// largest frame a writer may send (HTTP/2's default is 16 KiB): a writer
+/// pushes a 4 MiB request in a few frames without waiting for window
+/// updates. Measured with keel-bench wal, alternating builds three times:
+/// +8% MB/s at 256 KiB entries and +19% at 16 KiB.
+const HTTP2_WINDOW_BYTES: u32 = 16 << 20;
+const HTTP2_FRAME_BYTES_MAX: u32 = 1 << 20;
 
 /// A running WAL node.
 #[derive(Debug)]
@@ -67,6 +74,9 @@ pub async fn start(config: WalConfig, registry: &Registry, cancel: CancellationT
         .with_context(|| format!("bind admin listener {}", config.admin_listen))?;
     let service = WalService::new(store.clone(), incarnation.clone(), tasks.clone(), cancel.clone());
     let server = tonic::transport::Server::builder()
+        .initial_stream_window_size(Some(HTTP2_WINDOW_BYTES))
+        .initial_connection_window_size(Some(HTTP2_WINDOW_BYTES))
+        .max_frame_size(Some(HTTP2_FRAME_BYTES_MAX))
         .layer(tonic::service::interceptor(keel_proto::auth::check))
         .add_service(
             pb::wal_server::WalServer::new(service)

@@ -89,6 +89,10 @@ pub struct WalSizeReport {
     /// this disk could get at best. Context for the ratios, which the issue
     /// defines against the single floor.
     pub three_writer_floor: Floor,
+    /// One thread sending the same bytes over three loopback TCP connections
+    /// to three threads that discard them, no gRPC, no disk: the most MB/s
+    /// (per connection) this machine's loopback carries three times over.
+    pub loopback_mb_per_second: f64,
     pub max_rate: WalRun,
     pub half_rate: WalRun,
     /// 3 x acknowledged MB/s / floor MB/s.
@@ -137,6 +141,8 @@ pub async fn run(args: WalBenchArgs) -> anyhow::Result<WalBenchReport> {
         let floor = measure_floor(dir.path(), entry_bytes, count, args.in_flight)?;
         eprintln!("{entry_bytes} B entries: three floor writers at once");
         let three_writer_floor = measure_floors_at_once(dir.path(), 3, entry_bytes, count, args.in_flight)?;
+        eprintln!("{entry_bytes} B entries: three loopback connections, no disk");
+        let loopback_mb_per_second = measure_loopback(3, entry_bytes, count)?;
         eprintln!("{entry_bytes} B entries: WAL at the maximum rate");
         let max_rate = bench.measure(entry_bytes, count, None).await?;
         let half = max_rate.appends_per_second / 2.0;
@@ -148,6 +154,7 @@ pub async fn run(args: WalBenchArgs) -> anyhow::Result<WalBenchReport> {
             half_rate_p99_over_floor_fdatasync_p99: half_rate.ack_latency.p99_ms / floor.fdatasync.p99_ms,
             floor,
             three_writer_floor,
+            loopback_mb_per_second,
             max_rate,
             half_rate,
         });
@@ -197,6 +204,39 @@ fn measure_floors_at_once(
         fdatasync.add(&syncs)?;
     }
     Ok(Floor { mb_per_second: total, fdatasync: LatencySummary::from_micros(&fdatasync) })
+}
+
+/// Sends `count` entries of `entry_bytes` from one thread to each of
+/// `connections` loopback TCP connections, whose receiving threads discard
+/// them: MB/s per connection.
+fn measure_loopback(connections: usize, entry_bytes: usize, count: u64) -> anyhow::Result<f64> {
+    use std::io::Read;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let mut senders = Vec::new();
+    let mut receivers = Vec::new();
+    for _ in 0..connections {
+        let sender = std::net::TcpStream::connect(addr)?;
+        sender.set_nodelay(true)?;
+        senders.push(sender);
+        let (mut receiver, _) = listener.accept()?;
+        receivers.push(std::thread::spawn(move || {
+            let mut buf = vec![0u8; 1 << 20];
+            while receiver.read(&mut buf).is_ok_and(|read| read > 0) {}
+        }));
+    }
+    let payload = vec![0xA5u8; entry_bytes];
+    let started = std::time::Instant::now();
+    for _ in 0..count {
+        for sender in &mut senders {
+            sender.write_all(&payload)?;
+        }
+    }
+    drop(senders);
+    for receiver in receivers {
+        receiver.join().expect("a loopback receiver panicked");
+    }
+    Ok((count * entry_bytes as u64) as f64 / started.elapsed().as_secs_f64() / 1e6)
 }
 
 /// One floor loop on `path` (see `measure_floor`), timed from when every
@@ -480,6 +520,11 @@ impl std::fmt::Display for WalBenchReport {
                 f,
                 "  three floor writers at once (context): {:.1} MB/s in all, fdatasync {}",
                 size.three_writer_floor.mb_per_second, size.three_writer_floor.fdatasync
+            )?;
+            writeln!(
+                f,
+                "  one sender to three loopback connections, no gRPC, no disk (context): {:.1} MB/s each",
+                size.loopback_mb_per_second
             )?;
             writeln!(
                 f,
