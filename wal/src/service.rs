@@ -1,11 +1,11 @@
 //! The `Wal` gRPC service over the store.
 //!
 //! An append stream is pipelined: each request (one or more entries) is
-//! queued to the store as it arrives, and a second task forwards the answers
-//! in request order, so many entries are in flight and their acknowledgements
-//! still come back in order.
+//! queued to the store as it arrives, and the reply stream waits for the
+//! answers in request order, so many entries are in flight and their
+//! acknowledgements still come back in order.
 
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use keel_proto::wal as pb;
 use keel_wal_client::ids::{LogEpoch, LogId};
 use tokio::sync::{mpsc, oneshot};
@@ -41,15 +41,14 @@ impl WalService {
 
 #[tonic::async_trait]
 impl pb::wal_server::Wal for WalService {
-    type AppendStream = ReceiverStream<Result<pb::AppendReply, Status>>;
+    type AppendStream = std::pin::Pin<Box<dyn Stream<Item = Result<pb::AppendReply, Status>> + Send>>;
 
     async fn append(
         &self,
         request: Request<Streaming<pb::AppendRequest>>,
     ) -> Result<Response<Self::AppendStream>, Status> {
         let mut inbound = request.into_inner();
-        let (replies_sender, replies) = mpsc::channel(STREAM_IN_FLIGHT_MAX);
-        let (pending_sender, mut pending) = mpsc::channel::<oneshot::Receiver<pb::AppendReply>>(STREAM_IN_FLIGHT_MAX);
+        let (pending_sender, pending) = mpsc::channel::<oneshot::Receiver<pb::AppendReply>>(STREAM_IN_FLIGHT_MAX);
         let store = self.store.clone();
         let cancel = self.cancel.clone();
         self.tasks.spawn(async move {
@@ -69,15 +68,10 @@ impl pb::wal_server::Wal for WalService {
                 }
             }
         });
-        self.tasks.spawn(async move {
-            while let Some(answer) = pending.recv().await {
-                let reply = answer.await.map_err(|_| Status::unavailable("the WAL store stopped"));
-                if replies_sender.send(reply).await.is_err() {
-                    return;
-                }
-            }
-        });
-        Ok(Response::new(ReceiverStream::new(replies)))
+        // The reply stream waits for each answer in request order.
+        let replies = ReceiverStream::new(pending)
+            .then(|answer| async move { answer.await.map_err(|_| Status::unavailable("the WAL store stopped")) });
+        Ok(Response::new(Box::pin(replies)))
     }
 
     async fn fence(&self, request: Request<pb::FenceRequest>) -> Result<Response<pb::FenceReply>, Status> {
