@@ -55,12 +55,7 @@ async fn wal_nodes_register_keep_what_they_acknowledged_and_come_back() {
 
     info!(acknowledged, "restart it: every acknowledged entry is back, byte for byte");
     test.cluster.start_wal(0).unwrap();
-    let mut wal = eventually(Duration::from_secs(30), "the WAL node answers again", || async {
-        let mut client = keel_tests::wal_client(addr).await.ok()?;
-        client.status(pb::StatusRequest {}).await.ok()?;
-        Some(client)
-    })
-    .await;
+    let mut wal = keel_tests::wal_client_when_up(addr).await;
     let status = wal.status(pb::StatusRequest {}).await.unwrap().into_inner();
     assert_eq!(status.incarnation, incarnation, "a restart keeps the incarnation");
     assert!(status.logs[0].last_seq >= acknowledged, "{status:?}");

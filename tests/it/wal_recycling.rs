@@ -132,12 +132,7 @@ async fn a_wal_node_killed_while_reusing_trimmed_segments_keeps_what_it_acknowle
     info!(acknowledged, "restart it: everything it acknowledged since the trim is back, and nothing older");
     test.cluster.start_wal(0).unwrap();
     let addr = test.cluster.wal_nodes[0].spec.grpc;
-    let mut wal = eventually(Duration::from_secs(30), "the WAL node answers again", || async {
-        let mut client = keel_tests::wal_client(addr).await.ok()?;
-        client.status(pb::StatusRequest {}).await.ok()?;
-        Some(client)
-    })
-    .await;
+    let mut wal = keel_tests::wal_client_when_up(addr).await;
     let status = wal.status(pb::StatusRequest {}).await.unwrap().into_inner();
     let held = status.logs.iter().find(|held| held.log == log.0).expect("the log is held");
     assert!(held.last_seq >= acknowledged, "{status:?}");

@@ -221,3 +221,16 @@ pub async fn wal_client(
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?.connect().await?;
     Ok(keel_proto::wal::wal_client::WalClient::new(keel_proto::auth::channel(channel)))
 }
+
+/// A client of the WAL node at `addr` once it answers a status call, as
+/// after a restart (waits up to 30 s).
+pub async fn wal_client_when_up(
+    addr: std::net::SocketAddr,
+) -> keel_proto::wal::wal_client::WalClient<keel_proto::auth::Channel> {
+    eventually(Duration::from_secs(30), "the WAL node answers again", || async {
+        let mut client = wal_client(addr).await.ok()?;
+        client.status(keel_proto::wal::StatusRequest {}).await.ok()?;
+        Some(client)
+    })
+    .await
+}
