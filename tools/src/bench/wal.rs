@@ -42,8 +42,10 @@ pub struct WalBenchArgs {
     /// Entry sizes in bytes.
     #[arg(long, value_delimiter = ',', default_value = "1024,16384,262144")]
     pub sizes: Vec<usize>,
-    /// Bytes written per size and per run.
-    #[arg(long, default_value_t = 256 << 20)]
+    /// Bytes written per size and per run: enough for several segment rolls
+    /// and trims per node, and for the start of a run (connections, TCP
+    /// windows) not to weigh on it.
+    #[arg(long, default_value_t = 1 << 30)]
     pub bytes: u64,
     /// Acknowledged bytes between two trim points, as one upload round.
     #[arg(long, default_value_t = 32 << 20)]
