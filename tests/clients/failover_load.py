@@ -128,6 +128,9 @@ for p in range(partitions):
             if error.args[0].code() not in moving or attempt == 59:
                 raise
             time.sleep(0.5)
+            # A consumer with no subscription does not refresh the metadata
+            # it cached during a move by itself: ask for the topic again.
+            consumer.list_topics(topic, timeout=10)
     ends[p] = high
 consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
 read = {}  # value number -> (partition, offset)
