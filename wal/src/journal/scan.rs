@@ -124,10 +124,22 @@ fn valid_record(buf: &[u8], at: usize) -> Option<usize> {
     }
 }
 
-/// Whether a valid record of this segment starts after `pos`.
+/// Whether a valid record of this segment starts after `pos`. Only the
+/// places where a frame's magic (or, unframed, a record's) appears are
+/// checked, found with a vectorised search: the rest of a segment can be
+/// tens of MiB.
 fn valid_record_after(buf: &[u8], pos: usize, layout: Layout) -> bool {
-    (pos + 1..buf.len().saturating_sub(4)).any(|at| {
-        layout.record_at(buf, at).is_some_and(|record| record + 4 <= buf.len() && valid_record(buf, record).is_some())
+    let Some(after) = buf.get(pos + 1..) else { return false };
+    let magics: &[u32] = match layout {
+        Layout::Framed { .. } => &[FRAME_MAGIC],
+        Layout::Unframed => &[ENTRY_MAGIC, LOG_STATE_MAGIC],
+    };
+    magics.iter().any(|magic| {
+        memchr::memmem::find_iter(after, &magic.to_be_bytes()).map(|found| pos + 1 + found).any(|at| {
+            layout
+                .record_at(buf, at)
+                .is_some_and(|record| record + 4 <= buf.len() && valid_record(buf, record).is_some())
+        })
     })
 }
 
