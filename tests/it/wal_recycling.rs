@@ -7,13 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use keel_controller_client::{NodeId, NodeKind, Outcome, Registration, SessionKeeper, StreamId};
+use keel_controller_client::{NodeId, Outcome, StreamId};
 use keel_proto::controller as cpb;
 use keel_proto::wal as pb;
 use keel_tests::{eventually, TestCluster};
 use keel_wal_client::entry::{Entry, EntryHeader, Record, ENTRY_BYTES_MAX};
 use keel_wal_client::ids::{LogEpoch, LogId, Offset, Seq};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::info;
 
 /// The smallest segment a node takes: the largest entry and a header.
@@ -78,20 +79,9 @@ async fn a_wal_node_killed_while_reusing_trimmed_segments_keeps_what_it_acknowle
 
     // A broker's registration, to open the log and commit its trim point.
     let client = Arc::new(test.cluster.client().unwrap());
-    let cancel = CancellationToken::new();
+    let (tasks, cancel) = (TaskTracker::new(), CancellationToken::new());
     let _stop = cancel.clone().drop_guard();
-    let registration = Registration {
-        kind: NodeKind::Broker,
-        id: NodeId(1),
-        zone: "a".into(),
-        internal_addr: "127.0.0.1:9".into(),
-        kafka_listeners: vec![],
-        incarnation: "broker-1".into(),
-    };
-    let (keeper, mut session) =
-        SessionKeeper::new(client.clone(), registration, Duration::from_millis(250), Duration::from_millis(300));
-    tokio::spawn(keeper.run(cancel.clone()));
-    let broker_epoch = session.wait_for(Option::is_some).await.unwrap().expect("registered").epoch;
+    let broker_epoch = keel_tests::register_broker(&client, 1, &tasks, &cancel).await;
     let opened = client
         .open_log(cpb::OpenLogRequest { owner: 1, owner_epoch: broker_epoch.0, ensemble: vec![], ack_quorum: 0 })
         .await

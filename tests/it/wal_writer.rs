@@ -9,10 +9,7 @@ use futures::stream::{FuturesOrdered, StreamExt};
 use futures::FutureExt;
 use std::sync::Arc;
 
-use keel_controller_client::{
-    pb as controller_pb, ClientError, Epoch, MetaError, MetadataClient, NodeId, NodeKind, Outcome, Registration,
-    SessionKeeper, StreamId, WalLogState,
-};
+use keel_controller_client::{pb as controller_pb, ClientError, MetaError, Outcome, StreamId, WalLogState};
 use keel_proto::wal as pb;
 use keel_tests::{eventually, TestCluster, PEER_UNREACHABLE};
 use keel_wal_client::entry::{Entry, Record};
@@ -115,28 +112,6 @@ async fn a_writer_rides_out_a_dead_wal_node_and_loses_nothing() {
     test.assert_clean_logs(&[PEER_UNREACHABLE, &["failed to heartbeat", "session lost, registering again"]].concat());
 }
 
-/// Registers broker `id` with the controller and keeps its session; returns its epoch.
-async fn register_broker(
-    client: &Arc<MetadataClient>,
-    id: u32,
-    tasks: &TaskTracker,
-    cancel: &CancellationToken,
-) -> Epoch {
-    let registration = Registration {
-        kind: NodeKind::Broker,
-        id: NodeId(id),
-        zone: "a".into(),
-        internal_addr: format!("127.0.0.1:{}", 30000 + id),
-        kafka_listeners: vec![],
-        incarnation: format!("broker-{id}"),
-    };
-    let (keeper, mut session) =
-        SessionKeeper::new(client.clone(), registration, Duration::from_millis(250), Duration::from_millis(300));
-    tasks.spawn(keeper.run(cancel.clone()));
-    let state = *session.wait_for(Option::is_some).await.unwrap();
-    state.expect("registered").epoch
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recoverer_fences_the_writer_and_keeps_everything_it_acknowledged() {
     let mut test = TestCluster::start(3, &[]).await.unwrap();
@@ -147,8 +122,8 @@ async fn a_recoverer_fences_the_writer_and_keeps_everything_it_acknowledged() {
 
     info!("broker A records its WAL log with the controller before the first append");
     let session_a = cancel.child_token();
-    let broker_a = register_broker(&controller, 1, &tasks, &session_a).await;
-    let broker_b = register_broker(&controller, 2, &tasks, &cancel).await;
+    let broker_a = keel_tests::register_broker(&controller, 1, &tasks, &session_a).await;
+    let broker_b = keel_tests::register_broker(&controller, 2, &tasks, &cancel).await;
     // No ensemble given: the controller picks one node per zone.
     let open = controller_pb::OpenLogRequest { owner: 1, owner_epoch: broker_a.0, ensemble: vec![], ack_quorum: 0 };
     let Ok((_, Outcome::LogOpened { log: log_b, epoch })) = controller.open_log(open).await else {
@@ -199,7 +174,7 @@ async fn a_recoverer_fences_the_writer_and_keeps_everything_it_acknowledged() {
             recovery = Some(tokio::spawn(async move {
                 // Broker A restarts: its new registration orphans the log A still writes.
                 session_a.cancel();
-                register_broker(&controller, 1, &tasks, &cancel).await;
+                keel_tests::register_broker(&controller, 1, &tasks, &cancel).await;
                 // The controller-driven step: RecoverLog (compare-and-set of the epoch), then the recovery itself.
                 let request = controller_pb::RecoverLogRequest {
                     log: log_b.0,

@@ -234,3 +234,28 @@ pub async fn wal_client_when_up(
     })
     .await
 }
+
+/// Registers broker `id` with the controller and keeps its session until
+/// `cancel` fires, as a test's stand-in for a broker that opens WAL logs and
+/// commits uploads; returns its epoch.
+pub async fn register_broker(
+    client: &std::sync::Arc<keel_controller_client::MetadataClient>,
+    id: u32,
+    tasks: &tokio_util::task::TaskTracker,
+    cancel: &tokio_util::sync::CancellationToken,
+) -> keel_controller_client::Epoch {
+    use keel_controller_client::{NodeId, NodeKind, Registration, SessionKeeper};
+    let registration = Registration {
+        kind: NodeKind::Broker,
+        id: NodeId(id),
+        zone: "a".into(),
+        internal_addr: format!("127.0.0.1:{}", 30000 + id),
+        kafka_listeners: vec![],
+        incarnation: format!("broker-{id}"),
+    };
+    let (keeper, mut session) =
+        SessionKeeper::new(client.clone(), registration, Duration::from_millis(250), Duration::from_millis(300));
+    tasks.spawn(keeper.run(cancel.clone()));
+    let state = *session.wait_for(Option::is_some).await.unwrap();
+    state.expect("registered").epoch
+}

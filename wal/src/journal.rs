@@ -220,8 +220,6 @@ pub struct Journal {
     /// Frames and records of the active segment not written to the file yet,
     /// with their offsets, in order: `sync` writes them with one call.
     pending: Vec<(u64, Bytes)>,
-    /// Whether the active segment has writes not yet fdatasynced.
-    unsynced: bool,
     logs: BTreeMap<LogId, LogContents>,
 }
 
@@ -267,7 +265,6 @@ impl Journal {
             recycled: scanned.recycled,
             write_offset: scanned.write_offset,
             pending: Vec::new(),
-            unsynced: false,
             logs: scanned.logs,
         };
         match journal.segments.last() {
@@ -342,16 +339,11 @@ impl Journal {
     /// so far durable with one fdatasync.
     pub fn sync(&mut self) -> Result<(), JournalError> {
         let pending = std::mem::take(&mut self.pending);
+        let Some((start, _)) = pending.first() else { return Ok(()) };
         let active = self.segments.last().expect("a journal always has an active segment");
-        if let Some((start, _)) = pending.first() {
-            let pieces: Vec<&[u8]> = pending.iter().map(|(_, bytes)| bytes.as_ref()).collect();
-            write_all_vectored_at(&active.file, &pieces, *start).map_err(io_error(&active.path))?;
-            self.unsynced = true;
-        }
-        if std::mem::take(&mut self.unsynced) {
-            active.file.sync_data().map_err(io_error(&active.path))?;
-        }
-        Ok(())
+        let pieces: Vec<&[u8]> = pending.iter().map(|(_, bytes)| bytes.as_ref()).collect();
+        write_all_vectored_at(&active.file, &pieces, *start).map_err(io_error(&active.path))?;
+        active.file.sync_data().map_err(io_error(&active.path))
     }
 
     /// Reads entry `seq` of `log`, checking its checksum again.
