@@ -138,9 +138,10 @@ def timeout(args):
     print(json.dumps(outcome))
 
 
-def retrying(call, errors):
+def retrying(call, errors, deadline):
     """Calls `call` again while it fails with a retriable error (its outcome
-    is unknown, as librdkafka documents for commit_transaction)."""
+    is unknown, as librdkafka documents for commit_transaction), until the
+    wall-clock `deadline`."""
     while True:
         try:
             return call()
@@ -148,6 +149,9 @@ def retrying(call, errors):
             if not error.args[0].retriable():
                 raise
             errors.append("retry:" + error.args[0].name())
+            print(f"retrying after {error.args[0].name()}: {error.args[0].str()}", file=sys.stderr, flush=True)
+            if time.time() > deadline:
+                raise SystemExit(f"still failing at the deadline: {errors[-5:]}")
 
 
 def pipeline(args):
@@ -168,8 +172,12 @@ def pipeline(args):
     p.init_transactions(60)
     processed = aborts = 0
     errors = []
-    started = time.time()
+    started = reported = time.time()
     while processed < args.count:
+        if time.time() - reported > 10:
+            # Progress on stderr, which the test shows when it fails.
+            reported = time.time()
+            print(f"pipeline: {processed} processed, {aborts} aborts, last errors {errors[-3:]}", file=sys.stderr, flush=True)
         if time.time() - started > args.deadline:
             raise SystemExit(f"pipeline: only {processed} of {args.count} processed in {args.deadline} s; errors {errors[-5:]}")
         messages = consumer.consume(200, 0.5)
@@ -181,8 +189,9 @@ def pipeline(args):
             for m in messages:
                 p.produce(args.output, b"out-" + m.value(), partition=m.partition())
             positions = [tp for tp in consumer.position(consumer.assignment()) if tp.offset >= 0]
-            retrying(lambda: p.send_offsets_to_transaction(positions, consumer.consumer_group_metadata(), 60), errors)
-            retrying(lambda: p.commit_transaction(60), errors)
+            deadline = started + args.deadline
+            retrying(lambda: p.send_offsets_to_transaction(positions, consumer.consumer_group_metadata(), 30), errors, deadline)
+            retrying(lambda: p.commit_transaction(30), errors, deadline)
             processed += len(messages)
         except KafkaException as error:
             kafka_error = error.args[0]

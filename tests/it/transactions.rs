@@ -179,8 +179,16 @@ async fn init(coordinator: &Connection, id: &str, timeout_ms: i32) -> (i16, i64,
         .with_transaction_timeout_ms(timeout_ms)
         .with_producer_id(ProducerId(-1))
         .with_producer_epoch(-1);
-    let answer = coordinator.send(4, &request).await.unwrap();
-    (answer.error_code, answer.producer_id.0, answer.producer_epoch)
+    // As a client does: wait while the coordinator loads its partition.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let answer = coordinator.send(4, &request).await.unwrap();
+        let loading = answer.error_code == ResponseError::CoordinatorLoadInProgress.code();
+        if !loading || tokio::time::Instant::now() > deadline {
+            return (answer.error_code, answer.producer_id.0, answer.producer_epoch);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 async fn end(coordinator: &Connection, id: &str, producer: (i64, i16), commit: bool, version: i16) -> i16 {
@@ -332,8 +340,8 @@ async fn an_exactly_once_pipeline_survives_kills_of_its_coordinator_and_partitio
             let count = INPUT.to_string();
             let args = ["pipeline", "--bootstrap", &bootstrap, "--input", "input", "--output", "output"];
             let args =
-                [&args[..], &["--group", "eos", "--txn-id", "eos-1", "--count", &count, "--deadline", "400"]].concat();
-            run(&args, Duration::from_secs(420)).await
+                [&args[..], &["--group", "eos", "--txn-id", "eos-1", "--count", &count, "--deadline", "200"]].concat();
+            run(&args, Duration::from_secs(220)).await
         })
     };
 
@@ -352,7 +360,7 @@ async fn an_exactly_once_pipeline_survives_kills_of_its_coordinator_and_partitio
         test.restart_broker(index, "output").await.unwrap();
     }
 
-    let output = tokio::time::timeout(Duration::from_secs(300), producer.wait_with_output())
+    let output = tokio::time::timeout(Duration::from_secs(120), producer.wait_with_output())
         .await
         .expect("the input producer finished")
         .unwrap();

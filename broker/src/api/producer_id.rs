@@ -41,6 +41,11 @@ pub(super) async fn handle(
     if id.is_empty() {
         return refused(ResponseError::InvalidRequest);
     }
+    // Kafka checks the timeout before it looks at the coordinator's state,
+    // so a bad timeout is answered even while the partition is loading.
+    if !state::valid_timeout(request.transaction_timeout_ms) {
+        return refused(ResponseError::InvalidTransactionTimeout);
+    }
     // A new producer id is taken before deciding, as taking one may wait
     // for the controller; one not used is simply skipped.
     let fresh = match broker.txns.current(broker, &id) {

@@ -99,11 +99,16 @@ pub enum Init {
 /// The highest epoch; the next bump takes a new producer id.
 const LAST_EPOCH: i16 = i16::MAX - 1;
 
+/// Whether a transaction timeout is one the coordinator accepts.
+pub fn valid_timeout(timeout_ms: i32) -> bool {
+    timeout_ms > 0 && timeout_ms <= MAX_TIMEOUT_MS
+}
+
 /// `InitProducerId` for a transactional id: a new producer (id -1 until
 /// allocated), or the existing one at the next epoch. `expected` is the
 /// (producer id, epoch) the client had, or (-1, -1) (KIP-360).
 pub fn init(current: Option<&Txn>, timeout_ms: i32, expected: (i64, i16), now_ms: i64) -> Init {
-    if timeout_ms <= 0 || timeout_ms > MAX_TIMEOUT_MS {
+    if !valid_timeout(timeout_ms) {
         return Init::Refuse(ResponseError::InvalidTransactionTimeout);
     }
     let Some(current) = current else {
