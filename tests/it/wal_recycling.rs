@@ -1,6 +1,7 @@
 //! A real `keel-wal` process reuses the segments a committed trim point
 //! freed, and a kill -9 while it writes over their old contents loses
-//! nothing it acknowledged and brings back nothing of their old lives.
+//! nothing it acknowledged and brings back nothing of their old lives. A
+//! kill -9 while it zero-fills a new segment loses nothing either.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -148,6 +149,101 @@ async fn a_wal_node_killed_while_reusing_trimmed_segments_keeps_what_it_acknowle
             }
             assert!(bytes == entry(log, epoch, next), "entry {next} reads back byte for byte");
             next += 1;
+        }
+    }
+    test.assert_clean_logs(&[]);
+}
+
+/// A file of a segment being zero-filled (`*.kseg.new`) in `dir`'s journal.
+fn filling(dir: &Path) -> bool {
+    std::fs::read_dir(dir.join("journal"))
+        .map(|files| files.flatten().any(|f| f.file_name().to_string_lossy().ends_with(".kseg.new")))
+        .unwrap_or(false)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wal_node_killed_while_it_zero_fills_a_segment_keeps_what_it_acknowledged() {
+    let mut test = TestCluster::start(1, &[]).await.unwrap();
+    test.cluster.add_free_port_wal_nodes(1).unwrap();
+    // No recycled segments: every new segment is zero-filled first.
+    test.cluster.wal_nodes[0].spec.args =
+        ["--segment-bytes", &SEGMENT_BYTES.to_string(), "--recycled-segments", "0"].map(String::from).to_vec();
+    test.cluster.start_all_wal().unwrap();
+    test.cluster.wait_for_wal_nodes(Duration::from_secs(60)).await.unwrap();
+    let data_dir = test.cluster.wal_nodes[0].spec.data_dir.clone();
+    let addr = test.cluster.wal_nodes[0].spec.grpc;
+    let epoch = LogEpoch(1);
+
+    // Each round writes its own log and kills the node as soon as it sees a
+    // segment being filled; a round counts if the file is still unfinished
+    // once the node is dead.
+    let mut written: Vec<(LogId, u64)> = Vec::new();
+    let mut killed_mid_fill = false;
+    for round in 1..=5u64 {
+        let log = LogId(round);
+        let acked = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let appending = {
+            let acked = acked.clone();
+            tokio::spawn(async move {
+                let requests = (1..=4 * PHASE_ENTRIES)
+                    .map(move |seq| pb::AppendRequest { epoch: epoch.0, entries: vec![entry(log, epoch, seq)] });
+                let mut wal = keel_tests::wal_client(addr).await.unwrap();
+                let mut replies = wal.append(tokio_stream::iter(requests)).await.unwrap().into_inner();
+                while let Ok(Some(reply)) = replies.message().await {
+                    let next = acked.load(std::sync::atomic::Ordering::SeqCst) + 1;
+                    assert_eq!((reply.code, reply.seq), (pb::ErrorCode::Ok as i32, next), "{reply:?}");
+                    acked.store(next, std::sync::atomic::Ordering::SeqCst);
+                }
+            })
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        // Past the first segment, so the node has rolled over into a filled one.
+        while !(acked.load(std::sync::atomic::Ordering::SeqCst) > PHASE_ENTRIES / 2 && filling(&data_dir)) {
+            assert!(tokio::time::Instant::now() < deadline, "round {round}: the node never filled a segment");
+            assert!(!appending.is_finished(), "round {round}: every append was acknowledged before a fill was seen");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        test.cluster.wal_nodes[0].kill9();
+        killed_mid_fill = filling(&data_dir);
+        appending.await.unwrap();
+        let acked = acked.load(std::sync::atomic::Ordering::SeqCst);
+        info!(round, acked, killed_mid_fill, "killed -9 while appending");
+        written.push((log, acked));
+
+        test.cluster.start_wal(0).unwrap();
+        let mut wal = keel_tests::wal_client_when_up(addr).await;
+        let status = wal.status(pb::StatusRequest {}).await.unwrap().into_inner();
+        for (log, acked) in &written {
+            let held = status.logs.iter().find(|held| held.log == log.0).expect("the log is held");
+            assert!(held.last_seq >= *acked, "{log}: {acked} acknowledged: {status:?}");
+        }
+        if killed_mid_fill {
+            break;
+        }
+    }
+    assert!(killed_mid_fill, "no kill landed while a segment was being zero-filled");
+
+    info!("every entry acknowledged in every round reads back byte for byte");
+    let mut wal = keel_tests::wal_client_when_up(addr).await;
+    for (log, acked) in written {
+        let fenced = wal.fence(pb::FenceRequest { log: log.0, epoch: epoch.0 + 1 }).await.unwrap().into_inner();
+        assert_eq!(fenced.code, pb::ErrorCode::Ok as i32, "{}", fenced.message);
+        let mut next = 1;
+        while next <= acked {
+            let read = pb::ReadRequest {
+                log: log.0,
+                from_seq: next,
+                max_bytes: 1 << 20,
+                recovery_epoch: epoch.0 + 1,
+                sealed_seq: 0,
+            };
+            let read = wal.read(read).await.unwrap().into_inner();
+            assert_eq!(read.code, pb::ErrorCode::Ok as i32, "{}", read.message);
+            assert!(!read.entries.is_empty(), "{log}: entry {next} is missing");
+            for bytes in read.entries {
+                assert!(bytes == entry(log, epoch, next), "{log}: entry {next} reads back byte for byte");
+                next += 1;
+            }
         }
     }
     test.assert_clean_logs(&[]);

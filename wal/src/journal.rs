@@ -455,6 +455,9 @@ impl Journal {
             std::fs::rename(&reused, &path).map_err(io_error(&reused))?;
             file
         } else {
+            // Appends wait for this: a sign that trims lag behind writes by
+            // more than the recycled segments kept.
+            tracing::info!(segment = number, "no recycled or spare segment ready: zero-filling a new one");
             spare::create_zeroed(&path, self.options.segment_bytes, &header).map_err(no_space)?
         };
         sync_dir(&self.options.dir)?;

@@ -417,7 +417,8 @@ fn summed_buckets(texts: &[String], name: &str) -> Vec<(f64, f64)> {
 }
 
 /// Commits a trim point each time `entries_per_trim` more entries are
-/// acknowledged, as a broker's uploader does after each upload round.
+/// acknowledged, as a broker's uploader does after each upload round, and
+/// a last one for everything acknowledged when the run ends.
 async fn trim_as_uploads_do(
     client: Arc<MetadataClient>,
     (broker, broker_epoch): (NodeId, Epoch),
@@ -428,13 +429,19 @@ async fn trim_as_uploads_do(
 ) -> anyhow::Result<()> {
     let mut trimmed = Seq(0);
     loop {
-        tokio::select! {
-            _ = cancel.cancelled() => return Ok(()),
-            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
-        }
+        let last = tokio::select! {
+            _ = cancel.cancelled() => true,
+            _ = tokio::time::sleep(Duration::from_millis(20)) => false,
+        };
         let acked = writer.acked();
-        if acked.0 < trimmed.0 + entries_per_trim {
-            continue;
+        // At the end everything acknowledged counts as uploaded, so the
+        // run's segments go back to the nodes' recycled pools, as they do
+        // in steady state, and the next run does not start with them held.
+        let due = if last { acked > trimmed } else { acked.0 >= trimmed.0 + entries_per_trim };
+        match (due, last) {
+            (false, true) => return Ok(()),
+            (false, false) => continue,
+            (true, _) => {}
         }
         let request = pb::CommitUploadRequest {
             broker: broker.0,
@@ -446,6 +453,9 @@ async fn trim_as_uploads_do(
         };
         client.commit_upload(request).await.map_err(|error| anyhow::anyhow!("CommitUpload of {log}: {error}"))?;
         trimmed = acked;
+        if last {
+            return Ok(());
+        }
     }
 }
 

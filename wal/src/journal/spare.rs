@@ -22,18 +22,45 @@ pub(super) fn create_zeroed(path: &Path, bytes: u64, first: &[u8]) -> std::io::R
     created
 }
 
+/// Zeros written between two waits for the disk while filling a segment.
+pub(super) const FILL_STEP: usize = 1 << 20;
+
+/// Writes the zeros one step at a time and waits for each step to reach the
+/// disk before writing the next. Writing the whole segment and then one
+/// fsync would put tens of MiB in the disk's queue at once, and every
+/// append's fdatasync on that disk would wait behind them: `keel-bench wal`
+/// saw 30-70 ms fdatasyncs on all three nodes whenever they prepared spares
+/// that way.
 fn fill_zeroed(staging: &Path, bytes: u64, first: &[u8]) -> std::io::Result<File> {
     let mut file = OpenOptions::new().create(true).truncate(true).read(true).write(true).open(staging)?;
     file.write_all(first)?;
-    let zeros = vec![0u8; 1 << 20];
-    let mut left = bytes - first.len() as u64;
-    while left > 0 {
-        let chunk = left.min(zeros.len() as u64) as usize;
+    let zeros = vec![0u8; FILL_STEP];
+    let mut offset = first.len() as u64;
+    while offset < bytes {
+        let chunk = (bytes - offset).min(FILL_STEP as u64) as usize;
         file.write_all(&zeros[..chunk])?;
-        left -= chunk as u64;
+        write_out(&file, offset, chunk)?;
+        offset += chunk as u64;
     }
     file.sync_all()?;
     Ok(file)
+}
+
+/// Starts writeback of `len` bytes at `offset` and waits for it, without
+/// the device cache flush or the metadata an fsync adds (the final
+/// `sync_all` makes the whole file durable).
+fn write_out(file: &File, offset: u64, len: usize) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE | libc::SYNC_FILE_RANGE_WRITE | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+    // SAFETY: sync_file_range only reads its integer arguments; the
+    // descriptor is open for as long as `file` is borrowed.
+    #[allow(unsafe_code)]
+    let result = unsafe { libc::sync_file_range(file.as_raw_fd(), offset as i64, len as i64, flags) };
+    if result == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 #[derive(Debug, Default)]
@@ -58,7 +85,9 @@ impl SparePreparer {
         let shared = spares.clone();
         let thread = std::thread::Builder::new().name("wal-spare".into()).spawn(move || {
             for path in receiver {
+                let started = std::time::Instant::now();
                 let created = create_zeroed(&path, segment_bytes, &[]);
+                tracing::debug!(path = %path.display(), seconds = started.elapsed().as_secs_f64(), "prepared a spare segment");
                 let mut spares = shared.lock().expect("spare list lock poisoned");
                 spares.preparing -= 1;
                 match created {

@@ -349,3 +349,43 @@ fn version_1_segments_are_read_and_new_records_go_to_a_new_segment() {
     assert_eq!((report.entries, report.torn_bytes), (5, 0));
     assert_eq!(journal.read(LogId(1), Seq(5)).unwrap(), entry(1, 5, 100));
 }
+
+#[test]
+fn a_zero_filled_segment_is_full_size_with_its_header_first() {
+    let dir = tempfile::tempdir().unwrap();
+    // Not a whole number of fill steps, so the last step is a short one.
+    let bytes = 2 * spare::FILL_STEP as u64 + 12_345;
+    let path = dir.path().join("segment-0000000000000007.kseg");
+    std::fs::write(path.with_extension("kseg.new"), vec![0xAAu8; bytes as usize + 100]).unwrap();
+
+    spare::create_zeroed(&path, bytes, b"header").unwrap();
+    let contents = std::fs::read(&path).unwrap();
+    assert_eq!(contents.len() as u64, bytes, "an old staging file's longer contents are cut off");
+    assert_eq!(&contents[..6], b"header");
+    assert!(contents[6..].iter().all(|byte| *byte == 0), "zeros after the header, up to the end");
+    assert!(!path.with_extension("kseg.new").exists(), "the staging name is gone");
+}
+
+#[test]
+fn segments_half_prepared_when_the_node_stopped_are_removed_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut journal, _) = Journal::open(options(dir.path())).unwrap();
+    let entries = append_entries(&mut journal, 1, 1..=30, 1000);
+    drop(journal);
+    // What a kill leaves mid-preparation: a staging file and a spare, both
+    // holding a copy of a real segment's records (as a disk's old blocks might).
+    let copy = std::fs::read(last_segment_path(dir.path())).unwrap();
+    std::fs::write(dir.path().join("segment-0000000000000009.kseg.new"), &copy[..5000]).unwrap();
+    std::fs::write(dir.path().join("spare-0000000000000009.kseg"), &copy[..9000]).unwrap();
+
+    let (mut journal, report) = Journal::open(options(dir.path())).unwrap();
+    assert_eq!((report.entries, report.torn_bytes), (30, 0));
+    assert!(file_names(dir.path(), "spare-").is_empty());
+    assert!(!dir.path().join("segment-0000000000000009.kseg.new").exists());
+    let more = append_entries(&mut journal, 1, 31..=50, 1000);
+    drop(journal);
+    let (journal, report) = Journal::open(options(dir.path())).unwrap();
+    assert_eq!(report.entries, 50);
+    assert_eq!(journal.read(LogId(1), Seq(1)).unwrap(), entries[0]);
+    assert_eq!(journal.read(LogId(1), Seq(50)).unwrap(), more[19]);
+}
