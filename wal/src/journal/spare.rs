@@ -87,11 +87,14 @@ impl SparePreparer {
             for path in receiver {
                 let started = std::time::Instant::now();
                 let created = create_zeroed(&path, segment_bytes, &[]);
-                tracing::debug!(path = %path.display(), seconds = started.elapsed().as_secs_f64(), "prepared a spare segment");
                 let mut spares = shared.lock().expect("spare list lock poisoned");
                 spares.preparing -= 1;
                 match created {
-                    Ok(_) => spares.ready.push(path),
+                    Ok(_) => {
+                        let seconds = started.elapsed().as_secs_f64();
+                        tracing::debug!(path = %path.display(), seconds, "prepared a spare segment");
+                        spares.ready.push(path);
+                    }
                     // The journal falls back to creating the segment itself.
                     Err(error) => tracing::warn!(path = %path.display(), "failed to prepare a spare segment: {error}"),
                 }
