@@ -67,6 +67,29 @@ async fn append(
     acknowledged
 }
 
+/// Fences `log` at the epoch after `epoch`, as a recovery does, and reads
+/// it from its first entry held through at least `through`.
+async fn fence_and_read(
+    wal: &mut pb::wal_client::WalClient<keel_proto::auth::Channel>,
+    (log, epoch): (LogId, LogEpoch),
+    through: u64,
+) -> Vec<Bytes> {
+    let recovery_epoch = epoch.0 + 1;
+    let fenced = wal.fence(pb::FenceRequest { log: log.0, epoch: recovery_epoch }).await.unwrap().into_inner();
+    assert_eq!(fenced.code, pb::ErrorCode::Ok as i32, "{}", fenced.message);
+    let mut entries: Vec<Bytes> = Vec::new();
+    let mut from_seq = 1;
+    while from_seq <= through {
+        let read = pb::ReadRequest { log: log.0, from_seq, max_bytes: 1 << 20, recovery_epoch, sealed_seq: 0 };
+        let read = wal.read(read).await.unwrap().into_inner();
+        assert_eq!(read.code, pb::ErrorCode::Ok as i32, "{log}: {}", read.message);
+        let last = read.entries.last().unwrap_or_else(|| panic!("{log}: entry {from_seq} is missing"));
+        from_seq = Entry::decode(last.clone()).unwrap().header.seq.0 + 1;
+        entries.extend(read.entries);
+    }
+    entries
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wal_node_killed_while_reusing_trimmed_segments_keeps_what_it_acknowledged() {
     let mut test = TestCluster::start(1, &[]).await.unwrap();
@@ -128,28 +151,11 @@ async fn a_wal_node_killed_while_reusing_trimmed_segments_keeps_what_it_acknowle
     let held = status.logs.iter().find(|held| held.log == log.0).expect("the log is held");
     assert!(held.last_seq >= acknowledged, "{status:?}");
     assert_eq!(held.trim_seq, PHASE_ENTRIES, "{status:?}");
-    let fenced = wal.fence(pb::FenceRequest { log: log.0, epoch: epoch.0 + 1 }).await.unwrap().into_inner();
-    assert_eq!(fenced.code, pb::ErrorCode::Ok as i32, "{}", fenced.message);
-    let mut next = 1;
-    while next <= acknowledged {
-        let read = pb::ReadRequest {
-            log: log.0,
-            from_seq: next,
-            max_bytes: 1 << 20,
-            recovery_epoch: epoch.0 + 1,
-            sealed_seq: 0,
-        };
-        let read = wal.read(read).await.unwrap().into_inner();
-        assert_eq!(read.code, pb::ErrorCode::Ok as i32, "{}", read.message);
-        assert!(!read.entries.is_empty(), "entry {next} is missing");
-        for bytes in read.entries {
-            if next == 1 {
-                next = PHASE_ENTRIES + 1;
-                assert_eq!(Entry::decode(bytes.clone()).unwrap().header.seq, Seq(next), "reads start after the trim");
-            }
-            assert!(bytes == entry(log, epoch, next), "entry {next} reads back byte for byte");
-            next += 1;
-        }
+    let entries = fence_and_read(&mut wal, (log, epoch), acknowledged).await;
+    let first = Entry::decode(entries[0].clone()).unwrap().header.seq;
+    assert_eq!(first, Seq(PHASE_ENTRIES + 1), "reads start after the trim");
+    for (bytes, seq) in entries.iter().zip(first.0..) {
+        assert!(*bytes == entry(log, epoch, seq), "entry {seq} reads back byte for byte");
     }
     test.assert_clean_logs(&[]);
 }
@@ -226,24 +232,9 @@ async fn a_wal_node_killed_while_it_zero_fills_a_segment_keeps_what_it_acknowled
     info!("every entry acknowledged in every round reads back byte for byte");
     let mut wal = keel_tests::wal_client_when_up(addr).await;
     for (log, acked) in written {
-        let fenced = wal.fence(pb::FenceRequest { log: log.0, epoch: epoch.0 + 1 }).await.unwrap().into_inner();
-        assert_eq!(fenced.code, pb::ErrorCode::Ok as i32, "{}", fenced.message);
-        let mut next = 1;
-        while next <= acked {
-            let read = pb::ReadRequest {
-                log: log.0,
-                from_seq: next,
-                max_bytes: 1 << 20,
-                recovery_epoch: epoch.0 + 1,
-                sealed_seq: 0,
-            };
-            let read = wal.read(read).await.unwrap().into_inner();
-            assert_eq!(read.code, pb::ErrorCode::Ok as i32, "{}", read.message);
-            assert!(!read.entries.is_empty(), "{log}: entry {next} is missing");
-            for bytes in read.entries {
-                assert!(bytes == entry(log, epoch, next), "{log}: entry {next} reads back byte for byte");
-                next += 1;
-            }
+        let entries = fence_and_read(&mut wal, (log, epoch), acked).await;
+        for (bytes, seq) in entries.iter().zip(1..) {
+            assert!(*bytes == entry(log, epoch, seq), "{log}: entry {seq} reads back byte for byte");
         }
     }
     test.assert_clean_logs(&[]);
