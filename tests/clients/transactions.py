@@ -139,12 +139,12 @@ def timeout(args):
 
 
 def retrying(call, errors, deadline):
-    """Calls `call` again while it fails with a retriable error (its outcome
-    is unknown, as librdkafka documents for commit_transaction), until the
-    wall-clock `deadline`."""
+    """Calls `call(timeout)` again while it fails with a retriable error (its
+    outcome is unknown, as librdkafka documents for commit_transaction), each
+    time with at most 30 s and never past the wall-clock `deadline`."""
     while True:
         try:
-            return call()
+            return call(within(30, deadline))
         except KafkaException as error:
             if not error.args[0].retriable():
                 raise
@@ -154,11 +154,18 @@ def retrying(call, errors, deadline):
                 raise SystemExit(f"still failing at the deadline: {errors[-5:]}")
 
 
+def within(cap, deadline):
+    """A call's timeout: at most `cap` seconds, and not past `deadline`."""
+    return max(1.0, min(cap, deadline - time.time()))
+
+
 def pipeline(args):
     """Reads `input`, writes `out-<value>` to `output` and commits the
     input offsets in the same transaction, until `count` input records are
     committed. A retriable failure aborts the transaction and rewinds to the
     committed offsets, as the exactly-once pattern prescribes."""
+    started = reported = time.time()
+    deadline = started + args.deadline
     consumer = Consumer({
         "bootstrap.servers": args.bootstrap,
         "group.id": args.group,
@@ -169,16 +176,15 @@ def pipeline(args):
     })
     consumer.subscribe([args.input])
     p = producer(args.bootstrap, args.txn_id, **{"transaction.timeout.ms": 30000})
-    p.init_transactions(60)
+    p.init_transactions(within(60, deadline))
     processed = aborts = 0
     errors = []
-    started = reported = time.time()
     while processed < args.count:
         if time.time() - reported > 10:
             # Progress on stderr, which the test shows when it fails.
             reported = time.time()
             print(f"pipeline: {processed} processed, {aborts} aborts, last errors {errors[-3:]}", file=sys.stderr, flush=True)
-        if time.time() - started > args.deadline:
+        if time.time() > deadline:
             raise SystemExit(f"pipeline: only {processed} of {args.count} processed in {args.deadline} s; errors {errors[-5:]}")
         messages = consumer.consume(200, 0.5)
         messages = [m for m in messages if m.error() is None]
@@ -189,9 +195,9 @@ def pipeline(args):
             for m in messages:
                 p.produce(args.output, b"out-" + m.value(), partition=m.partition())
             positions = [tp for tp in consumer.position(consumer.assignment()) if tp.offset >= 0]
-            deadline = started + args.deadline
-            retrying(lambda: p.send_offsets_to_transaction(positions, consumer.consumer_group_metadata(), 30), errors, deadline)
-            retrying(lambda: p.commit_transaction(30), errors, deadline)
+            group = consumer.consumer_group_metadata()
+            retrying(lambda timeout: p.send_offsets_to_transaction(positions, group, timeout), errors, deadline)
+            retrying(lambda timeout: p.commit_transaction(timeout), errors, deadline)
             processed += len(messages)
         except KafkaException as error:
             kafka_error = error.args[0]
@@ -200,16 +206,16 @@ def pipeline(args):
                 raise
             aborts += 1
             try:
-                p.abort_transaction(60)
+                p.abort_transaction(within(60, deadline))
             except KafkaException as abort_error:
                 errors.append("abort:" + abort_error.args[0].name())
                 if abort_error.args[0].fatal():
                     raise
             # Rewind to what the group has committed.
             assigned = consumer.assignment()
-            for tp in consumer.committed(assigned, 60):
+            for tp in consumer.committed(assigned, within(60, deadline)):
                 consumer.seek(TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else 0))
-            processed = sum(tp.offset for tp in consumer.committed(assigned, 60) if tp.offset > 0)
+            processed = sum(tp.offset for tp in consumer.committed(assigned, within(60, deadline)) if tp.offset > 0)
     consumer.close()
     print(json.dumps({"processed": processed, "aborts": aborts, "errors": errors}))
 

@@ -38,9 +38,12 @@ fn text(value: &str) -> StrBytes {
     StrBytes::from_string(value.to_owned())
 }
 
-/// Runs `transactions.py` to its end and returns its JSON line.
+/// Runs `transactions.py` to its end and returns its JSON line. If it
+/// fails or outlives `timeout`, the panic shows what it printed, progress
+/// on stderr included.
 async fn run(args: &[&str], timeout: Duration) -> Value {
-    let child = tokio::process::Command::new("python3")
+    use tokio::io::AsyncReadExt;
+    let mut child = tokio::process::Command::new("python3")
         .arg(script())
         .args(args)
         .stdout(Stdio::piped())
@@ -48,16 +51,27 @@ async fn run(args: &[&str], timeout: Duration) -> Value {
         .kill_on_drop(true)
         .spawn()
         .expect("start transactions.py");
-    let output = tokio::time::timeout(timeout, child.wait_with_output())
-        .await
-        .unwrap_or_else(|_| panic!("transactions.py {args:?} finished within {timeout:?}"))
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "transactions.py {args:?} failed: {stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let read_all = |mut pipe: Box<dyn tokio::io::AsyncRead + Send + Unpin>| {
+        tokio::spawn(async move {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text).await;
+            text
+        })
+    };
+    let stdout = read_all(Box::new(child.stdout.take().expect("piped")));
+    let stderr = read_all(Box::new(child.stderr.take().expect("piped")));
+    let status = match tokio::time::timeout(timeout, child.wait()).await {
+        Ok(status) => Some(status.unwrap()),
+        Err(_) => {
+            let _ = child.kill().await;
+            None
+        }
+    };
+    let (stdout, stderr) = (stdout.await.unwrap(), stderr.await.unwrap());
+    match status {
+        None => panic!("transactions.py {args:?} did not finish within {timeout:?}: {stdout}{stderr}"),
+        Some(status) => assert!(status.success(), "transactions.py {args:?} failed: {stdout}{stderr}"),
+    }
     serde_json::from_str(stdout.trim()).unwrap_or_else(|error| panic!("transactions.py printed {stdout:?}: {error}"))
 }
 

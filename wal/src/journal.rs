@@ -455,8 +455,9 @@ impl Journal {
             std::fs::rename(&reused, &path).map_err(io_error(&reused))?;
             file
         } else {
-            // Appends wait for this: a sign that trims lag behind writes by
-            // more than the recycled segments kept.
+            // Appends wait for this. Past a journal's first segments it means
+            // trims lag behind writes by more than the recycled segments
+            // kept, or the spare thread could not keep up.
             tracing::info!(segment = number, "no recycled or spare segment ready: zero-filling a new one");
             spare::create_zeroed(&path, self.options.segment_bytes, &header).map_err(no_space)?
         };

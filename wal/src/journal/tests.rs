@@ -380,7 +380,8 @@ fn segments_half_prepared_when_the_node_stopped_are_removed_on_open() {
 
     let (mut journal, report) = Journal::open(options(dir.path())).unwrap();
     assert_eq!((report.entries, report.torn_bytes), (30, 0));
-    assert!(file_names(dir.path(), "spare-").is_empty());
+    // (The journal may already be preparing a spare of its own, under another number.)
+    assert!(!dir.path().join("spare-0000000000000009.kseg").exists());
     assert!(!dir.path().join("segment-0000000000000009.kseg.new").exists());
     let more = append_entries(&mut journal, 1, 31..=50, 1000);
     drop(journal);
