@@ -44,6 +44,15 @@ fn last_segment_path(dir: &Path) -> PathBuf {
     paths.pop().unwrap()
 }
 
+/// What a crash in the middle of writing `record` at `tail` of the last
+/// segment leaves: its frame and the first half of it.
+fn write_torn(dir: &Path, salt: u64, tail: u64, record: &[u8]) {
+    let mut written = encode_frame(salt, record).to_vec();
+    written.extend_from_slice(&record[..record.len() / 2]);
+    let file = OpenOptions::new().write(true).open(last_segment_path(dir)).unwrap();
+    file.write_all_at(&written, tail).unwrap();
+}
+
 #[test]
 fn entries_and_fences_survive_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
@@ -93,12 +102,7 @@ fn a_torn_tail_is_zeroed_and_writing_continues() {
     // A crash in the middle of writing entry 4: its frame and half of it reached the disk.
     let salt = journal.active().salt.unwrap();
     drop(journal);
-    let torn = entry(1, 4, 200);
-    let mut written = encode_frame(salt, &torn).to_vec();
-    written.extend_from_slice(&torn[..torn.len() / 2]);
-    let file = OpenOptions::new().write(true).open(last_segment_path(dir.path())).unwrap();
-    file.write_all_at(&written, tail).unwrap();
-    drop(file);
+    write_torn(dir.path(), salt, tail, &entry(1, 4, 200));
 
     let (mut journal, report) = Journal::open(options(dir.path())).unwrap();
     assert_eq!(report.entries, 3);
@@ -305,12 +309,7 @@ fn a_torn_write_over_a_recycled_segment_is_cut_off() {
 
     // Entry 21's frame and first half reached the disk, its second half did
     // not: the old life's bytes are still there.
-    let torn = entry(2, 21, 1000);
-    let mut written = encode_frame(salt, &torn).to_vec();
-    written.extend_from_slice(&torn[..torn.len() / 2]);
-    let file = OpenOptions::new().write(true).open(last_segment_path(dir.path())).unwrap();
-    file.write_all_at(&written, tail).unwrap();
-    drop(file);
+    write_torn(dir.path(), salt, tail, &entry(2, 21, 1000));
     let (mut journal, report) = Journal::open(recycling.clone()).unwrap();
     assert_eq!(report.entries, still_there + 20);
     assert_eq!(report.torn_bytes, FRAME_BYTES as u64, "the torn record's frame is zeroed");
