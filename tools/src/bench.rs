@@ -3,6 +3,7 @@
 
 pub mod broker;
 pub mod controller;
+pub mod floor;
 pub mod group;
 pub mod txn;
 pub mod wal;

@@ -27,7 +27,7 @@ use kafka_protocol::records::RecordBatchDecoder;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use super::wal::{measure_floor, Floor};
+use super::floor::{measure_floor, Floor};
 use super::{micros_histogram, LatencySummary};
 use crate::kafka::{self, Connection, TopicLayout};
 use crate::launcher::{metric_value, ClusterOptions, LocalCluster};

@@ -1,7 +1,8 @@
 //! `keel-bench wal`: three real WAL nodes (zones a, b, c) on loopback behind
 //! a `WalWriter`, measured in the same run against the physical floor: a
 //! plain loop that appends the same bytes to a preallocated, zero-filled file
-//! with one fdatasync per batch, no network.
+//! with one fdatasync per batch, no network; and a replicated floor, three
+//! plain receivers behind loopback TCP, for what any three-node design gets.
 //!
 //! The three nodes share this machine's one disk, so disk efficiency is
 //! 3 x acknowledged MB/s / floor MB/s. Latency is from the append call to the
@@ -13,14 +14,8 @@
 //! entries are no partition's records), so the WAL nodes trim and reuse their
 //! segments. A warm-up run first gives every node its recycled segments.
 
-use std::fs::OpenOptions;
-use std::io::Write;
-use std::os::unix::fs::FileExt;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-
-use hdrhistogram::Histogram;
 
 use bytes::Bytes;
 use futures::stream::{FuturesUnordered, StreamExt};
@@ -34,6 +29,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::floor::{measure_floor, measure_floors_at_once, measure_loopback, measure_replicated, Floor, ReplicatedRun};
 use super::{micros_histogram, LatencySummary};
 use crate::launcher::{ClusterOptions, LocalCluster};
 
@@ -59,12 +55,6 @@ pub struct WalBenchArgs {
     pub in_flight: usize,
     #[arg(long)]
     pub json: bool,
-}
-
-#[derive(Debug, Serialize)]
-pub struct Floor {
-    pub mb_per_second: f64,
-    pub fdatasync: LatencySummary,
 }
 
 #[derive(Debug, Serialize)]
@@ -95,6 +85,19 @@ pub struct WalSizeReport {
     /// to three threads that discard them, no gRPC, no disk: the most MB/s
     /// (per connection) this machine's loopback carries three times over.
     pub loopback_mb_per_second: f64,
+    /// Three receiver threads that append what arrives over loopback TCP to
+    /// their own files, fdatasync and answer, behind a sender that counts an
+    /// entry acknowledged once two hold it: what any WAL of three nodes
+    /// gets at best on this machine. Context for the ratios below.
+    pub replicated_floor_max_rate: ReplicatedRun,
+    /// The replicated floor paced to the WAL's half rate: the least ack
+    /// latency any three-node design gets here under the same load.
+    pub replicated_floor_at_wal_half_rate: ReplicatedRun,
+    /// 3 x replicated floor MB/s / floor MB/s: the best disk efficiency
+    /// this machine allows any three-node design.
+    pub replicated_floor_disk_efficiency: f64,
+    /// Replicated floor ack p99 at the WAL's half rate / floor fdatasync p99.
+    pub replicated_floor_half_rate_p99_over_floor_fdatasync_p99: f64,
     pub max_rate: WalRun,
     pub half_rate: WalRun,
     /// 3 x acknowledged MB/s / floor MB/s.
@@ -145,15 +148,24 @@ pub async fn run(args: WalBenchArgs) -> anyhow::Result<WalBenchReport> {
         let three_writer_floor = measure_floors_at_once(dir.path(), 3, entry_bytes, count, args.in_flight)?;
         eprintln!("{entry_bytes} B entries: three loopback connections, no disk");
         let loopback_mb_per_second = measure_loopback(3, entry_bytes, count)?;
+        eprintln!("{entry_bytes} B entries: replicated floor, three receivers at the maximum rate");
+        let replicated_max = measure_replicated(dir.path(), entry_bytes, count, args.in_flight, None)?;
         eprintln!("{entry_bytes} B entries: WAL at the maximum rate");
         let max_rate = bench.measure(entry_bytes, count, None).await?;
         let half = max_rate.appends_per_second / 2.0;
         eprintln!("{entry_bytes} B entries: WAL at half the maximum rate ({half:.0} appends/s)");
         let half_rate = bench.measure(entry_bytes, count, Some(half)).await?;
+        eprintln!("{entry_bytes} B entries: replicated floor at the WAL's half rate ({half:.0} appends/s)");
+        let replicated_half = measure_replicated(dir.path(), entry_bytes, count, args.in_flight, Some(half))?;
         sizes.push(WalSizeReport {
             entry_bytes,
             disk_efficiency: 3.0 * max_rate.mb_per_second / floor.mb_per_second,
             half_rate_p99_over_floor_fdatasync_p99: half_rate.ack_latency.p99_ms / floor.fdatasync.p99_ms,
+            replicated_floor_disk_efficiency: 3.0 * replicated_max.mb_per_second / floor.mb_per_second,
+            replicated_floor_half_rate_p99_over_floor_fdatasync_p99: replicated_half.ack_latency.p99_ms
+                / floor.fdatasync.p99_ms,
+            replicated_floor_max_rate: replicated_max,
+            replicated_floor_at_wal_half_rate: replicated_half,
             floor,
             three_writer_floor,
             loopback_mb_per_second,
@@ -163,130 +175,6 @@ pub async fn run(args: WalBenchArgs) -> anyhow::Result<WalBenchReport> {
     }
     cluster.stop_all(Duration::from_secs(5));
     Ok(WalBenchReport { in_flight: args.in_flight, sizes })
-}
-
-/// Fewest fdatasyncs a floor measurement takes, so its p99 means something.
-const FLOOR_SYNCS_MIN: u64 = 256;
-
-/// Appends entries of `entry_bytes` to a preallocated, zero-filled file of
-/// `count` entries, with one fdatasync per `batch` entries: `count` entries,
-/// or more (overwriting the file from its start again) until at least
-/// `FLOOR_SYNCS_MIN` fdatasyncs were measured.
-pub(super) fn measure_floor(dir: &Path, entry_bytes: usize, count: u64, batch: usize) -> anyhow::Result<Floor> {
-    let barrier = std::sync::Barrier::new(1);
-    let (mb_per_second, fdatasync) = floor_loop(&dir.join("floor.dat"), entry_bytes, count, batch, &barrier)?;
-    Ok(Floor { mb_per_second, fdatasync: LatencySummary::from_micros(&fdatasync) })
-}
-
-/// `writers` floor loops at once, each on its own file, started together:
-/// their MB/s summed and their fdatasyncs in one histogram.
-fn measure_floors_at_once(
-    dir: &Path,
-    writers: usize,
-    entry_bytes: usize,
-    count: u64,
-    batch: usize,
-) -> anyhow::Result<Floor> {
-    let barrier = std::sync::Barrier::new(writers);
-    let results: Vec<anyhow::Result<(f64, Histogram<u64>)>> = std::thread::scope(|scope| {
-        let loops: Vec<_> = (0..writers)
-            .map(|writer| {
-                let path = dir.join(format!("floor-{writer}.dat"));
-                let barrier = &barrier;
-                scope.spawn(move || floor_loop(&path, entry_bytes, count, batch, barrier))
-            })
-            .collect();
-        loops.into_iter().map(|writer| writer.join().expect("a floor writer panicked")).collect()
-    });
-    let mut total = 0.0;
-    let mut fdatasync = micros_histogram();
-    for result in results {
-        let (mb_per_second, syncs) = result?;
-        total += mb_per_second;
-        fdatasync.add(&syncs)?;
-    }
-    Ok(Floor { mb_per_second: total, fdatasync: LatencySummary::from_micros(&fdatasync) })
-}
-
-/// Sends `count` entries of `entry_bytes` from one thread to each of
-/// `connections` loopback TCP connections, whose receiving threads discard
-/// them: MB/s per connection.
-fn measure_loopback(connections: usize, entry_bytes: usize, count: u64) -> anyhow::Result<f64> {
-    use std::io::Read;
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    let addr = listener.local_addr()?;
-    let mut senders = Vec::new();
-    let mut receivers = Vec::new();
-    for _ in 0..connections {
-        let sender = std::net::TcpStream::connect(addr)?;
-        sender.set_nodelay(true)?;
-        senders.push(sender);
-        let (mut receiver, _) = listener.accept()?;
-        receivers.push(std::thread::spawn(move || {
-            let mut buf = vec![0u8; 1 << 20];
-            while receiver.read(&mut buf).is_ok_and(|read| read > 0) {}
-        }));
-    }
-    let payload = vec![0xA5u8; entry_bytes];
-    let started = std::time::Instant::now();
-    for _ in 0..count {
-        for sender in &mut senders {
-            sender.write_all(&payload)?;
-        }
-    }
-    drop(senders);
-    for receiver in receivers {
-        receiver.join().expect("a loopback receiver panicked");
-    }
-    Ok((count * entry_bytes as u64) as f64 / started.elapsed().as_secs_f64() / 1e6)
-}
-
-/// One floor loop on `path` (see `measure_floor`), timed from when every
-/// loop sharing `barrier` has its file ready: its MB/s and fdatasync times.
-fn floor_loop(
-    path: &Path,
-    entry_bytes: usize,
-    count: u64,
-    batch: usize,
-    barrier: &std::sync::Barrier,
-) -> anyhow::Result<(f64, Histogram<u64>)> {
-    let size = entry_bytes as u64 * count;
-    let prepared = preallocate(path, size);
-    // Every loop waits here, also one that failed, so none waits for ever.
-    barrier.wait();
-    let file = prepared?;
-    let payload = vec![0xA5u8; entry_bytes];
-    let writes = count.max(FLOOR_SYNCS_MIN * batch as u64);
-    let mut fdatasync = micros_histogram();
-    let started = std::time::Instant::now();
-    let mut offset = 0;
-    for written in 1..=writes {
-        file.write_all_at(&payload, offset)?;
-        offset = (offset + entry_bytes as u64) % size;
-        if written % batch as u64 == 0 || written == writes {
-            let sync_started = std::time::Instant::now();
-            file.sync_data()?;
-            fdatasync.record(sync_started.elapsed().as_micros().max(1) as u64)?;
-        }
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    std::fs::remove_file(path)?;
-    let bytes = writes * entry_bytes as u64;
-    Ok((bytes as f64 / elapsed / 1e6, fdatasync))
-}
-
-/// Creates `path` as a zero-filled file of `size` bytes, fsynced.
-fn preallocate(path: &Path, size: u64) -> std::io::Result<std::fs::File> {
-    let mut file = OpenOptions::new().create(true).truncate(true).read(true).write(true).open(path)?;
-    let zeros = vec![0u8; 1 << 20];
-    let mut left = size;
-    while left > 0 {
-        let chunk = left.min(zeros.len() as u64) as usize;
-        file.write_all(&zeros[..chunk])?;
-        left -= chunk as u64;
-    }
-    file.sync_all()?;
-    Ok(file)
 }
 
 /// Registers the bench as a broker, so that it may open logs and commit trim
@@ -540,6 +428,15 @@ impl std::fmt::Display for WalBenchReport {
             )?;
             writeln!(
                 f,
+                "  replicated floor (three receivers, loopback TCP, fdatasync, ack from two; context): max {:.0} appends/s, {:.1} MB/s, ack {}; at the WAL's half rate {:.0} appends/s, ack {}",
+                size.replicated_floor_max_rate.appends_per_second,
+                size.replicated_floor_max_rate.mb_per_second,
+                size.replicated_floor_max_rate.ack_latency,
+                size.replicated_floor_at_wal_half_rate.appends_per_second,
+                size.replicated_floor_at_wal_half_rate.ack_latency
+            )?;
+            writeln!(
+                f,
                 "  WAL at max rate: {:.0} appends/s, {:.1} MB/s, ack {}; node sync p99 <= {}ms, batch p99 <= {}ms, batches over 10 ms: {}",
                 size.max_rate.appends_per_second,
                 size.max_rate.mb_per_second,
@@ -561,6 +458,11 @@ impl std::fmt::Display for WalBenchReport {
                 f,
                 "  disk efficiency 3 x WAL MB/s / floor MB/s = {:.2}; half-rate ack p99 / floor fdatasync p99 = {:.2}",
                 size.disk_efficiency, size.half_rate_p99_over_floor_fdatasync_p99
+            )?;
+            writeln!(
+                f,
+                "  the same ratios for the replicated floor (the best any three-node design gets here): {:.2} and {:.2}",
+                size.replicated_floor_disk_efficiency, size.replicated_floor_half_rate_p99_over_floor_fdatasync_p99
             )?;
         }
         Ok(())
