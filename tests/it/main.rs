@@ -21,6 +21,7 @@ mod controller_snapshot;
 mod deploy_units;
 mod internal_auth;
 mod keelctl_cli;
+mod launcher;
 mod metrics_dashboard;
 mod transactions;
 mod wal_full_disk;

@@ -4,7 +4,8 @@
 //! Every process is a real binary started from the same directory as the
 //! running executable (or its parent, for test executables under `deps/`),
 //! with its log in `<dir>/<name>.log`. Processes are ended by their pid only,
-//! and all of them are killed when the `LocalCluster` is dropped, also on panic.
+//! and all of them are killed when the `LocalCluster` is dropped, also on
+//! panic, and by the kernel when the launcher dies without dropping it.
 
 use std::fs::File;
 use std::net::{SocketAddr, TcpListener};
@@ -665,6 +666,7 @@ fn spawn_logged(
     // alone, which then stops the cluster in order (brokers first, each
     // handing its partitions to the ones still running).
     std::os::unix::process::CommandExt::process_group(&mut command, 0);
+    die_with_launcher(&mut command);
     command
         .args(args)
         .stdin(Stdio::null())
@@ -672,6 +674,29 @@ fn spawn_logged(
         .stderr(log)
         .spawn()
         .with_context(|| format!("start {}", binary.display()))
+}
+
+/// Out of the launcher's process group, nothing would end a process if the
+/// launcher died without stopping it (a kill -9, a test killed at its
+/// timeout). So the kernel sends it SIGKILL when the thread that started it
+/// exits, and it does not start at all if the launcher is already gone.
+/// Launchers start processes from threads that live as long as they do:
+/// their main thread or an async runtime's workers.
+#[allow(unsafe_code)]
+fn die_with_launcher(command: &mut Command) {
+    let launcher = nix::unistd::getpid();
+    let failed = |errno: nix::errno::Errno| std::io::Error::from_raw_os_error(errno as i32);
+    // SAFETY: the closure runs in the child between fork and exec. It makes
+    // only the async-signal-safe prctl and getppid calls and allocates nothing.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(command, move || {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(failed)?;
+            if nix::unistd::getppid() != launcher {
+                return Err(failed(nix::errno::Errno::ESRCH));
+            }
+            Ok(())
+        });
+    }
 }
 
 /// A random loopback address other than 127.0.0.1 (all of 127.0.0.0/8 is
@@ -698,12 +723,12 @@ pub fn free_addrs(ip: std::net::IpAddr, count: usize, taken: &[SocketAddr]) -> a
     listeners.iter().map(|listener| Ok(listener.local_addr()?)).collect()
 }
 
-/// Sends `GET path` over HTTP/1.0 to `addr` and returns the status code and body.
 /// The value of an unlabelled metric in Prometheus text, 0 when absent.
 pub fn metric_value(text: &str, name: &str) -> f64 {
     text.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok()).unwrap_or(0.0)
 }
 
+/// Sends `GET path` over HTTP/1.0 to `addr` and returns the status code and body.
 pub async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr)).await??;
