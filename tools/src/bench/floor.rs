@@ -127,9 +127,18 @@ fn floor_loop(
         }
     }
     let elapsed = started.elapsed().as_secs_f64();
-    std::fs::remove_file(path)?;
+    remove_and_settle(path)?;
     let bytes = writes * entry_bytes as u64;
     Ok((bytes as f64 / elapsed / 1e6, fdatasync))
+}
+
+/// Removes a floor's file and waits for the journal commit that frees its
+/// blocks: where the disk is mounted with `discard` (as here), that commit
+/// discards them, and the disk's work for it must not fall on the next
+/// measurement.
+fn remove_and_settle(path: &Path) -> std::io::Result<()> {
+    std::fs::remove_file(path)?;
+    std::fs::File::open(path.parent().unwrap_or(Path::new(".")))?.sync_all()
 }
 
 /// Creates `path` as a zero-filled file of `size` bytes, fsynced.
@@ -200,7 +209,7 @@ pub(super) fn measure_replicated(
         let buffer_bytes = (in_flight * entry_bytes).max(64 << 10);
         receivers.push(std::thread::spawn(move || {
             let received = receive_and_sync(receiver, &file, buffer_bytes);
-            let removed = std::fs::remove_file(&path);
+            let removed = remove_and_settle(&path);
             received.and(removed.map_err(anyhow::Error::from))
         }));
         connections.push(sender);
