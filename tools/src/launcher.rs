@@ -6,6 +6,11 @@
 //! with its log in `<dir>/<name>.log`. Processes are ended by their pid only,
 //! and all of them are killed when the `LocalCluster` is dropped, also on
 //! panic, and by the kernel when the launcher dies without dropping it.
+//!
+//! The kernel does that when the *thread* that started a process exits, so
+//! start processes only from the thread that runs the launcher's main future
+//! (a binary's main thread, a test's own thread), never from
+//! `spawn_blocking`, a short-lived thread, or a task a runtime may move.
 
 use std::fs::File;
 use std::net::{SocketAddr, TcpListener};
@@ -679,9 +684,8 @@ fn spawn_logged(
 /// Out of the launcher's process group, nothing would end a process if the
 /// launcher died without stopping it (a kill -9, a test killed at its
 /// timeout). So the kernel sends it SIGKILL when the thread that started it
-/// exits, and it does not start at all if the launcher is already gone.
-/// Launchers start processes from threads that live as long as they do:
-/// their main thread or an async runtime's workers.
+/// exits (see the module's note on threads), and it does not start at all
+/// if the launcher is already gone.
 #[allow(unsafe_code)]
 fn die_with_launcher(command: &mut Command) {
     let launcher = nix::unistd::getpid();

@@ -69,7 +69,6 @@ pub(super) fn measure_floors_at_once(
 /// `connections` loopback TCP connections, whose receiving threads discard
 /// them: MB/s per connection.
 pub(super) fn measure_loopback(connections: usize, entry_bytes: usize, count: u64) -> anyhow::Result<f64> {
-    use std::io::Read;
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
     let mut senders = Vec::new();
@@ -127,16 +126,17 @@ fn floor_loop(
         }
     }
     let elapsed = started.elapsed().as_secs_f64();
-    remove_and_settle(path)?;
+    remove_and_settle(file, path)?;
     let bytes = writes * entry_bytes as u64;
     Ok((bytes as f64 / elapsed / 1e6, fdatasync))
 }
 
-/// Removes a floor's file and waits for the journal commit that frees its
-/// blocks: where the disk is mounted with `discard` (as here), that commit
-/// discards them, and the disk's work for it must not fall on the next
-/// measurement.
-fn remove_and_settle(path: &Path) -> std::io::Result<()> {
+/// Closes and removes a floor's file, then waits for the journal commit
+/// that frees its blocks (closed first: an open file's blocks are freed
+/// only when it closes). On a disk mounted with `discard` that commit
+/// discards them, and that work must not fall on the next measurement.
+fn remove_and_settle(file: std::fs::File, path: &Path) -> std::io::Result<()> {
+    drop(file);
     std::fs::remove_file(path)?;
     std::fs::File::open(path.parent().unwrap_or(Path::new(".")))?.sync_all()
 }
@@ -155,9 +155,9 @@ fn preallocate(path: &Path, size: u64) -> std::io::Result<std::fs::File> {
     Ok(file)
 }
 
-/// The quorum-replicated floor at one rate: what a WAL of three nodes on
-/// this machine gets at best, with nothing but loopback TCP, the page cache
-/// and fdatasync (no framing, checksums, index or RPC layer).
+/// The quorum-replicated floor at one rate: three nodes on this machine
+/// with nothing but loopback TCP, the page cache and fdatasync (no framing,
+/// checksums, index or RPC layer).
 #[derive(Debug, Serialize)]
 pub struct ReplicatedRun {
     pub appends_per_second: f64,
@@ -165,8 +165,8 @@ pub struct ReplicatedRun {
     pub ack_latency: LatencySummary,
 }
 
-/// How long the replicated floor waits for an acknowledgement before it
-/// gives up on a receiver that stopped answering.
+/// How long the replicated floor waits for an acknowledgement, a write to
+/// a receiver or a receiver's answer before it gives up on the run.
 const REPLICATED_STALL_MAX: Duration = Duration::from_secs(60);
 
 /// The acknowledgement bookkeeping the replicated floor's threads share.
@@ -204,12 +204,16 @@ pub(super) fn measure_replicated(
         let file = preallocate(&path, size)?;
         let sender = TcpStream::connect(addr)?;
         sender.set_nodelay(true)?;
+        // Its clones share these: the sender thread's writes and the answer
+        // reader's reads give up on a receiver that stopped reading or answering.
+        sender.set_write_timeout(Some(REPLICATED_STALL_MAX))?;
+        sender.set_read_timeout(Some(REPLICATED_STALL_MAX))?;
         let (receiver, _) = listener.accept()?;
         receiver.set_nodelay(true)?;
         let buffer_bytes = (in_flight * entry_bytes).max(64 << 10);
         receivers.push(std::thread::spawn(move || {
             let received = receive_and_sync(receiver, &file, buffer_bytes);
-            let removed = remove_and_settle(&path);
+            let removed = remove_and_settle(file, &path);
             received.and(removed.map_err(anyhow::Error::from))
         }));
         connections.push(sender);
@@ -220,7 +224,7 @@ pub(super) fn measure_replicated(
     let written: Vec<AtomicU64> = (0..count).map(|_| AtomicU64::new(0)).collect();
     // A window's worth of entries, so that one write can carry many.
     let payload = vec![0xA5u8; entry_bytes * in_flight];
-    // Clones made before any thread starts, so that no early return leaves one waiting.
+    // Cloned before the scoped threads start, so that no early return leaves one waiting.
     let answers = connections.iter().map(TcpStream::try_clone).collect::<Result<Vec<_>, _>>()?;
     let sending = connections.iter().map(TcpStream::try_clone).collect::<Result<Vec<_>, _>>()?;
     let started = Instant::now();
