@@ -69,12 +69,12 @@ pub(super) fn measure_floors_at_once(
 /// `connections` loopback TCP connections, whose receiving threads discard
 /// them: MB/s per connection.
 pub(super) fn measure_loopback(connections: usize, entry_bytes: usize, count: u64) -> anyhow::Result<f64> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let listener = TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
     let mut senders = Vec::new();
     let mut receivers = Vec::new();
     for _ in 0..connections {
-        let sender = std::net::TcpStream::connect(addr)?;
+        let sender = TcpStream::connect(addr)?;
         sender.set_nodelay(true)?;
         senders.push(sender);
         let (mut receiver, _) = listener.accept()?;
@@ -84,7 +84,7 @@ pub(super) fn measure_loopback(connections: usize, entry_bytes: usize, count: u6
         }));
     }
     let payload = vec![0xA5u8; entry_bytes];
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     for _ in 0..count {
         for sender in &mut senders {
             sender.write_all(&payload)?;
@@ -114,13 +114,13 @@ fn floor_loop(
     let payload = vec![0xA5u8; entry_bytes];
     let writes = count.max(FLOOR_SYNCS_MIN * batch as u64);
     let mut fdatasync = micros_histogram();
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     let mut offset = 0;
     for written in 1..=writes {
         file.write_all_at(&payload, offset)?;
         offset = (offset + entry_bytes as u64) % size;
         if written % batch as u64 == 0 || written == writes {
-            let sync_started = std::time::Instant::now();
+            let sync_started = Instant::now();
             file.sync_data()?;
             fdatasync.record(sync_started.elapsed().as_micros().max(1) as u64)?;
         }
