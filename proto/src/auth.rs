@@ -28,21 +28,30 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// Why a cluster token cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("cluster_token must be at least 16 visible ASCII characters (no spaces)")]
+    Malformed,
+    #[error("this process already uses another cluster token")]
+    AlreadySet,
+}
+
 /// Sets this process's cluster token, once; later calls must give the same.
-pub fn set_token(token: Option<&str>) -> Result<(), String> {
+pub fn set_token(token: Option<&str>) -> Result<(), TokenError> {
     let value = match token {
         None => None,
         Some(token) => {
             if token.len() < 16 || !token.bytes().all(|b| b.is_ascii_graphic()) {
-                return Err("cluster_token must be at least 16 visible ASCII characters (no spaces)".into());
+                return Err(TokenError::Malformed);
             }
-            let header = MetadataValue::try_from(format!("Bearer {token}")).map_err(|e| e.to_string())?;
+            let header = MetadataValue::try_from(format!("Bearer {token}")).map_err(|_| TokenError::Malformed)?;
             Some((token.to_owned(), header))
         }
     };
     let set = TOKEN.get_or_init(|| value.clone());
     if *set != value {
-        return Err("this process already uses another cluster token".into());
+        return Err(TokenError::AlreadySet);
     }
     Ok(())
 }

@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use anyhow::Context;
 use bytes::Bytes;
 use futures::stream::{FuturesOrdered, StreamExt};
 use keel_controller_client::StreamId;
@@ -31,15 +32,15 @@ struct Tmpfs(PathBuf);
 impl Tmpfs {
     /// Mounts a tmpfs of `bytes` on `path`, or says why it cannot.
     #[allow(clippy::disallowed_methods)]
-    fn mount(path: &Path, bytes: u64) -> Result<Tmpfs, String> {
+    fn mount(path: &Path, bytes: u64) -> anyhow::Result<Tmpfs> {
         let output = std::process::Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={bytes}")])
             .arg("tmpfs")
             .arg(path)
             .output()
-            .map_err(|error| format!("cannot run mount: {error}"))?;
+            .context("run mount")?;
         if !output.status.success() {
-            return Err(String::from_utf8_lossy(&output.stderr).trim().to_owned());
+            anyhow::bail!("{}", String::from_utf8_lossy(&output.stderr).trim());
         }
         Ok(Tmpfs(path.to_owned()))
     }
@@ -82,7 +83,7 @@ async fn a_wal_node_with_a_full_disk_refuses_retriably_and_recovers_when_space_r
     let _tmpfs = match Tmpfs::mount(mount_dir.path(), 4 * SEGMENT) {
         Ok(tmpfs) => tmpfs,
         Err(why) => {
-            eprintln!("SKIPPED: the full-disk test mounts a tmpfs (it needs root and CAP_SYS_ADMIN): {why}");
+            eprintln!("SKIPPED: the full-disk test mounts a tmpfs (it needs root and CAP_SYS_ADMIN): {why:#}");
             return;
         }
     };

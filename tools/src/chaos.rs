@@ -218,7 +218,7 @@ struct NetSpec {
 /// removes the namespaces whatever happens (SIGINT and SIGTERM included).
 async fn outside(args: RunArgs) -> anyhow::Result<()> {
     if let Err(why) = net::available() {
-        eprintln!("chaos: {why}: running the process faults only, on loopback (partitions need network namespaces)");
+        eprintln!("chaos: {why:#}: running the process faults only, on loopback (partitions need network namespaces)");
         // Stopped by a signal, the run is dropped, and its cluster with it
         // (every process killed by its pid).
         return tokio::select! {

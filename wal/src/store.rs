@@ -17,7 +17,7 @@ use keel_wal_client::ids::{LogEpoch, LogId, Offset, Seq};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::acceptor::{AppendKind, LogReplica, ReplicaError};
-use crate::journal::{Journal, JournalRecord};
+use crate::journal::{Journal, JournalError, JournalRecord};
 use crate::metrics::Metrics;
 
 /// Requests taken into one batch at most.
@@ -255,7 +255,7 @@ impl Store {
 
     /// Writes `record` to the journal. No room is a retriable refusal that
     /// changes nothing; any other failure stops the store.
-    fn write(&mut self, record: &JournalRecord, written: &mut usize) -> Result<(), String> {
+    fn write(&mut self, record: &JournalRecord, written: &mut usize) -> Result<(), JournalError> {
         match self.journal.write(record) {
             Ok(()) => {
                 *written += 1;
@@ -268,12 +268,12 @@ impl Store {
                 if !std::mem::replace(&mut self.out_of_room, true) {
                     tracing::warn!("refusing appends (retriable) until the journal has room: {error}");
                 }
-                Err(error.to_string())
+                Err(error)
             }
             Err(error) => {
                 tracing::error!("journal write failed; refusing every request until restart: {error}");
                 self.failed = Some(error.to_string());
-                Err(error.to_string())
+                Err(error)
             }
         }
     }
@@ -341,7 +341,7 @@ impl Store {
             Ok(AppendKind::New) => {
                 let bytes = entry.bytes.len() as u64;
                 self.write(&JournalRecord::Entry(entry), written)
-                    .map_err(|message| append_error(log, seq, pb::ErrorCode::Unavailable, message))?;
+                    .map_err(|error| append_error(log, seq, pb::ErrorCode::Unavailable, error.to_string()))?;
                 self.replicas.get_mut(&log).expect("inserted above").on_appended(epoch, &header);
                 batch_crcs.insert((log, seq), crc);
                 self.metrics.entries_appended.inc();
@@ -365,7 +365,7 @@ impl Store {
             Ok(reply) => {
                 // Journalled first: the fence holds only once it is durable.
                 let record = JournalRecord::LogState { log, epoch, trimmed: reply.trim_seq };
-                self.write(&record, written).map_err(|message| refused(pb::ErrorCode::Unavailable, message))?;
+                self.write(&record, written).map_err(|error| refused(pb::ErrorCode::Unavailable, error.to_string()))?;
                 self.replicas.insert(log, fenced);
                 Ok(pb::FenceReply {
                     code: pb::ErrorCode::Ok as i32,

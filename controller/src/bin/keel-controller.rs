@@ -49,8 +49,7 @@ fn main() -> ExitCode {
 async fn run(args: Args) -> anyhow::Result<()> {
     let config = effective(&args.config, args.overrides)?;
     tracing::info!(?config, "effective config");
-    keel_proto::auth::set_token(config.cluster_token.as_ref().map(|token| token.0.as_str()))
-        .map_err(anyhow::Error::msg)?;
+    keel_proto::auth::set_token(config.cluster_token.as_ref().map(|token| token.0.as_str()))?;
     let registry = prometheus::Registry::new();
     let cancel = CancellationToken::new();
     let controller = keel_controller::start(config, &registry, cancel.clone()).await?;

@@ -57,13 +57,13 @@ fn run(program: &str, args: &[&str]) -> anyhow::Result<String> {
 }
 
 /// Whether this process may make namespaces (root), and the tools exist.
-pub fn available() -> Result<(), String> {
+pub fn available() -> anyhow::Result<()> {
     if run("id", &["-u"]).map(|uid| uid.trim() != "0").unwrap_or(true) {
-        return Err("network namespaces need root".into());
+        anyhow::bail!("network namespaces need root");
     }
     for tool in ["ip", "nft"] {
         if run("sh", &["-c", &format!("command -v {tool}")]).is_err() {
-            return Err(format!("{tool} is not installed (scripts/setup installs iproute2 and nftables)"));
+            anyhow::bail!("{tool} is not installed (scripts/setup installs iproute2 and nftables)");
         }
     }
     Ok(())

@@ -54,8 +54,8 @@ pub(super) enum TopicCommand {
     Delete { name: String },
 }
 
-fn parse_key_value(text: &str) -> Result<(String, String), String> {
-    let (key, value) = text.split_once('=').ok_or_else(|| format!("{text:?} is not key=value"))?;
+fn parse_key_value(text: &str) -> anyhow::Result<(String, String)> {
+    let (key, value) = text.split_once('=').ok_or_else(|| anyhow::anyhow!("{text:?} is not key=value"))?;
     Ok((key.trim().to_owned(), value.trim().to_owned()))
 }
 

@@ -66,7 +66,7 @@ pub(super) async fn run(client: &MetadataClient, command: WalCommand) -> anyhow:
                 view.disk_bytes = Some(status.disk_bytes);
                 view.same_incarnation = Some(status.incarnation == node.incarnation);
             }
-            Err(error) => view.error = Some(error),
+            Err(error) => view.error = Some(format!("{error:#}")),
         }
         views.push(view);
     }
@@ -93,16 +93,12 @@ pub(super) async fn run(client: &MetadataClient, command: WalCommand) -> anyhow:
     Ok(())
 }
 
-async fn node_status(addr: &str) -> Result<pb::StatusReply, String> {
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| e.to_string())?
+async fn node_status(addr: &str) -> anyhow::Result<pb::StatusReply> {
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
         .connect_timeout(Duration::from_secs(2))
         .timeout(Duration::from_secs(2));
-    let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
+    let channel = endpoint.connect().await?;
     let mut client = pb::wal_client::WalClient::new(keel_proto::auth::channel(channel));
-    client
-        .status(pb::StatusRequest {})
-        .await
-        .map(|reply| reply.into_inner())
-        .map_err(|status| status.message().to_owned())
+    let reply = client.status(pb::StatusRequest {}).await.map_err(|status| anyhow::anyhow!("{}", status.message()))?;
+    Ok(reply.into_inner())
 }

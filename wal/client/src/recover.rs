@@ -46,8 +46,23 @@ pub enum RecoverError {
     Refused(String),
     #[error(transparent)]
     Recovery(#[from] RecoveryError),
-    #[error("member {member} is unreachable: {reason}")]
-    Unreachable { member: usize, reason: String },
+    #[error("member {member} is unreachable: {error}")]
+    Unreachable { member: usize, error: MemberError },
+}
+
+/// Why one member's call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MemberError {
+    #[error("cannot connect: {0}")]
+    Connect(#[from] tonic::transport::Error),
+    #[error(transparent)]
+    Call(#[from] tonic::Status),
+    #[error("refused: {0}")]
+    Refused(String),
+    #[error("node {node} answers as incarnation {answered}, not the log's {recorded}")]
+    OtherIncarnation { node: keel_controller_client::NodeId, answered: String, recorded: String },
+    #[error("the append stream ended early")]
+    StreamEnded,
 }
 
 /// Recovers `log` at `epoch` (already committed by the controller's
@@ -86,7 +101,7 @@ pub async fn recover(
                     grace = Some(tokio::time::Instant::now() + FENCE_GRACE);
                 }
             }
-            Err(reason) => tracing::warn!(%log, member, %reason, "member did not confirm the fence"),
+            Err(error) => tracing::warn!(%log, member, %error, "member did not confirm the fence"),
         }
     }
     if !fences.is_empty() {
@@ -98,7 +113,7 @@ pub async fn recover(
     for (member, from, to) in recovery.reads_to_make() {
         match read_all(&targets[member], log, epoch, from, to).await {
             Ok(entries) => recovery.on_read(member, entries)?,
-            Err(reason) => tracing::warn!(%log, member, %reason, "could not read from a fenced member"),
+            Err(error) => tracing::warn!(%log, member, %error, "could not read from a fenced member"),
         }
     }
     let plan = recovery.plan()?.ok_or(RecoverError::NotEnoughFenced { fenced, needed: ack_quorum })?;
@@ -110,10 +125,9 @@ pub async fn recover(
     Ok(Recovered { sealed_seq: plan.sealed_seq, stream_ends: plan.stream_ends, entries: plan.entries })
 }
 
-async fn client(addr: &str) -> Result<pb::wal_client::WalClient<keel_proto::auth::Channel>, String> {
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).map_err(|e| e.to_string())?;
-    let channel =
-        endpoint.connect_timeout(CALL_TIMEOUT).timeout(CALL_TIMEOUT).connect().await.map_err(|e| e.to_string())?;
+async fn client(addr: &str) -> Result<pb::wal_client::WalClient<keel_proto::auth::Channel>, MemberError> {
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?;
+    let channel = endpoint.connect_timeout(CALL_TIMEOUT).timeout(CALL_TIMEOUT).connect().await?;
     Ok(pb::wal_client::WalClient::new(keel_proto::auth::channel(channel))
         .max_decoding_message_size(crate::entry::ENTRY_BYTES_MAX + READ_BYTES as usize))
 }
@@ -121,22 +135,23 @@ async fn client(addr: &str) -> Result<pb::wal_client::WalClient<keel_proto::auth
 /// Fences one member. A node answering under another incarnation than the
 /// ensemble recorded lost its disk: it is not that member, and its fence and
 /// its (empty) log do not count.
-async fn fence(target: &Target, log: LogId, epoch: LogEpoch) -> Result<Seq, String> {
+async fn fence(target: &Target, log: LogId, epoch: LogEpoch) -> Result<Seq, MemberError> {
     let request = pb::FenceRequest { log: log.0, epoch: epoch.0 };
-    let reply = client(&target.addr).await?.fence(request).await.map_err(|e| e.to_string())?.into_inner();
+    let reply = client(&target.addr).await?.fence(request).await?.into_inner();
     if reply.incarnation != target.member.incarnation {
-        return Err(format!(
-            "node {} is now incarnation {}, not the log's {}",
-            target.member.node, reply.incarnation, target.member.incarnation
-        ));
+        return Err(MemberError::OtherIncarnation {
+            node: target.member.node,
+            answered: reply.incarnation,
+            recorded: target.member.incarnation.clone(),
+        });
     }
     match pb::ErrorCode::try_from(reply.code) {
         Ok(pb::ErrorCode::Ok) => Ok(Seq(reply.last_seq)),
-        _ => Err(reply.message),
+        _ => Err(MemberError::Refused(reply.message)),
     }
 }
 
-async fn read_all(target: &Target, log: LogId, epoch: LogEpoch, from: Seq, to: Seq) -> Result<Vec<Bytes>, String> {
+async fn read_all(target: &Target, log: LogId, epoch: LogEpoch, from: Seq, to: Seq) -> Result<Vec<Bytes>, MemberError> {
     let mut wal = client(&target.addr).await?;
     let mut entries = Vec::new();
     let mut next = from;
@@ -148,12 +163,16 @@ async fn read_all(target: &Target, log: LogId, epoch: LogEpoch, from: Seq, to: S
             recovery_epoch: epoch.0,
             sealed_seq: 0,
         };
-        let reply = wal.read(request).await.map_err(|e| e.to_string())?.into_inner();
+        let reply = wal.read(request).await?.into_inner();
         if reply.code != pb::ErrorCode::Ok as i32 {
-            return Err(reply.message);
+            return Err(MemberError::Refused(reply.message));
         }
         if reply.incarnation != target.member.incarnation {
-            return Err(format!("node {} changed incarnation during the recovery", target.member.node));
+            return Err(MemberError::OtherIncarnation {
+                node: target.member.node,
+                answered: reply.incarnation,
+                recorded: target.member.incarnation.clone(),
+            });
         }
         if reply.entries.is_empty() {
             break;
@@ -166,7 +185,7 @@ async fn read_all(target: &Target, log: LogId, epoch: LogEpoch, from: Seq, to: S
 
 /// Appends `missing` to one member at the recovery's epoch and waits until each is fsynced.
 async fn repair(member: usize, addr: &str, epoch: LogEpoch, missing: &[(Seq, Bytes)]) -> Result<(), RecoverError> {
-    let unreachable = |reason: String| RecoverError::Unreachable { member, reason };
+    let unreachable = |error: MemberError| RecoverError::Unreachable { member, error };
     let mut requests: Vec<pb::AppendRequest> = Vec::new();
     let mut bytes = 0;
     for (_, entry) in missing {
@@ -181,14 +200,13 @@ async fn repair(member: usize, addr: &str, epoch: LogEpoch, missing: &[(Seq, Byt
     }
     let count = requests.len();
     let mut wal = client(addr).await.map_err(unreachable)?;
-    let mut replies =
-        wal.append(tokio_stream::iter(requests)).await.map_err(|e| unreachable(e.to_string()))?.into_inner();
+    let mut replies = wal.append(tokio_stream::iter(requests)).await.map_err(|e| unreachable(e.into()))?.into_inner();
     for _ in 0..count {
         let reply = replies
             .message()
             .await
-            .map_err(|e| unreachable(e.to_string()))?
-            .ok_or_else(|| unreachable("stream ended".into()))?;
+            .map_err(|e| unreachable(e.into()))?
+            .ok_or_else(|| unreachable(MemberError::StreamEnded))?;
         if reply.code != pb::ErrorCode::Ok as i32 {
             return Err(RecoverError::Refused(reply.message));
         }
