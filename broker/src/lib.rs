@@ -1,34 +1,32 @@
 //! `keel-broker`: the Kafka-protocol server. It keeps no durable state:
 //! produced batches go to its WAL log (acknowledged once two zones fsynced
-//! them), recent ones stay in a memory cache for fetches, and the metadata
-//! (topics, leaders, WAL logs) comes from the controller quorum.
+//! them), recent ones stay in a memory cache for fetches, history is
+//! uploaded to and read from the object store, and the metadata (topics,
+//! leaders, WAL logs) comes from the controller quorum.
+//!
+//! The crate is layered; each layer uses only those before it:
+//!
+//! 1. `config`, `metrics`, `error`: settings, counters, the one error type.
+//! 2. `cluster`: the metadata image, the session, channels to WAL nodes.
+//! 3. `storage`: uploads, object reads, compaction, retention.
+//! 4. `log`: the partitions led here on this broker's WAL log.
+//! 5. `coordinator`: consumer groups and transactions.
+//! 6. `broker`: the parts assembled for the Kafka edge.
+//! 7. `kafka`: the listener and one handler per Kafka API.
+//! 8. `node`: starting and stopping all of it.
+//!
+//! The rules themselves (offsets, idempotence, groups, transactions) are
+//! in `keel-broker-core`, without I/O. Nothing below `kafka` names a Kafka
+//! request type.
 
-pub mod api;
-pub mod batch;
 pub mod broker;
-pub mod cache;
-pub mod compactor;
+pub mod cluster;
 pub mod config;
-pub mod drain;
-pub mod early_seal;
-pub mod failover;
-pub mod fetch_sessions;
-pub mod groups;
-pub mod key_compaction;
+pub mod coordinator;
+pub mod error;
+pub mod kafka;
 pub mod large_alloc;
-pub mod leaders;
-pub mod load_report;
-pub mod log_owner;
-pub mod metered_store;
+pub mod log;
 pub mod metrics;
 pub mod node;
-pub mod object_reads;
-pub mod partition;
-pub mod peers;
-pub mod producers;
-pub mod retention;
-pub mod server;
-pub mod snapshots;
-pub mod stream_index;
-pub mod txn;
-pub mod uploader;
+pub mod storage;

@@ -1,11 +1,16 @@
 //! Starting and stopping a broker: register with the controller quorum,
-//! follow the metadata, take over and open a WAL log, then serve Kafka
-//! clients and the admin endpoints.
+//! follow the metadata, build the layers (cluster, storage, the partitions
+//! led here, the coordinators, the Kafka edge), start their tasks, then
+//! serve Kafka clients and the admin endpoints.
+//!
+//! Every task runs in one `TaskTracker` under one `CancellationToken`, so
+//! `shutdown` stops them all and waits for them, with a deadline.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use keel_broker_core::fetch_session::FetchSessions;
 use keel_controller_client::{ClientOptions, MetadataClient, NodeKind, Registration, SessionKeeper};
 use keel_objects::ObjectStore;
 use prometheus::Registry;
@@ -15,8 +20,15 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::broker::Broker;
+use crate::cluster::Cluster;
 use crate::config::{BrokerConfig, ObjectsConfig};
+use crate::coordinator::runtime;
+use crate::coordinator::{groups, txn, Groups, Peers, Txns};
+use crate::kafka::peers::KafkaPeers;
+use crate::log::Partitions;
 use crate::metrics::Metrics;
+use crate::storage::uploader::WritingLog;
+use crate::storage::Storage;
 
 #[derive(Debug)]
 pub struct BrokerNode {
@@ -51,26 +63,66 @@ pub async fn start(config: BrokerConfig, registry: &Registry, cancel: Cancellati
         SessionKeeper::new(client.clone(), registration, config.heartbeat_interval, config.heartbeat_interval);
     tasks.spawn(keeper.run(cancel.clone()));
 
-    let objects: Arc<dyn ObjectStore> =
-        Arc::new(crate::metered_store::MeteredStore::new(object_store(&config.objects).await?, &metrics));
-    tracing::info!(objects = objects.describe(), "object storage");
-    let broker = Arc::new(Broker::new(config.clone(), client, images, session, objects.clone(), metrics));
-    tasks.spawn(broker.clone().keep_log(tasks.clone(), cancel.clone()));
-    tasks.spawn(crate::leaders::run(broker.clone(), cancel.clone()));
-    tasks.spawn(crate::groups::run(broker.clone(), cancel.clone()));
-    tasks.spawn(crate::txn::run(broker.clone(), cancel.clone()));
-    tasks.spawn(crate::groups::report_lag(broker.clone(), cancel.clone()));
-    tasks.spawn(crate::producers::expire_idle(broker.clone(), cancel.clone()));
-    tasks.spawn(crate::drain::run(broker.clone(), cancel.clone()));
-    tasks.spawn(crate::load_report::run(broker.clone(), cancel.clone()));
-    tasks.spawn(crate::early_seal::run(broker.clone(), cancel.clone()));
-    tasks.spawn(crate::uploader::run(broker.clone(), objects.clone(), cancel.clone()));
-    tasks.spawn(crate::failover::run(broker.clone(), objects.clone(), cancel.clone()));
-    tasks.spawn(crate::retention::run(broker.clone(), objects, cancel.clone()));
-    tasks.spawn(crate::server::serve(listener, broker.clone(), tasks.clone(), cancel.clone()));
+    let store: Arc<dyn ObjectStore> =
+        Arc::new(crate::storage::metered_store::MeteredStore::new(object_store(&config.objects).await?, &metrics));
+    tracing::info!(objects = store.describe(), "object storage");
+    let object_cache_bytes = config.object_cache_bytes as usize;
+    let cluster = Arc::new(Cluster::new(config.clone(), client, images, session, metrics));
+    let storage = Arc::new(Storage::new(store, object_cache_bytes, tasks.clone()));
+    let partitions = Arc::new(Partitions::new(cluster.clone(), storage.clone(), tasks.clone()));
+    let peers: Arc<dyn Peers> = Arc::new(KafkaPeers::default());
+    let groups = Arc::new(Groups::new(
+        keel_broker_core::groups::Settings {
+            initial_delay: config.group_initial_rebalance_delay,
+            consumer_session_timeout: config.group_consumer_session_timeout,
+            consumer_heartbeat_interval: config.group_consumer_heartbeat_interval,
+            offsets_partitions: config.offsets_topic_partitions,
+            offsets_retention: config.offsets_retention,
+        },
+        partitions.clone(),
+        peers.clone(),
+        tasks.clone(),
+        cancel.clone(),
+    ));
+    let txns = Arc::new(Txns::new(
+        txn::Settings {
+            partitions: config.transaction_state_partitions,
+            id_expiration: config.transactional_id_expiration,
+        },
+        partitions.clone(),
+        groups.clone(),
+        peers.clone(),
+        tasks.clone(),
+        cancel.clone(),
+    ));
+    let writing: Arc<dyn WritingLog> = partitions.clone();
+
+    tasks.spawn(crate::log::keeper::run(partitions.clone(), tasks.clone(), cancel.clone()));
+    tasks.spawn(crate::log::leaders::run(partitions.clone(), cancel.clone()));
+    tasks.spawn(crate::log::producer_expiry::run(partitions.clone(), cancel.clone()));
+    tasks.spawn(crate::log::drain::run(partitions.clone(), cancel.clone()));
+    tasks.spawn(crate::log::load_report::run(partitions.clone(), cancel.clone()));
+    tasks.spawn(crate::log::early_seal::run(partitions.clone(), cancel.clone()));
+    tasks.spawn(crate::log::failover::run(partitions.clone(), cancel.clone()));
+    tasks.spawn(crate::storage::uploader::run(cluster.clone(), storage.clone(), writing, cancel.clone()));
+    tasks.spawn(crate::storage::retention::run(cluster.clone(), storage.clone(), cancel.clone()));
+    tasks.spawn(runtime::run(groups.clone()));
+    tasks.spawn(runtime::run(txns.clone()));
+    tasks.spawn(groups::lag::run(groups.clone(), cancel.clone()));
+
+    let broker = Arc::new(Broker {
+        cluster,
+        storage,
+        partitions,
+        groups,
+        txns,
+        peers,
+        fetch_sessions: FetchSessions::default(),
+    });
+    tasks.spawn(crate::kafka::server::serve(listener, broker.clone(), tasks.clone(), cancel.clone()));
 
     let (ready_sender, ready) = watch::channel(false);
-    tasks.spawn(track_readiness(broker.clone(), ready_sender, cancel.clone()));
+    tasks.spawn(track_readiness(broker.partitions.clone(), ready_sender, cancel.clone()));
     let registry = registry.clone();
     let on_failure = cancel.clone();
     tasks.spawn(async move {
@@ -95,11 +147,11 @@ async fn object_store(config: &ObjectsConfig) -> anyhow::Result<Arc<dyn ObjectSt
 
 /// `/ready` is true while the broker may produce: its lease holds and it
 /// writes a WAL log under that registration.
-async fn track_readiness(broker: Arc<Broker>, ready: watch::Sender<bool>, cancel: CancellationToken) {
+async fn track_readiness(partitions: Arc<Partitions>, ready: watch::Sender<bool>, cancel: CancellationToken) {
     loop {
         let writable = {
-            let leadership = broker.leadership();
-            broker.writable(&leadership)
+            let leadership = partitions.leadership();
+            partitions.writable(&leadership)
         };
         ready.send_replace(writable);
         tokio::select! {
@@ -113,7 +165,8 @@ impl BrokerNode {
     /// Hands every partition to other brokers (DESIGN §5), waiting at most
     /// the configured `drain_timeout`; the broker keeps serving meanwhile.
     pub async fn drain(&self) {
-        crate::drain::drain_self(&self.broker, self.broker.config.drain_timeout).await;
+        let timeout = self.broker.cluster.config.drain_timeout;
+        crate::log::drain::drain_self(&self.broker.partitions, timeout).await;
     }
 
     /// Stops serving and waits at most `patience` for the tasks.

@@ -7,7 +7,7 @@
 use bytes::Bytes;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::Decodable;
-use keel_broker::api::parse;
+use keel_broker_core::wire::parse;
 use libfuzzer_sys::fuzz_target;
 
 fn decode<T: Decodable>(body: &Bytes, version: i16) {
@@ -17,7 +17,7 @@ fn decode<T: Decodable>(body: &Bytes, version: i16) {
 fuzz_target!(|data: &[u8]| {
     let Ok(request) = parse(Bytes::copy_from_slice(data)) else { return };
     let (body, version) = (&request.body, request.version);
-    if !keel_broker::api::SUPPORTED.iter().any(|(api, min, max)| *api == request.api && (*min..=*max).contains(&version)) {
+    if !keel_broker_core::wire::SUPPORTED.iter().any(|(api, min, max)| *api == request.api && (*min..=*max).contains(&version)) {
         return;
     }
     match request.api {

@@ -15,7 +15,7 @@ fuzz_target!(|data: &[u8]| {
             assert!(range.start < range.end);
         }
     }
-    if let Ok(batches) = keel_broker::object_reads::split(&Bytes::copy_from_slice(data)) {
+    if let Ok(batches) = keel_broker_core::batch::split(&Bytes::copy_from_slice(data)) {
         assert_eq!(batches.iter().map(Bytes::len).sum::<usize>(), data.len());
     }
 });

@@ -4,7 +4,7 @@
 
 #![no_main]
 
-use keel_broker::groups::records;
+use keel_broker_core::groups::records;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

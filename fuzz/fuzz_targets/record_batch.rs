@@ -3,7 +3,7 @@
 
 #![no_main]
 
-use keel_broker::batch;
+use keel_broker_core::batch;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -4,7 +4,7 @@
 
 #![no_main]
 
-use keel_broker::txn::records;
+use keel_broker_core::txn::records;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -1,0 +1,49 @@
+//! Admin APIs: topics, partitions and configs, one file each. Any broker
+//! takes them and forwards the change to the controller quorum, which checks
+//! it (Kafka's topic-name, partition and config rules) and commits it; the
+//! answer waits until this broker's metadata shows the change, so a
+//! client's next `Metadata` sees it.
+
+pub mod create_partitions;
+pub mod create_topics;
+pub mod delete_topics;
+pub mod describe_cluster;
+pub mod describe_configs;
+pub mod incremental_alter_configs;
+
+use std::time::Duration;
+
+use kafka_protocol::error::ResponseError;
+use keel_controller_client::{ClientError, MetaError, Version};
+
+use crate::broker::Broker;
+use crate::error::BrokerError;
+
+const RESOURCE_TOPIC: i8 = 2;
+const RESOURCE_BROKER: i8 = 4;
+const SOURCE_TOPIC: i8 = 1;
+const SOURCE_DEFAULT: i8 = 5;
+const OP_SET: i8 = 0;
+const OP_DELETE: i8 = 1;
+
+/// The Kafka error for a controller's refusal, with what the client may be
+/// told of it: its own mistake verbatim, internal detail only in the log.
+fn kafka_error(error: ClientError) -> (ResponseError, String) {
+    let error = BrokerError::Metadata(error);
+    let message = error.client_message().unwrap_or_else(|| {
+        tracing::warn!("an admin request could not be committed: {error}");
+        "the controller quorum could not take the change now; retry".to_owned()
+    });
+    (error.kafka_error(), message)
+}
+
+/// A refusal of the request's own content, found before asking the controllers.
+fn meta_error(error: MetaError) -> (ResponseError, String) {
+    kafka_error(ClientError::Meta(error))
+}
+
+/// Waits (briefly) until this broker's metadata shows a committed change.
+async fn seen(broker: &Broker, version: Version) {
+    let mut images = broker.cluster.images.clone();
+    let _ = keel_controller_client::follower::wait_for_version(&mut images, version, Duration::from_secs(5)).await;
+}

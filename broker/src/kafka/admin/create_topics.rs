@@ -1,0 +1,96 @@
+//! `CreateTopics`: Kafka's name, partition and config rules checked here,
+//! the topic committed by the controller quorum; answered once this broker's
+//! metadata shows it.
+
+use std::sync::Arc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
+use kafka_protocol::messages::*;
+use keel_controller_client::topic_rules::{validate_partition_count, validate_topic_config, validate_topic_name};
+use keel_controller_client::{pb, MetaError, Outcome};
+
+use super::{kafka_error, meta_error, seen};
+use crate::broker::Broker;
+use crate::kafka::text;
+
+pub(crate) async fn handle(broker: &Arc<Broker>, request: CreateTopicsRequest, version: i16) -> CreateTopicsResponse {
+    let mut results = Vec::with_capacity(request.topics.len());
+    let mut last = None;
+    for topic in request.topics {
+        let name = topic.name.0.to_string();
+        let result = CreatableTopicResult::default().with_name(topic.name.clone());
+        let configs = topic
+            .configs
+            .iter()
+            .map(|c| (c.name.to_string(), c.value.as_ref().map(|v| v.to_string()).unwrap_or_default()));
+        let checked = (|| {
+            if !topic.assignments.is_empty() {
+                return Err(meta_error(MetaError::InvalidRequest {
+                    reason: "manual replica assignments are not supported: Keel places leaders itself".into(),
+                }));
+            }
+            if topic.replication_factor == 0 || topic.replication_factor < -1 {
+                return Err((
+                    ResponseError::InvalidReplicationFactor,
+                    "replication factor must be -1 or positive".into(),
+                ));
+            }
+            let partitions = if topic.num_partitions == -1 { 1 } else { topic.num_partitions };
+            validate_topic_name(&name).map_err(meta_error)?;
+            validate_partition_count(i64::from(partitions)).map_err(meta_error)?;
+            let configs = keel_controller_client::configs_from_pairs(configs).map_err(meta_error)?;
+            for (key, value) in &configs {
+                validate_topic_config(key, value).map_err(meta_error)?;
+            }
+            Ok((partitions, configs))
+        })();
+        let outcome = match checked {
+            Err(error) => Err(error),
+            Ok((partitions, _)) if request.validate_only => {
+                if broker.cluster.image().topics.contains_key(&name) {
+                    Err(meta_error(MetaError::TopicAlreadyExists { name: name.clone() }))
+                } else {
+                    Ok((partitions, None))
+                }
+            }
+            Ok((partitions, configs)) => {
+                let create = pb::CreateTopicRequest {
+                    name: name.clone(),
+                    partitions,
+                    configs: configs.into_iter().collect(),
+                    ..Default::default()
+                };
+                match broker.cluster.client.create_topic(create).await {
+                    Ok((version, Outcome::TopicCreated { id })) => {
+                        last = Some(version);
+                        Ok((partitions, Some(id)))
+                    }
+                    Ok((_, other)) => Err((ResponseError::UnknownServerError, format!("unexpected outcome {other:?}"))),
+                    Err(error) => Err(kafka_error(error)),
+                }
+            }
+        };
+        results.push(match outcome {
+            Ok((partitions, id)) => {
+                // Partition count and replication factor are answered from v5, the id from v7.
+                let result = match version >= 5 {
+                    true => result.with_num_partitions(partitions).with_replication_factor(1),
+                    false => result,
+                };
+                match id {
+                    Some(id) if version >= 7 => result.with_topic_id(id.0),
+                    _ => result,
+                }
+            }
+            Err((error, message)) => {
+                broker.count_error("CreateTopics", error);
+                result.with_error_code(error.code()).with_error_message(Some(text(message)))
+            }
+        });
+    }
+    if let Some(version) = last {
+        seen(broker, version).await;
+    }
+    CreateTopicsResponse::default().with_topics(results)
+}

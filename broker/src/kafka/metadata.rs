@@ -1,0 +1,154 @@
+//! `Metadata`: brokers and partition leaders from the broker's metadata
+//! image. Unknown topics are created when the client allows it, as Kafka's
+//! default `auto.create.topics.enable=true` with one partition.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use keel_controller_client::{pb, ClientError, Image, MetaError, NodeState, Topic};
+
+use crate::broker::Broker;
+
+/// Partitions of a topic created by a `Metadata` request.
+const AUTO_CREATE_PARTITIONS: i32 = 1;
+
+pub(crate) async fn handle(broker: &Arc<Broker>, request: MetadataRequest, version: i16) -> MetadataResponse {
+    let mut image = broker.cluster.image();
+    // Before v1 an empty list meant every topic; from v1 that is `None`.
+    let wanted: Option<Vec<(Option<String>, uuid::Uuid)>> = match request.topics {
+        None => None,
+        Some(topics) if topics.is_empty() && version == 0 => None,
+        Some(topics) => Some(topics.into_iter().map(|t| (t.name.map(|n| n.0.to_string()), t.topic_id)).collect()),
+    };
+    let auto_create = version < 4 || request.allow_auto_topic_creation;
+    if let (Some(wanted), true) = (&wanted, auto_create) {
+        let missing: Vec<&String> = wanted
+            .iter()
+            .filter_map(|(name, _)| name.as_ref())
+            .filter(|name| !image.topics.contains_key(*name))
+            .collect();
+        for name in missing {
+            image = auto_create_topic(broker, name).await.unwrap_or(image);
+        }
+    }
+    let topics = match wanted {
+        None => image.topics.values().map(|topic| describe(&image, topic, version)).collect(),
+        Some(wanted) => wanted
+            .into_iter()
+            .map(|(name, id)| {
+                let found = match &name {
+                    Some(name) => image.topics.get(name),
+                    None => image.topic_by_id(keel_controller_client::TopicId(id)),
+                };
+                match found {
+                    Some(topic) => describe(&image, topic, version),
+                    None => MetadataResponseTopic::default()
+                        .with_error_code(ResponseError::UnknownTopicOrPartition.code())
+                        .with_name(name.map(|n| TopicName(StrBytes::from_string(n))))
+                        .with_topic_id(if version >= 10 { id } else { uuid::Uuid::nil() }),
+                }
+            })
+            .collect(),
+    };
+    MetadataResponse::default()
+        .with_brokers(brokers(&image, version))
+        .with_cluster_id((version >= 2).then(|| StrBytes::from_string(broker.cluster.config.cluster_id.clone())))
+        // Any broker takes admin requests and forwards them to the controller quorum.
+        .with_controller_id(BrokerId(if version >= 1 { broker.cluster.config.node_id.0 as i32 } else { -1 }))
+        .with_topics(topics)
+}
+
+async fn auto_create_topic(broker: &Broker, name: &str) -> Option<Arc<Image>> {
+    let request =
+        pb::CreateTopicRequest { name: name.to_string(), partitions: AUTO_CREATE_PARTITIONS, ..Default::default() };
+    let mut images = broker.cluster.images.clone();
+    match broker.cluster.client.create_topic(request).await {
+        Ok((version, _)) => {
+            keel_controller_client::follower::wait_for_version(&mut images, version, Duration::from_secs(5)).await.ok()
+        }
+        // Created a moment ago by someone else: wait until this broker's metadata shows it.
+        Err(ClientError::Meta(MetaError::TopicAlreadyExists { .. })) => {
+            let shown = images.wait_for(|image| image.topics.contains_key(name));
+            match tokio::time::timeout(Duration::from_secs(5), shown).await {
+                Ok(Ok(image)) => Some(image.clone()),
+                _ => None,
+            }
+        }
+        Err(error) => {
+            tracing::info!(topic = name, "could not auto-create a topic: {error}");
+            None
+        }
+    }
+}
+
+/// The active brokers, each with its first Kafka listener.
+/// (`rack` exists from v1.)
+pub(crate) fn brokers(image: &Image, version: i16) -> Vec<MetadataResponseBroker> {
+    image
+        .brokers
+        .values()
+        .filter(|node| node.state == NodeState::Active)
+        .filter_map(|node| {
+            let (host, port) = kafka_endpoint(node)?;
+            Some(
+                MetadataResponseBroker::default()
+                    .with_node_id(BrokerId(node.id.0 as i32))
+                    .with_host(StrBytes::from_string(host))
+                    .with_port(port)
+                    .with_rack((version >= 1).then(|| StrBytes::from_string(node.zone.clone()))),
+            )
+        })
+        .collect()
+}
+
+/// A broker's first Kafka listener as (host, port).
+pub(crate) fn kafka_endpoint(node: &keel_controller_client::NodeRecord) -> Option<(String, i32)> {
+    let (host, port) = node.kafka_listeners.first()?.rsplit_once(':')?;
+    Some((host.to_string(), port.parse().ok()?))
+}
+
+/// Partition `index`'s (leader, leader epoch) as clients should see them,
+/// for errors that tell a client where to go (KIP-951); (-1, -1) if unknown.
+pub(crate) fn current_leader(image: &Image, topic: &Topic, index: i32) -> (i32, i32) {
+    match usize::try_from(index).ok().and_then(|i| topic.partitions.get(i)) {
+        Some(partition) => (leader_of(image, partition.leader).unwrap_or(-1), partition.leader_epoch.0),
+        None => (-1, -1),
+    }
+}
+
+/// The leader of a partition as clients should see it: an active broker, or none.
+pub(crate) fn leader_of(image: &Image, leader: Option<keel_controller_client::NodeId>) -> Option<i32> {
+    let leader = leader?;
+    let node = image.brokers.get(&leader)?;
+    (node.state == NodeState::Active).then_some(leader.0 as i32)
+}
+
+fn describe(image: &Image, topic: &Topic, version: i16) -> MetadataResponseTopic {
+    let partitions = topic
+        .partitions
+        .iter()
+        .enumerate()
+        .map(|(index, partition)| {
+            let leader = leader_of(image, partition.leader);
+            let replicas: Vec<BrokerId> = leader.map(BrokerId).into_iter().collect();
+            MetadataResponsePartition::default()
+                .with_error_code(if leader.is_some() { 0 } else { ResponseError::LeaderNotAvailable.code() })
+                .with_partition_index(index as i32)
+                .with_leader_id(BrokerId(leader.unwrap_or(-1)))
+                .with_leader_epoch(if version >= 7 { partition.leader_epoch.0 } else { -1 })
+                .with_replica_nodes(replicas.clone())
+                .with_isr_nodes(replicas)
+        })
+        .collect();
+    MetadataResponseTopic::default()
+        .with_name(Some(TopicName(StrBytes::from_string(topic.name.clone()))))
+        .with_topic_id(if version >= 10 { topic.id.0 } else { uuid::Uuid::nil() })
+        .with_is_internal(version >= 1 && keel_broker_core::groups::is_internal(&topic.name))
+        .with_partitions(partitions)
+}

@@ -1,0 +1,186 @@
+//! Handing partitions over on purpose (DESIGN §5): when the metadata marks
+//! this broker as draining (`DrainBroker`: SIGTERM, or `keelctl broker
+//! drain`) it closes every partition it leads, and otherwise the ones the
+//! balancer is moving (`MovePartition`):
+//!
+//! 1. it stops taking writes for them (NOT_LEADER_OR_FOLLOWER, retriable:
+//!    clients refresh their metadata and retry at the next leader);
+//! 2. it waits for the entries already in flight to be acknowledged;
+//! 3. it has the uploader upload its log up to there and waits until the
+//!    metadata shows each partition uploaded to its end;
+//! 4. it commits `ClosePartition` at that end; the controller then hands the
+//!    partition to another broker, which starts there. No data is copied.
+//!
+//! If anything fails (the WAL log fenced, the object store down) the
+//! partitions stay closing and move by the failover path once the broker is
+//! gone.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use keel_broker_core::producers::Producers;
+use keel_controller_client::{pb, Image, LeaderEpoch, NodeId, StreamId, TopicId};
+use tokio_util::sync::CancellationToken;
+
+use super::Partitions;
+
+/// How long in-flight entries and uploads may take before a close gives up.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub async fn run(partitions: Arc<Partitions>, cancel: CancellationToken) {
+    let cluster = &partitions.cluster;
+    let mut images = cluster.images.clone();
+    loop {
+        let image = cluster.image();
+        let me = cluster.config.node_id;
+        let draining =
+            image.brokers.get(&me).is_some_and(|node| node.draining && Some(node.epoch) == cluster.live_epoch());
+        let led: Led = led(&image, me).into_iter().filter(|(.., moving)| draining || *moving).collect();
+        if !led.is_empty() {
+            let started = Instant::now();
+            match tokio::time::timeout(CLOSE_TIMEOUT, close(&partitions, &led)).await {
+                Ok(Ok(closed)) => {
+                    cluster.metrics.close_seconds.observe(started.elapsed().as_secs_f64());
+                    tracing::info!(closed, seconds = started.elapsed().as_secs_f64(), "partitions handed over")
+                }
+                Ok(Err(error)) => tracing::warn!("closing partitions failed: {error:#}"),
+                Err(_) => tracing::warn!(?CLOSE_TIMEOUT, "closing partitions timed out"),
+            }
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = images.changed() => {}
+            // Partitions that could not be closed are tried again.
+            _ = tokio::time::sleep(Duration::from_secs(1)), if !led.is_empty() => {}
+        }
+    }
+}
+
+/// A partition this broker leads: its topic, index, stream, leader epoch,
+/// and whether the balancer moves it.
+type Led = Vec<(TopicId, u32, StreamId, LeaderEpoch, bool)>;
+
+fn led(image: &Image, me: NodeId) -> Led {
+    image
+        .led_by(me)
+        .map(|(topic, index, partition)| {
+            (topic.id, index, partition.stream_id, partition.leader_epoch, partition.moving_to.is_some())
+        })
+        .collect()
+}
+
+/// Closes the partitions in `led`; returns how many were closed.
+async fn close(partitions: &Partitions, led: &Led) -> anyhow::Result<usize> {
+    let cluster = &partitions.cluster;
+    let epoch = cluster.live_epoch().context("no live session")?;
+    // 1. No more writes; a partition not set up yet is set up closed, at its uploaded end.
+    let image = cluster.image();
+    {
+        let mut leadership = partitions.leadership();
+        anyhow::ensure!(leadership.owned.is_some(), "no WAL log is open");
+        for (_, _, stream, leader_epoch, _) in led {
+            // A partition not set up yet has nothing appended: set it up
+            // closed at its uploaded end. (A state at another epoch is left
+            // alone; `leaders` replaces it.)
+            if !leadership.partitions.contains_key(stream) {
+                let end = image.partition_of_stream(*stream).map_or(0, |(_, _, p)| p.uploaded_end.0);
+                leadership.lead(*stream, *leader_epoch, end, Producers::default());
+            }
+            match leadership.partitions.get_mut(stream) {
+                Some(state) if state.leader_epoch == *leader_epoch => state.closing = true,
+                _ => anyhow::bail!("the state of {stream} is not set up at leader epoch {leader_epoch} yet"),
+            }
+        }
+    }
+    // 2. Wait for what is in flight.
+    let ends: HashMap<StreamId, i64> = loop {
+        if let Some(ends) = settled(partitions, led)? {
+            break ends;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    // 3. Upload up to there.
+    let mut images = cluster.images.clone();
+    loop {
+        let image = cluster.image();
+        let behind = led.iter().any(|(_, _, stream, ..)| {
+            image.partition_of_stream(*stream).is_some_and(|(_, _, p)| p.uploaded_end.0 < ends[stream])
+        });
+        if !behind {
+            break;
+        }
+        partitions.storage.upload_now.notify_one();
+        let _ = tokio::time::timeout(Duration::from_millis(200), images.changed()).await;
+    }
+    // 4. Hand over.
+    let mut closed = 0;
+    let mut version = keel_controller_client::Version(0);
+    for (topic, index, stream, leader_epoch, _) in led {
+        let request = pb::ClosePartitionRequest {
+            topic_id: topic.0.to_string(),
+            partition: *index,
+            leader_epoch: leader_epoch.0,
+            end_offset: ends[stream],
+            sender: cluster.config.node_id.0,
+            sender_epoch: epoch.0,
+        };
+        match cluster.client.close_partition(request).await {
+            Ok((at, _)) => {
+                closed += 1;
+                version = version.max(at);
+            }
+            Err(error) => tracing::warn!(%stream, "ClosePartition failed: {error}"),
+        }
+    }
+    // The next round must not see these partitions as still led.
+    cluster.seen(version).await?;
+    cluster.metrics.partitions_closed.inc_by(closed as u64);
+    Ok(closed)
+}
+
+/// Each partition's end once nothing is in flight for any of them.
+fn settled(partitions: &Partitions, led: &Led) -> anyhow::Result<Option<HashMap<StreamId, i64>>> {
+    let leadership = partitions.leadership();
+    let states: Vec<_> = led.iter().filter_map(|(_, _, stream, ..)| leadership.partitions.get(stream)).collect();
+    anyhow::ensure!(states.len() == led.len(), "partition state was dropped (the WAL log was fenced?)");
+    if !states.iter().all(|state| state.is_settled()) {
+        return Ok(None);
+    }
+    Ok(Some(led.iter().map(|(_, _, stream, ..)| (*stream, leadership.partitions[stream].next_offset)).collect()))
+}
+
+/// Asks the controller to drain this broker, then waits until it leads
+/// nothing or `timeout` passes. Called on SIGTERM before the broker stops.
+pub async fn drain_self(partitions: &Partitions, timeout: Duration) {
+    let cluster = &partitions.cluster;
+    let me = cluster.config.node_id;
+    let Some(epoch) = cluster.live_epoch() else { return };
+    let request = pb::DrainBrokerRequest { broker: me.0, broker_epoch: epoch.0 };
+    if let Err(error) = cluster.client.drain_broker(request).await {
+        tracing::warn!("cannot drain before stopping (the partitions will fail over instead): {error}");
+        return;
+    }
+    let started = Instant::now();
+    let mut images = cluster.images.clone();
+    loop {
+        let image = cluster.image();
+        let left = led(&image, me).len();
+        if left == 0 {
+            tracing::info!(seconds = started.elapsed().as_secs_f64(), "drained: this broker leads no partition");
+            return;
+        }
+        if image.broker_load().keys().all(|id| *id == me) {
+            // The whole cluster is stopping (or this is the last broker):
+            // waiting would only delay the stop.
+            tracing::info!(left, "no other broker can take the partitions; stopping without handing them over");
+            return;
+        }
+        if started.elapsed() >= timeout {
+            tracing::warn!(left, ?timeout, "drain timed out; the partitions left will fail over");
+            return;
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(500), images.changed()).await;
+    }
+}
