@@ -157,7 +157,7 @@ struct Load {
     control: tempfile::TempDir,
     child: tokio::process::Child,
     output: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-    collect: tokio::task::JoinHandle<()>,
+    collect: tokio::task::JoinSet<()>,
 }
 
 impl Load {
@@ -184,14 +184,15 @@ impl Load {
             }
         }
         let output = std::sync::Arc::new(std::sync::Mutex::new(output));
-        let collect = {
+        let mut collect = tokio::task::JoinSet::new();
+        {
             let output = output.clone();
-            tokio::spawn(async move {
+            collect.spawn(async move {
                 while let Ok(Some(line)) = lines.next_line().await {
                     output.lock().unwrap().push(line);
                 }
-            })
-        };
+            });
+        }
         Load { control, child, output, collect }
     }
 
@@ -208,7 +209,7 @@ impl Load {
     }
 
     /// Stops the producer, lets it read everything back, and checks its verdict.
-    async fn finish(self, bootstrap: &str) -> serde_json::Value {
+    async fn finish(mut self, bootstrap: &str) -> serde_json::Value {
         kafka::ready_layout(bootstrap, "orders", Duration::from_secs(60)).await.unwrap();
         tokio::time::sleep(Duration::from_secs(1)).await;
         std::fs::write(self.control.path().join("stop"), b"").unwrap();
@@ -216,7 +217,7 @@ impl Load {
             .await
             .expect("the load finished in 300 s")
             .unwrap();
-        self.collect.await.unwrap();
+        self.collect.join_next().await.expect("the output collector").unwrap();
         let output = self.output.lock().unwrap().join("\n");
         let stderr = String::from_utf8_lossy(&finished.stderr);
         assert!(finished.status.success(), "failover_load.py failed:\n{output}\n{stderr}");

@@ -826,7 +826,7 @@ struct Member {
     child: tokio::process::Child,
     events: Arc<Mutex<Vec<Value>>>,
     stderr: Arc<Mutex<Vec<String>>>,
-    readers: Vec<tokio::task::JoinHandle<()>>,
+    readers: tokio::task::JoinSet<()>,
 }
 
 impl Member {
@@ -846,28 +846,27 @@ impl Member {
         let stderr: Arc<Mutex<Vec<String>>> = Arc::default();
         let mut out = BufReader::new(child.stdout.take().expect("a piped stdout")).lines();
         let mut err = BufReader::new(child.stderr.take().expect("a piped stderr")).lines();
-        let readers = vec![
-            tokio::spawn({
-                let events = events.clone();
-                async move {
-                    while let Ok(Some(line)) = out.next_line().await {
-                        let event = match serde_json::from_str::<Value>(&line) {
-                            Ok(event) => event,
-                            Err(_) => json!({ "event": "unparsed", "line": line }),
-                        };
-                        events.lock().unwrap().push(event);
-                    }
+        let mut readers = tokio::task::JoinSet::new();
+        readers.spawn({
+            let events = events.clone();
+            async move {
+                while let Ok(Some(line)) = out.next_line().await {
+                    let event = match serde_json::from_str::<Value>(&line) {
+                        Ok(event) => event,
+                        Err(_) => json!({ "event": "unparsed", "line": line }),
+                    };
+                    events.lock().unwrap().push(event);
                 }
-            }),
-            tokio::spawn({
-                let stderr = stderr.clone();
-                async move {
-                    while let Ok(Some(line)) = err.next_line().await {
-                        stderr.lock().unwrap().push(line);
-                    }
+            }
+        });
+        readers.spawn({
+            let stderr = stderr.clone();
+            async move {
+                while let Ok(Some(line)) = err.next_line().await {
+                    stderr.lock().unwrap().push(line);
                 }
-            }),
-        ];
+            }
+        });
         Member { name: name.to_owned(), child, events, stderr, readers }
     }
 
@@ -912,8 +911,8 @@ impl Member {
 
     /// Every event of a member that exited (killed, for one), once its output is read to the end.
     async fn into_events(mut self) -> Vec<Value> {
-        for reader in self.readers.drain(..) {
-            reader.await.unwrap();
+        while let Some(reader) = self.readers.join_next().await {
+            reader.unwrap();
         }
         self.events()
     }
@@ -926,8 +925,8 @@ impl Member {
             Ok(status) => status.unwrap(),
             Err(_) => panic!("{} did not exit within 60 s\n{}", self.name, self.report()),
         };
-        for reader in self.readers.drain(..) {
-            reader.await.unwrap();
+        while let Some(reader) = self.readers.join_next().await {
+            reader.unwrap();
         }
         let events = self.events();
         let done = events.last().is_some_and(|e| e["event"] == "done");

@@ -20,7 +20,7 @@ const SESSION_TIMEOUT: Duration = Duration::from_secs(2);
 struct Keeper {
     state: watch::Receiver<Option<SessionState>>,
     cancel: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
+    task: tokio::task::JoinSet<()>,
 }
 
 fn keep_session(client: Arc<keel_controller_client::MetadataClient>, kind: NodeKind, id: u32, zone: &str) -> Keeper {
@@ -34,7 +34,8 @@ fn keep_session(client: Arc<keel_controller_client::MetadataClient>, kind: NodeK
     };
     let (keeper, state) = SessionKeeper::new(client, registration, HEARTBEAT, Duration::from_millis(300));
     let cancel = CancellationToken::new();
-    let task = tokio::spawn(keeper.run(cancel.clone()));
+    let mut task = tokio::task::JoinSet::new();
+    task.spawn(keeper.run(cancel.clone()));
     Keeper { state, cancel, task }
 }
 
@@ -57,9 +58,9 @@ async fn silence_fences_a_node_and_leader_failover_expires_nobody() {
     }
 
     info!("the WAL node stops heartbeating: it is fenced after the session timeout, not before");
-    let [broker_1, broker_2, wal_3] = keepers;
+    let [broker_1, broker_2, mut wal_3] = keepers;
     wal_3.cancel.cancel();
-    wal_3.task.await.unwrap();
+    wal_3.task.join_next().await.expect("the session keeper").unwrap();
     let silent_since = Instant::now();
     eventually(Duration::from_secs(10), "the silent node is fenced", || async {
         (test.node_state(NodeKind::Wal, 3).await?.0 == "fenced").then_some(())
@@ -95,9 +96,9 @@ async fn silence_fences_a_node_and_leader_failover_expires_nobody() {
     let session = state.wait_for(Option::is_some).await.unwrap().unwrap();
     assert!(session.epoch > epochs[2]);
 
-    for keeper in [broker_1, broker_2, returning] {
+    for mut keeper in [broker_1, broker_2, returning] {
         keeper.cancel.cancel();
-        keeper.task.await.unwrap();
+        keeper.task.join_next().await.expect("the session keeper").unwrap();
     }
     test.assert_clean_logs(PEER_UNREACHABLE);
 }

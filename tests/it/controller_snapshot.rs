@@ -27,24 +27,23 @@ async fn the_log_stays_bounded_and_a_wiped_follower_catches_up_by_snapshot() {
         .unwrap();
 
     info!(COMMANDS, "commit many commands from concurrent writers");
-    let writers: Vec<_> = (0..WRITERS)
-        .map(|writer| {
-            let client = client.clone();
-            tokio::spawn(async move {
-                for i in 0..COMMANDS / WRITERS {
-                    let value = (writer * 1_000_000 + i).to_string();
-                    let request = pb::AlterConfigsRequest {
-                        name: "t".into(),
-                        set: HashMap::from([("retention.ms".to_owned(), value)]),
-                        delete: vec![],
-                    };
-                    client.alter_configs(request).await.unwrap();
-                }
-            })
-        })
-        .collect();
-    for writer in writers {
-        writer.await.unwrap();
+    let mut writers = tokio::task::JoinSet::new();
+    for writer in 0..WRITERS {
+        let client = client.clone();
+        writers.spawn(async move {
+            for i in 0..COMMANDS / WRITERS {
+                let value = (writer * 1_000_000 + i).to_string();
+                let request = pb::AlterConfigsRequest {
+                    name: "t".into(),
+                    set: HashMap::from([("retention.ms".to_owned(), value)]),
+                    delete: vec![],
+                };
+                client.alter_configs(request).await.unwrap();
+            }
+        });
+    }
+    while let Some(written) = writers.join_next().await {
+        written.unwrap();
     }
 
     info!("every controller holds a bounded log behind a recent snapshot");

@@ -51,12 +51,15 @@ async fn run(args: &[&str], timeout: Duration) -> Value {
         .kill_on_drop(true)
         .spawn()
         .expect("start transactions.py");
+    // Both pipes are read while the script runs, so a full pipe never stalls it.
     let read_all = |mut pipe: Box<dyn tokio::io::AsyncRead + Send + Unpin>| {
-        tokio::spawn(async move {
+        let mut reader = tokio::task::JoinSet::new();
+        reader.spawn(async move {
             let mut text = String::new();
             let _ = pipe.read_to_string(&mut text).await;
             text
-        })
+        });
+        async move { reader.join_next().await.expect("a reader").unwrap() }
     };
     let stdout = read_all(Box::new(child.stdout.take().expect("piped")));
     let stderr = read_all(Box::new(child.stderr.take().expect("piped")));
@@ -67,7 +70,7 @@ async fn run(args: &[&str], timeout: Duration) -> Value {
             None
         }
     };
-    let (stdout, stderr) = (stdout.await.unwrap(), stderr.await.unwrap());
+    let (stdout, stderr) = (stdout.await, stderr.await);
     match status {
         None => panic!("transactions.py {args:?} did not finish within {timeout:?}: {stdout}{stderr}"),
         Some(status) => assert!(status.success(), "transactions.py {args:?} failed: {stdout}{stderr}"),
@@ -348,16 +351,17 @@ async fn an_exactly_once_pipeline_survives_kills_of_its_coordinator_and_partitio
         .kill_on_drop(true)
         .spawn()
         .expect("start group_produce.py");
-    let pipeline = {
+    let mut pipeline = tokio::task::JoinSet::new();
+    {
         let bootstrap = bootstrap.clone();
-        tokio::spawn(async move {
+        pipeline.spawn(async move {
             let count = INPUT.to_string();
             let args = ["pipeline", "--bootstrap", &bootstrap, "--input", "input", "--output", "output"];
             let args =
                 [&args[..], &["--group", "eos", "--txn-id", "eos-1", "--count", &count, "--deadline", "200"]].concat();
             run(&args, Duration::from_secs(220)).await
-        })
-    };
+        });
+    }
 
     for round in 0..KILLS {
         tokio::time::sleep(Duration::from_secs(3)).await;
@@ -386,7 +390,7 @@ async fn an_exactly_once_pipeline_survives_kills_of_its_coordinator_and_partitio
         produced["acked"].as_array().unwrap().iter().map(|r| r[2].as_str().unwrap().to_owned()).collect();
     assert_eq!(inputs.len(), INPUT);
 
-    let result = pipeline.await.unwrap();
+    let result = pipeline.join_next().await.expect("the pipeline").unwrap();
     eprintln!(
         "pipeline: {} input records processed through {KILLS} broker kills, {} transactions aborted and retried; errors {}",
         result["processed"], result["aborts"], result["errors"]

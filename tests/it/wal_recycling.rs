@@ -188,9 +188,10 @@ async fn a_wal_node_killed_while_it_zero_fills_a_segment_keeps_what_it_acknowled
     for round in 1..=5u64 {
         let log = LogId(round);
         let acked = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let appending = {
+        let mut appending = tokio::task::JoinSet::new();
+        let append_task = {
             let acked = acked.clone();
-            tokio::spawn(async move {
+            appending.spawn(async move {
                 let requests = (1..=4 * PHASE_ENTRIES)
                     .map(move |seq| pb::AppendRequest { epoch: epoch.0, entries: vec![entry(log, epoch, seq)] });
                 let mut wal = keel_tests::wal_client(addr).await.unwrap();
@@ -206,12 +207,12 @@ async fn a_wal_node_killed_while_it_zero_fills_a_segment_keeps_what_it_acknowled
         // Past the first segment, so the node has rolled over into a filled one.
         while !(acked.load(std::sync::atomic::Ordering::SeqCst) > PHASE_ENTRIES / 2 && filling(&data_dir)) {
             assert!(tokio::time::Instant::now() < deadline, "round {round}: the node never filled a segment");
-            assert!(!appending.is_finished(), "round {round}: every append was acknowledged before a fill was seen");
+            assert!(!append_task.is_finished(), "round {round}: every append was acknowledged before a fill was seen");
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         test.cluster.wal_nodes[0].kill9();
         killed_mid_fill = filling(&data_dir);
-        appending.await.unwrap();
+        appending.join_next().await.expect("the appender").unwrap();
         let acked = acked.load(std::sync::atomic::Ordering::SeqCst);
         info!(round, acked, killed_mid_fill, "killed -9 while appending");
         written.push((log, acked));

@@ -152,6 +152,7 @@ async fn a_recoverer_fences_the_writer_and_keeps_everything_it_acknowledged() {
 
     info!("writer A appends at epoch 1; recoverer B fences at epoch 2 while A keeps going");
     let mut in_flight = FuturesOrdered::new();
+    let mut recovering = tokio::task::JoinSet::new();
     let mut recovery = None;
     let mut fenced = 0;
     let mut acknowledged = 0;
@@ -171,7 +172,7 @@ async fn a_recoverer_fences_the_writer_and_keeps_everything_it_acknowledged() {
             let targets = targets.clone();
             let controller = controller.clone();
             let (tasks, cancel, session_a) = (tasks.clone(), cancel.clone(), session_a.clone());
-            recovery = Some(tokio::spawn(async move {
+            recovery = Some(recovering.spawn(async move {
                 // Broker A restarts: its new registration orphans the log A still writes.
                 session_a.cancel();
                 keel_tests::register_broker(&controller, 1, &tasks, &cancel).await;
@@ -190,7 +191,8 @@ async fn a_recoverer_fences_the_writer_and_keeps_everything_it_acknowledged() {
             break;
         }
     }
-    let recovered = recovery.expect("recovery started").await.unwrap().unwrap();
+    assert!(recovery.is_some(), "recovery started");
+    let recovered = recovering.join_next().await.expect("the recovery").unwrap().unwrap();
     while let Some(result) = in_flight.next().await {
         fenced += u64::from(result.is_err());
     }

@@ -109,7 +109,9 @@ pub struct FaultProxy {
     addr: SocketAddr,
     fault: std::sync::Arc<std::sync::atomic::AtomicU8>,
     generation: tokio::sync::watch::Sender<u64>,
-    task: tokio::task::JoinHandle<()>,
+    /// The accepting task, which owns its connections' tasks: dropping the
+    /// proxy aborts them all.
+    _task: tokio::task::JoinSet<()>,
 }
 
 impl FaultProxy {
@@ -118,18 +120,22 @@ impl FaultProxy {
         let addr = listener.local_addr()?;
         let fault = std::sync::Arc::new(std::sync::atomic::AtomicU8::new(Fault::None as u8));
         let (generation, _) = tokio::sync::watch::channel(0u64);
-        let task = tokio::spawn({
+        let mut task = tokio::task::JoinSet::new();
+        task.spawn({
             let fault = fault.clone();
             let generation = generation.clone();
             async move {
+                let mut connections = tokio::task::JoinSet::new();
                 while let Ok((client, _)) = listener.accept().await {
                     let mode = fault.load(std::sync::atomic::Ordering::SeqCst);
                     let changed = generation.subscribe();
-                    tokio::spawn(serve(client, upstream, mode, changed));
+                    connections.spawn(serve(client, upstream, mode, changed));
+                    // Forget the finished ones.
+                    while connections.try_join_next().is_some() {}
                 }
             }
         });
-        Ok(FaultProxy { addr, fault, generation, task })
+        Ok(FaultProxy { addr, fault, generation, _task: task })
     }
 
     pub fn endpoint(&self) -> String {
@@ -139,12 +145,6 @@ impl FaultProxy {
     pub fn set(&self, fault: Fault) {
         self.fault.store(fault as u8, std::sync::atomic::Ordering::SeqCst);
         self.generation.send_modify(|generation| *generation += 1);
-    }
-}
-
-impl Drop for FaultProxy {
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }
 

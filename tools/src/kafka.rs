@@ -45,18 +45,13 @@ pub struct Connection {
     writer: tokio::sync::Mutex<Writer>,
     pending: Pending,
     closed: Arc<AtomicBool>,
-    reader: tokio::task::JoinHandle<()>,
+    /// The task reading answers, held so that dropping the connection aborts it.
+    _reader: tokio::task::JoinSet<()>,
 }
 
 impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Connection").field("addr", &self.addr).finish_non_exhaustive()
-    }
-}
-
-impl Drop for Connection {
-    fn drop(&mut self) {
-        self.reader.abort();
     }
 }
 
@@ -67,7 +62,8 @@ impl Connection {
         let (mut read, half) = stream.into_split();
         let pending: Pending = Arc::default();
         let closed = Arc::new(AtomicBool::new(false));
-        let reader = tokio::spawn({
+        let mut reader = tokio::task::JoinSet::new();
+        reader.spawn({
             let pending = pending.clone();
             let closed = closed.clone();
             async move {
@@ -97,7 +93,7 @@ impl Connection {
             writer: tokio::sync::Mutex::new(Writer { half, next_correlation: 0 }),
             pending,
             closed,
-            reader,
+            _reader: reader,
         })
     }
 

@@ -22,28 +22,34 @@ pub(crate) async fn run(
     cancel: CancellationToken,
 ) {
     let (mut images, follow) = keel_controller_client::follower::follow(client, cancel.clone());
-    tokio::spawn(follow);
-    let mut sent: HashMap<LogId, Seq> = HashMap::new();
-    loop {
-        let image: Arc<Image> = images.borrow_and_update().clone();
-        for log in image.wal_logs.values() {
-            let mine = log.ensemble.iter().any(|member| member.node == me && member.incarnation == incarnation);
-            let done = matches!(&log.state, WalLogState::Sealed { sealed_seq, .. } if log.trim_seq >= *sealed_seq);
-            // The store clamps a trim to the last entry it holds.
-            let trim = if done { Seq(u64::MAX) } else { log.trim_seq };
-            if !mine || trim.0 == 0 || sent.get(&log.id).is_some_and(|seq| *seq >= trim) {
-                continue;
+    let trimming = async move {
+        let mut sent: HashMap<LogId, Seq> = HashMap::new();
+        loop {
+            let image: Arc<Image> = images.borrow_and_update().clone();
+            for log in image.wal_logs.values() {
+                let mine = log.ensemble.iter().any(|member| member.node == me && member.incarnation == incarnation);
+                let done = matches!(&log.state, WalLogState::Sealed { sealed_seq, .. } if log.trim_seq >= *sealed_seq);
+                // The store clamps a trim to the last entry it holds.
+                let trim = if done { Seq(u64::MAX) } else { log.trim_seq };
+                if !mine || trim.0 == 0 || sent.get(&log.id).is_some_and(|seq| *seq >= trim) {
+                    continue;
+                }
+                let request = StoreRequest::Trim { log: log.id, seq: trim };
+                if store.send(request).await.is_err() {
+                    return;
+                }
+                tracing::debug!(log = %log.id, trim_seq = %log.trim_seq, "trimming from the committed trim point");
+                sent.insert(log.id, trim);
             }
-            let request = StoreRequest::Trim { log: log.id, seq: trim };
-            if store.send(request).await.is_err() {
-                return;
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                changed = images.changed() => if changed.is_err() { return },
             }
-            tracing::debug!(log = %log.id, trim_seq = %log.trim_seq, "trimming from the committed trim point");
-            sent.insert(log.id, trim);
         }
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            changed = images.changed() => if changed.is_err() { return },
-        }
+    };
+    // The metadata is followed for as long as trimming runs, and no longer.
+    tokio::select! {
+        _ = follow => {}
+        _ = trimming => {}
     }
 }

@@ -193,7 +193,7 @@ async fn measure(
     let paced = args.rate.unwrap_or(max_rate.records_per_second / 2.0);
     eprintln!("produce paced at {paced:.0} records/s with tail consumers, for {} s", args.seconds);
     let stop = Arc::new(AtomicBool::new(false));
-    let consumers = start_consumers(&topic, &layout, &connections, stop.clone()).await?;
+    let mut consumers = start_consumers(&topic, &layout, &connections, stop.clone()).await?;
     let consume_started = Instant::now();
     let (paced_rate, _) = produce_phase(args, &topic, producers, Some(paced)).await?;
     // Let the consumers read what was acknowledged last.
@@ -201,8 +201,8 @@ async fn measure(
     stop.store(true, Ordering::Relaxed);
     let mut end_to_end = micros_histogram();
     let mut consumed = 0u64;
-    for consumer in consumers {
-        let (bytes, histogram) = consumer.await??;
+    while let Some(consumer) = consumers.join_next().await {
+        let (bytes, histogram) = consumer??;
         consumed += bytes;
         end_to_end.add(histogram)?;
     }
@@ -295,12 +295,12 @@ async fn read_ranges(
     ranges: &[(i32, i64, i64)],
 ) -> anyhow::Result<(u64, f64)> {
     let started = Instant::now();
-    let mut readers = Vec::new();
+    let mut readers = tokio::task::JoinSet::new();
     for &(partition, from, to) in ranges {
         let leader = layout.leaders[partition as usize];
         let connection = connections.get(&leader).context("a partition's leader is not among the brokers")?.clone();
         let topic = topic.to_owned();
-        readers.push(tokio::spawn(async move {
+        readers.spawn(async move {
             let (mut offset, mut bytes) = (from, 0u64);
             while offset < to {
                 let request = kafka::fetch_request(&topic, partition, offset, 100, 8 << 20);
@@ -314,11 +314,11 @@ async fn read_ranges(
                 }
             }
             anyhow::Ok(bytes)
-        }));
+        });
     }
     let mut total = 0;
-    for reader in readers {
-        total += reader.await??;
+    while let Some(read) = readers.join_next().await {
+        total += read??;
     }
     Ok((total, started.elapsed().as_secs_f64()))
 }
@@ -361,37 +361,39 @@ pub(super) async fn produce_phase(
     let started = Instant::now();
     let until = started + Duration::from_secs(args.seconds);
     let batches_per_second = rate.map(|rate| rate / args.batch_records as f64 / producers.len() as f64);
-    let tasks: Vec<_> = producers
-        .into_iter()
-        .map(|producer| {
-            let topic = topic.to_owned();
-            let (record_bytes, batch_records, in_flight, acks) =
-                (args.record_bytes, args.batch_records, args.in_flight, args.acks);
-            tokio::spawn(async move {
-                produce_partition(
-                    producer,
-                    &topic,
-                    record_bytes,
-                    batch_records,
-                    in_flight,
-                    acks,
-                    batches_per_second,
-                    until,
-                )
-                .await
-            })
-        })
-        .collect();
+    let count = producers.len();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (index, producer) in producers.into_iter().enumerate() {
+        let topic = topic.to_owned();
+        let (record_bytes, batch_records, in_flight, acks) =
+            (args.record_bytes, args.batch_records, args.in_flight, args.acks);
+        tasks.spawn(async move {
+            let produced = produce_partition(
+                producer,
+                &topic,
+                record_bytes,
+                batch_records,
+                in_flight,
+                acks,
+                batches_per_second,
+                until,
+            );
+            (index, produced.await)
+        });
+    }
     let mut latency = micros_histogram();
     let (mut records, mut errors) = (0u64, 0u64);
-    let mut producers = Vec::new();
-    for task in tasks {
-        let (producer, acked, failed, histogram) = task.await??;
+    // Back in their order, for the next phase.
+    let mut producers: Vec<Option<PartitionProducer>> = (0..count).map(|_| None).collect();
+    while let Some(finished) = tasks.join_next().await {
+        let (index, produced) = finished?;
+        let (producer, acked, failed, histogram) = produced?;
         records += acked;
         errors += failed;
         latency.add(histogram)?;
-        producers.push(producer);
+        producers[index] = Some(producer);
     }
+    let producers: Vec<PartitionProducer> = producers.into_iter().flatten().collect();
     let seconds = started.elapsed().as_secs_f64();
     let run = ProduceRun {
         records_per_second: records as f64 / seconds,
@@ -477,7 +479,7 @@ async fn produce_partition(
     Ok((producer, acked, errors, latency))
 }
 
-type ConsumerTask = tokio::task::JoinHandle<anyhow::Result<(u64, Histogram<u64>)>>;
+type ConsumerTasks = tokio::task::JoinSet<anyhow::Result<(u64, Histogram<u64>)>>;
 
 /// One tail consumer per partition, from its current high watermark, until `stop`.
 async fn start_consumers(
@@ -485,17 +487,15 @@ async fn start_consumers(
     layout: &TopicLayout,
     connections: &HashMap<i32, Arc<Connection>>,
     stop: Arc<AtomicBool>,
-) -> anyhow::Result<Vec<ConsumerTask>> {
-    let mut tasks = Vec::new();
+) -> anyhow::Result<ConsumerTasks> {
+    let mut tasks = ConsumerTasks::new();
     for (partition, leader) in layout.leaders.iter().enumerate() {
         let connection = connections.get(leader).context("a partition's leader is not among the brokers")?.clone();
         let request = kafka::fetch_request(topic, partition as i32, 0, 0, 1);
         let (_, high_watermark, _) = kafka::fetch_result(&connection.send(kafka::FETCH_VERSION, &request).await?)?;
         let topic = topic.to_owned();
         let stop = stop.clone();
-        tasks.push(tokio::spawn(
-            async move { tail(&connection, &topic, partition as i32, high_watermark, &stop).await },
-        ));
+        tasks.spawn(async move { tail(&connection, &topic, partition as i32, high_watermark, &stop).await });
     }
     Ok(tasks)
 }
@@ -537,14 +537,15 @@ async fn tail(
 struct RssSampler {
     highest: Arc<Mutex<(Vec<u64>, u64, u64)>>,
     stop: Arc<AtomicU64>,
-    task: tokio::task::JoinHandle<()>,
+    task: tokio::task::JoinSet<()>,
 }
 
 impl RssSampler {
     fn start(pids: Vec<u32>, wal_admins: Vec<std::net::SocketAddr>) -> RssSampler {
         let highest = Arc::new(Mutex::new((vec![0u64; pids.len()], 0, 0)));
         let stop = Arc::new(AtomicU64::new(0));
-        let task = tokio::spawn({
+        let mut task = tokio::task::JoinSet::new();
+        task.spawn({
             let highest = highest.clone();
             let stop = stop.clone();
             async move {
@@ -573,9 +574,9 @@ impl RssSampler {
     }
 
     /// Each broker's highest RSS in MB, and the WAL journals' highest and last total bytes.
-    async fn stop(self) -> (Vec<f64>, u64, u64) {
+    async fn stop(mut self) -> (Vec<f64>, u64, u64) {
         self.stop.store(1, Ordering::Relaxed);
-        let _ = self.task.await;
+        let _ = self.task.join_next().await;
         let highest = self.highest.lock().expect("rss lock");
         (highest.0.iter().map(|bytes| *bytes as f64 / 1e6).collect(), highest.1, highest.2)
     }

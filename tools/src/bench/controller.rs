@@ -68,19 +68,18 @@ pub async fn run(args: ControllerBenchArgs) -> anyhow::Result<ControllerBenchRep
     eprintln!("measuring throughput: {} commits from {} writers", args.throughput_commits, args.concurrency);
     let per_writer = args.throughput_commits / args.concurrency.max(1);
     let started = Instant::now();
-    let writers: Vec<_> = (0..args.concurrency)
-        .map(|writer| {
-            let client = client.clone();
-            tokio::spawn(async move {
-                for i in 0..per_writer {
-                    alter(&client, writer * per_writer + i).await?;
-                }
-                anyhow::Ok(())
-            })
-        })
-        .collect();
-    for writer in writers {
-        writer.await??;
+    let mut writers = tokio::task::JoinSet::new();
+    for writer in 0..args.concurrency {
+        let client = client.clone();
+        writers.spawn(async move {
+            for i in 0..per_writer {
+                alter(&client, writer * per_writer + i).await?;
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(written) = writers.join_next().await {
+        written??;
     }
     let commits_per_second = (per_writer * args.concurrency) as f64 / started.elapsed().as_secs_f64();
 

@@ -127,7 +127,8 @@ pub async fn run(args: WalBenchArgs) -> anyhow::Result<WalBenchReport> {
     let cancel = CancellationToken::new();
     let _stop_session = cancel.clone().drop_guard();
     let client = Arc::new(cluster.client()?);
-    let owner = register_as_broker(client.clone(), &cancel).await?;
+    let session_tasks = TaskTracker::new();
+    let owner = register_as_broker(client.clone(), &session_tasks, &cancel).await?;
     let bench = Bench {
         client,
         owner,
@@ -184,6 +185,7 @@ pub async fn run(args: WalBenchArgs) -> anyhow::Result<WalBenchReport> {
 /// points; the registration is kept alive until `cancel` fires.
 async fn register_as_broker(
     client: Arc<MetadataClient>,
+    tasks: &TaskTracker,
     cancel: &CancellationToken,
 ) -> anyhow::Result<(NodeId, Epoch)> {
     let registration = Registration {
@@ -197,7 +199,7 @@ async fn register_as_broker(
     let id = registration.id;
     let heartbeat = Duration::from_millis(250);
     let (keeper, mut session) = SessionKeeper::new(client, registration, heartbeat, heartbeat);
-    tokio::spawn(keeper.run(cancel.clone()));
+    tasks.spawn(keeper.run(cancel.clone()));
     let registered = tokio::time::timeout(Duration::from_secs(30), session.wait_for(Option::is_some)).await;
     let epoch = registered
         .map_err(|_| anyhow::anyhow!("the controller did not register the bench within 30 s"))??
@@ -246,7 +248,7 @@ impl Bench {
         let cancel = CancellationToken::new();
         let writer = WalWriter::start(log, epoch, self.targets.clone(), 2, Seq(0), &tasks, cancel.clone());
         let entries_per_trim = (self.trim_bytes / entry_bytes as u64).max(1);
-        let trimming = tokio::spawn(trim_as_uploads_do(
+        let trimming = tasks.spawn(trim_as_uploads_do(
             self.client.clone(),
             self.owner,
             (log, epoch),
