@@ -23,6 +23,7 @@ mod internal_auth;
 mod keelctl_cli;
 mod launcher;
 mod metrics_dashboard;
+mod tidy;
 mod transactions;
 mod wal_full_disk;
 mod wal_node;
