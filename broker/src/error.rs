@@ -9,7 +9,7 @@
 //! as a failure.
 
 use kafka_protocol::error::ResponseError;
-use keel_controller_client::{ClientError, LogId, MetaError, StreamId};
+use keel_controller_client::{ClientError, LogId, MetaError, Offset, StreamId};
 use keel_objects::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -36,7 +36,7 @@ pub enum BrokerError {
     ObjectStore(StoreError),
     /// Neither the objects nor a WAL log this broker knows of hold the offset.
     #[error("no object or WAL log holds offset {offset} of stream {stream}")]
-    NotStored { stream: StreamId, offset: i64 },
+    NotStored { stream: StreamId, offset: Offset },
     /// Stored bytes (a WAL entry, a batch) that fail their checks.
     #[error("stored data is damaged: {reason}")]
     Damaged { reason: String },

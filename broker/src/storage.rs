@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use keel_broker_core::stream_index::IndexCache;
-use keel_controller_client::StreamId;
+use keel_controller_client::{Offset, StreamId};
 use keel_objects::ObjectStore;
 use tokio::sync::Notify;
 use tokio_util::task::TaskTracker;
@@ -91,8 +91,8 @@ impl Storage {
         &self,
         cluster: &Cluster,
         stream: StreamId,
-        offset: i64,
-        until: i64,
+        offset: Offset,
+        until: Offset,
         limit: usize,
     ) -> Result<Option<Vec<Bytes>>, BrokerError> {
         // A missing object may have been replaced or deleted under a stale
@@ -117,7 +117,7 @@ impl Storage {
                 }
                 Err(error) => {
                     cluster.metrics.object_read_failures.inc();
-                    tracing::error!(%stream, offset, "cold read failed: {error}");
+                    tracing::error!(%stream, %offset, "cold read failed: {error}");
                     return Err(error);
                 }
             }

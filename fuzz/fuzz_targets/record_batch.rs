@@ -12,9 +12,9 @@ fuzz_target!(|data: &[u8]| {
     let Ok(header) = batch::check(data) else { return };
     let _ = header.last_sequence();
     let mut stored = data.to_vec();
-    batch::assign(&mut stored, 42, 7);
+    batch::assign(&mut stored, keel_controller_client::Offset(42), 7);
     assert_eq!(batch::check(&stored), Ok(header), "offsets and leader epoch lie outside the CRC");
     batch::set_log_append_time(&mut stored, 1_000);
     assert!(batch::check(&stored).is_ok(), "the CRC is recomputed");
-    assert_eq!(batch::base_offset(&stored), 42);
+    assert_eq!(batch::base_offset(&stored), keel_controller_client::Offset(42));
 });

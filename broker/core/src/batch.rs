@@ -22,6 +22,7 @@
 //! ```
 
 use kafka_protocol::error::ResponseError;
+use keel_controller_client::{Offset, ProducerId};
 
 /// Bytes before the records.
 pub const HEADER_BYTES: usize = 61;
@@ -37,7 +38,7 @@ pub struct BatchHeader {
     pub last_offset_delta: i32,
     pub base_timestamp: i64,
     pub max_timestamp: i64,
-    pub producer_id: i64,
+    pub producer_id: ProducerId,
     pub producer_epoch: i16,
     pub base_sequence: i32,
     pub record_count: i32,
@@ -106,7 +107,7 @@ pub fn stored_header(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
         last_offset_delta: i32_at(bytes, 23),
         base_timestamp: i64_at(bytes, 27),
         max_timestamp: i64_at(bytes, 35),
-        producer_id: i64_at(bytes, 43),
+        producer_id: ProducerId(i64_at(bytes, 43)),
         producer_epoch: i16_at(bytes, 51),
         base_sequence: i32_at(bytes, 53),
         record_count: i32_at(bytes, 57),
@@ -141,7 +142,7 @@ impl BatchHeader {
 
     /// Whether the producer is idempotent (it has a producer id).
     pub fn is_idempotent(&self) -> bool {
-        self.producer_id >= 0
+        self.producer_id.0 >= 0
     }
 
     /// The sequence of the batch's last record; sequences wrap at i32::MAX.
@@ -158,8 +159,8 @@ pub fn wrapping_add_sequence(sequence: i32, delta: i32) -> i32 {
 
 /// Sets the fields outside the CRC: the offset of the first record and the
 /// leader epoch it was appended under.
-pub fn assign(bytes: &mut [u8], base_offset: i64, leader_epoch: i32) {
-    bytes[0..8].copy_from_slice(&base_offset.to_be_bytes());
+pub fn assign(bytes: &mut [u8], base_offset: Offset, leader_epoch: i32) {
+    bytes[0..8].copy_from_slice(&base_offset.0.to_be_bytes());
     bytes[12..16].copy_from_slice(&leader_epoch.to_be_bytes());
 }
 
@@ -174,8 +175,13 @@ pub fn set_log_append_time(bytes: &mut [u8], now_ms: i64) {
 }
 
 /// The offset of the first record of a stored batch.
-pub fn base_offset(bytes: &[u8]) -> i64 {
-    i64_at(bytes, 0)
+pub fn base_offset(bytes: &[u8]) -> Offset {
+    Offset(i64_at(bytes, 0))
+}
+
+/// The offset after the last record of a stored batch.
+pub fn end_offset(bytes: &[u8]) -> Offset {
+    base_offset(bytes) + i64::from(record_count(bytes))
 }
 
 /// The number of records in a stored batch.
@@ -192,7 +198,11 @@ pub fn max_timestamp(bytes: &[u8]) -> i64 {
 /// timestamp is at least `timestamp` (or, for `None`, equals the batch's max
 /// timestamp): its (timestamp, offset). Reads a decompressed copy; the stored
 /// bytes stay as they are.
-pub fn first_record_at(bytes: &[u8], from: i64, timestamp: Option<i64>) -> Result<Option<(i64, i64)>, BatchError> {
+pub fn first_record_at(
+    bytes: &[u8],
+    from: Offset,
+    timestamp: Option<i64>,
+) -> Result<Option<(i64, Offset)>, BatchError> {
     let max = max_timestamp(bytes);
     let wanted = timestamp.unwrap_or(max);
     if i16_at(bytes, 21) & ATTR_LOG_APPEND_TIME != 0 {
@@ -202,11 +212,11 @@ pub fn first_record_at(bytes: &[u8], from: i64, timestamp: Option<i64>) -> Resul
     let mut buffer = bytes::Bytes::copy_from_slice(bytes);
     let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut buffer)
         .map_err(|error| BatchError::Records(error.to_string()))?;
-    let found = set.records.iter().filter(|record| record.offset >= from).find(|record| match timestamp {
+    let found = set.records.iter().filter(|record| record.offset >= from.0).find(|record| match timestamp {
         Some(_) => record.timestamp >= wanted,
         None => record.timestamp == wanted,
     });
-    Ok(found.map(|record| (record.timestamp, record.offset)))
+    Ok(found.map(|record| (record.timestamp, Offset(record.offset))))
 }
 
 /// What a control batch marks: the end of a transaction (Kafka's control
@@ -273,7 +283,7 @@ fn read_varint(bytes: &mut &[u8]) -> Option<i64> {
 /// transactional batch of the producer, key (version 0, type) and value
 /// `EndTxnMarker` (version 0, the coordinator's epoch).
 pub fn marker_batch(
-    producer_id: i64,
+    producer_id: ProducerId,
     producer_epoch: i16,
     marker: Marker,
     coordinator_epoch: i32,
@@ -295,7 +305,7 @@ pub fn marker_batch(
         control: true,
         delete_horizon: false,
         partition_leader_epoch: -1,
-        producer_id,
+        producer_id: producer_id.0,
         producer_epoch,
         timestamp_type: TimestampType::Creation,
         offset: 0,
@@ -317,11 +327,11 @@ pub fn marker_batch(
 /// coordinator's own writes are not deduplicated).
 pub fn keyed_batch(
     records: Vec<(bytes::Bytes, Option<bytes::Bytes>)>,
-    producer: Option<(i64, i16)>,
+    producer: Option<(ProducerId, i16)>,
     now_ms: i64,
 ) -> bytes::Bytes {
     use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
-    let (producer_id, producer_epoch) = producer.unwrap_or((-1, -1));
+    let (producer_id, producer_epoch) = producer.map_or((-1, -1), |(id, epoch)| (id.0, epoch));
     let records: Vec<Record> = records
         .into_iter()
         .enumerate()
@@ -432,7 +442,7 @@ mod tests {
     fn a_well_formed_batch_is_read_and_every_damage_is_refused() {
         let batch = build(&[b"a", b"bb", b"ccc"], (7, 1, 40), 1_000);
         let header = check(&batch).unwrap();
-        assert_eq!((header.record_count, header.producer_id, header.base_sequence), (3, 7, 40));
+        assert_eq!((header.record_count, header.producer_id, header.base_sequence), (3, ProducerId(7), 40));
         assert_eq!(header.last_sequence(), 42);
 
         assert_eq!(check(&batch[..HEADER_BYTES - 1]), Err(BatchError::Size(HEADER_BYTES - 1)));
@@ -451,8 +461,8 @@ mod tests {
     #[test]
     fn assigning_offsets_keeps_the_crc_and_log_append_time_recomputes_it() {
         let mut batch = build(&[b"x"], (-1, -1, -1), 5);
-        assign(&mut batch, 1234, 7);
-        assert_eq!(base_offset(&batch), 1234);
+        assign(&mut batch, Offset(1234), 7);
+        assert_eq!(base_offset(&batch), Offset(1234));
         check(&batch).expect("baseOffset and leader epoch are outside the CRC");
         set_log_append_time(&mut batch, 99);
         let header = check(&batch).expect("the CRC was recomputed");
@@ -461,12 +471,12 @@ mod tests {
 
     #[test]
     fn markers_are_written_and_read_back_as_kafka_lays_them_out() {
-        let commit = marker_batch(7, 3, Marker::Commit, 11, 1_000);
+        let commit = marker_batch(ProducerId(7), 3, Marker::Commit, 11, 1_000);
         let header = stored_header(&commit).unwrap();
         assert!(header.is_control() && header.is_transactional());
-        assert_eq!((header.producer_id, header.producer_epoch, header.record_count), (7, 3, 1));
+        assert_eq!((header.producer_id, header.producer_epoch, header.record_count), (ProducerId(7), 3, 1));
         assert_eq!(marker(&commit), Some((Marker::Commit, 11)));
-        assert_eq!(marker(&marker_batch(7, 3, Marker::Abort, 0, 0)), Some((Marker::Abort, 0)));
+        assert_eq!(marker(&marker_batch(ProducerId(7), 3, Marker::Abort, 0, 0)), Some((Marker::Abort, 0)));
         assert_eq!(check(&commit), Err(BatchError::Control), "producers may not write them");
         assert_eq!(marker(&build(&[b"x"], (7, 3, 0), 0)), None, "a data batch");
         for cut in 0..commit.len() {
@@ -483,13 +493,21 @@ mod tests {
     #[test]
     fn a_time_lookup_finds_the_record_from_the_start_offset_on() {
         let mut batch = build(&[b"a", b"b", b"c"], (-1, -1, -1), 50);
-        assign(&mut batch, 10, 0);
-        assert_eq!(first_record_at(&batch, 0, Some(40)), Ok(Some((50, 10))));
-        assert_eq!(first_record_at(&batch, 11, Some(40)), Ok(Some((50, 11))), "records below the start are deleted");
-        assert_eq!(first_record_at(&batch, 13, Some(40)), Ok(None));
-        assert_eq!(first_record_at(&batch, 0, Some(51)), Ok(None));
-        assert_eq!(first_record_at(&batch, 0, None), Ok(Some((50, 10))), "the first record with the max timestamp");
+        assign(&mut batch, Offset(10), 0);
+        assert_eq!(first_record_at(&batch, Offset(0), Some(40)), Ok(Some((50, Offset(10)))));
+        assert_eq!(
+            first_record_at(&batch, Offset(11), Some(40)),
+            Ok(Some((50, Offset(11)))),
+            "records below the start are deleted"
+        );
+        assert_eq!(first_record_at(&batch, Offset(13), Some(40)), Ok(None));
+        assert_eq!(first_record_at(&batch, Offset(0), Some(51)), Ok(None));
+        assert_eq!(
+            first_record_at(&batch, Offset(0), None),
+            Ok(Some((50, Offset(10)))),
+            "the first record with the max timestamp"
+        );
         set_log_append_time(&mut batch, 99);
-        assert_eq!(first_record_at(&batch, 12, Some(60)), Ok(Some((99, 12))));
+        assert_eq!(first_record_at(&batch, Offset(12), Some(60)), Ok(Some((99, Offset(12)))));
     }
 }

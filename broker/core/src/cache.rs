@@ -6,13 +6,13 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
 
 use bytes::Bytes;
-use keel_controller_client::StreamId;
+use keel_controller_client::{Offset, StreamId};
 
 /// A cached batch and the offset after its last record.
 #[derive(Clone, Debug)]
 pub struct Cached {
     pub batch: Bytes,
-    pub end: i64,
+    pub end: Offset,
 }
 
 #[derive(Debug)]
@@ -23,9 +23,9 @@ pub struct BatchCache {
 
 #[derive(Debug, Default)]
 struct Inner {
-    streams: HashMap<StreamId, BTreeMap<i64, Cached>>,
+    streams: HashMap<StreamId, BTreeMap<Offset, Cached>>,
     /// Insertion order, for eviction. Entries already removed are skipped.
-    order: VecDeque<(StreamId, i64)>,
+    order: VecDeque<(StreamId, Offset)>,
     bytes: usize,
 }
 
@@ -39,7 +39,7 @@ impl BatchCache {
     }
 
     /// Adds a batch covering `base..end`, evicting the oldest batches over the bound.
-    pub fn insert(&self, stream: StreamId, base: i64, end: i64, batch: Bytes) {
+    pub fn insert(&self, stream: StreamId, base: Offset, end: Offset, batch: Bytes) {
         let mut inner = self.lock();
         inner.bytes += batch.len();
         if let Some(old) = inner.streams.entry(stream).or_default().insert(base, Cached { batch, end }) {
@@ -58,7 +58,7 @@ impl BatchCache {
     /// The batches from the one holding `from`, ending at or before `until`,
     /// up to `max_bytes` (at least one batch). `None` when the cache does not
     /// hold the batch with `from`: the caller reads the WAL.
-    pub fn read(&self, stream: StreamId, from: i64, until: i64, max_bytes: usize) -> Option<Vec<Cached>> {
+    pub fn read(&self, stream: StreamId, from: Offset, until: Offset, max_bytes: usize) -> Option<Vec<Cached>> {
         let inner = self.lock();
         let batches = inner.streams.get(&stream)?;
         let (&start, first) = batches.range(..=from).next_back()?;
@@ -102,14 +102,14 @@ mod tests {
     fn reads_start_at_the_batch_holding_the_offset_and_stop_at_the_bound() {
         let cache = BatchCache::new(1 << 20);
         let s = StreamId(1);
-        cache.insert(s, 0, 3, batch(10));
-        cache.insert(s, 3, 5, batch(10));
-        cache.insert(s, 5, 9, batch(10));
-        let ends = |v: Option<Vec<Cached>>| v.map(|v| v.iter().map(|c| c.end).collect::<Vec<_>>());
-        assert_eq!(ends(cache.read(s, 4, 9, 1 << 20)), Some(vec![5, 9]));
-        assert_eq!(ends(cache.read(s, 4, 5, 1 << 20)), Some(vec![5]), "not past the high watermark");
-        assert_eq!(ends(cache.read(s, 0, 9, 15)), Some(vec![3]), "max bytes, but at least one batch");
-        assert_eq!(ends(cache.read(s, 9, 9, 100)), None, "nothing holds offset 9 yet");
+        cache.insert(s, Offset(0), Offset(3), batch(10));
+        cache.insert(s, Offset(3), Offset(5), batch(10));
+        cache.insert(s, Offset(5), Offset(9), batch(10));
+        let ends = |v: Option<Vec<Cached>>| v.map(|v| v.iter().map(|c| c.end.0).collect::<Vec<_>>());
+        assert_eq!(ends(cache.read(s, Offset(4), Offset(9), 1 << 20)), Some(vec![5, 9]));
+        assert_eq!(ends(cache.read(s, Offset(4), Offset(5), 1 << 20)), Some(vec![5]), "not past the high watermark");
+        assert_eq!(ends(cache.read(s, Offset(0), Offset(9), 15)), Some(vec![3]), "max bytes, but at least one batch");
+        assert_eq!(ends(cache.read(s, Offset(9), Offset(9), 100)), None, "nothing holds offset 9 yet");
     }
 
     #[test]
@@ -117,11 +117,11 @@ mod tests {
         let cache = BatchCache::new(25);
         let s = StreamId(1);
         for base in 0..4 {
-            cache.insert(s, base, base + 1, batch(10));
+            cache.insert(s, Offset(base), Offset(base + 1), batch(10));
         }
         assert_eq!(cache.bytes(), 20);
-        assert!(cache.read(s, 1, 4, 100).is_none(), "offsets 0 and 1 were evicted");
-        assert!(cache.read(s, 2, 4, 100).is_some());
+        assert!(cache.read(s, Offset(1), Offset(4), 100).is_none(), "offsets 0 and 1 were evicted");
+        assert!(cache.read(s, Offset(2), Offset(4), 100).is_some());
         cache.forget(s);
         assert_eq!(cache.bytes(), 0);
     }

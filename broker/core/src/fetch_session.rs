@@ -20,6 +20,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use kafka_protocol::error::ResponseError;
+use keel_controller_client::Offset;
 use uuid::Uuid;
 
 /// Sessions kept at once (Kafka's `max.incremental.fetch.session.cache.slots`).
@@ -36,7 +37,7 @@ pub struct TopicKey {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct WantedPartition {
     pub partition: i32,
-    pub fetch_offset: i64,
+    pub fetch_offset: Offset,
     /// The leader epoch the client knows (-1: any).
     pub current_leader_epoch: i32,
     pub partition_max_bytes: i32,
@@ -61,8 +62,8 @@ pub struct Forgotten {
 #[derive(Clone, Debug)]
 struct Cached {
     request: WantedPartition,
-    high_watermark: i64,
-    log_start: i64,
+    high_watermark: Offset,
+    log_start: Offset,
 }
 
 #[derive(Debug)]
@@ -101,8 +102,8 @@ impl Context {
 #[derive(Clone, Copy, Debug)]
 pub struct Answered {
     pub bytes: usize,
-    pub high_watermark: i64,
-    pub log_start: i64,
+    pub high_watermark: Offset,
+    pub log_start: Offset,
     pub error: bool,
 }
 
@@ -197,7 +198,7 @@ impl FetchSessions {
                     || answer.high_watermark != cached.high_watermark
                     || answer.log_start != cached.log_start;
                 // After an error the partition is sent again once it clears.
-                cached.high_watermark = if answer.error { -1 } else { answer.high_watermark };
+                cached.high_watermark = if answer.error { Offset(-1) } else { answer.high_watermark };
                 cached.log_start = answer.log_start;
                 !incremental || news
             })
@@ -228,9 +229,10 @@ fn update(session: &mut Session, topics: &[WantedTopic], forgotten: &[Forgotten]
                 .find(|(t, cached)| t == key && cached.request.partition == partition.partition);
             match existing {
                 Some((_, cached)) => cached.request = partition.clone(),
-                None => session
-                    .partitions
-                    .push((key.clone(), Cached { request: partition.clone(), high_watermark: -1, log_start: -1 })),
+                None => session.partitions.push((
+                    key.clone(),
+                    Cached { request: partition.clone(), high_watermark: Offset(-1), log_start: Offset(-1) },
+                )),
             }
         }
     }
@@ -257,7 +259,7 @@ mod tests {
             .iter()
             .map(|(partition, fetch_offset)| WantedPartition {
                 partition: *partition,
-                fetch_offset: *fetch_offset,
+                fetch_offset: Offset(*fetch_offset),
                 ..Default::default()
             })
             .collect();
@@ -269,7 +271,7 @@ mod tests {
     }
 
     fn answered(bytes: usize, high_watermark: i64) -> Answered {
-        Answered { bytes, high_watermark, log_start: 0, error: false }
+        Answered { bytes, high_watermark: Offset(high_watermark), log_start: Offset(0), error: false }
     }
 
     #[test]
@@ -284,7 +286,8 @@ mod tests {
         // Incremental: only partition 0 moved; partition 1 is still read.
         let (context, wanted_now) = sessions.begin(id, 1, &[topic("t", &[(0, 5)])], &[]).unwrap();
         assert_eq!(context, Context::Incremental { id });
-        let offsets: Vec<(i32, i64)> = wanted_now[0].partitions.iter().map(|p| (p.partition, p.fetch_offset)).collect();
+        let offsets: Vec<(i32, i64)> =
+            wanted_now[0].partitions.iter().map(|p| (p.partition, p.fetch_offset.0)).collect();
         assert_eq!(offsets, vec![(0, 5), (1, 0)]);
         let news = sessions.finish(&context, &[(key("t"), 0, answered(0, 5)), (key("t"), 1, answered(0, 3))]);
         assert_eq!(news, vec![false, true], "only the partition whose high watermark moved");
@@ -315,7 +318,7 @@ mod tests {
         let id = context.id();
         sessions.finish(&context, &[(key("t"), 0, answered(0, 7))]);
         let (context, _) = sessions.begin(id, 1, &[], &[]).unwrap();
-        let error = Answered { bytes: 0, high_watermark: -1, log_start: -1, error: true };
+        let error = Answered { bytes: 0, high_watermark: Offset(-1), log_start: Offset(-1), error: true };
         assert_eq!(sessions.finish(&context, &[(key("t"), 0, error)]), vec![true]);
         let (context, _) = sessions.begin(id, 2, &[], &[]).unwrap();
         assert_eq!(sessions.finish(&context, &[(key("t"), 0, answered(0, 7))]), vec![true]);

@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use keel_controller_client::Image;
+use keel_controller_client::{Image, ProducerId};
 
 use crate::internal_topic::Item;
 use classic::ClassicGroup;
@@ -84,7 +84,7 @@ pub struct Group {
     /// their place among the group's commits: they become the group's
     /// offsets when the commit marker is written, unless a plain commit
     /// came after them (Kafka's rule: the later one in the log wins).
-    pub pending_txn: HashMap<i64, PendingOffsets>,
+    pub pending_txn: HashMap<ProducerId, PendingOffsets>,
 }
 
 impl Group {
@@ -133,7 +133,12 @@ impl Group {
 
     /// Offsets committed in producer `producer`'s transaction as number
     /// `sequence` are durable: they wait for the transaction's end.
-    pub fn txn_offsets_written(&mut self, producer: i64, offsets: Vec<((String, i32), OffsetValue)>, sequence: u64) {
+    pub fn txn_offsets_written(
+        &mut self,
+        producer: ProducerId,
+        offsets: Vec<((String, i32), OffsetValue)>,
+        sequence: u64,
+    ) {
         let pending = self.pending_txn.entry(producer).or_default();
         pending.extend(offsets.into_iter().map(|(key, value)| (key, (value, sequence))));
     }
@@ -291,7 +296,7 @@ fn replay_record(
 /// An offset committed in producer `producer`'s transaction, replayed.
 fn replay_txn_offset(
     groups: &mut HashMap<String, Group>,
-    producer: i64,
+    producer: ProducerId,
     key: &[u8],
     value: &[u8],
     settings: &Settings,
@@ -308,7 +313,7 @@ fn replay_txn_offset(
 
 /// A transaction's marker in a partition of `__consumer_offsets`: its
 /// offsets become the groups' committed offsets, or are dropped.
-pub fn end_txn_offsets(groups: &mut HashMap<String, Group>, producer: i64, commit: bool) {
+pub fn end_txn_offsets(groups: &mut HashMap<String, Group>, producer: ProducerId, commit: bool) {
     for group in groups.values_mut() {
         if let Some(offsets) = group.pending_txn.remove(&producer) {
             if commit {
@@ -417,18 +422,18 @@ mod tests {
         let mut groups = HashMap::new();
         let value = |offset| committed(offset, 0);
         let mut group = Group::new(Kind::Classic(ClassicGroup::new("g", Duration::ZERO)));
-        group.txn_offsets_written(7, vec![(("t".into(), 0), value(10)), (("t".into(), 1), value(10))], 1);
+        group.txn_offsets_written(ProducerId(7), vec![(("t".into(), 0), value(10)), (("t".into(), 1), value(10))], 1);
         group.commit_durable(("t".into(), 0), value(20), 2);
         groups.insert("g".to_owned(), group);
-        end_txn_offsets(&mut groups, 7, true);
+        end_txn_offsets(&mut groups, ProducerId(7), true);
         let group = &groups["g"];
         assert_eq!(group.offsets[&("t".into(), 0)].offset, 20, "the later plain commit stays");
         assert_eq!(group.offsets[&("t".into(), 1)].offset, 10, "the transaction's offset applies");
         let mut group = Group::new(Kind::Classic(ClassicGroup::new("g", Duration::ZERO)));
         group.commits_appended = 3;
-        group.txn_offsets_written(7, vec![(("t".into(), 0), value(30))], 3);
+        group.txn_offsets_written(ProducerId(7), vec![(("t".into(), 0), value(30))], 3);
         groups.insert("g".to_owned(), group);
-        end_txn_offsets(&mut groups, 7, true);
+        end_txn_offsets(&mut groups, ProducerId(7), true);
         groups.get_mut("g").unwrap().commit_durable(("t".into(), 0), value(5), 2);
         assert_eq!(
             groups["g"].offsets[&("t".into(), 0)].offset,
@@ -441,10 +446,10 @@ mod tests {
     fn an_aborted_transactions_offsets_are_dropped() {
         let mut groups = HashMap::new();
         let mut group = Group::new(Kind::Classic(ClassicGroup::new("g", Duration::ZERO)));
-        group.txn_offsets_written(7, vec![(("t".into(), 0), committed(10, 0))], 1);
+        group.txn_offsets_written(ProducerId(7), vec![(("t".into(), 0), committed(10, 0))], 1);
         assert!(group.has_pending(&("t".into(), 0)));
         groups.insert("g".to_owned(), group);
-        end_txn_offsets(&mut groups, 7, false);
+        end_txn_offsets(&mut groups, ProducerId(7), false);
         assert!(groups["g"].offsets.is_empty());
         assert!(!groups["g"].has_pending(&("t".into(), 0)));
     }
@@ -492,10 +497,10 @@ mod tests {
             record(offset_key("a", 0), offset(2), None),
             record(offset_key("a", 1), offset(3), None),
             record(offset_key("a", 1), None, None),
-            record(offset_key("b", 0), offset(9), Some(7)),
-            record(offset_key("c", 0), offset(9), Some(8)),
-            Item::Marker { producer: 7, commit: true },
-            Item::Marker { producer: 8, commit: false },
+            record(offset_key("b", 0), offset(9), Some(ProducerId(7))),
+            record(offset_key("c", 0), offset(9), Some(ProducerId(8))),
+            Item::Marker { producer: ProducerId(7), commit: true },
+            Item::Marker { producer: ProducerId(8), commit: false },
         ];
         let groups = replay(&items, &settings, Instant::now());
         let offsets = |id: &str| groups[id].offsets.iter().map(|((_, p), v)| (*p, v.offset)).collect::<Vec<_>>();

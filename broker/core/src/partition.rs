@@ -15,7 +15,7 @@
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::error::ResponseError;
-use keel_controller_client::{LeaderEpoch, LogId, Seq, Topic};
+use keel_controller_client::{LeaderEpoch, LogId, Offset, Seq, Topic};
 
 use crate::batch::{self, BatchHeader, Marker};
 use crate::producers::{Producers, Verdict};
@@ -27,11 +27,11 @@ pub struct LogRange {
     /// The log's sealed seq, or 0 while this broker still writes it.
     pub sealed_seq: Seq,
     /// The first offset of the partition in this log.
-    pub from: i64,
+    pub from: Offset,
 }
 
 /// The range of `ranges` (oldest first) holding `offset`.
-pub fn range_of(ranges: &[LogRange], offset: i64) -> Option<LogRange> {
+pub fn range_of(ranges: &[LogRange], offset: Offset) -> Option<LogRange> {
     ranges.iter().rev().find(|range| range.from <= offset).copied()
 }
 
@@ -39,10 +39,10 @@ pub fn range_of(ranges: &[LogRange], offset: i64) -> Option<LogRange> {
 pub struct PartitionState {
     pub leader_epoch: LeaderEpoch,
     /// The offset the next appended record gets.
-    pub next_offset: i64,
+    pub next_offset: Offset,
     /// Every offset below it is durable in the WAL quorum; fetches stop here.
-    pub high_watermark: i64,
-    pub log_start: i64,
+    pub high_watermark: Offset,
+    pub log_start: Offset,
     pub producers: Producers,
     /// Where the partition's offsets lie in the WAL, oldest first; the last
     /// range is the log this broker writes now.
@@ -193,16 +193,16 @@ pub enum Admission {
     /// Appended at `base..=last`: `batch` is what goes to the WAL (its
     /// offsets and leader epoch set, stamped when `append_time` is set).
     Appended {
-        base: i64,
-        last: i64,
+        base: Offset,
+        last: Offset,
         batch: Bytes,
         append_time: Option<i64>,
     },
     /// A retry of a batch appended before at `base..=last`: answered with
     /// those offsets once they are durable; nothing is appended.
     Duplicate {
-        base: i64,
-        last: i64,
+        base: Offset,
+        last: Offset,
     },
     Refused(Refusal),
 }
@@ -211,12 +211,12 @@ impl PartitionState {
     /// A partition led from `end`, its uploaded end: everything before is in
     /// objects (DESIGN §5), everything after goes to `log`, the log this
     /// broker writes, with the producers' state as of `end`.
-    pub fn new(leader_epoch: LeaderEpoch, end: i64, producers: Producers, log: LogId) -> PartitionState {
+    pub fn new(leader_epoch: LeaderEpoch, end: Offset, producers: Producers, log: LogId) -> PartitionState {
         PartitionState {
             leader_epoch,
             next_offset: end,
             high_watermark: end,
-            log_start: 0,
+            log_start: Offset(0),
             producers,
             ranges: vec![LogRange { log, sealed_seq: Seq(0), from: end }],
             closing: false,
@@ -260,7 +260,7 @@ impl PartitionState {
             }
             Verdict::Append => {
                 let base = self.next_offset;
-                self.next_offset += i64::from(header.record_count);
+                self.next_offset = base + i64::from(header.record_count);
                 self.producers.record(&header, batch.marker, base, now_ms);
                 let mut bytes = batch.bytes;
                 batch::assign(&mut bytes, base, self.leader_epoch.0);
@@ -268,7 +268,7 @@ impl PartitionState {
                 if let Some(now_ms) = append_time {
                     batch::set_log_append_time(&mut bytes, now_ms);
                 }
-                let last = base + i64::from(header.record_count) - 1;
+                let last = base + (i64::from(header.record_count) - 1);
                 Admission::Appended { base, last, batch: bytes.freeze(), append_time }
             }
         }
@@ -276,7 +276,7 @@ impl PartitionState {
 
     /// The WAL acknowledged everything up to `last` of this leader epoch:
     /// the high watermark moves past it. Returns whether it moved.
-    pub fn acknowledge(&mut self, leader_epoch: LeaderEpoch, last: i64) -> bool {
+    pub fn acknowledge(&mut self, leader_epoch: LeaderEpoch, last: Offset) -> bool {
         if leader_epoch != self.leader_epoch || self.high_watermark > last {
             return false;
         }
@@ -286,7 +286,7 @@ impl PartitionState {
 
     /// Follows the metadata's start offset (DeleteRecords, retention) up,
     /// never past the high watermark.
-    pub fn follow_start(&mut self, start_offset: i64) {
+    pub fn follow_start(&mut self, start_offset: Offset) {
         let log_start = self.log_start.max(start_offset).min(self.high_watermark);
         if log_start > self.log_start {
             // Aborted transactions wholly below the start have no data left.
@@ -297,7 +297,7 @@ impl PartitionState {
 
     /// Below the first offset of any open transaction, at most the high
     /// watermark: what `read_committed` consumers may read.
-    pub fn last_stable(&self) -> i64 {
+    pub fn last_stable(&self) -> Offset {
         self.producers.first_unstable().map_or(self.high_watermark, |first| first.min(self.high_watermark))
     }
 

@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use kafka_protocol::error::ResponseError;
+use keel_controller_client::{Offset, ProducerId};
 
 use crate::batch::{wrapping_add_sequence, BatchHeader, Marker};
 
@@ -23,7 +24,7 @@ pub enum Verdict {
     Append,
     /// It was appended before at this base offset: answer with that offset
     /// once it is durable, append nothing.
-    Duplicate { base_offset: i64, last_offset: i64 },
+    Duplicate { base_offset: Offset, last_offset: Offset },
     /// Refuse it with this error.
     Refuse(ResponseError),
 }
@@ -32,14 +33,14 @@ pub enum Verdict {
 struct Producer {
     epoch: i16,
     /// (first sequence, last sequence, base offset, last offset), oldest first.
-    batches: VecDeque<(i32, i32, i64, i64)>,
+    batches: VecDeque<(i32, i32, Offset, Offset)>,
     /// When the leader appended its last batch (ms since the epoch); a
     /// snapshot from before this field counts from when it is loaded.
     #[serde(default = "crate::clock::now_ms")]
     last_append_ms: i64,
     /// The first offset of its open transaction in this partition.
     #[serde(default)]
-    txn_first: Option<i64>,
+    txn_first: Option<Offset>,
     /// The epoch of the transaction coordinator that wrote its last
     /// marker here: a marker from an older one (cut off, not yet aware of
     /// its successor) is refused.
@@ -55,28 +56,28 @@ fn no_epoch() -> i32 {
 /// `first_offset` and the marker at `last_offset`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AbortedTxn {
-    pub producer_id: i64,
-    pub first_offset: i64,
-    pub last_offset: i64,
+    pub producer_id: ProducerId,
+    pub first_offset: Offset,
+    pub last_offset: Offset,
 }
 
 /// One producer as `DescribeProducers` shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProducerView {
-    pub producer_id: i64,
+    pub producer_id: ProducerId,
     pub epoch: i16,
     pub last_sequence: i32,
     pub last_append_ms: i64,
-    pub txn_first: Option<i64>,
+    pub txn_first: Option<Offset>,
 }
 
 /// The producer state of one partition.
 #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Producers {
-    producers: HashMap<i64, Producer>,
+    producers: HashMap<ProducerId, Producer>,
     /// Open transactions: first offset -> producer id.
     #[serde(default)]
-    open: BTreeMap<i64, i64>,
+    open: BTreeMap<Offset, ProducerId>,
     /// Aborted transactions in the order of their markers.
     #[serde(default)]
     aborted: Vec<AbortedTxn>,
@@ -84,7 +85,7 @@ pub struct Producers {
     /// flight with the transaction's coordinator. A marker clears it, so a
     /// verification answered after the transaction ended lets nothing in.
     #[serde(skip)]
-    verifying: HashMap<i64, (i16, u64)>,
+    verifying: HashMap<ProducerId, (i16, u64)>,
 }
 
 impl Producers {
@@ -166,7 +167,7 @@ impl Producers {
     /// Records a batch appended at `base_offset` at `now_ms`; `marker` is
     /// what a control batch marks, with its coordinator's epoch
     /// (`batch::marker`).
-    pub fn record(&mut self, batch: &BatchHeader, marker: Option<(Marker, i32)>, base_offset: i64, now_ms: i64) {
+    pub fn record(&mut self, batch: &BatchHeader, marker: Option<(Marker, i32)>, base_offset: Offset, now_ms: i64) {
         if !batch.is_idempotent() {
             return;
         }
@@ -225,31 +226,31 @@ impl Producers {
 
     /// Starts a verification of producer (id, epoch)'s transaction here:
     /// the token `check` wants once the coordinator confirmed it.
-    pub fn begin_verification(&mut self, producer_id: i64, epoch: i16) -> u64 {
+    pub fn begin_verification(&mut self, producer_id: ProducerId, epoch: i16) -> u64 {
         let token = rand::random::<u64>();
         self.verifying.insert(producer_id, (epoch, token));
         token
     }
 
     /// Whether the producer has a transaction open here at `epoch`.
-    pub fn in_transaction(&self, producer_id: i64, epoch: i16) -> bool {
+    pub fn in_transaction(&self, producer_id: ProducerId, epoch: i16) -> bool {
         self.producers.get(&producer_id).is_some_and(|p| p.txn_first.is_some() && p.epoch == epoch)
     }
 
     /// The first offset of the oldest open transaction: the last stable
     /// offset is the lower of it and the high watermark.
-    pub fn first_unstable(&self) -> Option<i64> {
+    pub fn first_unstable(&self) -> Option<Offset> {
         self.open.keys().next().copied()
     }
 
     /// The aborted transactions with data in `[from, to)`, oldest first.
-    pub fn aborted_between(&self, from: i64, to: i64) -> Vec<AbortedTxn> {
+    pub fn aborted_between(&self, from: Offset, to: Offset) -> Vec<AbortedTxn> {
         self.aborted.iter().filter(|txn| txn.last_offset >= from && txn.first_offset < to).copied().collect()
     }
 
     /// Forgets aborted transactions that end below the log start (their
     /// data is deleted).
-    pub fn forget_aborted_before(&mut self, log_start: i64) {
+    pub fn forget_aborted_before(&mut self, log_start: Offset) {
         self.aborted.retain(|txn| txn.last_offset >= log_start);
     }
 
@@ -281,7 +282,7 @@ mod tests {
             last_offset_delta: count - 1,
             base_timestamp: 0,
             max_timestamp: 0,
-            producer_id,
+            producer_id: ProducerId(producer_id),
             producer_epoch: epoch,
             base_sequence,
             record_count: count,
@@ -293,11 +294,14 @@ mod tests {
         let mut producers = Producers::default();
         let first = header(9, 0, 0, 3);
         assert_eq!(producers.check(&first, None), Verdict::Append);
-        producers.record(&first, None, 100, 0);
-        assert_eq!(producers.check(&first, None), Verdict::Duplicate { base_offset: 100, last_offset: 102 });
+        producers.record(&first, None, Offset(100), 0);
+        assert_eq!(
+            producers.check(&first, None),
+            Verdict::Duplicate { base_offset: Offset(100), last_offset: Offset(102) }
+        );
         let next = header(9, 0, 3, 2);
         assert_eq!(producers.check(&next, None), Verdict::Append);
-        producers.record(&next, None, 103, 0);
+        producers.record(&next, None, Offset(103), 0);
         assert_eq!(
             producers.check(&header(9, 0, 6, 1), None),
             Verdict::Refuse(ResponseError::OutOfOrderSequenceNumber),
@@ -309,7 +313,7 @@ mod tests {
     #[test]
     fn epochs_fence_old_producers_and_a_new_epoch_starts_at_zero() {
         let mut producers = Producers::default();
-        producers.record(&header(9, 3, 0, 1), None, 0, 0);
+        producers.record(&header(9, 3, 0, 1), None, Offset(0), 0);
         assert_eq!(producers.check(&header(9, 2, 1, 1), None), Verdict::Refuse(ResponseError::InvalidProducerEpoch));
         assert_eq!(
             producers.check(&header(9, 4, 7, 1), None),
@@ -322,7 +326,7 @@ mod tests {
     fn only_the_last_five_batches_are_remembered() {
         let mut producers = Producers::default();
         for seq in 0..6 {
-            producers.record(&header(1, 0, seq, 1), None, i64::from(seq), 0);
+            producers.record(&header(1, 0, seq, 1), None, Offset(i64::from(seq)), 0);
         }
         assert_eq!(
             producers.check(&header(1, 0, 0, 1), None),
@@ -334,7 +338,7 @@ mod tests {
     #[test]
     fn sequences_continue_across_the_wrap() {
         let mut producers = Producers::default();
-        producers.record(&header(1, 0, i32::MAX - 1, 2), None, 0, 0);
+        producers.record(&header(1, 0, i32::MAX - 1, 2), None, Offset(0), 0);
         assert_eq!(producers.check(&header(1, 0, 0, 1), None), Verdict::Append);
     }
 
@@ -351,54 +355,54 @@ mod tests {
         let mut producers = Producers::default();
         let first = transactional(1, 0, 0, 2);
         assert_eq!(producers.check(&first, None), Verdict::Refuse(ResponseError::InvalidTxnState), "not verified");
-        let token = producers.begin_verification(1, 0);
+        let token = producers.begin_verification(ProducerId(1), 0);
         assert_eq!(producers.check(&first, Some(token ^ 1)), Verdict::Refuse(ResponseError::InvalidTxnState));
         assert_eq!(producers.check(&first, Some(token)), Verdict::Append);
-        producers.record(&first, None, 10, 0);
+        producers.record(&first, None, Offset(10), 0);
         let more = transactional(1, 0, 2, 1);
         assert_eq!(producers.check(&more, None), Verdict::Append, "the transaction is open here");
-        producers.record(&more, None, 12, 0);
-        producers.record(&transactional(2, 0, 0, 1), None, 13, 0);
-        assert_eq!(producers.first_unstable(), Some(10));
+        producers.record(&more, None, Offset(12), 0);
+        producers.record(&transactional(2, 0, 0, 1), None, Offset(13), 0);
+        assert_eq!(producers.first_unstable(), Some(Offset(10)));
         assert_eq!(
             producers.check(&header(1, 0, 3, 1), None),
             Verdict::Refuse(ResponseError::InvalidTxnState),
             "no plain batch in the middle of a transaction"
         );
 
-        producers.record(&marker(1, 0), Some((Marker::Abort, 0)), 14, 0);
-        assert_eq!(producers.first_unstable(), Some(13), "producer 2 is still open");
-        producers.record(&marker(2, 0), Some((Marker::Commit, 0)), 15, 0);
+        producers.record(&marker(1, 0), Some((Marker::Abort, 0)), Offset(14), 0);
+        assert_eq!(producers.first_unstable(), Some(Offset(13)), "producer 2 is still open");
+        producers.record(&marker(2, 0), Some((Marker::Commit, 0)), Offset(15), 0);
         assert_eq!(producers.first_unstable(), None);
-        let aborted = AbortedTxn { producer_id: 1, first_offset: 10, last_offset: 14 };
-        assert_eq!(producers.aborted_between(0, 11), [aborted]);
-        assert_eq!(producers.aborted_between(14, 20), [aborted]);
-        assert!(producers.aborted_between(15, 20).is_empty());
-        assert!(producers.aborted_between(0, 10).is_empty());
-        producers.forget_aborted_before(15);
-        assert!(producers.aborted_between(0, 20).is_empty());
+        let aborted = AbortedTxn { producer_id: ProducerId(1), first_offset: Offset(10), last_offset: Offset(14) };
+        assert_eq!(producers.aborted_between(Offset(0), Offset(11)), [aborted]);
+        assert_eq!(producers.aborted_between(Offset(14), Offset(20)), [aborted]);
+        assert!(producers.aborted_between(Offset(15), Offset(20)).is_empty());
+        assert!(producers.aborted_between(Offset(0), Offset(10)).is_empty());
+        producers.forget_aborted_before(Offset(15));
+        assert!(producers.aborted_between(Offset(0), Offset(20)).is_empty());
     }
 
     #[test]
     fn markers_of_an_older_epoch_are_refused_and_a_bumped_one_fences_the_producer() {
         let mut producers = Producers::default();
-        producers.record(&transactional(1, 3, 0, 1), None, 0, 0);
+        producers.record(&transactional(1, 3, 0, 1), None, Offset(0), 0);
         assert_eq!(producers.check(&marker(1, 2), None), Verdict::Refuse(ResponseError::InvalidProducerEpoch));
-        producers.record(&marker(1, 4), Some((Marker::Abort, 0)), 1, 0);
-        let token = producers.begin_verification(1, 3);
+        producers.record(&marker(1, 4), Some((Marker::Abort, 0)), Offset(1), 0);
+        let token = producers.begin_verification(ProducerId(1), 3);
         assert_eq!(
             producers.check(&transactional(1, 3, 1, 1), Some(token)),
             Verdict::Refuse(ResponseError::InvalidProducerEpoch)
         );
-        let token = producers.begin_verification(1, 4);
+        let token = producers.begin_verification(ProducerId(1), 4);
         assert_eq!(producers.check(&transactional(1, 4, 0, 1), Some(token)), Verdict::Append);
     }
 
     #[test]
     fn a_marker_from_an_older_coordinator_is_refused() {
         let mut producers = Producers::default();
-        producers.record(&transactional(1, 0, 0, 1), None, 0, 0);
-        producers.record(&marker(1, 0), Some((Marker::Commit, 5)), 1, 0);
+        producers.record(&transactional(1, 0, 0, 1), None, Offset(0), 0);
+        producers.record(&marker(1, 0), Some((Marker::Commit, 5)), Offset(1), 0);
         assert_eq!(
             producers.check_marker(&marker(1, 0), 4),
             Verdict::Refuse(ResponseError::TransactionCoordinatorFenced)
@@ -412,8 +416,8 @@ mod tests {
     #[test]
     fn a_marker_between_a_verification_and_its_batch_voids_the_verification() {
         let mut producers = Producers::default();
-        let token = producers.begin_verification(1, 0);
-        producers.record(&marker(1, 0), Some((Marker::Abort, 0)), 0, 0);
+        let token = producers.begin_verification(ProducerId(1), 0);
+        producers.record(&marker(1, 0), Some((Marker::Abort, 0)), Offset(0), 0);
         assert_eq!(
             producers.check(&transactional(1, 0, 0, 1), Some(token)),
             Verdict::Refuse(ResponseError::InvalidTxnState)
@@ -424,18 +428,40 @@ mod tests {
     #[test]
     fn a_producer_with_an_open_transaction_never_expires() {
         let mut producers = Producers::default();
-        producers.record(&transactional(1, 0, 0, 1), None, 0, 1_000);
+        producers.record(&transactional(1, 0, 0, 1), None, Offset(0), 1_000);
         assert_eq!(producers.expire(2_000), 0);
         let json = serde_json::to_vec(&producers).unwrap();
         let restored: Producers = serde_json::from_slice(&json).unwrap();
-        assert_eq!(restored.first_unstable(), Some(0), "the snapshot keeps open transactions");
+        assert_eq!(restored.first_unstable(), Some(Offset(0)), "the snapshot keeps open transactions");
+    }
+
+    /// Snapshots uploaded before offsets and producer ids had types of
+    /// their own read the same: the newtypes serialize as the numbers did.
+    #[test]
+    fn a_snapshot_written_before_the_newtypes_reads_the_same() {
+        let json = r#"{"producers":{
+            "9":{"epoch":0,"batches":[[0,2,100,102]],"last_append_ms":5,"txn_first":null,"coordinator_epoch":-1},
+            "7":{"epoch":0,"batches":[],"last_append_ms":5,"txn_first":10,"coordinator_epoch":-1}},
+            "open":{"10":7},
+            "aborted":[{"producer_id":1,"first_offset":3,"last_offset":4}]}"#;
+        let producers: Producers = serde_json::from_str(json).unwrap();
+        let retry = header(9, 0, 0, 3);
+        assert_eq!(
+            producers.check(&retry, None),
+            Verdict::Duplicate { base_offset: Offset(100), last_offset: Offset(102) }
+        );
+        assert_eq!(producers.first_unstable(), Some(Offset(10)));
+        let aborted = AbortedTxn { producer_id: ProducerId(1), first_offset: Offset(3), last_offset: Offset(4) };
+        assert_eq!(producers.aborted_between(Offset(0), Offset(5)), [aborted]);
+        let again: Producers = serde_json::from_slice(&serde_json::to_vec(&producers).unwrap()).unwrap();
+        assert_eq!(again.view(), producers.view(), "and writes it back the same way");
     }
 
     #[test]
     fn a_producer_idle_past_the_expiration_is_forgotten() {
         let mut producers = Producers::default();
-        producers.record(&header(1, 0, 0, 1), None, 0, 1_000);
-        producers.record(&header(2, 0, 0, 1), None, 1, 5_000);
+        producers.record(&header(1, 0, 0, 1), None, Offset(0), 1_000);
+        producers.record(&header(2, 0, 0, 1), None, Offset(1), 5_000);
         assert_eq!(producers.expire(2_000), 1);
         assert_eq!(producers.check(&header(1, 0, 7, 1), None), Verdict::Append, "an unknown producer starts anew");
         assert!(matches!(producers.check(&header(2, 0, 0, 1), None), Verdict::Duplicate { .. }), "2 is remembered");

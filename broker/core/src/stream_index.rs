@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use keel_controller_client::{Image, ObjectId, ObjectRange, StreamId, Version};
+use keel_controller_client::{Image, ObjectId, ObjectRange, Offset, StreamId, Version};
 
 /// One object range of a stream, with the object it is in.
 #[derive(Clone, Debug)]
@@ -18,16 +18,16 @@ pub struct Located {
 
 #[derive(Debug, Default)]
 pub struct StreamFacts {
-    pub start_offset: i64,
-    pub uploaded_end: i64,
+    pub start_offset: Offset,
+    pub uploaded_end: Offset,
     /// In offset order.
     pub ranges: Vec<Located>,
 }
 
 impl StreamFacts {
     /// The ranges that reach past `offset`, in offset order.
-    pub fn ranges_from(&self, offset: i64) -> &[Located] {
-        let first = self.ranges.partition_point(|located| located.range.end.0 <= offset);
+    pub fn ranges_from(&self, offset: Offset) -> &[Located] {
+        let first = self.ranges.partition_point(|located| located.range.end <= offset);
         &self.ranges[first..]
     }
 }
@@ -43,8 +43,8 @@ impl StreamIndex {
         let mut streams: HashMap<StreamId, StreamFacts> = HashMap::new();
         for partition in image.topics.values().flat_map(|topic| &topic.partitions) {
             let facts = streams.entry(partition.stream_id).or_default();
-            facts.start_offset = partition.start_offset.0;
-            facts.uploaded_end = partition.uploaded_end.0;
+            facts.start_offset = partition.start_offset;
+            facts.uploaded_end = partition.uploaded_end;
         }
         for object in image.objects.values() {
             let key: Arc<str> = Arc::from(object.key.as_str());
@@ -83,8 +83,6 @@ impl IndexCache {
 
 #[cfg(test)]
 mod tests {
-    use keel_controller_client::Offset;
-
     use super::*;
 
     fn located(start: i64, end: i64) -> Located {
@@ -105,13 +103,13 @@ mod tests {
     #[test]
     fn ranges_from_skips_the_ranges_that_end_at_or_before_the_offset() {
         let facts = StreamFacts {
-            start_offset: 0,
-            uploaded_end: 30,
+            start_offset: Offset(0),
+            uploaded_end: Offset(30),
             ranges: vec![located(0, 10), located(10, 20), located(20, 30)],
         };
-        assert_eq!(facts.ranges_from(0).len(), 3);
-        assert_eq!(facts.ranges_from(10)[0].range.start, Offset(10));
-        assert_eq!(facts.ranges_from(29).len(), 1);
-        assert!(facts.ranges_from(30).is_empty());
+        assert_eq!(facts.ranges_from(Offset(0)).len(), 3);
+        assert_eq!(facts.ranges_from(Offset(10))[0].range.start, Offset(10));
+        assert_eq!(facts.ranges_from(Offset(29)).len(), 1);
+        assert!(facts.ranges_from(Offset(30)).is_empty());
     }
 }

@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use keel_broker_core::partition::LogRange;
-use keel_controller_client::{Image, Seq, StreamId, WalLog};
+use keel_controller_client::{Image, Offset, Seq, StreamId, WalLog};
 use keel_proto::wal as wal_pb;
 use keel_wal_client::entry::Entry;
 use keel_wal_client::quorum::Member;
@@ -84,7 +84,7 @@ impl WalNodes {
         image: &Image,
         range: LogRange,
         stream: StreamId,
-        from: i64,
+        from: Offset,
         max_bytes: usize,
     ) -> Result<Vec<wal_pb::StreamBatch>, BrokerError> {
         let log = range.log;
@@ -92,7 +92,7 @@ impl WalNodes {
         let request = wal_pb::ReadStreamRequest {
             log: log.0,
             stream: stream.0,
-            from_offset: from,
+            from_offset: from.0,
             max_bytes: max_bytes as u64,
             sealed_seq: range.sealed_seq.0,
         };

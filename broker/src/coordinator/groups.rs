@@ -29,6 +29,7 @@ use keel_broker_core::groups::classic::{Answer, ClassicGroup};
 use keel_broker_core::groups::{self as rules, Entry, Group, Kind, Settings, OFFSETS_TOPIC};
 use keel_broker_core::internal_topic::Item;
 use keel_broker_core::partition::Verification;
+use keel_controller_client::ProducerId;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -47,7 +48,7 @@ pub struct GroupShard {
     /// Transaction markers made durable while the shard loads (producer,
     /// commit): applied after the replay, which may have read the log
     /// before them.
-    ended_while_loading: Vec<(i64, bool)>,
+    ended_while_loading: Vec<(ProducerId, bool)>,
 }
 
 impl GroupShard {
@@ -270,7 +271,7 @@ impl Groups {
     }
 
     /// A transaction's marker is durable in `partition` of `__consumer_offsets`.
-    pub fn txn_ended(&self, partition: i32, producer: i64, commit: bool) {
+    pub fn txn_ended(&self, partition: i32, producer: ProducerId, commit: bool) {
         let mut shards = self.runtime.shards();
         match shards.get_mut(&partition) {
             Some(shard) if shard.loaded => rules::end_txn_offsets(&mut shard.state.groups, producer, commit),

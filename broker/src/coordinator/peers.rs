@@ -8,6 +8,7 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use kafka_protocol::error::ResponseError;
+use keel_controller_client::{Offset, ProducerId};
 
 use crate::log::Partitions;
 
@@ -15,7 +16,7 @@ use crate::log::Partitions;
 /// by their leader.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Marker {
-    pub producer_id: i64,
+    pub producer_id: ProducerId,
     pub producer_epoch: i16,
     pub commit: bool,
     pub coordinator_epoch: i32,
@@ -27,7 +28,7 @@ pub struct Marker {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Verify {
     pub transactional_id: String,
-    pub producer_id: i64,
+    pub producer_id: ProducerId,
     pub producer_epoch: i16,
     pub partitions: Vec<(String, i32)>,
 }
@@ -43,7 +44,7 @@ pub trait Peers: Send + Sync + std::fmt::Debug {
         &self,
         addr: &str,
         partitions: &[(String, i32)],
-    ) -> anyhow::Result<HashMap<(String, i32), i64>>;
+    ) -> anyhow::Result<HashMap<(String, i32), Offset>>;
 
     /// Has the broker at `addr` write `marker` to the partitions it leads.
     async fn write_marker(&self, addr: &str, marker: &Marker) -> anyhow::Result<PartitionResults>;
@@ -58,7 +59,7 @@ pub async fn end_offsets(
     partitions: &Partitions,
     peers: &dyn Peers,
     wanted: &[(String, i32)],
-) -> HashMap<(String, i32), i64> {
+) -> HashMap<(String, i32), Offset> {
     let cluster = &partitions.cluster;
     let image = cluster.image();
     let mut ends = HashMap::new();

@@ -23,7 +23,7 @@ use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use keel_broker_core::internal_topic::{self, Item, ReplayError};
 use keel_broker_core::partition::{range_of, Verification};
-use keel_controller_client::{Image, LeaderEpoch};
+use keel_controller_client::{Image, LeaderEpoch, Offset, ProducerId};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -106,7 +106,7 @@ enum LoadError {
     #[error(transparent)]
     Replay(#[from] ReplayError),
     #[error("nothing read at offset {0}")]
-    Empty(i64),
+    Empty(Offset),
 }
 
 impl<S> Runtime<S> {
@@ -239,7 +239,7 @@ impl<S> Runtime<S> {
         &self,
         partition: i32,
         records: Vec<(Bytes, Option<Bytes>)>,
-        producer: Option<(i64, i16)>,
+        producer: Option<(ProducerId, i16)>,
         verification: Verification,
     ) -> AppendTicket {
         let batch = keel_broker_core::batch::keyed_batch(records, producer, keel_broker_core::clock::now_ms());

@@ -31,6 +31,7 @@ use keel_broker_core::internal_topic::Item;
 use keel_broker_core::partition::Verification;
 use keel_broker_core::txn::state::{self, Status, Txn};
 use keel_broker_core::txn::{records, TXN_TOPIC};
+use keel_controller_client::ProducerId;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -371,7 +372,7 @@ impl Txns {
     pub async fn verify_offsets(
         &self,
         transactional_id: &str,
-        producer: (i64, i16),
+        producer: (ProducerId, i16),
         partition: i32,
     ) -> Result<u64, ResponseError> {
         let offsets_topic = keel_broker_core::groups::OFFSETS_TOPIC;

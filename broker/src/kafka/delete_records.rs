@@ -46,12 +46,12 @@ pub(crate) async fn handle(
 /// Deletes the records of one partition below `offset`; answers the new low watermark.
 async fn delete(broker: &Arc<Broker>, topic: &Topic, index: i32, offset: i64) -> Result<i64, ResponseError> {
     let view = broker.partitions.read_view(topic, index, -1)?;
-    let offset = if offset == -1 { view.high_watermark } else { offset };
-    if offset < 0 || offset > view.high_watermark {
+    let offset = if offset == -1 { view.high_watermark.0 } else { offset };
+    if offset < 0 || offset > view.high_watermark.0 {
         return Err(ResponseError::OffsetOutOfRange);
     }
-    if offset <= view.log_start {
-        return Ok(view.log_start);
+    if offset <= view.log_start.0 {
+        return Ok(view.log_start.0);
     }
     let epoch = broker.cluster.live_epoch().ok_or(ResponseError::NotLeaderOrFollower)?;
     match broker.cluster.advance_start_offset(topic, index, view.leader_epoch, offset, epoch).await {

@@ -22,7 +22,7 @@ use kafka_protocol::messages::fetch_response::{
 use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, ProducerId, TopicName};
 use keel_broker_core::fetch_session::{Answered, Context, Forgotten, TopicKey, WantedPartition, WantedTopic};
 use keel_broker_core::partition::range_of;
-use keel_controller_client::Topic;
+use keel_controller_client::{Offset, Topic};
 
 use crate::broker::Broker;
 
@@ -37,7 +37,7 @@ fn wanted(topics: &[FetchTopic]) -> Vec<WantedTopic> {
                 .iter()
                 .map(|p| WantedPartition {
                     partition: p.partition,
-                    fetch_offset: p.fetch_offset,
+                    fetch_offset: Offset(p.fetch_offset),
                     current_leader_epoch: p.current_leader_epoch,
                     partition_max_bytes: p.partition_max_bytes,
                 })
@@ -90,8 +90,8 @@ pub(super) async fn handle(broker: &Arc<Broker>, request: FetchRequest, version:
                     let bytes = p.records.as_ref().map_or(0, Bytes::len);
                     let answer = Answered {
                         bytes,
-                        high_watermark: p.high_watermark,
-                        log_start: p.log_start_offset,
+                        high_watermark: Offset(p.high_watermark),
+                        log_start: Offset(p.log_start_offset),
                         error: p.error_code != 0,
                     };
                     (key.clone(), p.partition_index, answer)
@@ -200,9 +200,9 @@ async fn read_partition(
     }
     let end = if read_committed { view.last_stable } else { high_watermark };
     let data = PartitionData::default()
-        .with_high_watermark(high_watermark)
-        .with_last_stable_offset(if version >= 4 { view.last_stable } else { -1 })
-        .with_log_start_offset(if version >= 5 { log_start } else { -1 })
+        .with_high_watermark(high_watermark.0)
+        .with_last_stable_offset(if version >= 4 { view.last_stable.0 } else { -1 })
+        .with_log_start_offset(if version >= 5 { log_start.0 } else { -1 })
         .with_preferred_read_replica(BrokerId(-1));
     let limit = i64::from(wanted.partition_max_bytes.max(0)).min(budget.max(0));
     if offset >= end || (limit == 0 && !first) {
@@ -214,7 +214,7 @@ async fn read_partition(
         .read_batches(view.stream, range_of(&view.ranges, offset), offset, end, limit.max(1) as usize)
         .await
         .map_err(|error| {
-            tracing::warn!(topic = %topic.name, partition = wanted.partition, offset, "WAL read failed: {error}");
+            tracing::warn!(topic = %topic.name, partition = wanted.partition, %offset, "WAL read failed: {error}");
             ResponseError::KafkaStorageError
         })?;
     let size: usize = batches.iter().map(Bytes::len).sum();
@@ -224,17 +224,15 @@ async fn read_partition(
     }
     let mut data = data.with_records(Some(records.freeze()));
     if read_committed && version >= 4 {
-        let last = batches.last().map_or(offset, |b| {
-            keel_broker_core::batch::base_offset(b) + i64::from(keel_broker_core::batch::record_count(b))
-        });
+        let last = batches.last().map_or(offset, |b| keel_broker_core::batch::end_offset(b));
         let aborted = broker
             .partitions
             .aborted_between(view.stream, offset, last)
             .into_iter()
             .map(|txn| {
                 AbortedTransaction::default()
-                    .with_producer_id(ProducerId(txn.producer_id))
-                    .with_first_offset(txn.first_offset)
+                    .with_producer_id(ProducerId(txn.producer_id.0))
+                    .with_first_offset(txn.first_offset.0)
             })
             .collect();
         data = data.with_aborted_transactions(Some(aborted));

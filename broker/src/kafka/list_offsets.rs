@@ -12,6 +12,7 @@ use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
 use keel_broker_core::batch;
 use keel_broker_core::partition::range_of;
+use keel_controller_client::Offset;
 
 use crate::broker::Broker;
 
@@ -73,8 +74,8 @@ async fn lookup(
     let (stream, log_start) = (view.stream, view.log_start);
     let epoch = view.leader_epoch.0;
     match timestamp {
-        LATEST => return Ok((-1, high_watermark, epoch)),
-        EARLIEST | EARLIEST_LOCAL => return Ok((-1, log_start, epoch)),
+        LATEST => return Ok((-1, high_watermark.0, epoch)),
+        EARLIEST | EARLIEST_LOCAL => return Ok((-1, log_start.0, epoch)),
         t if t < MAX_TIMESTAMP => return Err(ResponseError::InvalidRequest),
         _ => {}
     }
@@ -85,11 +86,11 @@ async fn lookup(
         let range = range_of(&view.ranges, offset);
         let read = broker.partitions.read_batches(stream, range, offset, high_watermark, SCAN_BYTES).await;
         let batches = read.map_err(|error| {
-            tracing::warn!(topic = %topic.name, partition = index, offset, "WAL read failed: {error}");
+            tracing::warn!(topic = %topic.name, partition = index, %offset, "WAL read failed: {error}");
             ResponseError::KafkaStorageError
         })?;
         let Some(last) = batches.last() else { break };
-        let next = batch::base_offset(last) + i64::from(batch::record_count(last));
+        let next = batch::end_offset(last);
         for bytes in batches {
             let max = batch::max_timestamp(&bytes);
             if timestamp == MAX_TIMESTAMP {
@@ -100,7 +101,7 @@ async fn lookup(
                 // The batch straddling the start offset may hold the time
                 // only below it: then the answer is further on.
                 if let Some((found, offset)) = open(topic, index, &bytes, log_start, Some(timestamp))? {
-                    return Ok((found, offset, epoch));
+                    return Ok((found, offset.0, epoch));
                 }
             }
         }
@@ -111,7 +112,7 @@ async fn lookup(
     }
     match best {
         Some((_, bytes)) => match open(topic, index, &bytes, log_start, None)? {
-            Some((found, offset)) => Ok((found, offset, epoch)),
+            Some((found, offset)) => Ok((found, offset.0, epoch)),
             None => Ok((-1, -1, epoch)),
         },
         // Kafka answers "no such record" with offset -1 and no error.
@@ -125,13 +126,13 @@ fn open(
     topic: &keel_controller_client::Topic,
     index: i32,
     bytes: &[u8],
-    from: i64,
+    from: Offset,
     timestamp: Option<i64>,
-) -> Result<Option<(i64, i64)>, ResponseError> {
+) -> Result<Option<(i64, Offset)>, ResponseError> {
     match batch::first_record_at(bytes, from, timestamp) {
         Ok(found) => Ok(found),
         Err(error) => {
-            tracing::error!(topic = %topic.name, partition = index, offset = batch::base_offset(bytes), %error, "a stored batch cannot be read");
+            tracing::error!(topic = %topic.name, partition = index, offset = %batch::base_offset(bytes), %error, "a stored batch cannot be read");
             Err(ResponseError::KafkaStorageError)
         }
     }

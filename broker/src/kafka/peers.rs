@@ -26,6 +26,8 @@ use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use keel_controller_client::Offset;
+
 use crate::coordinator::peers::{Marker, PartitionResults, Peers, Verify};
 
 const LIST_OFFSETS_VERSION: i16 = 4;
@@ -66,13 +68,13 @@ impl Peers for KafkaPeers {
         &self,
         addr: &str,
         partitions: &[(String, i32)],
-    ) -> anyhow::Result<HashMap<(String, i32), i64>> {
+    ) -> anyhow::Result<HashMap<(String, i32), Offset>> {
         self.list_offsets(addr, partitions).await
     }
 
     async fn write_marker(&self, addr: &str, marker: &Marker) -> anyhow::Result<PartitionResults> {
         let request = WriteTxnMarkersRequest::default().with_markers(vec![WritableTxnMarker::default()
-            .with_producer_id(ProducerId(marker.producer_id))
+            .with_producer_id(ProducerId(marker.producer_id.0))
             .with_producer_epoch(marker.producer_epoch)
             .with_transaction_result(marker.commit)
             .with_coordinator_epoch(marker.coordinator_epoch)
@@ -102,7 +104,7 @@ impl Peers for KafkaPeers {
     async fn verify(&self, addr: &str, verify: &Verify) -> anyhow::Result<PartitionResults> {
         let transaction = AddPartitionsToTxnTransaction::default()
             .with_transactional_id(TransactionalId(StrBytes::from_string(verify.transactional_id.clone())))
-            .with_producer_id(ProducerId(verify.producer_id))
+            .with_producer_id(ProducerId(verify.producer_id.0))
             .with_producer_epoch(verify.producer_epoch)
             .with_verify_only(true)
             .with_topics(
@@ -130,7 +132,11 @@ impl Peers for KafkaPeers {
 }
 
 impl KafkaPeers {
-    async fn list_offsets(&self, addr: &str, wanted: &[(String, i32)]) -> anyhow::Result<HashMap<(String, i32), i64>> {
+    async fn list_offsets(
+        &self,
+        addr: &str,
+        wanted: &[(String, i32)],
+    ) -> anyhow::Result<HashMap<(String, i32), Offset>> {
         let request = ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(
             by_topic(wanted)
                 .into_iter()
@@ -151,7 +157,7 @@ impl KafkaPeers {
         let mut ends = HashMap::new();
         for topic in response.topics {
             for partition in topic.partitions.into_iter().filter(|p| p.error_code == 0) {
-                ends.insert((topic.name.0.to_string(), partition.partition_index), partition.offset);
+                ends.insert((topic.name.0.to_string(), partition.partition_index), Offset(partition.offset));
             }
         }
         Ok(ends)

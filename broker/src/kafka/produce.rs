@@ -112,7 +112,7 @@ pub async fn finish(broker: &Arc<Broker>, admitted: Admitted) -> Option<ProduceR
                 PartitionProduceResponse::default().with_index(index).with_base_offset(-1).with_log_append_time_ms(-1);
             match answer {
                 Ok((base, append_time)) => {
-                    result = result.with_base_offset(base).with_log_append_time_ms(append_time.unwrap_or(-1));
+                    result = result.with_base_offset(base.0).with_log_append_time_ms(append_time.unwrap_or(-1));
                 }
                 Err(Refusal { error, message }) => {
                     broker.count_error("Produce", error);

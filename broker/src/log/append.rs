@@ -51,21 +51,21 @@ pub enum Fate {
     Appended {
         stream: StreamId,
         leader_epoch: LeaderEpoch,
-        base: i64,
-        last: i64,
+        base: Offset,
+        last: Offset,
         append_time: Option<i64>,
     },
     /// A retry of a batch appended before; answered once that one is durable.
     Duplicate {
         stream: StreamId,
-        base: i64,
-        last: i64,
+        base: Offset,
+        last: Offset,
     },
 }
 
 /// The answer for one partition's batch: its base offset and append time,
 /// or why it was refused.
-pub type Answer = Result<(i64, Option<i64>), Refusal>;
+pub type Answer = Result<(Offset, Option<i64>), Refusal>;
 
 /// The WAL's answer to the entry holding a write's batches.
 type WalAck = Pin<Box<dyn Future<Output = Result<Seq, WriteError>> + Send>>;
@@ -183,8 +183,8 @@ impl Partitions {
                         cluster.metrics.bytes_in.with_label_values(&[&topic.name]).inc_by(batch.len() as u64);
                         self.traffic.count(stream, batch.len() as u64, 0);
                         self.cache.insert(stream, base, last + 1, batch.clone());
-                        let record_count = (last + 1 - base) as u32;
-                        records.push(Record { stream, base_offset: Offset(base), record_count, batch });
+                        let record_count = ((last + 1) - base) as u32;
+                        records.push(Record { stream, base_offset: base, record_count, batch });
                         Fate::Appended { stream, leader_epoch, base, last, append_time }
                     }
                 }
@@ -292,7 +292,7 @@ impl Partitions {
     }
 
     /// Waits until offset `last` of `stream` is durable, at most `timeout`.
-    async fn durable(&self, stream: StreamId, last: i64, timeout: Duration) -> bool {
+    async fn durable(&self, stream: StreamId, last: Offset, timeout: Duration) -> bool {
         let mut watermarks = self.watermarks.subscribe();
         let reached = || self.leadership().partitions.get(&stream).is_some_and(|state| state.high_watermark > last);
         let deadline = tokio::time::Instant::now() + timeout;

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use keel_broker_core::producers::Producers;
-use keel_controller_client::{pb, Image, LeaderEpoch, NodeId, StreamId, TopicId};
+use keel_controller_client::{pb, Image, LeaderEpoch, NodeId, Offset, StreamId, TopicId};
 use tokio_util::sync::CancellationToken;
 
 use super::Partitions;
@@ -85,7 +85,7 @@ async fn close(partitions: &Partitions, led: &Led) -> anyhow::Result<usize> {
             // closed at its uploaded end. (A state at another epoch is left
             // alone; `leaders` replaces it.)
             if !leadership.partitions.contains_key(stream) {
-                let end = image.partition_of_stream(*stream).map_or(0, |(_, _, p)| p.uploaded_end.0);
+                let end = image.partition_of_stream(*stream).map_or(Offset(0), |(_, _, p)| p.uploaded_end);
                 leadership.lead(*stream, *leader_epoch, end, Producers::default());
             }
             match leadership.partitions.get_mut(stream) {
@@ -95,7 +95,7 @@ async fn close(partitions: &Partitions, led: &Led) -> anyhow::Result<usize> {
         }
     }
     // 2. Wait for what is in flight.
-    let ends: HashMap<StreamId, i64> = loop {
+    let ends: HashMap<StreamId, Offset> = loop {
         if let Some(ends) = settled(partitions, led)? {
             break ends;
         }
@@ -106,7 +106,7 @@ async fn close(partitions: &Partitions, led: &Led) -> anyhow::Result<usize> {
     loop {
         let image = cluster.image();
         let behind = led.iter().any(|(_, _, stream, ..)| {
-            image.partition_of_stream(*stream).is_some_and(|(_, _, p)| p.uploaded_end.0 < ends[stream])
+            image.partition_of_stream(*stream).is_some_and(|(_, _, p)| p.uploaded_end < ends[stream])
         });
         if !behind {
             break;
@@ -122,7 +122,7 @@ async fn close(partitions: &Partitions, led: &Led) -> anyhow::Result<usize> {
             topic_id: topic.0.to_string(),
             partition: *index,
             leader_epoch: leader_epoch.0,
-            end_offset: ends[stream],
+            end_offset: ends[stream].0,
             sender: cluster.config.node_id.0,
             sender_epoch: epoch.0,
         };
@@ -141,7 +141,7 @@ async fn close(partitions: &Partitions, led: &Led) -> anyhow::Result<usize> {
 }
 
 /// Each partition's end once nothing is in flight for any of them.
-fn settled(partitions: &Partitions, led: &Led) -> anyhow::Result<Option<HashMap<StreamId, i64>>> {
+fn settled(partitions: &Partitions, led: &Led) -> anyhow::Result<Option<HashMap<StreamId, Offset>>> {
     let leadership = partitions.leadership();
     let states: Vec<_> = led.iter().filter_map(|(_, _, stream, ..)| leadership.partitions.get(stream)).collect();
     anyhow::ensure!(states.len() == led.len(), "partition state was dropped (the WAL log was fenced?)");

@@ -113,7 +113,7 @@ async fn seal_and_continue(partitions: &Partitions, old: &WalLog, why: &str) -> 
         for (stream, state) in leadership.partitions.iter_mut() {
             let Some(last) = state.ranges.last_mut().filter(|range| range.log == old.id) else { continue };
             last.sealed_seq = sealed.sealed_seq;
-            let from = sealed.stream_ends.get(stream).map_or(last.from, |end| end.0);
+            let from = sealed.stream_ends.get(stream).copied().unwrap_or(last.from);
             state.ranges.push(LogRange { log: new, sealed_seq: Seq(0), from });
         }
     }

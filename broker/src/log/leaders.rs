@@ -82,7 +82,7 @@ async fn follow(partitions: &Partitions) -> bool {
             // Made meanwhile by a produce (nothing uploaded): it may hold appends.
             continue;
         }
-        leadership.lead(stream, epoch, end.0, producers);
+        leadership.lead(stream, epoch, end, producers);
         cluster.metrics.partitions_taken.inc();
         tracing::info!(%stream, leader_epoch = %epoch, from = %end, "leading the partition");
     }

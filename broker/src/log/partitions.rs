@@ -14,7 +14,7 @@ use keel_broker_core::batch::BatchHeader;
 use keel_broker_core::cache::BatchCache;
 use keel_broker_core::partition::{LogRange, PartitionState};
 use keel_broker_core::producers::{AbortedTxn, Producers};
-use keel_controller_client::{LeaderEpoch, LogId, StreamId, Topic};
+use keel_controller_client::{LeaderEpoch, LogId, Offset, ProducerId, StreamId, Topic};
 use tokio::sync::{watch, Notify};
 use tokio_util::task::TaskTracker;
 
@@ -47,16 +47,16 @@ impl Leadership {
     ) -> Option<&mut PartitionState> {
         self.owned.as_ref()?;
         if record.uploaded_end.0 == 0 && !self.partitions.contains_key(&stream) {
-            self.lead(stream, leader_epoch, 0, Producers::default());
+            self.lead(stream, leader_epoch, Offset(0), Producers::default());
         }
         let state = self.partitions.get_mut(&stream).filter(|state| state.leader_epoch == leader_epoch)?;
-        state.follow_start(record.start_offset.0);
+        state.follow_start(record.start_offset);
         Some(state)
     }
 
     /// Starts leading a partition at `leader_epoch` from `end`, its uploaded
     /// end, on the log this broker writes; false while it writes none.
-    pub fn lead(&mut self, stream: StreamId, leader_epoch: LeaderEpoch, end: i64, producers: Producers) -> bool {
+    pub fn lead(&mut self, stream: StreamId, leader_epoch: LeaderEpoch, end: Offset, producers: Producers) -> bool {
         let Some(owned) = self.owned.as_ref() else { return false };
         self.partitions.insert(stream, PartitionState::new(leader_epoch, end, producers, owned.log));
         true
@@ -68,11 +68,11 @@ impl Leadership {
 pub struct ReadView {
     pub stream: StreamId,
     pub leader_epoch: LeaderEpoch,
-    pub high_watermark: i64,
+    pub high_watermark: Offset,
     /// Below the first offset of any open transaction, at most the high
     /// watermark: what `read_committed` consumers may read.
-    pub last_stable: i64,
-    pub log_start: i64,
+    pub last_stable: Offset,
+    pub log_start: Offset,
     pub ranges: Vec<LogRange>,
 }
 
@@ -80,7 +80,7 @@ pub struct ReadView {
 #[derive(Debug)]
 pub struct Verifications {
     /// (producer id, epoch).
-    pub producer: (i64, i16),
+    pub producer: (ProducerId, i16),
     /// Per partition (topic, index), the token of the verification begun there.
     pub begun: Vec<((String, i32), u64)>,
 }
@@ -164,7 +164,7 @@ impl Partitions {
 
     /// The aborted transactions with data in `[from, to)` of a partition
     /// this broker leads.
-    pub fn aborted_between(&self, stream: StreamId, from: i64, to: i64) -> Vec<AbortedTxn> {
+    pub fn aborted_between(&self, stream: StreamId, from: Offset, to: Offset) -> Vec<AbortedTxn> {
         self.leadership()
             .partitions
             .get(&stream)
@@ -197,7 +197,7 @@ impl Partitions {
     /// Starts a verification of producer (id, epoch)'s transaction at
     /// partition `index` of `topic`, which this broker leads (KIP-890's
     /// guard, `Producers::check`): the token its first batch must carry.
-    pub fn begin_verification(&self, topic: &str, index: i32, producer: (i64, i16)) -> Option<u64> {
+    pub fn begin_verification(&self, topic: &str, index: i32, producer: (ProducerId, i16)) -> Option<u64> {
         let image = self.cluster.image();
         let (stream, _) = self.cluster.led(image.topics.get(topic)?, index)?;
         let mut leadership = self.leadership();
@@ -211,7 +211,7 @@ impl Partitions {
     /// with its token. Batches of any other producer get none (and are refused).
     pub fn begin_verifications(&self, batches: &[(&str, i32, BatchHeader)]) -> Option<Verifications> {
         let image = self.cluster.image();
-        let mut producer: Option<(i64, i16)> = None;
+        let mut producer: Option<(ProducerId, i16)> = None;
         let mut begun = Vec::new();
         let mut leadership = self.leadership();
         for (topic, index, header) in batches.iter().filter(|(_, _, header)| header.is_transactional()) {

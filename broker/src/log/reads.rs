@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 use keel_broker_core::partition::LogRange;
-use keel_controller_client::StreamId;
+use keel_controller_client::{Offset, StreamId};
 use keel_proto::wal as wal_pb;
 
 use super::Partitions;
@@ -19,8 +19,8 @@ impl Partitions {
         &self,
         stream: StreamId,
         range: Option<LogRange>,
-        offset: i64,
-        until: i64,
+        offset: Offset,
+        until: Offset,
         limit: usize,
     ) -> Result<Vec<Bytes>, BrokerError> {
         if let Some(cached) = self.cache.read(stream, offset, until, limit) {
@@ -56,7 +56,7 @@ impl Partitions {
         &self,
         stream: StreamId,
         range: LogRange,
-        from: i64,
+        from: Offset,
         max_bytes: usize,
     ) -> Result<Vec<wal_pb::StreamBatch>, BrokerError> {
         self.cluster.wal.read_stream(&self.cluster.image(), range, stream, from, max_bytes).await
@@ -64,10 +64,10 @@ impl Partitions {
 }
 
 /// WAL batches that end at or before `until`, within `limit` bytes (at least one).
-fn within(read: Vec<wal_pb::StreamBatch>, until: i64, limit: usize) -> Vec<Bytes> {
+fn within(read: Vec<wal_pb::StreamBatch>, until: Offset, limit: usize) -> Vec<Bytes> {
     let mut bytes = 0usize;
     read.into_iter()
-        .filter(|batch| batch.base_offset + i64::from(batch.record_count) <= until)
+        .filter(|batch| batch.base_offset + i64::from(batch.record_count) <= until.0)
         .take_while(|batch| {
             let take = bytes == 0 || bytes + batch.batch.len() <= limit;
             bytes += batch.batch.len();

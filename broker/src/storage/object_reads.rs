@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use keel_broker_core::batch;
 use keel_broker_core::stream_index::Located;
-use keel_controller_client::ObjectId;
+use keel_controller_client::{ObjectId, Offset};
 use keel_objects::ObjectStore;
 use tokio_util::task::TaskTracker;
 
@@ -72,14 +72,14 @@ pub async fn read(
     cache: &Arc<ObjectCache>,
     tasks: &TaskTracker,
     ranges: &[Located],
-    offset: i64,
-    until: i64,
+    offset: Offset,
+    until: Offset,
     limit: usize,
 ) -> Result<Vec<Bytes>, BrokerError> {
     let mut out = Vec::new();
     let mut bytes = 0usize;
     for (index, located) in ranges.iter().enumerate() {
-        if located.range.start.0 >= until {
+        if located.range.start >= until {
             break;
         }
         let data = fetch_range(store, cache, located).await?;
@@ -88,8 +88,7 @@ pub async fn read(
             reason: format!("{}: {error}", located.object),
         })?;
         for batch in batches {
-            let base = batch::base_offset(&batch);
-            let end = base + i64::from(batch::record_count(&batch));
+            let end = batch::end_offset(&batch);
             if end <= offset {
                 continue;
             }

@@ -78,6 +78,24 @@ impl Seq {
     }
 }
 
+/// The offset `records` records further on.
+impl std::ops::Add<i64> for Offset {
+    type Output = Offset;
+
+    fn add(self, records: i64) -> Offset {
+        Offset(self.0 + records)
+    }
+}
+
+/// How many records lie between two offsets.
+impl std::ops::Sub for Offset {
+    type Output = i64;
+
+    fn sub(self, earlier: Offset) -> i64 {
+        self.0 - earlier.0
+    }
+}
+
 /// A topic's id: a UUID, as Kafka's `topic_id`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]

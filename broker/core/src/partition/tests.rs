@@ -1,5 +1,7 @@
 //! The admission rules of one partition, each test named after the rule.
 
+use keel_controller_client::ProducerId;
+
 use super::*;
 
 const NOW: i64 = 1_700_000_000_000;
@@ -14,7 +16,7 @@ fn rules() -> TopicRules {
 }
 
 fn state(end: i64) -> PartitionState {
-    PartitionState::new(LeaderEpoch(3), end, Producers::default(), LogId(1))
+    PartitionState::new(LeaderEpoch(3), Offset(end), Producers::default(), LogId(1))
 }
 
 /// A client's batch of `count` records from producer (id, epoch) at `sequence`.
@@ -30,7 +32,7 @@ fn admit(state: &mut PartitionState, bytes: &Bytes) -> Admission {
 
 fn offsets(admission: &Admission) -> (i64, i64) {
     match admission {
-        Admission::Appended { base, last, .. } | Admission::Duplicate { base, last } => (*base, *last),
+        Admission::Appended { base, last, .. } | Admission::Duplicate { base, last } => (base.0, last.0),
         Admission::Refused(refusal) => panic!("refused: {refusal:?}"),
     }
 }
@@ -42,10 +44,10 @@ fn appended_batches_get_contiguous_offsets_from_the_partitions_end() {
     let second = admit(&mut state, &produced((-1, -1), -1, 2));
     assert_eq!(offsets(&first), (100, 102));
     assert_eq!(offsets(&second), (103, 104));
-    assert_eq!(state.next_offset, 105);
-    assert_eq!(state.high_watermark, 100, "nothing is acknowledged until the WAL says so");
+    assert_eq!(state.next_offset, Offset(105));
+    assert_eq!(state.high_watermark, Offset(100), "nothing is acknowledged until the WAL says so");
     let Admission::Appended { batch, append_time, .. } = second else { unreachable!() };
-    assert_eq!(batch::base_offset(&batch), 103, "the stored batch carries its offsets");
+    assert_eq!(batch::base_offset(&batch), Offset(103), "the stored batch carries its offsets");
     assert_eq!(&batch[12..16], &3i32.to_be_bytes(), "and the leader epoch it was appended under");
     assert!(batch::check(&batch).is_ok(), "the rewritten fields lie outside the CRC");
     assert_eq!(append_time, None);
@@ -57,8 +59,8 @@ fn a_retried_batch_is_answered_with_its_original_offsets_and_appends_nothing() {
     let batch = produced((9, 0), 0, 3);
     assert_eq!(offsets(&admit(&mut state, &batch)), (0, 2));
     admit(&mut state, &produced((9, 0), 3, 1));
-    assert_eq!(admit(&mut state, &batch), Admission::Duplicate { base: 0, last: 2 });
-    assert_eq!(state.next_offset, 4, "the duplicate took no offsets");
+    assert_eq!(admit(&mut state, &batch), Admission::Duplicate { base: Offset(0), last: Offset(2) });
+    assert_eq!(state.next_offset, Offset(4), "the duplicate took no offsets");
 }
 
 #[test]
@@ -69,7 +71,7 @@ fn a_refused_batch_assigns_no_offsets() {
     assert_eq!(gap, Admission::Refused(Refusal::new(ResponseError::OutOfOrderSequenceNumber)));
     let old_epoch = admit(&mut state, &produced((9, -1), 1, 1));
     assert!(matches!(old_epoch, Admission::Refused(_)));
-    assert_eq!(state.next_offset, 11);
+    assert_eq!(state.next_offset, Offset(11));
     assert_eq!(offsets(&admit(&mut state, &produced((9, 0), 1, 1))), (11, 11), "the next in order appends");
 }
 
@@ -81,7 +83,7 @@ fn a_closing_partition_refuses_every_batch_retriably() {
         panic!("a closing partition takes no writes")
     };
     assert_eq!(refusal.error, ResponseError::NotLeaderOrFollower);
-    assert_eq!(state.next_offset, 0);
+    assert_eq!(state.next_offset, Offset(0));
 }
 
 #[test]
@@ -108,10 +110,10 @@ fn a_transactions_first_batch_needs_its_coordinators_confirmation() {
     assert_eq!(refused, Admission::Refused(Refusal::new(ResponseError::InvalidTxnState)));
     let unreachable = state.admit(checked(), Verification::Unreachable, &rules(), NOW);
     assert!(matches!(unreachable, Admission::Refused(Refusal { error: ResponseError::NotEnoughReplicas, .. })));
-    let token = state.producers.begin_verification(5, 0);
+    let token = state.producers.begin_verification(ProducerId(5), 0);
     let appended = state.admit(checked(), Verification::Confirmed(token), &rules(), NOW);
     assert_eq!(offsets(&appended), (0, 0));
-    assert_eq!(state.last_stable(), 0, "the open transaction holds the last stable offset");
+    assert_eq!(state.last_stable(), Offset(0), "the open transaction holds the last stable offset");
 }
 
 #[test]
@@ -136,7 +138,7 @@ fn the_checks_refuse_what_no_partition_of_the_topic_takes() {
     let refused = check(&Bytes::from(corrupt), Writer::Client, &rules(), NOW).unwrap_err();
     assert_eq!(refused.error, ResponseError::CorruptMessage);
 
-    let marker = batch::marker_batch(9, 0, Marker::Commit, 1, NOW);
+    let marker = batch::marker_batch(ProducerId(9), 0, Marker::Commit, 1, NOW);
     assert_eq!(check(&marker, Writer::Client, &rules(), NOW).unwrap_err().error, ResponseError::InvalidRecord);
     let checked = check(&marker, Writer::Broker, &rules(), NOW).expect("the broker writes markers");
     assert_eq!(checked.marker, Some((Marker::Commit, 1)));
@@ -161,22 +163,22 @@ fn a_log_append_time_topic_stamps_the_batch_with_the_append_time() {
 fn acknowledgements_move_the_high_watermark_forward_only_at_the_current_leader_epoch() {
     let mut state = state(0);
     admit(&mut state, &produced((-1, -1), -1, 4));
-    assert!(!state.acknowledge(LeaderEpoch(2), 3), "an old leader epoch's entry");
-    assert!(state.acknowledge(LeaderEpoch(3), 1));
-    assert_eq!(state.high_watermark, 2);
-    assert!(!state.acknowledge(LeaderEpoch(3), 0), "never backwards");
+    assert!(!state.acknowledge(LeaderEpoch(2), Offset(3)), "an old leader epoch's entry");
+    assert!(state.acknowledge(LeaderEpoch(3), Offset(1)));
+    assert_eq!(state.high_watermark, Offset(2));
+    assert!(!state.acknowledge(LeaderEpoch(3), Offset(0)), "never backwards");
     assert!(!state.is_settled());
-    assert!(state.acknowledge(LeaderEpoch(3), 3));
+    assert!(state.acknowledge(LeaderEpoch(3), Offset(3)));
     assert!(state.is_settled());
 }
 
 #[test]
 fn the_log_start_follows_the_metadata_up_but_never_past_the_high_watermark() {
     let mut state = state(10);
-    state.follow_start(5);
-    assert_eq!(state.log_start, 5);
-    state.follow_start(3);
-    assert_eq!(state.log_start, 5, "never back");
-    state.follow_start(50);
-    assert_eq!(state.log_start, 10, "at most the high watermark");
+    state.follow_start(Offset(5));
+    assert_eq!(state.log_start, Offset(5));
+    state.follow_start(Offset(3));
+    assert_eq!(state.log_start, Offset(5), "never back");
+    state.follow_start(Offset(50));
+    assert_eq!(state.log_start, Offset(10), "at most the high watermark");
 }

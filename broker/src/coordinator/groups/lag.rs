@@ -45,7 +45,7 @@ pub async fn run(groups: Arc<Groups>, cancel: CancellationToken) {
         metrics.group_lag.reset();
         for (group, topic, partition, offset) in committed {
             if let Some(end) = ends.get(&(topic.clone(), partition)) {
-                let lag = (end - offset).max(0);
+                let lag = (end.0 - offset).max(0);
                 metrics.group_lag.with_label_values(&[&group, &topic, &partition.to_string()]).set(lag);
             }
         }

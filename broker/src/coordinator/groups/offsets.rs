@@ -11,7 +11,7 @@ use kafka_protocol::error::ResponseError;
 use keel_broker_core::groups::records::{self, Key, OffsetValue};
 use keel_broker_core::groups::{Entry, Group, Kind, METADATA_BYTES_MAX};
 use keel_broker_core::partition::Verification;
-use keel_controller_client::Image;
+use keel_controller_client::{Image, ProducerId};
 
 use super::Groups;
 
@@ -104,7 +104,7 @@ impl Groups {
         let wanted: Vec<(String, i32)> = commits.iter().filter(|c| c.error.is_none()).map(Commit::key).collect();
         let ends = super::super::peers::end_offsets(self.runtime.partitions(), self.peers.as_ref(), &wanted).await;
         for commit in commits.iter_mut().filter(|c| c.error.is_none()) {
-            if ends.get(&commit.key()).is_some_and(|end| commit.value.offset > *end) {
+            if ends.get(&commit.key()).is_some_and(|end| commit.value.offset > end.0) {
                 commit.error = Some(ResponseError::OffsetOutOfRange);
             }
         }
@@ -172,7 +172,7 @@ impl Groups {
     pub async fn commit_txn_offsets(
         &self,
         group_id: &str,
-        producer: (i64, i16),
+        producer: (ProducerId, i16),
         token: u64,
         committer: &Committer,
         commits: &[Commit],

@@ -19,7 +19,7 @@ use keel_broker_core::groups::OFFSETS_TOPIC;
 use keel_broker_core::partition::Verification;
 use keel_broker_core::txn::state::{self, Status, Txn};
 use keel_broker_core::txn::TXN_TOPIC;
-use keel_controller_client::{Image, NodeId};
+use keel_controller_client::{Image, NodeId, ProducerId};
 
 use super::Txns;
 use crate::coordinator::groups::Groups;
@@ -62,7 +62,7 @@ pub async fn send(
         let image = &image;
         async move {
             let marker = Marker {
-                producer_id: txn.producer_id,
+                producer_id: ProducerId(txn.producer_id),
                 producer_epoch: txn.epoch,
                 commit: txn.status == Status::PrepareCommit,
                 coordinator_epoch,
@@ -160,7 +160,7 @@ pub async fn verify(
     txns: &Txns,
     image: &Image,
     id: &str,
-    producer: (i64, i16),
+    producer: (ProducerId, i16),
     wanted: &[(String, i32)],
 ) -> Result<HashSet<(String, i32)>, Unverified> {
     let failed = |reason: String| Unverified::Failed(anyhow::anyhow!(reason));
@@ -168,7 +168,7 @@ pub async fn verify(
     let leader = image.topics[TXN_TOPIC].partitions[partition as usize].leader;
     if leader == Some(txns.runtime.cluster().config.node_id) {
         let current = txns.current(id).map_err(|error| failed(format!("{error:?}")))?;
-        let ok = wanted.iter().filter(|p| state::verify(current.as_ref(), producer.0, producer.1, p).is_ok());
+        let ok = wanted.iter().filter(|p| state::verify(current.as_ref(), producer.0 .0, producer.1, p).is_ok());
         return Ok(ok.cloned().collect());
     }
     let address = leader

@@ -23,7 +23,7 @@ pub(crate) async fn handle(
     version: i16,
 ) -> TxnOffsetCommitResponse {
     let group_id = request.group_id.0.as_str();
-    let producer = (request.producer_id.0, request.producer_epoch);
+    let producer = (keel_controller_client::ProducerId(request.producer_id.0), request.producer_epoch);
     let committer = Committer {
         member_id: request.member_id.to_string(),
         instance_id: request.group_instance_id.as_ref().map(|i| i.to_string()),

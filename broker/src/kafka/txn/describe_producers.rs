@@ -39,12 +39,12 @@ pub(crate) async fn handle(
                                 .into_iter()
                                 .map(|p| {
                                     describe_producers_response::ProducerState::default()
-                                        .with_producer_id(ProducerId(p.producer_id))
+                                        .with_producer_id(ProducerId(p.producer_id.0))
                                         .with_producer_epoch(i32::from(p.epoch))
                                         .with_last_sequence(p.last_sequence)
                                         .with_last_timestamp(p.last_append_ms)
                                         .with_coordinator_epoch(-1)
-                                        .with_current_txn_start_offset(p.txn_first.unwrap_or(-1))
+                                        .with_current_txn_start_offset(p.txn_first.map_or(-1, |first| first.0))
                                 })
                                 .collect(),
                         ),

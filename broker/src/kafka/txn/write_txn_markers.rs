@@ -24,7 +24,7 @@ pub(crate) async fn handle(
         .markers
         .iter()
         .map(|marker| Marker {
-            producer_id: marker.producer_id.0,
+            producer_id: keel_controller_client::ProducerId(marker.producer_id.0),
             producer_epoch: marker.producer_epoch,
             commit: marker.transaction_result,
             coordinator_epoch: marker.coordinator_epoch,
@@ -43,7 +43,7 @@ pub(crate) async fn handle(
             let partition = WritableTxnMarkerPartitionResult::default()
                 .with_partition_index(index)
                 .with_error_code(code(result.err()));
-            by_producer.entry(marker.producer_id).or_default().entry(topic).or_default().push(partition);
+            by_producer.entry(marker.producer_id.0).or_default().entry(topic).or_default().push(partition);
         }
     }
     let markers = by_producer
