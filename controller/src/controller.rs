@@ -36,6 +36,9 @@ pub struct Controller {
     pub(crate) loads: Mutex<std::collections::HashMap<keel_controller_client::StreamId, StreamLoad>>,
     pub(crate) peers: Peers,
     pub(crate) metrics: Metrics,
+    /// While this controller leads: when a quorum last acknowledged it, on
+    /// this process's monotonic clock (`track_quorum_contact`).
+    pub(crate) quorum_contact: Mutex<Option<Instant>>,
     /// Cancelled when this controller must stop (shutdown, or a fatal Raft error).
     pub(crate) cancel: CancellationToken,
     /// Every background task of this controller (watch feeds included).
@@ -96,6 +99,36 @@ impl Controller {
                 )))
             }
             _ => Err(MetaError::NoLeader),
+        }
+    }
+
+    /// Whether this controller, as leader, heard from a quorum within the
+    /// longest election timeout. A leader that did not may already be
+    /// deposed (frozen, or cut off while the others elected a new one): it
+    /// must not renew sessions it may no longer govern.
+    pub(crate) fn leads_with_quorum(&self) -> bool {
+        let contact = *self.quorum_contact.lock().expect("quorum contact lock poisoned");
+        contact.is_some_and(|at| at.elapsed() <= self.config.election_timeout_max)
+    }
+
+    /// Keeps `quorum_contact` from Raft's metrics. The time is taken when a
+    /// report arrives, so a controller that was frozen (its last report
+    /// old) does not count as in contact until Raft reports again after it
+    /// wakes. Cancellation-safe: it only reads metrics.
+    pub(crate) async fn track_quorum_contact(self: Arc<Self>) {
+        let mut metrics = self.raft.metrics();
+        loop {
+            let contact = {
+                let current = metrics.borrow_and_update();
+                let leading = current.current_leader == Some(self.identity.raft_id);
+                let since = current.millis_since_quorum_ack.filter(|_| leading);
+                since.map(|millis| Instant::now() - Duration::from_millis(millis))
+            };
+            *self.quorum_contact.lock().expect("quorum contact lock poisoned") = contact;
+            tokio::select! {
+                _ = self.cancel.cancelled() => return,
+                changed = metrics.changed() => if changed.is_err() { return },
+            }
         }
     }
 

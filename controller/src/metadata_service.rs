@@ -37,11 +37,18 @@ macro_rules! leader_only {
             Route::Forward(mut client) => {
                 let mut request = Request::new($request.into_inner());
                 request.metadata_mut().insert(FORWARDED_HEADER, tonic::metadata::MetadataValue::from_static("1"));
-                return client.$method(request).await;
+                // A silent leader must not hold the caller: it tries another controller.
+                return match tokio::time::timeout(FORWARD_TIMEOUT, client.$method(request)).await {
+                    Ok(answer) => answer,
+                    Err(_) => Err(MetaError::NoLeader.to_status()),
+                };
             }
         }
     }};
 }
+
+/// How long a follower waits for the leader on a forwarded request.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(2);
 
 fn write_reply((version, outcome): (Version, Outcome)) -> Result<Response<pb::WriteReply>, Status> {
     let outcome = serde_json::to_vec(&outcome).map_err(|e| Status::internal(format!("encode outcome: {e}")))?;
@@ -84,6 +91,10 @@ impl pb::metadata_server::Metadata for MetadataService {
 
     async fn heartbeat(&self, request: Request<pb::HeartbeatRequest>) -> Result<Response<pb::HeartbeatReply>, Status> {
         let request = leader_only!(self, request, heartbeat);
+        if !self.controller.leads_with_quorum() {
+            // Possibly deposed: the node asks another controller.
+            return Err(MetaError::NoLeader.to_status());
+        }
         let kind = kind_from_pb(request.kind).map_err(|e| e.to_status())?;
         let (id, epoch) = (NodeId(request.node_id), keel_controller_client::Epoch(request.epoch));
         self.controller.state.read(|state| state.image.check_active(kind, id, epoch)).map_err(|e| e.to_status())?;

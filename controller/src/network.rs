@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use keel_controller_client::{pb, GRPC_MESSAGE_BYTES_MAX};
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
@@ -15,7 +14,7 @@ use openraft::raft::{
 use pb::raft_client::RaftClient;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::raft_types::{ControllerNode, RaftId, TypeConfig};
 
@@ -33,12 +32,7 @@ impl Peers {
         if let Some(channel) = channels.get(addr) {
             return Ok(keel_proto::auth::channel(channel.clone()));
         }
-        let channel = Endpoint::from_shared(format!("http://{addr}"))?
-            .connect_timeout(Duration::from_millis(500))
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(5))
-            .keep_alive_timeout(Duration::from_secs(5))
-            .connect_lazy();
+        let channel = keel_proto::transport::endpoint(addr)?.connect_lazy();
         channels.insert(addr.to_owned(), channel.clone());
         Ok(keel_proto::auth::channel(channel))
     }

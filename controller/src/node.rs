@@ -64,6 +64,7 @@ pub async fn start(
     let controller = Arc::new(Controller {
         sessions: Mutex::new(Sessions::new(config.session_timeout)),
         loads: Mutex::default(),
+        quorum_contact: Mutex::new(None),
         metrics: Metrics::new(registry)?,
         config: config.clone(),
         identity: identity.clone(),
@@ -88,7 +89,7 @@ pub async fn start(
     let metadata_service = pb::metadata_server::MetadataServer::new(MetadataService { controller: controller.clone() })
         .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX);
-    let server = tonic::transport::Server::builder()
+    let server = keel_proto::transport::server()
         .layer(tonic::service::interceptor(keel_proto::auth::check))
         .add_service(raft_service)
         .add_service(metadata_service)
@@ -114,6 +115,7 @@ pub async fn start(
     });
     tasks.spawn(track_readiness(raft.clone(), ready_sender, controller.cancel.clone()));
     tasks.spawn(controller.clone().run_session_expiry(SESSION_TICK));
+    tasks.spawn(controller.clone().track_quorum_contact());
     tasks.spawn(bootstrap_or_join(controller.clone()));
     tracing::info!(grpc = %config.listen, admin = %config.admin_listen, "controller serving");
     Ok(controller)

@@ -20,6 +20,11 @@ led. For each, the time from the kill to the first acknowledgement on that
 partition after it is its time to writable (acknowledgements are stamped
 when the delivery callback runs, polled every few milliseconds).
 
+The result also reports the longest gap between two acknowledgements on any
+one partition (max_ack_gap, seconds) and every gap over half a second
+(long_gaps: [partition, from, to] in unix seconds), so a test can tell how
+long a fault stopped writes.
+
 Prints "progress N" every second, then one line "result {json}".
 Usage: failover_load.py BOOTSTRAP TOPIC PARTITIONS CONTROL_DIR [RATE]
 """
@@ -180,6 +185,13 @@ if os.path.exists(kills_path):
                     writable_after.append(round(after[0] - kill["at"], 3))
                 else:
                     never_writable += 1
+max_ack_gap = 0.0
+long_gaps = []
+for p, times in enumerate(ack_times):
+    for before, after in zip(times, times[1:]):
+        max_ack_gap = max(max_ack_gap, after - before)
+        if after - before > 0.5:
+            long_gaps.append([p, round(before, 3), round(after, 3)])
 result = {
     "sent": sent,
     "acked": len(acked),
@@ -201,5 +213,7 @@ result = {
     "unread_partitions": sorted(set(range(partitions)) - done),
     "writable_after": sorted(writable_after),
     "never_writable": never_writable,
+    "max_ack_gap": round(max_ack_gap, 3),
+    "long_gaps": long_gaps,
 }
 print("result " + json.dumps(result), flush=True)

@@ -121,7 +121,7 @@ async fn a_paused_leader_is_fenced_and_gets_nothing_acknowledged_after_it_wakes(
 
 /// 3 controllers, a WAL node and a broker in each of zones a, b, c, and
 /// topic "orders" with 24 partitions.
-async fn cluster_with_topic() -> TestCluster {
+pub(crate) async fn cluster_with_topic() -> TestCluster {
     cluster_with_topic_and(&[]).await
 }
 
@@ -153,7 +153,7 @@ fn quantile(times: &mut [f64], q: f64) -> f64 {
 }
 
 /// `clients/failover_load.py` running against "orders".
-struct Load {
+pub(crate) struct Load {
     control: tempfile::TempDir,
     child: tokio::process::Child,
     output: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
@@ -162,7 +162,7 @@ struct Load {
 
 impl Load {
     /// Starts the producer and returns once it has run for a few seconds.
-    async fn start(bootstrap: &str) -> Load {
+    pub(crate) async fn start(bootstrap: &str) -> Load {
         let control = tempfile::tempdir().unwrap();
         let script = std::path::PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo"))
             .join("clients/failover_load.py");
@@ -209,7 +209,7 @@ impl Load {
     }
 
     /// Stops the producer, lets it read everything back, and checks its verdict.
-    async fn finish(mut self, bootstrap: &str) -> serde_json::Value {
+    pub(crate) async fn finish(mut self, bootstrap: &str) -> serde_json::Value {
         kafka::ready_layout(bootstrap, "orders", Duration::from_secs(60)).await.unwrap();
         tokio::time::sleep(Duration::from_secs(1)).await;
         std::fs::write(self.control.path().join("stop"), b"").unwrap();

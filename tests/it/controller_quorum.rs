@@ -57,7 +57,7 @@ async fn a_reconnecting_watcher_receives_exactly_the_missed_deltas() {
     client.create_topic(topic("first".into())).await.unwrap();
 
     info!("a new watcher gets the image first, then each change");
-    let mut stream = Box::pin(client.watch(Version(0)).await.unwrap());
+    let mut stream = Box::pin(keel_tests::watch_changes(&client, Version(0)).await.unwrap());
     let Some(Ok(WatchItem::Image(mut image))) = stream.next().await else { panic!("watch must start with an image") };
     assert!(image.topics.contains_key("first"));
     for name in ["a", "b", "c"] {
@@ -83,7 +83,7 @@ async fn a_reconnecting_watcher_receives_exactly_the_missed_deltas() {
     for name in ["d", "e", "f", "g", "h"] {
         client.create_topic(topic(name.into())).await.unwrap();
     }
-    let mut stream = Box::pin(client.watch(last_seen).await.unwrap());
+    let mut stream = Box::pin(keel_tests::watch_changes(&client, last_seen).await.unwrap());
     let mut missed = Vec::new();
     while missed.len() < 5 {
         match stream.next().await {
@@ -109,7 +109,7 @@ async fn a_reconnecting_watcher_receives_exactly_the_missed_deltas() {
     let ahead = eventually(Duration::from_secs(5), "a delta arrives", || {
         let client = &client;
         async move {
-            let mut stream = Box::pin(client.watch(truth.version).await.ok()?);
+            let mut stream = Box::pin(keel_tests::watch_changes(client, truth.version).await.ok()?);
             client.create_topic(topic(format!("late-{}", truth.version))).await.ok()?;
             match tokio::time::timeout(Duration::from_secs(2), stream.next()).await.ok()? {
                 Some(Ok(item)) => Some(item),

@@ -58,7 +58,7 @@ async fn the_log_stays_bounded_and_a_wiped_follower_catches_up_by_snapshot() {
     .await;
 
     info!("a watcher older than the purged log gets a fresh image first");
-    let mut stream = Box::pin(client.watch(Version(1)).await.unwrap());
+    let mut stream = Box::pin(keel_tests::watch_changes(&client, Version(1)).await.unwrap());
     let Some(Ok(WatchItem::Image(image))) = stream.next().await else { panic!("expected an image") };
     assert!(image.version.0 > COMMANDS, "image at {} after {COMMANDS} commands", image.version);
     drop(stream);
@@ -80,7 +80,7 @@ async fn the_log_stays_bounded_and_a_wiped_follower_catches_up_by_snapshot() {
     assert!(snapshot_index > LOGS_KEPT, "installed snapshot at {snapshot_index}");
 
     info!("its own watch stream (served locally) shows the same image");
-    let mut stream = Box::pin(direct.watch(Version(0)).await.unwrap());
+    let mut stream = Box::pin(keel_tests::watch_changes(&direct, Version(0)).await.unwrap());
     let Some(Ok(WatchItem::Image(local))) = stream.next().await else { panic!("expected an image") };
     assert_eq!(local.topics, truth.topics);
 

@@ -19,6 +19,7 @@ mod controller_quorum;
 mod controller_sessions;
 mod controller_snapshot;
 mod deploy_units;
+mod gray_failures;
 mod internal_auth;
 mod keelctl_cli;
 mod launcher;

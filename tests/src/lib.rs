@@ -259,3 +259,20 @@ pub async fn register_broker(
     let state = *session.wait_for(Option::is_some).await.unwrap();
     state.expect("registered").epoch
 }
+
+/// A controller's watch stream from `from`, without the progress events a
+/// quiet stream carries: only the changes.
+pub async fn watch_changes(
+    client: &keel_controller_client::MetadataClient,
+    from: keel_controller_client::Version,
+) -> Result<
+    impl futures::Stream<Item = Result<keel_controller_client::WatchItem, keel_controller_client::ClientError>>,
+    keel_controller_client::ClientError,
+> {
+    use futures::StreamExt;
+    let (_, stream) = client.watch(from).await?;
+    Ok(stream.filter(|item| {
+        let change = !matches!(item, Ok(keel_controller_client::WatchItem::Progress(_)));
+        std::future::ready(change)
+    }))
+}

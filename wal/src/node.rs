@@ -73,7 +73,7 @@ pub async fn start(config: WalConfig, registry: &Registry, cancel: CancellationT
         .await
         .with_context(|| format!("bind admin listener {}", config.admin_listen))?;
     let service = WalService::new(store.clone(), incarnation.clone(), tasks.clone(), cancel.clone());
-    let server = tonic::transport::Server::builder()
+    let server = keel_proto::transport::server()
         .initial_stream_window_size(Some(HTTP2_WINDOW_BYTES))
         .initial_connection_window_size(Some(HTTP2_WINDOW_BYTES))
         .max_frame_size(Some(HTTP2_FRAME_BYTES_MAX))

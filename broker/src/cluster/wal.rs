@@ -60,10 +60,8 @@ impl WalNodes {
         if let Some(channel) = channels.get(addr) {
             return Ok(keel_proto::auth::channel(channel.clone()));
         }
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        let channel = keel_proto::transport::endpoint(addr)
             .map_err(|error| BrokerError::MetadataBehind { what: format!("a usable address for {addr}: {error}") })?
-            .connect_timeout(Duration::from_secs(1))
-            .tcp_nodelay(true)
             .connect_lazy();
         channels.insert(addr.to_string(), channel.clone());
         Ok(keel_proto::auth::channel(channel))

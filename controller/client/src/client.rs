@@ -1,10 +1,17 @@
 //! The gRPC client every Keel process uses to reach the controller quorum.
 //!
 //! It holds one lazily connected channel per controller and sends each call to
-//! the controller that answered last. Any controller accepts any call (writes
-//! on a follower are forwarded to the leader), so the client only moves on to
-//! the next controller when one is unreachable or has no leader, and retries
-//! with backoff until the call's deadline.
+//! the controller that answered last (at first a random one, so that not every
+//! process leans on the same controller). Any controller accepts any call
+//! (writes on a follower are forwarded to the leader), so the client only
+//! moves on to the next controller when one is unreachable, silent or has no
+//! leader, and retries with backoff until the call's deadline.
+//!
+//! A silent controller (frozen, or behind a network that drops its packets)
+//! is the common fault, so no attempt waits long: each has its own deadline,
+//! well under a node's session for the heartbeat path, and every channel
+//! sends HTTP/2 keepalive pings, so a connection to a silent peer is closed
+//! within seconds rather than when TCP gives up.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -13,7 +20,6 @@ use futures::{Stream, StreamExt};
 use keel_proto::controller as pb;
 use pb::metadata_client::MetadataClient as GrpcClient;
 use tokio::time::Instant;
-use tonic::transport::Endpoint;
 
 use crate::command::{Command, Outcome};
 use crate::error::MetaError;
@@ -43,21 +49,23 @@ pub enum ClientError {
 /// Options for a `MetadataClient`; every field is used explicitly.
 #[derive(Clone, Debug)]
 pub struct ClientOptions {
-    /// How long one attempt may take.
+    /// How long one attempt may take before the next controller is tried.
     pub attempt_timeout: Duration,
     /// How long a call keeps retrying across controllers.
     pub call_deadline: Duration,
-    pub connect_timeout: Duration,
 }
 
 impl Default for ClientOptions {
     fn default() -> Self {
-        ClientOptions {
-            attempt_timeout: Duration::from_secs(5),
-            call_deadline: Duration::from_secs(15),
-            connect_timeout: Duration::from_secs(1),
-        }
+        ClientOptions { attempt_timeout: Duration::from_secs(2), call_deadline: Duration::from_secs(15) }
     }
+}
+
+/// How long one call may take: each attempt, and all of them.
+#[derive(Clone, Copy, Debug)]
+pub struct Deadlines {
+    pub attempt: Duration,
+    pub call: Duration,
 }
 
 /// A client of the whole controller quorum.
@@ -77,6 +85,8 @@ pub enum WatchItem {
     Image(Image),
     /// Apply this command at this version.
     Delta(Version, Command),
+    /// Nothing new: the controller is at this version and alive.
+    Progress(Version),
 }
 
 impl MetadataClient {
@@ -85,17 +95,12 @@ impl MetadataClient {
         anyhow::ensure!(!endpoints.is_empty(), "no controller address given");
         let channels = endpoints
             .iter()
-            .map(|addr| {
-                Ok(keel_proto::auth::channel(
-                    Endpoint::from_shared(format!("http://{addr}"))?
-                        .connect_timeout(options.connect_timeout)
-                        .timeout(options.attempt_timeout)
-                        .tcp_nodelay(true)
-                        .connect_lazy(),
-                ))
-            })
+            .map(|addr| Ok(keel_proto::auth::channel(keel_proto::transport::endpoint(addr)?.connect_lazy())))
             .collect::<anyhow::Result<Vec<_>>>()?;
-        Ok(MetadataClient { endpoints, channels, preferred: AtomicUsize::new(0), options })
+        // Not the same controller for every process: one frozen controller
+        // must not hold up everyone's first attempt.
+        let preferred = AtomicUsize::new(rand::random::<usize>() % endpoints.len());
+        Ok(MetadataClient { endpoints, channels, preferred, options })
     }
 
     /// The controller addresses this client knows.
@@ -111,9 +116,24 @@ impl MetadataClient {
             .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX)
     }
 
+    /// The client's own deadlines.
+    pub fn deadlines(&self) -> Deadlines {
+        Deadlines { attempt: self.options.attempt_timeout, call: self.options.call_deadline }
+    }
+
     /// Sends one call, moving across controllers and retrying with backoff
     /// while the failure is retryable and the deadline has not passed.
     pub async fn call<T, F, Fut>(&self, call: F) -> Result<T, ClientError>
+    where
+        F: Fn(GrpcClient<keel_proto::auth::Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        self.call_within(self.deadlines(), call).await.map(|(_, answer)| answer)
+    }
+
+    /// `call` with its own deadlines; returns the index of the controller
+    /// that answered, with its answer.
+    pub async fn call_within<T, F, Fut>(&self, deadlines: Deadlines, call: F) -> Result<(usize, T), ClientError>
     where
         F: Fn(GrpcClient<keel_proto::auth::Channel>) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
@@ -122,12 +142,14 @@ impl MetadataClient {
         let mut backoff = Duration::from_millis(20);
         let mut index = self.preferred.load(Ordering::Relaxed);
         loop {
-            let status = match call(self.controller(index)).await {
-                Ok(response) => {
+            let attempt = tokio::time::timeout(deadlines.attempt, call(self.controller(index))).await;
+            let status = match attempt {
+                Ok(Ok(response)) => {
                     self.preferred.store(index, Ordering::Relaxed);
-                    return Ok(response.into_inner());
+                    return Ok((index, response.into_inner()));
                 }
-                Err(status) => status,
+                Ok(Err(status)) => status,
+                Err(_) => tonic::Status::deadline_exceeded(format!("no answer within {:?}", deadlines.attempt)),
             };
             match MetaError::from_status(&status) {
                 Some(error) if !error.is_retryable() => return Err(error.into()),
@@ -136,7 +158,7 @@ impl MetadataClient {
                 }
                 _ => {}
             }
-            if start.elapsed() + backoff > self.options.call_deadline {
+            if start.elapsed() + backoff > deadlines.call {
                 return Err(ClientError::Unavailable { waited: start.elapsed(), last: status.to_string() });
             }
             tracing::debug!(controller = %self.endpoints[index], %status, "controller call failed, trying next");
@@ -297,28 +319,44 @@ impl MetadataClient {
         self.call(|mut c| async move { c.cluster_status(pb::ClusterStatusRequest {}).await }).await
     }
 
-    /// Opens a watch stream from `from_version` on whichever controller answers.
+    /// Moves this client off controller `index` if it is the one calls go
+    /// to first (it went silent on a stream, say).
+    pub fn avoid(&self, index: usize) {
+        let next = (index + 1) % self.channels.len();
+        let _ = self.preferred.compare_exchange(index, next, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// Opens a watch stream from `from_version` on whichever controller
+    /// answers; returns that controller's index with the stream.
     ///
     /// The stream ends when the connection breaks; the caller reopens it from
     /// the last version it applied and gets exactly the changes it missed (or
-    /// a fresh image when those are no longer in the controller's log).
+    /// a fresh image when those are no longer in the controller's log). A
+    /// controller sends `Progress` while it has nothing else to send, so a
+    /// silent stream is a broken one.
     pub async fn watch(
         &self,
         from_version: Version,
-    ) -> Result<impl Stream<Item = Result<WatchItem, ClientError>>, ClientError> {
+    ) -> Result<(usize, impl Stream<Item = Result<WatchItem, ClientError>>), ClientError> {
         let request = pb::WatchRequest { from_version: from_version.0 };
-        let stream = self.call(|mut c| async move { c.watch(request).await }).await?;
-        Ok(stream.map(|event| {
-            let event = event
-                .map_err(|status| ClientError::Unavailable { waited: Duration::ZERO, last: status.to_string() })?;
-            match event.event {
-                Some(pb::watch_event::Event::Image(image)) => decode_image(&image).map(WatchItem::Image),
-                Some(pb::watch_event::Event::Delta(delta)) => serde_json::from_slice(&delta.command)
-                    .map(|command| WatchItem::Delta(Version(delta.version), command))
-                    .map_err(|e| ClientError::Decode(e.to_string())),
-                None => Err(ClientError::Decode("empty watch event".into())),
-            }
-        }))
+        let (index, stream) = self.call_within(self.deadlines(), |mut c| async move { c.watch(request).await }).await?;
+        Ok((
+            index,
+            stream.map(|event| {
+                let event = event
+                    .map_err(|status| ClientError::Unavailable { waited: Duration::ZERO, last: status.to_string() })?;
+                match event.event {
+                    Some(pb::watch_event::Event::Image(image)) => decode_image(&image).map(WatchItem::Image),
+                    Some(pb::watch_event::Event::Delta(delta)) => serde_json::from_slice(&delta.command)
+                        .map(|command| WatchItem::Delta(Version(delta.version), command))
+                        .map_err(|e| ClientError::Decode(e.to_string())),
+                    Some(pb::watch_event::Event::Progress(progress)) => {
+                        Ok(WatchItem::Progress(Version(progress.version)))
+                    }
+                    None => Err(ClientError::Decode("empty watch event".into())),
+                }
+            }),
+        ))
     }
 }
 

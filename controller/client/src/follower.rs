@@ -2,6 +2,10 @@
 //! watch stream (an image, then ordered deltas) and publishes each new image.
 //! Brokers answer Kafka `Metadata` and check leadership from it; WAL nodes
 //! trim from the trim points in it.
+//!
+//! A controller sends progress on a quiet stream; a stream silent for
+//! `WATCH_SILENCE` is taken as broken (its controller frozen or cut off),
+//! and the follower watches from another controller.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +16,9 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 const RETRY_BACKOFF: Duration = Duration::from_millis(200);
+/// A watch stream that sends nothing for this long is broken: controllers
+/// send progress every 500 ms.
+pub const WATCH_SILENCE: Duration = Duration::from_millis(1500);
 
 /// Follows the metadata until `cancel` fires. The receiver starts with an
 /// empty image at version 0.
@@ -30,8 +37,8 @@ async fn run(client: Arc<MetadataClient>, sender: watch::Sender<Arc<Image>>, can
             _ = cancel.cancelled() => return,
             stream = client.watch(image.version) => stream,
         };
-        let mut stream = match stream {
-            Ok(stream) => Box::pin(stream),
+        let (controller, mut stream) = match stream {
+            Ok((controller, stream)) => (controller, Box::pin(stream)),
             Err(error) => {
                 tracing::debug!("metadata watch could not start: {error}");
                 tokio::time::sleep(RETRY_BACKOFF).await;
@@ -41,16 +48,23 @@ async fn run(client: Arc<MetadataClient>, sender: watch::Sender<Arc<Image>>, can
         loop {
             let item = tokio::select! {
                 _ = cancel.cancelled() => return,
-                item = stream.next() => item,
+                item = tokio::time::timeout(WATCH_SILENCE, stream.next()) => item,
             };
             match item {
-                Some(Ok(WatchItem::Image(fresh))) => image = fresh,
-                Some(Ok(WatchItem::Delta(version, command))) => apply(&mut image, version, &command),
-                Some(Err(error)) => {
+                Ok(Some(Ok(WatchItem::Image(fresh)))) => image = fresh,
+                Ok(Some(Ok(WatchItem::Delta(version, command)))) => apply(&mut image, version, &command),
+                Ok(Some(Ok(WatchItem::Progress(_)))) => continue,
+                Ok(Some(Err(error))) => {
                     tracing::debug!("metadata watch broke: {error}");
                     break;
                 }
-                None => break,
+                Ok(None) => break,
+                Err(_) => {
+                    let endpoint = &client.endpoints()[controller];
+                    tracing::info!(controller = %endpoint, "the metadata watch went silent; watching another controller");
+                    client.avoid(controller);
+                    break;
+                }
             }
             sender.send_replace(Arc::new(image.clone()));
         }

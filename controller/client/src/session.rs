@@ -6,6 +6,13 @@
 //! session at some time after that send, so the session cannot expire at the
 //! controller before `send + session_timeout`. The holder stops acting at
 //! `send + session_timeout - margin`. No clock is compared across machines.
+//!
+//! Each heartbeat attempt has a deadline well under the session, so a silent
+//! controller costs one short attempt before the next is tried. A node that
+//! has had no answer for a whole session registers again: by then the
+//! controller has either expired it, or hears it without being heard (its
+//! replies are lost), in which case only a new registration lets its
+//! partitions move to brokers that can be reached.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +22,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::client::{ClientError, MetadataClient};
+use crate::client::{ClientError, Deadlines, MetadataClient};
 use crate::error::MetaError;
 use crate::ids::{Epoch, NodeId, NodeKind};
 
@@ -90,7 +97,8 @@ impl SessionKeeper {
         };
         loop {
             let sent = Instant::now();
-            let call = self.client.call(|mut c| {
+            let deadlines = Deadlines { attempt: self.attempt_timeout(), call: self.client.deadlines().call };
+            let call = self.client.call_within(deadlines, |mut c| {
                 let request = request.clone();
                 async move { c.register_node(request).await }
             });
@@ -99,7 +107,7 @@ impl SessionKeeper {
                 result = call => result,
             };
             match result {
-                Ok(reply) => {
+                Ok((_, reply)) => {
                     let session_timeout = Duration::from_millis(reply.session_timeout_ms);
                     let epoch = Epoch(reply.epoch);
                     self.state.send_replace(Some(SessionState {
@@ -122,20 +130,28 @@ impl SessionKeeper {
         let request = pb::HeartbeatRequest { kind: kind_to_pb(r.kind) as i32, node_id: r.id.0, epoch: epoch.0 };
         let mut ticker = tokio::time::interval(self.heartbeat_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The send time of the last answered heartbeat (or of the registration).
+        let mut answered = Instant::now();
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = ticker.tick() => {}
             }
+            if answered.elapsed() >= session_timeout {
+                tracing::warn!(node = %r.id, %epoch, "no heartbeat answered for a whole session; registering again");
+                return;
+            }
             let sent = Instant::now();
-            let call = self.client.call(|mut c| async move { c.heartbeat(request).await });
+            let deadlines = Deadlines { attempt: self.attempt_timeout(), call: session_timeout };
+            let call = self.client.call_within(deadlines, |mut c| async move { c.heartbeat(request).await });
             let result = tokio::select! {
                 _ = cancel.cancelled() => return,
                 result = tokio::time::timeout(session_timeout, call) => result,
             };
             match result {
-                Ok(Ok(reply)) => {
+                Ok(Ok((_, reply))) => {
                     session_timeout = Duration::from_millis(reply.session_timeout_ms);
+                    answered = sent;
                     self.state.send_replace(Some(SessionState {
                         epoch,
                         lease_until: self.lease_from(sent, session_timeout),
@@ -151,6 +167,13 @@ impl SessionKeeper {
                 Err(_) => tracing::warn!(node = %r.id, "heartbeat timed out"),
             }
         }
+    }
+
+    /// How long one heartbeat or registration attempt may take before the
+    /// next controller is tried: two heartbeat intervals, so that a silent
+    /// controller costs a fraction of the session.
+    fn attempt_timeout(&self) -> Duration {
+        self.heartbeat_interval * 2
     }
 
     fn lease_from(&self, sent: Instant, session_timeout: Duration) -> Instant {

@@ -5,6 +5,9 @@
 //! otherwise (a new watcher, or one older than the purged log) it gets the
 //! whole image first. Then it receives each command as it is applied here.
 //! A watcher that falls more than the backlog behind gets a fresh image.
+//! While nothing changes, the watcher gets a `Progress` event every
+//! `PROGRESS_EVERY`, so that it can tell a quiet controller from a silent
+//! one (frozen, or cut off) and move to another.
 //! Versions only move forward: a watcher ahead of this controller (it watched
 //! a more up-to-date one before) is sent only what comes after its version.
 
@@ -23,6 +26,9 @@ pub(crate) type WatchStream = ReceiverStream<Result<pb::WatchEvent, Status>>;
 
 /// Events buffered per watcher before the sender waits for the network.
 const WATCH_BUFFER: usize = 256;
+/// How often a quiet watch stream says it is alive. Watchers treat three
+/// missed ones as a broken stream (`keel_controller_client::follower`).
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
 pub(super) fn start(controller: Arc<Controller>, from: Version) -> WatchStream {
     let (sender, receiver) = mpsc::channel(WATCH_BUFFER);
@@ -75,7 +81,18 @@ async fn feed(controller: &Controller, from: Version, sender: &mpsc::Sender<Resu
         }
     };
     loop {
-        match changes.recv().await {
+        let change = tokio::select! {
+            change = changes.recv() => change,
+            _ = tokio::time::sleep(PROGRESS_EVERY) => {
+                let progress = pb::Progress { version: sent_through };
+                let event = pb::WatchEvent { event: Some(pb::watch_event::Event::Progress(progress)) };
+                if sender.send(Ok(event)).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+        };
+        match change {
             Ok(Change::Delta { version, command }) => {
                 if version.0 <= sent_through {
                     continue;

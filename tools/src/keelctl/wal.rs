@@ -94,9 +94,7 @@ pub(super) async fn run(client: &MetadataClient, command: WalCommand) -> anyhow:
 }
 
 async fn node_status(addr: &str) -> anyhow::Result<pb::StatusReply> {
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
-        .connect_timeout(Duration::from_secs(2))
-        .timeout(Duration::from_secs(2));
+    let endpoint = keel_proto::transport::endpoint(addr)?.timeout(Duration::from_secs(2));
     let channel = endpoint.connect().await?;
     let mut client = pb::wal_client::WalClient::new(keel_proto::auth::channel(channel));
     let reply = client.status(pb::StatusRequest {}).await.map_err(|status| anyhow::anyhow!("{}", status.message()))?;

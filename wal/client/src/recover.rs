@@ -126,8 +126,7 @@ pub async fn recover(
 }
 
 async fn client(addr: &str) -> Result<pb::wal_client::WalClient<keel_proto::auth::Channel>, MemberError> {
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?;
-    let channel = endpoint.connect_timeout(CALL_TIMEOUT).timeout(CALL_TIMEOUT).connect().await?;
+    let channel = keel_proto::transport::endpoint(addr)?.timeout(CALL_TIMEOUT).connect().await?;
     Ok(pb::wal_client::WalClient::new(keel_proto::auth::channel(channel))
         .max_decoding_message_size(crate::entry::ENTRY_BYTES_MAX + READ_BYTES as usize))
 }

@@ -47,7 +47,6 @@ const EVENT_QUEUE: usize = 4096;
 const MEMBER_QUEUE: usize = 1 << 20;
 const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(50);
 const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(2);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// The most bytes of entries in one append request (an entry larger than
 /// this goes alone).
 pub const REQUEST_BYTES_MAX: usize = 4 << 20;
@@ -493,8 +492,8 @@ async fn connect(
             }
         }
         backoff = (backoff * 2).clamp(RECONNECT_BACKOFF_MIN, RECONNECT_BACKOFF_MAX);
-        let endpoint = match tonic::transport::Endpoint::from_shared(format!("http://{addr}")) {
-            Ok(endpoint) => endpoint.connect_timeout(CONNECT_TIMEOUT).tcp_nodelay(true),
+        let endpoint = match keel_proto::transport::endpoint(&addr) {
+            Ok(endpoint) => endpoint,
             Err(error) => {
                 let kind = EventKind::Lost { member, generation, reason: error.to_string() };
                 let _ = events.send(Event { log, kind }).await;

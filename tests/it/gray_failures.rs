@@ -1,0 +1,69 @@
+//! Gray failures (issue 21): a part that goes silent without closing its
+//! sockets — frozen with SIGSTOP, as a host that stalls or a zone whose
+//! packets are dropped looks to the others — must not stop the cluster's
+//! writes for longer than it takes to notice and go around it.
+//!
+//! Each test runs `clients/failover_load.py` (an idempotent producer with
+//! acks=all and a tailing consumer) through the fault and bounds the longest
+//! gap between two acknowledgements on any partition while the fault lasts.
+//! `KEEL_FREEZE_SECS` sets how long each part stays frozen (8 s by default;
+//! the issue's figures use 25).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tracing::info;
+
+use crate::broker_failover::{cluster_with_topic, Load};
+
+/// The longest a frozen controller may stop acknowledgements. A client
+/// attempt is cut after 2 s and a watch stream silent for 1.5 s is given up,
+/// so 2 s is the aim; the bound leaves room for a loaded 2-core machine.
+const CONTROLLER_STALL_BOUND: f64 = 4.0;
+
+fn now() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
+}
+
+fn freeze_time() -> Duration {
+    Duration::from_secs(std::env::var("KEEL_FREEZE_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(8))
+}
+
+/// The longest acknowledgement gap of `result` that overlaps `[from, until]`.
+fn stall_within(result: &serde_json::Value, from: f64, until: f64) -> f64 {
+    let gaps = result["long_gaps"].as_array().expect("long_gaps in the result");
+    gaps.iter()
+        .filter_map(|gap| Some((gap[1].as_f64()?, gap[2].as_f64()?)))
+        .filter(|(start, end)| *end >= from && *start <= until)
+        .map(|(start, end)| end - start)
+        .fold(0.0, f64::max)
+}
+
+/// A controller follower, then the controller leader, frozen for
+/// `KEEL_FREEZE_SECS` each under load: writes go on, nothing is lost.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_frozen_controller_follower_or_leader_does_not_stop_writes() {
+    let test = cluster_with_topic().await;
+    let bootstrap = test.cluster.bootstrap();
+    let load = Load::start(&bootstrap).await;
+    let freeze = freeze_time();
+
+    let mut windows = Vec::new();
+    for role in ["follower", "leader"] {
+        let leader = test.cluster.wait_for_leader(Duration::from_secs(30)).await.unwrap();
+        let index = if role == "leader" { leader } else { test.others(leader)[0] };
+        info!(role, controller = test.cluster.controllers[index].spec.id, "SIGSTOP");
+        let from = now();
+        test.cluster.controllers[index].pause(true);
+        tokio::time::sleep(freeze).await;
+        test.cluster.controllers[index].pause(false);
+        info!(role, "SIGCONT");
+        windows.push((role, from, now()));
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+    let result = load.finish(&bootstrap).await;
+    for (role, from, until) in windows {
+        let stall = stall_within(&result, from, until);
+        eprintln!("controller {role} frozen for {freeze:?}: longest gap between acknowledgements {stall:.2} s");
+        assert!(stall < CONTROLLER_STALL_BOUND, "a frozen controller {role} stopped writes for {stall:.2} s: {result}");
+    }
+}
