@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use keel_controller_client::follower::wait_for_version;
 use keel_controller_client::{
-    pb, Epoch, Image, LeaderEpoch, MetadataClient, Outcome, SessionState, StreamId, Topic, Version,
+    pb, Epoch, Image, LeaderEpoch, MetadataClient, Outcome, Renewal, SessionState, StreamId, Topic, Version,
 };
 use tokio::sync::watch;
 
@@ -30,6 +30,8 @@ pub struct Cluster {
     pub client: Arc<MetadataClient>,
     pub images: watch::Receiver<Arc<Image>>,
     pub session: watch::Receiver<Option<SessionState>>,
+    /// Gives the registration up for a new one (`Renewal`).
+    pub renewal: Renewal,
     pub metrics: Metrics,
     pub wal: wal::WalNodes,
     /// The block of producer ids the controller handed this broker: (next, end).
@@ -42,6 +44,7 @@ impl Cluster {
         client: Arc<MetadataClient>,
         images: watch::Receiver<Arc<Image>>,
         session: watch::Receiver<Option<SessionState>>,
+        renewal: Renewal,
         metrics: Metrics,
     ) -> Cluster {
         Cluster {
@@ -50,6 +53,7 @@ impl Cluster {
             client,
             images,
             session,
+            renewal,
             metrics,
             producer_ids: tokio::sync::Mutex::new((0, 0)),
         }

@@ -4,9 +4,7 @@
 //! `BrokerError`; the edge turns it into the Kafka error code a client
 //! understands (`kafka_error`), sends only what is safe to show a client
 //! (`client_message`: internal detail such as addresses, keys and
-//! controller messages goes to the log instead), and retries or gives up by
-//! `is_retryable`. Shutting down is its own variant, so it is never logged
-//! as a failure.
+//! controller messages goes to the log instead).
 
 use kafka_protocol::error::ResponseError;
 use keel_controller_client::{ClientError, LogId, MetaError, Offset, StreamId};
@@ -14,15 +12,15 @@ use keel_objects::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
-    /// This broker does not lead the partition now (or is still taking it over).
-    #[error("this broker does not lead stream {stream}")]
-    NotLeader { stream: StreamId },
     /// This broker's WAL log was fenced: another broker recovered it.
     #[error("WAL log {log} was fenced by a recovery")]
     Fenced { log: LogId },
     /// No member of a WAL log answered, or none held what was asked.
     #[error("no WAL member of {log} could serve it: {reason}")]
     WalUnavailable { log: LogId, reason: String },
+    /// Batches that do not fit in a WAL entry; nothing of them is stored.
+    #[error("the batches do not fit in a WAL entry: {0}")]
+    EntryTooLarge(keel_wal_client::entry::EntryError),
     /// A write whose fate is unknown: it may still become durable.
     #[error("the WAL did not acknowledge the write in time")]
     WalTimeout,
@@ -52,8 +50,6 @@ pub enum BrokerError {
     /// This broker's lease with the controllers does not hold now.
     #[error("this broker has no live session with the controllers")]
     NoSession,
-    #[error("the broker is shutting down")]
-    Shutdown,
 }
 
 impl From<StoreError> for BrokerError {
@@ -69,8 +65,9 @@ impl BrokerError {
     /// The Kafka error a client gets for it.
     pub fn kafka_error(&self) -> ResponseError {
         match self {
-            BrokerError::NotLeader { .. } | BrokerError::Fenced { .. } => ResponseError::NotLeaderOrFollower,
+            BrokerError::Fenced { .. } => ResponseError::NotLeaderOrFollower,
             BrokerError::WalTimeout => ResponseError::RequestTimedOut,
+            BrokerError::EntryTooLarge(_) => ResponseError::MessageTooLarge,
             BrokerError::WalUnavailable { .. }
             | BrokerError::ObjectMissing { .. }
             | BrokerError::ObjectDamaged { .. }
@@ -80,7 +77,7 @@ impl BrokerError {
             | BrokerError::BacklogFull { .. } => ResponseError::KafkaStorageError,
             BrokerError::Metadata(error) => metadata_error(error),
             BrokerError::MetadataBehind { .. } => ResponseError::RequestTimedOut,
-            BrokerError::NoSession | BrokerError::Shutdown => ResponseError::NotLeaderOrFollower,
+            BrokerError::NoSession => ResponseError::NotLeaderOrFollower,
         }
     }
 
@@ -90,10 +87,10 @@ impl BrokerError {
         match self {
             BrokerError::BacklogFull { .. } => Some(self.to_string()),
             BrokerError::Metadata(ClientError::Meta(error)) if is_clients_to_fix(error) => Some(error.to_string()),
-            BrokerError::NotLeader { .. }
-            | BrokerError::Fenced { .. }
+            BrokerError::Fenced { .. }
             | BrokerError::WalUnavailable { .. }
             | BrokerError::WalTimeout
+            | BrokerError::EntryTooLarge(_)
             | BrokerError::ObjectMissing { .. }
             | BrokerError::ObjectDamaged { .. }
             | BrokerError::ObjectStore(_)
@@ -101,34 +98,8 @@ impl BrokerError {
             | BrokerError::Damaged { .. }
             | BrokerError::Metadata(_)
             | BrokerError::MetadataBehind { .. }
-            | BrokerError::NoSession
-            | BrokerError::Shutdown => None,
+            | BrokerError::NoSession => None,
         }
-    }
-
-    /// Whether the same request may succeed if sent again later.
-    pub fn is_retryable(&self) -> bool {
-        match self {
-            BrokerError::Metadata(ClientError::Meta(error)) => error.is_retryable(),
-            BrokerError::Metadata(ClientError::Unavailable { .. }) => true,
-            BrokerError::Metadata(ClientError::Refused(_) | ClientError::Decode(_)) => false,
-            BrokerError::ObjectDamaged { .. } | BrokerError::Damaged { .. } => false,
-            BrokerError::NotLeader { .. }
-            | BrokerError::Fenced { .. }
-            | BrokerError::WalUnavailable { .. }
-            | BrokerError::WalTimeout
-            | BrokerError::ObjectMissing { .. }
-            | BrokerError::ObjectStore(_)
-            | BrokerError::NotStored { .. }
-            | BrokerError::BacklogFull { .. }
-            | BrokerError::MetadataBehind { .. }
-            | BrokerError::NoSession
-            | BrokerError::Shutdown => true,
-        }
-    }
-
-    pub fn is_shutdown(&self) -> bool {
-        matches!(self, BrokerError::Shutdown)
     }
 }
 
@@ -189,7 +160,6 @@ mod tests {
         });
         assert_eq!(unavailable.kafka_error(), ResponseError::RequestTimedOut);
         assert_eq!(unavailable.client_message(), None, "controller addresses stay in the log");
-        assert!(unavailable.is_retryable());
 
         let name = BrokerError::Metadata(ClientError::Meta(MetaError::InvalidTopicName {
             name: "a b".into(),
@@ -197,7 +167,6 @@ mod tests {
         }));
         assert_eq!(name.kafka_error(), ResponseError::InvalidTopicException);
         assert!(name.client_message().is_some_and(|message| message.contains("illegal character")));
-        assert!(!name.is_retryable());
 
         let damaged = BrokerError::ObjectDamaged { key: "00/keel/1.obj".into(), reason: "bad CRC".into() };
         assert_eq!(damaged.kafka_error(), ResponseError::KafkaStorageError);
@@ -205,7 +174,6 @@ mod tests {
 
         let missing = BrokerError::from(StoreError::NotFound { key: "k".into() });
         assert!(matches!(missing, BrokerError::ObjectMissing { .. }));
-        assert!(BrokerError::Shutdown.is_shutdown() && !missing.is_shutdown());
     }
 
     #[test]

@@ -22,7 +22,7 @@ fn entry(seq: u64) -> Bytes {
         record_count: 1,
         batch: Bytes::from(vec![(seq % 251) as u8; 100]),
     };
-    Entry::build(header, vec![record]).bytes
+    Entry::build(header, vec![record]).unwrap().bytes
 }
 
 async fn wal_client(addr: std::net::SocketAddr) -> pb::wal_client::WalClient<keel_proto::auth::Channel> {

@@ -32,7 +32,7 @@ fn entry(log: LogId, epoch: LogEpoch, seq: u64) -> Bytes {
         record_count: 1,
         batch: Bytes::from(vec![(seq % 251) as u8; ENTRY_BYTES]),
     };
-    Entry::build(header, vec![record]).bytes
+    Entry::build(header, vec![record]).unwrap().bytes
 }
 
 fn recycled_files(dir: &Path) -> usize {

@@ -81,6 +81,9 @@ impl Refusal {
 pub struct TopicRules {
     /// `max.message.bytes`: the largest batch.
     pub message_bytes_max: usize,
+    /// The largest batch the cluster can store at all (what one WAL entry
+    /// carries), whatever the topic allows.
+    pub stored_bytes_max: usize,
     /// `message.timestamp.type=LogAppendTime`: the broker stamps batches.
     pub log_append_time: bool,
     /// `message.timestamp.before.max.ms` and `after.max.ms` (CreateTime only).
@@ -92,13 +95,16 @@ impl TopicRules {
     /// Kafka's default `max.message.bytes`.
     pub const MESSAGE_BYTES_MAX_DEFAULT: usize = 1_048_588;
 
-    pub fn of(topic: &Topic) -> TopicRules {
+    /// The rules of `topic`, on a cluster that stores batches of at most
+    /// `stored_bytes_max` bytes.
+    pub fn of(topic: &Topic, stored_bytes_max: usize) -> TopicRules {
         let bound = |key: &str| topic.config(key).and_then(|v| v.parse::<i64>().ok()).unwrap_or(i64::MAX);
         TopicRules {
             message_bytes_max: topic
                 .config("max.message.bytes")
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(Self::MESSAGE_BYTES_MAX_DEFAULT),
+            stored_bytes_max,
             log_append_time: topic.config("message.timestamp.type") == Some("LogAppendTime"),
             timestamp_before_max_ms: bound("message.timestamp.before.max.ms"),
             timestamp_after_max_ms: bound("message.timestamp.after.max.ms"),
@@ -148,6 +154,16 @@ pub fn check(bytes: &Bytes, writer: Writer, rules: &TopicRules, now_ms: i64) -> 
         return Err(Refusal::with_message(
             ResponseError::MessageTooLarge,
             format!("batch of {} bytes exceeds max.message.bytes {}", bytes.len(), rules.message_bytes_max),
+        ));
+    }
+    if bytes.len() > rules.stored_bytes_max {
+        return Err(Refusal::with_message(
+            ResponseError::MessageTooLarge,
+            format!(
+                "batch of {} bytes exceeds {} bytes, the largest batch this cluster stores (whatever max.message.bytes says)",
+                bytes.len(),
+                rules.stored_bytes_max
+            ),
         ));
     }
     if !rules.log_append_time {

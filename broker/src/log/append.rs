@@ -1,6 +1,8 @@
 //! The write path (DESIGN §3): batches to partitions this broker leads,
-//! admitted by the core's rule (`keel_broker_core::partition`), put in one
-//! WAL entry, and answered once the WAL quorum acknowledged it.
+//! admitted by the core's rule (`keel_broker_core::partition`), put in WAL
+//! entries (one, unless they are too large together), and answered once
+//! the WAL quorum acknowledged them. A batch larger than one entry holds is
+//! refused with MESSAGE_TOO_LARGE before it is admitted.
 //!
 //! PERFORMANCE-CRITICAL PATH: every produce passes here. No INFO logs, no
 //! blocking calls; the leadership lock is held only to check leadership,
@@ -23,11 +25,12 @@ use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use keel_broker_core::partition::{self, Admission, Refusal, TopicRules, Verification, Writer};
 use keel_controller_client::{LeaderEpoch, Offset, Seq, StreamId};
-use keel_wal_client::entry::Record;
+use keel_wal_client::entry::{Record, BATCH_BYTES_MAX};
 use keel_wal_client::quorum::WriterError;
 use keel_wal_client::writer::WriteError;
 
 use super::Partitions;
+use crate::error::BrokerError;
 
 /// How long the broker's own appends wait for the WAL quorum.
 const INTERNAL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -67,7 +70,8 @@ pub enum Fate {
 /// or why it was refused.
 pub type Answer = Result<(Offset, Option<i64>), Refusal>;
 
-/// The WAL's answer to the entry holding a write's batches.
+/// The WAL's answer to the entries holding a write's batches: the last
+/// one's seq once every one is durable.
 type WalAck = Pin<Box<dyn Future<Output = Result<Seq, WriteError>> + Send>>;
 
 /// Batches appended (offsets assigned, the WAL entry queued), waiting for
@@ -105,8 +109,8 @@ impl AppendTicket {
 }
 
 impl Partitions {
-    /// Checks and appends every batch, all in one WAL entry, without
-    /// waiting for it. Called in a connection's request order.
+    /// Checks and appends every batch, in as few WAL entries as hold them,
+    /// without waiting for them. Called in a connection's request order.
     pub fn append(&self, batches: &[PartitionBatch<'_>], writer: Writer) -> Appended {
         let now = keel_broker_core::clock::now_ms();
         let cluster = &self.cluster;
@@ -117,7 +121,7 @@ impl Partitions {
             .map(|batch| {
                 let topic = image.topics.get(batch.topic)?;
                 let bytes = batch.records?;
-                Some(partition::check(bytes, writer, &TopicRules::of(topic), now))
+                Some(partition::check(bytes, writer, &rules(topic), now))
             })
             .collect();
         let mut fates = Vec::with_capacity(batches.len());
@@ -161,11 +165,10 @@ impl Partitions {
                     return Fate::Refused(Refusal::with_message(ResponseError::CorruptMessage, "no records"));
                 };
                 // Not checked before the lock if the topic was created just now.
-                let checked =
-                    match checked.unwrap_or_else(|| partition::check(bytes, writer, &TopicRules::of(topic), now)) {
-                        Err(refusal) => return Fate::Refused(refusal),
-                        Ok(checked) => checked,
-                    };
+                let checked = match checked.unwrap_or_else(|| partition::check(bytes, writer, &rules(topic), now)) {
+                    Err(refusal) => return Fate::Refused(refusal),
+                    Ok(checked) => checked,
+                };
                 let record = &topic.partitions[batch.partition as usize];
                 let Some(state) = leadership.partition(stream, leader_epoch, record) else {
                     return Fate::Refused(Refusal::with_message(
@@ -173,7 +176,7 @@ impl Partitions {
                         "this broker is taking the partition over; retry",
                     ));
                 };
-                match state.admit(checked, batch.verification, &TopicRules::of(topic), now) {
+                match state.admit(checked, batch.verification, &rules(topic), now) {
                     Admission::Refused(refusal) => Fate::Refused(refusal),
                     Admission::Duplicate { base, last } => {
                         cluster.metrics.produce_duplicates.inc();
@@ -195,7 +198,13 @@ impl Partitions {
         self.storage.backlog.add(appended);
         let ack = (!records.is_empty()).then(|| {
             let owned = leadership.owned.as_ref().expect("records are only built while a log is owned");
-            Box::pin(owned.writer.append(records)) as WalAck
+            // Queued now, under the lock, so the entries take their seqs in order.
+            let entries: Vec<_> =
+                keel_wal_client::entry::pack(records).into_iter().map(|records| owned.writer.append(records)).collect();
+            Box::pin(async move {
+                let seqs = futures::future::try_join_all(entries).await?;
+                Ok(*seqs.last().expect("records make at least one entry"))
+            }) as WalAck
         });
         Appended { fates, ack }
     }
@@ -242,16 +251,29 @@ impl Partitions {
                 Some(waited)
             }
         };
+        let wal_answered = outcome.is_some();
         let failure = match outcome {
             None | Some(Ok(Ok(_))) => None,
-            Some(Ok(Err(WriteError::Writer(WriterError::Fenced { .. })))) => {
+            Some(Ok(Err(WriteError::Writer(WriterError::Fenced { log })))) => {
                 self.on_log_fenced();
-                Some(ResponseError::NotLeaderOrFollower)
+                Some(BrokerError::Fenced { log })
+            }
+            // Batch sizes are checked before admission, so this is a defect:
+            // offsets were assigned that no entry holds. The registration is
+            // given up, so the log is recovered and the partitions move on
+            // from what it really holds.
+            Some(Ok(Err(WriteError::Writer(WriterError::TooLarge(error))))) => {
+                tracing::error!(%error, "admitted batches did not fit in WAL entries; giving up the registration");
+                self.stop_leading();
+                self.cluster.renewal.register_again();
+                Some(BrokerError::EntryTooLarge(error))
             }
             // The entry's fate is unknown: it may still become durable.
-            Some(Ok(Err(_))) | Some(Err(_)) => Some(ResponseError::RequestTimedOut),
+            Some(Ok(Err(WriteError::Writer(WriterError::Sealed { .. }) | WriteError::Stopped))) | Some(Err(_)) => {
+                Some(BrokerError::WalTimeout)
+            }
         };
-        if outcome.is_some() {
+        if wal_answered {
             self.cluster.metrics.wal_ack_seconds.observe(started.elapsed().as_secs_f64());
         }
         if failure.is_none() {
@@ -261,8 +283,8 @@ impl Partitions {
         for fate in fates {
             answers.push(match fate {
                 Fate::Refused(refusal) => Err(refusal),
-                Fate::Appended { base, append_time, .. } => match failure {
-                    Some(error) => Err(Refusal::new(error)),
+                Fate::Appended { base, append_time, .. } => match &failure {
+                    Some(error) => Err(Refusal::new(error.kafka_error())),
                     None => Ok((base, append_time)),
                 },
                 Fate::Duplicate { stream, base, last } => match self.durable(stream, last, timeout).await {
@@ -305,4 +327,10 @@ impl Partitions {
             }
         }
     }
+}
+
+/// The rules a batch for `topic` is checked against: the topic's own, and
+/// no batch larger than one WAL entry carries.
+fn rules(topic: &keel_controller_client::Topic) -> TopicRules {
+    TopicRules::of(topic, BATCH_BYTES_MAX)
 }

@@ -30,4 +30,4 @@ pub use image::{
     Topic, WalLog, WalLogState,
 };
 pub use keel_proto::controller as pb;
-pub use session::{kind_from_pb, kind_to_pb, Registration, SessionKeeper, SessionState};
+pub use session::{kind_from_pb, kind_to_pb, Registration, Renewal, SessionKeeper, SessionState};

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keel_proto::controller as pb;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -52,6 +52,19 @@ impl SessionState {
     }
 }
 
+/// Asks a node's `SessionKeeper` to give up its registration and register
+/// again under a new epoch: the node found it cannot act under the current
+/// one (its WAL writer died, say), and a new epoch makes the controller
+/// hand what it held to recovery, as for a restarted node.
+#[derive(Clone, Debug, Default)]
+pub struct Renewal(Arc<Notify>);
+
+impl Renewal {
+    pub fn register_again(&self) {
+        self.0.notify_one();
+    }
+}
+
 /// Runs one node's session against the controller quorum.
 #[derive(Debug)]
 pub struct SessionKeeper {
@@ -61,6 +74,7 @@ pub struct SessionKeeper {
     /// Safety margin subtracted from the session timeout for the local lease.
     lease_margin: Duration,
     state: watch::Sender<Option<SessionState>>,
+    renewal: Renewal,
 }
 
 impl SessionKeeper {
@@ -71,7 +85,13 @@ impl SessionKeeper {
         lease_margin: Duration,
     ) -> (SessionKeeper, watch::Receiver<Option<SessionState>>) {
         let (state, receiver) = watch::channel(None);
-        (SessionKeeper { client, registration, heartbeat_interval, lease_margin, state }, receiver)
+        let renewal = Renewal::default();
+        (SessionKeeper { client, registration, heartbeat_interval, lease_margin, state, renewal }, receiver)
+    }
+
+    /// A handle that makes this keeper register again.
+    pub fn renewal(&self) -> Renewal {
+        self.renewal.clone()
     }
 
     /// Registers and heartbeats until `cancel` fires. Cancellation-safe: it only
@@ -136,6 +156,10 @@ impl SessionKeeper {
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = ticker.tick() => {}
+                _ = self.renewal.0.notified() => {
+                    tracing::warn!(node = %r.id, %epoch, "giving up the registration; registering again");
+                    return;
+                }
             }
             if answered.elapsed() >= session_timeout {
                 tracing::warn!(node = %r.id, %epoch, "no heartbeat answered for a whole session; registering again");

@@ -81,6 +81,11 @@ pub enum EntryError {
     ChecksumMismatch { stored: u32, computed: u32 },
     #[error("malformed records: {reason}")]
     BadRecords { reason: &'static str },
+    /// What a writer asked to put in one entry does not fit: a batch over
+    /// `BATCH_BYTES_MAX`, or records over `ENTRY_BYTES_MAX` together
+    /// (`pack` splits those over several entries).
+    #[error("an entry of {length} bytes, or a batch in it, is over the limit ({ENTRY_BYTES_MAX} bytes an entry, {BATCH_BYTES_MAX} a batch)")]
+    TooLarge { length: usize },
 }
 
 impl EntryError {
@@ -91,13 +96,12 @@ impl EntryError {
 }
 
 impl Entry {
-    /// Builds and encodes an entry.
-    pub fn build(header: EntryHeader, records: Vec<Record>) -> Entry {
-        assert!(records.iter().all(|record| record.batch.len() <= BATCH_BYTES_MAX), "batch over BATCH_BYTES_MAX");
-        let length = ENTRY_HEADER_BYTES
-            + 4
-            + records.iter().map(|record| RECORD_HEADER_BYTES + record.batch.len()).sum::<usize>();
-        assert!(length <= ENTRY_BYTES_MAX, "entry of {length} bytes is over ENTRY_BYTES_MAX");
+    /// Builds and encodes an entry; refuses records that do not fit in one.
+    pub fn build(header: EntryHeader, records: Vec<Record>) -> Result<Entry, EntryError> {
+        let length = ENTRY_HEADER_BYTES + 4 + records.iter().map(record_bytes).sum::<usize>();
+        if length > ENTRY_BYTES_MAX || records.iter().any(|record| record.batch.len() > BATCH_BYTES_MAX) {
+            return Err(EntryError::TooLarge { length });
+        }
         let mut buf = BytesMut::with_capacity(length);
         buf.put_u32(ENTRY_MAGIC);
         buf.put_u8(ENTRY_VERSION);
@@ -119,7 +123,7 @@ impl Entry {
         debug_assert_eq!(buf.len(), length);
         let crc = crc32c::crc32c(&buf[12..]);
         buf[8..12].copy_from_slice(&crc.to_be_bytes());
-        Entry { header, records, bytes: buf.freeze() }
+        Ok(Entry { header, records, bytes: buf.freeze() })
     }
 
     /// Decodes one whole entry; `bytes` must hold exactly one.
@@ -136,6 +140,32 @@ impl Entry {
     pub fn stream_ends(&self) -> impl Iterator<Item = (StreamId, Offset)> + '_ {
         self.records.iter().map(|record| (record.stream, Offset(record.base_offset.0 + i64::from(record.record_count))))
     }
+}
+
+/// The bytes one record takes in an entry.
+fn record_bytes(record: &Record) -> usize {
+    RECORD_HEADER_BYTES + record.batch.len()
+}
+
+/// Splits `records`, in order, over as few entries as hold them. A record
+/// whose batch is over `BATCH_BYTES_MAX` still gets an entry of its own,
+/// which `Entry::build` refuses: callers check batch sizes first.
+pub fn pack(records: Vec<Record>) -> Vec<Vec<Record>> {
+    const BODY_BYTES_MAX: usize = ENTRY_BYTES_MAX - ENTRY_HEADER_BYTES - 4;
+    let mut entries: Vec<Vec<Record>> = Vec::new();
+    let mut bytes = 0;
+    for record in records {
+        let size = record_bytes(&record);
+        match entries.last_mut() {
+            Some(entry) if bytes + size <= BODY_BYTES_MAX => entry.push(record),
+            _ => {
+                bytes = 0;
+                entries.push(vec![record]);
+            }
+        }
+        bytes += size;
+    }
+    entries
 }
 
 /// Checks the header and checksum of the entry at the start of `bytes` (which

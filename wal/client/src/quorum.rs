@@ -44,6 +44,9 @@ pub enum WriterError {
     Fenced { log: LogId },
     #[error("{log} is sealed")]
     Sealed { log: LogId },
+    /// This append's records do not fit in one entry; the writer goes on.
+    #[error(transparent)]
+    TooLarge(#[from] crate::entry::EntryError),
 }
 
 /// What the writer should do about its ensemble.
@@ -122,12 +125,13 @@ impl QuorumWriter {
     }
 
     /// Builds the next entry. The caller sends `entry.bytes` to every member.
+    /// Records that do not fit in one entry are refused and take no seq.
     pub fn next_entry(&mut self, records: Vec<Record>) -> Result<Entry, WriterError> {
         if let Some(error) = &self.stopped {
             return Err(error.clone());
         }
         let seq = self.next_seq;
-        let entry = Entry::build(EntryHeader { log: self.log, epoch: self.epoch, seq, acked: self.acked }, records);
+        let entry = Entry::build(EntryHeader { log: self.log, epoch: self.epoch, seq, acked: self.acked }, records)?;
         self.next_seq = seq.next();
         self.unreplicated_bytes += entry.bytes.len();
         self.unreplicated.push_back((seq, entry.bytes.clone()));

@@ -229,6 +229,13 @@ impl WalWriter {
         }
     }
 
+    /// Resolves when the writer's task has ended: cancelled, or gone for
+    /// any other reason. A writer that ends without being cancelled can get
+    /// nothing acknowledged any more, and its owner must give the log up.
+    pub async fn stopped(&self) {
+        self.commands.closed().await
+    }
+
     /// Whether the ensemble can still acknowledge entries. Copy the value
     /// out rather than holding a borrow of it: the writer's next health update
     /// waits for every borrow to end.

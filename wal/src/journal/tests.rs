@@ -20,7 +20,7 @@ fn entry(log: u64, seq: u64, size: usize) -> Bytes {
         record_count: 1,
         batch: Bytes::from(vec![seq as u8; size]),
     };
-    Entry::build(header, vec![record]).bytes
+    Entry::build(header, vec![record]).unwrap().bytes
 }
 
 fn append_entries(journal: &mut Journal, log: u64, seqs: std::ops::RangeInclusive<u64>, size: usize) -> Vec<Bytes> {
@@ -210,7 +210,7 @@ fn two_stream_entry(seq: u64) -> Bytes {
             batch: Bytes::from(format!("s2-{seq}")),
         },
     ];
-    Entry::build(header, records).bytes
+    Entry::build(header, records).unwrap().bytes
 }
 
 #[test]

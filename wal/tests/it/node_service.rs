@@ -58,7 +58,7 @@ fn entry(seq: u64, acked: u64) -> Bytes {
         record_count: 1,
         batch: Bytes::from(format!("record {seq}")),
     };
-    Entry::build(header, vec![record]).bytes
+    Entry::build(header, vec![record]).unwrap().bytes
 }
 
 async fn client(addr: SocketAddr) -> pb::wal_client::WalClient<tonic::transport::Channel> {

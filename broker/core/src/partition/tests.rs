@@ -9,6 +9,7 @@ const NOW: i64 = 1_700_000_000_000;
 fn rules() -> TopicRules {
     TopicRules {
         message_bytes_max: TopicRules::MESSAGE_BYTES_MAX_DEFAULT,
+        stored_bytes_max: 16 << 20,
         log_append_time: false,
         timestamp_before_max_ms: i64::MAX,
         timestamp_after_max_ms: i64::MAX,
@@ -121,6 +122,10 @@ fn the_checks_refuse_what_no_partition_of_the_topic_takes() {
     let too_big = TopicRules { message_bytes_max: 70, ..rules() };
     let refused = check(&produced((-1, -1), -1, 5), Writer::Client, &too_big, NOW).unwrap_err();
     assert_eq!(refused.error, ResponseError::MessageTooLarge);
+    let over_storage = TopicRules { message_bytes_max: 1 << 30, stored_bytes_max: 70, ..rules() };
+    let refused = check(&produced((-1, -1), -1, 5), Writer::Client, &over_storage, NOW).unwrap_err();
+    assert_eq!(refused.error, ResponseError::MessageTooLarge, "a topic cannot allow more than the cluster stores");
+    assert!(refused.message.as_deref().is_some_and(|m| m.contains("largest batch this cluster stores")));
 
     let window = TopicRules { timestamp_before_max_ms: 1_000, timestamp_after_max_ms: 1_000, ..rules() };
     let old = check(&produced((-1, -1), -1, 1), Writer::Client, &window, NOW + 5_000).unwrap_err();

@@ -14,7 +14,7 @@ fn entry(seq: u64, batches: &[&[u8]]) -> Entry {
             batch: Bytes::copy_from_slice(batch),
         })
         .collect();
-    Entry::build(header, records)
+    Entry::build(header, records).unwrap()
 }
 
 #[test]
@@ -59,7 +59,7 @@ fn the_check_and_the_decoder_refuse_the_same_offsets() {
         let header = EntryHeader { log: LogId(1), epoch: LogEpoch(1), seq: Seq(1), acked: Seq(0) };
         let record =
             Record { stream: StreamId(1), base_offset: Offset(base), record_count: count, batch: Bytes::new() };
-        let bytes = Entry::build(header, vec![record]).bytes;
+        let bytes = Entry::build(header, vec![record]).unwrap().bytes;
         assert!(matches!(CheckedEntry::check(bytes.clone()), Err(EntryError::BadRecords { .. })), "{base}+{count}");
         assert!(matches!(Entry::decode(bytes), Err(EntryError::BadRecords { .. })), "{base}+{count}");
     }
@@ -85,4 +85,32 @@ proptest! {
         let _ = Entry::decode(Bytes::from(bytes.clone()));
         let _ = decode_header(&bytes);
     }
+}
+
+fn record_of(stream: u64, bytes: usize) -> Record {
+    Record { stream: StreamId(stream), base_offset: Offset(0), record_count: 1, batch: Bytes::from(vec![0u8; bytes]) }
+}
+
+#[test]
+fn records_that_do_not_fit_are_refused_not_a_panic() {
+    let header = EntryHeader { log: LogId(1), epoch: LogEpoch(1), seq: Seq(1), acked: Seq(0) };
+    let too_big = Entry::build(header, vec![record_of(1, BATCH_BYTES_MAX + 1)]);
+    assert!(matches!(too_big, Err(EntryError::TooLarge { .. })), "{too_big:?}");
+    let too_many = Entry::build(header, vec![record_of(1, BATCH_BYTES_MAX), record_of(2, BATCH_BYTES_MAX)]);
+    assert!(matches!(too_many, Err(EntryError::TooLarge { .. })), "together over ENTRY_BYTES_MAX");
+    assert!(Entry::build(header, vec![record_of(1, BATCH_BYTES_MAX)]).is_ok(), "the largest batch fits");
+}
+
+#[test]
+fn pack_splits_records_in_order_over_entries_that_fit() {
+    let header = EntryHeader { log: LogId(1), epoch: LogEpoch(1), seq: Seq(1), acked: Seq(0) };
+    let sizes = [BATCH_BYTES_MAX, 10, BATCH_BYTES_MAX, BATCH_BYTES_MAX, 5];
+    let records: Vec<Record> = sizes.iter().enumerate().map(|(i, size)| record_of(i as u64, *size)).collect();
+    let entries = pack(records.clone());
+    assert_eq!(entries.len(), 3, "{:?}", entries.iter().map(Vec::len).collect::<Vec<_>>());
+    assert_eq!(entries.concat(), records, "every record once, in order");
+    for records in entries {
+        assert!(Entry::build(header, records).is_ok());
+    }
+    assert!(pack(Vec::new()).is_empty());
 }

@@ -15,7 +15,7 @@ fn entry(seq: u64, offset: i64) -> Bytes {
     let header = EntryHeader { log: LogId(9), epoch: LogEpoch(1), seq: Seq(seq), acked: Seq(seq - 1) };
     let record =
         Record { stream: StreamId(4), base_offset: Offset(offset), record_count: 2, batch: Bytes::from_static(b"x") };
-    Entry::build(header, vec![record]).bytes
+    Entry::build(header, vec![record]).unwrap().bytes
 }
 
 fn entries(range: std::ops::RangeInclusive<u64>) -> Vec<Bytes> {
