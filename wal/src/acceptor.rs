@@ -8,6 +8,13 @@
 //! twice, and must be the very same bytes. Readers are never served past what
 //! is known to be committed: the writer's last acknowledged seq as carried in
 //! the entries, or the sealed seq once the log is sealed.
+//!
+//! A trim is the controller's word that entries up to a seq are uploaded,
+//! so no one needs them from the WAL any more. A node that lags behind a
+//! trim (it was cut off while the others went on) skips ahead to it: it
+//! holds "everything" up to the trim point, so a writer's resend or a
+//! recovery's repair after the trim point is contiguous for it, instead of
+//! a gap it could never fill.
 
 use keel_wal_client::entry::EntryHeader;
 use keel_wal_client::ids::{LogEpoch, LogId, Seq};
@@ -23,8 +30,6 @@ pub enum ReplicaError {
     Conflict { log: LogId, seq: Seq },
     #[error("{log} is fenced at {fenced}; a fence at older {epoch} is refused")]
     StaleFence { log: LogId, epoch: LogEpoch, fenced: LogEpoch },
-    #[error("{log} holds entries up to {last}; it cannot be trimmed to {seq}")]
-    TrimBeyondEnd { log: LogId, seq: Seq, last: Seq },
     #[error("the entry belongs to {entry}, not {log}")]
     WrongLog { log: LogId, entry: LogId },
 }
@@ -139,13 +144,12 @@ impl LogReplica {
         Ok(FenceReply { last_seq: self.last_seq, trim_seq: self.trim_seq })
     }
 
-    /// Lets entries up to `seq` be deleted. Never moves backwards.
-    pub fn trim(&mut self, seq: Seq) -> Result<(), ReplicaError> {
-        if seq > self.last_seq {
-            return Err(ReplicaError::TrimBeyondEnd { log: self.log, seq, last: self.last_seq });
-        }
+    /// Lets entries up to `seq` be deleted; a replica that holds less skips
+    /// ahead to `seq`. Never moves backwards.
+    pub fn trim(&mut self, seq: Seq) {
         self.trim_seq = self.trim_seq.max(seq);
-        Ok(())
+        self.last_seq = self.last_seq.max(seq);
+        self.writer_acked = self.writer_acked.max(seq);
     }
 
     /// The last seq a reader may be served: what is known committed.

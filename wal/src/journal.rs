@@ -167,10 +167,13 @@ impl LogContents {
         self.streams.retain(|_, ranges| !ranges.is_empty());
     }
 
-    /// Restores a log-state record: the newest fence and trim win.
+    /// Restores a log-state record: the newest fence and trim win. A trim
+    /// past the last entry held (a replica that skipped ahead) makes the
+    /// next entry follow the trim point.
     fn restore_state(&mut self, epoch: LogEpoch, trimmed: Seq) {
         self.fence = Some(self.fence.map_or(epoch, |fence| fence.max(epoch)));
         self.trim_seq = self.trim_seq.max(trimmed);
+        self.forget_trimmed();
     }
 
     /// The first seq still held, if any.

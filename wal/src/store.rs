@@ -48,12 +48,23 @@ pub enum StoreRequest {
     Status {
         reply: oneshot::Sender<pb::StatusReply>,
     },
-    /// Lets entries of `log` up to `seq` go: the trim point the controller
+    /// Lets entries of `log` up to `to` go: the trim point the controller
     /// committed (DESIGN §3: nodes trim from metadata, never on request).
     Trim {
         log: LogId,
-        seq: Seq,
+        to: TrimTo,
     },
+}
+
+/// How far a trim goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TrimTo {
+    /// Through this seq: the log's committed trim point.
+    Seq(Seq),
+    /// Through whatever the node holds: the log is sealed and uploaded, and
+    /// entries after its sealed seq (in flight when it was sealed) are no
+    /// part of it.
+    Everything,
 }
 
 /// Sends requests to the store thread.
@@ -167,7 +178,7 @@ impl Store {
                         let _ = reply.send(refused);
                     }
                 },
-                StoreRequest::Trim { log, seq } => self.trim(log, seq),
+                StoreRequest::Trim { log, to } => self.trim(log, to, &mut written),
                 read_or_status => reads.push(read_or_status),
             }
         }
@@ -228,18 +239,31 @@ impl Store {
         }
     }
 
-    /// Trims `log` through `seq` (or its last entry, if this node holds
-    /// less), deleting the segments that then hold nothing needed.
-    fn trim(&mut self, log: LogId, seq: Seq) {
+    /// Trims `log` (skipping ahead if this node holds less), deleting the
+    /// segments that then hold nothing needed.
+    fn trim(&mut self, log: LogId, to: TrimTo, written: &mut usize) {
         if self.failed.is_some() {
             return;
         }
-        let Some(replica) = self.replicas.get_mut(&log) else { return };
-        let seq = seq.min(replica.last_seq());
+        let Some(replica) = self.replicas.get(&log) else { return };
+        let (epoch, last) = (replica.epoch(), replica.last_seq());
+        let seq = match to {
+            TrimTo::Seq(seq) => seq,
+            TrimTo::Everything => last,
+        };
         if seq <= replica.trim_seq() {
             return;
         }
-        replica.trim(seq).expect("clamped to the last seq");
+        if seq > last {
+            // Skipping ahead: journalled before any entry after the trim
+            // point, so a restart does not find a gap between the entries.
+            let record = JournalRecord::LogState { log, epoch, trimmed: seq };
+            if let Err(error) = self.write(&record, written) {
+                tracing::warn!(%log, %seq, "cannot record the skip to the trim point now: {error}");
+                return;
+            }
+        }
+        self.replicas.get_mut(&log).expect("checked above").trim(seq);
         if let Err(error) = self.journal.trim(log, seq) {
             tracing::error!(%log, %seq, "journal trim failed; refusing every request until restart: {error}");
             self.failed = Some(error.to_string());
@@ -501,7 +525,7 @@ fn replica_error_reply(log: LogId, seq: Seq, error: &ReplicaError) -> pb::Append
         }
         ReplicaError::Conflict { .. } => pb::ErrorCode::Conflict,
         ReplicaError::StaleFence { .. } => pb::ErrorCode::StaleEpoch,
-        ReplicaError::TrimBeyondEnd { .. } | ReplicaError::WrongLog { .. } => pb::ErrorCode::BadEntry,
+        ReplicaError::WrongLog { .. } => pb::ErrorCode::BadEntry,
     } as i32;
     reply
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use keel_controller_client::{Image, LogId, MetadataClient, NodeId, Seq, WalLogState};
 use tokio_util::sync::CancellationToken;
 
-use crate::store::{StoreHandle, StoreRequest};
+use crate::store::{StoreHandle, StoreRequest, TrimTo};
 
 /// Follows the metadata and sends the store each log's new trim point.
 pub(crate) async fn run(
@@ -29,12 +29,14 @@ pub(crate) async fn run(
             for log in image.wal_logs.values() {
                 let mine = log.ensemble.iter().any(|member| member.node == me && member.incarnation == incarnation);
                 let done = matches!(&log.state, WalLogState::Sealed { sealed_seq, .. } if log.trim_seq >= *sealed_seq);
-                // The store clamps a trim to the last entry it holds.
-                let trim = if done { Seq(u64::MAX) } else { log.trim_seq };
+                let (trim, to) = match done {
+                    true => (Seq(u64::MAX), TrimTo::Everything),
+                    false => (log.trim_seq, TrimTo::Seq(log.trim_seq)),
+                };
                 if !mine || trim.0 == 0 || sent.get(&log.id).is_some_and(|seq| *seq >= trim) {
                     continue;
                 }
-                let request = StoreRequest::Trim { log: log.id, seq: trim };
+                let request = StoreRequest::Trim { log: log.id, to };
                 if store.send(request).await.is_err() {
                     return;
                 }

@@ -95,11 +95,15 @@ impl Recovery {
         self.fenced[index] = Some(last_seq);
     }
 
-    /// The fenced members to read from, with the range each holds after the trim point.
+    /// The fenced members to read from, with the range each holds after the
+    /// trim point. A member whose last seq is below the trim point (it lagged
+    /// while the log was trimmed past it) holds nothing after it and could
+    /// not be repaired without a gap: it counts for the fence only.
     pub fn reads_to_make(&self) -> Vec<(usize, Seq, Seq)> {
         (0..self.members.len())
             .filter(|index| self.reads[*index].is_none())
             .filter_map(|index| self.fenced[index].map(|last| (index, self.trim.next(), last)))
+            .filter(|(_, _, last)| *last >= self.trim)
             .collect()
     }
 

@@ -61,14 +61,32 @@ fn readers_stop_at_the_writers_acknowledged_seq_or_the_seal() {
 }
 
 #[test]
-fn trims_never_pass_the_end_or_move_back() {
+fn trims_never_move_back() {
     let mut replica = LogReplica::new(LogId(1));
     appended(&mut replica, 1, 1, 0);
     appended(&mut replica, 1, 2, 1);
-    assert_eq!(replica.trim(Seq(5)), Err(ReplicaError::TrimBeyondEnd { log: LogId(1), seq: Seq(5), last: Seq(2) }));
-    replica.trim(Seq(2)).unwrap();
-    replica.trim(Seq(1)).unwrap();
-    assert_eq!(replica.trim_seq(), Seq(2));
+    replica.trim(Seq(2));
+    replica.trim(Seq(1));
+    assert_eq!((replica.trim_seq(), replica.last_seq()), (Seq(2), Seq(2)));
+}
+
+/// Issue 21: a member that lagged behind a trim answered every append
+/// after the trim point with Gap, for ever, and a recovery that tried to
+/// repair it retried for ever. It skips ahead to the trim point instead.
+#[test]
+fn a_replica_behind_a_trim_skips_ahead_and_takes_what_follows() {
+    let mut replica = LogReplica::new(LogId(1));
+    appended(&mut replica, 1, 1, 0);
+    replica.trim(Seq(5));
+    assert_eq!((replica.trim_seq(), replica.last_seq()), (Seq(5), Seq(5)));
+    assert_eq!(replica.fence(LogEpoch(2)), Ok(FenceReply { last_seq: Seq(5), trim_seq: Seq(5) }));
+    assert_eq!(replica.check_append(LogEpoch(2), &header(6, 5), 0, |_| None), Ok(AppendKind::New));
+    assert_eq!(
+        replica.check_append(LogEpoch(2), &header(3, 2), 0, |_| None),
+        Ok(AppendKind::AlreadyHeld),
+        "a resend of a trimmed entry is acknowledged: it is uploaded"
+    );
+    assert_eq!(replica.readable_end(None), Seq(5));
 }
 
 #[test]

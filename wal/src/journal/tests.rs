@@ -389,3 +389,22 @@ fn segments_half_prepared_when_the_node_stopped_are_removed_on_open() {
     assert_eq!(journal.read(LogId(1), Seq(1)).unwrap(), entries[0]);
     assert_eq!(journal.read(LogId(1), Seq(50)).unwrap(), more[19]);
 }
+
+/// A replica that skipped ahead to a trim point (it lagged behind it)
+/// records the skip, then takes the entries after it: on reopen the log
+/// holds those entries after the trim point, with no gap refused.
+#[test]
+fn a_skip_to_the_trim_point_survives_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut journal, _) = Journal::open(options(dir.path())).unwrap();
+    append_entries(&mut journal, 1, 1..=2, 100);
+    journal.append(&[JournalRecord::LogState { log: LogId(1), epoch: LogEpoch(1), trimmed: Seq(7) }]).unwrap();
+    journal.trim(LogId(1), Seq(7)).unwrap();
+    let after = append_entries(&mut journal, 1, 8..=9, 100);
+    drop(journal);
+
+    let (journal, _) = Journal::open(options(dir.path())).unwrap();
+    let contents = &journal.logs()[&LogId(1)];
+    assert_eq!((contents.trim_seq, contents.first_seq(), contents.end_seq()), (Seq(7), Some(Seq(8)), Seq(9)));
+    assert_eq!(&journal.read(LogId(1), Seq(9)).unwrap(), &after[1]);
+}

@@ -71,3 +71,21 @@ fn replies_that_do_not_fit_are_refused() {
     let garbage = vec![Bytes::from_static(b"not an entry")];
     assert!(matches!(recovery.on_read(0, garbage), Err(RecoveryError::Undecodable { .. })));
 }
+
+/// Issue 21: a member whose last seq is below the trim point was read and
+/// "repaired" from the trim point on, which it refused as a gap, and the
+/// recovery was retried for ever. It is fenced but neither read nor repaired.
+#[test]
+fn a_member_behind_the_trim_point_counts_for_the_fence_only() {
+    let mut recovery = Recovery::new(LogId(9), LogEpoch(2), members(), 2, Seq(4));
+    recovery.on_fenced(0, Seq(2));
+    recovery.on_fenced(1, Seq(6));
+    assert_eq!(recovery.reads_to_make(), vec![(1, Seq(5), Seq(6))], "nothing to read from the lagging member");
+    recovery.on_read(1, entries(5..=6)).unwrap();
+    assert_eq!(recovery.plan(), Ok(None), "one member that holds the tail is not an ack quorum: wait, do not repair");
+    recovery.on_fenced(2, Seq(5));
+    recovery.on_read(2, entries(5..=5)).unwrap();
+    let plan = recovery.plan().unwrap().unwrap();
+    assert_eq!(plan.sealed_seq, Seq(6));
+    assert_eq!(plan.repairs, vec![(1, vec![]), (2, vec![(Seq(6), entry(6, 12))])], "no repair for the lagging member");
+}
