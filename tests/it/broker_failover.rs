@@ -20,7 +20,7 @@ use rand::{Rng, SeedableRng};
 use tokio::io::AsyncBufReadExt;
 use tracing::info;
 
-const PARTITIONS: usize = 24;
+pub(crate) const PARTITIONS: usize = 24;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn killed_brokers_hand_their_partitions_over_and_nothing_acknowledged_is_lost() {
@@ -140,7 +140,7 @@ async fn cluster_with_topic_and(broker_args: &[&str]) -> TestCluster {
 }
 
 /// Waits until every partition of "orders" is served by a broker other than `victim`.
-async fn served_by_others(test: &TestCluster, victim: i32) {
+pub(crate) async fn served_by_others(test: &TestCluster, victim: i32) {
     let others: Vec<String> =
         test.cluster.brokers.iter().filter(|b| b.spec.id as i32 != victim).map(|b| b.spec.kafka.to_string()).collect();
     let layout = kafka::ready_layout(&others.join(","), "orders", Duration::from_secs(60)).await.unwrap();
@@ -197,7 +197,7 @@ impl Load {
     }
 
     /// Tells the checker that `victim` is lost now, with the partitions it led.
-    fn note_loss(&self, layout: &kafka::TopicLayout, victim: i32) {
+    pub(crate) fn note_loss(&self, layout: &kafka::TopicLayout, victim: i32) {
         let led: Vec<usize> = (0..PARTITIONS).filter(|p| layout.leaders[*p] == victim).collect();
         let at = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64();
         let mut kills = std::fs::OpenOptions::new()

@@ -9,11 +9,13 @@
 //! `KEEL_FREEZE_SECS` sets how long each part stays frozen (8 s by default;
 //! the issue's figures use 25).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use keel_tests::TestCluster;
+use keel_tools::kafka;
 use tracing::info;
 
-use crate::broker_failover::{cluster_with_topic, Load};
+use crate::broker_failover::{cluster_with_topic, served_by_others, Load, PARTITIONS};
 
 /// The longest a frozen controller may stop acknowledgements. A client
 /// attempt is cut after 2 s and a watch stream silent for 1.5 s is given up,
@@ -66,4 +68,62 @@ async fn a_frozen_controller_follower_or_leader_does_not_stop_writes() {
         eprintln!("controller {role} frozen for {freeze:?}: longest gap between acknowledgements {stall:.2} s");
         assert!(stall < CONTROLLER_STALL_BOUND, "a frozen controller {role} stopped writes for {stall:.2} s: {result}");
     }
+}
+
+/// A WAL node frozen while a broker that wrote to it is killed. The
+/// broker that recovers and uploads the dead one's log is in the frozen
+/// node's zone, so it asks that node first. Frozen for 12 s, the node must
+/// be given up on within the read's deadline; frozen for 3 s, it wakes in
+/// the middle of the read, lagging (it missed what was written while it
+/// slept), and its short answer must not count as "everything is uploaded".
+/// Before issue 21 the read hung while the node slept and found nothing
+/// more to upload after, so the dead broker's partitions never moved.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_frozen_or_lagging_wal_member_does_not_hold_up_a_dead_brokers_failover() {
+    let mut test = TestCluster::start(3, &[]).await.unwrap();
+    test.start_wal_nodes(3).await.unwrap();
+    // Brokers 1-3 in zones a, b, c, and broker 4 in zone a too: when it
+    // dies, broker 1 (its zone's) recovers its log and reads WAL zone a first.
+    test.cluster.add_free_port_brokers(4, &[]).unwrap();
+    test.cluster.brokers[3].spec.zone = "a".into();
+    test.cluster.start_all_brokers().unwrap();
+    test.cluster.wait_for_brokers(Duration::from_secs(60)).await.unwrap();
+    let create = keel_controller_client::pb::CreateTopicRequest {
+        name: "orders".into(),
+        partitions: PARTITIONS as i32,
+        ..Default::default()
+    };
+    test.cluster.client().unwrap().create_topic(create).await.unwrap();
+    let bootstrap = test.cluster.bootstrap();
+    let load = Load::start(&bootstrap).await;
+    let wal_a = test.cluster.wal_nodes.iter().position(|node| node.spec.zone == "a").unwrap();
+    let victim = 4;
+
+    for freeze in [Duration::from_secs(12), Duration::from_secs(3)] {
+        info!(?freeze, "SIGSTOP the WAL node in zone a");
+        test.cluster.wal_nodes[wal_a].pause(true);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let layout = kafka::ready_layout(&bootstrap, "orders", Duration::from_secs(60)).await.unwrap();
+        load.note_loss(&layout, victim);
+        test.cluster.brokers[3].kill9();
+        let killed = Instant::now();
+        let waking = async {
+            tokio::time::sleep(freeze).await;
+            info!("SIGCONT the WAL node in zone a");
+            test.cluster.wal_nodes[wal_a].pause(false);
+        };
+        let (_, moved) = tokio::join!(waking, async {
+            served_by_others(&test, victim).await;
+            killed.elapsed()
+        });
+        eprintln!(
+            "WAL zone a frozen {freeze:?}: the dead broker's partitions served by others {moved:.2?} after the kill"
+        );
+        // 5 s for the read of the frozen node, and room for recovery and upload.
+        assert!(moved < Duration::from_secs(10), "the failover took {moved:?}");
+        test.cluster.start_broker(3).unwrap();
+        test.cluster.wait_for_brokers(Duration::from_secs(60)).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+    load.finish(&bootstrap).await;
 }

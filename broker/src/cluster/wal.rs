@@ -115,7 +115,13 @@ impl WalNodes {
 
     /// Whole entries of `log` after `after`, up to `end` (its sealed seq, or
     /// the last seq its writer had acknowledged, passed as the readers'
-    /// bound), about `budget` bytes, from the first member that answers.
+    /// bound), about `budget` bytes.
+    ///
+    /// Every entry up to `end` is on an ack quorum, but not on every member:
+    /// one that lagged (cut off, or just restarted) answers with less. So a
+    /// read that stops short of both `end` and the budget goes on to the next
+    /// member, and the longest read wins. No entry at all from any member is
+    /// an error, never "nothing to upload".
     pub async fn read_entries(
         &self,
         image: &Image,
@@ -124,14 +130,29 @@ impl WalNodes {
         end: Seq,
         budget: u64,
     ) -> Result<Vec<Entry>, BrokerError> {
-        let mut last_error = String::from("the log has no members");
+        let mut best: Vec<Entry> = Vec::new();
+        let mut reasons = Vec::new();
         for target in self.members(image, log)? {
             match self.read_entries_from(&target.addr, log, after, end, budget).await {
-                Ok(entries) => return Ok(entries),
-                Err(error) => last_error = format!("{}: {error}", target.addr),
+                Ok(entries) => {
+                    let bytes: u64 = entries.iter().map(|entry| entry.bytes.len() as u64).sum();
+                    let reached = entries.last().map_or(after, |entry| entry.header.seq);
+                    if reached >= end || bytes >= budget {
+                        return Ok(entries);
+                    }
+                    reasons.push(format!("{}: only through {reached}", target.addr));
+                    if entries.len() > best.len() {
+                        best = entries;
+                    }
+                }
+                Err(error) => reasons.push(format!("{}: {error}", target.addr)),
             }
         }
-        Err(BrokerError::WalUnavailable { log: log.id, reason: last_error })
+        if best.is_empty() {
+            let reason = format!("no member served entries after {after} (up to {end}): {}", reasons.join("; "));
+            return Err(BrokerError::WalUnavailable { log: log.id, reason });
+        }
+        Ok(best)
     }
 
     async fn read_entries_from(
@@ -158,7 +179,10 @@ impl WalNodes {
                 recovery_epoch: 0,
                 sealed_seq: end.0,
             };
-            let reply = wal.read(request).await.map_err(|status| unavailable(status.to_string()))?.into_inner();
+            let reply = match tokio::time::timeout(READ_TIMEOUT, wal.read(request)).await {
+                Ok(reply) => reply.map_err(|status| unavailable(status.to_string()))?.into_inner(),
+                Err(_) => return Err(unavailable(format!("no answer within {READ_TIMEOUT:?}"))),
+            };
             if reply.code != wal_pb::ErrorCode::Ok as i32 {
                 return Err(unavailable(format!("read refused: {}", reply.message)));
             }

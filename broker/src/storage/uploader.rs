@@ -207,7 +207,7 @@ pub async fn upload(
     let started = std::time::Instant::now();
     let budget = cluster.config.upload_bytes;
     let entries = cluster.wal.read_entries(image, &pending.log, pending.log.trim_seq, pending.end, budget).await?;
-    let Some(last) = entries.last().map(|entry| entry.header.seq) else { return Ok(Uploaded::UpToDate) };
+    let last = entries.last().map(|entry| entry.header.seq).context("the WAL read returned no entries")?;
 
     let mut streams: BTreeMap<StreamId, StreamData> = BTreeMap::new();
     for record in entries.iter().flat_map(|entry| &entry.records) {
