@@ -117,8 +117,8 @@ impl ConfigToml {
         let segment_bytes = segment_bytes.unwrap_or(64 << 20);
         let entry_max = keel_wal_client::entry::ENTRY_BYTES_MAX as u64;
         anyhow::ensure!(
-            segment_bytes >= entry_max + 1024,
-            "segment_bytes must hold the largest entry ({entry_max} bytes) and a header"
+            segment_bytes >= entry_max + 1024 + crate::journal::log_state_reserve(segment_bytes),
+            "segment_bytes must hold the largest entry ({entry_max} bytes), a header and room for log states"
         );
         Ok(WalConfig {
             cluster_token: cluster_token.map(keel_proto::auth::Secret),

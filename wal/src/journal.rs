@@ -39,6 +39,10 @@
 //! the active segment for every log of a segment about to be deleted (once
 //! every entry in it is trimmed). So a fence is never lost, and a log whose
 //! entries were all trimmed still knows how far it went after a restart.
+//! Entries never take the last `log_state_reserve` bytes of a segment: a
+//! journal at its cap (or on a full disk) still has room for the log states
+//! a trim must write before it can delete anything, so a trim frees it
+//! rather than wedging it.
 
 mod scan;
 mod spare;
@@ -308,10 +312,14 @@ impl Journal {
             JournalRecord::LogState { log, epoch, trimmed } => encode_log_state(*log, *epoch, *trimmed),
         };
         let framed = (FRAME_BYTES + bytes.len()) as u64;
-        if framed > self.options.segment_bytes - SEGMENT_HEADER_BYTES {
+        let reserve = match record {
+            JournalRecord::Entry(_) => log_state_reserve(self.options.segment_bytes),
+            JournalRecord::LogState { .. } => 0,
+        };
+        if framed + reserve > self.options.segment_bytes - SEGMENT_HEADER_BYTES {
             return Err(JournalError::RecordTooLarge { bytes: bytes.len(), segment_bytes: self.options.segment_bytes });
         }
-        if self.write_offset + framed > self.options.segment_bytes {
+        if self.write_offset + framed + reserve > self.options.segment_bytes {
             if let Some(cap) = self.options.journal_bytes_max {
                 if self.recycled.is_empty() && self.disk_bytes() + self.options.segment_bytes > cap {
                     return Err(JournalError::Full { cap });
@@ -480,7 +488,10 @@ impl Journal {
         Ok(())
     }
 
-    fn delete_trimmed_segments(&mut self) -> Result<(), JournalError> {
+    /// Deletes (or recycles) the segments whose entries are all trimmed,
+    /// after writing again the state of every log they speak of. Without
+    /// room for those states nothing is deleted, retriably.
+    pub fn delete_trimmed_segments(&mut self) -> Result<(), JournalError> {
         let active = self.active().number;
         let deletable: Vec<u64> = self
             .segments
@@ -531,6 +542,12 @@ impl Journal {
         }
         sync_dir(&self.options.dir)
     }
+}
+
+/// The bytes at the end of each segment that only log-state records may
+/// use: room for about a hundred of them (a sixteenth of a small segment).
+pub fn log_state_reserve(segment_bytes: u64) -> u64 {
+    (segment_bytes / 16).min(4096)
 }
 
 /// The frame before a record in a segment with `salt` (see the module comment).

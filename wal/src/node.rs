@@ -64,7 +64,7 @@ pub async fn start(config: WalConfig, registry: &Registry, cancel: CancellationT
     );
     let metrics = Metrics::new(registry)?;
     let (store, store_thread) =
-        crate::store::start(journal, STORE_QUEUE_DEPTH, metrics).context("start the store thread")?;
+        crate::store::start(journal, STORE_QUEUE_DEPTH, metrics, cancel.clone()).context("start the store thread")?;
 
     let tasks = TaskTracker::new();
     let listener =

@@ -15,6 +15,7 @@ use keel_proto::wal as pb;
 use keel_wal_client::entry::CheckedEntry;
 use keel_wal_client::ids::{LogEpoch, LogId, Offset, Seq};
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
 use crate::acceptor::{AppendKind, LogReplica, ReplicaError};
 use crate::journal::{Journal, JournalError, JournalRecord};
@@ -86,14 +87,19 @@ impl StoreHandle {
 #[error("the WAL store has stopped")]
 pub struct StoreStopped;
 
-/// Starts the store thread over an opened journal.
+/// Starts the store thread over an opened journal. A journal failure that
+/// is not a want of room fires `on_failure`: the node stops (and is
+/// restarted by its supervisor, reopening the journal from disk) rather
+/// than stay registered, refusing everything, and keep being chosen for
+/// new ensembles.
 pub fn start(
     journal: Journal,
     queue_depth: usize,
     metrics: Metrics,
+    on_failure: CancellationToken,
 ) -> std::io::Result<(StoreHandle, std::thread::JoinHandle<()>)> {
     let (sender, receiver) = mpsc::channel(queue_depth);
-    let state = Store::restore(journal, metrics);
+    let state = Store::restore(journal, metrics, on_failure);
     let thread = std::thread::Builder::new().name("wal-store".into()).spawn(move || state.run(receiver))?;
     Ok((StoreHandle { sender }, thread))
 }
@@ -109,6 +115,10 @@ struct Store {
     /// The journal had no room for the last record (its cap, or a full
     /// disk): said once when it starts and once when it ends.
     out_of_room: bool,
+    /// A trim could not delete its segments for want of room (to write the
+    /// log states first); tried again with every batch until it can.
+    trim_pending: bool,
+    on_failure: CancellationToken,
 }
 
 /// A reply sent only after the batch's records are durable.
@@ -118,7 +128,7 @@ enum Deferred {
 }
 
 impl Store {
-    fn restore(journal: Journal, metrics: Metrics) -> Store {
+    fn restore(journal: Journal, metrics: Metrics, on_failure: CancellationToken) -> Store {
         let replicas = journal
             .logs()
             .iter()
@@ -136,7 +146,7 @@ impl Store {
             })
             .collect();
         metrics.journal_bytes.set(journal.disk_bytes() as i64);
-        Store { journal, metrics, replicas, failed: None, out_of_room: false }
+        Store { journal, metrics, replicas, failed: None, out_of_room: false, trim_pending: false, on_failure }
     }
 
     fn run(mut self, mut receiver: mpsc::Receiver<StoreRequest>) {
@@ -155,6 +165,7 @@ impl Store {
     }
 
     fn process(&mut self, batch: Vec<StoreRequest>) {
+        self.retry_pending_trim();
         let mut deferred = Vec::new();
         let mut reads = Vec::new();
         // Checksums of entries written in this batch, for retransmissions within it.
@@ -190,10 +201,7 @@ impl Store {
                     self.metrics.batch_records.observe(written as f64);
                     self.metrics.journal_bytes.set(self.journal.disk_bytes() as i64);
                 }
-                Err(error) => {
-                    tracing::error!("journal sync failed; refusing every request until restart: {error}");
-                    self.failed = Some(error.to_string());
-                }
+                Err(error) => self.fail(format!("journal sync failed: {error}")),
             }
         }
         for reply in deferred {
@@ -264,12 +272,39 @@ impl Store {
             }
         }
         self.replicas.get_mut(&log).expect("checked above").trim(seq);
-        if let Err(error) = self.journal.trim(log, seq) {
-            tracing::error!(%log, %seq, "journal trim failed; refusing every request until restart: {error}");
-            self.failed = Some(error.to_string());
-            return;
+        let trimmed = self.journal.trim(log, seq);
+        self.after_deleting(trimmed);
+    }
+
+    /// Deletes the segments a trim left for want of room, if there are some.
+    fn retry_pending_trim(&mut self) {
+        if self.trim_pending && self.failed.is_none() {
+            let deleted = self.journal.delete_trimmed_segments();
+            self.after_deleting(deleted);
         }
-        self.metrics.journal_bytes.set(self.journal.disk_bytes() as i64);
+    }
+
+    fn after_deleting(&mut self, result: Result<(), JournalError>) {
+        match result {
+            Ok(()) => {
+                self.trim_pending = false;
+                self.metrics.journal_bytes.set(self.journal.disk_bytes() as i64);
+            }
+            Err(error) if error.is_retryable() => {
+                if !std::mem::replace(&mut self.trim_pending, true) {
+                    tracing::warn!("trimmed segments are kept until there is room to record the log states: {error}");
+                }
+            }
+            Err(error) => self.fail(format!("journal trim failed: {error}")),
+        }
+    }
+
+    /// The journal and the rules may now disagree: every request is refused
+    /// and the node stops, to reopen the journal from disk when restarted.
+    fn fail(&mut self, reason: String) {
+        tracing::error!("{reason}; refusing every request and stopping the node");
+        self.failed = Some(reason);
+        self.on_failure.cancel();
     }
 
     fn count_refused(&self, code: i32) {
@@ -295,8 +330,7 @@ impl Store {
                 Err(error)
             }
             Err(error) => {
-                tracing::error!("journal write failed; refusing every request until restart: {error}");
-                self.failed = Some(error.to_string());
+                self.fail(format!("journal write failed: {error}"));
                 Err(error)
             }
         }

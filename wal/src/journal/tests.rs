@@ -272,24 +272,24 @@ fn trimmed_segments_are_reused_and_their_old_records_never_come_back() {
 
     // The next segments are the recycled files, full of log 1's old records;
     // log 2's entries fill the first and end early in the second.
-    let entries = append_entries(&mut journal, 2, 1..=20, 1000);
+    let entries = append_entries(&mut journal, 2, 1..=30, 1000);
     assert!(file_names(dir.path(), "free-").is_empty(), "both recycled segments were taken");
     drop(journal);
 
     let (mut journal, report) = Journal::open(recycling.clone()).unwrap();
     assert_eq!(
         (report.entries, report.torn_bytes),
-        (still_there + 20, 0),
+        (still_there + 30, 0),
         "no record of the segments' old lives is read"
     );
     assert_eq!(journal.logs()[&LogId(1)].first_seq(), None);
     assert_eq!(journal.logs()[&LogId(1)].end_seq(), Seq(60));
-    assert_eq!(journal.read(LogId(2), Seq(20)).unwrap(), entries[19]);
-    append_entries(&mut journal, 2, 21..=22, 1000);
+    assert_eq!(journal.read(LogId(2), Seq(30)).unwrap(), entries[29]);
+    append_entries(&mut journal, 2, 31..=32, 1000);
     drop(journal);
     let (journal, report) = Journal::open(recycling).unwrap();
-    assert_eq!(report.entries, still_there + 22);
-    assert_eq!(journal.read(LogId(2), Seq(22)).unwrap(), entry(2, 22, 1000));
+    assert_eq!(report.entries, still_there + 32);
+    assert_eq!(journal.read(LogId(2), Seq(32)).unwrap(), entry(2, 32, 1000));
 }
 
 #[test]
@@ -407,4 +407,37 @@ fn a_skip_to_the_trim_point_survives_a_reopen() {
     let contents = &journal.logs()[&LogId(1)];
     assert_eq!((contents.trim_seq, contents.first_seq(), contents.end_seq()), (Seq(7), Some(Seq(8)), Seq(9)));
     assert_eq!(&journal.read(LogId(1), Seq(9)).unwrap(), &after[1]);
+}
+
+/// Issue 21: a journal at its cap whose segments were filled to the last
+/// byte had no room for the log states a trim writes before deleting, so
+/// the trim failed and the node refused everything until restarted. The
+/// reserve at each segment's end keeps that room: with entries that would
+/// fill a whole segment, and with entries that fill all but the reserve.
+#[test]
+fn a_trim_frees_a_journal_at_its_cap_even_when_its_segments_are_full() {
+    let whole = SEGMENT - SEGMENT_HEADER_BYTES;
+    for room in [whole, whole - log_state_reserve(SEGMENT)] {
+        let dir = tempfile::tempdir().unwrap();
+        let capped = JournalOptions { journal_bytes_max: Some(3 * SEGMENT), ..options(dir.path()) };
+        let (mut journal, _) = Journal::open(capped).unwrap();
+        let framed = room / 8;
+        let size = framed as usize - FRAME_BYTES - entry(1, 1, 0).len();
+        let mut seq = 0;
+        let error = loop {
+            seq += 1;
+            // Each entry of its own log, so the trim carries many log states.
+            if let Err(error) = journal.write(&checked(entry(seq, 1, size))) {
+                break error;
+            }
+            assert!(seq < 1000, "the cap must stop the writes");
+        };
+        assert!(matches!(error, JournalError::Full { .. }), "{error}");
+        journal.sync().unwrap();
+        for log in 1..seq {
+            journal.trim(LogId(log), Seq(1)).unwrap();
+        }
+        assert!(journal.disk_bytes() < 3 * SEGMENT, "the trim deleted the trimmed segments");
+        journal.append(&[checked(entry(seq, 1, size))]).unwrap();
+    }
 }

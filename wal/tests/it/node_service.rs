@@ -31,7 +31,7 @@ async fn start_capped_node(dir: &Path, journal_bytes_max: Option<u64>) -> Node {
         JournalOptions { dir: dir.to_path_buf(), segment_bytes: 1 << 20, journal_bytes_max, recycled_segments_max: 4 };
     let (journal, _) = Journal::open(options).unwrap();
     let metrics = keel_wal::Metrics::new(&prometheus::Registry::new()).unwrap();
-    let (store, _thread) = keel_wal::store::start(journal, 1024, metrics).unwrap();
+    let (store, _thread) = keel_wal::store::start(journal, 1024, metrics, CancellationToken::new()).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let cancel = CancellationToken::new();
