@@ -3,8 +3,9 @@
 //! (on loopback with process faults only, when not root), runs idempotent
 //! producers and a consumer group in every zone, injects one fault, heals,
 //! drains every partition and checks the histories. Every anomaly must be
-//! absent, and writes must have been acknowledged on every partition after
-//! the fault. Longer random schedules: `keelctl chaos run --soak 10m --seed N`.
+//! absent, writes must have been acknowledged on every partition after the
+//! fault, and no partition may go longer without an acknowledgement than
+//! the fault kind's bound (the run's verdict checks it). Longer random schedules: `keelctl chaos run --soak 10m --seed N`.
 
 use std::time::Duration;
 
@@ -77,4 +78,19 @@ async fn killing_the_controller_leader_loses_nothing_acknowledged() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_zombie_broker_gets_nothing_acknowledged_and_loses_nothing() {
     scenario("broker-zombie").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_frozen_controller_leader_stalls_writes_under_its_bound_and_loses_nothing() {
+    scenario("controller-leader-freeze").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_frozen_wal_node_stalls_writes_under_its_bound_and_loses_nothing() {
+    scenario("wal-freeze").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_zone_and_a_broker_killed_in_another_lose_nothing_acknowledged() {
+    scenario("zone-loss-and-broker-kill").await;
 }

@@ -59,8 +59,9 @@ pub enum ChaosCommand {
 #[derive(Clone, Debug, clap::Args)]
 pub struct RunArgs {
     /// zone-loss, zone-loss-wiped, zone-partition, controller-leader-kill,
-    /// broker-zombie, wal-disk-full, object-store-full, or none (no fault:
-    /// a baseline).
+    /// controller-leader-freeze, controller-follower-freeze, wal-freeze,
+    /// zone-loss-and-broker-kill, broker-zombie, wal-disk-full, object-store-full,
+    /// or none (no fault: a baseline).
     #[arg(long, default_value = "zone-loss")]
     pub scenario: String,
     /// Runs random faults for this long instead of a scenario (e.g. 10m).
@@ -108,6 +109,13 @@ enum Fault {
     /// The object store (a tmpfs shared by the brokers, as a bucket is)
     /// full: every upload fails until heal.
     ObjectStoreFull,
+    /// SIGSTOP the controller leader (`true`) or a follower: silent, its
+    /// sockets open, as a frozen host or a zone dropping packets looks.
+    ControllerFreeze { leader: bool },
+    /// SIGSTOP the zone's WAL node; SIGCONT at heal.
+    WalFreeze(String),
+    /// A zone lost, and one process of another zone killed at once.
+    ZoneLossAndKill(String, String, Kind),
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -131,6 +139,30 @@ impl Fault {
             Fault::KillProcess(..) => "process-kill",
             Fault::WalDiskFull(_) => "wal-disk-full",
             Fault::ObjectStoreFull => "object-store-full",
+            Fault::ControllerFreeze { leader: true } => "controller-leader-freeze",
+            Fault::ControllerFreeze { leader: false } => "controller-follower-freeze",
+            Fault::WalFreeze(_) => "wal-freeze",
+            Fault::ZoneLossAndKill(_, _, Kind::Broker) => "zone-loss-and-broker-kill",
+            Fault::ZoneLossAndKill(_, _, Kind::Wal) => "zone-loss-and-wal-kill",
+            Fault::ZoneLossAndKill(_, _, Kind::Controller) => "zone-loss-and-controller-kill",
+        }
+    }
+
+    /// The longest this fault may stop writes on any partition (the stall,
+    /// `check.rs`); a longer stall fails the run. Every bound is under
+    /// `HOLD`, so a fault that stops writes until it heals fails, but those
+    /// past what the design keeps available: a full object store (once the
+    /// WAL backlog reaches its cap, writes are pushed back until uploads
+    /// succeed again, DESIGN §3.4), and a lost zone with a WAL node or a
+    /// controller of another zone (one zone of three left: no WAL or Raft
+    /// quorum until heal; nothing acknowledged may be lost, and writes must
+    /// resume after heal).
+    fn stall_bound(kind: &str) -> Duration {
+        match kind {
+            "controller-leader-freeze" | "controller-follower-freeze" => Duration::from_secs(4),
+            "wal-freeze" | "wal-disk-full" => Duration::from_secs(3),
+            "object-store-full" | "zone-loss-and-wal-kill" | "zone-loss-and-controller-kill" => HOLD + AFTER,
+            _ => HOLD - Duration::from_secs(1),
         }
     }
 
@@ -150,11 +182,14 @@ impl Fault {
     fn random(rng: &mut impl Rng) -> Fault {
         let z = ZONES[rng.gen_range(0..3)].to_owned();
         let other = ZONES[(ZONES.iter().position(|x| *x == z).unwrap_or(0) + rng.gen_range(1..3)) % 3].to_owned();
-        match rng.gen_range(0..11) {
+        match rng.gen_range(0..15) {
             0 => Fault::ZoneLoss(z),
             8 => Fault::ZoneLossWiped(z),
             9 => Fault::WalDiskFull(z),
             10 => Fault::ObjectStoreFull,
+            11 => Fault::ControllerFreeze { leader: rng.gen_bool(0.5) },
+            12 => Fault::WalFreeze(z),
+            13 => Fault::ZoneLossAndKill(z, other, [Kind::Controller, Kind::Wal, Kind::Broker][rng.gen_range(0..3)]),
             1 => Fault::ZonePartition(z),
             2 => Fault::OneWay(z, other),
             3 => Fault::Bridge,
@@ -177,8 +212,15 @@ fn scenario(name: &str, rng: &mut impl Rng) -> anyhow::Result<Fault> {
         "zone-partition" => Fault::ZonePartition(zone),
         "controller-leader-kill" => Fault::ControllerLeaderKill,
         "broker-zombie" => Fault::BrokerZombie(zone),
+        "controller-leader-freeze" => Fault::ControllerFreeze { leader: true },
+        "controller-follower-freeze" => Fault::ControllerFreeze { leader: false },
+        "wal-freeze" => Fault::WalFreeze(zone),
+        "zone-loss-and-broker-kill" => {
+            let other = ZONES[(zone_index(&zone) + rng.gen_range(1..3)) % 3].to_owned();
+            Fault::ZoneLossAndKill(zone, other, Kind::Broker)
+        }
         other => anyhow::bail!(
-            "unknown scenario {other:?}: use zone-loss, zone-loss-wiped, zone-partition, controller-leader-kill, broker-zombie, wal-disk-full or object-store-full, or --soak"
+            "unknown scenario {other:?}: use zone-loss, zone-loss-wiped, zone-partition, controller-leader-kill, controller-leader-freeze, controller-follower-freeze, wal-freeze, zone-loss-and-broker-kill, broker-zombie, wal-disk-full or object-store-full, or --soak"
         ),
     })
 }
@@ -580,7 +622,7 @@ enum Undo {
     RestartWiped(usize, String),
     /// A file that filled a disk.
     Remove(PathBuf),
-    Resume(usize),
+    Resume(Kind, usize),
     Nothing,
 }
 
@@ -650,7 +692,33 @@ async fn inject(cluster: &mut LocalCluster, net: Option<&Net>, fault: &Fault) ->
         Fault::BrokerZombie(zone) => {
             let i = zone_index(zone);
             cluster.brokers[i].pause(true);
-            Undo::Resume(i)
+            Undo::Resume(Kind::Broker, i)
+        }
+        Fault::ControllerFreeze { leader } => {
+            let leading = cluster.wait_for_leader(Duration::from_secs(30)).await?;
+            let i = if *leader { leading } else { (leading + 1) % cluster.controllers.len() };
+            cluster.controllers[i].pause(true);
+            Undo::Resume(Kind::Controller, i)
+        }
+        Fault::WalFreeze(zone) => {
+            let i = zone_index(zone);
+            cluster.wal_nodes[i].pause(true);
+            Undo::Resume(Kind::Wal, i)
+        }
+        Fault::ZoneLossAndKill(zone, other, kind) => {
+            let (i, j) = (zone_index(zone), zone_index(other));
+            cluster.brokers[i].kill9();
+            cluster.wal_nodes[i].kill9();
+            cluster.controllers[i].kill9();
+            if let Some(net) = net {
+                net.isolate(zone)?;
+            }
+            match kind {
+                Kind::Controller => cluster.controllers[j].kill9(),
+                Kind::Wal => cluster.wal_nodes[j].kill9(),
+                Kind::Broker => cluster.brokers[j].kill9(),
+            }
+            Undo::Restart(vec![(Kind::Controller, i), (Kind::Wal, i), (Kind::Broker, i), (*kind, j)])
         }
         Fault::KillProcess(zone, kind) => {
             let i = zone_index(zone);
@@ -670,7 +738,11 @@ async fn heal(cluster: &mut LocalCluster, net: Option<&Net>, undo: Undo) -> anyh
     }
     match undo {
         Undo::Network | Undo::Nothing => {}
-        Undo::Resume(i) => cluster.brokers[i].pause(false),
+        Undo::Resume(kind, i) => match kind {
+            Kind::Controller => cluster.controllers[i].pause(false),
+            Kind::Wal => cluster.wal_nodes[i].pause(false),
+            Kind::Broker => cluster.brokers[i].pause(false),
+        },
         Undo::Restart(processes) => {
             for (kind, i) in processes {
                 match kind {
@@ -807,6 +879,9 @@ pub struct Report {
     pub recovery_p99_s: Option<f64>,
     pub recovery_max_s: Option<f64>,
     pub recoveries: Vec<(String, Option<f64>)>,
+    /// Per fault: the longest gap between acknowledgements on one
+    /// partition after it, and the bound it must stay under.
+    pub stalls: Vec<(String, Option<f64>, f64)>,
     /// Bytes forwarded between zones at the router, and per record byte
     /// acknowledged and read.
     pub cross_zone_bytes: Option<u64>,
@@ -851,6 +926,11 @@ impl Report {
             recovery_p99_s: quantile(0.99),
             recovery_max_s: times.last().copied(),
             recoveries: checked.recoveries.clone(),
+            stalls: checked
+                .stalls
+                .iter()
+                .map(|(kind, stall)| (kind.clone(), *stall, Fault::stall_bound(kind).as_secs_f64()))
+                .collect(),
             cross_zone_bytes: cross_total,
             cross_zone_per_produced_byte: ratio(checked.acknowledged_bytes),
             cross_zone_per_consumed_byte: ratio(checked.read_bytes),
@@ -901,6 +981,9 @@ impl Report {
             s(self.recovery_max_s),
             self.recoveries.len()
         );
+        for (kind, stall, bound) in &self.stalls {
+            println!("{kind}: writes stalled at most {} (bound {bound:.0} s)", s(*stall));
+        }
         if let Some(bytes) = self.cross_zone_bytes {
             let r = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.2}"));
             println!(
@@ -919,6 +1002,15 @@ impl Report {
         anyhow::ensure!(self.failures.is_empty(), "{}", self.failures.join("; "));
         let stuck: Vec<&str> = self.recoveries.iter().filter(|(_, t)| t.is_none()).map(|(k, _)| k.as_str()).collect();
         anyhow::ensure!(stuck.is_empty(), "writes did not resume on every partition after {stuck:?}");
+        let over: Vec<String> = self
+            .stalls
+            .iter()
+            .filter(|(_, stall, bound)| stall.is_some_and(|stall| stall > *bound))
+            .map(|(kind, stall, bound)| {
+                format!("{kind} stalled writes {:.2} s (bound {bound:.0} s)", stall.unwrap_or(0.0))
+            })
+            .collect();
+        anyhow::ensure!(over.is_empty(), "{}", over.join("; "));
         anyhow::ensure!(self.acknowledged > 0 || self.run == "check", "no write was acknowledged");
         Ok(())
     }

@@ -16,8 +16,11 @@
 //!   that no member of the group read.
 //!
 //! It also measures, for each fault, the time until writes succeed again on
-//! every partition: the latest, over partitions, of the first
-//! acknowledgement of a value sent after the fault.
+//! every partition (the latest, over partitions, of the first
+//! acknowledgement of a value sent after the fault), and the stall: the
+//! longest time any partition went without an acknowledgement from the
+//! fault until the next one (or the end), so that a fault which stops writes
+//! a while after it starts is seen too.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -57,6 +60,10 @@ pub struct Checked {
     /// Per fault: seconds until writes succeeded again on every partition
     /// (`None`: not within the run).
     pub recoveries: Vec<(String, Option<f64>)>,
+    /// Per fault: the longest gap between acknowledgements on one partition
+    /// from the fault to the next one (`None`: a partition took no write
+    /// after it).
+    pub stalls: Vec<(String, Option<f64>)>,
     pub acknowledged_bytes: u64,
     pub read_bytes: u64,
 }
@@ -250,7 +257,7 @@ fn check(mut events: Vec<(String, Event)>) -> Checked {
     // Recovery: per fault, the latest over partitions of the first
     // acknowledgement of a value sent after it.
     let partitions: std::collections::BTreeSet<i32> = acked.iter().map(|a| a.1).collect();
-    for (kind, at) in faults {
+    for (kind, at) in faults.iter().cloned() {
         let mut first: HashMap<i32, f64> = HashMap::new();
         for (value, p, _, t) in &acked {
             if invoked_at.get(value).is_some_and(|sent| *sent >= at) {
@@ -262,7 +269,44 @@ fn check(mut events: Vec<(String, Event)>) -> Checked {
             .then(|| first.values().fold(f64::MIN, |a, b| a.max(*b)) - at);
         checked.recoveries.push((kind, recovered));
     }
+    checked.stalls = stalls(&faults, &acked, &partitions);
     checked
+}
+
+/// Per fault, the longest gap between acknowledgements on one partition in
+/// the window from the fault to the next fault (or the last
+/// acknowledgement), counting the fault itself as the window's start.
+fn stalls(
+    faults: &[(String, f64)],
+    acked: &[(String, i32, i64, f64)],
+    partitions: &std::collections::BTreeSet<i32>,
+) -> Vec<(String, Option<f64>)> {
+    let mut times: HashMap<i32, Vec<f64>> = HashMap::new();
+    for (_, p, _, t) in acked {
+        times.entry(*p).or_default().push(*t);
+    }
+    for list in times.values_mut() {
+        list.sort_by(f64::total_cmp);
+    }
+    let mut starts: Vec<f64> = faults.iter().map(|(_, at)| *at).collect();
+    starts.sort_by(f64::total_cmp);
+    faults
+        .iter()
+        .map(|(kind, at)| {
+            let until = starts.iter().copied().find(|t| t > at).unwrap_or(f64::INFINITY);
+            let mut longest = 0.0f64;
+            for p in partitions {
+                let window: Vec<f64> =
+                    times.get(p).into_iter().flatten().copied().filter(|t| *t > *at && *t <= until).collect();
+                let Some(first) = window.first() else { return (kind.clone(), None) };
+                longest = longest.max(first - at);
+                for pair in window.windows(2) {
+                    longest = longest.max(pair[1] - pair[0]);
+                }
+            }
+            (kind.clone(), (!partitions.is_empty()).then_some(longest))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -327,5 +371,25 @@ mod tests {
         ]);
         let checked = check(history(events));
         assert_eq!(checked.recoveries, vec![("zone-loss".to_owned(), Some(3.0))]);
+    }
+
+    /// A fault that lets the first writes after it through and stops the
+    /// later ones shows in the stall, not in the recovery.
+    #[test]
+    fn the_stall_is_the_longest_gap_between_acknowledgements_after_the_fault() {
+        let mut events = vec![event("fault", 10.0, None, None, None)];
+        events[0].kind = Some("controller-leader-freeze".into());
+        for (n, (p, sent, acked)) in
+            [(0, 10.1, 10.2), (1, 10.1, 10.3), (0, 10.5, 16.5), (1, 10.6, 10.7)].iter().enumerate()
+        {
+            let value = format!("a-{n}");
+            events.push(event("invoke", *sent, Some(&value), Some(*p), None));
+            events.push(event("ok", *acked, Some(&value), Some(*p), Some(n as i64)));
+        }
+        let checked = check(history(events));
+        let recovery = checked.recoveries[0].1.unwrap();
+        assert!((recovery - 0.3).abs() < 1e-9, "{recovery}");
+        let stall = checked.stalls[0].1.unwrap();
+        assert!((stall - 6.3).abs() < 1e-9, "partition 0 waited from 10.2 to 16.5: {stall}");
     }
 }
