@@ -157,6 +157,7 @@ mod tests {
         let unavailable = BrokerError::Metadata(ClientError::Unavailable {
             waited: Duration::from_secs(15),
             last: "127.0.0.1:9190: connection refused".into(),
+            heard: false,
         });
         assert_eq!(unavailable.kafka_error(), ResponseError::RequestTimedOut);
         assert_eq!(unavailable.client_message(), None, "controller addresses stay in the log");

@@ -216,7 +216,11 @@ impl Controller {
                 (metrics.state, metrics.current_term)
             };
             self.update_raft_gauges();
-            if state != ServerState::Leader {
+            // A leader out of touch with its quorum may be deposed already:
+            // it refuses renewals (`leads_with_quorum`), so it must not expire
+            // sessions either, and once back in touch it gives every session
+            // a full timeout, as a newly elected leader does.
+            if state != ServerState::Leader || !self.leads_with_quorum() {
                 if led_term.take().is_some() {
                     self.sessions.lock().expect("sessions lock poisoned").clear();
                     failing_over.clear();
@@ -227,7 +231,10 @@ impl Controller {
             let expired = {
                 let mut sessions = self.sessions.lock().expect("sessions lock poisoned");
                 if led_term != Some(term) {
-                    tracing::info!(term, "elected controller leader; every session gets a full timeout");
+                    tracing::info!(
+                        term,
+                        "leading with a quorum (elected, or back in touch with it); every session gets a full timeout"
+                    );
                     sessions.clear();
                     led_term = Some(term);
                 }
@@ -236,11 +243,12 @@ impl Controller {
             };
             for (kind, id, epoch) in expired {
                 let leads = self.state.read(|state| state.image.led_by(id).next().is_some());
-                if kind == keel_controller_client::NodeKind::Broker && leads {
-                    failing_over.insert(id, Instant::now());
-                }
+                let fenced_at = Instant::now();
                 match self.propose(|_| Ok(Command::FenceNode { kind, id, epoch })).await {
                     Ok(_) => {
+                        if kind == keel_controller_client::NodeKind::Broker && leads {
+                            failing_over.insert(id, fenced_at);
+                        }
                         self.metrics.sessions_expired.inc();
                         tracing::info!(%kind, node = %id, %epoch, "session expired; node fenced");
                         self.sessions.lock().expect("sessions lock poisoned").on_fenced(kind, id, epoch);

@@ -114,8 +114,14 @@ async fn a_paused_leader_is_fenced_and_gets_nothing_acknowledged_after_it_wakes(
 
     let result = load.finish(&bootstrap).await;
     assert_eq!(result["foreign"].as_u64(), Some(0), "the zombie's record is stored nowhere: {result}");
-    // The zombie finds its session and its WAL log fenced when it wakes, and says so.
-    let expected = ["session lost, registering again", "WAL log fenced at a newer epoch", "the WAL log was fenced"];
+    // The zombie finds its session and its WAL log fenced when it wakes, and
+    // says so; the WAL nodes closed its streams while it slept (keepalive).
+    let expected = [
+        "session lost, registering again",
+        "WAL log fenced at a newer epoch",
+        "the WAL log was fenced",
+        "lost a WAL member",
+    ];
     test.assert_clean_logs(&[keel_tests::PEER_UNREACHABLE, &expected].concat());
 }
 

@@ -35,9 +35,11 @@ pub enum ClientError {
     /// The controller refused the request; nothing changed.
     #[error(transparent)]
     Meta(#[from] MetaError),
-    /// No controller answered usefully before the deadline.
+    /// No controller answered usefully before the deadline. `heard` says
+    /// whether some controller answered at all (refusing retriably, with no
+    /// leader say), as against none being reachable.
     #[error("no controller answered within {waited:?} (last error: {last})")]
-    Unavailable { waited: Duration, last: String },
+    Unavailable { waited: Duration, last: String, heard: bool },
     /// A controller refused the call with a status that carries no typed error.
     #[error("controller refused the call: {0}")]
     Refused(String),
@@ -141,6 +143,7 @@ impl MetadataClient {
         let start = Instant::now();
         let mut backoff = Duration::from_millis(20);
         let mut index = self.preferred.load(Ordering::Relaxed);
+        let mut heard = false;
         loop {
             let attempt = tokio::time::timeout(deadlines.attempt, call(self.controller(index))).await;
             let status = match attempt {
@@ -151,7 +154,9 @@ impl MetadataClient {
                 Ok(Err(status)) => status,
                 Err(_) => tonic::Status::deadline_exceeded(format!("no answer within {:?}", deadlines.attempt)),
             };
-            match MetaError::from_status(&status) {
+            let refusal = MetaError::from_status(&status);
+            heard |= refusal.is_some();
+            match refusal {
                 Some(error) if !error.is_retryable() => return Err(error.into()),
                 _ if !is_retryable_status(&status) => {
                     return Err(ClientError::Refused(format!("{:?}: {}", status.code(), status.message())))
@@ -159,7 +164,7 @@ impl MetadataClient {
                 _ => {}
             }
             if start.elapsed() + backoff > deadlines.call {
-                return Err(ClientError::Unavailable { waited: start.elapsed(), last: status.to_string() });
+                return Err(ClientError::Unavailable { waited: start.elapsed(), last: status.to_string(), heard });
             }
             tracing::debug!(controller = %self.endpoints[index], %status, "controller call failed, trying next");
             index = (index + 1) % self.channels.len();
@@ -343,8 +348,11 @@ impl MetadataClient {
         Ok((
             index,
             stream.map(|event| {
-                let event = event
-                    .map_err(|status| ClientError::Unavailable { waited: Duration::ZERO, last: status.to_string() })?;
+                let event = event.map_err(|status| ClientError::Unavailable {
+                    waited: Duration::ZERO,
+                    last: status.to_string(),
+                    heard: false,
+                })?;
                 match event.event {
                     Some(pb::watch_event::Event::Image(image)) => decode_image(&image).map(WatchItem::Image),
                     Some(pb::watch_event::Event::Delta(delta)) => serde_json::from_slice(&delta.command)

@@ -9,10 +9,11 @@
 //!
 //! Each heartbeat attempt has a deadline well under the session, so a silent
 //! controller costs one short attempt before the next is tried. A node that
-//! has had no answer for a whole session registers again: by then the
-//! controller has either expired it, or hears it without being heard (its
-//! replies are lost), in which case only a new registration lets its
-//! partitions move to brokers that can be reached.
+//! has heard nothing at all from any controller for a whole session (not
+//! even a refusal) registers again: by then the controller has either
+//! expired it, or hears it without being heard (its replies are lost), in
+//! which case only a new registration lets its partitions move to brokers
+//! that can be reached.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -150,8 +151,12 @@ impl SessionKeeper {
         let request = pb::HeartbeatRequest { kind: kind_to_pb(r.kind) as i32, node_id: r.id.0, epoch: epoch.0 };
         let mut ticker = tokio::time::interval(self.heartbeat_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // The send time of the last answered heartbeat (or of the registration).
+        // The send time of the last heartbeat some controller answered, if
+        // only to refuse it (or of the registration), and how many were sent
+        // since without any answer. Both count: a process that was paused
+        // (SIGSTOP) has an old `answered` but sent nothing meanwhile.
         let mut answered = Instant::now();
+        let mut unheard = 0;
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return,
@@ -161,8 +166,8 @@ impl SessionKeeper {
                     return;
                 }
             }
-            if answered.elapsed() >= session_timeout {
-                tracing::warn!(node = %r.id, %epoch, "no heartbeat answered for a whole session; registering again");
+            if answered.elapsed() >= session_timeout && unheard > 0 {
+                tracing::warn!(node = %r.id, %epoch, "no controller answered a heartbeat for a whole session; registering again");
                 return;
             }
             let sent = Instant::now();
@@ -175,7 +180,7 @@ impl SessionKeeper {
             match result {
                 Ok(Ok((_, reply))) => {
                     session_timeout = Duration::from_millis(reply.session_timeout_ms);
-                    answered = sent;
+                    (answered, unheard) = (sent, 0);
                     self.state.send_replace(Some(SessionState {
                         epoch,
                         lease_until: self.lease_from(sent, session_timeout),
@@ -187,8 +192,18 @@ impl SessionKeeper {
                     tracing::warn!(node = %r.id, %epoch, "session lost, registering again: {error}");
                     return;
                 }
-                Ok(Err(error)) => tracing::warn!(node = %r.id, "failed to heartbeat: {error:#}"),
-                Err(_) => tracing::warn!(node = %r.id, "heartbeat timed out"),
+                Ok(Err(error)) => {
+                    if matches!(error, ClientError::Meta(_) | ClientError::Unavailable { heard: true, .. }) {
+                        (answered, unheard) = (sent, 0);
+                    } else {
+                        unheard += 1;
+                    }
+                    tracing::warn!(node = %r.id, "failed to heartbeat: {error:#}");
+                }
+                Err(_) => {
+                    unheard += 1;
+                    tracing::warn!(node = %r.id, "heartbeat timed out");
+                }
             }
         }
     }
