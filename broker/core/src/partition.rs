@@ -122,16 +122,6 @@ pub struct Checked {
     bytes: BytesMut,
 }
 
-impl Checked {
-    pub fn len(&self) -> usize {
-        self.bytes.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.bytes.is_empty()
-    }
-}
-
 /// Checks one produced batch against what any partition of `rules`' topic
 /// accepts, at wall-clock time `now_ms`: one intact magic-2 batch (for a
 /// client, with consistent counts and no control flag), an idempotent

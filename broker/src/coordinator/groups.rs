@@ -102,12 +102,15 @@ impl Machine for Groups {
         &self.runtime
     }
 
-    fn replay(&self, items: &[Item], loading: GroupShard) -> GroupShard {
-        let mut groups = rules::replay(items, &self.settings, Instant::now());
+    fn replay(&self, items: &[Item]) -> GroupShard {
+        GroupShard { groups: rules::replay(items, &self.settings, Instant::now()), ..GroupShard::default() }
+    }
+
+    fn merge(&self, mut replayed: GroupShard, loading: GroupShard) -> GroupShard {
         for (producer, commit) in loading.ended_while_loading {
-            rules::end_txn_offsets(&mut groups, producer, commit);
+            rules::end_txn_offsets(&mut replayed.groups, producer, commit);
         }
-        GroupShard { groups, ..GroupShard::default() }
+        replayed
     }
 
     fn loaded(self: &Arc<Self>, partition: i32, state: &GroupShard) {
@@ -146,6 +149,10 @@ impl Machine for Groups {
             for id in ids {
                 shard_state.deliver(&id);
             }
+            // Requests whose connection is gone, and those of groups deleted
+            // just now (they end with NOT_COORDINATOR, their sender dropped).
+            let groups = &shard_state.groups;
+            shard_state.waiters.retain(|(id, _, _), waiter| !waiter.is_closed() && groups.contains_key(id));
             if !tombstones.is_empty() {
                 expired.push((*partition, self.runtime.append(*partition, tombstones, None, Verification::NotAsked)));
             }

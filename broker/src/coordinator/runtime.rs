@@ -48,9 +48,13 @@ pub trait Machine: Send + Sync + 'static {
 
     fn runtime(&self) -> &Runtime<Self::State>;
 
-    /// The state a partition's records (in offset order) make, given what
-    /// reached the partition while it was being read (`loading`).
-    fn replay(&self, items: &[Item], loading: Self::State) -> Self::State;
+    /// The state a partition's records (in offset order) make. Runs without
+    /// the shards' lock: a large partition does not hold up the others.
+    fn replay(&self, items: &[Item]) -> Self::State;
+
+    /// `replayed`, with what reached the partition while it was being read
+    /// (`loading`) folded in. Runs under the lock.
+    fn merge(&self, replayed: Self::State, loading: Self::State) -> Self::State;
 
     /// A partition is loaded: work it implies (a transaction to finish).
     fn loaded(self: &Arc<Self>, partition: i32, state: &Self::State);
@@ -359,9 +363,10 @@ async fn load<M: Machine>(machine: Arc<M>, partition: i32, leader_epoch: LeaderE
                 continue;
             }
         };
+        let replayed = machine.replay(&items);
         let Some(mut locked) = runtime.lock_at(partition, leader_epoch) else { return };
         let loading = std::mem::take(locked.state());
-        *locked.state() = machine.replay(&items, loading);
+        *locked.state() = machine.merge(replayed, loading);
         let shard = locked.guard.get_mut(&partition).expect("locked above");
         shard.loaded = true;
         tracing::info!(

@@ -101,7 +101,11 @@ impl Machine for Txns {
         &self.runtime
     }
 
-    fn replay(&self, items: &[Item], _loading: TxnShard) -> TxnShard {
+    fn merge(&self, replayed: TxnShard, _loading: TxnShard) -> TxnShard {
+        replayed
+    }
+
+    fn replay(&self, items: &[Item]) -> TxnShard {
         let mut txns = HashMap::new();
         for item in items {
             let Item::Record { key, value, .. } = item else { continue };

@@ -11,8 +11,6 @@ pub mod describe_cluster;
 pub mod describe_configs;
 pub mod incremental_alter_configs;
 
-use std::time::Duration;
-
 use kafka_protocol::error::ResponseError;
 use keel_controller_client::{ClientError, MetaError, Version};
 
@@ -44,6 +42,5 @@ fn meta_error(error: MetaError) -> (ResponseError, String) {
 
 /// Waits (briefly) until this broker's metadata shows a committed change.
 async fn seen(broker: &Broker, version: Version) {
-    let mut images = broker.cluster.images.clone();
-    let _ = keel_controller_client::follower::wait_for_version(&mut images, version, Duration::from_secs(5)).await;
+    let _ = broker.cluster.seen(version).await;
 }

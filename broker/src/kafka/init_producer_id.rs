@@ -18,11 +18,7 @@ pub(crate) async fn handle(
     version: i16,
 ) -> InitProducerIdResponse {
     let refused = |error: ResponseError| {
-        // KIP-588: clients before v4 know the fence as INVALID_PRODUCER_EPOCH.
-        let error = match error {
-            ResponseError::ProducerFenced if version < 4 => ResponseError::InvalidProducerEpoch,
-            other => other,
-        };
+        let error = super::txn::fence_for(version, 4, error);
         broker.count_error("InitProducerId", error);
         InitProducerIdResponse::default()
             .with_error_code(error.code())

@@ -69,9 +69,7 @@ async fn auto_create_topic(broker: &Broker, name: &str) -> Option<Arc<Image>> {
         pb::CreateTopicRequest { name: name.to_string(), partitions: AUTO_CREATE_PARTITIONS, ..Default::default() };
     let mut images = broker.cluster.images.clone();
     match broker.cluster.client.create_topic(request).await {
-        Ok((version, _)) => {
-            keel_controller_client::follower::wait_for_version(&mut images, version, Duration::from_secs(5)).await.ok()
-        }
+        Ok((version, _)) => broker.cluster.seen(version).await.ok(),
         // Created a moment ago by someone else: wait until this broker's metadata shows it.
         Err(ClientError::Meta(MetaError::TopicAlreadyExists { .. })) => {
             let shown = images.wait_for(|image| image.topics.contains_key(name));

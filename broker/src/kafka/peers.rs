@@ -150,10 +150,8 @@ impl KafkaPeers {
                 })
                 .collect(),
         );
-        let body = self.round_trip(addr, ApiKey::ListOffsets, LIST_OFFSETS_VERSION, &request).await?;
-        let mut body = body;
-        ResponseHeader::decode(&mut body, ListOffsetsResponse::header_version(LIST_OFFSETS_VERSION))?;
-        let response = ListOffsetsResponse::decode(&mut body, LIST_OFFSETS_VERSION)?;
+        let response: ListOffsetsResponse =
+            self.call(addr, ApiKey::ListOffsets, LIST_OFFSETS_VERSION, &request).await?;
         let mut ends = HashMap::new();
         for topic in response.topics {
             for partition in topic.partitions.into_iter().filter(|p| p.error_code == 0) {
