@@ -7,8 +7,9 @@
 //! +---------------------+-------+--------+-------+--------+-----+----------------------------+
 //! | segment header (32) | frame | record | frame | record | ... | zeros, or an older life's  |
 //! +---------------------+-------+--------+-------+--------+-----+----------------------------+
-//! header: magic "KSEG" | version 2 | zero x3 | number u64 | salt u64 | crc32c u32 (of the 24 bytes before) | zero x4
-//! frame:  magic "KREC" | crc32c u32 of (salt u64, the record's first 12 bytes)
+//! header: magic "KSEG" | version 3 | zero x3 | number u64 | salt u64 | crc32c u32 (of the 24 bytes before) | zero x4
+//! frame:  magic "KREC" | crc32c u32 of (salt u64, batch u64, the record's first 12 bytes) | batch u64
+//!         (batch: the segment offset where the record's batch starts)
 //! record: a WAL entry (magic "KWAL", its own length and CRC32C), or
 //!         a log state: magic "KLOG" | crc32c u32 (of the rest) | log u64 | fence epoch u64 | trimmed-through seq u64
 //! ```
@@ -28,12 +29,20 @@
 //! plant bytes in its records that would pass as a later life's frame.)
 //!
 //! On open, every segment is scanned and each log's entries and newest fence
-//! are restored. A record that is cut short or fails its checksum at the end
-//! of the journal is a torn write from a crash: it was never acknowledged
-//! (acknowledgements follow the fdatasync), so its frame is zeroed and the
-//! journal continues from there. Damage followed by a valid record of the
-//! same segment is corruption and refuses to open. Version-1 segments (no
-//! frames, never recycled) are still read; new segments are version 2.
+//! are restored. A record that is cut short, fails its checksum or is
+//! missing at the end of the journal is a torn write from a crash: it was
+//! never acknowledged (acknowledgements follow the fdatasync), so it is cut
+//! off and the journal continues from there. A power loss in the middle of a
+//! batch may keep later records of the batch and lose earlier ones (the disk
+//! writes the batch's pages in any order until the fdatasync returns): valid
+//! records after the damage whose frames name a batch that starts at or
+//! before it are that batch's unacknowledged tail, and are cut off too. A
+//! valid record of a later batch after damage means damage to acknowledged
+//! data (a batch is written only once the one before is durable): that is
+//! corruption, and the journal refuses to open. Version-1 segments (no
+//! frames) and version-2 ones (frames without the batch) are still read,
+//! with damage followed by any valid record taken as corruption; new
+//! segments are version 3.
 //!
 //! A log-state record is written when a log is fenced, and written again to
 //! the active segment for every log of a segment about to be deleted (once
@@ -62,9 +71,13 @@ pub const SEGMENT_MAGIC: u32 = 0x4B53_4547; // "KSEG"
 pub const LOG_STATE_MAGIC: u32 = 0x4B4C_4F47; // "KLOG"
 pub const FRAME_MAGIC: u32 = 0x4B52_4543; // "KREC"
 pub const SEGMENT_HEADER_BYTES: u64 = 32;
-pub const FRAME_BYTES: usize = 8;
+pub const FRAME_BYTES: usize = 16;
+/// A version-2 frame: no batch.
+pub const FRAME_BYTES_UNBATCHED: usize = 8;
 pub const LOG_STATE_RECORD_BYTES: usize = 32;
-const SEGMENT_VERSION: u8 = 2;
+const SEGMENT_VERSION: u8 = 3;
+/// Segments whose frames do not name their batch.
+const SEGMENT_VERSION_UNBATCHED: u8 = 2;
 /// Segments without frames, written before segments were recycled.
 const SEGMENT_VERSION_UNFRAMED: u8 = 1;
 
@@ -203,6 +216,8 @@ struct Segment {
     number: u64,
     /// The salt of its frames; `None` for an unframed (version 1) segment.
     salt: Option<u64>,
+    /// Its frames name their batch (version 3): records of it are written here.
+    batched: bool,
     path: PathBuf,
     file: File,
     /// Per log, the last seq this segment holds.
@@ -276,8 +291,8 @@ impl Journal {
         };
         match journal.segments.last() {
             None => journal.start_segment(0)?,
-            // Written before frames: new records go to a new segment.
-            Some(active) if active.salt.is_none() => journal.start_segment(active.number + 1)?,
+            // Written before frames named their batch: new records go to a new segment.
+            Some(active) if !active.batched => journal.start_segment(active.number + 1)?,
             Some(active) if journal.recycled.is_empty() => {
                 journal.spares.prepare(spare_path(&journal.options.dir, active.number + 1))
             }
@@ -333,7 +348,9 @@ impl Journal {
         }
         let (number, salt) = (self.active().number, self.active().salt.expect("the active segment is framed"));
         let offset = self.write_offset + FRAME_BYTES as u64;
-        self.pending.push((self.write_offset, encode_frame(salt, &bytes)));
+        // The batch is what is written between two fdatasyncs.
+        let batch = self.pending.first().map_or(self.write_offset, |(start, _)| *start);
+        self.pending.push((self.write_offset, encode_frame(salt, batch, &bytes)));
         self.pending.push((offset, bytes.clone()));
         self.write_offset += framed;
         match record {
@@ -479,6 +496,7 @@ impl Journal {
         self.segments.push(Segment {
             number,
             salt: Some(salt),
+            batched: true,
             path,
             file,
             last_seqs: BTreeMap::new(),
@@ -550,18 +568,23 @@ pub fn log_state_reserve(segment_bytes: u64) -> u64 {
     (segment_bytes / 16).min(4096)
 }
 
-/// The frame before a record in a segment with `salt` (see the module comment).
-fn encode_frame(salt: u64, record: &[u8]) -> Bytes {
+/// The frame before a record of the batch starting at `batch` in a segment
+/// with `salt` (see the module comment).
+fn encode_frame(salt: u64, batch: u64, record: &[u8]) -> Bytes {
     let mut buf = BytesMut::with_capacity(FRAME_BYTES);
     buf.put_u32(FRAME_MAGIC);
-    buf.put_u32(frame_crc(salt, record));
+    buf.put_u32(frame_crc(salt, Some(batch), record));
+    buf.put_u64(batch);
     buf.freeze()
 }
 
-/// The frame checksum: the segment's salt and the record's first 12 bytes,
-/// which hold the record's own checksum.
-fn frame_crc(salt: u64, record: &[u8]) -> u32 {
-    let crc = crc32c::crc32c(&salt.to_be_bytes());
+/// The frame checksum: the segment's salt, the record's batch (version 3)
+/// and the record's first 12 bytes, which hold the record's own checksum.
+fn frame_crc(salt: u64, batch: Option<u64>, record: &[u8]) -> u32 {
+    let mut crc = crc32c::crc32c(&salt.to_be_bytes());
+    if let Some(batch) = batch {
+        crc = crc32c::crc32c_append(crc, &batch.to_be_bytes());
+    }
     crc32c::crc32c_append(crc, &record[..record.len().min(12)])
 }
 

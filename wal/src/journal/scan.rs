@@ -10,8 +10,8 @@ use keel_wal_client::ids::{LogEpoch, LogId, Seq};
 
 use super::{
     frame_crc, io_error, segment_path, sync_dir, JournalError, JournalOptions, Location, LogContents, Segment,
-    FRAME_BYTES, FRAME_MAGIC, LOG_STATE_MAGIC, LOG_STATE_RECORD_BYTES, SEGMENT_HEADER_BYTES, SEGMENT_MAGIC,
-    SEGMENT_VERSION, SEGMENT_VERSION_UNFRAMED,
+    FRAME_BYTES, FRAME_BYTES_UNBATCHED, FRAME_MAGIC, LOG_STATE_MAGIC, LOG_STATE_RECORD_BYTES, SEGMENT_HEADER_BYTES,
+    SEGMENT_MAGIC, SEGMENT_VERSION, SEGMENT_VERSION_UNBATCHED, SEGMENT_VERSION_UNFRAMED,
 };
 use crate::journal::ENTRY_MAGIC;
 
@@ -85,22 +85,33 @@ pub(super) fn scan(options: &JournalOptions) -> Result<Scanned, JournalError> {
 enum Layout {
     /// Version 1: records follow each other, and the data ends at zeros.
     Unframed,
-    /// Version 2: each record has a frame checked against the segment's salt.
-    Framed { salt: u64 },
+    /// Version 2 and 3: each record has a frame checked against the
+    /// segment's salt; in version 3 (`batched`) the frame also names where
+    /// the record's batch starts.
+    Framed { salt: u64, batched: bool },
+}
+
+/// A record that checks, found after the end of a segment's data.
+struct Stray {
+    /// Where the batch of its frame starts (version 3).
+    batch: Option<u64>,
+    /// Where it ends.
+    end: usize,
 }
 
 impl Layout {
-    /// Where the record framed at `pos` starts, if the frame is one of this
-    /// segment's (always, for unframed segments).
-    fn record_at(self, buf: &[u8], pos: usize) -> Option<usize> {
+    /// Where the record framed at `pos` starts, and its batch, if the frame
+    /// is one of this segment's (always, for unframed segments).
+    fn record_at(self, buf: &[u8], pos: usize) -> Option<(usize, Option<u64>)> {
         match self {
-            Layout::Unframed => Some(pos),
-            Layout::Framed { salt } => {
-                let record = pos + FRAME_BYTES;
-                let ours = record + 12 <= buf.len()
-                    && u32_at(buf, pos) == FRAME_MAGIC
-                    && u32_at(buf, pos + 4) == frame_crc(salt, &buf[record..record + 12]);
-                ours.then_some(record)
+            Layout::Unframed => Some((pos, None)),
+            Layout::Framed { salt, batched } => {
+                let record = pos + self.frame_bytes();
+                if record + 12 > buf.len() || u32_at(buf, pos) != FRAME_MAGIC {
+                    return None;
+                }
+                let batch = batched.then(|| u64_at(buf, pos + 8));
+                (u32_at(buf, pos + 4) == frame_crc(salt, batch, &buf[record..record + 12])).then_some((record, batch))
             }
         }
     }
@@ -108,7 +119,8 @@ impl Layout {
     fn frame_bytes(self) -> usize {
         match self {
             Layout::Unframed => 0,
-            Layout::Framed { .. } => FRAME_BYTES,
+            Layout::Framed { batched: true, .. } => FRAME_BYTES,
+            Layout::Framed { batched: false, .. } => FRAME_BYTES_UNBATCHED,
         }
     }
 }
@@ -124,23 +136,30 @@ fn valid_record(buf: &[u8], at: usize) -> Option<usize> {
     }
 }
 
-/// Whether a valid record of this segment starts after `pos`. Only the
+/// The valid records of this segment that start after `pos`. Only the
 /// places where a frame's magic (or, unframed, a record's) appears are
 /// checked, found with a vectorised search: the rest of a segment can be
 /// tens of MiB.
-fn valid_record_after(buf: &[u8], pos: usize, layout: Layout) -> bool {
-    let Some(after) = buf.get(pos + 1..) else { return false };
+fn valid_records_after(buf: &[u8], pos: usize, layout: Layout) -> Vec<Stray> {
+    let Some(after) = buf.get(pos + 1..) else { return Vec::new() };
     let magics: &[u32] = match layout {
         Layout::Framed { .. } => &[FRAME_MAGIC],
         Layout::Unframed => &[ENTRY_MAGIC, LOG_STATE_MAGIC],
     };
-    magics.iter().any(|magic| {
-        memchr::memmem::find_iter(after, &magic.to_be_bytes()).map(|found| pos + 1 + found).any(|at| {
-            layout
-                .record_at(buf, at)
-                .is_some_and(|record| record + 4 <= buf.len() && valid_record(buf, record).is_some())
+    let mut found: Vec<Stray> = magics
+        .iter()
+        .flat_map(|magic| {
+            let needle = magic.to_be_bytes();
+            memchr::memmem::find_iter(after, &needle).map(|found| pos + 1 + found).collect::<Vec<_>>()
         })
-    })
+        .filter_map(|at| {
+            let (record, batch) = layout.record_at(buf, at)?;
+            let len = (record + 4 <= buf.len()).then(|| valid_record(buf, record)).flatten()?;
+            Some(Stray { batch, end: record + len })
+        })
+        .collect();
+    found.sort_by_key(|stray| stray.end);
+    found
 }
 
 fn scan_segment(options: &JournalOptions, number: u64, last: bool, scanned: &mut Scanned) -> Result<(), JournalError> {
@@ -158,7 +177,8 @@ fn scan_segment(options: &JournalOptions, number: u64, last: bool, scanned: &mut
         return Err(corrupt(0, "bad segment header"));
     }
     let (layout, header_bytes) = match buf[4] {
-        SEGMENT_VERSION => (Layout::Framed { salt: u64_at(&buf, 16) }, 24),
+        SEGMENT_VERSION => (Layout::Framed { salt: u64_at(&buf, 16), batched: true }, 24),
+        SEGMENT_VERSION_UNBATCHED => (Layout::Framed { salt: u64_at(&buf, 16), batched: false }, 24),
         SEGMENT_VERSION_UNFRAMED => (Layout::Unframed, 16),
         version => return Err(corrupt(0, &format!("unsupported segment version {version}"))),
     };
@@ -166,18 +186,25 @@ fn scan_segment(options: &JournalOptions, number: u64, last: bool, scanned: &mut
     if u64_at(&buf, 8) != number || u32_at(&buf, header_bytes) != header_crc {
         return Err(corrupt(0, "bad segment header"));
     }
-    let salt = match layout {
-        Layout::Framed { salt } => Some(salt),
-        Layout::Unframed => None,
+    let (salt, batched) = match layout {
+        Layout::Framed { salt, batched } => (Some(salt), batched),
+        Layout::Unframed => (None, false),
     };
-    let mut segment =
-        Segment { number, salt, path: path.clone(), file, last_seqs: BTreeMap::new(), states: Default::default() };
+    let mut segment = Segment {
+        number,
+        salt,
+        batched,
+        path: path.clone(),
+        file,
+        last_seqs: BTreeMap::new(),
+        states: Default::default(),
+    };
     let mut pos = SEGMENT_HEADER_BYTES as usize;
     // A record of this segment that does not check: a torn write, or damage.
     let mut damaged = false;
     while pos + layout.frame_bytes() + 4 <= buf.len() {
         // No frame of this segment (zeros, or an older life's bytes): the end.
-        let Some(at) = layout.record_at(&buf, pos) else { break };
+        let Some((at, _)) = layout.record_at(&buf, pos) else { break };
         match u32_at(&buf, at) {
             0 if matches!(layout, Layout::Unframed) => break,
             ENTRY_MAGIC => match check_prefix(&buf[at..]) {
@@ -217,9 +244,14 @@ fn scan_segment(options: &JournalOptions, number: u64, last: bool, scanned: &mut
         }
     }
     // A torn write only ever hits the end of the journal: damage in an older
-    // segment, or a valid record after the end of the data, means
-    // acknowledged data is damaged, and cutting it off would lose it silently.
-    if (damaged && !last) || valid_record_after(&buf, pos, layout) {
+    // segment means acknowledged data is damaged, and cutting it off would
+    // lose it silently. So does a valid record after the end of the data,
+    // unless its frame says its batch starts at or before that end: then the
+    // damage and the record are the same last batch, never made durable.
+    let strays = valid_records_after(&buf, pos, layout);
+    let torn_batch =
+        last && !strays.is_empty() && strays.iter().all(|stray| stray.batch.is_some_and(|batch| batch <= pos as u64));
+    if (damaged && !last) || (!strays.is_empty() && !torn_batch) {
         return Err(corrupt(pos as u64, "damaged record before the end of the journal"));
     }
     if last {
@@ -227,8 +259,10 @@ fn scan_segment(options: &JournalOptions, number: u64, last: bool, scanned: &mut
             // Everything after the data must be zero: a torn write may have
             // left a partial record, or stray sectors further on.
             Layout::Unframed => pos.min(buf.len())..buf.len(),
+            // The rest of the last batch goes, up to its last valid record.
+            Layout::Framed { .. } if torn_batch => pos..strays.last().map_or(pos, |stray| stray.end),
             // Zeroing the torn record's frame ends the data before it.
-            Layout::Framed { .. } if damaged => pos..pos + FRAME_BYTES,
+            Layout::Framed { .. } if damaged => pos..pos + layout.frame_bytes(),
             Layout::Framed { .. } => pos..pos,
         };
         if let Some(first_nonzero) = buf[torn.clone()].iter().position(|byte| *byte != 0) {

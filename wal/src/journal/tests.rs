@@ -45,9 +45,10 @@ fn last_segment_path(dir: &Path) -> PathBuf {
 }
 
 /// What a crash in the middle of writing `record` at `tail` of the last
-/// segment leaves: its frame and the first half of it.
+/// segment (the first record of a new batch) leaves: its frame and the
+/// first half of it.
 fn write_torn(dir: &Path, salt: u64, tail: u64, record: &[u8]) {
-    let mut written = encode_frame(salt, record).to_vec();
+    let mut written = encode_frame(salt, tail, record).to_vec();
     written.extend_from_slice(&record[..record.len() / 2]);
     let file = OpenOptions::new().write(true).open(last_segment_path(dir)).unwrap();
     file.write_all_at(&written, tail).unwrap();
@@ -116,17 +117,53 @@ fn a_torn_tail_is_zeroed_and_writing_continues() {
 }
 
 #[test]
-fn damage_followed_by_valid_entries_is_corruption_not_a_torn_tail() {
+fn damage_followed_by_a_later_batch_is_corruption_not_a_torn_tail() {
     let dir = tempfile::tempdir().unwrap();
     let (mut journal, _) = Journal::open(options(dir.path())).unwrap();
     append_entries(&mut journal, 1, 1..=3, 200);
+    append_entries(&mut journal, 1, 4..=4, 200);
     drop(journal);
     let file = OpenOptions::new().write(true).open(last_segment_path(dir.path())).unwrap();
-    // Flip a byte inside entry 1's batch.
+    // Flip a byte inside entry 1's batch: entry 4, a later batch, followed it to disk.
     file.write_all_at(&[0xFF], SEGMENT_HEADER_BYTES + 100).unwrap();
     drop(file);
     let error = Journal::open(options(dir.path())).unwrap_err();
     assert!(matches!(error, JournalError::Corrupt { .. }), "{error}");
+}
+
+/// Issue 21: a power loss inside the last batch can keep a later record of
+/// it and lose an earlier one. The node refused to start; it cuts the
+/// batch's unacknowledged tail off instead.
+#[test]
+fn a_power_loss_inside_the_last_batch_cuts_its_tail_off() {
+    for damage in ["lost", "torn"] {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut journal, _) = Journal::open(options(dir.path())).unwrap();
+        append_entries(&mut journal, 1, 1..=3, 200);
+        let batch = journal.write_offset;
+        append_entries(&mut journal, 1, 4..=6, 200);
+        drop(journal);
+        // Entry 5 (frame and record) never reached the disk, or only its
+        // first half did; entries 4 and 6 did.
+        let framed = (FRAME_BYTES + entry(1, 5, 200).len()) as u64;
+        let fifth = batch + framed;
+        let file = OpenOptions::new().write(true).open(last_segment_path(dir.path())).unwrap();
+        match damage {
+            "lost" => file.write_all_at(&vec![0; framed as usize], fifth).unwrap(),
+            _ => file.write_all_at(&vec![0; framed as usize / 2], fifth + framed / 2).unwrap(),
+        }
+        drop(file);
+
+        let (mut journal, report) = Journal::open(options(dir.path())).unwrap();
+        assert_eq!(report.entries, 4, "{damage}: entries 1-4 kept, 5 and 6 cut off");
+        assert!(report.torn_bytes > 0, "{damage}");
+        assert_eq!(journal.logs()[&LogId(1)].last_seq(), Some(Seq(4)));
+        append_entries(&mut journal, 1, 5..=6, 200);
+        drop(journal);
+        let (journal, report) = Journal::open(options(dir.path())).unwrap();
+        assert_eq!((report.entries, report.torn_bytes), (6, 0), "{damage}");
+        assert_eq!(journal.read(LogId(1), Seq(6)).unwrap(), entry(1, 6, 200));
+    }
 }
 
 #[test]
@@ -440,4 +477,44 @@ fn a_trim_frees_a_journal_at_its_cap_even_when_its_segments_are_full() {
         assert!(journal.disk_bytes() < 3 * SEGMENT, "the trim deleted the trimmed segments");
         journal.append(&[checked(entry(seq, 1, size))]).unwrap();
     }
+}
+
+/// Segments written before frames named their batch are read, and new
+/// records go to a new segment.
+#[test]
+fn version_2_segments_are_read_and_new_records_go_to_a_new_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let salt = 0x5EED;
+    let mut bytes = BytesMut::new();
+    bytes.put_u32(SEGMENT_MAGIC);
+    bytes.put_u8(SEGMENT_VERSION_UNBATCHED);
+    bytes.put_bytes(0, 3);
+    bytes.put_u64(3);
+    bytes.put_u64(salt);
+    let crc = crc32c::crc32c(&bytes);
+    bytes.put_u32(crc);
+    bytes.put_bytes(0, SEGMENT_HEADER_BYTES as usize - bytes.len());
+    for seq in 1..=3 {
+        let record = entry(1, seq, 100);
+        bytes.put_u32(FRAME_MAGIC);
+        bytes.put_u32(frame_crc(salt, None, &record));
+        bytes.put_slice(&record);
+    }
+    let mut bytes = bytes.to_vec();
+    bytes.resize(SEGMENT as usize, 0);
+    std::fs::write(segment_path(dir.path(), 3), &bytes).unwrap();
+
+    let (mut journal, report) = Journal::open(options(dir.path())).unwrap();
+    assert_eq!(report.entries, 3);
+    assert_eq!(journal.read(LogId(1), Seq(3)).unwrap(), entry(1, 3, 100));
+    append_entries(&mut journal, 1, 4..=4, 100);
+    assert_eq!(journal.active().number, 4, "batched frames never go into a version-2 segment");
+    drop(journal);
+
+    // Entry 2 damaged, in a segment before the last: corruption.
+    let second = SEGMENT_HEADER_BYTES as usize + FRAME_BYTES_UNBATCHED + entry(1, 1, 100).len() + FRAME_BYTES_UNBATCHED;
+    bytes[second + 60] ^= 0xFF;
+    std::fs::write(segment_path(dir.path(), 3), &bytes).unwrap();
+    let error = Journal::open(options(dir.path())).unwrap_err();
+    assert!(matches!(error, JournalError::Corrupt { .. }), "{error}");
 }
