@@ -41,6 +41,9 @@ pub struct Storage {
     pub backlog: Backlog,
     /// Has the uploader upload at once (a partition is being closed).
     pub upload_now: Notify,
+    /// Counts the uploader's failed rounds, and is zero again after a
+    /// round that succeeds: moves wait while uploads fail.
+    pub upload_failures: UploadFailures,
     /// Reads ahead run here.
     tasks: TaskTracker,
 }
@@ -50,6 +53,25 @@ pub struct Storage {
 /// object-store outage fills no WAL disk (DESIGN §3.4).
 #[derive(Debug, Default)]
 pub struct Backlog(AtomicU64);
+
+/// The uploader's failed rounds since its last successful one.
+#[derive(Debug, Default)]
+pub struct UploadFailures(AtomicU64);
+
+impl UploadFailures {
+    /// Failed rounds in a row, now.
+    pub fn in_a_row(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    pub fn failed(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn succeeded(&self) {
+        self.0.store(0, Ordering::Relaxed);
+    }
+}
 
 impl Backlog {
     pub fn bytes(&self) -> u64 {
@@ -80,6 +102,7 @@ impl Storage {
             stream_index: IndexCache::default(),
             backlog: Backlog::default(),
             upload_now: Notify::new(),
+            upload_failures: UploadFailures::default(),
         }
     }
 

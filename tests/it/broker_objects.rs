@@ -14,7 +14,7 @@ use crate::broker_kcat::{consume_all, kcat};
 
 /// Broker flags for the S3 backend at `endpoint` (moto's server, or the fault
 /// proxy in front of it), then `extra`.
-fn s3_broker_args(endpoint: &str, bucket: &str, extra: &[&str]) -> Vec<String> {
+pub(crate) fn s3_broker_args(endpoint: &str, bucket: &str, extra: &[&str]) -> Vec<String> {
     let s3 = [
         "--s3-bucket",
         bucket,

@@ -127,3 +127,50 @@ async fn a_frozen_or_lagging_wal_member_does_not_hold_up_a_dead_brokers_failover
     }
     load.finish(&bootstrap).await;
 }
+
+/// Issue 21: the balancer moved partitions while the object store was
+/// down. A move closes a partition until its data is uploaded, so with
+/// uploads failing the partition took no writes for as long as the outage
+/// lasted. Moves now wait while uploads fail, and a close that sees an
+/// upload fail opens its partitions again.
+#[tokio::test(flavor = "multi_thread")]
+async fn partition_moves_wait_while_the_object_store_is_down() {
+    use keel_tests::s3::{Fault, FaultProxy};
+
+    let s3 = keel_tests::s3::S3Server::start().await.unwrap();
+    let proxy = FaultProxy::start(s3.addr()).await.unwrap();
+    let mut test = TestCluster::start(3, &[]).await.unwrap();
+    test.start_wal_nodes(3).await.unwrap();
+    let args = crate::broker_objects::s3_broker_args(&proxy.endpoint(), s3.bucket(), &["--upload-interval", "200ms"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    test.start_brokers(3, &args).await.unwrap();
+    let create = keel_controller_client::pb::CreateTopicRequest {
+        name: "orders".into(),
+        partitions: PARTITIONS as i32,
+        ..Default::default()
+    };
+    test.cluster.client().unwrap().create_topic(create).await.unwrap();
+    let bootstrap = test.cluster.bootstrap();
+    let load = Load::start(&bootstrap).await;
+
+    info!("the object store goes down; a fourth broker joins, which the balancer gives a share");
+    proxy.set(Fault::Outage);
+    let from = now();
+    test.cluster.add_free_port_brokers(1, &args).unwrap();
+    test.cluster.start_broker(3).unwrap();
+    test.cluster.wait_for_brokers(Duration::from_secs(60)).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let until = now();
+    info!("the object store is back");
+    proxy.set(Fault::None);
+    let new = test.cluster.brokers[3].spec.id as i32;
+    keel_tests::eventually(Duration::from_secs(60), "the new broker leads a share", || async {
+        let layout = kafka::ready_layout(&bootstrap, "orders", Duration::from_secs(30)).await.ok()?;
+        (layout.leaders.iter().filter(|leader| **leader == new).count() >= 2).then_some(())
+    })
+    .await;
+    let result = load.finish(&bootstrap).await;
+    let stall = stall_within(&result, from, until);
+    eprintln!("object store down 10 s with a broker joining: longest gap between acknowledgements {stall:.2} s");
+    assert!(stall < 3.0, "a move closed partitions while uploads failed: {stall:.2} s without an acknowledgement");
+}

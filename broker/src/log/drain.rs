@@ -11,9 +11,12 @@
 //! 4. it commits `ClosePartition` at that end; the controller then hands the
 //!    partition to another broker, which starts there. No data is copied.
 //!
-//! If anything fails (the WAL log fenced, the object store down) the
-//! partitions stay closing and move by the failover path once the broker is
-//! gone.
+//! While uploads fail (the object store down), the balancer's moves wait:
+//! a move closes its partitions only once uploads succeed again, since a
+//! closed partition takes no writes until it is uploaded. A close that
+//! fails or gives up (an upload failing meanwhile, `CLOSE_TIMEOUT`) opens
+//! its partitions again and is retried later; a draining broker that
+//! stops before its partitions are handed over leaves them to failover.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -37,16 +40,31 @@ pub async fn run(partitions: Arc<Partitions>, cancel: CancellationToken) {
         let me = cluster.config.node_id;
         let draining =
             image.brokers.get(&me).is_some_and(|node| node.draining && Some(node.epoch) == cluster.live_epoch());
-        let led: Led = led(&image, me).into_iter().filter(|(.., moving)| draining || *moving).collect();
+        let mut led: Led = led(&image, me).into_iter().filter(|(.., moving)| draining || *moving).collect();
+        let failing = partitions.storage.upload_failures.in_a_row();
+        if !draining && failing > 0 && !led.is_empty() {
+            tracing::info!(moves = led.len(), failing, "uploads are failing: partition moves wait until they succeed");
+            led.clear();
+        }
         if !led.is_empty() {
             let started = Instant::now();
-            match tokio::time::timeout(CLOSE_TIMEOUT, close(&partitions, &led)).await {
-                Ok(Ok(closed)) => {
-                    cluster.metrics.close_seconds.observe(started.elapsed().as_secs_f64());
-                    tracing::info!(closed, seconds = started.elapsed().as_secs_f64(), "partitions handed over")
+            match tokio::time::timeout(CLOSE_TIMEOUT, prepare(&partitions, &led)).await {
+                Ok(Ok(ends)) => match hand_over(&partitions, &led, &ends).await {
+                    Ok(closed) => {
+                        cluster.metrics.close_seconds.observe(started.elapsed().as_secs_f64());
+                        tracing::info!(closed, seconds = started.elapsed().as_secs_f64(), "partitions handed over");
+                    }
+                    // A ClosePartition of unknown fate: the partitions stay closed.
+                    Err(error) => tracing::warn!("handing partitions over failed: {error:#}"),
+                },
+                Ok(Err(error)) => {
+                    tracing::warn!("closing partitions failed, taking writes again: {error:#}");
+                    reopen(&partitions, &led);
                 }
-                Ok(Err(error)) => tracing::warn!("closing partitions failed: {error:#}"),
-                Err(_) => tracing::warn!(?CLOSE_TIMEOUT, "closing partitions timed out"),
+                Err(_) => {
+                    tracing::warn!(?CLOSE_TIMEOUT, "closing partitions timed out, taking writes again");
+                    reopen(&partitions, &led);
+                }
             }
         }
         tokio::select! {
@@ -71,10 +89,10 @@ fn led(image: &Image, me: NodeId) -> Led {
         .collect()
 }
 
-/// Closes the partitions in `led`; returns how many were closed.
-async fn close(partitions: &Partitions, led: &Led) -> anyhow::Result<usize> {
+/// Closes the partitions in `led` to writes, waits for what is in flight
+/// and for the upload up to there; returns each partition's end.
+async fn prepare(partitions: &Partitions, led: &Led) -> anyhow::Result<HashMap<StreamId, Offset>> {
     let cluster = &partitions.cluster;
-    let epoch = cluster.live_epoch().context("no live session")?;
     // 1. No more writes; a partition not set up yet is set up closed, at its uploaded end.
     let image = cluster.image();
     {
@@ -101,9 +119,14 @@ async fn close(partitions: &Partitions, led: &Led) -> anyhow::Result<usize> {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
-    // 3. Upload up to there.
+    // 3. Upload up to there; give up at the first upload that fails.
     let mut images = cluster.images.clone();
+    let failures_before = partitions.storage.upload_failures.in_a_row();
     loop {
+        anyhow::ensure!(
+            partitions.storage.upload_failures.in_a_row() <= failures_before,
+            "an upload failed while the partitions were closed"
+        );
         let image = cluster.image();
         let behind = led.iter().any(|(_, _, stream, ..)| {
             image.partition_of_stream(*stream).is_some_and(|(_, _, p)| p.uploaded_end < ends[stream])
@@ -114,7 +137,14 @@ async fn close(partitions: &Partitions, led: &Led) -> anyhow::Result<usize> {
         partitions.storage.upload_now.notify_one();
         let _ = tokio::time::timeout(Duration::from_millis(200), images.changed()).await;
     }
-    // 4. Hand over.
+    Ok(ends)
+}
+
+/// Commits `ClosePartition` for each partition at its end; returns how many
+/// were closed.
+async fn hand_over(partitions: &Partitions, led: &Led, ends: &HashMap<StreamId, Offset>) -> anyhow::Result<usize> {
+    let cluster = &partitions.cluster;
+    let epoch = cluster.live_epoch().context("no live session")?;
     let mut closed = 0;
     let mut version = keel_controller_client::Version(0);
     for (topic, index, stream, leader_epoch, _) in led {
@@ -138,6 +168,17 @@ async fn close(partitions: &Partitions, led: &Led) -> anyhow::Result<usize> {
     cluster.seen(version).await?;
     cluster.metrics.partitions_closed.inc_by(closed as u64);
     Ok(closed)
+}
+
+/// Lets the partitions of a close that gave up before any `ClosePartition`
+/// was sent take writes again.
+fn reopen(partitions: &Partitions, led: &Led) {
+    let mut leadership = partitions.leadership();
+    for (_, _, stream, leader_epoch, _) in led {
+        if let Some(state) = leadership.partitions.get_mut(stream).filter(|s| s.leader_epoch == *leader_epoch) {
+            state.closing = false;
+        }
+    }
 }
 
 /// Each partition's end once nothing is in flight for any of them.

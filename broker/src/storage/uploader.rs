@@ -69,7 +69,12 @@ pub async fn run(
 ) {
     let mut states = States::new();
     loop {
-        let (pause, early) = match upload_once(&cluster, &storage, writing.as_ref(), &mut states).await {
+        let uploaded = upload_once(&cluster, &storage, writing.as_ref(), &mut states).await;
+        match &uploaded {
+            Ok(_) => storage.upload_failures.succeeded(),
+            Err(_) => storage.upload_failures.failed(),
+        }
+        let (pause, early) = match uploaded {
             Ok(Uploaded::More) => (Duration::ZERO, false),
             Ok(Uploaded::UpToDate) => (cluster.config.upload_interval, true),
             Err(error) => {
