@@ -57,6 +57,10 @@ pub enum BatchError {
     Crc,
     #[error("recordCount {count} and lastOffsetDelta {delta} disagree")]
     Count { count: i32, delta: i32 },
+    /// More records than the batch's bytes can hold, even decompressed at
+    /// the codec's highest ratio: readers would be told to expect them.
+    #[error("recordCount {count} is more than {bytes} bytes of records can hold")]
+    Overcounted { count: i32, bytes: usize },
     #[error("producers may not write control batches")]
     Control,
     /// The records inside (decompressed) cannot be decoded.
@@ -67,9 +71,11 @@ pub enum BatchError {
 impl BatchError {
     pub fn kafka_error(&self) -> ResponseError {
         match self {
-            BatchError::Crc | BatchError::Length { .. } | BatchError::Size(_) | BatchError::Records(_) => {
-                ResponseError::CorruptMessage
-            }
+            BatchError::Crc
+            | BatchError::Length { .. }
+            | BatchError::Size(_)
+            | BatchError::Records(_)
+            | BatchError::Overcounted { .. } => ResponseError::CorruptMessage,
             BatchError::Magic(_) => ResponseError::UnsupportedForMessageFormat,
             BatchError::Count { .. } | BatchError::Control => ResponseError::InvalidRecord,
         }
@@ -96,7 +102,31 @@ pub fn check(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
     if header.attributes & ATTR_CONTROL != 0 {
         return Err(BatchError::Control);
     }
+    let bytes = bytes.len() - HEADER_BYTES;
+    if header.record_count as u64 * RECORD_BYTES_MIN > bytes as u64 * expansion_max(header.attributes) {
+        return Err(BatchError::Overcounted { count: header.record_count, bytes });
+    }
     Ok(header)
+}
+
+/// The fewest bytes one record takes, uncompressed: its length, attributes,
+/// timestamp and offset deltas, key and value lengths (null key, empty
+/// value) and header count, one varint byte each.
+const RECORD_BYTES_MIN: u64 = 7;
+
+/// How many times larger the records of a batch can be than its compressed
+/// bytes, at most, by codec (the attributes' low bits): deflate's longest
+/// match gives about 1032, LZ4's lengths add 255 per extra byte, a Snappy
+/// copy of 64 bytes takes 3, and a Zstandard block holds at most 128 KiB
+/// for at least 4 bytes. Bounds, so that no valid batch is refused.
+fn expansion_max(attributes: i16) -> u64 {
+    match attributes & 0b111 {
+        0 => 1,
+        1 => 1032,
+        2 => 32,
+        3 => 256,
+        _ => 32_768,
+    }
 }
 
 /// The header of one intact stored batch (see `check_stored`), whatever it holds.
@@ -456,6 +486,31 @@ mod tests {
         let mut flipped = batch.clone();
         *flipped.last_mut().unwrap() ^= 1;
         assert_eq!(check(&flipped), Err(BatchError::Crc));
+    }
+
+    /// Issue 21: a 70-byte batch could claim 2^31 records, and readers were
+    /// told to expect them.
+    #[test]
+    fn a_batch_claiming_more_records_than_its_bytes_hold_is_refused() {
+        let claim = |batch: &mut Vec<u8>, count: i32| {
+            batch[23..27].copy_from_slice(&(count - 1).to_be_bytes());
+            batch[57..61].copy_from_slice(&count.to_be_bytes());
+            let crc = crc32c::crc32c(&batch[CRC_START..]);
+            batch[17..21].copy_from_slice(&crc.to_be_bytes());
+        };
+        let mut batch = build(&[b"a"], (-1, -1, -1), 1_000);
+        let records = batch.len() - HEADER_BYTES;
+        claim(&mut batch, i32::MAX);
+        assert_eq!(check(&batch), Err(BatchError::Overcounted { count: i32::MAX, bytes: records }));
+        assert_eq!(check(&batch).unwrap_err().kafka_error(), ResponseError::CorruptMessage);
+        // As many minimal records as the bytes could hold is not refused here
+        // (the records are not decoded on produce).
+        claim(&mut batch, (records / RECORD_BYTES_MIN as usize) as i32);
+        assert!(check(&batch).is_ok());
+        // Compressed, the bound is the codec's highest ratio.
+        batch[21..23].copy_from_slice(&4i16.to_be_bytes());
+        claim(&mut batch, (records * 32_768 / RECORD_BYTES_MIN as usize) as i32 + 1);
+        assert!(matches!(check(&batch), Err(BatchError::Overcounted { .. })));
     }
 
     #[test]
