@@ -286,11 +286,16 @@ impl Image {
         Ok(wal_log)
     }
 
-    /// An ensemble is active WAL nodes at their current incarnation, one per zone.
+    /// An ensemble is active WAL nodes at their current incarnation, one per
+    /// zone, with an ack quorum of at least 2 (DESIGN §3: an entry is durable
+    /// in two zones).
     fn check_ensemble(&self, ensemble: &[EnsembleMember], ack_quorum: u32) -> Result<(), MetaError> {
         let invalid = |reason: String| MetaError::InvalidRequest { reason };
-        if ack_quorum == 0 || ack_quorum as usize > ensemble.len() {
-            return Err(invalid(format!("ack quorum {ack_quorum} for an ensemble of {}", ensemble.len())));
+        if ack_quorum < 2 || ack_quorum as usize > ensemble.len() {
+            return Err(invalid(format!(
+                "ack quorum {ack_quorum} for an ensemble of {}: at least 2, in two zones",
+                ensemble.len()
+            )));
         }
         let mut zones = std::collections::BTreeSet::new();
         for member in ensemble {

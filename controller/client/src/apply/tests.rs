@@ -183,6 +183,27 @@ fn ensemble() -> Vec<EnsembleMember> {
         .collect()
 }
 
+/// Issue 21: a one-member ensemble with an ack quorum of 1 was accepted.
+#[test]
+fn an_ensemble_needs_an_ack_quorum_of_two_zones() {
+    let mut image = Image::default();
+    let owner = register(&mut image, 1, NodeKind::Broker, 1);
+    for (version, (id, zone)) in [(3, (1, "a")), (4, (2, "b")), (5, (3, "c"))] {
+        register_wal(&mut image, version, id, zone);
+    }
+    let open = |ensemble: Vec<EnsembleMember>, ack_quorum| Command::OpenLog {
+        owner: NodeId(1),
+        owner_epoch: owner,
+        ensemble,
+        ack_quorum,
+    };
+    let alone = image.apply(Version(6), &open(ensemble()[..1].to_vec(), 1));
+    assert!(matches!(alone, Err(MetaError::InvalidRequest { .. })), "{alone:?}");
+    let one_of_three = image.apply(Version(7), &open(ensemble(), 1));
+    assert!(matches!(one_of_three, Err(MetaError::InvalidRequest { .. })), "{one_of_three:?}");
+    assert!(image.apply(Version(8), &open(ensemble()[..2].to_vec(), 2)).is_ok(), "two zones, ack quorum 2");
+}
+
 #[test]
 fn a_wal_log_is_opened_recovered_once_per_epoch_and_sealed_for_good() {
     let mut image = Image::default();
@@ -332,10 +353,16 @@ fn an_ensemble_must_be_active_nodes_in_distinct_zones() {
         EnsembleMember { node: NodeId(2), zone: "a".into(), incarnation: "inc-2".into() },
     ];
     assert!(matches!(image.check(&open(same_zone, 2)), Err(MetaError::InvalidRequest { .. })));
-    let old_incarnation = vec![EnsembleMember { node: NodeId(1), zone: "a".into(), incarnation: "gone".into() }];
-    assert!(matches!(image.check(&open(old_incarnation, 1)), Err(MetaError::InvalidRequest { .. })));
-    let unknown = vec![EnsembleMember { node: NodeId(9), zone: "b".into(), incarnation: "x".into() }];
-    assert!(matches!(image.check(&open(unknown, 1)), Err(MetaError::UnknownNode { .. })));
+    let old_incarnation = vec![
+        EnsembleMember { node: NodeId(1), zone: "a".into(), incarnation: "gone".into() },
+        EnsembleMember { node: NodeId(9), zone: "b".into(), incarnation: "x".into() },
+    ];
+    assert!(matches!(image.check(&open(old_incarnation, 2)), Err(MetaError::InvalidRequest { .. })));
+    let unknown = vec![
+        EnsembleMember { node: NodeId(1), zone: "a".into(), incarnation: "inc-1".into() },
+        EnsembleMember { node: NodeId(9), zone: "b".into(), incarnation: "x".into() },
+    ];
+    assert!(matches!(image.check(&open(unknown, 2)), Err(MetaError::UnknownNode { .. })));
     assert!(matches!(image.check(&open(vec![], 0)), Err(MetaError::InvalidRequest { .. })));
 }
 
