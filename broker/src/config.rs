@@ -42,6 +42,10 @@ pub struct ConfigToml {
     /// `socket.request.max.bytes`). Default 100 MiB.
     #[arg(long, env = "KEEL_BROKER_REQUEST_BYTES_MAX")]
     pub request_bytes_max: Option<u32>,
+    /// The most Kafka client connections open at once (Kafka's
+    /// `max.connections`); more are closed as they arrive. Default 10000.
+    #[arg(long, env = "KEEL_BROKER_CONNECTIONS_MAX")]
+    pub connections_max: Option<u32>,
     /// The cluster id reported to Kafka clients. Default "keel".
     #[arg(long, env = "KEEL_BROKER_CLUSTER_ID")]
     pub cluster_id: Option<String>,
@@ -173,6 +177,7 @@ pub struct BrokerConfig {
     pub heartbeat_interval: Duration,
     pub cache_bytes: u64,
     pub request_bytes_max: u32,
+    pub connections_max: u32,
     pub cluster_id: String,
     pub objects: ObjectsConfig,
     pub upload_interval: Duration,
@@ -208,6 +213,7 @@ impl ConfigToml {
             heartbeat_interval: self.heartbeat_interval.or(lower.heartbeat_interval),
             cache_bytes: self.cache_bytes.or(lower.cache_bytes),
             request_bytes_max: self.request_bytes_max.or(lower.request_bytes_max),
+            connections_max: self.connections_max.or(lower.connections_max),
             cluster_id: self.cluster_id.or(lower.cluster_id),
             objects_dir: self.objects_dir.or(lower.objects_dir),
             s3_bucket: self.s3_bucket.or(lower.s3_bucket),
@@ -252,6 +258,7 @@ impl ConfigToml {
             heartbeat_interval,
             cache_bytes,
             request_bytes_max,
+            connections_max,
             cluster_id,
             objects_dir,
             s3_bucket,
@@ -317,6 +324,8 @@ impl ConfigToml {
         );
         let request_bytes_max = request_bytes_max.unwrap_or(100 << 20);
         anyhow::ensure!(request_bytes_max >= 1 << 20, "request_bytes_max must be at least 1 MiB");
+        let connections_max = connections_max.unwrap_or(10_000);
+        anyhow::ensure!(connections_max >= 1, "connections_max must be at least 1");
         Ok(BrokerConfig {
             cluster_token: cluster_token.map(keel_proto::auth::Secret),
             node_id: NodeId(node_id.context("node_id is required")?),
@@ -328,6 +337,7 @@ impl ConfigToml {
             heartbeat_interval: heartbeat_interval.unwrap_or(Duration::from_millis(250)),
             cache_bytes: cache_bytes.unwrap_or(256 << 20),
             request_bytes_max,
+            connections_max,
             cluster_id: cluster_id.unwrap_or_else(|| "keel".into()),
             objects,
             upload_interval: upload_interval.unwrap_or(Duration::from_secs(5)),

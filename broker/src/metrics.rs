@@ -37,6 +37,8 @@ pub struct Metrics {
     pub close_seconds: Histogram,
     pub partitions_led: IntGauge,
     pub connections: IntGauge,
+    /// Connections closed at once because `connections_max` were open.
+    pub connections_refused: IntCounter,
     /// Objects uploaded and committed, their bytes, the time each took, and failed attempts.
     pub uploads: IntCounter,
     pub upload_bytes: IntCounter,
@@ -144,6 +146,10 @@ impl Metrics {
             )?,
             partitions_led: IntGauge::new("keel_broker_partitions_led", "Partitions this broker leads now.")?,
             connections: IntGauge::new("keel_broker_connections", "Open Kafka client connections.")?,
+            connections_refused: IntCounter::new(
+                "keel_broker_connections_refused_total",
+                "Kafka client connections closed as they arrived because connections_max were open.",
+            )?,
             uploads: IntCounter::new("keel_broker_uploads_total", "Objects uploaded and committed.")?,
             upload_bytes: IntCounter::new(
                 "keel_broker_upload_bytes_total",
@@ -254,6 +260,7 @@ impl Metrics {
         registry.register(Box::new(metrics.partitions_closed.clone()))?;
         registry.register(Box::new(metrics.close_seconds.clone()))?;
         registry.register(Box::new(metrics.connections.clone()))?;
+        registry.register(Box::new(metrics.connections_refused.clone()))?;
         registry.register(Box::new(metrics.uploads.clone()))?;
         registry.register(Box::new(metrics.upload_bytes.clone()))?;
         registry.register(Box::new(metrics.upload_seconds.clone()))?;

@@ -136,3 +136,40 @@ async fn partitions_created_before_any_broker_get_a_leader_once_one_registers() 
     }
     test.assert_clean_logs(keel_tests::PEER_UNREACHABLE);
 }
+
+/// Issue 21: the listener took any number of connections. Past
+/// `connections_max`, a new one is closed as it arrives (and counted), and
+/// once one closes there is room again.
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_past_the_cap_are_closed_and_room_returns() {
+    let mut test = TestCluster::start(1, &[]).await.unwrap();
+    test.start_wal_nodes(3).await.unwrap();
+    test.start_brokers(1, &["--connections-max", "3"]).await.unwrap();
+    let broker = test.cluster.brokers[0].spec.kafka;
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        let connection = keel_tools::kafka::Connection::connect(&broker.to_string()).await.unwrap();
+        assert!(connection_answers(&connection).await, "connections up to the cap are served");
+        open.push(connection);
+    }
+    let mut extra = tokio::net::TcpStream::connect(broker).await.unwrap();
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(5), tokio::io::AsyncReadExt::read(&mut extra, &mut byte)).await;
+    assert!(matches!(read, Ok(Ok(0))), "a fourth connection is closed at once: {read:?}");
+    let admin = test.cluster.brokers[0].spec.admin;
+    let (_, metrics) = keel_tools::launcher::http_get(admin, "/metrics").await.unwrap();
+    assert!(keel_tools::launcher::metric_value(&metrics, "keel_broker_connections_refused_total") >= 1.0);
+
+    drop(open.pop());
+    keel_tests::eventually(Duration::from_secs(10), "room for a connection again", || async {
+        let connection = keel_tools::kafka::Connection::connect(&broker.to_string()).await.ok()?;
+        connection_answers(&connection).await.then_some(())
+    })
+    .await;
+}
+
+/// Whether the broker answers a Metadata request on `connection`.
+async fn connection_answers(connection: &keel_tools::kafka::Connection) -> bool {
+    let request = kafka_protocol::messages::MetadataRequest::default();
+    tokio::time::timeout(Duration::from_secs(5), connection.send(9, &request)).await.is_ok_and(|answer| answer.is_ok())
+}

@@ -3,13 +3,20 @@
 //! keep their order), runs the rest of each request as its own task (so a
 //! produce waiting for the WAL does not hold up the fetches behind it) and
 //! writes the answers back strictly in request order, as the protocol requires.
+//!
+//! Everything a client can make the broker hold is bounded: connections
+//! (`connections_max`; more are closed as they arrive), requests in flight
+//! per connection, the bytes of requests read and not yet answered across
+//! all connections (reading waits for room), and a connection's idle time.
+//! A fetch still waiting when its connection closes is dropped with it.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -21,8 +28,17 @@ use crate::broker::Broker;
 /// Requests of one connection being worked on at once, as Kafka's
 /// per-connection in-flight limit; reading pauses beyond it.
 const IN_FLIGHT_PER_CONNECTION: usize = 32;
+/// A connection with no request for this long is closed (Kafka's
+/// `connections.max.idle.ms`).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+/// Bytes of requests read and not yet answered, across all connections, in
+/// KiB (or one request of `request_bytes_max`, if that is more).
+const QUEUED_REQUEST_KIB_MAX: u32 = 256 << 10;
 
 pub async fn serve(listener: TcpListener, broker: Arc<Broker>, tasks: TaskTracker, cancel: CancellationToken) {
+    let connections = Arc::new(Semaphore::new(broker.cluster.config.connections_max as usize));
+    let queued =
+        Arc::new(Semaphore::new(QUEUED_REQUEST_KIB_MAX.max(broker.cluster.config.request_bytes_max >> 10) as usize));
     loop {
         let accepted = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -30,16 +46,23 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>, tasks: TaskTracke
         };
         match accepted {
             Ok((stream, peer)) => {
+                let Ok(slot) = connections.clone().try_acquire_owned() else {
+                    broker.cluster.metrics.connections_refused.inc();
+                    tracing::debug!(%peer, max = broker.cluster.config.connections_max, "too many connections: closing a new one");
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
                 let broker = broker.clone();
                 let cancel = cancel.clone();
                 let request_tasks = tasks.clone();
+                let queued = queued.clone();
                 tasks.spawn(async move {
                     broker.cluster.metrics.connections.inc();
-                    if let Err(error) = connection(stream, &broker, &request_tasks, cancel).await {
+                    if let Err(error) = connection(stream, &broker, &request_tasks, &queued, cancel).await {
                         tracing::debug!(%peer, "connection closed: {error}");
                     }
                     broker.cluster.metrics.connections.dec();
+                    drop(slot);
                 });
             }
             Err(error) => {
@@ -56,9 +79,13 @@ async fn connection(
     stream: TcpStream,
     broker: &Arc<Broker>,
     tasks: &TaskTracker,
+    queued: &Arc<Semaphore>,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     let peer = stream.peer_addr()?;
+    // Cancelled when the connection ends, for the fetches still waiting.
+    let closed = cancel.child_token();
+    let _closing = closed.clone().drop_guard();
     let (mut reader, mut writer) = stream.into_split();
     let (answers, mut queue) = mpsc::channel::<Answer>(IN_FLIGHT_PER_CONNECTION);
     let write = async move {
@@ -70,7 +97,7 @@ async fn connection(
         }
         anyhow::Ok(())
     };
-    let (broker, tasks) = (broker.clone(), tasks.clone());
+    let (broker, tasks, queued) = (broker.clone(), tasks.clone(), queued.clone());
     // Owns the sender of `answers`: when reading ends, the writer sends what
     // is still owed and then ends too.
     let read = async move {
@@ -78,16 +105,26 @@ async fn connection(
         loop {
             let length = tokio::select! {
                 _ = cancel.cancelled() => return anyhow::Ok(()),
-                length = reader.read_i32() => match length {
-                    Ok(length) => length,
-                    Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
-                    Err(error) => return Err(error.into()),
+                length = tokio::time::timeout(IDLE_TIMEOUT, reader.read_i32()) => match length {
+                    Ok(Ok(length)) => length,
+                    Ok(Err(error)) if error.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+                    Ok(Err(error)) => return Err(error.into()),
+                    Err(_) => {
+                        tracing::debug!(%peer, ?IDLE_TIMEOUT, "closing an idle connection");
+                        return Ok(());
+                    }
                 },
             };
             if length < 0 || length as u32 > max {
                 tracing::info!(%peer, length, max, "closing a connection: request size out of bounds");
                 return Ok(());
             }
+            // Room for the request among all connections' unanswered ones.
+            let kib = (length as u32).div_ceil(1024).max(1);
+            let room = tokio::select! {
+                _ = cancel.cancelled() => return Ok(()),
+                room = queued.clone().acquire_many_owned(kib) => room.expect("the semaphore is never closed"),
+            };
             let mut frame = vec![0u8; length as usize];
             reader.read_exact(&mut frame).await?;
             let request = match wire::parse(Bytes::from(frame)) {
@@ -102,10 +139,21 @@ async fn connection(
             if answers.send(answer).await.is_err() {
                 return Ok(());
             }
+            let fetch = request.api == kafka_protocol::messages::ApiKey::Fetch;
             let admitted = request::admit(&broker, request).await;
             let broker = broker.clone();
+            let closed = closed.clone();
             tasks.spawn(async move {
-                match async { request::handle(&broker, admitted?, peer).await }.await {
+                let _room = room;
+                let handled = async { request::handle(&broker, admitted?, peer).await };
+                // A fetch may wait long for records; nobody reads its answer
+                // once the connection is gone. (A produce runs to the end: its
+                // batches are appended already.)
+                let handled = tokio::select! {
+                    _ = closed.cancelled(), if fetch => return,
+                    handled = handled => handled,
+                };
+                match handled {
                     Ok(frame) => {
                         let _ = reply.send(frame);
                     }
