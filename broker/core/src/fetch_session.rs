@@ -72,8 +72,17 @@ struct Session {
     next_epoch: i32,
     /// In the order the client added them.
     partitions: Vec<(TopicKey, Cached)>,
+    /// Where each (topic, partition) is in `partitions`: a fetch of many
+    /// partitions costs time in proportion to them, not to their square.
+    index: HashMap<(TopicKey, i32), usize>,
     /// When it was last used, on the cache's own clock.
     last_used: u64,
+}
+
+impl Session {
+    fn new(now: u64) -> Session {
+        Session { next_epoch: 1, partitions: Vec::new(), index: HashMap::new(), last_used: now }
+    }
 }
 
 /// How one fetch relates to the sessions.
@@ -153,7 +162,7 @@ impl FetchSessions {
                         break id;
                     }
                 };
-                let mut session = Session { next_epoch: 1, partitions: Vec::new(), last_used: now };
+                let mut session = Session::new(now);
                 update(&mut session, topics, &[]);
                 sessions.insert(id, session);
                 Ok((Context::Opened { id }, topics.to_vec()))
@@ -188,11 +197,8 @@ impl FetchSessions {
         answered
             .iter()
             .map(|(topic, partition, answer)| {
-                let Some((_, cached)) =
-                    session.partitions.iter_mut().find(|(t, c)| t == topic && c.request.partition == *partition)
-                else {
-                    return true;
-                };
+                let Some(at) = session.index.get(&(topic.clone(), *partition)) else { return true };
+                let (_, cached) = &mut session.partitions[*at];
                 let news = answer.bytes > 0
                     || answer.error
                     || answer.high_watermark != cached.high_watermark
@@ -216,23 +222,29 @@ impl FetchSessions {
 
 /// Adds or updates the listed partitions and removes the forgotten ones.
 fn update(session: &mut Session, topics: &[WantedTopic], forgotten: &[Forgotten]) {
-    for topic in forgotten {
-        let key = &topic.key;
-        session.partitions.retain(|(t, cached)| !(t == key && topic.partitions.contains(&cached.request.partition)));
+    let gone: std::collections::HashSet<(&TopicKey, i32)> =
+        forgotten.iter().flat_map(|topic| topic.partitions.iter().map(move |p| (&topic.key, *p))).collect();
+    if !gone.is_empty() {
+        session.partitions.retain(|(key, cached)| !gone.contains(&(key, cached.request.partition)));
+        session.index = session
+            .partitions
+            .iter()
+            .enumerate()
+            .map(|(at, (key, cached))| ((key.clone(), cached.request.partition), at))
+            .collect();
     }
     for topic in topics {
-        let key = &topic.key;
         for partition in &topic.partitions {
-            let existing = session
-                .partitions
-                .iter_mut()
-                .find(|(t, cached)| t == key && cached.request.partition == partition.partition);
-            match existing {
-                Some((_, cached)) => cached.request = partition.clone(),
-                None => session.partitions.push((
-                    key.clone(),
-                    Cached { request: partition.clone(), high_watermark: Offset(-1), log_start: Offset(-1) },
-                )),
+            let slot = (topic.key.clone(), partition.partition);
+            match session.index.get(&slot) {
+                Some(at) => session.partitions[*at].1.request = partition.clone(),
+                None => {
+                    session.index.insert(slot, session.partitions.len());
+                    session.partitions.push((
+                        topic.key.clone(),
+                        Cached { request: partition.clone(), high_watermark: Offset(-1), log_start: Offset(-1) },
+                    ));
+                }
             }
         }
     }
@@ -241,11 +253,13 @@ fn update(session: &mut Session, topics: &[WantedTopic], forgotten: &[Forgotten]
 /// Every partition of the session, grouped by topic in the session's order.
 fn wanted(session: &Session) -> Vec<WantedTopic> {
     let mut topics: Vec<WantedTopic> = Vec::new();
+    let mut positions: HashMap<&TopicKey, usize> = HashMap::new();
     for (key, cached) in &session.partitions {
-        match topics.iter_mut().find(|t| t.key == *key) {
-            Some(topic) => topic.partitions.push(cached.request.clone()),
-            None => topics.push(WantedTopic { key: key.clone(), partitions: vec![cached.request.clone()] }),
-        }
+        let at = *positions.entry(key).or_insert_with(|| {
+            topics.push(WantedTopic { key: key.clone(), partitions: Vec::new() });
+            topics.len() - 1
+        });
+        topics[at].partitions.push(cached.request.clone());
     }
     topics
 }
@@ -309,6 +323,31 @@ mod tests {
         let (context, _) = sessions.begin(id, -1, &[topic("t", &[(0, 0)])], &[]).unwrap();
         assert_eq!(context, Context::Sessionless);
         assert_eq!(sessions.begin(id, 2, &[], &[]).unwrap_err(), ResponseError::FetchSessionIdNotFound);
+    }
+
+    /// Issue 21: every partition of a fetch was looked up by a scan of the
+    /// session, so a session of n partitions cost n² per fetch. Now indexed;
+    /// this checks the index stays right through forgets and re-adds.
+    #[test]
+    fn a_large_session_keeps_its_partitions_in_order_through_forgets_and_adds() {
+        let sessions = FetchSessions::default();
+        let partitions: Vec<(i32, i64)> = (0..5_000).map(|p| (p, 0)).collect();
+        let (context, _) = sessions.begin(0, 0, &[topic("a", &partitions), topic("b", &partitions)], &[]).unwrap();
+        let id = context.id();
+        let forgotten: Vec<i32> = (0..5_000).filter(|p| p % 2 == 0).collect();
+        let forget = Forgotten { key: key("a"), partitions: forgotten };
+        let moved = topic("b", &[(4_999, 7), (10_000, 3)]);
+        let (context, wanted_now) = sessions.begin(id, 1, &[moved], &[forget]).unwrap();
+        let names: Vec<&str> = wanted_now.iter().map(|t| t.key.name.as_str()).collect();
+        assert_eq!(names, vec!["a", "b"]);
+        let odd: Vec<i32> = wanted_now[0].partitions.iter().map(|p| p.partition).collect();
+        assert_eq!(odd, (0..5_000).filter(|p| p % 2 == 1).collect::<Vec<_>>());
+        let b = &wanted_now[1].partitions;
+        assert_eq!(b.len(), 5_001);
+        assert_eq!((b[4_999].partition, b[4_999].fetch_offset), (4_999, Offset(7)), "updated in place");
+        assert_eq!((b[5_000].partition, b[5_000].fetch_offset), (10_000, Offset(3)), "added at the end");
+        let news = sessions.finish(&context, &[(key("a"), 1, answered(1, 1)), (key("a"), 2, answered(1, 1))]);
+        assert_eq!(news, vec![true, true], "a forgotten partition answered anyway is sent; a kept one with news too");
     }
 
     #[test]
