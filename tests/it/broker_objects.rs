@@ -624,3 +624,36 @@ async fn an_upload_starts_once_upload_bytes_are_waiting() {
     assert!(uploaded <= 3000, "{uploaded}");
     test.assert_clean_logs(keel_tests::PEER_UNREACHABLE);
 }
+
+/// Issue 21: ListOffsets by time read the whole partition from the
+/// objects. It starts at the first uploaded range whose newest record is
+/// recent enough; the answers are Kafka's, from objects only (the broker
+/// restarted, its cache empty).
+#[tokio::test(flavor = "multi_thread")]
+async fn offsets_for_times_are_found_in_uploaded_history() {
+    use keel_tools::kafka::{self, Connection};
+    let mut test = TestCluster::start(1, &[]).await.unwrap();
+    test.start_wal_nodes(3).await.unwrap();
+    test.start_brokers(1, &["--upload-interval", "100ms"]).await.unwrap();
+    let connection = Connection::connect(&test.cluster.bootstrap()).await.unwrap();
+    kafka::create_topic(&connection, "clock", 1).await.unwrap();
+    let client = test.cluster.client().unwrap();
+    // Ten batches of ten records, at times 1000, 2000, ... each, one upload each.
+    for batch in 0..10i64 {
+        let values: Vec<bytes::Bytes> = (0..10).map(|i| bytes::Bytes::from(format!("t{batch}-{i}"))).collect();
+        let request = kafka::produce_request("clock", 0, -1, kafka::batch(&values, 1_000 * (batch + 1), None).unwrap());
+        let answer = connection.send(kafka::PRODUCE_VERSION, &request).await.unwrap();
+        assert_eq!(kafka::produce_result(&answer).unwrap(), (0, batch * 10));
+        eventually(Duration::from_secs(30), "the batch uploaded", || async {
+            let image = client.read_image().await.ok()?;
+            (image.topics["clock"].partitions[0].uploaded_end.0 == (batch + 1) * 10).then_some(())
+        })
+        .await;
+    }
+    test.restart_broker(0, "clock").await.unwrap();
+    let connection = Connection::connect(&test.cluster.bootstrap()).await.unwrap();
+    for (timestamp, offset) in [(0, 0), (1_000, 0), (1_001, 10), (5_500, 50), (10_000, 90), (10_001, -1), (-3, 90)] {
+        let answer = kafka::list_offset(&connection, "clock", 0, timestamp).await.unwrap();
+        assert_eq!(answer, (0, offset), "the first record at or after {timestamp}");
+    }
+}

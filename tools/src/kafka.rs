@@ -223,24 +223,38 @@ pub async fn ready_layout(bootstrap: &str, topic: &str, timeout: std::time::Dura
 }
 
 async fn serving(connection: &Connection, topic: &str) -> anyhow::Result<TopicLayout> {
-    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
-    use kafka_protocol::messages::ListOffsetsRequest;
     let layout = topic_layout(connection, topic).await?;
     for (partition, leader) in layout.leaders.iter().enumerate() {
         let addr = layout.brokers.get(leader).with_context(|| format!("partition {partition} has no leader"))?;
         let leader = Connection::connect(addr).await?;
         // The latest offset: answered only by a leader that serves the partition.
-        let request =
-            ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![ListOffsetsTopic::default()
-                .with_name(TopicName(StrBytes::from_string(topic.to_owned())))
-                .with_partitions(vec![ListOffsetsPartition::default()
-                    .with_partition_index(partition as i32)
-                    .with_timestamp(-1)])]);
-        let answer = leader.send(LIST_OFFSETS_VERSION, &request).await?;
-        let error = answer.topics.first().and_then(|t| t.partitions.first()).map_or(-1, |p| p.error_code);
+        let (error, _) = list_offset(&leader, topic, partition as i32, -1).await?;
         anyhow::ensure!(error == 0, "partition {partition}: error {error}");
     }
     Ok(layout)
+}
+
+/// ListOffsets of one partition at `timestamp` (-1 latest, -2 earliest, -3
+/// the newest record, else the first record at or after it): (error code,
+/// offset).
+pub async fn list_offset(
+    connection: &Connection,
+    topic: &str,
+    partition: i32,
+    timestamp: i64,
+) -> anyhow::Result<(i16, i64)> {
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    use kafka_protocol::messages::ListOffsetsRequest;
+    let request =
+        ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![ListOffsetsTopic::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_owned())))
+            .with_partitions(vec![ListOffsetsPartition::default()
+                .with_partition_index(partition)
+                .with_timestamp(timestamp)])]);
+    let answer = connection.send(LIST_OFFSETS_VERSION, &request).await?;
+    let partition =
+        answer.topics.first().and_then(|t| t.partitions.first()).context("ListOffsets answered no partition")?;
+    Ok((partition.error_code, partition.offset))
 }
 
 /// Creates `topic` with `partitions` partitions; an existing topic is an error.

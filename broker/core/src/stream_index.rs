@@ -30,6 +30,25 @@ impl StreamFacts {
         let first = self.ranges.partition_point(|located| located.range.end <= offset);
         &self.ranges[first..]
     }
+
+    /// Where a search from `from` for the first record at or after
+    /// `timestamp` may start: uploaded ranges whose newest record is older
+    /// are passed over (the uploaded end, if all of them are), so a lookup by
+    /// time reads objects only where the answer can be.
+    pub fn search_start(&self, from: Offset, timestamp: i64) -> Offset {
+        let later = self.ranges_from(from).iter().find(|located| located.range.max_ts >= timestamp);
+        later.map_or(self.uploaded_end, |located| located.range.start).max(from)
+    }
+
+    /// Where a search from `from` for the newest record may start: the first
+    /// uploaded range holding the newest timestamp of all of them (the WAL
+    /// part after the uploaded end is searched in any case).
+    pub fn newest_start(&self, from: Offset) -> Offset {
+        let ranges = self.ranges_from(from);
+        let newest = ranges.iter().map(|located| located.range.max_ts).max();
+        let first = ranges.iter().find(|located| Some(located.range.max_ts) == newest);
+        first.map_or(self.uploaded_end, |located| located.range.start).max(from)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -86,6 +105,10 @@ mod tests {
     use super::*;
 
     fn located(start: i64, end: i64) -> Located {
+        timed(start, end, 0)
+    }
+
+    fn timed(start: i64, end: i64, max_ts: i64) -> Located {
         let range = ObjectRange {
             stream: StreamId(1),
             start: Offset(start),
@@ -93,11 +116,31 @@ mod tests {
             pos: 0,
             len: 1,
             min_ts: 0,
-            max_ts: 0,
+            max_ts,
             snapshot_pos: 0,
             snapshot_len: 0,
         };
         Located { object: ObjectId(1), key: Arc::from("k"), range }
+    }
+
+    /// Issue 21: ListOffsets by time read the whole partition from the
+    /// objects; ranges carry their newest timestamp, so the search starts
+    /// at the first range that can hold the answer.
+    #[test]
+    fn a_search_by_time_starts_at_the_first_range_that_reaches_the_time() {
+        let facts = StreamFacts {
+            start_offset: Offset(0),
+            uploaded_end: Offset(30),
+            ranges: vec![timed(0, 10, 100), timed(10, 20, 300), timed(20, 30, 200)],
+        };
+        assert_eq!(facts.search_start(Offset(0), 50), Offset(0));
+        assert_eq!(facts.search_start(Offset(0), 150), Offset(10));
+        assert_eq!(facts.search_start(Offset(15), 150), Offset(15), "never before where the search starts");
+        assert_eq!(facts.search_start(Offset(0), 301), Offset(30), "only the WAL part can hold it");
+        assert_eq!(facts.newest_start(Offset(0)), Offset(10));
+        assert_eq!(facts.newest_start(Offset(20)), Offset(20));
+        let empty = StreamFacts { uploaded_end: Offset(0), ..StreamFacts::default() };
+        assert_eq!((empty.search_start(Offset(0), 5), empty.newest_start(Offset(0))), (Offset(0), Offset(0)));
     }
 
     #[test]

@@ -79,8 +79,14 @@ async fn lookup(
         t if t < MAX_TIMESTAMP => return Err(ResponseError::InvalidRequest),
         _ => {}
     }
-    // Scan the batches in offset order.
-    let mut offset = log_start;
+    // Scan the batches in offset order, from the first uploaded range whose
+    // times can hold the answer.
+    let facts = broker.partitions.storage.stream_index.get(&broker.cluster.image());
+    let mut offset = match facts.stream(stream) {
+        Some(facts) if timestamp == MAX_TIMESTAMP => facts.newest_start(log_start),
+        Some(facts) => facts.search_start(log_start, timestamp),
+        None => log_start,
+    };
     let mut best: Option<(i64, bytes::Bytes)> = None;
     while offset < high_watermark {
         let range = range_of(&view.ranges, offset);
