@@ -7,12 +7,16 @@
 //! so delivery order across connections is arbitrary), break a connection
 //! (its messages are lost and the writer is told), fsync a node, crash a node
 //! (it loses what it had not fsynced) or restart it, append, reconnect, start
-//! a recovery, crash or retry a recoverer. The writer keeps running while it
+//! a recovery, crash or retry a recoverer, commit a trim point (what is
+//! acknowledged is uploaded) or apply it at a node. A node learns trims late
+//! or not at all while it is down, and the flaky member lags: trims pass it,
+//! and it skips ahead (`LogReplica::trim`). The writer keeps running while it
 //! is being recovered: it is the zombie.
 //!
 //! Checked on every store and after every step:
 //! - the same (log, seq) always holds the bytes the writer built;
-//! - every entry the writer saw acknowledged is fsynced on an ack quorum;
+//! - every entry the writer saw acknowledged is fsynced on an ack quorum
+//!   (or trimmed: uploaded);
 //! - once the log is sealed at S, the writer never has anything above S
 //!   acknowledged, and every entry up to S is fsynced on an ack quorum;
 //! - recoveries read entries in seq order and never find a conflict.
@@ -52,14 +56,16 @@ enum Msg {
     Fence { epoch: LogEpoch },
     FenceOk { last_seq: Seq },
     FenceRefused,
-    Read { upto: Seq },
+    Read { from: Seq, upto: Seq },
     ReadOk { entries: Vec<Bytes> },
 }
 
-/// A WAL node: its journal is `durable` (fsynced) plus `unsynced`.
+/// A WAL node: its journal is `durable` (fsynced) plus `unsynced`, the
+/// entries after `base` (what it trimmed, or skipped to).
 struct Node {
     up: bool,
     replica: LogReplica,
+    base: Seq,
     durable: Vec<(LogEpoch, Bytes)>,
     unsynced: Vec<(LogEpoch, Bytes)>,
     fence_epoch: LogEpoch,
@@ -72,6 +78,7 @@ impl Node {
         Node {
             up: true,
             replica: LogReplica::new(LOG),
+            base: Seq(0),
             durable: vec![],
             unsynced: vec![],
             fence_epoch: LogEpoch(0),
@@ -79,13 +86,31 @@ impl Node {
         }
     }
 
+    /// The last seq it holds durably; trimmed entries count (they are uploaded).
     fn durable_last(&self) -> Seq {
-        Seq(self.durable.len() as u64)
+        Seq(self.base.0 + self.durable.len() as u64)
     }
 
     fn held(&self, seq: Seq) -> Option<&Bytes> {
-        let index = seq.0.checked_sub(1)? as usize;
+        let index = seq.0.checked_sub(self.base.0 + 1)? as usize;
         self.durable.iter().chain(&self.unsynced).nth(index).map(|(_, bytes)| bytes)
+    }
+
+    /// Applies a trim point: entries up to it go; a node that holds less
+    /// skips ahead to it, durably (the store journals the skip). Returns
+    /// whether it skipped.
+    fn trim(&mut self, trim: Seq) -> bool {
+        if trim <= self.base {
+            return false;
+        }
+        let skipped = trim > self.replica.last_seq();
+        let drop = ((trim.0 - self.base.0) as usize).min(self.durable.len() + self.unsynced.len());
+        let from_durable = drop.min(self.durable.len());
+        self.durable.drain(..from_durable);
+        self.unsynced.drain(..drop - from_durable);
+        self.base = trim;
+        self.replica.trim(trim);
+        skipped
     }
 
     /// Loses what was not fsynced and rebuilds the replica from the journal.
@@ -94,6 +119,7 @@ impl Node {
         self.unsynced.clear();
         self.owed.clear();
         let mut replica = LogReplica::new(LOG);
+        replica.trim(self.base);
         for (epoch, bytes) in &self.durable {
             let (header, _) = decode_header(bytes).expect("journal holds valid entries");
             replica.on_appended(*epoch, &header);
@@ -141,6 +167,12 @@ struct Sim {
     recovery_from: usize,
     /// The member whose link breaks most often, so that one member lags.
     flaky: usize,
+    /// The committed trim point: entries up to it are uploaded.
+    trim: Seq,
+    /// Trims that found a node behind them, which skipped ahead.
+    skips: usize,
+    /// Recoveries that fenced a member behind the trim point.
+    lagging_fenced: usize,
 }
 
 fn members() -> Vec<Member> {
@@ -169,6 +201,9 @@ impl Sim {
             links: BTreeMap::new(),
             controller: Controller { epoch: LogEpoch(1), sealed: None },
             recoverers: vec![],
+            trim: Seq(0),
+            skips: 0,
+            lagging_fenced: 0,
         }
     }
 
@@ -202,7 +237,15 @@ impl Sim {
 
     fn step(&mut self) {
         self.step += 1;
-        match self.rng.gen_range(0..100) {
+        match self.rng.gen_range(0..108) {
+            100..=103 => self.commit_trim(),
+            104..=107 => {
+                // The flaky member is the one that learns of trims last.
+                let node = self.rng.gen_range(0..NODES);
+                if node != self.flaky || self.rng.gen_bool(0.2) {
+                    self.apply_trim(node);
+                }
+            }
             0..=44 => self.deliver_one(),
             45..=59 => {
                 let node = self.rng.gen_range(0..NODES);
@@ -282,9 +325,9 @@ impl Sim {
                     Err(_) => self.send(Actor::Node(index), from, Msg::FenceRefused),
                 }
             }
-            Msg::Read { upto } => {
+            Msg::Read { from: first, upto } => {
                 let node = &self.nodes[index];
-                let entries = (1..=upto.0).filter_map(|seq| node.held(Seq(seq)).cloned()).collect();
+                let entries = (first.0..=upto.0).filter_map(|seq| node.held(Seq(seq)).cloned()).collect();
                 self.send(Actor::Node(index), from, Msg::ReadOk { entries });
             }
             other => panic!("seed {}: node got {other:?}", self.seed),
@@ -334,6 +377,24 @@ impl Sim {
         }
     }
 
+    /// CommitUpload: the owner uploaded some acknowledged entries, and the
+    /// trim point moves up to them. Not once a recovery began: the owner is
+    /// gone then, and its log is uploaded only after it is sealed.
+    fn commit_trim(&mut self) {
+        let acked = self.writer.acked();
+        if self.controller.epoch != LogEpoch(1) || acked <= self.trim {
+            return;
+        }
+        self.trim = Seq(self.rng.gen_range(self.trim.0 + 1..=acked.0));
+    }
+
+    /// A node learns the committed trim point from the metadata.
+    fn apply_trim(&mut self, node: usize) {
+        if self.nodes[node].up && self.nodes[node].trim(self.trim) {
+            self.skips += 1;
+        }
+    }
+
     fn reconnect_writer(&mut self) {
         let Some(node) = (0..NODES).find(|node| !self.writer_links[*node] && self.nodes[*node].up) else { return };
         self.writer_links[node] = true;
@@ -371,7 +432,7 @@ impl Sim {
         let id = self.recoverers.len() as u64;
         self.recoverers.push(Recoverer {
             id,
-            recovery: Recovery::new(LOG, epoch, members(), ACK_QUORUM, Seq(0)),
+            recovery: Recovery::new(LOG, epoch, members(), ACK_QUORUM, self.trim),
             phase: Phase::Fencing,
         });
         for node in 0..NODES {
@@ -427,16 +488,26 @@ impl Sim {
         let actor = Actor::Recoverer(id);
         let epoch = recoverer.recovery.epoch();
         let mut sends: Vec<(usize, Msg)> = vec![];
+        let mut lagging = false;
         match (&mut recoverer.phase, msg) {
             (Phase::Dead | Phase::Done, _) => return,
-            (_, Msg::FenceRefused) | (_, Msg::AppendRefused { .. }) => {
+            (_, Msg::FenceRefused) | (_, Msg::AppendRefused { error: ReplicaError::Fenced { .. } }) => {
                 // A newer recoverer owns the log now.
                 recoverer.phase = Phase::Dead;
                 return;
             }
+            // A repair refused for any other reason (a gap, other bytes) was
+            // a wrong decision of the recovery: retrying it cannot succeed.
+            (_, Msg::AppendRefused { error }) => panic!("seed {seed}: node {index} refused a repair: {error}"),
             (Phase::Fencing, Msg::FenceOk { last_seq }) => {
                 recoverer.recovery.on_fenced(index, last_seq);
-                sends.push((index, Msg::Read { upto: last_seq }));
+                lagging = last_seq < recoverer.recovery.trim();
+                // The recovery's own decision: whom to read, and which seqs.
+                for (member, first, upto) in recoverer.recovery.reads_to_make() {
+                    if member == index {
+                        sends.push((index, Msg::Read { from: first, upto }));
+                    }
+                }
             }
             (Phase::Fencing, Msg::ReadOk { entries }) => {
                 if let Err(error) = recoverer.recovery.on_read(index, entries) {
@@ -468,6 +539,7 @@ impl Sim {
             (Phase::Fencing, Msg::AppendOk { .. }) => {}
             (phase, msg) => panic!("seed {seed}: recoverer in {phase:?} got {msg:?}"),
         }
+        self.lagging_fenced += usize::from(lagging);
         for (node, msg) in sends {
             self.send(actor, Actor::Node(node), msg);
         }
@@ -513,7 +585,7 @@ impl Sim {
         let seed = self.seed;
         for (index, node) in self.nodes.iter().enumerate() {
             for (position, (_, bytes)) in node.durable.iter().chain(&node.unsynced).enumerate() {
-                let seq = Seq(position as u64 + 1);
+                let seq = Seq(node.base.0 + position as u64 + 1);
                 assert_eq!(self.built.get(&seq), Some(bytes), "seed {seed}: node {index} holds other bytes at {seq}");
             }
         }
@@ -551,7 +623,7 @@ fn crc32c_of(bytes: &[u8]) -> u32 {
     u32::from_be_bytes(bytes[8..12].try_into().expect("an entry has a checksum"))
 }
 
-fn run(seed: u64) -> (Seq, Seq, usize) {
+fn run(seed: u64) -> (Seq, Seq, usize, usize, usize) {
     let mut sim = Sim::new(seed);
     for step in 0..STEPS {
         sim.step();
@@ -561,7 +633,9 @@ fn run(seed: u64) -> (Seq, Seq, usize) {
         }
     }
     sim.finish();
-    (sim.writer.acked(), sim.controller.sealed.expect("sealed"), sim.recoverers.len())
+    let sealed = sim.controller.sealed.expect("sealed");
+    assert!(sealed >= sim.trim, "seed {seed}: sealed {sealed} below the trim point {}", sim.trim);
+    (sim.writer.acked(), sealed, sim.recoverers.len(), sim.skips, sim.lagging_fenced)
 }
 
 /// Prints how to replay a seed if the test fails while running it.
@@ -587,18 +661,25 @@ fn simulation_keeps_every_acknowledged_entry_through_fencing_and_recovery() {
     let mut acked_total = 0;
     let mut recoveries_total = 0;
     let mut sealed_above_acked = 0;
+    let (mut skips_total, mut lagging_total) = (0, 0);
     for seed in &seeds {
         let _hint = ReplayHint(*seed);
-        let (acked, sealed, recoveries) = run(*seed);
+        let (acked, sealed, recoveries, skips, lagging) = run(*seed);
         acked_total += acked.0;
         recoveries_total += recoveries;
         sealed_above_acked += u64::from(sealed > acked);
+        skips_total += skips;
+        lagging_total += lagging;
     }
     eprintln!(
-        "{} seeds: {acked_total} entries acknowledged, {recoveries_total} recoveries started, {sealed_above_acked} logs sealed above the writer's acknowledged seq",
+        "{} seeds: {acked_total} entries acknowledged, {recoveries_total} recoveries started, {sealed_above_acked} logs sealed above the writer's acknowledged seq, {skips_total} trims a lagging node skipped to, {lagging_total} fences of a member behind the trim point",
         seeds.len()
     );
     // The simulation must exercise the interesting cases, not just pass.
     assert!(acked_total > 10 * seeds.len() as u64, "too few entries acknowledged to mean anything");
     assert!(recoveries_total > seeds.len(), "too few recoveries");
+    if seeds.len() >= 100 {
+        assert!(skips_total > 0, "no trim ever passed a lagging node");
+        assert!(lagging_total > 0, "no recovery ever fenced a member behind the trim point");
+    }
 }
