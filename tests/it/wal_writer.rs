@@ -204,6 +204,10 @@ async fn a_recoverer_fences_the_writer_and_keeps_everything_it_acknowledged() {
     let late = writer.append(record(recovered.sealed_seq.0 + 1_000_000)).await;
     assert!(late.is_err(), "a fenced writer gets nothing acknowledged: {late:?}");
 
+    info!("a recoverer at an older epoch than B's learns at once that it was overtaken");
+    let stale = keel_wal_client::recover::recover(log_b, LogEpoch(1), &targets, 2, Seq(0)).await;
+    assert!(matches!(stale, Err(keel_wal_client::recover::RecoverError::Overtaken(_))), "{stale:?}");
+
     info!("B seals the log with the controller; it is never recovered again");
     let seal = controller_pb::SealLogRequest {
         log: log_b.0,

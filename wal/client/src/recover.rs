@@ -42,6 +42,12 @@ pub struct Recovered {
 pub enum RecoverError {
     #[error("only {fenced} of the {needed} members needed confirmed the fence")]
     NotEnoughFenced { fenced: usize, needed: usize },
+    #[error("only {read} of the {needed} members needed could be read after the fence")]
+    NotEnoughRead { read: usize, needed: usize },
+    /// A member is fenced at a newer epoch: another recoverer took the log
+    /// over since this one began, and finishes it.
+    #[error("a newer recovery took the log over: {0}")]
+    Overtaken(String),
     #[error("a member refused: {0}")]
     Refused(String),
     #[error(transparent)]
@@ -59,6 +65,8 @@ pub enum MemberError {
     Call(#[from] tonic::Status),
     #[error("refused: {0}")]
     Refused(String),
+    #[error("fenced at a newer epoch: {0}")]
+    Newer(String),
     #[error("node {node} answers as incarnation {answered}, not the log's {recorded}")]
     OtherIncarnation { node: keel_controller_client::NodeId, answered: String, recorded: String },
     #[error("the append stream ended early")]
@@ -101,6 +109,7 @@ pub async fn recover(
                     grace = Some(tokio::time::Instant::now() + FENCE_GRACE);
                 }
             }
+            Err(MemberError::Newer(message)) => return Err(RecoverError::Overtaken(message)),
             Err(error) => tracing::warn!(%log, member, %error, "member did not confirm the fence"),
         }
     }
@@ -110,13 +119,18 @@ pub async fn recover(
     if fenced < recovery.fences_needed() {
         return Err(RecoverError::NotEnoughFenced { fenced, needed: recovery.fences_needed() });
     }
+    let mut read = 0;
     for (member, from, to) in recovery.reads_to_make() {
         match read_all(&targets[member], log, epoch, from, to).await {
-            Ok(entries) => recovery.on_read(member, entries)?,
+            Ok(entries) => {
+                recovery.on_read(member, entries)?;
+                read += 1;
+            }
+            Err(MemberError::Newer(message)) => return Err(RecoverError::Overtaken(message)),
             Err(error) => tracing::warn!(%log, member, %error, "could not read from a fenced member"),
         }
     }
-    let plan = recovery.plan()?.ok_or(RecoverError::NotEnoughFenced { fenced, needed: ack_quorum })?;
+    let plan = recovery.plan()?.ok_or(RecoverError::NotEnoughRead { read, needed: ack_quorum })?;
     for (member, missing) in &plan.repairs {
         if !missing.is_empty() {
             repair(*member, &targets[*member].addr, epoch, missing).await?;
@@ -146,6 +160,7 @@ async fn fence(target: &Target, log: LogId, epoch: LogEpoch) -> Result<Seq, Memb
     }
     match pb::ErrorCode::try_from(reply.code) {
         Ok(pb::ErrorCode::Ok) => Ok(Seq(reply.last_seq)),
+        Ok(pb::ErrorCode::StaleEpoch) => Err(MemberError::Newer(reply.message)),
         _ => Err(MemberError::Refused(reply.message)),
     }
 }
@@ -163,6 +178,9 @@ async fn read_all(target: &Target, log: LogId, epoch: LogEpoch, from: Seq, to: S
             sealed_seq: 0,
         };
         let reply = wal.read(request).await?.into_inner();
+        if reply.code == pb::ErrorCode::StaleEpoch as i32 {
+            return Err(MemberError::Newer(reply.message));
+        }
         if reply.code != pb::ErrorCode::Ok as i32 {
             return Err(MemberError::Refused(reply.message));
         }
