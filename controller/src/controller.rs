@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use keel_controller_client::{pb, Command, Image, MetaError, Outcome, Version};
+use keel_controller_client::{pb, Command, Epoch, Image, MetaError, NodeId, NodeKind, Outcome, Version};
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::ServerState;
 use pb::metadata_client::MetadataClient as GrpcClient;
@@ -39,6 +39,9 @@ pub struct Controller {
     /// While this controller leads: when a quorum last acknowledged it, on
     /// this process's monotonic clock (`track_quorum_contact`).
     pub(crate) quorum_contact: Mutex<Option<Instant>>,
+    /// While this controller leads: brokers fenced while leading partitions,
+    /// and when (a failover lasts until every one of them has a new leader).
+    pub(crate) failing_over: Mutex<std::collections::HashMap<NodeId, Instant>>,
     /// Cancelled when this controller must stop (shutdown, or a fatal Raft error).
     pub(crate) cancel: CancellationToken,
     /// Every background task of this controller (watch feeds included).
@@ -195,14 +198,37 @@ impl Controller {
         self.metrics.writes_refused.with_label_values(&[reason]).inc();
     }
 
+    /// Fences node `id` of `kind` at `epoch` (if that is still its active
+    /// registration), saying `why` in the log. A broker fenced while it led
+    /// partitions starts a failover, timed until they all have new leaders.
+    /// Returns whether it was fenced now.
+    pub(crate) async fn fence(&self, kind: NodeKind, id: NodeId, epoch: Epoch, why: &str) -> bool {
+        let leads = kind == NodeKind::Broker && self.state.read(|state| state.image.led_by(id).next().is_some());
+        let fenced_at = Instant::now();
+        match self.propose(|_| Ok(Command::FenceNode { kind, id, epoch })).await {
+            Ok((_, outcome)) => {
+                self.sessions.lock().expect("sessions lock poisoned").on_fenced(kind, id, epoch);
+                let applied = matches!(outcome, Outcome::Fenced { applied: true });
+                if applied {
+                    if leads {
+                        self.failing_over.lock().expect("failovers lock poisoned").insert(id, fenced_at);
+                    }
+                    tracing::info!(%kind, node = %id, %epoch, "{why}; node fenced");
+                }
+                applied
+            }
+            Err(error) => {
+                tracing::warn!(%kind, node = %id, %epoch, "failed to fence a node ({why}): {error}");
+                false
+            }
+        }
+    }
+
     /// Keeps the session deadlines while this controller leads and fences the
     /// nodes whose sessions expire. Runs until cancelled; cancellation-safe.
     pub(crate) async fn run_session_expiry(self: Arc<Self>, tick: Duration) {
         let mut led_term = None;
         let mut balanced_at = Instant::now();
-        // Brokers fenced while leading partitions, and when.
-        let mut failing_over: std::collections::HashMap<keel_controller_client::NodeId, Instant> =
-            std::collections::HashMap::new();
         let mut ticker = tokio::time::interval(tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -223,7 +249,7 @@ impl Controller {
             if state != ServerState::Leader || !self.leads_with_quorum() {
                 if led_term.take().is_some() {
                     self.sessions.lock().expect("sessions lock poisoned").clear();
-                    failing_over.clear();
+                    self.failing_over.lock().expect("failovers lock poisoned").clear();
                 }
                 continue;
             }
@@ -242,18 +268,8 @@ impl Controller {
                 sessions.expired(now)
             };
             for (kind, id, epoch) in expired {
-                let leads = self.state.read(|state| state.image.led_by(id).next().is_some());
-                let fenced_at = Instant::now();
-                match self.propose(|_| Ok(Command::FenceNode { kind, id, epoch })).await {
-                    Ok(_) => {
-                        if kind == keel_controller_client::NodeKind::Broker && leads {
-                            failing_over.insert(id, fenced_at);
-                        }
-                        self.metrics.sessions_expired.inc();
-                        tracing::info!(%kind, node = %id, %epoch, "session expired; node fenced");
-                        self.sessions.lock().expect("sessions lock poisoned").on_fenced(kind, id, epoch);
-                    }
-                    Err(error) => tracing::warn!(%kind, node = %id, %epoch, "failed to fence expired node: {error}"),
+                if self.fence(kind, id, epoch, "session expired").await {
+                    self.metrics.sessions_expired.inc();
                 }
             }
             // Partitions without a leader (created while no broker was live, or
@@ -275,7 +291,7 @@ impl Controller {
                     Err(error) => tracing::warn!(%topic, partition, %leader, "failed to assign a leader: {error}"),
                 }
             }
-            failing_over.retain(|broker, fenced_at| {
+            self.failing_over.lock().expect("failovers lock poisoned").retain(|broker, fenced_at| {
                 let waiting = self.state.read(|state| {
                     state
                         .image

@@ -4,6 +4,7 @@
 //! leader-only: a follower forwards them once to the leader it knows. The
 //! watch stream and `NodeStatus` are served by whichever controller answers.
 
+mod attach;
 mod membership;
 mod status;
 mod watch;
@@ -410,6 +411,20 @@ impl pb::metadata_server::Metadata for MetadataService {
     }
 
     type WatchStream = watch::WatchStream;
+    type AttachStream = attach::AttachStream;
+
+    /// Served by the leader only (a stream is not forwarded): others answer
+    /// NoLeader and the node tries the next controller.
+    async fn attach(&self, request: Request<pb::AttachRequest>) -> Result<Response<Self::AttachStream>, Status> {
+        if !self.controller.leads_with_quorum() {
+            return Err(MetaError::NoLeader.to_status());
+        }
+        let request = request.into_inner();
+        let kind = kind_from_pb(request.kind).map_err(|e| e.to_status())?;
+        let (id, epoch) = (NodeId(request.node_id), keel_controller_client::Epoch(request.epoch));
+        self.controller.state.read(|state| state.image.check_active(kind, id, epoch)).map_err(|e| e.to_status())?;
+        Ok(Response::new(attach::start(self.controller.clone(), kind, id, epoch)))
+    }
 
     async fn watch(&self, request: Request<pb::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
         Ok(Response::new(watch::start(self.controller.clone(), Version(request.into_inner().from_version))))

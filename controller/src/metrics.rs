@@ -10,6 +10,9 @@ pub(crate) struct Metrics {
     /// Write requests refused, by reason class.
     pub(crate) writes_refused: IntCounterVec,
     pub(crate) sessions_expired: IntCounter,
+    /// Nodes fenced before their session ended: their attach stream closed
+    /// and nothing answered at their address.
+    pub(crate) probe_fences: IntCounter,
     /// Leaders given to leaderless partitions (failover, drain, moves, new brokers).
     pub(crate) leaders_assigned: IntCounter,
     /// Partition moves the balancer asked for.
@@ -47,6 +50,10 @@ impl Metrics {
             sessions_expired: IntCounter::new(
                 "keel_controller_sessions_expired_total",
                 "Broker and WAL node sessions expired and fenced by this controller.",
+            )?,
+            probe_fences: IntCounter::new(
+                "keel_controller_probe_fences_total",
+                "Nodes fenced at once: their connection to the leader closed and nothing answered at their address.",
             )?,
             leaders_assigned: IntCounter::new(
                 "keel_controller_leaders_assigned_total",
@@ -88,6 +95,7 @@ impl Metrics {
         registry.register(Box::new(metrics.commit_latency.clone()))?;
         registry.register(Box::new(metrics.writes_refused.clone()))?;
         registry.register(Box::new(metrics.sessions_expired.clone()))?;
+        registry.register(Box::new(metrics.probe_fences.clone()))?;
         registry.register(Box::new(metrics.leaders_assigned.clone()))?;
         registry.register(Box::new(metrics.partition_moves.clone()))?;
         registry.register(Box::new(metrics.failovers.clone()))?;

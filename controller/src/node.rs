@@ -65,6 +65,7 @@ pub async fn start(
         sessions: Mutex::new(Sessions::new(config.session_timeout)),
         loads: Mutex::default(),
         quorum_contact: Mutex::new(None),
+        failing_over: Mutex::default(),
         metrics: Metrics::new(registry)?,
         config: config.clone(),
         identity: identity.clone(),
@@ -83,9 +84,10 @@ pub async fn start(
         .with_context(|| format!("bind admin listener {}", config.admin_listen))?;
     let (ready_sender, ready) = watch::channel(false);
 
-    let raft_service = pb::raft_server::RaftServer::new(RaftService { raft: raft.clone(), identity })
-        .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
-        .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX);
+    let raft_service =
+        pb::raft_server::RaftServer::new(RaftService { raft: raft.clone(), identity, tasks: controller.tasks.clone() })
+            .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX);
     let metadata_service = pb::metadata_server::MetadataServer::new(MetadataService { controller: controller.clone() })
         .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX);

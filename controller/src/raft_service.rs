@@ -14,6 +14,8 @@ use crate::store::Identity;
 pub(crate) struct RaftService {
     pub(crate) raft: Raft,
     pub(crate) identity: Arc<Identity>,
+    /// The controller's tasks (answers that must outlive their caller run here).
+    pub(crate) tasks: tokio_util::task::TaskTracker,
 }
 
 impl std::fmt::Debug for RaftService {
@@ -62,7 +64,16 @@ impl pb::raft_server::Raft for RaftService {
     }
 
     async fn identify(&self, _request: Request<pb::IdentifyRequest>) -> Result<Response<pb::IdentifyReply>, Status> {
-        let initialized = self.raft.is_initialized().await.map_err(|e| Status::unavailable(e.to_string()))?;
+        // Asked in a task of its own: a caller that gives up (its deadline)
+        // must not drop the answer Raft is about to send, which openraft logs
+        // as an error.
+        let raft = self.raft.clone();
+        let initialized = self
+            .tasks
+            .spawn(async move { raft.is_initialized().await })
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| Status::unavailable(e.to_string()))?;
         Ok(Response::new(pb::IdentifyReply {
             controller_id: self.identity.controller_id,
             raft_id: self.identity.raft_id,

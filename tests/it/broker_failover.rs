@@ -71,6 +71,10 @@ async fn killed_brokers_hand_their_partitions_over_and_nothing_acknowledged_is_l
         failovers.0 / failovers.1
     );
     assert!(failovers.1 >= kills as f64, "every kill was a counted failover");
+    // Issue 21: a killed process closes its connections, so the leader
+    // fences it after a failed probe, not after its whole session.
+    let probed = keel_tests::metric_total(&admins, "keel_controller_probe_fences_total").await;
+    assert!(probed >= kills as f64, "{probed} of {kills} kills fenced on a failed probe");
     let mut client_seen: Vec<f64> =
         result["writable_after"].as_array().unwrap().iter().filter_map(|t| t.as_f64()).collect();
     eprintln!(

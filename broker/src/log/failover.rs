@@ -18,7 +18,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use keel_controller_client::{Epoch, Image, LogId, NodeId, NodeState, WalLog, WalLogState};
+use keel_controller_client::{ClientError, Epoch, Image, LogId, MetaError, NodeId, NodeState, WalLog, WalLogState};
+use keel_wal_client::recover::RecoverError;
 use tokio_util::sync::CancellationToken;
 
 use super::Partitions;
@@ -48,6 +49,18 @@ pub async fn run(partitions: Arc<Partitions>, cancel: CancellationToken) {
             result = step => result,
         };
         if let Err(error) = result {
+            if overtaken(&error) {
+                // Sealed, or taken over by another recoverer, since this
+                // broker's metadata showed it (a restarted owner recovers its
+                // own logs too): the step is someone else's now.
+                tracing::debug!(log = %log.id, owner = %log.owner, "overtaken: {error:#}");
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = images.changed() => {}
+                    _ = tokio::time::sleep(RETRY_PAUSE) => {}
+                }
+                continue;
+            }
             failed.insert(log.id, Instant::now());
             tracing::warn!(log = %log.id, owner = %log.owner, "failover step failed, retrying: {error:#}");
             tokio::select! {
@@ -56,6 +69,18 @@ pub async fn run(partitions: Arc<Partitions>, cancel: CancellationToken) {
             }
         }
     }
+}
+
+/// Whether `error` says the log was sealed, or is being recovered at a
+/// newer epoch, by someone else: a lost compare-and-set, or a WAL member
+/// already fenced at a newer epoch.
+fn overtaken(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<ClientError>(),
+            Some(ClientError::Meta(MetaError::LogSealed { .. } | MetaError::LogEpochMismatch { .. }))
+        ) || matches!(cause.downcast_ref::<RecoverError>(), Some(RecoverError::Overtaken(_)))
+    })
 }
 
 /// Whether an orphaned log still needs work: sealing, or uploading.

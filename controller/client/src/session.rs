@@ -14,6 +14,11 @@
 //! expired it, or hears it without being heard (its replies are lost), in
 //! which case only a new registration lets its partitions move to brokers
 //! that can be reached.
+//!
+//! While registered, the node also holds an attach stream open to the
+//! controller leader: when the process dies its connection closes at once,
+//! and the leader fences it after a failed probe of its address rather than
+//! after the whole session.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +29,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::{ClientError, Deadlines, MetadataClient};
+
+/// An attach stream that sends nothing for this long is broken: the leader
+/// sends every 200 ms.
+const ATTACH_SILENCE: Duration = Duration::from_secs(1);
 use crate::error::MetaError;
 use crate::ids::{Epoch, NodeId, NodeKind};
 
@@ -101,7 +110,10 @@ impl SessionKeeper {
         while !cancel.is_cancelled() {
             let Some((epoch, session_timeout)) = self.register(&cancel).await else { return };
             tracing::info!(kind = %self.registration.kind, node = %self.registration.id, %epoch, "registered");
-            self.heartbeat_until_lost(epoch, session_timeout, &cancel).await;
+            tokio::select! {
+                _ = self.heartbeat_until_lost(epoch, session_timeout, &cancel) => {}
+                _ = self.stay_attached(epoch, &cancel) => {}
+            }
             self.state.send_replace(None);
         }
     }
@@ -198,12 +210,57 @@ impl SessionKeeper {
                     } else {
                         unheard += 1;
                     }
-                    tracing::warn!(node = %r.id, "failed to heartbeat: {error:#}");
+                    self.heartbeat_failed(&format!("failed to heartbeat: {error:#}"));
                 }
                 Err(_) => {
                     unheard += 1;
-                    tracing::warn!(node = %r.id, "heartbeat timed out");
+                    self.heartbeat_failed("heartbeat timed out");
                 }
+            }
+        }
+    }
+
+    /// A failed heartbeat is a warning once the lease has run out (this node
+    /// stops acting then); before that, while a controller election or a
+    /// slow moment passes, it is routine.
+    fn heartbeat_failed(&self, what: &str) {
+        let node = self.registration.id;
+        if self.state.borrow().is_some_and(|state| state.is_live()) {
+            tracing::info!(%node, "{what}; the lease still holds");
+        } else {
+            tracing::warn!(%node, "{what}; the lease has run out: not acting until a heartbeat is answered");
+        }
+    }
+
+    /// Keeps an attach stream open to the controller leader while registered
+    /// at `epoch`, so that the leader learns of this process's death from its
+    /// connection closing, not only from its session running out. Returns
+    /// only when cancelled.
+    async fn stay_attached(&self, epoch: Epoch, cancel: &CancellationToken) {
+        let r = &self.registration;
+        let request = pb::AttachRequest { kind: kind_to_pb(r.kind) as i32, node_id: r.id.0, epoch: epoch.0 };
+        let deadlines = Deadlines { attempt: self.attempt_timeout(), call: self.client.deadlines().call };
+        loop {
+            let attached = self.client.call_within(deadlines, |mut c| async move { c.attach(request).await });
+            let attached = tokio::select! {
+                _ = cancel.cancelled() => return,
+                attached = attached => attached,
+            };
+            if let Ok((_, mut stream)) = attached {
+                loop {
+                    let event = tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        event = tokio::time::timeout(ATTACH_SILENCE, stream.message()) => event,
+                    };
+                    // Ended (the leader changed), broken, or silent: attach again.
+                    if !matches!(event, Ok(Ok(Some(_)))) {
+                        break;
+                    }
+                }
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(self.heartbeat_interval) => {}
             }
         }
     }
