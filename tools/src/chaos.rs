@@ -423,6 +423,14 @@ async fn run_once(args: &RunArgs, net: Option<&Net>, dir: &Path, replay: &str) -
         dir: dir.join("history"),
         nemesis: std::fs::File::create(dir.join("history").join("nemesis.jsonl"))?,
     };
+    if !args.no_consumers {
+        // The group's members start from committed offsets (workload.py, `start_group`).
+        let mut start = client_args(&bootstrap, seconds.as_secs_f64(), &histories.dir.join("start.jsonl"));
+        start.extend(["--zone".into(), ZONES[0].into()]);
+        let ns = net.map(|n| n.zones[ZONES[0]].clone());
+        let status = workload(&script, ns.as_deref(), "start", &start, &dir, "start")?.wait().await?;
+        anyhow::ensure!(status.success(), "the consumer group could not be started ({status}): see start.log");
+    }
     let started = Instant::now();
     let mut clients = Vec::new();
     for zone in ZONES {

@@ -196,6 +196,16 @@ async fn read_partition(
     let (high_watermark, log_start) = (view.high_watermark, view.log_start);
     let offset = wanted.fetch_offset;
     if offset < log_start || offset > high_watermark {
+        // The consumer resets its position (auto.offset.reset) on this answer.
+        tracing::info!(
+            topic = %topic.name,
+            partition = wanted.partition,
+            %offset,
+            %log_start,
+            %high_watermark,
+            leader_epoch = view.leader_epoch.0,
+            "fetch out of range"
+        );
         return Err(ResponseError::OffsetOutOfRange);
     }
     let end = if read_committed { view.last_stable } else { high_watermark };

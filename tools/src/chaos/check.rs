@@ -13,7 +13,9 @@
 //! - `nonmonotonic-commit`: a group's committed offset of a partition going
 //!   backwards;
 //! - `poll-skip`: a stored record below the group's final committed offset
-//!   that no member of the group read.
+//!   that no member of the group read;
+//! - `offset-reset`: a group member told that its position (a committed
+//!   offset or one it read up to) is out of range.
 //!
 //! It also measures, for each fault, the time until writes succeed again on
 //! every partition (the latest, over partitions, of the first
@@ -89,8 +91,15 @@ impl Checked {
     }
 }
 
-pub const ANOMALIES: [&str; 6] =
-    ["lost-write", "duplicate", "inconsistent-offsets", "nonmonotonic-send", "nonmonotonic-commit", "poll-skip"];
+pub const ANOMALIES: [&str; 7] = [
+    "lost-write",
+    "duplicate",
+    "inconsistent-offsets",
+    "nonmonotonic-send",
+    "nonmonotonic-commit",
+    "poll-skip",
+    "offset-reset",
+];
 
 /// A value's unique part, before its padding.
 fn id(value: &str) -> &str {
@@ -196,6 +205,12 @@ fn check(mut events: Vec<(String, Event)>) -> Checked {
             }
             ("end", _, Some(p), Some(o)) => {
                 ends.insert(p, o);
+            }
+            ("reset", _, Some(p), _) => {
+                checked.anomaly(
+                    "offset-reset",
+                    format!("partition {p}: position out of range ({source} at {:.3})", event.t),
+                );
             }
             ("fault", ..) => {
                 let kind = event.kind.clone().unwrap_or_default();
@@ -348,6 +363,7 @@ mod tests {
             event("drain", 3.0, Some("a-2"), Some(0), Some(0)),
             event("drain", 3.0, Some("a-1"), Some(0), Some(1)),
             event("drain", 3.0, Some("a-1"), Some(0), Some(2)), // twice; offset 2 never read below commit 3
+            event("reset", 3.1, None, Some(0), None),
         ]);
         let counts = check(broken).anomaly_counts();
         for name in ANOMALIES {

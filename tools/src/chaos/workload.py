@@ -7,8 +7,12 @@ the wall-clock time `t`), for the checker (`keelctl chaos check`).
            "<zone>-<n>|" padded to --value-bytes, round-robin over the
            topic's partitions:
            invoke, then ok (partition, offset) / fail / unknown per value
+  start    commits offset 0 of every partition for the group, once,
+           before its members start (see `start_group`)
   consume  a group member committing after each batch it processed:
-           read (partition, offset, value) and commit (ok or fail)
+           read (partition, offset, value), commit (ok or fail), and
+           reset (partition) when the broker said its position is out
+           of range
   drain    reads every partition from its start to its end as of now:
            drain (partition, offset, value) and end (partition, offset)
 """
@@ -88,7 +92,10 @@ def consume(args, history):
         "group.id": args.group,
         "client.id": f"{args.zone}-consumer",
         "enable.auto.commit": False,
-        "auto.offset.reset": "earliest",
+        # Every partition has a committed offset (`start_group`): a
+        # position the broker calls out of range is an error to record,
+        # never a silent rewind.
+        "auto.offset.reset": "error",
         "session.timeout.ms": 10000,
         "heartbeat.interval.ms": 1000,
         "metadata.max.age.ms": 2000,
@@ -103,6 +110,9 @@ def consume(args, history):
         positions = {}
         for message in messages:
             if message.error():
+                if message.error().code() == KafkaError._AUTO_OFFSET_RESET:
+                    history.write(f="reset", member=member, partition=message.partition(),
+                                  error=message.error().str())
                 continue
             history.write(f="read", member=member, partition=message.partition(), offset=message.offset(),
                           value=message.value().decode())
@@ -122,6 +132,22 @@ def consume(args, history):
             for tp in offsets:
                 history.write(f="commit-fail", member=member, partition=tp.partition, offset=tp.offset,
                               error=error.args[0].name())
+    consumer.close()
+
+
+def start_group(args, history):
+    """Commits offset 0 of every partition for the group before any member
+    joins, so members start from a committed offset and never ask for the
+    earliest one: librdkafka (2.x) restarts an earliest-offset query whose
+    answer arrives after the partition was assigned again, and so rewinds a
+    partition it had started at its committed offset (seen in the zone-loss
+    scenario as a commit going backwards)."""
+    consumer = Consumer({"bootstrap.servers": args.bootstrap, "group.id": args.group, "enable.auto.commit": False})
+    offsets = [TopicPartition(args.topic, p, 0) for p in range(args.partitions)]
+    for tp in consumer.commit(offsets=offsets, asynchronous=False):
+        if tp.error is not None:
+            raise SystemExit(f"start: committing offset 0 of partition {tp.partition} failed: {tp.error}")
+    history.write(f="start", group=args.group, partitions=args.partitions)
     consumer.close()
 
 
@@ -174,7 +200,7 @@ def drain(args, history):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["produce", "consume", "drain"])
+    parser.add_argument("command", choices=["start", "produce", "consume", "drain"])
     parser.add_argument("--bootstrap", required=True)
     parser.add_argument("--topic", required=True)
     parser.add_argument("--partitions", type=int, required=True)
@@ -187,7 +213,7 @@ def main():
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     history = History(args.out)
-    {"produce": produce, "consume": consume, "drain": drain}[args.command](args, history)
+    {"start": start_group, "produce": produce, "consume": consume, "drain": drain}[args.command](args, history)
 
 
 if __name__ == "__main__":
