@@ -1085,15 +1085,26 @@ async fn find_coordinator(bootstrap: &str, group: &str) -> (i32, String) {
             Ok(connection) => {
                 let answer = call(&connection, FIND_COORDINATOR_VERSION, &request).await;
                 let found = answer.coordinators.first().expect("an answer for the one key");
-                if found.error_code == 0 {
-                    return (found.node_id.0, format!("{}:{}", found.host, found.port));
+                let address = format!("{}:{}", found.host, found.port);
+                if found.error_code == 0 && coordinator_loaded(&address, group).await {
+                    return (found.node_id.0, address);
                 }
-                last = format!("{addr}: error {}", found.error_code);
+                last = format!("{addr}: error {} (0: {address} still loading)", found.error_code);
             }
             Err(error) => last = format!("{error:#}"),
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Whether the coordinator at `address` has loaded `group`'s partition of
+/// `__consumer_offsets`: FindCoordinator names it at once, and until then
+/// it answers COORDINATOR_LOAD_IN_PROGRESS (a client retries on that).
+async fn coordinator_loaded(address: &str, group: &str) -> bool {
+    let Ok(connection) = Connection::connect(address).await else { return false };
+    let request = ConsumerGroupDescribeRequest::default().with_group_ids(vec![group_id(group)]);
+    let described = call(&connection, 0, &request).await;
+    described.groups[0].error_code != ResponseError::CoordinatorLoadInProgress.code()
 }
 
 /// Sends `request` and returns the answer; fails the test after 30 s without one.
