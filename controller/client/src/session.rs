@@ -29,12 +29,12 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::{ClientError, Deadlines, MetadataClient};
+use crate::error::MetaError;
+use crate::ids::{Epoch, NodeId, NodeKind};
 
 /// An attach stream that sends nothing for this long is broken: the leader
 /// sends every 200 ms.
 const ATTACH_SILENCE: Duration = Duration::from_secs(1);
-use crate::error::MetaError;
-use crate::ids::{Epoch, NodeId, NodeKind};
 
 /// What a node tells the controller when it registers.
 #[derive(Clone, Debug)]
