@@ -225,9 +225,19 @@ fn scenario(name: &str, rng: &mut impl Rng) -> anyhow::Result<Fault> {
     })
 }
 
-/// The WAL nodes' segments and the object store's size in a namespaced run.
+/// The WAL nodes' segments and the object store's smallest size in a namespaced run.
 const WAL_SEGMENT_BYTES: u64 = 36 << 20;
 const OBJECTS_BYTES: u64 = 512 << 20;
+
+/// The object store's size for a run of `seconds`: four times what the
+/// producers write (1 KiB values), so that compaction's rewrites, the
+/// internal topics and snapshots fit, and only the object-store-full fault
+/// fills it (a 30-minute soak filled 512 MiB after 25 minutes, which made
+/// every later failover wait for space).
+fn objects_bytes(seconds: Duration) -> u64 {
+    let written = u64::from(RATE) * ZONES.len() as u64 * 1024 * seconds.as_secs();
+    OBJECTS_BYTES.max(4 * written)
+}
 
 const WARMUP: Duration = Duration::from_secs(5);
 const HOLD: Duration = Duration::from_secs(8);
@@ -406,7 +416,7 @@ async fn run_once(args: &RunArgs, net: Option<&Net>, dir: &Path, replay: &str) -
         dir.display()
     );
 
-    let mut cluster = start_cluster(&dir, net).await?;
+    let mut cluster = start_cluster(&dir, net, objects_bytes(seconds)).await?;
     let bootstrap = cluster.bootstrap();
     let client = cluster.client()?;
     client
@@ -565,7 +575,7 @@ fn workload(
 
 /// A cluster of three zones: each a controller, a WAL node and a broker, in
 /// the zone's namespace on its own address, or on loopback without one.
-async fn start_cluster(dir: &Path, net: Option<&Net>) -> anyhow::Result<LocalCluster> {
+async fn start_cluster(dir: &Path, net: Option<&Net>, objects_bytes: u64) -> anyhow::Result<LocalCluster> {
     let options = ClusterOptions { cluster_id: "keel-chaos".into(), controller_args: vec![] };
     let mut cluster = match net {
         None => {
@@ -588,7 +598,7 @@ async fn start_cluster(dir: &Path, net: Option<&Net>) -> anyhow::Result<LocalClu
                 })
                 .collect::<Vec<_>>();
             let mut cluster = LocalCluster::new(dir, options, Vec::new())?;
-            mount_tmpfs(&dir.join("objects"), OBJECTS_BYTES)?;
+            mount_tmpfs(&dir.join("objects"), objects_bytes)?;
             for (i, (spec, zone)) in specs.into_iter().zip(ZONES).enumerate() {
                 cluster.controllers.push(Managed::in_netns(spec, &net.zones[zone]));
                 let id = i as u32 + 1;
