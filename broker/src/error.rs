@@ -124,6 +124,7 @@ fn metadata_error(error: &ClientError) -> ResponseError {
             | MetaError::UnknownLog { .. }
             | MetaError::LogEpochMismatch { .. }
             | MetaError::LogSealed { .. }
+            | MetaError::LogStillWritten { .. }
             | MetaError::NoEnsemble { .. } => ResponseError::UnknownServerError,
         },
         ClientError::Unavailable { .. } => ResponseError::RequestTimedOut,

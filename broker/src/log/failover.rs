@@ -72,13 +72,16 @@ pub async fn run(partitions: Arc<Partitions>, cancel: CancellationToken) {
 }
 
 /// Whether `error` says the log was sealed, or is being recovered at a
-/// newer epoch, by someone else: a lost compare-and-set, or a WAL member
-/// already fenced at a newer epoch.
+/// newer epoch, by someone else (a lost compare-and-set, or a WAL member
+/// already fenced at a newer epoch), or that its owner still writes it
+/// (this broker's image was behind).
 fn overtaken(error: &anyhow::Error) -> bool {
     error.chain().any(|cause| {
         matches!(
             cause.downcast_ref::<ClientError>(),
-            Some(ClientError::Meta(MetaError::LogSealed { .. } | MetaError::LogEpochMismatch { .. }))
+            Some(ClientError::Meta(
+                MetaError::LogSealed { .. } | MetaError::LogEpochMismatch { .. } | MetaError::LogStillWritten { .. }
+            ))
         ) || matches!(cause.downcast_ref::<RecoverError>(), Some(RecoverError::Overtaken(_)))
     })
 }

@@ -84,9 +84,7 @@ impl Image {
                 self.check_active(NodeKind::Broker, *recoverer, *recoverer_epoch)?;
                 let wal_log = self.open_log(*log)?;
                 if !self.orphaned(wal_log) {
-                    return Err(MetaError::InvalidRequest {
-                        reason: format!("WAL log {log}'s owner {} still writes it", wal_log.owner),
-                    });
+                    return Err(MetaError::LogStillWritten { log: *log, owner: wal_log.owner });
                 }
                 if epoch.0 != wal_log.epoch.0 + 1 {
                     return Err(MetaError::LogEpochMismatch { log: *log, epoch: *epoch, current: wal_log.epoch });

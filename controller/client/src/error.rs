@@ -34,6 +34,10 @@ pub enum MetaError {
     LogEpochMismatch { log: LogId, epoch: LogEpoch, current: LogEpoch },
     #[error("WAL log {log} is sealed")]
     LogSealed { log: LogId },
+    /// RecoverLog of a log whose owner is still registered under the epoch
+    /// that opened it: the recoverer's image was stale.
+    #[error("WAL log {log}'s owner {owner} still writes it")]
+    LogStillWritten { log: LogId, owner: NodeId },
     #[error("no ensemble can be formed: active WAL nodes in {zones} zone(s), at least 2 are needed")]
     NoEnsemble { zones: usize },
     #[error("controller {controller} is not a member of the quorum")]
@@ -71,6 +75,7 @@ impl MetaError {
             | MetaError::UnknownLog { .. }
             | MetaError::LogEpochMismatch { .. }
             | MetaError::LogSealed { .. }
+            | MetaError::LogStillWritten { .. }
             | MetaError::NotPartitionLeader { .. } => false,
         }
     }
@@ -94,6 +99,7 @@ impl MetaError {
             | MetaError::VersionNotAfter { .. }
             | MetaError::LogEpochMismatch { .. }
             | MetaError::LogSealed { .. }
+            | MetaError::LogStillWritten { .. }
             | MetaError::NotPartitionLeader { .. } => tonic::Code::FailedPrecondition,
             MetaError::NoLeader | MetaError::NoEnsemble { .. } => tonic::Code::Unavailable,
             MetaError::Internal { .. } => tonic::Code::Internal,

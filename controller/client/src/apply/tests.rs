@@ -223,7 +223,7 @@ fn a_wal_log_is_opened_recovered_once_per_epoch_and_sealed_for_good() {
         recoverer_epoch: recoverer,
     };
     assert!(
-        matches!(image.apply(Version(8), &recover(2)), Err(MetaError::InvalidRequest { .. })),
+        matches!(image.apply(Version(8), &recover(2)), Err(MetaError::LogStillWritten { .. })),
         "a log whose owner still writes it is not recovered"
     );
     let owner_again = register(&mut image, 9, NodeKind::Broker, 1);
