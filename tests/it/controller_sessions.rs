@@ -21,14 +21,19 @@ struct Keeper {
     state: watch::Receiver<Option<SessionState>>,
     cancel: CancellationToken,
     task: tokio::task::JoinSet<()>,
+    /// The node's address keeps a listener, as a silent (frozen) process's
+    /// would: the leader's probe finds it answering, so only the session
+    /// fences the node.
+    _listener: std::net::TcpListener,
 }
 
 fn keep_session(client: Arc<keel_controller_client::MetadataClient>, kind: NodeKind, id: u32, zone: &str) -> Keeper {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let registration = Registration {
         kind,
         id: NodeId(id),
         zone: zone.into(),
-        internal_addr: format!("127.0.0.1:{}", 20000 + id),
+        internal_addr: listener.local_addr().unwrap().to_string(),
         kafka_listeners: vec![],
         incarnation: format!("test-{id}"),
     };
@@ -36,7 +41,7 @@ fn keep_session(client: Arc<keel_controller_client::MetadataClient>, kind: NodeK
     let cancel = CancellationToken::new();
     let mut task = tokio::task::JoinSet::new();
     task.spawn(keeper.run(cancel.clone()));
-    Keeper { state, cancel, task }
+    Keeper { state, cancel, task, _listener: listener }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
