@@ -141,12 +141,15 @@ impl Controller {
         &self,
         build: impl FnOnce(&Image) -> Result<Command, MetaError>,
     ) -> Result<(Version, Outcome), MetaError> {
-        let command = self.state.read(|state| {
-            let command = build(&state.image)?;
-            state.image.check(&command)?;
-            Ok::<_, MetaError>(command)
-        });
+        let command = self.state.read(|state| build(&state.image));
         let command = command.inspect_err(|error| self.count_refused(error))?;
+        if self.state.read(|state| state.image.check(&command)).is_err() {
+            // This leader may not have applied everything committed yet (it
+            // was just elected, or the sender saw the image of a controller
+            // that is ahead of it): catch up, then decide.
+            self.catch_up().await?;
+            self.state.read(|state| state.image.check(&command)).inspect_err(|error| self.count_refused(error))?;
+        }
         // A command that does not decode back to itself would be a poison entry:
         // every controller would stop when it applied or replayed it. Refuse it here.
         let decodes =
@@ -165,6 +168,15 @@ impl Controller {
                 Err(error)
             }
             None => Err(MetaError::Internal { reason: "a command entry produced no result".into() }),
+        }
+    }
+
+    /// Waits until this controller, still the leader, has applied every
+    /// entry committed before the call; bounded by an election timeout.
+    async fn catch_up(&self) -> Result<(), MetaError> {
+        match tokio::time::timeout(self.config.election_timeout_max, self.raft.ensure_linearizable()).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) | Err(_) => Err(MetaError::NoLeader),
         }
     }
 
