@@ -5,6 +5,7 @@ pub mod broker;
 pub mod controller;
 pub mod floor;
 pub mod group;
+pub mod recovery;
 pub mod txn;
 pub mod wal;
 

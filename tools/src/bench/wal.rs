@@ -183,7 +183,7 @@ pub async fn run(args: WalBenchArgs) -> anyhow::Result<WalBenchReport> {
 
 /// Registers the bench as a broker, so that it may open logs and commit trim
 /// points; the registration is kept alive until `cancel` fires.
-async fn register_as_broker(
+pub(super) async fn register_as_broker(
     client: Arc<MetadataClient>,
     tasks: &TaskTracker,
     cancel: &CancellationToken,

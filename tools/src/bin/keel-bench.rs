@@ -23,6 +23,8 @@ enum Command {
     Broker(bench::broker::BrokerBenchArgs),
     /// Consumer groups: offset commit latency, one commit at a time.
     Group(bench::group::GroupBenchArgs),
+    /// WAL recovery: memory and time to recover a log with a long tail.
+    Recovery(bench::recovery::RecoveryBenchArgs),
     /// Idempotence and transactions: produce throughput with idempotence off and on, transaction latency by size.
     Txn(bench::txn::TxnBenchArgs),
 }
@@ -55,6 +57,10 @@ async fn main() -> ExitCode {
         Command::Group(args) => {
             let json = args.json;
             bench::group::run(args).await.and_then(|report| print(&report, json))
+        }
+        Command::Recovery(args) => {
+            let json = args.json;
+            bench::recovery::run(args).await.and_then(|report| print(&report, json))
         }
         Command::Txn(args) => {
             let json = args.json;

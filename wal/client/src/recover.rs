@@ -3,10 +3,12 @@
 //! It fences every member at the recovery's epoch (all at once, each within a
 //! timeout, and no longer than a short grace once a quorum confirmed), reads
 //! from each member that confirmed the fence, and once the
-//! plan is decided appends the missing entries to the members that need them,
-//! at the recovery's epoch, waiting for each to be fsynced. The caller then
-//! commits `SealLog` with the result; this module does not talk to the
-//! controller.
+//! plan is decided copies the missing entries from the member that holds
+//! them all to the members that need them, at the recovery's epoch, waiting
+//! for each to be fsynced. Reads and copies go a few MiB at a time, so a
+//! recovery's memory does not grow with the tail it recovers. The caller
+//! then commits `SealLog` with the result; this module does not talk to
+//! the controller.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -16,7 +18,6 @@ use futures::StreamExt;
 use keel_controller_client::StreamId;
 use keel_proto::wal as pb;
 
-use crate::entry::Entry;
 use crate::ids::{LogEpoch, LogId, Offset, Seq};
 use crate::recovery::{Recovery, RecoveryError};
 use crate::writer::{Target, REQUEST_BYTES_MAX};
@@ -33,8 +34,8 @@ const READ_BYTES: u64 = 4 << 20;
 pub struct Recovered {
     pub sealed_seq: Seq,
     pub stream_ends: BTreeMap<StreamId, Offset>,
-    /// The kept entries after the trim point, in seq order.
-    pub entries: Vec<Entry>,
+    /// How many entries follow the trim point up to `sealed_seq`.
+    pub entries: u64,
 }
 
 /// Why a recovery could not finish.
@@ -121,19 +122,23 @@ pub async fn recover(
     }
     let mut read = 0;
     for (member, from, to) in recovery.reads_to_make() {
-        match read_all(&targets[member], log, epoch, from, to).await {
-            Ok(entries) => {
-                recovery.on_read(member, entries)?;
+        let mut copy = |entries: Vec<Bytes>| recovery.on_entries(member, entries);
+        match read_range(&targets[member], log, epoch, from, to, &mut copy).await {
+            Ok(()) => {
+                recovery.on_read_complete(member);
                 read += 1;
             }
-            Err(MemberError::Newer(message)) => return Err(RecoverError::Overtaken(message)),
-            Err(error) => tracing::warn!(%log, member, %error, "could not read from a fenced member"),
+            Err(ReadError::Recovery(error)) => return Err(error.into()),
+            Err(ReadError::Member(MemberError::Newer(message))) => return Err(RecoverError::Overtaken(message)),
+            Err(ReadError::Member(error)) => {
+                tracing::warn!(%log, member, %error, "could not read from a fenced member")
+            }
         }
     }
     let plan = recovery.plan()?.ok_or(RecoverError::NotEnoughRead { read, needed: ack_quorum })?;
     for (member, missing) in &plan.repairs {
         if !missing.is_empty() {
-            repair(*member, &targets[*member].addr, epoch, missing).await?;
+            repair(&recovery, &targets[plan.source], *member, &targets[*member], missing.clone()).await?;
         }
     }
     Ok(Recovered { sealed_seq: plan.sealed_seq, stream_ends: plan.stream_ends, entries: plan.entries })
@@ -165,68 +170,144 @@ async fn fence(target: &Target, log: LogId, epoch: LogEpoch) -> Result<Seq, Memb
     }
 }
 
-async fn read_all(target: &Target, log: LogId, epoch: LogEpoch, from: Seq, to: Seq) -> Result<Vec<Bytes>, MemberError> {
+/// Why reading a member's entries stopped.
+enum ReadError {
+    Member(MemberError),
+    Recovery(RecoveryError),
+}
+
+impl From<MemberError> for ReadError {
+    fn from(error: MemberError) -> ReadError {
+        ReadError::Member(error)
+    }
+}
+
+/// Reads the entries `from..=to` of one member (fewer if it holds fewer),
+/// a reply at a time, handing each reply's entries to `take`.
+async fn read_range(
+    target: &Target,
+    log: LogId,
+    epoch: LogEpoch,
+    from: Seq,
+    to: Seq,
+    take: &mut impl FnMut(Vec<Bytes>) -> Result<(), RecoveryError>,
+) -> Result<(), ReadError> {
     let mut wal = client(&target.addr).await?;
-    let mut entries = Vec::new();
     let mut next = from;
     while next <= to {
-        let request = pb::ReadRequest {
-            log: log.0,
-            from_seq: next.0,
-            max_bytes: READ_BYTES,
-            recovery_epoch: epoch.0,
-            sealed_seq: 0,
-        };
-        let reply = wal.read(request).await?.into_inner();
-        if reply.code == pb::ErrorCode::StaleEpoch as i32 {
-            return Err(MemberError::Newer(reply.message));
-        }
-        if reply.code != pb::ErrorCode::Ok as i32 {
-            return Err(MemberError::Refused(reply.message));
-        }
-        if reply.incarnation != target.member.incarnation {
-            return Err(MemberError::OtherIncarnation {
-                node: target.member.node,
-                answered: reply.incarnation,
-                recorded: target.member.incarnation.clone(),
-            });
-        }
-        if reply.entries.is_empty() {
+        let entries = read_once(&mut wal, target, log, epoch, next, to).await?;
+        if entries.is_empty() {
             break;
         }
-        next = Seq(next.0 + reply.entries.len() as u64);
-        entries.extend(reply.entries);
+        next = Seq(next.0 + entries.len() as u64);
+        take(entries).map_err(ReadError::Recovery)?;
     }
+    Ok(())
+}
+
+/// One read: the entries the member holds from `from` (none past `to`),
+/// up to `READ_BYTES`.
+async fn read_once(
+    wal: &mut pb::wal_client::WalClient<keel_proto::auth::Channel>,
+    target: &Target,
+    log: LogId,
+    epoch: LogEpoch,
+    from: Seq,
+    to: Seq,
+) -> Result<Vec<Bytes>, MemberError> {
+    let request =
+        pb::ReadRequest { log: log.0, from_seq: from.0, max_bytes: READ_BYTES, recovery_epoch: epoch.0, sealed_seq: 0 };
+    let reply = wal.read(request).await?.into_inner();
+    if reply.code == pb::ErrorCode::StaleEpoch as i32 {
+        return Err(MemberError::Newer(reply.message));
+    }
+    if reply.code != pb::ErrorCode::Ok as i32 {
+        return Err(MemberError::Refused(reply.message));
+    }
+    if reply.incarnation != target.member.incarnation {
+        return Err(MemberError::OtherIncarnation {
+            node: target.member.node,
+            answered: reply.incarnation,
+            recorded: target.member.incarnation.clone(),
+        });
+    }
+    let mut entries = reply.entries;
+    entries.truncate(usize::try_from(to.0.saturating_sub(from.0) + 1).unwrap_or(usize::MAX));
     Ok(entries)
 }
 
-/// Appends `missing` to one member at the recovery's epoch and waits until each is fsynced.
-async fn repair(member: usize, addr: &str, epoch: LogEpoch, missing: &[(Seq, Bytes)]) -> Result<(), RecoverError> {
+/// Copies the entries `missing` from `source` to member `member`, at the
+/// recovery's epoch, a read's worth at a time, waiting until each piece is
+/// fsynced. Each entry copied must be the one the recovery read there.
+async fn repair(
+    recovery: &Recovery,
+    source: &Target,
+    member: usize,
+    target: &Target,
+    missing: std::ops::RangeInclusive<Seq>,
+) -> Result<(), RecoverError> {
     let unreachable = |error: MemberError| RecoverError::Unreachable { member, error };
+    let (log, epoch) = (recovery.log(), recovery.epoch());
+    let source_failed = |error: MemberError| match error {
+        MemberError::Newer(message) => RecoverError::Overtaken(message),
+        error => RecoverError::Refused(format!("the repair source cannot be read: {error}")),
+    };
+    let mut from = client(&source.addr).await.map_err(source_failed)?;
+    let (requests, stream) = tokio::sync::mpsc::channel::<pb::AppendRequest>(2);
+    let mut to = client(&target.addr).await.map_err(unreachable)?;
+    let mut replies = to
+        .append(tokio_stream::wrappers::ReceiverStream::new(stream))
+        .await
+        .map_err(|e| unreachable(e.into()))?
+        .into_inner();
+    let (first, last) = (*missing.start(), *missing.end());
+    let mut next = first;
+    while next <= last {
+        let piece = read_once(&mut from, source, log, epoch, next, last).await.map_err(source_failed)?;
+        if piece.is_empty() {
+            return Err(RecoverError::Refused(format!("the repair source no longer holds {next}")));
+        }
+        for (i, bytes) in piece.iter().enumerate() {
+            let seq = Seq(next.0 + i as u64);
+            if !recovery.matches(seq, bytes) {
+                return Err(RecoveryError::Conflict { seq }.into());
+            }
+        }
+        next = Seq(next.0 + piece.len() as u64);
+        let batches = batches(piece, epoch);
+        let count = batches.len();
+        for batch in batches {
+            requests.send(batch).await.map_err(|_| unreachable(MemberError::StreamEnded))?;
+        }
+        for _ in 0..count {
+            let reply = replies
+                .message()
+                .await
+                .map_err(|e| unreachable(e.into()))?
+                .ok_or_else(|| unreachable(MemberError::StreamEnded))?;
+            if reply.code != pb::ErrorCode::Ok as i32 {
+                return Err(RecoverError::Refused(reply.message));
+            }
+        }
+    }
+    tracing::debug!(%log, member, entries = next.0 - first.0, "repaired a member");
+    Ok(())
+}
+
+/// Splits entries into append requests of at most `REQUEST_BYTES_MAX`.
+fn batches(entries: Vec<Bytes>, epoch: LogEpoch) -> Vec<pb::AppendRequest> {
     let mut requests: Vec<pb::AppendRequest> = Vec::new();
     let mut bytes = 0;
-    for (_, entry) in missing {
+    for entry in entries {
+        let len = entry.len();
         match requests.last_mut() {
-            Some(request) if bytes + entry.len() <= REQUEST_BYTES_MAX => request.entries.push(entry.clone()),
+            Some(request) if bytes + len <= REQUEST_BYTES_MAX => request.entries.push(entry),
             _ => {
-                requests.push(pb::AppendRequest { epoch: epoch.0, entries: vec![entry.clone()] });
+                requests.push(pb::AppendRequest { epoch: epoch.0, entries: vec![entry] });
                 bytes = 0;
             }
         }
-        bytes += entry.len();
+        bytes += len;
     }
-    let count = requests.len();
-    let mut wal = client(addr).await.map_err(unreachable)?;
-    let mut replies = wal.append(tokio_stream::iter(requests)).await.map_err(|e| unreachable(e.into()))?.into_inner();
-    for _ in 0..count {
-        let reply = replies
-            .message()
-            .await
-            .map_err(|e| unreachable(e.into()))?
-            .ok_or_else(|| unreachable(MemberError::StreamEnded))?;
-        if reply.code != pb::ErrorCode::Ok as i32 {
-            return Err(RecoverError::Refused(reply.message));
-        }
-    }
-    Ok(())
+    requests
 }

@@ -143,6 +143,19 @@ struct Recoverer {
     id: u64,
     recovery: Recovery,
     phase: Phase,
+    /// What it read, by seq: a repair copies from here (the real recoverer
+    /// reads it again from the plan's source member).
+    read: BTreeMap<Seq, Bytes>,
+}
+
+impl Recoverer {
+    /// The entries the plan copies to `member`.
+    fn missing(&self, range: &std::ops::RangeInclusive<Seq>) -> Vec<(Seq, Bytes)> {
+        if range.is_empty() {
+            return vec![];
+        }
+        self.read.range(range.clone()).map(|(seq, bytes)| (*seq, bytes.clone())).collect()
+    }
 }
 
 /// The controller's record of the log: a compare-and-set register.
@@ -434,6 +447,7 @@ impl Sim {
             id,
             recovery: Recovery::new(LOG, epoch, members(), ACK_QUORUM, self.trim),
             phase: Phase::Fencing,
+            read: BTreeMap::new(),
         });
         for node in 0..NODES {
             self.send(Actor::Recoverer(id), Actor::Node(node), Msg::Fence { epoch });
@@ -461,14 +475,10 @@ impl Sim {
                     }
                 }
                 Phase::Repairing { plan, outstanding } => {
-                    for (member, missing) in &plan.repairs {
+                    for (member, range) in &plan.repairs {
                         if outstanding.contains_key(member) {
-                            for (_, bytes) in missing {
-                                sends.push((
-                                    actor,
-                                    *member,
-                                    Msg::Append { epoch: recoverer.recovery.epoch(), bytes: bytes.clone() },
-                                ));
+                            for (_, bytes) in recoverer.missing(range) {
+                                sends.push((actor, *member, Msg::Append { epoch: recoverer.recovery.epoch(), bytes }));
                             }
                         }
                     }
@@ -510,6 +520,10 @@ impl Sim {
                 }
             }
             (Phase::Fencing, Msg::ReadOk { entries }) => {
+                for bytes in &entries {
+                    let (header, _) = decode_header(bytes).expect("nodes hold valid entries");
+                    recoverer.read.insert(header.seq, bytes.clone());
+                }
                 if let Err(error) = recoverer.recovery.on_read(index, entries) {
                     panic!("seed {seed}: recovery read from node {index} failed: {error}");
                 }
@@ -519,12 +533,18 @@ impl Sim {
                     .unwrap_or_else(|error| panic!("seed {seed}: recovery plan failed: {error}"));
                 if let Some(plan) = plan {
                     let mut outstanding = BTreeMap::new();
-                    for (member, missing) in &plan.repairs {
+                    for (member, range) in &plan.repairs {
+                        let missing = recoverer.missing(range);
+                        assert_eq!(
+                            missing.len() as u64,
+                            (range.end().0 + 1).saturating_sub(range.start().0),
+                            "seed {seed}: a repair of unread seqs"
+                        );
                         if let Some((last, _)) = missing.last() {
                             outstanding.insert(*member, *last);
                         }
                         for (_, bytes) in missing {
-                            sends.push((*member, Msg::Append { epoch, bytes: bytes.clone() }));
+                            sends.push((*member, Msg::Append { epoch, bytes }));
                         }
                     }
                     recoverer.phase = Phase::Repairing { plan, outstanding };
