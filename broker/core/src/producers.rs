@@ -254,6 +254,15 @@ impl Producers {
         self.aborted.retain(|txn| txn.last_offset >= log_start);
     }
 
+    /// Drops what a snapshot at the uploaded end no longer needs: producers
+    /// idle since `horizon_ms` (unless a transaction of theirs is open) and
+    /// aborted transactions wholly below `log_start`. Without it, every
+    /// snapshot would carry every producer and abort the partition ever saw.
+    pub fn prune(&mut self, log_start: Offset, horizon_ms: i64) -> usize {
+        self.forget_aborted_before(log_start);
+        self.expire(horizon_ms)
+    }
+
     /// Every producer, for `DescribeProducers`.
     pub fn view(&self) -> Vec<ProducerView> {
         let mut producers: Vec<ProducerView> = self
@@ -455,6 +464,29 @@ mod tests {
         assert_eq!(producers.aborted_between(Offset(0), Offset(5)), [aborted]);
         let again: Producers = serde_json::from_slice(&serde_json::to_vec(&producers).unwrap()).unwrap();
         assert_eq!(again.view(), producers.view(), "and writes it back the same way");
+    }
+
+    /// Issue 21: producer snapshots in objects never dropped expired
+    /// producers nor aborted transactions older than the log start.
+    #[test]
+    fn a_pruned_snapshot_keeps_only_live_producers_and_aborts_with_data() {
+        let mut producers = Producers::default();
+        producers.record(&header(1, 0, 0, 1), None, Offset(0), 1_000);
+        producers.record(&header(2, 0, 0, 1), None, Offset(1), 5_000);
+        let token = producers.begin_verification(ProducerId(3), 0);
+        assert_eq!(producers.check(&transactional(3, 0, 0, 1), Some(token)), Verdict::Append);
+        producers.record(&transactional(3, 0, 0, 1), None, Offset(2), 1_000);
+        producers.record(&marker(3, 0), Some((Marker::Abort, 0)), Offset(3), 1_000);
+        let token = producers.begin_verification(ProducerId(4), 0);
+        assert_eq!(producers.check(&transactional(4, 0, 0, 1), Some(token)), Verdict::Append);
+        producers.record(&transactional(4, 0, 0, 1), None, Offset(4), 1_000);
+
+        assert_eq!(producers.prune(Offset(4), 2_000), 2, "producers 1 and 3 are idle and not in a transaction");
+        let ids: Vec<i64> = producers.view().iter().map(|p| p.producer_id.0).collect();
+        assert_eq!(ids, [2, 4], "2 is recent, 4 has a transaction open");
+        assert!(producers.aborted_between(Offset(0), Offset(10)).is_empty(), "the abort at 2..3 is below the start");
+        let snapshot: Producers = serde_json::from_slice(&serde_json::to_vec(&producers).unwrap()).unwrap();
+        assert_eq!(snapshot.view(), producers.view());
     }
 
     #[test]

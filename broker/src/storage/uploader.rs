@@ -239,6 +239,8 @@ pub async fn upload(
                 state.record(&header, batch::marker(batch), batch::base_offset(batch), now);
             }
         }
+        let log_start = image.partition_of_stream(*stream).map_or(Offset(0), |(_, _, p)| p.start_offset);
+        state.prune(log_start, now - cluster.config.producer_id_expiration.as_millis() as i64);
         snapshots.insert(*stream, state);
     }
     let mut objects = Vec::new();
