@@ -90,6 +90,13 @@ async fn a_frozen_wal_node_stalls_writes_under_its_bound_and_loses_nothing() {
     scenario("wal-freeze").await;
 }
 
+/// Issue 21: a broker that hears nothing while it is heard (its heartbeats
+/// arrive, the replies are lost) stopped serving but was never fenced.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_broker_that_hears_nothing_hands_its_partitions_over_within_its_bound() {
+    scenario("broker-inbound-loss").await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_lost_zone_and_a_broker_killed_in_another_lose_nothing_acknowledged() {
     scenario("zone-loss-and-broker-kill").await;

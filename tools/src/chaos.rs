@@ -116,6 +116,10 @@ enum Fault {
     WalFreeze(String),
     /// A zone lost, and one process of another zone killed at once.
     ZoneLossAndKill(String, String, Kind),
+    /// Everything sent to the zone's broker dropped, what it sends still
+    /// delivered: it hears nobody (no replies to its heartbeats, no
+    /// clients) while the controller hears it.
+    BrokerInboundLoss(String),
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -145,6 +149,7 @@ impl Fault {
             Fault::ZoneLossAndKill(_, _, Kind::Broker) => "zone-loss-and-broker-kill",
             Fault::ZoneLossAndKill(_, _, Kind::Wal) => "zone-loss-and-wal-kill",
             Fault::ZoneLossAndKill(_, _, Kind::Controller) => "zone-loss-and-controller-kill",
+            Fault::BrokerInboundLoss(_) => "broker-inbound-loss",
         }
     }
 
@@ -160,6 +165,9 @@ impl Fault {
     fn stall_bound(kind: &str) -> Duration {
         match kind {
             "controller-leader-freeze" | "controller-follower-freeze" => Duration::from_secs(4),
+            // The broker's session (2 s) and a second (issue 21), and the
+            // client's own metadata refresh.
+            "broker-inbound-loss" => Duration::from_secs(4),
             "wal-freeze" | "wal-disk-full" => Duration::from_secs(3),
             "object-store-full" | "zone-loss-and-wal-kill" | "zone-loss-and-controller-kill" => HOLD + AFTER,
             _ => HOLD - Duration::from_secs(1),
@@ -176,13 +184,15 @@ impl Fault {
                 | Fault::Flap(_)
                 | Fault::WalDiskFull(_)
                 | Fault::ObjectStoreFull
+                | Fault::BrokerInboundLoss(_)
         )
     }
 
     fn random(rng: &mut impl Rng) -> Fault {
         let z = ZONES[rng.gen_range(0..3)].to_owned();
         let other = ZONES[(ZONES.iter().position(|x| *x == z).unwrap_or(0) + rng.gen_range(1..3)) % 3].to_owned();
-        match rng.gen_range(0..15) {
+        match rng.gen_range(0..16) {
+            14 => Fault::BrokerInboundLoss(z),
             0 => Fault::ZoneLoss(z),
             8 => Fault::ZoneLossWiped(z),
             9 => Fault::WalDiskFull(z),
@@ -215,12 +225,13 @@ fn scenario(name: &str, rng: &mut impl Rng) -> anyhow::Result<Fault> {
         "controller-leader-freeze" => Fault::ControllerFreeze { leader: true },
         "controller-follower-freeze" => Fault::ControllerFreeze { leader: false },
         "wal-freeze" => Fault::WalFreeze(zone),
+        "broker-inbound-loss" => Fault::BrokerInboundLoss(zone),
         "zone-loss-and-broker-kill" => {
             let other = ZONES[(zone_index(&zone) + rng.gen_range(1..3)) % 3].to_owned();
             Fault::ZoneLossAndKill(zone, other, Kind::Broker)
         }
         other => anyhow::bail!(
-            "unknown scenario {other:?}: use zone-loss, zone-loss-wiped, zone-partition, controller-leader-kill, controller-leader-freeze, controller-follower-freeze, wal-freeze, zone-loss-and-broker-kill, broker-zombie, wal-disk-full or object-store-full, or --soak"
+            "unknown scenario {other:?}: use zone-loss, zone-loss-wiped, zone-partition, controller-leader-kill, controller-leader-freeze, controller-follower-freeze, wal-freeze, zone-loss-and-broker-kill, broker-zombie, broker-inbound-loss, wal-disk-full or object-store-full, or --soak"
         ),
     })
 }
@@ -254,7 +265,7 @@ pub async fn run(command: ChaosCommand) -> anyhow::Result<()> {
         ChaosCommand::Run(args) => outside(args).await,
         ChaosCommand::Inside { net, run } => {
             let net: NetSpec = serde_json::from_str(&net)?;
-            let net = Net { router: net.router, zones: net.zones };
+            let net = Net { router: net.router, zones: net.zones, brokers: net.brokers };
             inside(run, Some(net)).await
         }
     }
@@ -264,6 +275,7 @@ pub async fn run(command: ChaosCommand) -> anyhow::Result<()> {
 struct NetSpec {
     router: String,
     zones: std::collections::BTreeMap<String, String>,
+    brokers: std::collections::BTreeMap<String, String>,
 }
 
 /// Makes the namespaces, runs `chaos inside` in the router namespace, and
@@ -280,7 +292,11 @@ async fn outside(args: RunArgs) -> anyhow::Result<()> {
     }
     let id = format!("{:08x}", rand::random::<u32>());
     let net = NetGuard(Net::create(&id)?);
-    let spec = serde_json::to_string(&NetSpec { router: net.router.clone(), zones: net.zones.clone() })?;
+    let spec = serde_json::to_string(&NetSpec {
+        router: net.router.clone(),
+        zones: net.zones.clone(),
+        brokers: net.brokers.clone(),
+    })?;
     let mut command = tokio::process::Command::new("ip");
     command
         .args(["netns", "exec", &net.router])
@@ -573,8 +589,9 @@ fn workload(
         .context("start the workload (python3 with confluent-kafka: scripts/setup installs it)")
 }
 
-/// A cluster of three zones: each a controller, a WAL node and a broker, in
-/// the zone's namespace on its own address, or on loopback without one.
+/// A cluster of three zones: each a controller, a WAL node and a broker, the
+/// broker in a namespace of its own and the others in the zone's, each
+/// namespace on its own address; or on loopback without namespaces.
 async fn start_cluster(dir: &Path, net: Option<&Net>, objects_bytes: u64) -> anyhow::Result<LocalCluster> {
     let options = ClusterOptions { cluster_id: "keel-chaos".into(), controller_args: vec![] };
     let mut cluster = match net {
@@ -615,9 +632,10 @@ async fn start_cluster(dir: &Path, net: Option<&Net>, objects_bytes: u64) -> any
                     args: vec!["--segment-bytes".into(), WAL_SEGMENT_BYTES.to_string()],
                 };
                 cluster.wal_nodes.push(Managed::in_netns(wal, &net.zones[zone]));
+                let at_broker = |port: u16| SocketAddr::new(net::broker_ip(zone).into(), port);
                 let broker =
-                    BrokerSpec { id, zone: zone.into(), kafka: at(zone, 9092), admin: at(zone, 9592), args: vec![] };
-                cluster.brokers.push(Managed::in_netns(broker, &net.zones[zone]));
+                    BrokerSpec { id, zone: zone.into(), kafka: at_broker(9092), admin: at_broker(9592), args: vec![] };
+                cluster.brokers.push(Managed::in_netns(broker, &net.brokers[zone]));
             }
             cluster
         }
@@ -679,6 +697,10 @@ async fn inject(cluster: &mut LocalCluster, net: Option<&Net>, fault: &Fault) ->
         }
         Fault::OneWay(from, to) => {
             net.context("partitions need namespaces")?.cut(from, to)?;
+            Undo::Network
+        }
+        Fault::BrokerInboundLoss(zone) => {
+            net.context("inbound loss needs namespaces")?.deafen_broker(zone)?;
             Undo::Network
         }
         Fault::Bridge => {

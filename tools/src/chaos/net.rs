@@ -1,13 +1,17 @@
-//! Three zones on one machine: a network namespace per zone and a router
-//! namespace between them, each zone linked to the router by a veth pair,
-//! with addresses from 198.18.0.0/15 (reserved for network tests), so they
-//! exist only inside these namespaces. At the router, nftables counts the
-//! bytes forwarded between each pair of zones and drops what a fault says.
+//! Three zones on one machine: per zone, a network namespace for its
+//! controller and WAL node and one for its broker (so that a fault can hit
+//! the broker alone), and a router namespace between them, each linked to
+//! the router by a veth pair, with addresses from 198.18.0.0/15 (reserved
+//! for network tests), so they exist only inside these namespaces. At the
+//! router, nftables counts the bytes forwarded between each pair of zones
+//! and drops what a fault says.
 //!
 //! ```text
-//!   zone a 198.18.1.2 ──veth── 198.18.1.1 z-a ┐
-//!   zone b 198.18.2.2 ──veth── 198.18.2.1 z-b ├ router (forwards; nft: faults, counters)
-//!   zone c 198.18.3.2 ──veth── 198.18.3.1 z-c ┘
+//!   zone a        198.18.1.2  ──veth── 198.18.1.1  z-a ┐
+//!   zone a broker 198.18.11.2 ──veth── 198.18.11.1 k-a │
+//!   zone b        198.18.2.2  ──veth── 198.18.2.1  z-b ├ router (forwards; nft: faults, counters)
+//!   ...                                                │
+//!   zone c broker 198.18.13.2 ──veth── 198.18.13.1 k-c ┘
 //! ```
 //!
 //! Needs root, iproute2 and nftables. `destroy` kills every process left in
@@ -25,19 +29,38 @@ pub const ZONES: [&str; 3] = ["a", "b", "c"];
 #[derive(Clone, Debug)]
 pub struct Net {
     pub router: String,
-    /// Zone name -> its namespace.
+    /// Zone name -> the namespace of its controller and WAL node (and its clients).
     pub zones: BTreeMap<String, String>,
+    /// Zone name -> the namespace of its broker.
+    pub brokers: BTreeMap<String, String>,
 }
 
-/// A zone's address (the router's side is .1).
+/// The address of a zone's controller and WAL node (the router's side is .1).
 pub fn zone_ip(zone: &str) -> Ipv4Addr {
-    let index = ZONES.iter().position(|z| *z == zone).unwrap_or(0) as u8;
-    Ipv4Addr::new(198, 18, index + 1, 2)
+    Ipv4Addr::new(198, 18, zone_index(zone) + 1, 2)
 }
 
-/// The router's interface towards a zone.
+/// The address of a zone's broker.
+pub fn broker_ip(zone: &str) -> Ipv4Addr {
+    Ipv4Addr::new(198, 18, zone_index(zone) + 11, 2)
+}
+
+fn zone_index(zone: &str) -> u8 {
+    ZONES.iter().position(|z| *z == zone).unwrap_or(0) as u8
+}
+
+/// The router's interface towards a zone's namespace, and towards its broker's.
 fn router_if(zone: &str) -> String {
     format!("z-{zone}")
+}
+
+fn broker_if(zone: &str) -> String {
+    format!("k-{zone}")
+}
+
+/// Both router interfaces of a zone, as an nftables set.
+fn zone_ifs(zone: &str) -> String {
+    format!("{{ \"{}\", \"{}\" }}", router_if(zone), broker_if(zone))
 }
 
 /// Runs a command, failing with its stderr.
@@ -76,13 +99,14 @@ impl Net {
         let net = Net {
             router: format!("kc{id}r"),
             zones: ZONES.iter().map(|z| (z.to_string(), format!("kc{id}{z}"))).collect(),
+            brokers: ZONES.iter().map(|z| (z.to_string(), format!("kc{id}{z}k"))).collect(),
         };
         // Never touch another run's namespaces, even on a clash of ids.
         let existing = run("ip", &["netns", "list"])?;
         let taken = existing
             .lines()
             .filter_map(|line| line.split_whitespace().next())
-            .any(|name| name == net.router || net.zones.values().any(|zone| zone == name));
+            .any(|name| net.namespaces().any(|ns| ns == name));
         anyhow::ensure!(!taken, "namespaces of run {id} exist already");
         if let Err(error) = net.build() {
             net.destroy();
@@ -95,12 +119,12 @@ impl Net {
         run("ip", &["netns", "add", &self.router])?;
         run("ip", &["-n", &self.router, "link", "set", "lo", "up"])?;
         run("ip", &["netns", "exec", &self.router, "sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
-        for (zone, ns) in &self.zones {
-            let ip = zone_ip(zone);
+        let zones = self.zones.iter().map(|(zone, ns)| (ns, zone_ip(zone), router_if(zone)));
+        let brokers = self.brokers.iter().map(|(zone, ns)| (ns, broker_ip(zone), broker_if(zone)));
+        for (ns, ip, outside) in zones.chain(brokers) {
             let gateway = Ipv4Addr::new(198, 18, ip.octets()[2], 1);
             run("ip", &["netns", "add", ns])?;
             run("ip", &["-n", ns, "link", "set", "lo", "up"])?;
-            let outside = router_if(zone);
             run(
                 "ip",
                 &["link", "add", "eth0", "netns", ns, "type", "veth", "peer", "name", &outside, "netns", &self.router],
@@ -117,14 +141,16 @@ impl Net {
         }
         script += "  chain faults {}\n  chain forward {\n    type filter hook forward priority 0; policy accept;\n    jump faults\n";
         for (from, to) in self.pairs() {
-            script += &format!(
-                "    iifname \"{}\" oifname \"{}\" counter name \"{from}{to}\"\n",
-                router_if(&from),
-                router_if(&to)
-            );
+            script +=
+                &format!("    iifname {} oifname {} counter name \"{from}{to}\"\n", zone_ifs(&from), zone_ifs(&to));
         }
         script += "  }\n}\n";
         self.nft(&script)
+    }
+
+    /// Every namespace of the run, the router's last.
+    fn namespaces(&self) -> impl Iterator<Item = &String> {
+        self.zones.values().chain(self.brokers.values()).chain(std::iter::once(&self.router))
     }
 
     /// Every ordered pair of distinct zones.
@@ -145,18 +171,24 @@ impl Net {
         result.map(|_| ())
     }
 
-    /// Drops everything to and from `zone` at the router.
+    /// Drops everything between `zone` and the other zones at the router.
     pub fn isolate(&self, zone: &str) -> anyhow::Result<()> {
-        let port = router_if(zone);
+        let ifs = zone_ifs(zone);
         self.nft(&format!(
-            "add rule inet keel faults iifname \"{port}\" drop\nadd rule inet keel faults oifname \"{port}\" drop\n"
+            "add rule inet keel faults iifname {ifs} oifname != {ifs} drop\nadd rule inet keel faults iifname != {ifs} oifname {ifs} drop\n"
         ))
     }
 
     /// Drops what `from` sends to `to` (one way).
     pub fn cut(&self, from: &str, to: &str) -> anyhow::Result<()> {
-        let (from, to) = (router_if(from), router_if(to));
-        self.nft(&format!("add rule inet keel faults iifname \"{from}\" oifname \"{to}\" drop\n"))
+        let (from, to) = (zone_ifs(from), zone_ifs(to));
+        self.nft(&format!("add rule inet keel faults iifname {from} oifname {to} drop\n"))
+    }
+
+    /// Drops everything sent to `zone`'s broker, from anywhere; what it
+    /// sends still arrives (it hears nothing, and is heard).
+    pub fn deafen_broker(&self, zone: &str) -> anyhow::Result<()> {
+        self.nft(&format!("add rule inet keel faults oifname \"{}\" drop\n", broker_if(zone)))
     }
 
     /// Removes every fault rule.
@@ -182,7 +214,7 @@ impl Net {
     /// Kills every process still in the namespaces and deletes them.
     #[allow(clippy::disallowed_methods)]
     pub fn destroy(&self) {
-        for ns in self.zones.values().chain(std::iter::once(&self.router)) {
+        for ns in self.namespaces() {
             if let Ok(pids) = run("ip", &["netns", "pids", ns]) {
                 for pid in pids.split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
                     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
