@@ -912,6 +912,9 @@ pub struct Report {
     pub read: u64,
     pub commits: u64,
     pub drained: u64,
+    /// Errors the final drain reported, and a few of them.
+    pub drain_errors: u64,
+    pub drain_error_examples: Vec<String>,
     pub anomalies: std::collections::BTreeMap<&'static str, u64>,
     pub anomaly_examples: std::collections::BTreeMap<String, Vec<String>>,
     /// Seconds from each fault to every partition taking writes again.
@@ -960,6 +963,8 @@ impl Report {
             read: checked.read,
             commits: checked.commits,
             drained: checked.drained,
+            drain_errors: checked.drain_errors.count,
+            drain_error_examples: checked.drain_errors.examples.clone(),
             anomalies: checked.anomaly_counts(),
             anomaly_examples: checked.anomalies.iter().map(|(k, v)| (k.clone(), v.examples.clone())).collect(),
             recovery_p50_s: quantile(0.5),
@@ -1012,6 +1017,13 @@ impl Report {
             for example in examples {
                 println!("  {name}: {example}");
             }
+        }
+        if self.drain_errors > 0 {
+            println!(
+                "the final drain reported {} errors, e.g. {}",
+                self.drain_errors,
+                self.drain_error_examples.join("; ")
+            );
         }
         let s = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.2} s"));
         println!(

@@ -15,7 +15,15 @@
 //! - `poll-skip`: a stored record below the group's final committed offset
 //!   that no member of the group read;
 //! - `offset-reset`: a group member told that its position (a committed
-//!   offset or one it read up to) is out of range.
+//!   offset or one it read up to) is out of range;
+//! - `failed-but-read`: a value whose produce failed for certain (an error
+//!   that is no timeout or lost connection) read or drained all the same;
+//! - `read-past-end`: a group member read an offset at or past the end the
+//!   final drain found (a record that was later gone);
+//! - `nonmonotonic-poll`: a group member reading offsets of a partition
+//!   that do not grow, with no rebalance in between.
+//!
+//! Errors the final drain reported are counted and shown with the anomalies.
 //!
 //! It also measures, for each fault, the time until writes succeed again on
 //! every partition (the latest, over partitions, of the first
@@ -43,6 +51,10 @@ struct Event {
     offset: Option<i64>,
     #[serde(default)]
     kind: Option<String>,
+    #[serde(default)]
+    member: Option<String>,
+    #[serde(default)]
+    error: Option<String>,
 }
 
 /// What the checker found.
@@ -55,6 +67,8 @@ pub struct Checked {
     pub read: u64,
     pub commits: u64,
     pub drained: u64,
+    /// Errors the final drain reported: count and up to five examples.
+    pub drain_errors: Anomaly,
     /// Anomalies by name: count and up to five examples.
     pub anomalies: BTreeMap<String, Anomaly>,
     /// Faults by kind.
@@ -91,7 +105,7 @@ impl Checked {
     }
 }
 
-pub const ANOMALIES: [&str; 7] = [
+pub const ANOMALIES: [&str; 10] = [
     "lost-write",
     "duplicate",
     "inconsistent-offsets",
@@ -99,6 +113,9 @@ pub const ANOMALIES: [&str; 7] = [
     "nonmonotonic-commit",
     "poll-skip",
     "offset-reset",
+    "failed-but-read",
+    "read-past-end",
+    "nonmonotonic-poll",
 ];
 
 /// A value's unique part, before its padding.
@@ -156,6 +173,10 @@ fn check(mut events: Vec<(String, Event)>) -> Checked {
     let mut read: std::collections::HashSet<(i32, i64)> = Default::default();
     let mut committed: HashMap<i32, i64> = HashMap::new();
     let mut faults: Vec<(String, f64)> = Vec::new();
+    let mut failed: std::collections::HashSet<String> = Default::default();
+    let mut reads: Vec<(String, i32, i64, String)> = Vec::new();
+    // (member, partition) -> the last offset it read since its last rebalance.
+    let mut positions: HashMap<(String, i32), i64> = HashMap::new();
     for (source, event) in &events {
         let (value, partition, offset) = (event.value.as_deref(), event.partition, event.offset);
         match (event.f.as_str(), value, partition, offset) {
@@ -173,6 +194,9 @@ fn check(mut events: Vec<(String, Event)>) -> Checked {
             ("fail" | "unknown", value, ..) => {
                 if event.f == "fail" {
                     checked.failed += 1;
+                    if let Some(value) = value {
+                        failed.insert(value.to_owned());
+                    }
                 } else {
                     checked.unknown += 1;
                 }
@@ -185,6 +209,29 @@ fn check(mut events: Vec<(String, Event)>) -> Checked {
                 checked.read_bytes += value.len() as u64;
                 observe(&mut checked, p, o, value, &format!("read by {source}"));
                 read.insert((p, o));
+                reads.push((value.to_owned(), p, o, source.clone()));
+                let member = event.member.clone().unwrap_or_else(|| source.clone());
+                if let Some(last) = positions.insert((member.clone(), p), o) {
+                    if o <= last {
+                        checked.anomaly(
+                            "nonmonotonic-poll",
+                            format!("partition {p}: {member} read {o} after {last} (at {:.3})", event.t),
+                        );
+                    }
+                }
+            }
+            ("assign" | "revoke", ..) => {
+                // A rebalance: the member starts again from committed offsets.
+                let member = event.member.clone().unwrap_or_else(|| source.clone());
+                positions.retain(|(m, _), _| *m != member);
+            }
+            ("drain-error", ..) => {
+                let error = event.error.clone().unwrap_or_default();
+                checked.drain_errors.count += 1;
+                if checked.drain_errors.examples.len() < 5 {
+                    let at = partition.map_or(String::new(), |p| format!(" (partition {p})"));
+                    checked.drain_errors.examples.push(format!("{error}{at}"));
+                }
             }
             ("commit", _, Some(p), Some(o)) => {
                 checked.commits += 1;
@@ -226,6 +273,22 @@ fn check(mut events: Vec<(String, Event)>) -> Checked {
     for (value, places) in &drained_at {
         if places.len() > 1 {
             checked.anomaly("duplicate", format!("{:?} stored at {places:?}", id(value)));
+        }
+    }
+    for (value, p, o, source) in &reads {
+        if failed.contains(value) {
+            checked.anomaly(
+                "failed-but-read",
+                format!("{:?} failed, read at partition {p} offset {o} by {source}", id(value)),
+            );
+        }
+        if let Some(end) = ends.get(p).filter(|end| *o >= **end) {
+            checked.anomaly("read-past-end", format!("partition {p} offset {o} read by {source}, drained to {end}"));
+        }
+    }
+    for ((p, o), value) in &drained {
+        if failed.contains(value) {
+            checked.anomaly("failed-but-read", format!("{:?} failed, drained at partition {p} offset {o}", id(value)));
         }
     }
     for (value, p, o, _) in &acked {
@@ -329,7 +392,7 @@ mod tests {
     use super::*;
 
     fn event(f: &str, t: f64, value: Option<&str>, partition: Option<i32>, offset: Option<i64>) -> Event {
-        Event { f: f.into(), t, value: value.map(Into::into), partition, offset, kind: None }
+        Event { f: f.into(), t, value: value.map(Into::into), partition, offset, kind: None, member: None, error: None }
     }
 
     fn history(lines: Vec<Event>) -> Vec<(String, Event)> {
@@ -345,13 +408,15 @@ mod tests {
             event("ok", 1.3, Some("a-1"), Some(0), Some(1)),
             event("read", 2.0, Some("a-0"), Some(0), Some(0)),
             event("commit", 2.1, None, Some(0), Some(1)),
+            event("assign", 2.2, None, None, None),
+            event("read", 2.3, Some("a-0"), Some(0), Some(0)), // again after a rebalance: fine
             event("drain", 3.0, Some("a-0"), Some(0), Some(0)),
             event("drain", 3.0, Some("a-1"), Some(0), Some(1)),
             event("end", 3.0, None, Some(0), Some(2)),
         ]);
         let checked = check(clean);
         assert!(checked.anomalies.is_empty(), "{:?}", checked.anomalies);
-        assert_eq!((checked.acknowledged, checked.read, checked.drained), (2, 1, 2));
+        assert_eq!((checked.acknowledged, checked.read, checked.drained), (2, 2, 2));
 
         let broken = history(vec![
             event("ok", 1.0, Some("a-0"), Some(0), Some(5)), // never drained: lost
@@ -364,6 +429,10 @@ mod tests {
             event("drain", 3.0, Some("a-1"), Some(0), Some(1)),
             event("drain", 3.0, Some("a-1"), Some(0), Some(2)), // twice; offset 2 never read below commit 3
             event("reset", 3.1, None, Some(0), None),
+            event("fail", 1.3, Some("a-7"), Some(0), None),
+            event("read", 2.3, Some("a-7"), Some(0), Some(3)), // failed, yet read; past the end (3)
+            event("read", 2.4, Some("a-1"), Some(0), Some(1)), // back to 1 with no rebalance
+            event("end", 3.0, None, Some(0), Some(3)),
         ]);
         let counts = check(broken).anomaly_counts();
         for name in ANOMALIES {

@@ -7,6 +7,8 @@ the wall-clock time `t`), for the checker (`keelctl chaos check`).
            "<zone>-<n>|" padded to --value-bytes, round-robin over the
            topic's partitions:
            invoke, then ok (partition, offset) / fail / unknown per value
+           (fail: the value was certainly not written; unknown: it may
+           have been, as after a timeout or a lost connection)
   start    commits offset 0 of every partition for the group, once,
            before its members start (see `start_group`)
   consume  a group member committing after each batch it processed:
@@ -14,7 +16,8 @@ the wall-clock time `t`), for the checker (`keelctl chaos check`).
            reset (partition) when the broker said its position is out
            of range
   drain    reads every partition from its start to its end as of now:
-           drain (partition, offset, value) and end (partition, offset)
+           drain (partition, offset, value), end (partition, offset), and
+           drain-error for every error the consumer reports
 """
 
 import argparse
@@ -31,6 +34,16 @@ class History:
     def write(self, **event):
         event.setdefault("t", time.time())
         self.out.write(json.dumps(event, separators=(",", ":")) + "\n")
+
+
+# Delivery errors after which the value may still have been written.
+POSSIBLY_WRITTEN = {
+    KafkaError._MSG_TIMED_OUT,
+    KafkaError._TIMED_OUT,
+    KafkaError.REQUEST_TIMED_OUT,
+    KafkaError._TRANSPORT,
+    KafkaError.NETWORK_EXCEPTION,
+}
 
 
 def produce(args, history):
@@ -52,7 +65,8 @@ def produce(args, history):
         if error is None:
             history.write(f="ok", value=value, partition=message.partition(), offset=message.offset())
         else:
-            history.write(f="fail", value=value, partition=message.partition(), error=error.name())
+            outcome = "unknown" if error.code() in POSSIBLY_WRITTEN else "fail"
+            history.write(f=outcome, value=value, partition=message.partition(), error=error.name())
 
     started = time.time()
     n = 0
@@ -157,6 +171,9 @@ def drain(args, history):
         "group.id": f"drain-{time.time_ns()}",
         "enable.auto.commit": False,
         "enable.partition.eof": True,
+        # Assigned at each partition's start: a start that moved meanwhile
+        # (retention) is read from the new one, and the error reported.
+        "auto.offset.reset": "earliest",
     })
     starts, ends = {}, {}
     for p in range(args.partitions):
@@ -184,7 +201,7 @@ def drain(args, history):
             continue
         if message.error():
             if message.error().code() != KafkaError._PARTITION_EOF:
-                history.write(f="drain-error", error=message.error().name())
+                history.write(f="drain-error", partition=message.partition(), error=message.error().name())
             elif message.offset() >= ends[message.partition()]:
                 left.discard(message.partition())
             continue
