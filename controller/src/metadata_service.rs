@@ -403,6 +403,16 @@ impl pb::metadata_server::Metadata for MetadataService {
         write_reply(self.controller.propose(|_| Ok(command)).await.map_err(|e| e.to_status())?)
     }
 
+    async fn forget_logs(&self, request: Request<pb::ForgetLogsRequest>) -> Result<Response<pb::WriteReply>, Status> {
+        let request = leader_only!(self, request, forget_logs);
+        let command = Command::ForgetLogs {
+            logs: request.logs.into_iter().map(LogId).collect(),
+            sender: NodeId(request.sender),
+            sender_epoch: Epoch(request.sender_epoch),
+        };
+        write_reply(self.controller.propose(|_| Ok(command)).await.map_err(|e| e.to_status())?)
+    }
+
     async fn read_image(&self, request: Request<pb::ReadImageRequest>) -> Result<Response<pb::ImageReply>, Status> {
         let _request = leader_only!(self, request, read_image);
         self.controller.raft.ensure_linearizable().await.map_err(|_| MetaError::NoLeader.to_status())?;

@@ -657,3 +657,53 @@ async fn offsets_for_times_are_found_in_uploaded_history() {
         assert_eq!(answer, (0, offset), "the first record at or after {timestamp}");
     }
 }
+
+/// Issue 21: WAL logs stayed in the metadata and in every journal for ever.
+/// A broker's log is recovered after a kill -9, sealed and uploaded; the
+/// controller then forgets it, and a WAL node that was down meanwhile (and
+/// so still holds its entries) trims it whole when it comes back.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_done_wal_log_is_forgotten_and_trimmed_by_a_node_that_was_down() {
+    let mut test = TestCluster::start(3, &[]).await.unwrap();
+    test.start_wal_nodes(3).await.unwrap();
+    // No upload before the kill: every node holds the log's entries.
+    test.start_brokers(1, &["--upload-interval", "1h", "--retention-check-interval", "200ms"]).await.unwrap();
+    let bootstrap = test.cluster.bootstrap();
+    let client = test.cluster.client().unwrap();
+    let create =
+        keel_controller_client::pb::CreateTopicRequest { name: "history".into(), partitions: 3, ..Default::default() };
+    client.create_topic(create).await.unwrap();
+    let input: String = (0..300).map(|i| format!("event-{i}\n")).collect();
+    kcat(&["-b", &bootstrap, "-P", "-t", "history", "-X", "acks=all"], &input).await;
+    let image = client.read_image().await.unwrap();
+    assert_eq!(image.wal_logs.len(), 1, "the broker writes one log: {:?}", image.wal_logs);
+    let log = *image.wal_logs.keys().next().unwrap();
+
+    test.cluster.wal_nodes[2].kill9();
+    test.restart_broker(0, "history").await.unwrap();
+    eventually(Duration::from_secs(60), "the controller forgot the sealed, uploaded log", || async {
+        let image = client.read_image().await.ok()?;
+        (!image.wal_logs.contains_key(&log) && image.last_log_id > log).then_some(())
+    })
+    .await;
+    assert_eq!(consume_all(&bootstrap, "history").await.len(), 300, "every record, read back from the objects");
+
+    test.cluster.start_wal(2).unwrap();
+    for (index, wal) in test.cluster.wal_nodes.iter().enumerate() {
+        let addr = wal.spec.grpc;
+        eventually(Duration::from_secs(40), "every WAL node trimmed the forgotten log whole", || async {
+            let mut node = keel_tests::wal_client(addr).await.ok()?;
+            let status = node.status(pb::StatusRequest {}).await.ok()?.into_inner();
+            let held = status.logs.iter().find(|held| held.log == log.0);
+            let trimmed = held.is_none_or(|held| held.trim_seq >= held.last_seq);
+            // The node that was down holds the log (its fence, at least).
+            let known = index < 2 || held.is_some_and(|held| held.last_seq > 0);
+            (trimmed && known).then_some(())
+        })
+        .await;
+    }
+    let text = std::fs::read_to_string(test.cluster.dir.join("wal-3.log")).unwrap();
+    assert!(text.contains("trimming a log the metadata forgot"), "the node that was down found the log forgotten");
+    let expected = ["lost a WAL member", "member did not confirm the fence"];
+    test.assert_clean_logs(&[keel_tests::PEER_UNREACHABLE, &expected].concat());
+}

@@ -4,14 +4,24 @@
 //! holding it are committed. A sealed log trimmed to its sealed seq is
 //! dropped whole: entries after the sealed seq (in flight when it was sealed)
 //! are no part of it, and would otherwise keep their segments forever.
+//!
+//! Done logs are then forgotten by the controller (`ForgetLogs`). A log
+//! this node still holds entries of (it was down when the log was done)
+//! that the metadata no longer lists, although it lists later logs, was
+//! forgotten: it is trimmed whole too, by a sweep every `SWEEP_EVERY`. Its
+//! fence stays in the journal.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use keel_controller_client::{Image, LogId, MetadataClient, NodeId, Seq, WalLogState};
 use tokio_util::sync::CancellationToken;
 
 use crate::store::{StoreHandle, StoreRequest, TrimTo};
+
+/// How often held logs are checked against the metadata for forgotten ones.
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
 /// Follows the metadata and sends the store each log's new trim point.
 pub(crate) async fn run(
@@ -24,6 +34,7 @@ pub(crate) async fn run(
     let (mut images, follow) = keel_controller_client::follower::follow(client, cancel.clone());
     let trimming = async move {
         let mut sent: HashMap<LogId, Seq> = HashMap::new();
+        let mut sweep = tokio::time::interval(SWEEP_EVERY);
         loop {
             let image: Arc<Image> = images.borrow_and_update().clone();
             for log in image.wal_logs.values() {
@@ -46,6 +57,11 @@ pub(crate) async fn run(
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 changed = images.changed() => if changed.is_err() { return },
+                _ = sweep.tick() => {
+                    if trim_forgotten(&store, &image).await.is_err() {
+                        return;
+                    }
+                }
             }
         }
     };
@@ -54,4 +70,22 @@ pub(crate) async fn run(
         _ = follow => {}
         _ = trimming => {}
     }
+}
+
+/// Trims whole every log this node holds entries of that the metadata no
+/// longer lists although it lists a later one: the controller forgot it,
+/// sealed and uploaded.
+async fn trim_forgotten(store: &StoreHandle, image: &Image) -> Result<(), crate::store::StoreStopped> {
+    let (reply, status) = tokio::sync::oneshot::channel();
+    store.send(StoreRequest::Status { reply }).await?;
+    let Ok(status) = status.await else { return Err(crate::store::StoreStopped) };
+    for held in status.logs {
+        let log = LogId(held.log);
+        let forgotten = log <= image.last_log_id && !image.wal_logs.contains_key(&log);
+        if forgotten && held.last_seq > held.trim_seq {
+            tracing::info!(%log, last_seq = held.last_seq, "trimming a log the metadata forgot (sealed and uploaded)");
+            store.send(StoreRequest::Trim { log, to: TrimTo::Everything }).await?;
+        }
+    }
+    Ok(())
 }

@@ -10,11 +10,13 @@
 //! (`PurgeObjects`), together with expired reservations, whose keys are
 //! deleted too in case an upload wrote them and never committed. Garbage
 //! collection and compaction run on one broker at a time: the active broker
-//! with the lowest id. Nothing is ever deleted by listing the bucket.
+//! with the lowest id, which also has the controller forget the WAL logs
+//! that are done (sealed and uploaded to their sealed seq: `ForgetLogs`).
+//! Nothing is ever deleted by listing the bucket.
 
 use std::sync::Arc;
 
-use keel_controller_client::{pb, Image, NodeState, ObjectId, ObjectRange, Topic};
+use keel_controller_client::{pb, Image, NodeState, ObjectId, ObjectRange, Topic, WalLogState};
 use keel_objects::ObjectStore;
 use tokio_util::sync::CancellationToken;
 
@@ -42,6 +44,7 @@ pub async fn run(cluster: Arc<Cluster>, storage: Arc<super::Storage>, cancel: Ca
             if let Err(error) = collect_garbage(&cluster, store, &image, epoch).await {
                 tracing::warn!("object garbage collection: {error:#}");
             }
+            forget_done_logs(&cluster, &image, epoch).await;
             if let Err(error) = super::compactor::compact(&cluster, store, &cluster.image(), epoch).await {
                 tracing::warn!("compaction: {error:#}");
             }
@@ -49,6 +52,27 @@ pub async fn run(cluster: Arc<Cluster>, storage: Arc<super::Storage>, cancel: Ca
                 tracing::warn!("compaction by key: {error:#}");
             }
         }
+    }
+}
+
+/// Has the controller forget the WAL logs that are sealed and uploaded to
+/// their sealed seq: without it every log a broker ever wrote would stay in
+/// the metadata (and in every image sent to every node) for ever.
+async fn forget_done_logs(cluster: &Cluster, image: &Image, epoch: keel_controller_client::Epoch) {
+    let done: Vec<u64> = image
+        .wal_logs
+        .values()
+        .filter(|log| matches!(&log.state, WalLogState::Sealed { sealed_seq, .. } if log.trim_seq >= *sealed_seq))
+        .map(|log| log.id.0)
+        .collect();
+    if done.is_empty() {
+        return;
+    }
+    let count = done.len();
+    let request = pb::ForgetLogsRequest { logs: done, sender: cluster.config.node_id.0, sender_epoch: epoch.0 };
+    match cluster.client.forget_logs(request).await {
+        Ok(_) => tracing::info!(logs = count, "forgot WAL logs that are sealed and uploaded"),
+        Err(error) => tracing::debug!("ForgetLogs refused, retrying later: {error}"),
     }
 }
 

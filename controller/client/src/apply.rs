@@ -162,6 +162,21 @@ impl Image {
                 }
                 Ok(())
             }
+            Command::ForgetLogs { logs, sender, sender_epoch } => {
+                self.check_active(NodeKind::Broker, *sender, *sender_epoch)?;
+                for log in logs {
+                    let wal_log = self.wal_logs.get(log).ok_or(MetaError::UnknownLog { log: *log })?;
+                    match &wal_log.state {
+                        WalLogState::Sealed { sealed_seq, .. } if wal_log.trim_seq >= *sealed_seq => {}
+                        _ => {
+                            return Err(MetaError::InvalidRequest {
+                                reason: format!("WAL log {log} is not sealed and uploaded to its sealed seq"),
+                            })
+                        }
+                    }
+                }
+                Ok(())
+            }
             Command::AssignLeader { topic, partition, leader, leader_epoch } => {
                 let found =
                     self.topic_by_id(*topic).ok_or_else(|| MetaError::UnknownTopic { name: topic.to_string() })?;
@@ -460,6 +475,12 @@ impl Image {
                     self.reservations.remove(id);
                 }
                 Outcome::ObjectsDeleted { count: deleted.len() + reservations.len() }
+            }
+            Command::ForgetLogs { logs, .. } => {
+                for log in logs {
+                    self.wal_logs.remove(log);
+                }
+                Outcome::LogsForgotten { count: logs.len() }
             }
             Command::AssignLeader { topic, partition, leader, leader_epoch } => {
                 let name = self.topic_by_id(*topic).expect("checked: topic exists").name.clone();

@@ -314,6 +314,14 @@ impl MetadataClient {
         .await
     }
 
+    pub async fn forget_logs(&self, request: pb::ForgetLogsRequest) -> Result<(Version, Outcome), ClientError> {
+        self.write(|mut c| {
+            let request = request.clone();
+            async move { c.forget_logs(request).await }
+        })
+        .await
+    }
+
     /// A linearizable read of the whole image.
     pub async fn read_image(&self) -> Result<Image, ClientError> {
         let reply = self.call(|mut c| async move { c.read_image(pb::ReadImageRequest {}).await }).await?;

@@ -142,6 +142,14 @@ pub enum Command {
         sender: NodeId,
         sender_epoch: Epoch,
     },
+    /// Forgets WAL logs that are done: sealed, and uploaded (trimmed) to
+    /// their sealed seq. Nothing reads them any more, and WAL nodes trim
+    /// whatever they still hold of a log the metadata no longer lists.
+    ForgetLogs {
+        logs: Vec<LogId>,
+        sender: NodeId,
+        sender_epoch: Epoch,
+    },
     /// Gives a partition that has no leader (created while no broker was
     /// live, or released by a fenced or re-registered broker) to `leader`, at
     /// `leader_epoch`, which must be the current one + 1. Refused until the
@@ -236,6 +244,9 @@ pub enum Outcome {
         leader_epoch: LeaderEpoch,
     },
     ObjectsDeleted {
+        count: usize,
+    },
+    LogsForgotten {
         count: usize,
     },
     RangesCompacted {

@@ -579,3 +579,62 @@ fn an_upload_racing_a_topic_deletion_commits_and_a_made_up_stream_is_refused() {
     assert_eq!(image.wal_logs[&LogId(1)].trim_seq, Seq(3));
     assert!(image.object_unreferenced(&image.objects[&ObjectId(1)]), "and is garbage at once");
 }
+
+/// Issue 21: WAL logs stayed in the metadata for ever. A log is forgotten
+/// once it is sealed and uploaded to its sealed seq, and not before.
+#[test]
+fn a_wal_log_is_forgotten_only_once_sealed_and_uploaded() {
+    let mut image = Image::default();
+    let first = register(&mut image, 1, NodeKind::Broker, 1);
+    for (version, (id, zone)) in [(2, (1, "a")), (3, (2, "b")), (4, (3, "c"))] {
+        register_wal(&mut image, version, id, zone);
+    }
+    let open = Command::OpenLog { owner: NodeId(1), owner_epoch: first, ensemble: ensemble(), ack_quorum: 2 };
+    image.apply(Version(5), &open).unwrap();
+    image.apply(Version(6), &open).unwrap();
+    let again = register(&mut image, 7, NodeKind::Broker, 1);
+    let forget = |logs: Vec<u64>, sender_epoch| Command::ForgetLogs {
+        logs: logs.into_iter().map(LogId).collect(),
+        sender: NodeId(1),
+        sender_epoch,
+    };
+    assert!(matches!(image.check(&forget(vec![1], again)), Err(MetaError::InvalidRequest { .. })), "open");
+    assert!(matches!(image.check(&forget(vec![9], again)), Err(MetaError::UnknownLog { .. })));
+    assert!(matches!(image.check(&forget(vec![1], first)), Err(MetaError::StaleEpoch { .. })), "an old registration");
+
+    let recover =
+        Command::RecoverLog { log: LogId(1), epoch: LogEpoch(2), recoverer: NodeId(1), recoverer_epoch: again };
+    image.apply(Version(8), &recover).unwrap();
+    let seal = Command::SealLog {
+        log: LogId(1),
+        epoch: LogEpoch(2),
+        sealed_seq: Seq(3),
+        stream_ends: vec![],
+        sender: NodeId(1),
+        sender_epoch: again,
+    };
+    image.apply(Version(9), &seal).unwrap();
+    assert!(
+        matches!(image.check(&forget(vec![1], again)), Err(MetaError::InvalidRequest { .. })),
+        "sealed at 3 but uploaded to 0"
+    );
+    let upload = Command::CommitUpload {
+        broker: NodeId(1),
+        broker_epoch: again,
+        log: LogId(1),
+        log_epoch: LogEpoch(2),
+        trim_seq: Seq(3),
+        objects: vec![],
+        now_ms: 0,
+    };
+    image.apply(Version(10), &upload).unwrap();
+    assert!(
+        matches!(image.check(&forget(vec![1, 2], again)), Err(MetaError::InvalidRequest { .. })),
+        "one log that is not done refuses the whole command"
+    );
+    assert_eq!(image.apply(Version(11), &forget(vec![1], again)), Ok(Outcome::LogsForgotten { count: 1 }));
+    assert!(!image.wal_logs.contains_key(&LogId(1)));
+    assert!(image.wal_logs.contains_key(&LogId(2)), "the other log stays");
+    assert_eq!(image.last_log_id, LogId(2), "log ids are never reused");
+    assert!(matches!(image.check(&forget(vec![1], again)), Err(MetaError::UnknownLog { .. })));
+}
