@@ -22,7 +22,7 @@ use keel_tests::TestCluster;
 
 /// Runs `program script BOOTSTRAP` against a fresh cluster and returns its
 /// standard output; fails the test with both outputs if it fails.
-async fn run_client(program: &str, script: &str) -> String {
+async fn run_client(program: impl AsRef<std::ffi::OsStr>, script: &str) -> String {
     let test = TestCluster::start_full().await.unwrap();
     let clients = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo")).join("clients");
     let run = tokio::process::Command::new(program)
@@ -47,13 +47,13 @@ fn records() -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn confluent_kafka_admin_produce_and_consume_round_trip() {
-    let stdout = run_client("python3", "roundtrip.py").await;
+    let stdout = run_client(keel_tools::launcher::python(), "roundtrip.py").await;
     assert!(stdout.contains("ok: 20000 records"), "{stdout}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn confluent_kafka_round_trips_every_codec_and_finds_records_by_time() {
-    let stdout = run_client("python3", "codecs.py").await;
+    let stdout = run_client(keel_tools::launcher::python(), "codecs.py").await;
     assert!(
         stdout.contains(&format!("ok: {} records round-tripped with none, gzip, snappy, lz4, zstd", records())),
         "{stdout}"
@@ -62,7 +62,7 @@ async fn confluent_kafka_round_trips_every_codec_and_finds_records_by_time() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn kafka_python_round_trips_every_codec_and_finds_records_by_time() {
-    let stdout = run_client("python3", "kafka_python_roundtrip.py").await;
+    let stdout = run_client(keel_tools::launcher::python(), "kafka_python_roundtrip.py").await;
     assert!(stdout.contains(&format!("ok: {} records with none, gzip, snappy, lz4, zstd", records())), "{stdout}");
 }
 
@@ -70,7 +70,7 @@ async fn kafka_python_round_trips_every_codec_and_finds_records_by_time() {
 /// share a topic, commit, leave, and the offsets are at the ends.
 #[tokio::test(flavor = "multi_thread")]
 async fn kafka_python_consumer_groups_share_a_topic_and_commit() {
-    let stdout = run_client("python3", "kafka_python_group.py").await;
+    let stdout = run_client(keel_tools::launcher::python(), "kafka_python_group.py").await;
     assert!(stdout.contains("ok: 600 records, 2 members, offsets at the ends"), "{stdout}");
 }
 

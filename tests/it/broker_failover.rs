@@ -176,7 +176,7 @@ impl Load {
         let control = tempfile::tempdir().unwrap();
         let script = std::path::PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo"))
             .join("clients/failover_load.py");
-        let mut child = tokio::process::Command::new("python3")
+        let mut child = tokio::process::Command::new(keel_tools::launcher::python())
             .arg(&script)
             .args([bootstrap, "orders", &PARTITIONS.to_string()])
             .arg(control.path())

@@ -33,7 +33,7 @@ async fn retried_idempotent_batches_are_stored_exactly_once_when_a_leader_is_pau
     kafka::ready_layout(&bootstrap, TOPIC, Duration::from_secs(60)).await.unwrap();
 
     let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("clients/group_produce.py");
-    let producer = tokio::process::Command::new("python3")
+    let producer = tokio::process::Command::new(keel_tools::launcher::python())
         .arg(script)
         .args(["--bootstrap", &bootstrap, "--topic", TOPIC, "--prefix", "pay", "--count", &RECORDS.to_string()])
         .args(["--rate", "250", "--config", "socket.timeout.ms=500", "--config", "retry.backoff.ms=50"])

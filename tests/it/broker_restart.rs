@@ -155,7 +155,7 @@ async fn an_idempotent_client_producing_through_a_broker_kill_loses_and_duplicat
     client.create_topic(create).await.unwrap();
     let script = std::path::PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo"))
         .join("clients/producer_restart.py");
-    let mut child = tokio::process::Command::new("python3")
+    let mut child = tokio::process::Command::new(keel_tools::launcher::python())
         .arg(&script)
         .arg(&bootstrap)
         .arg("orders")

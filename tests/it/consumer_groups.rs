@@ -833,7 +833,7 @@ impl Member {
     /// Starts a member of `group` reading "events", with more flags of `group_consume.py` in `args`.
     fn start(name: &str, bootstrap: &str, group: &str, args: &[&str]) -> Member {
         info!(member = name, group, ?args, "start a group member");
-        let mut child = tokio::process::Command::new("python3")
+        let mut child = tokio::process::Command::new(keel_tools::launcher::python())
             .arg(clients().join("group_consume.py"))
             .args(["--bootstrap", bootstrap, "--topic", TOPIC, "--group", group])
             .args(args)
@@ -970,7 +970,7 @@ struct Producer {
 impl Producer {
     /// Starts writing `PREFIX-n` values round robin over the partitions of "events"; `args` says how many and how fast.
     fn start(bootstrap: &str, prefix: &str, args: &[&str]) -> Producer {
-        let child = tokio::process::Command::new("python3")
+        let child = tokio::process::Command::new(keel_tools::launcher::python())
             .arg(clients().join("group_produce.py"))
             .args(["--bootstrap", bootstrap, "--topic", TOPIC, "--prefix", prefix])
             .args(args)

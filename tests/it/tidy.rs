@@ -227,3 +227,29 @@ fn the_broker_core_does_no_io_and_only_its_wire_module_names_kafka_requests() {
     }
     assert!(wrong.is_empty(), "keel-broker-core must stay free of I/O and of Kafka requests:\n{}", wrong.join("\n"));
 }
+
+/// Issue 23: the Python test clients run from a virtual environment, made
+/// from Debian's own /usr/bin/python3 where the machine has one (externally
+/// managed: pip refuses to install into it), so the set-up works on a stock
+/// machine and never installs into a system Python.
+#[test]
+fn the_python_clients_run_from_a_virtual_environment_of_the_machines_python() {
+    let python = keel_tools::launcher::python();
+    let script = "import sys, confluent_kafka, kafka, moto; print(sys.prefix); print(sys.base_prefix)";
+    let output = std::process::Command::new(&python)
+        .args(["-c", script])
+        .output()
+        .unwrap_or_else(|e| panic!("run {}: {e} (KEEL_SETUP=test scripts/setup makes it)", python.display()));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{} lacks the clients: {}",
+        python.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let (prefix, base) = stdout.trim().split_once('\n').expect("two lines");
+    assert_ne!(prefix, base, "{} is a virtual environment, not a system Python", python.display());
+    if Path::new("/usr/bin/python3").exists() {
+        assert_eq!(base, "/usr", "the environment is made from Debian's /usr/bin/python3");
+    }
+}

@@ -43,7 +43,7 @@ fn text(value: &str) -> StrBytes {
 /// on stderr included.
 async fn run(args: &[&str], timeout: Duration) -> Value {
     use tokio::io::AsyncReadExt;
-    let mut child = tokio::process::Command::new("python3")
+    let mut child = tokio::process::Command::new(keel_tools::launcher::python())
         .arg(script())
         .args(args)
         .stdout(Stdio::piped())
@@ -342,7 +342,7 @@ async fn an_exactly_once_pipeline_survives_kills_of_its_coordinator_and_partitio
     create_topics(&test, &[("input", 6), ("output", 6)]).await;
     let bootstrap = test.cluster.bootstrap();
     let load = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("clients/group_produce.py");
-    let producer = tokio::process::Command::new("python3")
+    let producer = tokio::process::Command::new(keel_tools::launcher::python())
         .arg(load)
         .args(["--bootstrap", &bootstrap, "--topic", "input", "--prefix", "v", "--count", &INPUT.to_string()])
         .args(["--rate", "100"])

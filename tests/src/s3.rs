@@ -23,7 +23,7 @@ impl S3Server {
         let ip: std::net::IpAddr = "127.0.0.1".parse().expect("valid literal");
         let addr = keel_tools::launcher::free_addrs(ip, 1, &[])?[0];
         let log = std::fs::File::create(dir.path().join("moto.log"))?;
-        let child = tokio::process::Command::new("moto_server")
+        let child = tokio::process::Command::new(keel_tools::launcher::python_tool("moto_server"))
             .args(["-H", &addr.ip().to_string(), "-p", &addr.port().to_string()])
             .stdout(log.try_clone()?)
             .stderr(log)

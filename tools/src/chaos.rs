@@ -568,13 +568,14 @@ fn workload(
     dir: &Path,
     log: &str,
 ) -> anyhow::Result<tokio::process::Child> {
+    let python = crate::launcher::python();
     let mut command = match netns {
         Some(ns) => {
             let mut command = tokio::process::Command::new("ip");
-            command.args(["netns", "exec", ns, "python3"]);
+            command.args(["netns", "exec", ns]).arg(&python);
             command
         }
-        None => tokio::process::Command::new("python3"),
+        None => tokio::process::Command::new(&python),
     };
     let log = std::fs::File::create(dir.join(format!("{log}.log")))?;
     command
@@ -586,7 +587,12 @@ fn workload(
         .stderr(log)
         .kill_on_drop(true)
         .spawn()
-        .context("start the workload (python3 with confluent-kafka: scripts/setup installs it)")
+        .with_context(|| {
+            format!(
+                "start the workload with {} (confluent-kafka: KEEL_SETUP=test scripts/setup installs it)",
+                python.display()
+            )
+        })
 }
 
 /// A cluster of three zones: each a controller, a WAL node and a broker, the

@@ -27,6 +27,29 @@ use tokio::time::Instant;
 /// How long a status poll waits for one controller.
 const STATUS_TIMEOUT: Duration = Duration::from_millis(300);
 
+/// The Python that runs the Python test clients and the chaos workload:
+/// `KEEL_PYTHON` (scripts/setup sets it to the virtual environment it
+/// makes), else that environment where it exists, else `python3` on the
+/// PATH. Never the system Python's own packages: Debian's is externally
+/// managed.
+pub fn python() -> PathBuf {
+    if let Some(python) = std::env::var_os("KEEL_PYTHON").filter(|p| !p.is_empty()) {
+        return PathBuf::from(python);
+    }
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from);
+    let venv = home.join(".cache/keel/venv/bin/python3");
+    if venv.is_file() {
+        return venv;
+    }
+    PathBuf::from("python3")
+}
+
+/// A program installed beside `python()` (as `moto_server`), else `name` on the PATH.
+pub fn python_tool(name: &str) -> PathBuf {
+    let beside = python().parent().map(|dir| dir.join(name));
+    beside.filter(|path| path.is_file()).unwrap_or_else(|| PathBuf::from(name))
+}
+
 /// Finds a Keel binary next to the running executable.
 pub fn find_binary(name: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe().context("locate the running executable")?;
