@@ -680,8 +680,13 @@ impl Image {
             .map(|leader| {
                 let stream_id = self.next_stream_id;
                 self.next_stream_id = StreamId(stream_id.0 + 1);
+                // The proposer chose from its image; a broker fenced or
+                // draining since then gets nothing: the partition starts
+                // leaderless and is assigned like any other.
+                let leader = leader
+                    .filter(|id| self.brokers.get(id).is_some_and(|b| b.state == NodeState::Active && !b.draining));
                 Partition {
-                    leader: *leader,
+                    leader,
                     leader_epoch: LeaderEpoch(0),
                     stream_id,
                     start_offset: Offset(0),

@@ -638,3 +638,27 @@ fn a_wal_log_is_forgotten_only_once_sealed_and_uploaded() {
     assert_eq!(image.last_log_id, LogId(2), "log ids are never reused");
     assert!(matches!(image.check(&forget(vec![1], again)), Err(MetaError::UnknownLog { .. })));
 }
+
+/// Found by the command walks (issue 21): a topic proposed from an image in
+/// which a broker fenced since was still active gave it partitions, so a
+/// fenced broker led them. They start leaderless instead.
+#[test]
+fn a_new_partition_never_goes_to_a_fenced_or_draining_broker() {
+    let mut image = Image::default();
+    let fenced = register(&mut image, 1, NodeKind::Broker, 1);
+    let draining = register(&mut image, 2, NodeKind::Broker, 2);
+    register(&mut image, 3, NodeKind::Broker, 3);
+    image.apply(Version(4), &Command::FenceNode { kind: NodeKind::Broker, id: NodeId(1), epoch: fenced }).unwrap();
+    image.apply(Version(5), &Command::DrainBroker { id: NodeId(2), epoch: draining }).unwrap();
+    let create = Command::CreateTopic {
+        id: TopicId(uuid::Uuid::from_u128(7)),
+        name: "orders".into(),
+        configs: Default::default(),
+        owner: String::new(),
+        description: String::new(),
+        leaders: vec![Some(NodeId(1)), Some(NodeId(2)), Some(NodeId(3))],
+    };
+    image.apply(Version(6), &create).unwrap();
+    let leaders: Vec<Option<NodeId>> = image.topics["orders"].partitions.iter().map(|p| p.leader).collect();
+    assert_eq!(leaders, [None, None, Some(NodeId(3))]);
+}
