@@ -143,12 +143,16 @@ impl Controller {
     ) -> Result<(Version, Outcome), MetaError> {
         let command = self.state.read(|state| build(&state.image));
         let command = command.inspect_err(|error| self.count_refused(error))?;
-        if self.state.read(|state| state.image.check(&command)).is_err() {
+        if let Err(refusal) = self.state.read(|state| state.image.check(&command)) {
             // This leader may not have applied everything committed yet (it
             // was just elected, or the sender saw the image of a controller
-            // that is ahead of it): catch up, then decide.
-            self.catch_up().await?;
-            self.state.read(|state| state.image.check(&command)).inspect_err(|error| self.count_refused(error))?;
+            // that is ahead of it): catch up, then decide. If it cannot
+            // catch up in time, the refusal stands (the sender retries).
+            let decided = match self.catch_up().await {
+                true => self.state.read(|state| state.image.check(&command)),
+                false => Err(refusal),
+            };
+            decided.inspect_err(|error| self.count_refused(error))?;
         }
         // A command that does not decode back to itself would be a poison entry:
         // every controller would stop when it applied or replayed it. Refuse it here.
@@ -172,12 +176,11 @@ impl Controller {
     }
 
     /// Waits until this controller, still the leader, has applied every
-    /// entry committed before the call; bounded by an election timeout.
-    async fn catch_up(&self) -> Result<(), MetaError> {
-        match tokio::time::timeout(self.config.election_timeout_max, self.raft.ensure_linearizable()).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(_)) | Err(_) => Err(MetaError::NoLeader),
-        }
+    /// entry committed before the call; false if it could not within an
+    /// election timeout.
+    async fn catch_up(&self) -> bool {
+        let caught_up = tokio::time::timeout(self.config.election_timeout_max, self.raft.ensure_linearizable()).await;
+        matches!(caught_up, Ok(Ok(_)))
     }
 
     /// Maps a failed Raft write to a metadata error; a fatal Raft error stops this controller.
