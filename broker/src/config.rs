@@ -139,6 +139,15 @@ pub struct ConfigToml {
     #[arg(long, env = "KEEL_BROKER_PRODUCER_ID_EXPIRATION", value_parser = humantime_serde::re::humantime::parse_duration)]
     #[serde(with = "humantime_serde")]
     pub producer_id_expiration: Option<Duration>,
+    /// Whether a Metadata request for a topic that does not exist creates
+    /// it, when the client allows it (Kafka's auto.create.topics.enable).
+    /// Default true, as Kafka; the production configs in deploy/ turn it off.
+    #[arg(long, env = "KEEL_BROKER_AUTO_CREATE_TOPICS")]
+    pub auto_create_topics: Option<bool>,
+    /// Partitions of a topic created without a count: auto-created, or by
+    /// CreateTopics with -1 (Kafka's num.partitions). Default 1.
+    #[arg(long, env = "KEEL_BROKER_DEFAULT_PARTITIONS")]
+    pub default_partitions: Option<i32>,
     /// Partitions of `__transaction_state`, the internal topic of the
     /// transaction coordinators, when a broker creates it (first
     /// FindCoordinator for a transactional id). It never changes
@@ -195,6 +204,8 @@ pub struct BrokerConfig {
     pub group_consumer_heartbeat_interval: Duration,
     pub offsets_retention: Duration,
     pub producer_id_expiration: Duration,
+    pub auto_create_topics: bool,
+    pub default_partitions: i32,
     pub transaction_state_partitions: i32,
     pub transactional_id_expiration: Duration,
     pub cluster_token: Option<keel_proto::auth::Secret>,
@@ -241,6 +252,8 @@ impl ConfigToml {
                 .or(lower.group_consumer_heartbeat_interval),
             offsets_retention: self.offsets_retention.or(lower.offsets_retention),
             producer_id_expiration: self.producer_id_expiration.or(lower.producer_id_expiration),
+            auto_create_topics: self.auto_create_topics.or(lower.auto_create_topics),
+            default_partitions: self.default_partitions.or(lower.default_partitions),
             transaction_state_partitions: self.transaction_state_partitions.or(lower.transaction_state_partitions),
             transactional_id_expiration: self.transactional_id_expiration.or(lower.transactional_id_expiration),
             cluster_token: self.cluster_token.or(lower.cluster_token),
@@ -282,6 +295,8 @@ impl ConfigToml {
             group_consumer_heartbeat_interval,
             offsets_retention,
             producer_id_expiration,
+            auto_create_topics,
+            default_partitions,
             transaction_state_partitions,
             transactional_id_expiration,
             cluster_token,
@@ -322,6 +337,12 @@ impl ConfigToml {
             (1..=1000).contains(&transaction_state_partitions),
             "transaction_state_partitions must be between 1 and 1000"
         );
+        let default_partitions = default_partitions.unwrap_or(1);
+        anyhow::ensure!(
+            (1..=keel_controller_client::topic_rules::PARTITION_COUNT_MAX).contains(&i64::from(default_partitions)),
+            "default_partitions must be between 1 and {}",
+            keel_controller_client::topic_rules::PARTITION_COUNT_MAX
+        );
         let request_bytes_max = request_bytes_max.unwrap_or(100 << 20);
         anyhow::ensure!(request_bytes_max >= 1 << 20, "request_bytes_max must be at least 1 MiB");
         let connections_max = connections_max.unwrap_or(10_000);
@@ -355,6 +376,8 @@ impl ConfigToml {
             group_consumer_heartbeat_interval: group_consumer_heartbeat_interval.unwrap_or(Duration::from_secs(5)),
             offsets_retention: offsets_retention.unwrap_or(Duration::from_secs(7 * 24 * 3600)),
             producer_id_expiration: producer_id_expiration.unwrap_or(Duration::from_secs(24 * 3600)),
+            auto_create_topics: auto_create_topics.unwrap_or(true),
+            default_partitions,
             transaction_state_partitions,
             transactional_id_expiration: transactional_id_expiration.unwrap_or(Duration::from_secs(7 * 24 * 3600)),
         })

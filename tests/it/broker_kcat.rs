@@ -173,3 +173,47 @@ async fn connection_answers(connection: &keel_tools::kafka::Connection) -> bool 
     let request = kafka_protocol::messages::MetadataRequest::default();
     tokio::time::timeout(Duration::from_secs(5), connection.send(9, &request)).await.is_ok_and(|answer| answer.is_ok())
 }
+
+/// Issue 24: auto-created topics followed no setting. A broker with
+/// `--auto-create-topics false` answers a client's metadata request for a
+/// missing topic with UNKNOWN_TOPIC_OR_PARTITION and creates nothing; one
+/// with `--default-partitions 3` creates it with three partitions (Kafka's
+/// auto.create.topics.enable and num.partitions).
+#[tokio::test(flavor = "multi_thread")]
+async fn auto_creation_follows_the_brokers_settings() {
+    let mut test = TestCluster::start(3, &[]).await.unwrap();
+    test.start_wal_nodes(3).await.unwrap();
+    // The broker that refuses first, alone: librdkafka may send its metadata
+    // requests to any broker it knows.
+    test.start_brokers(1, &["--auto-create-topics=false"]).await.unwrap();
+    let off = test.cluster.brokers[0].spec.kafka.to_string();
+    let client = test.cluster.client().unwrap();
+
+    // A producer's metadata request allows auto-creation; this broker does not.
+    let mut producer = tokio::process::Command::new("kcat")
+        .args(["-b", &off, "-P", "-t", "mistyped", "-X", "message.timeout.ms=3000"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("kcat is installed");
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut stdin = producer.stdin.take().unwrap();
+        stdin.write_all(b"lost\n").await.unwrap();
+    }
+    let refused = tokio::time::timeout(Duration::from_secs(30), producer.wait_with_output()).await.unwrap().unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    // librdkafka waits for the topic to appear until the message times out.
+    assert!(stderr.contains("Delivery failed"), "the produce to a missing topic failed: {stderr}");
+    assert!(!client.read_image().await.unwrap().topics.contains_key("mistyped"), "nothing was created");
+
+    test.start_brokers(1, &["--default-partitions=3"]).await.unwrap();
+    let on = test.cluster.brokers[1].spec.kafka.to_string();
+    kcat(&["-b", &on, "-P", "-t", "fresh", "-X", "acks=all"], "first\n").await;
+    let image = client.read_image().await.unwrap();
+    assert_eq!(image.topics["fresh"].partitions.len(), 3, "created with default_partitions");
+    let records = consume_all(&on, "fresh").await;
+    assert_eq!(records.iter().map(|(_, _, v)| v.as_str()).collect::<Vec<_>>(), ["first"]);
+}

@@ -1,6 +1,7 @@
 //! `Metadata`: brokers and partition leaders from the broker's metadata
-//! image. Unknown topics are created when the client allows it, as Kafka's
-//! default `auto.create.topics.enable=true` with one partition.
+//! image. Unknown topics are created when the client allows it and the
+//! broker's `auto_create_topics` (Kafka's `auto.create.topics.enable`) is
+//! on, with `default_partitions` partitions (Kafka's `num.partitions`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,9 +16,6 @@ use keel_controller_client::{pb, ClientError, Image, MetaError, NodeState, Topic
 
 use crate::broker::Broker;
 
-/// Partitions of a topic created by a `Metadata` request.
-const AUTO_CREATE_PARTITIONS: i32 = 1;
-
 pub(crate) async fn handle(broker: &Arc<Broker>, request: MetadataRequest, version: i16) -> MetadataResponse {
     let mut image = broker.cluster.image();
     // Before v1 an empty list meant every topic; from v1 that is `None`.
@@ -26,7 +24,7 @@ pub(crate) async fn handle(broker: &Arc<Broker>, request: MetadataRequest, versi
         Some(topics) if topics.is_empty() && version == 0 => None,
         Some(topics) => Some(topics.into_iter().map(|t| (t.name.map(|n| n.0.to_string()), t.topic_id)).collect()),
     };
-    let auto_create = version < 4 || request.allow_auto_topic_creation;
+    let auto_create = broker.cluster.config.auto_create_topics && (version < 4 || request.allow_auto_topic_creation);
     if let (Some(wanted), true) = (&wanted, auto_create) {
         let missing: Vec<&String> = wanted
             .iter()
@@ -65,8 +63,8 @@ pub(crate) async fn handle(broker: &Arc<Broker>, request: MetadataRequest, versi
 }
 
 async fn auto_create_topic(broker: &Broker, name: &str) -> Option<Arc<Image>> {
-    let request =
-        pb::CreateTopicRequest { name: name.to_string(), partitions: AUTO_CREATE_PARTITIONS, ..Default::default() };
+    let partitions = broker.cluster.config.default_partitions;
+    let request = pb::CreateTopicRequest { name: name.to_string(), partitions, ..Default::default() };
     let mut images = broker.cluster.images.clone();
     match broker.cluster.client.create_topic(request).await {
         Ok((version, _)) => broker.cluster.seen(version).await.ok(),

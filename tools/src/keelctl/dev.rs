@@ -20,6 +20,13 @@ pub(super) struct DevArgs {
     /// Delete the data directory first.
     #[arg(long)]
     fresh: bool,
+    /// Whether a client's Metadata request creates a topic that does not
+    /// exist (Kafka's auto.create.topics.enable).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    auto_create_topics: bool,
+    /// Partitions of a topic created without a count (Kafka's num.partitions).
+    #[arg(long, default_value_t = 1)]
+    default_partitions: u32,
 }
 
 pub(super) async fn run(args: DevArgs) -> anyhow::Result<()> {
@@ -52,7 +59,10 @@ pub(super) async fn run(args: DevArgs) -> anyhow::Result<()> {
             zone: zone.to_owned(),
             kafka: format!("127.0.0.1:{}", 9092 + i).parse()?,
             admin: format!("127.0.0.1:{}", 9592 + i).parse()?,
-            args: vec![],
+            args: vec![
+                format!("--auto-create-topics={}", args.auto_create_topics),
+                format!("--default-partitions={}", args.default_partitions),
+            ],
         }));
     }
     cluster.start_all()?;

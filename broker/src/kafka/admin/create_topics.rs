@@ -17,6 +17,7 @@ use crate::kafka::text;
 pub(crate) async fn handle(broker: &Arc<Broker>, request: CreateTopicsRequest, version: i16) -> CreateTopicsResponse {
     let mut results = Vec::with_capacity(request.topics.len());
     let mut last = None;
+    let default_partitions = broker.cluster.config.default_partitions;
     for topic in request.topics {
         let name = topic.name.0.to_string();
         let result = CreatableTopicResult::default().with_name(topic.name.clone());
@@ -36,7 +37,8 @@ pub(crate) async fn handle(broker: &Arc<Broker>, request: CreateTopicsRequest, v
                     "replication factor must be -1 or positive".into(),
                 ));
             }
-            let partitions = if topic.num_partitions == -1 { 1 } else { topic.num_partitions };
+            // -1: the broker's default (Kafka's num.partitions).
+            let partitions = if topic.num_partitions == -1 { default_partitions } else { topic.num_partitions };
             validate_topic_name(&name).map_err(meta_error)?;
             validate_partition_count(i64::from(partitions)).map_err(meta_error)?;
             let configs = keel_controller_client::configs_from_pairs(configs).map_err(meta_error)?;
