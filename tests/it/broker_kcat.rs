@@ -8,6 +8,14 @@ use keel_tests::TestCluster;
 
 /// Runs kcat with `args`, feeding it `input`; fails on a non-zero exit.
 pub(crate) async fn kcat(args: &[&str], input: &str) -> String {
+    let output = kcat_output(args, input).await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "kcat {args:?} failed: {stderr}");
+    String::from_utf8(output.stdout).expect("utf-8 output")
+}
+
+/// Runs kcat with `args`, feeding it `input`, and returns how it ended.
+async fn kcat_output(args: &[&str], input: &str) -> std::process::Output {
     use tokio::io::AsyncWriteExt;
     let mut child = tokio::process::Command::new("kcat")
         .args(args)
@@ -20,13 +28,10 @@ pub(crate) async fn kcat(args: &[&str], input: &str) -> String {
     let mut stdin = child.stdin.take().expect("piped stdin");
     stdin.write_all(input.as_bytes()).await.expect("write to kcat");
     drop(stdin);
-    let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+    tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
         .await
         .expect("kcat finished within 60s")
-        .expect("kcat ran");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "kcat {args:?} failed: {stderr}");
-    String::from_utf8(output.stdout).expect("utf-8 output")
+        .expect("kcat ran")
 }
 
 /// `(partition, offset, value)` of every record of `topic`, read from the
@@ -190,20 +195,7 @@ async fn auto_creation_follows_the_brokers_settings() {
     let client = test.cluster.client().unwrap();
 
     // A producer's metadata request allows auto-creation; this broker does not.
-    let mut producer = tokio::process::Command::new("kcat")
-        .args(["-b", &off, "-P", "-t", "mistyped", "-X", "message.timeout.ms=3000"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("kcat is installed");
-    {
-        use tokio::io::AsyncWriteExt;
-        let mut stdin = producer.stdin.take().unwrap();
-        stdin.write_all(b"lost\n").await.unwrap();
-    }
-    let refused = tokio::time::timeout(Duration::from_secs(30), producer.wait_with_output()).await.unwrap().unwrap();
+    let refused = kcat_output(&["-b", &off, "-P", "-t", "mistyped", "-X", "message.timeout.ms=3000"], "lost\n").await;
     let stderr = String::from_utf8_lossy(&refused.stderr);
     // librdkafka waits for the topic to appear until the message times out.
     assert!(stderr.contains("Delivery failed"), "the produce to a missing topic failed: {stderr}");

@@ -22,8 +22,6 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::launcher::{ClusterOptions, LocalCluster};
-
 #[derive(Debug, clap::Args)]
 pub struct RecoveryBenchArgs {
     /// Bytes of the tail to recover.
@@ -53,35 +51,14 @@ pub struct RecoveryBenchReport {
 pub async fn run(args: RecoveryBenchArgs) -> anyhow::Result<RecoveryBenchReport> {
     anyhow::ensure!(args.entry_bytes > 100, "--entry-bytes must be over 100");
     let dir = tempfile::Builder::new().prefix("keel-bench-recovery").tempdir()?;
-    eprintln!("data and logs in {}", dir.path().display());
-    let specs = LocalCluster::free_port_specs(dir.path(), 3)?;
-    let options = ClusterOptions { cluster_id: "bench".into(), controller_args: vec![] };
-    let mut cluster = LocalCluster::new(dir.path(), options, specs)?;
-    cluster.start_all()?;
-    cluster.wait_for_leader(Duration::from_secs(30)).await?;
-    cluster.add_free_port_wal_nodes(3)?;
-    cluster.start_all_wal()?;
-    cluster.wait_for_wal_nodes(Duration::from_secs(60)).await?;
+    let mut cluster = super::wal::start_wal_cluster(dir.path()).await?;
     let cancel = CancellationToken::new();
     let _stop_session = cancel.clone().drop_guard();
     let client = std::sync::Arc::new(cluster.client()?);
     let session_tasks = TaskTracker::new();
     let owner = super::wal::register_as_broker(client.clone(), &session_tasks, &cancel).await?;
     let targets = cluster.wal_targets().await?;
-    let ensemble = targets
-        .iter()
-        .map(|target| keel_proto::controller::EnsembleMember {
-            node_id: target.member.node.0,
-            zone: target.member.zone.clone(),
-            incarnation: target.member.incarnation.clone(),
-        })
-        .collect();
-    let request =
-        keel_proto::controller::OpenLogRequest { owner: owner.0 .0, owner_epoch: owner.1 .0, ensemble, ack_quorum: 2 };
-    let (log, epoch) = match client.open_log(request).await? {
-        (_, keel_controller_client::Outcome::LogOpened { log, epoch }) => (log, epoch),
-        (_, other) => anyhow::bail!("OpenLog answered {other:?}"),
-    };
+    let (log, epoch) = super::wal::open_log(&client, owner, &targets).await?;
 
     let count = (args.tail_bytes / args.entry_bytes as u64).max(2);
     let lagging = 2;

@@ -115,15 +115,7 @@ pub struct WalBenchReport {
 
 pub async fn run(args: WalBenchArgs) -> anyhow::Result<WalBenchReport> {
     let dir = tempfile::Builder::new().prefix("keel-bench-wal").tempdir()?;
-    eprintln!("data and logs in {}", dir.path().display());
-    let specs = LocalCluster::free_port_specs(dir.path(), 3)?;
-    let options = ClusterOptions { cluster_id: "bench".into(), controller_args: vec![] };
-    let mut cluster = LocalCluster::new(dir.path(), options, specs)?;
-    cluster.start_all()?;
-    cluster.wait_for_leader(Duration::from_secs(30)).await?;
-    cluster.add_free_port_wal_nodes(3)?;
-    cluster.start_all_wal()?;
-    cluster.wait_for_wal_nodes(Duration::from_secs(60)).await?;
+    let mut cluster = start_wal_cluster(dir.path()).await?;
     let cancel = CancellationToken::new();
     let _stop_session = cancel.clone().drop_guard();
     let client = Arc::new(cluster.client()?);
@@ -181,6 +173,43 @@ pub async fn run(args: WalBenchArgs) -> anyhow::Result<WalBenchReport> {
     Ok(WalBenchReport { in_flight: args.in_flight, sizes })
 }
 
+/// Three controllers and three WAL nodes (zones a, b, c) on loopback, data
+/// and logs under `dir`.
+pub(super) async fn start_wal_cluster(dir: &std::path::Path) -> anyhow::Result<LocalCluster> {
+    eprintln!("data and logs in {}", dir.display());
+    let specs = LocalCluster::free_port_specs(dir, 3)?;
+    let options = ClusterOptions { cluster_id: "bench".into(), controller_args: vec![] };
+    let mut cluster = LocalCluster::new(dir, options, specs)?;
+    cluster.start_all()?;
+    cluster.wait_for_leader(Duration::from_secs(30)).await?;
+    cluster.add_free_port_wal_nodes(3)?;
+    cluster.start_all_wal()?;
+    cluster.wait_for_wal_nodes(Duration::from_secs(60)).await?;
+    Ok(cluster)
+}
+
+/// Records a new log of `owner` on the nodes of `targets`, as a broker does
+/// before its first append.
+pub(super) async fn open_log(
+    client: &MetadataClient,
+    (owner, owner_epoch): (NodeId, Epoch),
+    targets: &[Target],
+) -> anyhow::Result<(LogId, LogEpoch)> {
+    let ensemble = targets
+        .iter()
+        .map(|target| pb::EnsembleMember {
+            node_id: target.member.node.0,
+            zone: target.member.zone.clone(),
+            incarnation: target.member.incarnation.clone(),
+        })
+        .collect();
+    let request = pb::OpenLogRequest { owner: owner.0, owner_epoch: owner_epoch.0, ensemble, ack_quorum: 2 };
+    match client.open_log(request).await? {
+        (_, Outcome::LogOpened { log, epoch }) => Ok((log, epoch)),
+        (_, other) => anyhow::bail!("OpenLog answered {other:?}"),
+    }
+}
+
 /// Registers the bench as a broker, so that it may open logs and commit trim
 /// points; the registration is kept alive until `cancel` fires.
 pub(super) async fn register_as_broker(
@@ -221,29 +250,10 @@ struct Bench {
 }
 
 impl Bench {
-    /// Records a new log on the three nodes, as a broker does before its first append.
-    async fn open_log(&self) -> anyhow::Result<(LogId, LogEpoch)> {
-        let ensemble = self
-            .targets
-            .iter()
-            .map(|target| pb::EnsembleMember {
-                node_id: target.member.node.0,
-                zone: target.member.zone.clone(),
-                incarnation: target.member.incarnation.clone(),
-            })
-            .collect();
-        let request =
-            pb::OpenLogRequest { owner: self.owner.0 .0, owner_epoch: self.owner.1 .0, ensemble, ack_quorum: 2 };
-        match self.client.open_log(request).await? {
-            (_, Outcome::LogOpened { log, epoch }) => Ok((log, epoch)),
-            (_, other) => anyhow::bail!("OpenLog answered {other:?}"),
-        }
-    }
-
     /// Appends `count` entries to a new log, at most `in_flight` at once,
     /// paced to `rate` appends per second when given, trimming as it goes.
     async fn measure(&self, entry_bytes: usize, count: u64, rate: Option<f64>) -> anyhow::Result<WalRun> {
-        let (log, epoch) = self.open_log().await?;
+        let (log, epoch) = open_log(&self.client, self.owner, &self.targets).await?;
         let tasks = TaskTracker::new();
         let cancel = CancellationToken::new();
         let writer = WalWriter::start(log, epoch, self.targets.clone(), 2, Seq(0), &tasks, cancel.clone());

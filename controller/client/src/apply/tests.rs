@@ -172,6 +172,13 @@ fn register_wal(image: &mut Image, version: u64, id: u32, zone: &str) {
     image.apply(Version(version), &command).unwrap();
 }
 
+/// WAL nodes 1, 2 and 3 in zones a, b and c, registered at `version` and the two after.
+fn register_wal_zones(image: &mut Image, version: u64) {
+    for (offset, (id, zone)) in [(1, "a"), (2, "b"), (3, "c")].into_iter().enumerate() {
+        register_wal(image, version + offset as u64, id, zone);
+    }
+}
+
 fn ensemble() -> Vec<EnsembleMember> {
     [(1, "a"), (2, "b"), (3, "c")]
         .iter()
@@ -188,9 +195,7 @@ fn ensemble() -> Vec<EnsembleMember> {
 fn an_ensemble_needs_an_ack_quorum_of_two_zones() {
     let mut image = Image::default();
     let owner = register(&mut image, 1, NodeKind::Broker, 1);
-    for (version, (id, zone)) in [(3, (1, "a")), (4, (2, "b")), (5, (3, "c"))] {
-        register_wal(&mut image, version, id, zone);
-    }
+    register_wal_zones(&mut image, 3);
     let open = |ensemble: Vec<EnsembleMember>, ack_quorum| Command::OpenLog {
         owner: NodeId(1),
         owner_epoch: owner,
@@ -209,9 +214,7 @@ fn a_wal_log_is_opened_recovered_once_per_epoch_and_sealed_for_good() {
     let mut image = Image::default();
     let owner = register(&mut image, 1, NodeKind::Broker, 1);
     let recoverer = register(&mut image, 2, NodeKind::Broker, 2);
-    for (version, (id, zone)) in [(3, (1, "a")), (4, (2, "b")), (5, (3, "c"))] {
-        register_wal(&mut image, version, id, zone);
-    }
+    register_wal_zones(&mut image, 3);
     let open = Command::OpenLog { owner: NodeId(1), owner_epoch: owner, ensemble: ensemble(), ack_quorum: 2 };
     assert_eq!(image.apply(Version(6), &open), Ok(Outcome::LogOpened { log: LogId(1), epoch: LogEpoch(1) }));
     assert_eq!(image.apply(Version(7), &open), Ok(Outcome::LogOpened { log: LogId(2), epoch: LogEpoch(1) }));
@@ -271,9 +274,7 @@ fn a_fenced_brokers_partitions_move_only_after_its_logs_are_sealed_and_uploaded(
     let dead = register_in(&mut image, 1, NodeKind::Broker, 1, "a");
     let other_zone = register_in(&mut image, 2, NodeKind::Broker, 2, "b");
     register_in(&mut image, 3, NodeKind::Broker, 3, "a");
-    for (version, (id, zone)) in [(4, (1, "a")), (5, (2, "b")), (6, (3, "c"))] {
-        register_wal(&mut image, version, id, zone);
-    }
+    register_wal_zones(&mut image, 4);
     let mut topic = create_topic("orders", 1);
     if let Command::CreateTopic { leaders, .. } = &mut topic {
         leaders[0] = Some(NodeId(1));
@@ -497,9 +498,7 @@ fn a_leader_closes_a_partition_only_at_its_uploaded_end_and_a_draining_broker_ge
 fn an_orphaned_log_is_committed_to_only_once_sealed() {
     let mut image = Image::default();
     let first = register(&mut image, 1, NodeKind::Broker, 1);
-    for (version, (id, zone)) in [(2, (1, "a")), (3, (2, "b")), (4, (3, "c"))] {
-        register_wal(&mut image, version, id, zone);
-    }
+    register_wal_zones(&mut image, 2);
     let open = Command::OpenLog { owner: NodeId(1), owner_epoch: first, ensemble: ensemble(), ack_quorum: 2 };
     image.apply(Version(5), &open).unwrap();
     let again = register(&mut image, 6, NodeKind::Broker, 1);
@@ -540,9 +539,7 @@ fn an_orphaned_log_is_committed_to_only_once_sealed() {
 fn an_upload_racing_a_topic_deletion_commits_and_a_made_up_stream_is_refused() {
     let mut image = Image::default();
     let broker = register(&mut image, 1, NodeKind::Broker, 1);
-    for (version, (id, zone)) in [(2, (1, "a")), (3, (2, "b")), (4, (3, "c"))] {
-        register_wal(&mut image, version, id, zone);
-    }
+    register_wal_zones(&mut image, 2);
     image.apply(Version(5), &create_topic("gone", 1)).unwrap();
     let stream = image.topics["gone"].partitions[0].stream_id;
     let open = Command::OpenLog { owner: NodeId(1), owner_epoch: broker, ensemble: ensemble(), ack_quorum: 2 };
@@ -586,9 +583,7 @@ fn an_upload_racing_a_topic_deletion_commits_and_a_made_up_stream_is_refused() {
 fn a_wal_log_is_forgotten_only_once_sealed_and_uploaded() {
     let mut image = Image::default();
     let first = register(&mut image, 1, NodeKind::Broker, 1);
-    for (version, (id, zone)) in [(2, (1, "a")), (3, (2, "b")), (4, (3, "c"))] {
-        register_wal(&mut image, version, id, zone);
-    }
+    register_wal_zones(&mut image, 2);
     let open = Command::OpenLog { owner: NodeId(1), owner_epoch: first, ensemble: ensemble(), ack_quorum: 2 };
     image.apply(Version(5), &open).unwrap();
     image.apply(Version(6), &open).unwrap();

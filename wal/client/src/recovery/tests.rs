@@ -75,18 +75,19 @@ fn a_tail_read_in_pieces_gives_the_same_plan() {
 /// with them.
 #[test]
 fn a_read_that_broke_off_past_the_others_starts_the_recovery_again() {
-    let mut recovery = Recovery::new(LogId(9), LogEpoch(2), members(), 2, Seq(0));
-    for member in 0..3 {
-        recovery.on_fenced(member, Seq(5));
-    }
+    let all_fenced = || {
+        let mut recovery = Recovery::new(LogId(9), LogEpoch(2), members(), 2, Seq(0));
+        for member in 0..3 {
+            recovery.on_fenced(member, Seq(5));
+        }
+        recovery
+    };
+    let mut recovery = all_fenced();
     recovery.on_entries(0, entries(1..=4)).unwrap();
     recovery.on_read(1, entries(1..=2)).unwrap();
     recovery.on_read(2, entries(1..=3)).unwrap();
     assert_eq!(recovery.plan(), Err(RecoveryError::BrokenOff { index: 0 }));
-    let mut shorter = Recovery::new(LogId(9), LogEpoch(2), members(), 2, Seq(0));
-    for member in 0..3 {
-        shorter.on_fenced(member, Seq(5));
-    }
+    let mut shorter = all_fenced();
     shorter.on_entries(0, entries(1..=2)).unwrap();
     shorter.on_read(1, entries(1..=3)).unwrap();
     shorter.on_read(2, entries(1..=3)).unwrap();
