@@ -31,6 +31,11 @@ pub struct ConfigToml {
     /// Controller gRPC addresses, comma-separated.
     #[arg(long, env = "KEEL_BROKER_CONTROLLERS", value_delimiter = ',')]
     pub controllers: Option<Vec<String>>,
+    /// The zone of each controller, in the order of `controllers`,
+    /// comma-separated. A node calls its own zone's controller first;
+    /// unset, it starts at a random one.
+    #[arg(long, env = "KEEL_BROKER_CONTROLLER_ZONES", value_delimiter = ',')]
+    pub controller_zones: Option<Vec<String>>,
     /// Heartbeat interval to the controller. Default 250ms.
     #[arg(long, env = "KEEL_BROKER_HEARTBEAT_INTERVAL", value_parser = humantime_serde::re::humantime::parse_duration)]
     #[serde(with = "humantime_serde")]
@@ -183,6 +188,7 @@ pub struct BrokerConfig {
     pub advertise: String,
     pub admin_listen: SocketAddr,
     pub controllers: Vec<String>,
+    pub controller_zones: Vec<String>,
     pub heartbeat_interval: Duration,
     pub cache_bytes: u64,
     pub request_bytes_max: u32,
@@ -221,6 +227,7 @@ impl ConfigToml {
             advertise: self.advertise.or(lower.advertise),
             admin_listen: self.admin_listen.or(lower.admin_listen),
             controllers: self.controllers.or(lower.controllers),
+            controller_zones: self.controller_zones.or(lower.controller_zones),
             heartbeat_interval: self.heartbeat_interval.or(lower.heartbeat_interval),
             cache_bytes: self.cache_bytes.or(lower.cache_bytes),
             request_bytes_max: self.request_bytes_max.or(lower.request_bytes_max),
@@ -268,6 +275,7 @@ impl ConfigToml {
             advertise,
             admin_listen,
             controllers,
+            controller_zones,
             heartbeat_interval,
             cache_bytes,
             request_bytes_max,
@@ -322,6 +330,13 @@ impl ConfigToml {
         let listen = listen.unwrap_or_else(|| "127.0.0.1:9092".parse().expect("valid literal"));
         let controllers = controllers.unwrap_or_default();
         anyhow::ensure!(!controllers.is_empty(), "controllers must list the controller quorum's addresses");
+        let controller_zones = controller_zones.unwrap_or_default();
+        anyhow::ensure!(
+            controller_zones.is_empty() || controller_zones.len() == controllers.len(),
+            "controller_zones must name one zone per controller ({} given for {} controllers)",
+            controller_zones.len(),
+            controllers.len()
+        );
         let advertise = advertise.unwrap_or_else(|| listen.to_string());
         anyhow::ensure!(
             advertise.rsplit_once(':').is_some_and(|(_, port)| port.parse::<u16>().is_ok()),
@@ -355,6 +370,7 @@ impl ConfigToml {
             advertise,
             admin_listen: admin_listen.unwrap_or_else(|| "127.0.0.1:9592".parse().expect("valid literal")),
             controllers,
+            controller_zones,
             heartbeat_interval: heartbeat_interval.unwrap_or(Duration::from_millis(250)),
             cache_bytes: cache_bytes.unwrap_or(256 << 20),
             request_bytes_max,

@@ -46,7 +46,10 @@ pub async fn start(config: BrokerConfig, registry: &Registry, cancel: Cancellati
         .with_context(|| format!("bind admin listener {}", config.admin_listen))?;
     let metrics = Metrics::new(registry)?;
     let tasks = TaskTracker::new();
-    let client = Arc::new(MetadataClient::new(config.controllers.clone(), ClientOptions::default())?);
+    let client = Arc::new(
+        MetadataClient::new(config.controllers.clone(), ClientOptions::default())?
+            .prefer_zone(&config.controller_zones, &config.zone)?,
+    );
 
     let (images, follow) = keel_controller_client::follower::follow(client.clone(), cancel.clone());
     tasks.spawn(follow);

@@ -19,7 +19,18 @@ pub async fn serve(
     ready: watch::Receiver<bool>,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
-    let app = Router::new()
+    serve_with(listener, registry, ready, Router::new(), cancel).await
+}
+
+/// `serve`, with the process's own `extra` routes beside the common ones.
+pub async fn serve_with(
+    listener: TcpListener,
+    registry: Registry,
+    ready: watch::Receiver<bool>,
+    extra: Router,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    let app = extra
         .route("/metrics", get(move || std::future::ready(render_metrics(&registry))))
         .route("/health", get(|| std::future::ready("ok\n")))
         .route(

@@ -79,6 +79,7 @@ fuzz_target!(|data: &[u8]| {
         segment_bytes: SEGMENT as u64,
         journal_bytes_max: None,
         recycled_segments_max: 1,
+        faults: None,
     };
     if let Ok((journal, _)) = Journal::open(options) {
         for (log, contents) in journal.logs() {

@@ -101,3 +101,18 @@ async fn a_broker_that_hears_nothing_hands_its_partitions_over_within_its_bound(
 async fn a_lost_zone_and_a_broker_killed_in_another_lose_nothing_acknowledged() {
     scenario("zone-loss-and-broker-kill").await;
 }
+
+/// Issue 21: a WAL node on a slow disk (every fdatasync 400 ms longer)
+/// must not slow the writes its two peers can acknowledge.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wal_node_on_a_slow_disk_stalls_writes_under_its_bound_and_loses_nothing() {
+    scenario("wal-slow-disk").await;
+}
+
+/// Issue 21: a WAL node that loses power inside a batch (a random half of
+/// the batch's pages on disk, no fdatasync) reopens its journal, cutting
+/// the unacknowledged batch, and nothing acknowledged is lost.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wal_node_that_loses_power_inside_a_batch_reopens_and_loses_nothing() {
+    scenario("wal-power-cut").await;
+}

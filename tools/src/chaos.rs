@@ -27,7 +27,7 @@ use anyhow::Context;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
-use crate::launcher::{BrokerSpec, ClusterOptions, ControllerSpec, LocalCluster, Managed, WalSpec};
+use crate::launcher::{http_request, BrokerSpec, ClusterOptions, ControllerSpec, LocalCluster, Managed, WalSpec};
 use net::{Net, ZONES};
 
 const WORKLOAD: &str = include_str!("chaos/workload.py");
@@ -120,7 +120,17 @@ enum Fault {
     /// delivered: it hears nobody (no replies to its heartbeats, no
     /// clients) while the controller hears it.
     BrokerInboundLoss(String),
+    /// Every fdatasync of the zone's WAL node takes `SLOW_SYNC_MS` longer
+    /// (a slow disk); back to normal at heal.
+    WalSlowDisk(String),
+    /// The zone's WAL node loses power inside a batch: a random half of the
+    /// batch's pages reach the disk, and it dies before the fdatasync
+    /// (`keel_wal::faults`); restarted at heal, its journal must open.
+    WalPowerCut(String),
 }
+
+/// How much longer each fdatasync takes on a slow disk.
+const SLOW_SYNC_MS: u64 = 400;
 
 #[derive(Clone, Copy, Debug)]
 enum Kind {
@@ -150,6 +160,8 @@ impl Fault {
             Fault::ZoneLossAndKill(_, _, Kind::Wal) => "zone-loss-and-wal-kill",
             Fault::ZoneLossAndKill(_, _, Kind::Controller) => "zone-loss-and-controller-kill",
             Fault::BrokerInboundLoss(_) => "broker-inbound-loss",
+            Fault::WalSlowDisk(_) => "wal-slow-disk",
+            Fault::WalPowerCut(_) => "wal-power-cut",
         }
     }
 
@@ -168,7 +180,7 @@ impl Fault {
             // The broker's session (2 s) and a second (issue 21), and the
             // client's own metadata refresh.
             "broker-inbound-loss" => Duration::from_secs(4),
-            "wal-freeze" | "wal-disk-full" => Duration::from_secs(3),
+            "wal-freeze" | "wal-disk-full" | "wal-slow-disk" => Duration::from_secs(3),
             "object-store-full" | "zone-loss-and-wal-kill" | "zone-loss-and-controller-kill" => HOLD + AFTER,
             _ => HOLD - Duration::from_secs(1),
         }
@@ -191,8 +203,10 @@ impl Fault {
     fn random(rng: &mut impl Rng) -> Fault {
         let z = ZONES[rng.gen_range(0..3)].to_owned();
         let other = ZONES[(ZONES.iter().position(|x| *x == z).unwrap_or(0) + rng.gen_range(1..3)) % 3].to_owned();
-        match rng.gen_range(0..16) {
+        match rng.gen_range(0..18) {
             14 => Fault::BrokerInboundLoss(z),
+            15 => Fault::WalSlowDisk(z),
+            16 => Fault::WalPowerCut(z),
             0 => Fault::ZoneLoss(z),
             8 => Fault::ZoneLossWiped(z),
             9 => Fault::WalDiskFull(z),
@@ -226,12 +240,14 @@ fn scenario(name: &str, rng: &mut impl Rng) -> anyhow::Result<Fault> {
         "controller-follower-freeze" => Fault::ControllerFreeze { leader: false },
         "wal-freeze" => Fault::WalFreeze(zone),
         "broker-inbound-loss" => Fault::BrokerInboundLoss(zone),
+        "wal-slow-disk" => Fault::WalSlowDisk(zone),
+        "wal-power-cut" => Fault::WalPowerCut(zone),
         "zone-loss-and-broker-kill" => {
             let other = ZONES[(zone_index(&zone) + rng.gen_range(1..3)) % 3].to_owned();
             Fault::ZoneLossAndKill(zone, other, Kind::Broker)
         }
         other => anyhow::bail!(
-            "unknown scenario {other:?}: use zone-loss, zone-loss-wiped, zone-partition, controller-leader-kill, controller-leader-freeze, controller-follower-freeze, wal-freeze, zone-loss-and-broker-kill, broker-zombie, broker-inbound-loss, wal-disk-full or object-store-full, or --soak"
+            "unknown scenario {other:?}: use zone-loss, zone-loss-wiped, zone-partition, controller-leader-kill, controller-leader-freeze, controller-follower-freeze, wal-freeze, wal-slow-disk, wal-power-cut, zone-loss-and-broker-kill, broker-zombie, broker-inbound-loss, wal-disk-full or object-store-full, or --soak"
         ),
     })
 }
@@ -646,6 +662,10 @@ async fn start_cluster(dir: &Path, net: Option<&Net>, objects_bytes: u64) -> any
             cluster
         }
     };
+    // The WAL nodes' slow-disk and power-cut faults go through their admin port.
+    for wal in &mut cluster.wal_nodes {
+        wal.spec.args.extend(["--allow-disk-faults".into(), "true".into()]);
+    }
     cluster.start_all()?;
     cluster.wait_for_leader(Duration::from_secs(60)).await?;
     cluster.start_all_wal()?;
@@ -665,6 +685,8 @@ enum Undo {
     /// A file that filled a disk.
     Remove(PathBuf),
     Resume(Kind, usize),
+    /// A WAL node's fdatasyncs back to normal speed.
+    SyncDelay(usize),
     Nothing,
 }
 
@@ -766,6 +788,28 @@ async fn inject(cluster: &mut LocalCluster, net: Option<&Net>, fault: &Fault) ->
             }
             Undo::Restart(vec![(Kind::Controller, i), (Kind::Wal, i), (Kind::Broker, i), (*kind, j)])
         }
+        Fault::WalSlowDisk(zone) => {
+            let i = zone_index(zone);
+            set_sync_delay(cluster, i, SLOW_SYNC_MS).await?;
+            Undo::SyncDelay(i)
+        }
+        Fault::WalPowerCut(zone) => {
+            let i = zone_index(zone);
+            let admin = cluster.wal_nodes[i].spec.admin;
+            let (status, body) = http_request(admin, "POST", "/faults/power-cut", "").await?;
+            anyhow::ensure!(status == 200, "arming the power cut of WAL node {} answered {status}: {body}", i + 1);
+            // Under the workload's appends the next batch comes at once.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while cluster.wal_nodes[i].is_running() && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            anyhow::ensure!(
+                !cluster.wal_nodes[i].is_running(),
+                "WAL node {} took no batch in 5 s after its power cut was armed",
+                i + 1
+            );
+            Undo::Restart(vec![(Kind::Wal, i)])
+        }
         Fault::KillProcess(zone, kind) => {
             let i = zone_index(zone);
             match kind {
@@ -784,6 +828,7 @@ async fn heal(cluster: &mut LocalCluster, net: Option<&Net>, undo: Undo) -> anyh
     }
     match undo {
         Undo::Network | Undo::Nothing => {}
+        Undo::SyncDelay(i) => set_sync_delay(cluster, i, 0).await?,
         Undo::Resume(kind, i) => match kind {
             Kind::Controller => cluster.controllers[i].pause(false),
             Kind::Wal => cluster.wal_nodes[i].pause(false),
@@ -801,6 +846,14 @@ async fn heal(cluster: &mut LocalCluster, net: Option<&Net>, undo: Undo) -> anyh
         Undo::RestartWiped(i, incarnation) => rejoin_wiped(cluster, i, &incarnation).await?,
         Undo::Remove(path) => std::fs::remove_file(&path).with_context(|| format!("remove {}", path.display()))?,
     }
+    Ok(())
+}
+
+/// Makes every fdatasync of WAL node `i` take `ms` longer (0: normal again).
+async fn set_sync_delay(cluster: &LocalCluster, i: usize, ms: u64) -> anyhow::Result<()> {
+    let admin = cluster.wal_nodes[i].spec.admin;
+    let (status, body) = http_request(admin, "PUT", "/faults/sync-delay", &ms.to_string()).await?;
+    anyhow::ensure!(status == 200, "setting WAL node {}'s fdatasync delay answered {status}: {body}", i + 1);
     Ok(())
 }
 

@@ -270,6 +270,12 @@ impl LocalCluster {
         self.controllers.iter().map(|c| format!("{}={}", c.spec.id, c.spec.grpc)).collect::<Vec<_>>().join(",")
     }
 
+    /// The controllers' zones, in the order of `controller_addrs`: the
+    /// `id`-th controller is in the `id`-th zone, as the other nodes are.
+    pub fn controller_zones(&self) -> String {
+        self.controllers.iter().map(|c| zone_of(c.spec.id)).collect::<Vec<_>>().join(",")
+    }
+
     /// The controllers' gRPC addresses.
     pub fn controller_addrs(&self) -> Vec<String> {
         self.controllers.iter().map(|c| c.spec.grpc.to_string()).collect()
@@ -359,6 +365,7 @@ impl LocalCluster {
     /// Starts WAL node `index` (0-based) from its data directory.
     pub fn start_wal(&mut self, index: usize) -> anyhow::Result<()> {
         let controllers = self.controller_addrs().join(",");
+        let controller_zones = self.controller_zones();
         let binary = find_binary("keel-wal")?;
         let node = &mut self.wal_nodes[index];
         let spec = &node.spec;
@@ -375,6 +382,8 @@ impl LocalCluster {
             spec.data_dir.clone().into(),
             "--controllers".into(),
             controllers.into(),
+            "--controller-zones".into(),
+            controller_zones.into(),
         ];
         let args = args.into_iter().chain(spec.args.iter().map(Into::into));
         let log = format!("wal-{}.log", spec.id);
@@ -457,6 +466,7 @@ impl LocalCluster {
     /// Starts broker `index` (0-based).
     pub fn start_broker(&mut self, index: usize) -> anyhow::Result<()> {
         let controllers = self.controller_addrs().join(",");
+        let controller_zones = self.controller_zones();
         let binary = find_binary("keel-broker")?;
         let broker = &mut self.brokers[index];
         let spec = &broker.spec;
@@ -471,6 +481,8 @@ impl LocalCluster {
             spec.admin.to_string().into(),
             "--controllers".into(),
             controllers.into(),
+            "--controller-zones".into(),
+            controller_zones.into(),
         ];
         // Unless told to use S3, the brokers share one local object directory
         // (as they would share a bucket).
@@ -757,9 +769,16 @@ pub fn metric_value(text: &str, name: &str) -> f64 {
 
 /// Sends `GET path` over HTTP/1.0 to `addr` and returns the status code and body.
 pub async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
+    http_request(addr, "GET", path, "").await
+}
+
+/// Sends `method path` with `body` over HTTP/1.0 to `addr` and returns the
+/// status code and body.
+pub async fn http_request(addr: SocketAddr, method: &str, path: &str, body: &str) -> anyhow::Result<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr)).await??;
-    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).await?;
+    let request = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+    stream.write_all(request.as_bytes()).await?;
     let mut response = String::new();
     tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut response)).await??;
     let status = response.split_whitespace().nth(1).and_then(|code| code.parse().ok());

@@ -35,6 +35,16 @@ pub struct ConfigToml {
     /// Controller gRPC addresses, comma-separated.
     #[arg(long, env = "KEEL_WAL_CONTROLLERS", value_delimiter = ',')]
     pub controllers: Option<Vec<String>>,
+    /// The zone of each controller, in the order of `controllers`,
+    /// comma-separated. A node calls its own zone's controller first;
+    /// unset, it starts at a random one.
+    #[arg(long, env = "KEEL_WAL_CONTROLLER_ZONES", value_delimiter = ',')]
+    pub controller_zones: Option<Vec<String>>,
+    /// For fault tests only: serve `/faults/...` on the admin port, through
+    /// which a chaos run slows this node's fdatasyncs or cuts its power
+    /// (`keel_wal::faults`). Default false; never set it in production.
+    #[arg(long, env = "KEEL_WAL_ALLOW_DISK_FAULTS")]
+    pub allow_disk_faults: Option<bool>,
     /// Size of each journal segment file, in bytes. Default 64 MiB.
     #[arg(long, env = "KEEL_WAL_SEGMENT_BYTES")]
     pub segment_bytes: Option<u64>,
@@ -68,6 +78,8 @@ pub struct WalConfig {
     pub admin_listen: SocketAddr,
     pub data_dir: PathBuf,
     pub controllers: Vec<String>,
+    pub controller_zones: Vec<String>,
+    pub allow_disk_faults: bool,
     pub segment_bytes: u64,
     pub journal_bytes_max: Option<u64>,
     pub recycled_segments: usize,
@@ -86,6 +98,8 @@ impl ConfigToml {
             admin_listen: self.admin_listen.or(lower.admin_listen),
             data_dir: self.data_dir.or(lower.data_dir),
             controllers: self.controllers.or(lower.controllers),
+            controller_zones: self.controller_zones.or(lower.controller_zones),
+            allow_disk_faults: self.allow_disk_faults.or(lower.allow_disk_faults),
             segment_bytes: self.segment_bytes.or(lower.segment_bytes),
             journal_bytes_max: self.journal_bytes_max.or(lower.journal_bytes_max),
             recycled_segments: self.recycled_segments.or(lower.recycled_segments),
@@ -103,6 +117,8 @@ impl ConfigToml {
             admin_listen,
             data_dir,
             controllers,
+            controller_zones,
+            allow_disk_faults,
             segment_bytes,
             journal_bytes_max,
             recycled_segments,
@@ -114,6 +130,13 @@ impl ConfigToml {
         let listen = listen.unwrap_or_else(|| "127.0.0.1:9390".parse().expect("valid literal"));
         let controllers = controllers.unwrap_or_default();
         anyhow::ensure!(!controllers.is_empty(), "controllers must list the controller quorum's addresses");
+        let controller_zones = controller_zones.unwrap_or_default();
+        anyhow::ensure!(
+            controller_zones.is_empty() || controller_zones.len() == controllers.len(),
+            "controller_zones must name one zone per controller ({} given for {} controllers)",
+            controller_zones.len(),
+            controllers.len()
+        );
         let segment_bytes = segment_bytes.unwrap_or(64 << 20);
         let entry_max = keel_wal_client::entry::ENTRY_BYTES_MAX as u64;
         anyhow::ensure!(
@@ -129,6 +152,8 @@ impl ConfigToml {
             admin_listen: admin_listen.unwrap_or_else(|| "127.0.0.1:9490".parse().expect("valid literal")),
             data_dir: data_dir.context("data_dir is required")?,
             controllers,
+            controller_zones,
+            allow_disk_faults: allow_disk_faults.unwrap_or(false),
             segment_bytes,
             journal_bytes_max,
             recycled_segments: recycled_segments.unwrap_or(4),
@@ -156,6 +181,13 @@ mod tests {
                 .unwrap()
         };
         assert!(small.validate().is_err(), "a segment must hold the largest entry");
+        let zones = ConfigToml {
+            controller_zones: Some(vec!["a".into(), "b".into()]),
+            ..keel_common::config::parse_toml("node_id = 1\nzone = \"a\"\ndata_dir = \"/d\"\ncontrollers = [\"x:1\"]")
+                .unwrap()
+        };
+        let error = zones.validate().unwrap_err().to_string();
+        assert!(error.contains("one zone per controller"), "{error}");
     }
 
     #[test]
@@ -172,6 +204,7 @@ mod tests {
             let file: ConfigToml = keel_common::config::load_toml(&path).unwrap();
             let config = file.validate().unwrap_or_else(|e| panic!("{name}: {e:#}"));
             assert_eq!(config.controllers.len(), 3, "{name}");
+            assert_eq!(config.controller_zones, ["a", "b", "c"], "{name}");
             checked += 1;
         }
         assert_eq!(checked, 3, "expected the three zone configs in {}", dir.display());

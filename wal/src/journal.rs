@@ -93,6 +93,8 @@ pub struct JournalOptions {
     /// Trimmed segments kept to be reused as new ones; beyond this many they
     /// are deleted, so disk use falls after a large trim.
     pub recycled_segments_max: usize,
+    /// Faults a chaos run may inject (`crate::faults`); `None` in production.
+    pub faults: Option<std::sync::Arc<crate::faults::DiskFaults>>,
 }
 
 /// Why the journal failed.
@@ -370,7 +372,13 @@ impl Journal {
         let Some((start, _)) = pending.first() else { return Ok(()) };
         let active = self.segments.last().expect("a journal always has an active segment");
         let pieces: Vec<&[u8]> = pending.iter().map(|(_, bytes)| bytes.as_ref()).collect();
+        if let Some(faults) = &self.options.faults {
+            faults.maybe_cut_power(&active.file, &pieces, *start);
+        }
         write_all_vectored_at(&active.file, &pieces, *start).map_err(io_error(&active.path))?;
+        if let Some(faults) = &self.options.faults {
+            faults.before_sync();
+        }
         active.file.sync_data().map_err(io_error(&active.path))
     }
 

@@ -15,6 +15,7 @@
 
 pub mod acceptor;
 pub mod config;
+pub mod faults;
 mod incarnation;
 pub mod journal;
 mod metrics;

@@ -50,7 +50,12 @@ pub async fn start(config: WalConfig, registry: &Registry, cancel: CancellationT
         segment_bytes: config.segment_bytes,
         journal_bytes_max: config.journal_bytes_max,
         recycled_segments_max: config.recycled_segments,
+        faults: config.allow_disk_faults.then(Default::default),
     };
+    if config.allow_disk_faults {
+        tracing::warn!("disk faults may be injected through the admin port (--allow-disk-faults): for tests only");
+    }
+    let fault_routes = options.faults.clone().map(crate::faults::DiskFaults::routes).unwrap_or_default();
     let (journal, report) = Journal::open(options).context("open the journal")?;
     tracing::info!(
         node = %config.node_id,
@@ -92,7 +97,10 @@ pub async fn start(config: WalConfig, registry: &Registry, cancel: CancellationT
         }
     });
 
-    let client = Arc::new(MetadataClient::new(config.controllers.clone(), ClientOptions::default())?);
+    let client = Arc::new(
+        MetadataClient::new(config.controllers.clone(), ClientOptions::default())?
+            .prefer_zone(&config.controller_zones, &config.zone)?,
+    );
     let registration = Registration {
         kind: NodeKind::Wal,
         id: config.node_id,
@@ -111,7 +119,9 @@ pub async fn start(config: WalConfig, registry: &Registry, cancel: CancellationT
     let registry = registry.clone();
     let on_failure = cancel.clone();
     tasks.spawn(async move {
-        if let Err(error) = keel_common::admin::serve(admin, registry, ready, on_failure.clone()).await {
+        if let Err(error) =
+            keel_common::admin::serve_with(admin, registry, ready, fault_routes, on_failure.clone()).await
+        {
             tracing::error!("admin server failed: {error:#}");
             on_failure.cancel();
         }

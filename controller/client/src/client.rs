@@ -105,6 +105,33 @@ impl MetadataClient {
         Ok(MetadataClient { endpoints, channels, preferred, options })
     }
 
+    /// Starts with the controller of `own_zone` when `zones` names each
+    /// controller's zone (in the order of the endpoints), so a node's calls
+    /// stay in its zone and a silent zone holds up only its own nodes' first
+    /// attempts; with no zones, or none in `own_zone`, the random start of
+    /// `new` stays.
+    pub fn prefer_zone(self, zones: &[String], own_zone: &str) -> anyhow::Result<MetadataClient> {
+        if zones.is_empty() {
+            return Ok(self);
+        }
+        anyhow::ensure!(
+            zones.len() == self.endpoints.len(),
+            "controller_zones names {} zones for {} controllers",
+            zones.len(),
+            self.endpoints.len()
+        );
+        let local: Vec<usize> = (0..zones.len()).filter(|&i| zones[i] == own_zone).collect();
+        if !local.is_empty() {
+            self.preferred.store(local[rand::random::<usize>() % local.len()], Ordering::Relaxed);
+        }
+        Ok(self)
+    }
+
+    /// The index of the controller the next call tries first.
+    pub fn preferred(&self) -> usize {
+        self.preferred.load(Ordering::Relaxed)
+    }
+
     /// The controller addresses this client knows.
     pub fn endpoints(&self) -> &[String] {
         &self.endpoints
@@ -390,4 +417,34 @@ fn is_retryable_status(status: &tonic::Status) -> bool {
         status.code(),
         tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled | tonic::Code::Unknown
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client() -> MetadataClient {
+        let endpoints = ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"].map(String::from).to_vec();
+        MetadataClient::new(endpoints, ClientOptions::default()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_node_starts_at_its_own_zones_controller_and_the_others_spread() {
+        let zones = ["a", "b", "c"].map(String::from);
+        for (own, index) in [("a", 0), ("b", 1), ("c", 2)] {
+            for _ in 0..20 {
+                assert_eq!(client().prefer_zone(&zones, own).unwrap().preferred(), index, "zone {own}");
+            }
+        }
+        // No controller in the node's zone, or no zones given: a random
+        // start, not the same one for every node.
+        let starts: std::collections::BTreeSet<usize> =
+            (0..200).map(|_| client().prefer_zone(&zones, "d").unwrap().preferred()).collect();
+        assert_eq!(starts.len(), 3, "{starts:?}");
+        let starts: std::collections::BTreeSet<usize> =
+            (0..200).map(|_| client().prefer_zone(&[], "a").unwrap().preferred()).collect();
+        assert_eq!(starts.len(), 3, "{starts:?}");
+        let error = client().prefer_zone(&zones[..2], "a").unwrap_err().to_string();
+        assert!(error.contains("2 zones for 3 controllers"), "{error}");
+    }
 }

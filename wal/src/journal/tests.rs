@@ -9,7 +9,13 @@ use super::*;
 const SEGMENT: u64 = 16 << 10;
 
 fn options(dir: &Path) -> JournalOptions {
-    JournalOptions { dir: dir.to_path_buf(), segment_bytes: SEGMENT, journal_bytes_max: None, recycled_segments_max: 0 }
+    JournalOptions {
+        dir: dir.to_path_buf(),
+        segment_bytes: SEGMENT,
+        journal_bytes_max: None,
+        recycled_segments_max: 0,
+        faults: None,
+    }
 }
 
 fn entry(log: u64, seq: u64, size: usize) -> Bytes {

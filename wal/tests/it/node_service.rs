@@ -27,8 +27,13 @@ async fn start_node(dir: &Path) -> Node {
 }
 
 async fn start_capped_node(dir: &Path, journal_bytes_max: Option<u64>) -> Node {
-    let options =
-        JournalOptions { dir: dir.to_path_buf(), segment_bytes: 1 << 20, journal_bytes_max, recycled_segments_max: 4 };
+    let options = JournalOptions {
+        dir: dir.to_path_buf(),
+        segment_bytes: 1 << 20,
+        journal_bytes_max,
+        recycled_segments_max: 4,
+        faults: None,
+    };
     let (journal, _) = Journal::open(options).unwrap();
     let metrics = keel_wal::Metrics::new(&prometheus::Registry::new()).unwrap();
     let (store, _thread) = keel_wal::store::start(journal, 1024, metrics, CancellationToken::new()).unwrap();
