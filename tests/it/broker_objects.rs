@@ -12,26 +12,6 @@ use keel_tools::launcher::metric_value;
 
 use crate::broker_kcat::{consume_all, kcat};
 
-/// Broker flags for the S3 backend at `endpoint` (moto's server, or the fault
-/// proxy in front of it), then `extra`.
-pub(crate) fn s3_broker_args(endpoint: &str, bucket: &str, extra: &[&str]) -> Vec<String> {
-    let s3 = [
-        "--s3-bucket",
-        bucket,
-        "--s3-endpoint",
-        endpoint,
-        "--s3-path-style",
-        "true",
-        "--s3-region",
-        "us-east-1",
-        "--s3-access-key-id",
-        "keel",
-        "--s3-secret-access-key",
-        "keel-secret",
-    ];
-    s3.iter().chain(extra).map(|arg| arg.to_string()).collect()
-}
-
 /// Produces `count` keyed records to a fresh 3-partition topic "history",
 /// waits until all of them are uploaded and the WAL nodes have trimmed, then
 /// restarts the broker and reads everything back from the objects.
@@ -126,11 +106,11 @@ async fn uploaded_history_is_trimmed_from_the_wal_and_read_back_from_a_local_dir
 
 #[tokio::test(flavor = "multi_thread")]
 async fn uploaded_history_is_read_back_from_an_s3_compatible_server() {
-    let s3 = keel_tests::s3::S3Server::start().await.unwrap();
+    let s3 = keel_tools::s3::S3Server::start().await.unwrap();
     let mut test = TestCluster::start(3, &[]).await.unwrap();
     test.start_wal_nodes(3).await.unwrap();
     let endpoint = s3.endpoint();
-    let args = s3_broker_args(&endpoint, s3.bucket(), &["--upload-interval", "200ms"]);
+    let args = keel_tools::s3::broker_args(&endpoint, s3.bucket(), &["--upload-interval", "200ms"]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     test.start_brokers(1, &args).await.unwrap();
     upload_trim_and_read_back(&mut test, 2000).await;
@@ -144,7 +124,7 @@ async fn uploaded_history_is_read_back_from_an_s3_compatible_server() {
 async fn the_s3_backend_uploads_in_parts_and_reads_ranges() {
     use keel_objects::{ObjectStore, S3Config, S3Store, StoreError};
 
-    let s3 = keel_tests::s3::S3Server::start().await.unwrap();
+    let s3 = keel_tools::s3::S3Server::start().await.unwrap();
     let config = S3Config {
         bucket: s3.bucket().to_owned(),
         endpoint: s3.endpoint(),
@@ -256,14 +236,14 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 /// then reads every acknowledged record back from the objects.
 #[tokio::test(flavor = "multi_thread")]
 async fn uploads_ride_out_object_store_errors_throttling_and_an_outage() {
-    use keel_tests::s3::{Fault, FaultProxy};
+    use keel_tools::s3::{Fault, FaultProxy};
 
-    let s3 = keel_tests::s3::S3Server::start().await.unwrap();
+    let s3 = keel_tools::s3::S3Server::start().await.unwrap();
     let proxy = FaultProxy::start(s3.addr()).await.unwrap();
     let mut test = TestCluster::start(3, &[]).await.unwrap();
     test.start_wal_nodes(3).await.unwrap();
     let endpoint = proxy.endpoint();
-    let args = s3_broker_args(&endpoint, s3.bucket(), &["--upload-interval", "100ms"]);
+    let args = keel_tools::s3::broker_args(&endpoint, s3.bucket(), &["--upload-interval", "100ms"]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     test.start_brokers(1, &args).await.unwrap();
     let bootstrap = test.cluster.bootstrap();
@@ -514,17 +494,20 @@ async fn compaction_merges_small_objects_into_one_per_partition() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unreachable_object_store_pushes_producers_back_at_the_wal_cap() {
     use bytes::Bytes;
-    use keel_tests::s3::{Fault, FaultProxy};
     use keel_tools::kafka::{self, Connection};
+    use keel_tools::s3::{Fault, FaultProxy};
 
-    let s3 = keel_tests::s3::S3Server::start().await.unwrap();
+    let s3 = keel_tools::s3::S3Server::start().await.unwrap();
     let proxy = FaultProxy::start(s3.addr()).await.unwrap();
     proxy.set(Fault::Outage);
     let mut test = TestCluster::start(3, &[]).await.unwrap();
     test.start_wal_nodes(3).await.unwrap();
     let endpoint = proxy.endpoint();
-    let args =
-        s3_broker_args(&endpoint, s3.bucket(), &["--upload-interval", "100ms", "--wal-backlog-bytes-max", "1048576"]);
+    let args = keel_tools::s3::broker_args(
+        &endpoint,
+        s3.bucket(),
+        &["--upload-interval", "100ms", "--wal-backlog-bytes-max", "1048576"],
+    );
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     test.start_brokers(1, &args).await.unwrap();
     let connection = Connection::connect(&test.cluster.bootstrap()).await.unwrap();

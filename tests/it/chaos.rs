@@ -116,3 +116,18 @@ async fn a_wal_node_on_a_slow_disk_stalls_writes_under_its_bound_and_loses_nothi
 async fn a_wal_node_that_loses_power_inside_a_batch_reopens_and_loses_nothing() {
     scenario("wal-power-cut").await;
 }
+
+/// Issue 21: the object store answering 500 to everything (moto's S3 behind
+/// a fault proxy) must not stop writes: the WAL holds them, and uploads
+/// catch up after heal.
+#[tokio::test(flavor = "multi_thread")]
+async fn object_store_errors_stall_no_write_and_lose_nothing() {
+    scenario("object-store-errors").await;
+}
+
+/// Issue 21: the object store answering every request 1.5 s late must not
+/// slow writes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_object_store_stalls_no_write_and_loses_nothing() {
+    scenario("object-store-slow").await;
+}

@@ -135,13 +135,13 @@ async fn a_frozen_or_lagging_wal_member_does_not_hold_up_a_dead_brokers_failover
 /// upload fail opens its partitions again.
 #[tokio::test(flavor = "multi_thread")]
 async fn partition_moves_wait_while_the_object_store_is_down() {
-    use keel_tests::s3::{Fault, FaultProxy};
+    use keel_tools::s3::{Fault, FaultProxy};
 
-    let s3 = keel_tests::s3::S3Server::start().await.unwrap();
+    let s3 = keel_tools::s3::S3Server::start().await.unwrap();
     let proxy = FaultProxy::start(s3.addr()).await.unwrap();
     let mut test = TestCluster::start(3, &[]).await.unwrap();
     test.start_wal_nodes(3).await.unwrap();
-    let args = crate::broker_objects::s3_broker_args(&proxy.endpoint(), s3.bucket(), &["--upload-interval", "200ms"]);
+    let args = keel_tools::s3::broker_args(&proxy.endpoint(), s3.bucket(), &["--upload-interval", "200ms"]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     test.start_brokers(3, &args).await.unwrap();
     let create = keel_controller_client::pb::CreateTopicRequest {

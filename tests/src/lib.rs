@@ -8,8 +8,6 @@ use keel_tools::launcher::{ClusterOptions, LocalCluster};
 
 pub use keel_tools::launcher;
 
-pub mod s3;
-
 /// Log lines that tests which kill, wipe or load processes expect: openraft
 /// logs at ERROR every RPC to an unreachable peer (dead, or answering under a
 /// new raft id) and every append RPC that outlives its deadline (the

@@ -60,8 +60,9 @@ pub enum ChaosCommand {
 pub struct RunArgs {
     /// zone-loss, zone-loss-wiped, zone-partition, controller-leader-kill,
     /// controller-leader-freeze, controller-follower-freeze, wal-freeze,
-    /// zone-loss-and-broker-kill, broker-zombie, wal-disk-full, object-store-full,
-    /// or none (no fault: a baseline).
+    /// wal-slow-disk, wal-power-cut, zone-loss-and-broker-kill, broker-zombie,
+    /// broker-inbound-loss, wal-disk-full, object-store-full,
+    /// object-store-errors, object-store-slow, or none (no fault: a baseline).
     #[arg(long, default_value = "zone-loss")]
     pub scenario: String,
     /// Runs random faults for this long instead of a scenario (e.g. 10m).
@@ -79,6 +80,27 @@ pub struct RunArgs {
     pub dir: Option<PathBuf>,
     #[arg(long)]
     pub json: bool,
+    /// Where the brokers keep objects: `dir`, a tmpfs shared by the
+    /// brokers (object-store-full fills it), or `s3`, moto's S3 server
+    /// behind a fault proxy (object-store-errors and object-store-slow).
+    /// Default: `s3` for a soak and the S3 scenarios, else `dir`.
+    #[arg(long, value_enum)]
+    pub objects: Option<Objects>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Objects {
+    Dir,
+    S3,
+}
+
+impl Objects {
+    fn name(self) -> &'static str {
+        match self {
+            Objects::Dir => "dir",
+            Objects::S3 => "s3",
+        }
+    }
 }
 
 /// One fault the nemesis injects, and heals after `hold`.
@@ -109,6 +131,10 @@ enum Fault {
     /// The object store (a tmpfs shared by the brokers, as a bucket is)
     /// full: every upload fails until heal.
     ObjectStoreFull,
+    /// The S3 server answers every request 500 InternalError until heal.
+    ObjectStoreErrors,
+    /// The S3 server answers every request `s3::SLOW_ANSWER` late until heal.
+    ObjectStoreSlow,
     /// SIGSTOP the controller leader (`true`) or a follower: silent, its
     /// sockets open, as a frozen host or a zone dropping packets looks.
     ControllerFreeze { leader: bool },
@@ -153,6 +179,8 @@ impl Fault {
             Fault::KillProcess(..) => "process-kill",
             Fault::WalDiskFull(_) => "wal-disk-full",
             Fault::ObjectStoreFull => "object-store-full",
+            Fault::ObjectStoreErrors => "object-store-errors",
+            Fault::ObjectStoreSlow => "object-store-slow",
             Fault::ControllerFreeze { leader: true } => "controller-leader-freeze",
             Fault::ControllerFreeze { leader: false } => "controller-follower-freeze",
             Fault::WalFreeze(_) => "wal-freeze",
@@ -181,6 +209,8 @@ impl Fault {
             // client's own metadata refresh.
             "broker-inbound-loss" => Duration::from_secs(4),
             "wal-freeze" | "wal-disk-full" | "wal-slow-disk" => Duration::from_secs(3),
+            // Writes go to the WAL, whatever the object store does.
+            "object-store-errors" | "object-store-slow" => Duration::from_secs(3),
             "object-store-full" | "zone-loss-and-wal-kill" | "zone-loss-and-controller-kill" => HOLD + AFTER,
             _ => HOLD - Duration::from_secs(1),
         }
@@ -200,7 +230,17 @@ impl Fault {
         )
     }
 
-    fn random(rng: &mut impl Rng) -> Fault {
+    /// The objects backend the fault needs, if it needs one.
+    fn objects(&self) -> Option<Objects> {
+        match self {
+            Fault::ObjectStoreFull => Some(Objects::Dir),
+            Fault::ObjectStoreErrors | Fault::ObjectStoreSlow => Some(Objects::S3),
+            _ => None,
+        }
+    }
+
+    /// A random fault; the object store's are those `objects` can have.
+    fn random(rng: &mut impl Rng, objects: Objects) -> Fault {
         let z = ZONES[rng.gen_range(0..3)].to_owned();
         let other = ZONES[(ZONES.iter().position(|x| *x == z).unwrap_or(0) + rng.gen_range(1..3)) % 3].to_owned();
         match rng.gen_range(0..18) {
@@ -210,7 +250,11 @@ impl Fault {
             0 => Fault::ZoneLoss(z),
             8 => Fault::ZoneLossWiped(z),
             9 => Fault::WalDiskFull(z),
-            10 => Fault::ObjectStoreFull,
+            10 => match objects {
+                Objects::Dir => Fault::ObjectStoreFull,
+                Objects::S3 if rng.gen_bool(0.5) => Fault::ObjectStoreErrors,
+                Objects::S3 => Fault::ObjectStoreSlow,
+            },
             11 => Fault::ControllerFreeze { leader: rng.gen_bool(0.5) },
             12 => Fault::WalFreeze(z),
             13 => Fault::ZoneLossAndKill(z, other, [Kind::Controller, Kind::Wal, Kind::Broker][rng.gen_range(0..3)]),
@@ -233,6 +277,8 @@ fn scenario(name: &str, rng: &mut impl Rng) -> anyhow::Result<Fault> {
         "zone-loss-wiped" => Fault::ZoneLossWiped(zone),
         "wal-disk-full" => Fault::WalDiskFull(zone),
         "object-store-full" => Fault::ObjectStoreFull,
+        "object-store-errors" => Fault::ObjectStoreErrors,
+        "object-store-slow" => Fault::ObjectStoreSlow,
         "zone-partition" => Fault::ZonePartition(zone),
         "controller-leader-kill" => Fault::ControllerLeaderKill,
         "broker-zombie" => Fault::BrokerZombie(zone),
@@ -247,7 +293,7 @@ fn scenario(name: &str, rng: &mut impl Rng) -> anyhow::Result<Fault> {
             Fault::ZoneLossAndKill(zone, other, Kind::Broker)
         }
         other => anyhow::bail!(
-            "unknown scenario {other:?}: use zone-loss, zone-loss-wiped, zone-partition, controller-leader-kill, controller-leader-freeze, controller-follower-freeze, wal-freeze, wal-slow-disk, wal-power-cut, zone-loss-and-broker-kill, broker-zombie, broker-inbound-loss, wal-disk-full or object-store-full, or --soak"
+            "unknown scenario {other:?}: use zone-loss, zone-loss-wiped, zone-partition, controller-leader-kill, controller-leader-freeze, controller-follower-freeze, wal-freeze, wal-slow-disk, wal-power-cut, zone-loss-and-broker-kill, broker-zombie, broker-inbound-loss, wal-disk-full, object-store-full, object-store-errors or object-store-slow, or --soak"
         ),
     })
 }
@@ -328,6 +374,9 @@ async fn outside(args: RunArgs) -> anyhow::Result<()> {
     if args.no_consumers {
         command.arg("--no-consumers");
     }
+    if let Some(objects) = args.objects {
+        command.args(["--objects", objects.name()]);
+    }
     if args.json {
         command.arg("--json");
     }
@@ -400,7 +449,8 @@ async fn inside(args: RunArgs, net: Option<Net>) -> anyhow::Result<()> {
             None => format!("--scenario {}", args.scenario),
         };
         let consumers = if args.no_consumers { " --no-consumers" } else { "" };
-        format!("keelctl chaos run {what} --seed {}{consumers}", args.seed)
+        let objects = args.objects.map(|o| format!(" --objects {}", o.name())).unwrap_or_default();
+        format!("keelctl chaos run {what} --seed {}{consumers}{objects}", args.seed)
     };
     let result = run_once(&args, net.as_ref(), &dir, &replay).await;
     if result.is_err() {
@@ -424,31 +474,46 @@ fn unmount_all(dir: &Path) {
 async fn run_once(args: &RunArgs, net: Option<&Net>, dir: &Path, replay: &str) -> anyhow::Result<()> {
     let dir = dir.to_path_buf();
     let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed);
-    let (schedule, seconds) = match args.soak {
+    let (schedule, seconds, objects) = match args.soak {
         Some(soak) => {
+            let objects = args.objects.unwrap_or(Objects::S3);
             let mut schedule = Vec::new();
             let mut at = WARMUP;
             while at + HOLD + AFTER < soak {
-                schedule.push((at, Fault::random(&mut rng)));
+                schedule.push((at, Fault::random(&mut rng, objects)));
                 at += HOLD + Duration::from_secs(rng.gen_range(4..12));
             }
-            (schedule, soak)
+            (schedule, soak, objects)
         }
-        None if args.scenario == "none" => (Vec::new(), WARMUP + HOLD + AFTER),
-        None => (vec![(WARMUP, scenario(&args.scenario, &mut rng)?)], WARMUP + HOLD + AFTER),
+        None if args.scenario == "none" => (Vec::new(), WARMUP + HOLD + AFTER, args.objects.unwrap_or(Objects::Dir)),
+        None => {
+            let fault = scenario(&args.scenario, &mut rng)?;
+            let objects = match (fault.objects(), args.objects) {
+                (Some(needed), Some(given)) if needed != given => {
+                    anyhow::bail!("{} needs --objects {}, not {}", fault.name(), needed.name(), given.name())
+                }
+                (needed, given) => given.or(needed).unwrap_or(Objects::Dir),
+            };
+            (vec![(WARMUP, fault)], WARMUP + HOLD + AFTER, objects)
+        }
     };
     let label = match args.soak {
         Some(soak) => format!("soak {}", humantime_serde::re::humantime::format_duration(soak)),
         None => args.scenario.clone(),
     };
     eprintln!(
-        "chaos: {label}, seed {} ({} faults); histories and logs in {}",
+        "chaos: {label}, seed {} ({} faults, objects in {}); histories and logs in {}",
         args.seed,
         schedule.len(),
+        objects.name(),
         dir.display()
     );
 
-    let mut cluster = start_cluster(&dir, net, objects_bytes(seconds)).await?;
+    let s3 = match objects {
+        Objects::S3 => Some(S3Store::start(net).await?),
+        Objects::Dir => None,
+    };
+    let mut cluster = start_cluster(&dir, net, objects_bytes(seconds), s3.as_ref()).await?;
     let bootstrap = cluster.bootstrap();
     let client = cluster.client()?;
     client
@@ -507,13 +572,13 @@ async fn run_once(args: &RunArgs, net: Option<&Net>, dir: &Path, replay: &str) -
             skipped.push(fault.name());
             continue;
         }
-        let undo = inject(&mut cluster, net, fault).await?;
+        let undo = inject(&mut cluster, net, s3.as_ref(), fault).await?;
         // Logged once injected: writes acknowledged before must not count
         // as a recovery.
         histories.log(serde_json::json!({"f": "fault", "kind": fault.name(), "detail": format!("{fault:?}")}));
         eprintln!("chaos: {:>5.1} s  {fault:?}", started.elapsed().as_secs_f64());
         tokio::time::sleep(HOLD).await;
-        heal(&mut cluster, net, undo).await?;
+        heal(&mut cluster, net, s3.as_ref(), undo).await?;
         histories.log(serde_json::json!({"f": "heal", "kind": fault.name()}));
         eprintln!("chaos: {:>5.1} s  healed", started.elapsed().as_secs_f64());
     }
@@ -614,7 +679,12 @@ fn workload(
 /// A cluster of three zones: each a controller, a WAL node and a broker, the
 /// broker in a namespace of its own and the others in the zone's, each
 /// namespace on its own address; or on loopback without namespaces.
-async fn start_cluster(dir: &Path, net: Option<&Net>, objects_bytes: u64) -> anyhow::Result<LocalCluster> {
+async fn start_cluster(
+    dir: &Path,
+    net: Option<&Net>,
+    objects_bytes: u64,
+    s3: Option<&S3Store>,
+) -> anyhow::Result<LocalCluster> {
     let options = ClusterOptions { cluster_id: "keel-chaos".into(), controller_args: vec![] };
     let mut cluster = match net {
         None => {
@@ -637,7 +707,9 @@ async fn start_cluster(dir: &Path, net: Option<&Net>, objects_bytes: u64) -> any
                 })
                 .collect::<Vec<_>>();
             let mut cluster = LocalCluster::new(dir, options, Vec::new())?;
-            mount_tmpfs(&dir.join("objects"), objects_bytes)?;
+            if s3.is_none() {
+                mount_tmpfs(&dir.join("objects"), objects_bytes)?;
+            }
             for (i, (spec, zone)) in specs.into_iter().zip(ZONES).enumerate() {
                 cluster.controllers.push(Managed::in_netns(spec, &net.zones[zone]));
                 let id = i as u32 + 1;
@@ -666,6 +738,12 @@ async fn start_cluster(dir: &Path, net: Option<&Net>, objects_bytes: u64) -> any
     for wal in &mut cluster.wal_nodes {
         wal.spec.args.extend(["--allow-disk-faults".into(), "true".into()]);
     }
+    if let Some(s3) = s3 {
+        for broker in &mut cluster.brokers {
+            let endpoint = s3.endpoint(net.map(|_| broker.spec.zone.as_str()));
+            broker.spec.args.extend(crate::s3::broker_args(&endpoint, s3.server.bucket(), &[]));
+        }
+    }
     cluster.start_all()?;
     cluster.wait_for_leader(Duration::from_secs(60)).await?;
     cluster.start_all_wal()?;
@@ -687,6 +765,8 @@ enum Undo {
     Resume(Kind, usize),
     /// A WAL node's fdatasyncs back to normal speed.
     SyncDelay(usize),
+    /// The S3 proxy forwarding everything again.
+    ObjectStore,
     Nothing,
 }
 
@@ -694,7 +774,43 @@ fn zone_index(zone: &str) -> usize {
     ZONES.iter().position(|z| *z == zone).unwrap_or(0)
 }
 
-async fn inject(cluster: &mut LocalCluster, net: Option<&Net>, fault: &Fault) -> anyhow::Result<Undo> {
+/// moto's S3 server, and the fault proxy the brokers reach it through: on
+/// all of the router's addresses in a namespaced run (each broker calls its
+/// gateway), on loopback otherwise.
+struct S3Store {
+    server: crate::s3::S3Server,
+    proxy: crate::s3::FaultProxy,
+}
+
+impl S3Store {
+    async fn start(net: Option<&Net>) -> anyhow::Result<S3Store> {
+        let server = crate::s3::S3Server::start().await?;
+        let listen = match net {
+            Some(_) => SocketAddr::from(([0, 0, 0, 0], 0)),
+            None => SocketAddr::from(([127, 0, 0, 1], 0)),
+        };
+        let proxy = crate::s3::FaultProxy::start_on(listen, server.addr()).await?;
+        Ok(S3Store { server, proxy })
+    }
+
+    /// The endpoint a broker of `zone` (in a namespaced run) uses.
+    fn endpoint(&self, zone: Option<&str>) -> String {
+        match zone {
+            Some(zone) => {
+                let gateway = net::broker_ip(zone).octets();
+                format!("http://{}.{}.{}.1:{}", gateway[0], gateway[1], gateway[2], self.proxy.addr().port())
+            }
+            None => self.proxy.endpoint(),
+        }
+    }
+}
+
+async fn inject(
+    cluster: &mut LocalCluster,
+    net: Option<&Net>,
+    s3: Option<&S3Store>,
+    fault: &Fault,
+) -> anyhow::Result<Undo> {
     Ok(match fault {
         Fault::ZoneLoss(zone) => {
             let i = zone_index(zone);
@@ -756,7 +872,19 @@ async fn inject(cluster: &mut LocalCluster, net: Option<&Net>, fault: &Fault) ->
             let dir = cluster.wal_nodes[zone_index(zone)].spec.data_dir.clone();
             Undo::Remove(fill(&dir)?)
         }
-        Fault::ObjectStoreFull => Undo::Remove(fill(&cluster.dir.join("objects"))?),
+        Fault::ObjectStoreFull => {
+            anyhow::ensure!(s3.is_none(), "object-store-full needs --objects dir");
+            Undo::Remove(fill(&cluster.dir.join("objects"))?)
+        }
+        Fault::ObjectStoreErrors | Fault::ObjectStoreSlow => {
+            let s3 = s3.context("the object store's faults need --objects s3")?;
+            let kind = match fault {
+                Fault::ObjectStoreErrors => crate::s3::Fault::ServerError,
+                _ => crate::s3::Fault::Slow,
+            };
+            s3.proxy.set(kind);
+            Undo::ObjectStore
+        }
         Fault::BrokerZombie(zone) => {
             let i = zone_index(zone);
             cluster.brokers[i].pause(true);
@@ -822,13 +950,18 @@ async fn inject(cluster: &mut LocalCluster, net: Option<&Net>, fault: &Fault) ->
     })
 }
 
-async fn heal(cluster: &mut LocalCluster, net: Option<&Net>, undo: Undo) -> anyhow::Result<()> {
+async fn heal(cluster: &mut LocalCluster, net: Option<&Net>, s3: Option<&S3Store>, undo: Undo) -> anyhow::Result<()> {
     if let Some(net) = net {
         net.heal()?;
     }
     match undo {
         Undo::Network | Undo::Nothing => {}
         Undo::SyncDelay(i) => set_sync_delay(cluster, i, 0).await?,
+        Undo::ObjectStore => {
+            if let Some(s3) = s3 {
+                s3.proxy.set(crate::s3::Fault::None);
+            }
+        }
         Undo::Resume(kind, i) => match kind {
             Kind::Controller => cluster.controllers[i].pause(false),
             Kind::Wal => cluster.wal_nodes[i].pause(false),

@@ -7,3 +7,4 @@ pub mod chaos;
 pub mod kafka;
 pub mod keelctl;
 pub mod launcher;
+pub mod s3;

@@ -1,6 +1,8 @@
-//! A real S3-compatible server for the tests of the S3 path: moto's server
-//! (`moto_server`, installed by `scripts/setup`), started on a free loopback
-//! port with a fresh bucket, and killed when dropped.
+//! A real S3-compatible server for the tests of the S3 path and the chaos
+//! runs: moto's server (`moto_server`, installed by `scripts/setup` with
+//! `KEEL_SETUP=test`), started on a free loopback port with a fresh bucket,
+//! and killed when dropped; and a proxy in front of it that injects the
+//! object store's faults (errors, throttling, an outage, slow answers).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -21,9 +23,9 @@ impl S3Server {
     pub async fn start() -> anyhow::Result<S3Server> {
         let dir = tempfile::Builder::new().prefix("keel-s3").tempdir()?;
         let ip: std::net::IpAddr = "127.0.0.1".parse().expect("valid literal");
-        let addr = keel_tools::launcher::free_addrs(ip, 1, &[])?[0];
+        let addr = crate::launcher::free_addrs(ip, 1, &[])?[0];
         let log = std::fs::File::create(dir.path().join("moto.log"))?;
-        let child = tokio::process::Command::new(keel_tools::launcher::python_tool("moto_server"))
+        let child = tokio::process::Command::new(crate::launcher::python_tool("moto_server"))
             .args(["-H", &addr.ip().to_string(), "-p", &addr.port().to_string()])
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -83,6 +85,26 @@ impl Drop for S3Server {
     }
 }
 
+/// Broker flags for the S3 backend at `endpoint` (moto's server, or the fault
+/// proxy in front of it), then `extra`.
+pub fn broker_args(endpoint: &str, bucket: &str, extra: &[&str]) -> Vec<String> {
+    let s3 = [
+        "--s3-bucket",
+        bucket,
+        "--s3-endpoint",
+        endpoint,
+        "--s3-path-style",
+        "true",
+        "--s3-region",
+        "us-east-1",
+        "--s3-access-key-id",
+        "keel",
+        "--s3-secret-access-key",
+        "keel-secret",
+    ];
+    s3.iter().chain(extra).map(|arg| arg.to_string()).collect()
+}
+
 fn rand_suffix() -> u32 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos())
 }
@@ -99,7 +121,13 @@ pub enum Fault {
     Throttle = 2,
     /// Close every connection at once: the store is unreachable.
     Outage = 3,
+    /// Forward everything, with the first byte of every answer held back
+    /// `SLOW_ANSWER` (a store at its slowest, as S3 is in a bad minute).
+    Slow = 4,
 }
+
+/// How long `Fault::Slow` holds back each answer.
+pub const SLOW_ANSWER: Duration = Duration::from_millis(1500);
 
 /// A small HTTP proxy in front of the S3 server that injects faults, since
 /// the server cannot. Changing the fault closes every open connection, so
@@ -115,8 +143,14 @@ pub struct FaultProxy {
 }
 
 impl FaultProxy {
+    /// A proxy on a free loopback port.
     pub async fn start(upstream: SocketAddr) -> anyhow::Result<FaultProxy> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        FaultProxy::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), upstream).await
+    }
+
+    /// A proxy listening on `listen`.
+    pub async fn start_on(listen: SocketAddr, upstream: SocketAddr) -> anyhow::Result<FaultProxy> {
+        let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("bind {listen}"))?;
         let addr = listener.local_addr()?;
         let fault = std::sync::Arc::new(std::sync::atomic::AtomicU8::new(Fault::None as u8));
         let (generation, _) = tokio::sync::watch::channel(0u64);
@@ -142,6 +176,10 @@ impl FaultProxy {
         format!("http://{}", self.addr)
     }
 
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
     pub fn set(&self, fault: Fault) {
         self.fault.store(fault as u8, std::sync::atomic::Ordering::SeqCst);
         self.generation.send_modify(|generation| *generation += 1);
@@ -161,6 +199,10 @@ async fn serve(
                 tokio::io::copy_bidirectional(&mut client, &mut server).await?;
             }
             m if m == Fault::Outage as u8 => {}
+            m if m == Fault::Slow as u8 => {
+                let mut server = tokio::net::TcpStream::connect(upstream).await?;
+                forward_slowly(&mut client, &mut server).await?;
+            }
             _ => {
                 let (status, code) = if mode == Fault::Throttle as u8 {
                     ("503 Slow Down", "SlowDown")
@@ -183,6 +225,40 @@ async fn serve(
         _ = work => {}
         _ = changed.changed() => {}
     }
+}
+
+/// Forwards both ways, holding back each answer's first byte `SLOW_ANSWER`:
+/// the first bytes from the server after the client has sent anything.
+async fn forward_slowly(client: &mut tokio::net::TcpStream, server: &mut tokio::net::TcpStream) -> anyhow::Result<()> {
+    let asked = std::sync::atomic::AtomicBool::new(false);
+    let (mut client_reads, mut client_writes) = client.split();
+    let (mut server_reads, mut server_writes) = server.split();
+    let up = async {
+        let mut buffer = vec![0u8; 64 << 10];
+        loop {
+            let n = client_reads.read(&mut buffer).await?;
+            if n == 0 {
+                return server_writes.shutdown().await;
+            }
+            asked.store(true, std::sync::atomic::Ordering::Relaxed);
+            server_writes.write_all(&buffer[..n]).await?;
+        }
+    };
+    let down = async {
+        let mut buffer = vec![0u8; 64 << 10];
+        loop {
+            let n = server_reads.read(&mut buffer).await?;
+            if n == 0 {
+                return client_writes.shutdown().await;
+            }
+            if asked.swap(false, std::sync::atomic::Ordering::Relaxed) {
+                tokio::time::sleep(SLOW_ANSWER).await;
+            }
+            client_writes.write_all(&buffer[..n]).await?;
+        }
+    };
+    tokio::try_join!(up, down)?;
+    Ok(())
 }
 
 /// Reads one HTTP request (head, then a Content-Length body); false at EOF.
