@@ -174,3 +174,95 @@ async fn partition_moves_wait_while_the_object_store_is_down() {
     eprintln!("object store down 10 s with a broker joining: longest gap between acknowledgements {stall:.2} s");
     assert!(stall < 3.0, "a move closed partitions while uploads failed: {stall:.2} s without an acknowledgement");
 }
+
+/// Issue 21: while a failed broker's partitions wait for their handover,
+/// Metadata shows the broker the controller will assign, at the leader
+/// epoch it will assign, rather than no leader: clients go there at once
+/// instead of polling for a leader with growing backoffs. That broker holds
+/// their produce until it leads the partition, for a bounded time in all:
+/// here the handover cannot finish (the dead broker's acknowledged records
+/// are not uploaded, the object store is down), so the held produce is
+/// refused with NOT_LEADER_OR_FOLLOWER at the bound, and once the store is
+/// back the partition is served with every acknowledged record.
+#[tokio::test(flavor = "multi_thread")]
+async fn during_a_failover_clients_see_the_planned_leader_which_holds_their_produce() {
+    use kafka_protocol::messages::{MetadataRequest, MetadataResponse, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    use keel_tools::s3::{Fault, FaultProxy};
+
+    use crate::broker_kcat::{consume_all, kcat};
+
+    let s3 = keel_tools::s3::S3Server::start().await.unwrap();
+    let proxy = FaultProxy::start(s3.addr()).await.unwrap();
+    let mut test = TestCluster::start(3, &[]).await.unwrap();
+    test.start_wal_nodes(3).await.unwrap();
+    let args = keel_tools::s3::broker_args(&proxy.endpoint(), s3.bucket(), &["--upload-interval", "200ms"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    test.start_brokers(3, &args).await.unwrap();
+    let client = test.cluster.client().unwrap();
+    let create =
+        keel_controller_client::pb::CreateTopicRequest { name: "orders".into(), partitions: 6, ..Default::default() };
+    client.create_topic(create).await.unwrap();
+    let bootstrap = test.cluster.bootstrap();
+    let layout = kafka::ready_layout(&bootstrap, "orders", Duration::from_secs(60)).await.unwrap();
+
+    // Acknowledged by the WAL, never uploaded: the handover must wait for them.
+    proxy.set(Fault::Outage);
+    let input: String = (0..60).map(|i| format!("k{i}:order-{i}\n")).collect();
+    kcat(&["-b", &bootstrap, "-P", "-t", "orders", "-K", ":", "-X", "acks=all"], &input).await;
+    let victim = layout.leaders[0];
+    let index = test.cluster.brokers.iter().position(|b| b.spec.id as i32 == victim).unwrap();
+    info!(victim, "kill -9 while the object store is down");
+    test.cluster.brokers[index].kill9();
+
+    let others: Vec<String> =
+        test.cluster.brokers.iter().filter(|b| b.spec.id as i32 != victim).map(|b| b.spec.kafka.to_string()).collect();
+    let request = MetadataRequest::default()
+        .with_topics(Some(vec![kafka_protocol::messages::metadata_request::MetadataRequestTopic::default()
+            .with_name(Some(TopicName(StrBytes::from_static_str("orders"))))]));
+    let (planned, address) = keel_tests::eventually(Duration::from_secs(30), "the failover planned", || async {
+        let image = client.read_image().await.ok()?;
+        let partition = image.topics["orders"].partitions[0].clone();
+        let connection = kafka::Connection::connect(&others[0]).await.ok()?;
+        let answer: MetadataResponse = connection.send(kafka::METADATA_VERSION, &request).await.ok()?;
+        let shown = answer.topics[0].partitions.iter().find(|p| p.partition_index == 0)?.clone();
+        if partition.leader.is_some() || shown.leader_id.0 == victim {
+            return None;
+        }
+        assert_ne!(shown.leader_id.0, -1, "a leaderless partition shows the broker planned to lead it");
+        assert_eq!(shown.error_code, 0);
+        assert_eq!(shown.leader_epoch, partition.leader_epoch.0 + 1, "at the epoch it will be assigned");
+        let broker = answer.brokers.iter().find(|b| b.node_id == shown.leader_id)?;
+        Some((shown.leader_id.0, format!("{}:{}", broker.host, broker.port)))
+    })
+    .await;
+    assert_ne!(planned, victim);
+
+    let connection = kafka::Connection::connect(&address).await.unwrap();
+    let batch = kafka::batch(&[bytes::Bytes::from_static(b"held")], 1_000, None).unwrap();
+    let sent = Instant::now();
+    let answer =
+        connection.send(kafka::PRODUCE_VERSION, &kafka::produce_request("orders", 0, -1, batch.clone())).await.unwrap();
+    let held = sent.elapsed();
+    let (error, _) = kafka::produce_result(&answer).unwrap();
+    assert_eq!(error, 6, "refused with NOT_LEADER_OR_FOLLOWER once the hold is over");
+    assert!(held >= Duration::from_millis(1500), "held while the planned broker waited to lead: {held:?}");
+    assert!(held < Duration::from_secs(10), "the hold is bounded: {held:?}");
+    let image = client.read_image().await.unwrap();
+    assert_eq!(image.topics["orders"].partitions[0].leader, None, "the handover could not finish meanwhile");
+
+    proxy.set(Fault::None);
+    let layout = kafka::ready_layout(&bootstrap, "orders", Duration::from_secs(60)).await.unwrap();
+    let leader = kafka::Connection::connect(&layout.brokers[&layout.leaders[0]]).await.unwrap();
+    let answer = leader.send(kafka::PRODUCE_VERSION, &kafka::produce_request("orders", 0, -1, batch)).await.unwrap();
+    assert_eq!(kafka::produce_result(&answer).unwrap().0, 0, "served once the handover is done");
+    let read = consume_all(&bootstrap, "orders").await;
+    assert_eq!(read.len(), 61, "every acknowledged record and the last one: {read:?}");
+    test.assert_clean_logs(
+        &[
+            keel_tests::PEER_UNREACHABLE,
+            &["upload failed, retrying", "failover step failed, retrying", "cannot read the producer snapshot yet"],
+        ]
+        .concat(),
+    );
+}

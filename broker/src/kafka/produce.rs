@@ -12,7 +12,7 @@ use kafka_protocol::messages::produce_response::{LeaderIdAndEpoch, PartitionProd
 use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse};
 use keel_broker_core::groups::is_internal;
 use keel_broker_core::partition::{Refusal, Writer};
-use keel_controller_client::Image;
+use keel_controller_client::{Image, StreamId};
 
 use crate::broker::Broker;
 use crate::coordinator::txn::Verified;
@@ -37,6 +37,7 @@ pub struct Admitted {
 /// they were sent, as in Kafka. A transaction's first batch in a partition
 /// waits for its coordinator's word first (KIP-890).
 pub async fn admit(broker: &Arc<Broker>, request: ProduceRequest, version: i16) -> Admitted {
+    await_planned(broker, &request).await;
     let verified = verify(broker, &request).await;
     let image = broker.cluster.image();
     let acks_valid = matches!(request.acks, -1..=1);
@@ -73,6 +74,87 @@ pub async fn admit(broker: &Arc<Broker>, request: ProduceRequest, version: i16) 
     let appended = broker.partitions.append(&batches, Writer::Client);
     drop(batches);
     Admitted { request, version, image, partitions, appended }
+}
+
+/// The longest produces are held, in all, for a partition planned to be led
+/// here: well over a failover (p99 about 1 s as the cluster sees it). A
+/// failover that takes longer (the object store down, no quorum) must not
+/// hold the other partitions of this broker's requests for longer: after
+/// this the planned partitions are refused at once, as any partition
+/// without a leader here.
+const PLANNED_WAIT: Duration = Duration::from_secs(2);
+
+/// Holds a produce with partitions that have no leader and are planned to
+/// be led here (`metadata::Leaders`: clients are pointed here during a
+/// failover) until this broker leads them with their state loaded, another
+/// broker is assigned or planned instead, the request's timeout passes, or
+/// `PLANNED_WAIT` passes since the first produce was held for them; the
+/// append then serves or refuses them as any partition. Called in the
+/// connection's request order, so a connection's produces keep their
+/// order. Costs nothing while every partition has a leader.
+async fn await_planned(broker: &Broker, request: &ProduceRequest) {
+    let image = broker.cluster.image();
+    let me = broker.cluster.config.node_id;
+    let requested = || {
+        request.topic_data.iter().flat_map(|topic_data| {
+            let topic = super::find_topic(&image, &topic_data.name.0, topic_data.topic_id);
+            topic_data.partition_data.iter().filter_map(move |p| Some((topic?, u32::try_from(p.index).ok()?)))
+        })
+    };
+    if !requested().any(|(topic, index)| topic.partitions.get(index as usize).is_some_and(|p| p.leader.is_none())) {
+        return;
+    }
+    let planned = image.planned_leaders();
+    let held: Vec<(String, u32, StreamId)> = requested()
+        .filter_map(|(topic, index)| {
+            let (_, _, partition, _) =
+                planned.iter().find(|(t, i, _, leader)| t.id == topic.id && *i == index && *leader == me)?;
+            Some((topic.name.clone(), index, partition.stream_id))
+        })
+        .collect();
+    drop(planned);
+    if held.is_empty() {
+        return;
+    }
+    let now = tokio::time::Instant::now();
+    let timeout = Duration::from_millis(u64::try_from(request.timeout_ms).unwrap_or(0));
+    let mut deadline = now + timeout;
+    if let Ok(mut since) = broker.partitions.planned_since.lock() {
+        for (_, _, stream) in &held {
+            deadline = deadline.min(*since.entry(*stream).or_insert(now) + PLANNED_WAIT);
+        }
+    }
+    let mut images = broker.cluster.images.clone();
+    let mut leading = broker.partitions.leading.subscribe();
+    loop {
+        let image = broker.cluster.image();
+        let mut planned = None;
+        let waiting = held.iter().any(|(name, index, _)| {
+            let Some(partition) = image.topics.get(name).and_then(|t| t.partitions.get(*index as usize)) else {
+                return false;
+            };
+            match partition.leader {
+                Some(leader) if leader == me => {
+                    partition.uploaded_end.0 > 0
+                        && !broker.partitions.leads(partition.stream_id, partition.leader_epoch)
+                }
+                Some(_) => false,
+                None => planned
+                    .get_or_insert_with(|| image.planned_leaders())
+                    .iter()
+                    .any(|(t, i, _, leader)| t.name == *name && i == index && *leader == me),
+            }
+        });
+        drop(planned);
+        if !waiting {
+            return;
+        }
+        tokio::select! {
+            _ = images.changed() => {}
+            _ = leading.changed() => {}
+            _ = tokio::time::sleep_until(deadline) => return,
+        }
+    }
 }
 
 /// The transactional batches' verification with their coordinator.

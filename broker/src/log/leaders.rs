@@ -87,6 +87,16 @@ async fn follow(partitions: &Partitions) -> bool {
         tracing::info!(%stream, leader_epoch = %epoch, from = %end, "leading the partition");
     }
     cluster.metrics.partitions_led.set(leadership.partitions.len() as i64);
+    drop(leadership);
+    partitions.leading.send_modify(|count| *count += 1);
+    let image = cluster.image();
+    if let Ok(mut since) = partitions.planned_since.lock() {
+        if !since.is_empty() {
+            let leaderless: std::collections::HashSet<StreamId> =
+                image.partitions().filter(|(_, _, p)| p.leader.is_none()).map(|(_, _, p)| p.stream_id).collect();
+            since.retain(|stream, _| leaderless.contains(stream));
+        }
+    }
     complete
 }
 

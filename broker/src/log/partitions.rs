@@ -94,6 +94,13 @@ pub struct Partitions {
     pub cache: BatchCache,
     /// Bumped whenever a high watermark moves; long-polling fetches wait on it.
     pub watermarks: watch::Sender<u64>,
+    /// Bumped whenever `leaders` starts leading partitions; produces held
+    /// for a partition planned here wait on it.
+    pub leading: watch::Sender<u64>,
+    /// When produces were first held for each leaderless partition planned
+    /// here (`kafka::produce`): a failover holds them for a bounded time in
+    /// all, not per request. Forgotten once the partition has a leader.
+    pub planned_since: Mutex<HashMap<StreamId, tokio::time::Instant>>,
     /// Wakes the log keeper when the log was fenced under it.
     pub(super) log_lost: Notify,
     /// Wakes `leaders` when a new log is owned (partitions can be led again).
@@ -113,6 +120,8 @@ impl Partitions {
             storage,
             leadership: Mutex::default(),
             watermarks: watch::channel(0).0,
+            leading: watch::channel(0).0,
+            planned_since: Mutex::default(),
             log_lost: Notify::new(),
             leaders_changed: Notify::new(),
             traffic: Traffic::default(),
@@ -122,6 +131,12 @@ impl Partitions {
 
     pub fn leadership(&self) -> MutexGuard<'_, Leadership> {
         self.leadership.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Whether this broker leads `stream` at `leader_epoch` with its state
+    /// loaded (a partition with nothing uploaded needs none).
+    pub fn leads(&self, stream: StreamId, leader_epoch: LeaderEpoch) -> bool {
+        self.leadership().partitions.get(&stream).is_some_and(|state| state.leader_epoch == leader_epoch)
     }
 
     /// Whether this broker may act for its partitions now: its lease holds

@@ -282,15 +282,18 @@ impl Image {
         load
     }
 
-    /// Leaders for the partitions that have none and may be handed over
-    /// (`handover_ready`): an active broker in the previous leader's zone if
-    /// there is one, else any, the one leading the fewest partitions (lowest
-    /// id on ties). Empty while no broker is active.
-    pub fn leaderless_assignments(&self) -> Vec<crate::command::Command> {
+    /// The leader each partition without one will get: an active broker in
+    /// the previous leader's zone if there is one, else any, the one leading
+    /// the fewest partitions (counting the partitions planned before it;
+    /// lowest id on ties), or the target of a move. A pure function of the
+    /// image, so every broker plans what the controller will assign, and
+    /// the plan of a partition holds while others are assigned (each
+    /// assignment adds to the load what the plan had counted). Stops at the
+    /// first partition no broker can take (none is active).
+    pub fn planned_leaders(&self) -> Vec<(&Topic, u32, &Partition, NodeId)> {
         let mut load = self.broker_load();
-        let mut commands = Vec::new();
-        let leaderless = self.partitions().filter(|(_, _, p)| p.leader.is_none() && self.handover_ready(p));
-        for (topic, index, partition) in leaderless {
+        let mut planned = Vec::new();
+        for (topic, index, partition) in self.partitions().filter(|(_, _, p)| p.leader.is_none()) {
             let zone = partition.previous_leader.and_then(|id| self.brokers.get(&id)).map(|b| b.zone.as_str());
             let in_zone = |id: &NodeId| zone.is_none_or(|zone| self.brokers[id].zone == zone);
             let pick = |same_zone: bool| {
@@ -300,16 +303,26 @@ impl Image {
                     .map(|(id, _)| *id)
             };
             let chosen = partition.moving_to.filter(|target| load.contains_key(target));
-            let Some(leader) = chosen.or_else(|| pick(true)).or_else(|| pick(false)) else { return commands };
+            let Some(leader) = chosen.or_else(|| pick(true)).or_else(|| pick(false)) else { break };
             *load.get_mut(&leader).expect("picked from the map") += 1;
-            commands.push(crate::command::Command::AssignLeader {
+            planned.push((topic, index, partition, leader));
+        }
+        planned
+    }
+
+    /// The planned leaders (`planned_leaders`) of the partitions that may be
+    /// handed over now (`handover_ready`), as commands.
+    pub fn leaderless_assignments(&self) -> Vec<crate::command::Command> {
+        self.planned_leaders()
+            .into_iter()
+            .filter(|(_, _, partition, _)| self.handover_ready(partition))
+            .map(|(topic, index, partition, leader)| crate::command::Command::AssignLeader {
                 topic: topic.id,
                 partition: index,
                 leader,
                 leader_epoch: LeaderEpoch(partition.leader_epoch.0 + 1),
-            });
-        }
-        commands
+            })
+            .collect()
     }
 
     /// Whether a WAL log's writer is gone: its owner was fenced or registered

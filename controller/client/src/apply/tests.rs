@@ -297,6 +297,11 @@ fn a_fenced_brokers_partitions_move_only_after_its_logs_are_sealed_and_uploaded(
     assert_eq!((partition.leader, partition.previous_leader), (None, Some(NodeId(1))));
     assert!(image.leaderless_assignments().is_empty(), "its log is not sealed yet");
     assert!(image.check(&assign(2)).is_err());
+    // Brokers show clients the leader it will get meanwhile (Metadata).
+    let planned = |image: &Image| -> Vec<(u32, NodeId)> {
+        image.planned_leaders().into_iter().map(|(_, index, _, leader)| (index, leader)).collect()
+    };
+    assert_eq!(planned(&image), vec![(0, NodeId(3))], "planned while its log is not sealed");
 
     let recover =
         Command::RecoverLog { log: LogId(1), epoch: LogEpoch(2), recoverer: NodeId(2), recoverer_epoch: other_zone };
@@ -336,8 +341,9 @@ fn a_fenced_brokers_partitions_move_only_after_its_logs_are_sealed_and_uploaded(
     };
     image.apply(Version(13), &commit).expect("the recoverer uploads an orphaned sealed log");
 
+    assert_eq!(planned(&image), vec![(0, NodeId(3))], "the plan held through recovery, seal and upload");
     let assignments = image.leaderless_assignments();
-    assert_eq!(assignments, vec![assign(3)], "same zone as the previous leader first");
+    assert_eq!(assignments, vec![assign(3)], "same zone as the previous leader first, as planned");
     image.apply(Version(14), &assign(3)).unwrap();
     assert_eq!(image.topics["orders"].partitions[0].leader, Some(NodeId(3)));
 }
