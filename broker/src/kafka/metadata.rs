@@ -3,9 +3,12 @@
 //! assigns its new leader, the broker it will assign (`Image::planned_leaders`,
 //! at the leader epoch it will assign, one above the current): clients send their produce
 //! there at once, and that broker holds it until it leads the partition
-//! (`produce::await_planned`), instead of clients polling for a leader with
-//! growing backoffs (librdkafka's fast leader query doubles up to 1 s, which
-//! made a failover of 0.5 s look like 1.5 s to it). Unknown topics are created when the client allows it and the
+//! (`produce::await_planned`), instead of polling for a leader with growing
+//! backoffs. (librdkafka still loses about 1 s: the answer that moves the
+//! partitions also drops the fenced broker from the list, and tearing that
+//! broker down takes the partitions back to "no leader" until its next
+//! leader query; listing the fenced broker longer kept its client handle,
+//! with a reconnect backoff of seconds, past the broker's restart.) Unknown topics are created when the client allows it and the
 //! broker's `auto_create_topics` (Kafka's `auto.create.topics.enable`) is
 //! on, with `default_partitions` partitions (Kafka's `num.partitions`).
 
