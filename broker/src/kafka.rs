@@ -10,6 +10,7 @@
 //! Nothing below this layer names a Kafka request or response type.
 
 pub mod admin;
+pub mod authorized;
 pub mod delete_records;
 pub mod fetch;
 pub mod groups;

@@ -9,6 +9,9 @@
 //!   incremental fetch sessions), the same round trip with every codec;
 //! - `kafka_python_group.py`: kafka-python consumer groups (its own, older
 //!   versions of JoinGroup, SyncGroup, OffsetCommit, OffsetFetch);
+//! - `commits_and_operations.py`: confluent-kafka: commits of any offset,
+//!   their metadata and leader epoch, a connection's order, the commit on
+//!   close, authorized operations (issue 24);
 //! - `kafkajs/roundtrip.js`: kafkajs (none, gzip, snappy, lz4);
 //! - `kafkajs/group.js`: kafkajs consumer groups.
 //!
@@ -49,6 +52,19 @@ fn records() -> String {
 async fn confluent_kafka_admin_produce_and_consume_round_trip() {
     let stdout = run_client(keel_tools::launcher::python(), "roundtrip.py").await;
     assert!(stdout.contains("ok: 20000 records"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn confluent_kafka_commits_any_offset_in_order_and_sees_its_authorized_operations() {
+    let stdout = run_client(keel_tools::launcher::python(), "commits_and_operations.py").await;
+    for line in [
+        "ok: commits beyond the end and on an empty partition, with metadata and leader epoch",
+        "ok: 50 asynchronous commits each seen by the committed() right after it",
+        "ok: the commit on close() is in place when close() returns",
+        "ok: authorized operations of a topic, the cluster and a group",
+    ] {
+        assert!(stdout.contains(line), "{stdout}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

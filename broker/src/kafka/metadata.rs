@@ -45,8 +45,12 @@ pub(crate) async fn handle(broker: &Arc<Broker>, request: MetadataRequest, versi
         }
     }
     let mut shown = Leaders::default();
+    let asked_topic_ops = version >= 8 && request.include_topic_authorized_operations;
+    let asked_cluster_ops = (8..=10).contains(&version) && request.include_cluster_authorized_operations;
     let topics = match wanted {
-        None => image.topics.values().map(|topic| describe(&image, &mut shown, topic, version)).collect(),
+        None => {
+            image.topics.values().map(|topic| describe(&image, &mut shown, topic, version, asked_topic_ops)).collect()
+        }
         Some(wanted) => wanted
             .into_iter()
             .map(|(name, id)| {
@@ -55,7 +59,7 @@ pub(crate) async fn handle(broker: &Arc<Broker>, request: MetadataRequest, versi
                     None => image.topic_by_id(keel_controller_client::TopicId(id)),
                 };
                 match found {
-                    Some(topic) => describe(&image, &mut shown, topic, version),
+                    Some(topic) => describe(&image, &mut shown, topic, version, asked_topic_ops),
                     None => MetadataResponseTopic::default()
                         .with_error_code(ResponseError::UnknownTopicOrPartition.code())
                         .with_name(name.map(|n| TopicName(StrBytes::from_string(n))))
@@ -70,6 +74,7 @@ pub(crate) async fn handle(broker: &Arc<Broker>, request: MetadataRequest, versi
         // Any broker takes admin requests and forwards them to the controller quorum.
         .with_controller_id(BrokerId(if version >= 1 { broker.cluster.config.node_id.0 as i32 } else { -1 }))
         .with_topics(topics)
+        .with_cluster_authorized_operations(super::authorized::cluster(asked_cluster_ops))
 }
 
 async fn auto_create_topic(broker: &Broker, name: &str) -> Option<Arc<Image>> {
@@ -158,7 +163,7 @@ impl Leaders {
     }
 }
 
-fn describe(image: &Image, shown: &mut Leaders, topic: &Topic, version: i16) -> MetadataResponseTopic {
+fn describe(image: &Image, shown: &mut Leaders, topic: &Topic, version: i16, asked_ops: bool) -> MetadataResponseTopic {
     let partitions = topic
         .partitions
         .iter()
@@ -181,4 +186,5 @@ fn describe(image: &Image, shown: &mut Leaders, topic: &Topic, version: i16) -> 
         .with_topic_id(if version >= 10 { topic.id.0 } else { uuid::Uuid::nil() })
         .with_is_internal(version >= 1 && keel_broker_core::groups::is_internal(&topic.name))
         .with_partitions(partitions)
+        .with_topic_authorized_operations(super::authorized::topic(asked_ops))
 }

@@ -45,6 +45,24 @@ pub async fn admit(broker: &Arc<Broker>, request: Request) -> Result<Admitted, U
         }
         return Err(Unreadable::UnsupportedVersion { api, version, min, max });
     }
+    if matches!(api, ApiKey::OffsetCommit | ApiKey::OffsetFetch) {
+        // Kafka handles a connection's requests one at a time: an OffsetFetch
+        // sent right after an OffsetCommit on the same connection sees that
+        // commit (librdkafka's `committed()` after an asynchronous commit).
+        // Answered here, in the connection's order; a commit waits only for
+        // its own WAL acknowledgement.
+        let started = std::time::Instant::now();
+        let correlation = header.correlation_id;
+        let answer = if api == ApiKey::OffsetCommit {
+            let response = groups::offset_commit::handle(broker, decode(api, version, body)?, version).await;
+            encode(api, version, correlation, &response)?
+        } else {
+            let response = groups::offset_fetch::handle(broker, decode(api, version, body)?, version).await;
+            encode(api, version, correlation, &response)?
+        };
+        count_request(broker, api, started);
+        return Ok(Admitted::Answered(answer));
+    }
     if api == ApiKey::Produce {
         let started = std::time::Instant::now();
         let request = decode(api, version, body)?;
@@ -80,6 +98,7 @@ pub async fn handle(
     let started = std::time::Instant::now();
     let correlation = header.correlation_id;
     // Every handler has the form `handle(broker, request, version) -> response`.
+    // (OffsetCommit and OffsetFetch are answered in `admit`.)
     macro_rules! answer {
         ($handler:path) => {
             encode(api, version, correlation, &$handler(broker, decode(api, version, body)?, version).await)?
@@ -114,8 +133,6 @@ pub async fn handle(
             encode(api, version, correlation, &response)?
         }
         ApiKey::ConsumerGroupDescribe => answer!(groups::consumer_group_describe::handle),
-        ApiKey::OffsetCommit => answer!(groups::offset_commit::handle),
-        ApiKey::OffsetFetch => answer!(groups::offset_fetch::handle),
         ApiKey::OffsetDelete => answer!(groups::offset_delete::handle),
         ApiKey::DescribeGroups => answer!(groups::describe_groups::handle),
         ApiKey::ListGroups => answer!(groups::list_groups::handle),

@@ -26,8 +26,9 @@ pub struct Commit {
 
 impl Commit {
     /// One partition's commit, checked as Kafka checks it: a known
-    /// partition, metadata within `offset.metadata.max.bytes`, an offset
-    /// not below 0.
+    /// partition and metadata within `offset.metadata.max.bytes`. The offset
+    /// itself is not checked, as in Kafka: tools seed and copy group offsets
+    /// beyond a partition's end, or on an empty one.
     pub fn checked(
         image: &Image,
         topic: &str,
@@ -46,8 +47,6 @@ impl Commit {
             Some(ResponseError::UnknownTopicOrPartition)
         } else if metadata.len() > METADATA_BYTES_MAX {
             Some(ResponseError::OffsetMetadataTooLarge)
-        } else if offset < 0 {
-            Some(ResponseError::OffsetOutOfRange)
         } else {
             None
         };
@@ -96,18 +95,10 @@ fn check_committer(group: &Group, committer: &Committer) -> Result<(), ResponseE
 }
 
 impl Groups {
-    /// OffsetCommit: the commits without an error are refused beyond their
-    /// partition's end (a consumer only commits what it read), then checked
-    /// against the group, written, and applied once durable. Each commit's
-    /// `error` says what it got.
+    /// OffsetCommit: the commits without an error are checked against the
+    /// group, written, and applied once durable. Each commit's `error` says
+    /// what it got.
     pub async fn commit_offsets(&self, group_id: &str, committer: &Committer, commits: &mut [Commit]) {
-        let wanted: Vec<(String, i32)> = commits.iter().filter(|c| c.error.is_none()).map(Commit::key).collect();
-        let ends = super::super::peers::end_offsets(self.runtime.partitions(), self.peers.as_ref(), &wanted).await;
-        for commit in commits.iter_mut().filter(|c| c.error.is_none()) {
-            if ends.get(&commit.key()).is_some_and(|end| commit.value.offset > end.0) {
-                commit.error = Some(ResponseError::OffsetOutOfRange);
-            }
-        }
         // Checked and appended under the groups' lock: commits reach the log in
         // the order they were accepted.
         let appended = (|| {

@@ -35,4 +35,7 @@ pub(crate) async fn handle(
         .with_cluster_id(text(broker.cluster.config.cluster_id.clone()))
         .with_controller_id(BrokerId(broker.cluster.config.node_id.0 as i32))
         .with_brokers(brokers)
+        .with_cluster_authorized_operations(crate::kafka::authorized::cluster(
+            request.include_cluster_authorized_operations,
+        ))
 }

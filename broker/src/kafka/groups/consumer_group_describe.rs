@@ -41,7 +41,9 @@ pub(crate) async fn handle(
         .group_ids
         .iter()
         .map(|id| {
-            let described = DescribedGroup::default().with_group_id(id.clone());
+            let described = DescribedGroup::default()
+                .with_group_id(id.clone())
+                .with_authorized_operations(crate::kafka::authorized::group(request.include_authorized_operations));
             let found = broker.groups.with_group(&id.0, |group| {
                 let Some(Group { kind: Kind::Consumer(consumer), .. }) = group else {
                     return described

@@ -26,7 +26,9 @@ pub(crate) async fn handle(
         .groups
         .iter()
         .map(|id| {
-            let described = DescribedGroup::default().with_group_id(id.clone());
+            let described = DescribedGroup::default()
+                .with_group_id(id.clone())
+                .with_authorized_operations(crate::kafka::authorized::group(request.include_authorized_operations));
             let described = broker.groups.with_group(&id.0, |group| describe(&image, &id.0, group, described, version));
             match described {
                 Ok(described) => described,
