@@ -12,6 +12,8 @@
 //! - `commits_and_operations.py`: confluent-kafka: commits of any offset,
 //!   their metadata and leader epoch, a connection's order, the commit on
 //!   close, authorized operations (issue 24);
+//! - `topic_admin.py`: confluent-kafka: replication factors, manual
+//!   assignments and validate_only in CreateTopics and CreatePartitions;
 //! - `kafkajs/roundtrip.js`: kafkajs (none, gzip, snappy, lz4);
 //! - `kafkajs/group.js`: kafkajs consumer groups.
 //!
@@ -62,6 +64,19 @@ async fn confluent_kafka_commits_any_offset_in_order_and_sees_its_authorized_ope
         "ok: 50 asynchronous commits each seen by the committed() right after it",
         "ok: the commit on close() is in place when close() returns",
         "ok: authorized operations of a topic, the cluster and a group",
+    ] {
+        assert!(stdout.contains(line), "{stdout}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn confluent_kafka_creates_topics_with_replication_factors_assignments_and_validate_only() {
+    let stdout = run_client(keel_tools::launcher::python(), "topic_admin.py").await;
+    for line in [
+        "ok: replication factors 3 and -1 and a manual assignment",
+        "ok: bad assignments refused with INVALID_REPLICA_ASSIGNMENT",
+        "ok: validate_only checks and creates nothing",
+        "ok: CreatePartitions with an assignment, and its refusals",
     ] {
         assert!(stdout.contains(line), "{stdout}");
     }

@@ -40,6 +40,46 @@ fn meta_error(error: MetaError) -> (ResponseError, String) {
     kafka_error(ClientError::Meta(error))
 }
 
+/// Checks manual replica assignments (CreateTopics, CreatePartitions) as
+/// Kafka does: every replica list non-empty, of one length, without a
+/// broker twice, of registered brokers only. Keel keeps no replicas (the
+/// WAL and the object store hold the data) and places leaders itself, so a
+/// valid assignment is accepted and otherwise ignored.
+fn check_assignments<'a>(
+    image: &keel_controller_client::Image,
+    lists: impl IntoIterator<Item = &'a [kafka_protocol::messages::BrokerId]>,
+) -> Result<(), (ResponseError, String)> {
+    let invalid = |message: String| Err((ResponseError::InvalidReplicaAssignment, message));
+    let mut length = None;
+    for replicas in lists {
+        if replicas.is_empty() {
+            return invalid("the manual partition assignment includes an empty replica list".into());
+        }
+        if *length.get_or_insert(replicas.len()) != replicas.len() {
+            return invalid(
+                "all partitions in the manual partition assignment must have the same number of replicas".into(),
+            );
+        }
+        for (i, broker) in replicas.iter().enumerate() {
+            if replicas[..i].contains(broker) {
+                return invalid(format!(
+                    "the manual partition assignment includes the broker {} more than once",
+                    broker.0
+                ));
+            }
+            let registered =
+                u32::try_from(broker.0).is_ok_and(|id| image.brokers.contains_key(&keel_controller_client::NodeId(id)));
+            if !registered {
+                return invalid(format!(
+                    "the manual partition assignment includes broker {}, but no such broker is registered",
+                    broker.0
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Waits (briefly) until this broker's metadata shows a committed change.
 async fn seen(broker: &Broker, version: Version) {
     let _ = broker.cluster.seen(version).await;

@@ -1,4 +1,6 @@
-//! `CreatePartitions`: more partitions for a topic, never fewer.
+//! `CreatePartitions`: more partitions for a topic, never fewer. A valid
+//! manual assignment of the new partitions is accepted (leaders are Keel's
+//! choice); `validate_only` checks everything and changes nothing.
 
 use std::sync::Arc;
 
@@ -22,18 +24,34 @@ pub(crate) async fn handle(
         let name = topic.name.0.to_string();
         let result = CreatePartitionsTopicResult::default().with_name(topic.name.clone());
         let image = broker.cluster.image();
-        let outcome = match image.topics.get(&name) {
+        let checked = match image.topics.get(&name) {
             None => Err((ResponseError::UnknownTopicOrPartition, format!("unknown topic {name:?}"))),
-            Some(_) if topic.assignments.is_some() => Err((
-                ResponseError::InvalidRequest,
-                "manual replica assignments are not supported: Keel places leaders itself".into(),
-            )),
             Some(existing) if topic.count <= existing.partitions.len() as i32 => Err((
                 ResponseError::InvalidPartitions,
                 format!("topic {name:?} has {} partitions; the new count must be larger", existing.partitions.len()),
             )),
-            Some(_) if request.validate_only => validate_partition_count(i64::from(topic.count)).map_err(meta_error),
-            Some(_) => match broker.cluster.client.create_partitions(&name, topic.count).await {
+            Some(existing) => {
+                let added = topic.count - existing.partitions.len() as i32;
+                match topic.assignments.as_deref() {
+                    Some(assignments) if assignments.len() as i32 != added => Err((
+                        ResponseError::InvalidReplicaAssignment,
+                        format!(
+                            "increasing the number of partitions by {added} but {} assignments provided",
+                            assignments.len()
+                        ),
+                    )),
+                    Some(assignments) => {
+                        super::check_assignments(&image, assignments.iter().map(|a| a.broker_ids.as_slice()))
+                    }
+                    None => Ok(()),
+                }
+                .and_then(|()| validate_partition_count(i64::from(topic.count)).map_err(meta_error))
+            }
+        };
+        let outcome = match checked {
+            Err(error) => Err(error),
+            Ok(()) if request.validate_only => Ok(()),
+            Ok(()) => match broker.cluster.client.create_partitions(&name, topic.count).await {
                 Ok((version, _)) => {
                     last = Some(version);
                     Ok(())

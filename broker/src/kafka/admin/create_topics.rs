@@ -1,6 +1,10 @@
-//! `CreateTopics`: Kafka's name, partition and config rules checked here,
-//! the topic committed by the controller quorum; answered once this broker's
-//! metadata shows it.
+//! `CreateTopics`: Kafka's name, partition, replication and config rules
+//! checked here, the topic committed by the controller quorum; answered once
+//! this broker's metadata shows it. A replication factor is accepted and
+//! means nothing here (every partition's data is in the WAL across three
+//! zones, then in the object store), as is a valid manual assignment (its
+//! partition count is used; leaders are Keel's choice). `validate_only`
+//! checks everything a creation would, and creates nothing.
 
 use std::sync::Arc;
 
@@ -26,19 +30,39 @@ pub(crate) async fn handle(broker: &Arc<Broker>, request: CreateTopicsRequest, v
             .iter()
             .map(|c| (c.name.to_string(), c.value.as_ref().map(|v| v.to_string()).unwrap_or_default()));
         let checked = (|| {
-            if !topic.assignments.is_empty() {
-                return Err(meta_error(MetaError::InvalidRequest {
-                    reason: "manual replica assignments are not supported: Keel places leaders itself".into(),
-                }));
-            }
-            if topic.replication_factor == 0 || topic.replication_factor < -1 {
-                return Err((
-                    ResponseError::InvalidReplicationFactor,
-                    "replication factor must be -1 or positive".into(),
-                ));
-            }
-            // -1: the broker's default (Kafka's num.partitions).
-            let partitions = if topic.num_partitions == -1 { default_partitions } else { topic.num_partitions };
+            let partitions = if !topic.assignments.is_empty() {
+                if topic.num_partitions != -1 || topic.replication_factor != -1 {
+                    return Err((
+                        ResponseError::InvalidRequest,
+                        "a manual partition assignment was given, but numPartitions or replicationFactor was not -1"
+                            .into(),
+                    ));
+                }
+                let mut indexes: Vec<i32> = topic.assignments.iter().map(|a| a.partition_index).collect();
+                indexes.sort_unstable();
+                if indexes.iter().enumerate().any(|(i, index)| *index != i as i32) {
+                    return Err((
+                        ResponseError::InvalidReplicaAssignment,
+                        "partitions in the manual partition assignment must be numbered 0 through n-1".into(),
+                    ));
+                }
+                let image = broker.cluster.image();
+                super::check_assignments(&image, topic.assignments.iter().map(|a| a.broker_ids.as_slice()))?;
+                topic.assignments.len() as i32
+            } else {
+                if topic.replication_factor == 0 || topic.replication_factor < -1 {
+                    return Err((
+                        ResponseError::InvalidReplicationFactor,
+                        "replication factor must be -1 or positive".into(),
+                    ));
+                }
+                // -1: the broker's default (Kafka's num.partitions).
+                if topic.num_partitions == -1 {
+                    default_partitions
+                } else {
+                    topic.num_partitions
+                }
+            };
             validate_topic_name(&name).map_err(meta_error)?;
             validate_partition_count(i64::from(partitions)).map_err(meta_error)?;
             let configs = keel_controller_client::configs_from_pairs(configs).map_err(meta_error)?;
