@@ -14,6 +14,10 @@
 //!   close, authorized operations (issue 24);
 //! - `topic_admin.py`: confluent-kafka: replication factors, manual
 //!   assignments and validate_only in CreateTopics and CreatePartitions;
+//! - `kafka_python_configs.py`: kafka-python: Kafka's standard topic
+//!   configs, DescribeConfigs' types, sources and synonyms, the legacy
+//!   AlterConfigs API, a broker's configs;
+//! - `config_lists.py`: confluent-kafka: APPEND and SUBTRACT on list configs;
 //! - `kafkajs/roundtrip.js`: kafkajs (none, gzip, snappy, lz4);
 //! - `kafkajs/group.js`: kafkajs consumer groups.
 //!
@@ -80,6 +84,58 @@ async fn confluent_kafka_creates_topics_with_replication_factors_assignments_and
     ] {
         assert!(stdout.contains(line), "{stdout}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kafka_python_sets_describes_and_alters_every_kafka_topic_config() {
+    let stdout = run_client(keel_tools::launcher::python(), "kafka_python_configs.py").await;
+    for line in [
+        "ok: a topic created with Kafka's standard configs",
+        "ok: unknown names and bad values refused with INVALID_CONFIG",
+        "topic configs described with their types, sources and synonyms",
+        "ok: the legacy AlterConfigs API",
+        "ok: a broker's configs",
+    ] {
+        assert!(stdout.contains(line), "{stdout}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn confluent_kafka_appends_to_and_subtracts_from_list_configs() {
+    let stdout = run_client(keel_tools::launcher::python(), "config_lists.py").await;
+    assert!(stdout.contains("ok: APPEND and SUBTRACT on cleanup.policy"), "{stdout}");
+    assert!(stdout.contains("ok: APPEND on a config that is not a list is INVALID_CONFIG"), "{stdout}");
+}
+
+/// DescribeConfigs v4 with documentation asked for: every topic config
+/// carries its type and a line of documentation (none of Keel's client
+/// scripts asks for documentation).
+#[tokio::test(flavor = "multi_thread")]
+async fn describe_configs_documents_every_topic_config() {
+    use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+    use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
+    use kafka_protocol::protocol::StrBytes;
+
+    let test = TestCluster::start_full().await.unwrap();
+    let bootstrap = test.cluster.bootstrap();
+    let connection = keel_tools::kafka::Connection::connect(bootstrap.split(',').next().unwrap()).await.unwrap();
+    keel_tools::kafka::create_topic(&connection, "documented", 1).await.unwrap();
+    let request = DescribeConfigsRequest::default().with_include_documentation(true).with_resources(vec![
+        DescribeConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(StrBytes::from_static_str("documented"))
+            .with_configuration_keys(None),
+    ]);
+    let answer: DescribeConfigsResponse = connection.send(4, &request).await.unwrap();
+    let configs = &answer.results[0].configs;
+    assert!(configs.len() >= 30, "{configs:?}");
+    for config in configs {
+        assert!(config.config_type > 0, "{config:?}");
+        assert!(config.documentation.as_ref().is_some_and(|doc| doc.len() > 10), "{config:?}");
+    }
+    let unasked = DescribeConfigsRequest::default().with_resources(request.resources.clone());
+    let answer: DescribeConfigsResponse = connection.send(4, &unasked).await.unwrap();
+    assert!(answer.results[0].configs.iter().all(|c| c.documentation.is_none()), "documentation only when asked");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -4,6 +4,7 @@
 //! answer waits until this broker's metadata shows the change, so a
 //! client's next `Metadata` sees it.
 
+pub mod alter_configs;
 pub mod create_partitions;
 pub mod create_topics;
 pub mod delete_topics;
@@ -20,9 +21,12 @@ use crate::error::BrokerError;
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
 const SOURCE_TOPIC: i8 = 1;
+const SOURCE_STATIC_BROKER: i8 = 4;
 const SOURCE_DEFAULT: i8 = 5;
 const OP_SET: i8 = 0;
 const OP_DELETE: i8 = 1;
+const OP_APPEND: i8 = 2;
+const OP_SUBTRACT: i8 = 3;
 
 /// The Kafka error for a controller's refusal, with what the client may be
 /// told of it: its own mistake verbatim, internal detail only in the log.

@@ -116,6 +116,7 @@ pub async fn handle(
         ApiKey::CreatePartitions => answer!(admin::create_partitions::handle),
         ApiKey::DescribeConfigs => answer!(admin::describe_configs::handle),
         ApiKey::IncrementalAlterConfigs => answer!(admin::incremental_alter_configs::handle),
+        ApiKey::AlterConfigs => answer!(admin::alter_configs::handle),
         ApiKey::DescribeCluster => answer!(admin::describe_cluster::handle),
         ApiKey::FindCoordinator => answer!(groups::find_coordinator::handle),
         ApiKey::JoinGroup => {

@@ -67,7 +67,7 @@ impl Image {
                 self.topic(name)?;
                 set.iter().try_for_each(|(key, value)| validate_topic_config(key, value))?;
                 for key in delete {
-                    if !crate::topic_rules::TOPIC_CONFIG_KEYS.contains(&key.as_str()) {
+                    if crate::topic_configs::topic_config(key).is_none() {
                         return Err(MetaError::UnknownConfig { key: key.clone() });
                     }
                 }

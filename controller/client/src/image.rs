@@ -158,7 +158,7 @@ pub enum NodeState {
 pub struct Topic {
     pub id: TopicId,
     pub name: String,
-    /// Only keys Keel knows (see `topic_config`); absent keys take their default.
+    /// Configs Kafka defines for topics (`topic_configs`); absent keys take their default.
     pub configs: BTreeMap<String, String>,
     pub owner: String,
     pub description: String,

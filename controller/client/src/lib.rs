@@ -13,6 +13,7 @@ mod error;
 mod ids;
 mod image;
 mod session;
+pub mod topic_configs;
 pub mod topic_rules;
 
 pub mod follower;

@@ -1,4 +1,4 @@
-//! Kafka's rules for topic names, partition counts and topic configs.
+//! Kafka's rules for topic names and partition counts (topic configs: `topic_configs`).
 
 use crate::error::MetaError;
 
@@ -53,76 +53,7 @@ pub fn validate_partition_count(count: i64) -> Result<(), MetaError> {
     Ok(())
 }
 
-/// The topic configs Keel understands, with Kafka's names and value rules.
-/// A key not listed here is refused rather than stored and ignored.
-pub const TOPIC_CONFIG_KEYS: &[&str] = &[
-    "cleanup.policy",
-    "compression.type",
-    "delete.retention.ms",
-    "max.message.bytes",
-    "message.timestamp.after.max.ms",
-    "message.timestamp.before.max.ms",
-    "message.timestamp.type",
-    "retention.bytes",
-    "retention.ms",
-];
-
-/// Kafka's default for a topic config, used where a topic does not set it.
-pub fn topic_config_default(key: &str) -> Option<&'static str> {
-    Some(match key {
-        "cleanup.policy" => "delete",
-        "compression.type" => "producer",
-        "delete.retention.ms" => "86400000",
-        "max.message.bytes" => "1048588",
-        "message.timestamp.after.max.ms" => "9223372036854775807",
-        "message.timestamp.before.max.ms" => "9223372036854775807",
-        "message.timestamp.type" => "CreateTime",
-        "retention.bytes" => "-1",
-        "retention.ms" => "604800000",
-        _ => return None,
-    })
-}
-
-/// Checks one topic config key and value.
-pub fn validate_topic_config(key: &str, value: &str) -> Result<(), MetaError> {
-    let invalid = |reason: &str| MetaError::InvalidConfig {
-        key: key.to_owned(),
-        value: value.to_owned(),
-        reason: reason.to_owned(),
-    };
-    let long_at_least = |min: i64| match value.trim().parse::<i64>() {
-        Ok(n) if n >= min => Ok(()),
-        Ok(_) => Err(invalid(&format!("must be at least {min}"))),
-        Err(_) => Err(invalid("must be a whole number")),
-    };
-    match key {
-        "cleanup.policy" => {
-            let mut parts: Vec<&str> = value.split(',').map(str::trim).collect();
-            parts.sort_unstable();
-            match parts.as_slice() {
-                ["delete"] | ["compact"] | ["compact", "delete"] => Ok(()),
-                _ => Err(invalid("must be delete, compact or delete,compact")),
-            }
-        }
-        "compression.type" => match value {
-            "uncompressed" | "zstd" | "lz4" | "snappy" | "gzip" | "producer" => Ok(()),
-            _ => Err(invalid("must be one of uncompressed, zstd, lz4, snappy, gzip, producer")),
-        },
-        "message.timestamp.type" => match value {
-            "CreateTime" | "LogAppendTime" => Ok(()),
-            _ => Err(invalid("must be CreateTime or LogAppendTime")),
-        },
-        "max.message.bytes" => match value.trim().parse::<i32>() {
-            Ok(n) if n >= 0 => Ok(()),
-            _ => Err(invalid("must be a whole number from 0 to 2147483647")),
-        },
-        "retention.ms" | "retention.bytes" => long_at_least(-1),
-        "delete.retention.ms" | "message.timestamp.after.max.ms" | "message.timestamp.before.max.ms" => {
-            long_at_least(0)
-        }
-        _ => Err(MetaError::UnknownConfig { key: key.to_owned() }),
-    }
-}
+pub use crate::topic_configs::{topic_config_default, validate_topic_config};
 
 #[cfg(test)]
 mod tests {
@@ -145,20 +76,5 @@ mod tests {
         assert!(validate_partition_count(PARTITION_COUNT_MAX + 1).is_err());
         assert_eq!(validate_partition_count(1), Ok(()));
         assert_eq!(validate_partition_count(PARTITION_COUNT_MAX), Ok(()));
-    }
-
-    #[test]
-    fn configs_are_checked_by_key_and_value() {
-        assert_eq!(validate_topic_config("retention.ms", "-1"), Ok(()));
-        assert_eq!(validate_topic_config("cleanup.policy", "compact,delete"), Ok(()));
-        assert!(matches!(validate_topic_config("retention.ms", "-2"), Err(MetaError::InvalidConfig { .. })));
-        assert!(matches!(validate_topic_config("retention.ms", "soon"), Err(MetaError::InvalidConfig { .. })));
-        assert!(matches!(validate_topic_config("cleanup.policy", "shred"), Err(MetaError::InvalidConfig { .. })));
-        assert!(matches!(validate_topic_config("retention.hours", "1"), Err(MetaError::UnknownConfig { .. })));
-        for key in TOPIC_CONFIG_KEYS {
-            assert!(!matches!(validate_topic_config(key, "x"), Err(MetaError::UnknownConfig { .. })), "{key}");
-            let default = topic_config_default(key).unwrap_or_else(|| panic!("{key} has no default"));
-            assert_eq!(validate_topic_config(key, default), Ok(()), "{key}'s default is valid");
-        }
     }
 }

@@ -17,6 +17,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteTopics, DeleteTopicsRequest::VERSIONS.min, DeleteTopicsRequest::VERSIONS.max),
     (ApiKey::InitProducerId, InitProducerIdRequest::VERSIONS.min, InitProducerIdRequest::VERSIONS.max),
     (ApiKey::DescribeConfigs, DescribeConfigsRequest::VERSIONS.min, DescribeConfigsRequest::VERSIONS.max),
+    (ApiKey::AlterConfigs, AlterConfigsRequest::VERSIONS.min, AlterConfigsRequest::VERSIONS.max),
     (ApiKey::CreatePartitions, CreatePartitionsRequest::VERSIONS.min, CreatePartitionsRequest::VERSIONS.max),
     (
         ApiKey::IncrementalAlterConfigs,
