@@ -17,6 +17,7 @@ pub mod groups;
 pub mod init_producer_id;
 pub mod list_offsets;
 pub mod metadata;
+pub mod offset_for_leader_epoch;
 pub mod peers;
 pub mod produce;
 pub mod request;

@@ -18,6 +18,8 @@
 //!   configs, DescribeConfigs' types, sources and synonyms, the legacy
 //!   AlterConfigs API, a broker's configs;
 //! - `config_lists.py`: confluent-kafka: APPEND and SUBTRACT on list configs;
+//! - `kafka_python_partition_admin.py`: kafka-python: DescribeLogDirs,
+//!   ElectLeaders and partition reassignments;
 //! - `kafkajs/roundtrip.js`: kafkajs (none, gzip, snappy, lz4);
 //! - `kafkajs/group.js`: kafkajs consumer groups.
 //!
@@ -136,6 +138,69 @@ async fn describe_configs_documents_every_topic_config() {
     let unasked = DescribeConfigsRequest::default().with_resources(request.resources.clone());
     let answer: DescribeConfigsResponse = connection.send(4, &unasked).await.unwrap();
     assert!(answer.results[0].configs.iter().all(|c| c.documentation.is_none()), "documentation only when asked");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kafka_python_describes_log_dirs_elects_leaders_and_reassigns_partitions() {
+    let stdout = run_client(keel_tools::launcher::python(), "kafka_python_partition_admin.py").await;
+    for line in [
+        "ok: DescribeLogDirs shows each partition's bytes",
+        "ok: ElectLeaders answers ELECTION_NOT_NEEDED",
+        "ok: partition reassignments complete at once, and their errors",
+    ] {
+        assert!(stdout.contains(line), "{stdout}");
+    }
+}
+
+/// OffsetForLeaderEpoch (KIP-320), which clients send after a leader change
+/// to look for truncation: the current epoch and every earlier one end at
+/// the high watermark (Keel never truncates), a later epoch is undefined,
+/// a current epoch the leader has not reached gets UNKNOWN_LEADER_EPOCH,
+/// and a broker that does not lead the partition NOT_LEADER_OR_FOLLOWER.
+#[tokio::test(flavor = "multi_thread")]
+async fn offset_for_leader_epoch_never_reports_a_truncation() {
+    use bytes::Bytes;
+    use kafka_protocol::messages::offset_for_leader_epoch_request::{OffsetForLeaderPartition, OffsetForLeaderTopic};
+    use kafka_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    use keel_tools::kafka::{self, Connection};
+
+    let test = TestCluster::start_full().await.unwrap();
+    let bootstrap = test.cluster.bootstrap();
+    let first = Connection::connect(bootstrap.split(',').next().unwrap()).await.unwrap();
+    kafka::create_topic(&first, "epochs", 1).await.unwrap();
+    let layout = kafka::ready_layout(&bootstrap, "epochs", Duration::from_secs(60)).await.unwrap();
+    let leader = Connection::connect(&layout.brokers[&layout.leaders[0]]).await.unwrap();
+    for i in 0..5 {
+        let batch = kafka::batch(&[Bytes::from(format!("record-{i}"))], 1_000, None).unwrap();
+        let answer =
+            leader.send(kafka::PRODUCE_VERSION, &kafka::produce_request("epochs", 0, -1, batch)).await.unwrap();
+        assert_eq!(kafka::produce_result(&answer).unwrap().0, 0);
+    }
+    let ask = |current: i32, epoch: i32| {
+        OffsetForLeaderEpochRequest::default().with_replica_id(kafka_protocol::messages::BrokerId(-1)).with_topics(
+            vec![OffsetForLeaderTopic::default()
+                .with_topic(TopicName(StrBytes::from_static_str("epochs")))
+                .with_partitions(vec![OffsetForLeaderPartition::default()
+                    .with_partition(0)
+                    .with_current_leader_epoch(current)
+                    .with_leader_epoch(epoch)])],
+        )
+    };
+    let answer = |response: OffsetForLeaderEpochResponse| {
+        let p = &response.topics[0].partitions[0];
+        (p.error_code, p.leader_epoch, p.end_offset)
+    };
+    let current: OffsetForLeaderEpochResponse = leader.send(4, &ask(-1, 0)).await.unwrap();
+    assert_eq!(answer(current), (0, 0, 5), "epoch 0 ends at the high watermark");
+    let later: OffsetForLeaderEpochResponse = leader.send(4, &ask(0, 3)).await.unwrap();
+    assert_eq!(answer(later), (0, -1, -1), "an epoch not reached yet is undefined");
+    let future: OffsetForLeaderEpochResponse = leader.send(4, &ask(7, 0)).await.unwrap();
+    assert_eq!(answer(future).0, 75, "a current epoch the leader has not reached: UNKNOWN_LEADER_EPOCH");
+    let other = layout.brokers.keys().find(|id| **id != layout.leaders[0]).unwrap();
+    let follower = Connection::connect(&layout.brokers[other]).await.unwrap();
+    let elsewhere: OffsetForLeaderEpochResponse = follower.send(4, &ask(-1, 0)).await.unwrap();
+    assert_eq!(answer(elsewhere).0, 6, "a broker that does not lead it: NOT_LEADER_OR_FOLLOWER");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -10,7 +10,10 @@ pub mod create_topics;
 pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
+pub mod describe_log_dirs;
+pub mod elect_leaders;
 pub mod incremental_alter_configs;
+pub mod partition_reassignments;
 
 use kafka_protocol::error::ResponseError;
 use keel_controller_client::{ClientError, MetaError, Version};

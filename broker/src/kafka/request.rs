@@ -117,6 +117,11 @@ pub async fn handle(
         ApiKey::DescribeConfigs => answer!(admin::describe_configs::handle),
         ApiKey::IncrementalAlterConfigs => answer!(admin::incremental_alter_configs::handle),
         ApiKey::AlterConfigs => answer!(admin::alter_configs::handle),
+        ApiKey::DescribeLogDirs => answer!(admin::describe_log_dirs::handle),
+        ApiKey::ElectLeaders => answer!(admin::elect_leaders::handle),
+        ApiKey::AlterPartitionReassignments => answer!(admin::partition_reassignments::alter),
+        ApiKey::ListPartitionReassignments => answer!(admin::partition_reassignments::list),
+        ApiKey::OffsetForLeaderEpoch => answer!(super::offset_for_leader_epoch::handle),
         ApiKey::DescribeCluster => answer!(admin::describe_cluster::handle),
         ApiKey::FindCoordinator => answer!(groups::find_coordinator::handle),
         ApiKey::JoinGroup => {

@@ -18,6 +18,23 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::InitProducerId, InitProducerIdRequest::VERSIONS.min, InitProducerIdRequest::VERSIONS.max),
     (ApiKey::DescribeConfigs, DescribeConfigsRequest::VERSIONS.min, DescribeConfigsRequest::VERSIONS.max),
     (ApiKey::AlterConfigs, AlterConfigsRequest::VERSIONS.min, AlterConfigsRequest::VERSIONS.max),
+    (ApiKey::DescribeLogDirs, DescribeLogDirsRequest::VERSIONS.min, DescribeLogDirsRequest::VERSIONS.max),
+    (ApiKey::ElectLeaders, ElectLeadersRequest::VERSIONS.min, ElectLeadersRequest::VERSIONS.max),
+    (
+        ApiKey::AlterPartitionReassignments,
+        AlterPartitionReassignmentsRequest::VERSIONS.min,
+        AlterPartitionReassignmentsRequest::VERSIONS.max,
+    ),
+    (
+        ApiKey::ListPartitionReassignments,
+        ListPartitionReassignmentsRequest::VERSIONS.min,
+        ListPartitionReassignmentsRequest::VERSIONS.max,
+    ),
+    (
+        ApiKey::OffsetForLeaderEpoch,
+        OffsetForLeaderEpochRequest::VERSIONS.min,
+        OffsetForLeaderEpochRequest::VERSIONS.max,
+    ),
     (ApiKey::CreatePartitions, CreatePartitionsRequest::VERSIONS.min, CreatePartitionsRequest::VERSIONS.max),
     (
         ApiKey::IncrementalAlterConfigs,
