@@ -12,6 +12,7 @@
 pub mod admin;
 pub mod authorized;
 pub mod delete_records;
+pub mod describe_topic_partitions;
 pub mod fetch;
 pub mod groups;
 pub mod init_producer_id;

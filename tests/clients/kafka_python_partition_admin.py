@@ -4,7 +4,9 @@ Keel's choice (ElectLeaders: ELECTION_NOT_NEEDED), partitions have no
 replicas to move (a valid reassignment completes at once, none is ever in
 progress, a cancellation is NO_REASSIGNMENT_IN_PROGRESS) and the one log
 directory of each broker is the object store (DescribeLogDirs with each
-led partition's uploaded bytes). Exits non-zero on the first difference.
+led partition's uploaded bytes); and DescribeTopicPartitions (KIP-966),
+which Kafka's own tools use to describe topics, in pages. Exits non-zero on
+the first difference.
 
 Usage: kafka_python_partition_admin.py BOOTSTRAP
 """
@@ -61,3 +63,26 @@ if answers[TopicPartition("placed", 2)] is not NoReassignmentInProgressError:
 if admin.list_partition_reassignments() != {}:
     sys.exit(f"reassignments in progress: {admin.list_partition_reassignments()}")
 print("ok: partition reassignments complete at once, and their errors")
+
+# DescribeTopicPartitions (KIP-966), as kafka-topics.sh --describe uses it:
+# sorted by name, an unknown topic flagged, pages of at most the limit.
+admin.create_topics([NewTopic("paged", 2, 1)])
+pages, cursor, seen = 0, None, []
+while True:
+    answer = admin.describe_topic_partitions(["placed", "paged", "missing"], response_partition_limit=2, cursor=cursor)
+    pages += 1
+    for topic in answer["topics"]:
+        if topic["name"] == "missing":
+            if topic["error_code"] != 3:
+                sys.exit(f"an unknown topic: {topic}")
+            continue
+        for partition in topic["partitions"]:
+            if partition["leader_id"] < 0 or partition["replica_nodes"] != [partition["leader_id"]]:
+                sys.exit(f"{topic['name']}: {partition}")
+            seen.append((topic["name"], partition["partition_index"]))
+    cursor = answer["next_cursor"]
+    if cursor is None or pages > 10:
+        break
+if seen != [("paged", 0), ("paged", 1), ("placed", 0), ("placed", 1), ("placed", 2)] or pages != 3:
+    sys.exit(f"DescribeTopicPartitions in {pages} pages of 2: {seen}")
+print("ok: DescribeTopicPartitions in pages, sorted, with leaders")

@@ -19,7 +19,7 @@
 //!   AlterConfigs API, a broker's configs;
 //! - `config_lists.py`: confluent-kafka: APPEND and SUBTRACT on list configs;
 //! - `kafka_python_partition_admin.py`: kafka-python: DescribeLogDirs,
-//!   ElectLeaders and partition reassignments;
+//!   ElectLeaders, partition reassignments and DescribeTopicPartitions;
 //! - `kafkajs/roundtrip.js`: kafkajs (none, gzip, snappy, lz4);
 //! - `kafkajs/group.js`: kafkajs consumer groups.
 //!
@@ -147,6 +147,7 @@ async fn kafka_python_describes_log_dirs_elects_leaders_and_reassigns_partitions
         "ok: DescribeLogDirs shows each partition's bytes",
         "ok: ElectLeaders answers ELECTION_NOT_NEEDED",
         "ok: partition reassignments complete at once, and their errors",
+        "ok: DescribeTopicPartitions in pages, sorted, with leaders",
     ] {
         assert!(stdout.contains(line), "{stdout}");
     }

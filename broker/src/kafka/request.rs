@@ -122,6 +122,7 @@ pub async fn handle(
         ApiKey::AlterPartitionReassignments => answer!(admin::partition_reassignments::alter),
         ApiKey::ListPartitionReassignments => answer!(admin::partition_reassignments::list),
         ApiKey::OffsetForLeaderEpoch => answer!(super::offset_for_leader_epoch::handle),
+        ApiKey::DescribeTopicPartitions => answer!(super::describe_topic_partitions::handle),
         ApiKey::DescribeCluster => answer!(admin::describe_cluster::handle),
         ApiKey::FindCoordinator => answer!(groups::find_coordinator::handle),
         ApiKey::JoinGroup => {

@@ -12,6 +12,11 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Fetch, FetchRequest::VERSIONS.min, FetchRequest::VERSIONS.max),
     (ApiKey::ListOffsets, ListOffsetsRequest::VERSIONS.min, ListOffsetsRequest::VERSIONS.max),
     (ApiKey::Metadata, MetadataRequest::VERSIONS.min, MetadataRequest::VERSIONS.max),
+    (
+        ApiKey::DescribeTopicPartitions,
+        DescribeTopicPartitionsRequest::VERSIONS.min,
+        DescribeTopicPartitionsRequest::VERSIONS.max,
+    ),
     (ApiKey::ApiVersions, ApiVersionsRequest::VERSIONS.min, ApiVersionsRequest::VERSIONS.max),
     (ApiKey::CreateTopics, CreateTopicsRequest::VERSIONS.min, CreateTopicsRequest::VERSIONS.max),
     (ApiKey::DeleteTopics, DeleteTopicsRequest::VERSIONS.min, DeleteTopicsRequest::VERSIONS.max),
