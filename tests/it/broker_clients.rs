@@ -109,19 +109,38 @@ async fn confluent_kafka_appends_to_and_subtracts_from_list_configs() {
     assert!(stdout.contains("ok: APPEND on a config that is not a list is INVALID_CONFIG"), "{stdout}");
 }
 
-/// DescribeConfigs v4 with documentation asked for: every topic config
-/// carries its type and a line of documentation (none of Keel's client
-/// scripts asks for documentation).
+/// CreateTopics v7 answers the new topic's configs, and DescribeConfigs v4
+/// with documentation asked for gives every topic config its type and a
+/// line of documentation (none of Keel's client scripts asks for either).
 #[tokio::test(flavor = "multi_thread")]
 async fn describe_configs_documents_every_topic_config() {
     use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
     use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
     use kafka_protocol::protocol::StrBytes;
 
+    use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+    use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse, TopicName};
+
     let test = TestCluster::start_full().await.unwrap();
     let bootstrap = test.cluster.bootstrap();
     let connection = keel_tools::kafka::Connection::connect(bootstrap.split(',').next().unwrap()).await.unwrap();
-    keel_tools::kafka::create_topic(&connection, "documented", 1).await.unwrap();
+    // CreateTopics answers the new topic's configs from v5, as Kafka does.
+    let create = CreateTopicsRequest::default().with_timeout_ms(30_000).with_topics(vec![CreatableTopic::default()
+        .with_name(TopicName(StrBytes::from_static_str("documented")))
+        .with_num_partitions(1)
+        .with_replication_factor(3)
+        .with_configs(vec![CreatableTopicConfig::default()
+            .with_name(StrBytes::from_static_str("retention.ms"))
+            .with_value(Some(StrBytes::from_static_str("3600000")))])]);
+    let created: CreateTopicsResponse = connection.send(7, &create).await.unwrap();
+    let result = &created.topics[0];
+    assert_eq!(result.error_code, 0, "{result:?}");
+    let configs = result.configs.as_ref().expect("configs from v5");
+    assert!(configs.len() >= 30, "{configs:?}");
+    let retention = configs.iter().find(|c| c.name.as_str() == "retention.ms").unwrap();
+    assert_eq!((retention.value.as_deref(), retention.config_source), (Some("3600000"), 1));
+    let default = configs.iter().find(|c| c.name.as_str() == "retention.bytes").unwrap();
+    assert_eq!((default.value.as_deref(), default.config_source), (Some("-1"), 5));
     let request = DescribeConfigsRequest::default().with_include_documentation(true).with_resources(vec![
         DescribeConfigsResource::default()
             .with_resource_type(2)

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
+use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
 use kafka_protocol::messages::*;
 use keel_controller_client::topic_rules::{validate_partition_count, validate_topic_config, validate_topic_name};
 use keel_controller_client::{pb, MetaError, Outcome};
@@ -73,24 +73,24 @@ pub(crate) async fn handle(broker: &Arc<Broker>, request: CreateTopicsRequest, v
         })();
         let outcome = match checked {
             Err(error) => Err(error),
-            Ok((partitions, _)) if request.validate_only => {
+            Ok((partitions, configs)) if request.validate_only => {
                 if broker.cluster.image().topics.contains_key(&name) {
                     Err(meta_error(MetaError::TopicAlreadyExists { name: name.clone() }))
                 } else {
-                    Ok((partitions, None))
+                    Ok((partitions, None, configs))
                 }
             }
             Ok((partitions, configs)) => {
                 let create = pb::CreateTopicRequest {
                     name: name.clone(),
                     partitions,
-                    configs: configs.into_iter().collect(),
+                    configs: configs.clone().into_iter().collect(),
                     ..Default::default()
                 };
                 match broker.cluster.client.create_topic(create).await {
                     Ok((version, Outcome::TopicCreated { id })) => {
                         last = Some(version);
-                        Ok((partitions, Some(id)))
+                        Ok((partitions, Some(id), configs))
                     }
                     Ok((_, other)) => Err((ResponseError::UnknownServerError, format!("unexpected outcome {other:?}"))),
                     Err(error) => Err(kafka_error(error)),
@@ -98,10 +98,21 @@ pub(crate) async fn handle(broker: &Arc<Broker>, request: CreateTopicsRequest, v
             }
         };
         results.push(match outcome {
-            Ok((partitions, id)) => {
-                // Partition count and replication factor are answered from v5, the id from v7.
+            Ok((partitions, id, configs)) => {
+                // Partition count, replication factor and every config are
+                // answered from v5 (as DescribeConfigs would), the id from v7.
                 let result = match version >= 5 {
-                    true => result.with_num_partitions(partitions).with_replication_factor(1),
+                    true => result.with_num_partitions(partitions).with_replication_factor(1).with_configs(Some(
+                        super::describe_configs::topic_entries(&configs)
+                            .into_iter()
+                            .map(|entry| {
+                                CreatableTopicConfigs::default()
+                                    .with_name(text(entry.name.to_string()))
+                                    .with_value(Some(text(entry.value)))
+                                    .with_config_source(entry.source)
+                            })
+                            .collect(),
+                    )),
                     false => result,
                 };
                 match id {

@@ -18,10 +18,10 @@ use crate::broker::Broker;
 use crate::kafka::text;
 
 /// One config as DescribeConfigs reports it.
-struct Entry<'a> {
-    name: &'a str,
-    value: String,
-    source: i8,
+pub(super) struct Entry<'a> {
+    pub(super) name: &'a str,
+    pub(super) value: String,
+    pub(super) source: i8,
     kind: ConfigType,
     read_only: bool,
     doc: &'a str,
@@ -97,7 +97,7 @@ pub(crate) async fn handle(
 
 /// Every topic config: the topic's value, else Kafka's default (which
 /// Kafka takes from the broker synonym).
-fn topic_entries(set: &std::collections::BTreeMap<String, String>) -> Vec<Entry<'static>> {
+pub(super) fn topic_entries(set: &std::collections::BTreeMap<String, String>) -> Vec<Entry<'static>> {
     TOPIC_CONFIGS
         .iter()
         .map(|config| {
