@@ -79,8 +79,11 @@ impl Metrics {
         let seconds = vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
         let metrics = Metrics {
             requests: IntCounterVec::new(
-                Opts::new("keel_broker_requests_total", "Kafka requests answered, by API."),
-                &["api"],
+                Opts::new(
+                    "keel_broker_requests_total",
+                    "Kafka requests answered, by API and version (which versions clients use).",
+                ),
+                &["api", "version"],
             )?,
             errors: IntCounterVec::new(
                 Opts::new("keel_broker_errors_total", "Kafka errors returned, by API and error."),

@@ -60,7 +60,7 @@ pub async fn admit(broker: &Arc<Broker>, request: Request) -> Result<Admitted, U
             let response = groups::offset_fetch::handle(broker, decode(api, version, body)?, version).await;
             encode(api, version, correlation, &response)?
         };
-        count_request(broker, api, started);
+        count_request(broker, api, version, started);
         return Ok(Admitted::Answered(answer));
     }
     if api == ApiKey::Produce {
@@ -89,7 +89,7 @@ pub async fn handle(
                 Some(response) => encode(api, version, correlation, &response)?,
                 None => return Ok(None),
             };
-            count_request(broker, api, started);
+            count_request(broker, api, version, started);
             return Ok(Some(answer));
         }
         Admitted::Other(request) => request,
@@ -154,13 +154,13 @@ pub async fn handle(
         ApiKey::DescribeProducers => answer!(txn::describe_producers::handle),
         other => return Err(Unreadable::UnsupportedVersion { api: other, version, min: 0, max: -1 }),
     };
-    count_request(broker, api, started);
+    count_request(broker, api, version, started);
     Ok(Some(answer))
 }
 
-fn count_request(broker: &Broker, api: ApiKey, started: std::time::Instant) {
+fn count_request(broker: &Broker, api: ApiKey, version: i16, started: std::time::Instant) {
     let name = format!("{api:?}");
     let metrics = &broker.cluster.metrics;
-    metrics.requests.with_label_values(&[&name]).inc();
+    metrics.requests.with_label_values(&[&name, &version.to_string()]).inc();
     metrics.request_seconds.with_label_values(&[&name]).observe(started.elapsed().as_secs_f64());
 }
