@@ -17,7 +17,10 @@ fn decode<T: Decodable>(body: &Bytes, version: i16) {
 fuzz_target!(|data: &[u8]| {
     let Ok(request) = parse(Bytes::copy_from_slice(data)) else { return };
     let (body, version) = (&request.body, request.version);
-    if !keel_broker_core::wire::SUPPORTED.iter().any(|(api, min, max)| *api == request.api && (*min..=*max).contains(&version)) {
+    if !keel_broker_core::wire::SUPPORTED
+        .iter()
+        .any(|(api, min, max)| *api == request.api && (*min..=*max).contains(&version))
+    {
         return;
     }
     match request.api {

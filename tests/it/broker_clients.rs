@@ -17,7 +17,8 @@
 //! - `kafka_python_configs.py`: kafka-python: Kafka's standard topic
 //!   configs, DescribeConfigs' types, sources and synonyms, the legacy
 //!   AlterConfigs API, a broker's configs;
-//! - `config_lists.py`: confluent-kafka: APPEND and SUBTRACT on list configs;
+//! - `config_lists.py`: confluent-kafka: APPEND and SUBTRACT on list configs,
+//!   and a keyless record refused by a compacted topic (KIP-467);
 //! - `kafka_python_partition_admin.py`: kafka-python: DescribeLogDirs,
 //!   ElectLeaders, partition reassignments and DescribeTopicPartitions;
 //! - `kafkajs/roundtrip.js`: kafkajs (none, gzip, snappy, lz4);
@@ -103,10 +104,11 @@ async fn kafka_python_sets_describes_and_alters_every_kafka_topic_config() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn confluent_kafka_appends_to_and_subtracts_from_list_configs() {
+async fn confluent_kafka_appends_to_list_configs_and_a_compacted_topic_refuses_keyless_records() {
     let stdout = run_client(keel_tools::launcher::python(), "config_lists.py").await;
     assert!(stdout.contains("ok: APPEND and SUBTRACT on cleanup.policy"), "{stdout}");
     assert!(stdout.contains("ok: APPEND on a config that is not a list is INVALID_CONFIG"), "{stdout}");
+    assert!(stdout.contains("ok: a compacted topic refuses a keyless record with INVALID_RECORD"), "{stdout}");
 }
 
 /// CreateTopics v7 answers the new topic's configs, and DescribeConfigs v4

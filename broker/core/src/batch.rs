@@ -226,8 +226,8 @@ pub fn max_timestamp(bytes: &[u8]) -> i64 {
 
 /// The first record at or after offset `from` of a stored batch whose
 /// timestamp is at least `timestamp` (or, for `None`, equals the batch's max
-/// timestamp): its (timestamp, offset). Reads a decompressed copy; the stored
-/// bytes stay as they are.
+/// timestamp): its (timestamp, offset). Reads a decompressed copy, bounded
+/// (`records::decode`); the stored bytes stay as they are.
 pub fn first_record_at(
     bytes: &[u8],
     from: Offset,
@@ -239,9 +239,7 @@ pub fn first_record_at(
         // Every record carries the append time, the batch's max timestamp.
         return Ok((max >= wanted).then(|| (max, base_offset(bytes).max(from))));
     }
-    let mut buffer = bytes::Bytes::copy_from_slice(bytes);
-    let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut buffer)
-        .map_err(|error| BatchError::Records(error.to_string()))?;
+    let set = crate::records::decode(bytes)?;
     let found = set.records.iter().filter(|record| record.offset >= from.0).find(|record| match timestamp {
         Some(_) => record.timestamp >= wanted,
         None => record.timestamp == wanted,

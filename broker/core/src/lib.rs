@@ -23,6 +23,7 @@ pub mod groups;
 pub mod internal_topic;
 pub mod partition;
 pub mod producers;
+pub mod records;
 pub mod stream_index;
 pub mod txn;
 pub mod wire;

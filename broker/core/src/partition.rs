@@ -64,15 +64,17 @@ pub enum Writer {
 pub struct Refusal {
     pub error: ResponseError,
     pub message: Option<String>,
+    /// The records at fault, by index in the batch, with why (KIP-467).
+    pub record_errors: Vec<(i32, String)>,
 }
 
 impl Refusal {
     pub fn new(error: ResponseError) -> Refusal {
-        Refusal { error, message: None }
+        Refusal { error, message: None, record_errors: Vec::new() }
     }
 
     pub fn with_message(error: ResponseError, message: impl Into<String>) -> Refusal {
-        Refusal { error, message: Some(message.into()) }
+        Refusal { error, message: Some(message.into()), record_errors: Vec::new() }
     }
 }
 
@@ -89,6 +91,8 @@ pub struct TopicRules {
     /// `message.timestamp.before.max.ms` and `after.max.ms` (CreateTime only).
     pub timestamp_before_max_ms: i64,
     pub timestamp_after_max_ms: i64,
+    /// `cleanup.policy` includes `compact`: every record needs a key.
+    pub compacted: bool,
 }
 
 impl TopicRules {
@@ -108,6 +112,9 @@ impl TopicRules {
             log_append_time: topic.config("message.timestamp.type") == Some("LogAppendTime"),
             timestamp_before_max_ms: bound("message.timestamp.before.max.ms"),
             timestamp_after_max_ms: bound("message.timestamp.after.max.ms"),
+            compacted: topic
+                .config("cleanup.policy")
+                .is_some_and(|policy| keel_controller_client::topic_configs::list_items(policy).contains(&"compact")),
         }
     }
 }
@@ -126,8 +133,10 @@ pub struct Checked {
 /// accepts, at wall-clock time `now_ms`: one intact magic-2 batch (for a
 /// client, with consistent counts and no control flag), an idempotent
 /// client's base sequence, the topic's `max.message.bytes`, and for
-/// CreateTime topics its timestamp window. Reads the header only: records
-/// are never decompressed.
+/// CreateTime topics its timestamp window. Reads the header only, but for a
+/// compacted topic, whose records must all have keys (Kafka refuses the
+/// batch with INVALID_RECORD naming each keyless record, KIP-467): its
+/// records are read from a decompressed copy (`records::decode`, bounded).
 pub fn check(bytes: &Bytes, writer: Writer, rules: &TopicRules, now_ms: i64) -> Result<Checked, Refusal> {
     let checked = match writer {
         Writer::Broker => batch::stored_header(bytes),
@@ -161,7 +170,32 @@ pub fn check(bytes: &Bytes, writer: Writer, rules: &TopicRules, now_ms: i64) -> 
             return Err(Refusal::with_message(ResponseError::InvalidTimestamp, reason));
         }
     }
+    if rules.compacted && writer == Writer::Client {
+        keyed(bytes)?;
+    }
     Ok(Checked { header, marker: batch::marker(bytes), bytes: BytesMut::from(&bytes[..]) })
+}
+
+/// What Kafka says of a keyless record in a compacted topic.
+const KEYLESS: &str = "Compacted topic cannot accept message without key.";
+
+/// Refuses a batch with a record that has no key, naming every such record.
+fn keyed(bytes: &Bytes) -> Result<(), Refusal> {
+    let set = crate::records::decode(bytes)
+        .map_err(|error| Refusal::with_message(ResponseError::CorruptMessage, error.to_string()))?;
+    let keyless: Vec<(i32, String)> = set
+        .records
+        .iter()
+        .enumerate()
+        .filter(|(_, record)| record.key.is_none())
+        .map(|(index, _)| (index as i32, KEYLESS.to_string()))
+        .collect();
+    if keyless.is_empty() {
+        return Ok(());
+    }
+    let message =
+        format!("One or more records have been rejected due to {} record errors in total: {KEYLESS}", keyless.len());
+    Err(Refusal { error: ResponseError::InvalidRecord, message: Some(message), record_errors: keyless })
 }
 
 /// Why a CreateTime batch's timestamps are outside the topic's window, if

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::produce_response::{LeaderIdAndEpoch, PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, LeaderIdAndEpoch, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse};
 use keel_broker_core::groups::is_internal;
 use keel_broker_core::partition::{Refusal, Writer};
@@ -196,11 +198,18 @@ pub async fn finish(broker: &Arc<Broker>, admitted: Admitted) -> Option<ProduceR
                 Ok((base, append_time)) => {
                     result = result.with_base_offset(base.0).with_log_append_time_ms(append_time.unwrap_or(-1));
                 }
-                Err(Refusal { error, message }) => {
+                Err(Refusal { error, message, record_errors }) => {
                     broker.count_error("Produce", error);
                     result = result.with_error_code(error.code());
                     if version >= 8 {
-                        result = result.with_error_message(message.map(super::text));
+                        let record_errors = record_errors.into_iter().map(|(index, why)| {
+                            BatchIndexAndErrorMessage::default()
+                                .with_batch_index(index)
+                                .with_batch_index_error_message(Some(super::text(why)))
+                        });
+                        result = result
+                            .with_error_message(message.map(super::text))
+                            .with_record_errors(record_errors.collect());
                     }
                     if let (ResponseError::NotLeaderOrFollower, Some(topic), 10..) = (error, topic, version) {
                         let (leader, epoch) = super::metadata::current_leader(&image, topic, index);

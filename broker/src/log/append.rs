@@ -159,7 +159,9 @@ impl Partitions {
                     // DESIGN §3.4: un-uploaded bytes are capped per log, and
                     // only that log's writer is pushed back. Retriable.
                     let error = crate::error::BrokerError::BacklogFull { backlog, cap: backlog_max };
-                    return Fate::Refused(Refusal { error: error.kafka_error(), message: error.client_message() });
+                    let mut refusal = Refusal::new(error.kafka_error());
+                    refusal.message = error.client_message();
+                    return Fate::Refused(refusal);
                 }
                 let Some(bytes) = batch.records else {
                     return Fate::Refused(Refusal::with_message(ResponseError::CorruptMessage, "no records"));

@@ -13,6 +13,7 @@ fn rules() -> TopicRules {
         log_append_time: false,
         timestamp_before_max_ms: i64::MAX,
         timestamp_after_max_ms: i64::MAX,
+        compacted: false,
     }
 }
 
@@ -186,4 +187,40 @@ fn the_log_start_follows_the_metadata_up_but_never_past_the_high_watermark() {
     assert_eq!(state.log_start, Offset(5), "never back");
     state.follow_start(Offset(50));
     assert_eq!(state.log_start, Offset(10), "at most the high watermark");
+}
+
+/// KIP-467: a compacted topic refuses a batch with keyless records with
+/// INVALID_RECORD, naming each by its index in the batch; other topics
+/// take them.
+#[test]
+fn a_compacted_topic_refuses_keyless_records_and_names_them() {
+    use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+    let record = |offset: i64, key: Option<&'static [u8]>| Record {
+        transactional: false,
+        control: false,
+        partition_leader_epoch: 0,
+        producer_id: -1,
+        producer_epoch: -1,
+        timestamp_type: TimestampType::Creation,
+        offset,
+        // One batch: the encoder starts a new one where sequences break.
+        sequence: offset as i32,
+        timestamp: NOW,
+        key: key.map(Bytes::from_static),
+        value: Some(Bytes::from_static(b"v")),
+        headers: Default::default(),
+        delete_horizon: false,
+    };
+    let records = [record(0, Some(b"a")), record(1, None), record(2, Some(b"b")), record(3, None)];
+    let mut encoded = bytes::BytesMut::new();
+    let options = RecordEncodeOptions { version: 2, compression: Compression::Lz4 };
+    RecordBatchEncoder::encode(&mut encoded, &records, &options).unwrap();
+    let batch = encoded.freeze();
+    let compacted = TopicRules { compacted: true, ..rules() };
+    let refused = check(&batch, Writer::Client, &compacted, NOW).unwrap_err();
+    assert_eq!(refused.error, ResponseError::InvalidRecord, "{refused:?}");
+    let indexes: Vec<i32> = refused.record_errors.iter().map(|(index, _)| *index).collect();
+    assert_eq!(indexes, [1, 3], "{refused:?}");
+    assert!(check(&batch, Writer::Client, &rules(), NOW).is_ok(), "a topic that is not compacted takes them");
+    assert!(check(&batch, Writer::Broker, &compacted, NOW).is_ok(), "the broker's own records are not checked");
 }
