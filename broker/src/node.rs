@@ -67,12 +67,16 @@ pub async fn start(config: BrokerConfig, registry: &Registry, cancel: Cancellati
     let renewal = keeper.renewal();
     tasks.spawn(keeper.run(cancel.clone()));
 
-    let store: Arc<dyn ObjectStore> =
-        Arc::new(crate::storage::metered_store::MeteredStore::new(object_store(&config.objects).await?, &metrics));
+    let store_latency = Arc::new(crate::storage::metered_store::StoreLatency::default());
+    let store: Arc<dyn ObjectStore> = Arc::new(crate::storage::metered_store::MeteredStore::new(
+        object_store(&config.objects).await?,
+        &metrics,
+        store_latency.clone(),
+    ));
     tracing::info!(objects = store.describe(), "object storage");
     let object_cache_bytes = config.object_cache_bytes as usize;
     let cluster = Arc::new(Cluster::new(config.clone(), client, images, session, renewal, metrics));
-    let storage = Arc::new(Storage::new(store, object_cache_bytes, tasks.clone()));
+    let storage = Arc::new(Storage::new(store, store_latency, object_cache_bytes, tasks.clone()));
     let partitions = Arc::new(Partitions::new(cluster.clone(), storage.clone(), tasks.clone()));
     let peers: Arc<dyn Peers> = Arc::new(KafkaPeers::default());
     let groups = Arc::new(Groups::new(

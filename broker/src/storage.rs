@@ -44,6 +44,8 @@ pub struct Storage {
     /// Counts the uploader's failed rounds, and is zero again after a
     /// round that succeeds: moves wait while uploads fail.
     pub upload_failures: UploadFailures,
+    /// The object store's recent latency: moves wait while it is slow.
+    pub store_latency: Arc<metered_store::StoreLatency>,
     /// Reads ahead run here.
     tasks: TaskTracker,
 }
@@ -94,7 +96,12 @@ impl Backlog {
 }
 
 impl Storage {
-    pub fn new(store: Arc<dyn ObjectStore>, object_cache_bytes: usize, tasks: TaskTracker) -> Storage {
+    pub fn new(
+        store: Arc<dyn ObjectStore>,
+        store_latency: Arc<metered_store::StoreLatency>,
+        object_cache_bytes: usize,
+        tasks: TaskTracker,
+    ) -> Storage {
         Storage {
             tasks,
             store,
@@ -103,6 +110,7 @@ impl Storage {
             backlog: Backlog::default(),
             upload_now: Notify::new(),
             upload_failures: UploadFailures::default(),
+            store_latency,
         }
     }
 

@@ -11,9 +11,11 @@
 //! 4. it commits `ClosePartition` at that end; the controller then hands the
 //!    partition to another broker, which starts there. No data is copied.
 //!
-//! While uploads fail (the object store down), the balancer's moves wait:
-//! a move closes its partitions only once uploads succeed again, since a
-//! closed partition takes no writes until it is uploaded. A close that
+//! While uploads fail (the object store down) or the object store is slow
+//! (`StoreLatency`), the balancer's moves wait: a move closes its partitions
+//! only once uploads succeed quickly again, since a closed partition takes
+//! no writes until it is uploaded, and its next leader reads its producer
+//! snapshot from the store. A close that
 //! fails or gives up (an upload failing meanwhile, `CLOSE_TIMEOUT`) opens
 //! its partitions again and is retried later; a draining broker that
 //! stops before its partitions are handed over leaves them to failover.
@@ -44,6 +46,10 @@ pub async fn run(partitions: Arc<Partitions>, cancel: CancellationToken) {
         let failing = partitions.storage.upload_failures.in_a_row();
         if !draining && failing > 0 && !led.is_empty() {
             tracing::info!(moves = led.len(), failing, "uploads are failing: partition moves wait until they succeed");
+            led.clear();
+        }
+        if !draining && partitions.storage.store_latency.slow() && !led.is_empty() {
+            tracing::info!(moves = led.len(), "the object store is slow: partition moves wait until it is fast again");
             led.clear();
         }
         if !led.is_empty() {

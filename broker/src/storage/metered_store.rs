@@ -1,8 +1,12 @@
 //! The object store as the broker uses it, counted: every PUT, ranged GET
 //! and DELETE by operation and outcome, with its latency, so an S3 problem
-//! shows on the dashboard as S3's and not as a slow broker.
+//! shows on the dashboard as S3's and not as a slow broker; and the recent
+//! latency kept (`StoreLatency`), so that work the broker may put off (the
+//! balancer's moves) waits while the store is slow.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -14,14 +18,56 @@ pub struct MeteredStore {
     inner: Arc<dyn ObjectStore>,
     requests: IntCounterVec,
     seconds: HistogramVec,
+    latency: Arc<StoreLatency>,
+}
+
+/// The durations of the object store's recent successful calls.
+#[derive(Debug, Default)]
+pub struct StoreLatency(Mutex<VecDeque<(Instant, Duration)>>);
+
+/// Calls older than this are forgotten.
+const LATENCY_WINDOW: Duration = Duration::from_secs(10);
+/// A store whose recent calls took this long, half of them or more, is
+/// slow: S3 answers in tens of milliseconds, and a whole upload of
+/// `upload_bytes` in well under a second.
+const SLOW_CALL: Duration = Duration::from_secs(1);
+const CALLS_KEPT: usize = 64;
+
+impl StoreLatency {
+    fn record(&self, took: Duration) {
+        if let Ok(mut calls) = self.0.lock() {
+            calls.push_back((Instant::now(), took));
+            while calls.len() > CALLS_KEPT {
+                calls.pop_front();
+            }
+        }
+    }
+
+    /// Whether at least two calls in the last `LATENCY_WINDOW` took, at the
+    /// median, `SLOW_CALL` or more.
+    pub fn slow(&self) -> bool {
+        let Ok(calls) = self.0.lock() else { return false };
+        let mut recent: Vec<Duration> =
+            calls.iter().filter(|(at, _)| at.elapsed() < LATENCY_WINDOW).map(|(_, took)| *took).collect();
+        if recent.len() < 2 {
+            return false;
+        }
+        recent.sort_unstable();
+        recent[recent.len() / 2] >= SLOW_CALL
+    }
 }
 
 impl MeteredStore {
-    pub fn new(inner: Arc<dyn ObjectStore>, metrics: &crate::metrics::Metrics) -> MeteredStore {
+    pub fn new(
+        inner: Arc<dyn ObjectStore>,
+        metrics: &crate::metrics::Metrics,
+        latency: Arc<StoreLatency>,
+    ) -> MeteredStore {
         MeteredStore {
             inner,
             requests: metrics.object_requests.clone(),
             seconds: metrics.object_request_seconds.clone(),
+            latency,
         }
     }
 
@@ -34,6 +80,9 @@ impl MeteredStore {
         };
         self.requests.with_label_values(&[operation, outcome]).inc();
         self.seconds.with_label_values(&[operation]).observe(started.elapsed().as_secs_f64());
+        if result.is_ok() {
+            self.latency.record(started.elapsed());
+        }
     }
 }
 
@@ -62,5 +111,24 @@ impl ObjectStore for MeteredStore {
 
     fn describe(&self) -> String {
         self.inner.describe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_store_is_slow_when_most_recent_calls_are() {
+        let latency = StoreLatency::default();
+        assert!(!latency.slow(), "nothing known: not slow");
+        latency.record(Duration::from_millis(1500));
+        assert!(!latency.slow(), "one call says little");
+        latency.record(Duration::from_millis(1600));
+        assert!(latency.slow());
+        for _ in 0..3 {
+            latency.record(Duration::from_millis(40));
+        }
+        assert!(!latency.slow(), "most calls are fast again");
     }
 }

@@ -2,10 +2,11 @@
 //! leader, which sends it an event every `PING_EVERY`. A process killed
 //! outright closes its connections at once, so the leader sees the stream
 //! end without the node having said anything; it then probes the node's
-//! address and, if nothing accepts a connection there, fences the node
+//! address and, if the connection is refused there, fences the node
 //! without waiting out its session. A frozen node keeps its connections
 //! (the kernel answers for it), so it is still found by its session, and so
-//! is a node cut off by the network.
+//! is a node cut off by the network: a probe that gets no answer at all
+//! proves nothing (a partition that heals in a second must not fence it).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -72,16 +73,23 @@ async fn suspect(controller: &Controller, kind: NodeKind, id: NodeId, epoch: Epo
     }
 }
 
-/// Whether something listens at `addr`, asked twice: a process killed a
-/// moment ago may still have its listening socket while its connections are
-/// already closed, so one connection that succeeds is not enough.
+/// Whether something may still listen at `addr`, asked twice: a process
+/// killed a moment ago may still have its listening socket while its
+/// connections are already closed, so one connection that succeeds is not
+/// enough. Only a refused connection (or one reset at once) says the
+/// process is gone: a connection attempt that gets no answer, or an
+/// unreachable network, is a frozen or cut-off node (a partition, a zone
+/// dropping packets), which its session decides, not the probe.
 async fn answers(addr: &str) -> bool {
     for attempt in 0..2 {
         if attempt > 0 {
             tokio::time::sleep(PROBE_AGAIN).await;
         }
-        let Ok(Ok(stream)) = tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(addr)).await else {
-            return false;
+        let stream = match tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(error)) if error.kind() == std::io::ErrorKind::ConnectionRefused => return false,
+            // Silent or unreachable: not known to be gone.
+            Ok(Err(_)) | Err(_) => return true,
         };
         // Reset or closed at once: nothing serves there.
         let mut byte = [0u8; 1];
@@ -90,4 +98,22 @@ async fn answers(addr: &str) -> bool {
         }
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn only_a_refused_connection_says_the_node_is_gone() {
+        // The kernel completes connections into a listener's backlog.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listening = listener.local_addr().unwrap().to_string();
+        assert!(answers(&listening).await, "a listening process answers");
+        // A port nothing listens on: refused at once.
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let refused = closed.local_addr().unwrap().to_string();
+        drop(closed);
+        assert!(!answers(&refused).await, "a refused connection: gone");
+    }
 }
