@@ -298,7 +298,9 @@ async fn a_large_history_survives_a_restart_of_every_broker_and_wal_node() {
     let bootstrap = test.cluster.bootstrap();
     let first = Connection::connect(bootstrap.split(',').next().unwrap()).await.unwrap();
     kafka::create_topic(&first, "volume", 24).await.unwrap();
-    let layout = kafka::topic_layout(&first, "volume").await.unwrap();
+    // Every leader serves its partitions (a broker's metadata may show a new
+    // topic a moment after the one that created it).
+    let layout = kafka::ready_layout(&bootstrap, "volume", Duration::from_secs(60)).await.unwrap();
     let mut connections = std::collections::HashMap::new();
     for (id, addr) in &layout.brokers {
         connections.insert(*id, std::sync::Arc::new(Connection::connect(addr).await.unwrap()));
