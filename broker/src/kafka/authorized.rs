@@ -1,5 +1,6 @@
 //! Authorized operations (KIP-430): what Metadata, DescribeCluster,
-//! DescribeGroups and ConsumerGroupDescribe report the caller may do, as
+//! DescribeGroups, ConsumerGroupDescribe (when asked) and
+//! DescribeTopicPartitions (always) report the caller may do, as
 //! bit fields of Kafka's ACL operation codes. With no authorizer yet, every
 //! operation Kafka defines for the resource type is allowed, and is
 //! reported so; a field the request did not ask for is `NOT_ASKED`.
