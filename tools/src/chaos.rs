@@ -572,10 +572,14 @@ async fn run_once(args: &RunArgs, net: Option<&Net>, dir: &Path, replay: &str) -
             skipped.push(fault.name());
             continue;
         }
+        let begun = now();
         let undo = inject(&mut cluster, net, s3.as_ref(), fault).await?;
         // Logged once injected: writes acknowledged before must not count
-        // as a recovery.
-        histories.log(serde_json::json!({"f": "fault", "kind": fault.name(), "detail": format!("{fault:?}")}));
+        // as a recovery. When the injection began ends the previous fault's
+        // stall window.
+        histories.log(
+            serde_json::json!({"f": "fault", "kind": fault.name(), "detail": format!("{fault:?}"), "begun": begun}),
+        );
         eprintln!("chaos: {:>5.1} s  {fault:?}", started.elapsed().as_secs_f64());
         tokio::time::sleep(HOLD).await;
         heal(&mut cluster, net, s3.as_ref(), undo).await?;

@@ -55,6 +55,10 @@ struct Event {
     member: Option<String>,
     #[serde(default)]
     error: Option<String>,
+    /// A fault's: when its injection began (`t` is when it was done; a
+    /// flapping partition's injection is the fault itself).
+    #[serde(default)]
+    begun: Option<f64>,
 }
 
 /// What the checker found.
@@ -172,7 +176,8 @@ fn check(mut events: Vec<(String, Event)>) -> Checked {
     let mut ends: HashMap<i32, i64> = HashMap::new();
     let mut read: std::collections::HashSet<(i32, i64)> = Default::default();
     let mut committed: HashMap<i32, i64> = HashMap::new();
-    let mut faults: Vec<(String, f64)> = Vec::new();
+    // (kind, injected at, injection begun at)
+    let mut faults: Vec<(String, f64, f64)> = Vec::new();
     let mut failed: std::collections::HashSet<String> = Default::default();
     let mut reads: Vec<(String, i32, i64, String)> = Vec::new();
     // (member, partition) -> the last offset it read since its last rebalance.
@@ -262,7 +267,7 @@ fn check(mut events: Vec<(String, Event)>) -> Checked {
             ("fault", ..) => {
                 let kind = event.kind.clone().unwrap_or_default();
                 *checked.faults.entry(kind.clone()).or_default() += 1;
-                faults.push((kind, event.t));
+                faults.push((kind, event.t, event.begun.unwrap_or(event.t)));
             }
             _ => {}
         }
@@ -335,7 +340,7 @@ fn check(mut events: Vec<(String, Event)>) -> Checked {
     // Recovery: per fault, the latest over partitions of the first
     // acknowledgement of a value sent after it.
     let partitions: std::collections::BTreeSet<i32> = acked.iter().map(|a| a.1).collect();
-    for (kind, at) in faults.iter().cloned() {
+    for (kind, at, _) in faults.iter().cloned() {
         let mut first: HashMap<i32, f64> = HashMap::new();
         for (value, p, _, t) in &acked {
             if invoked_at.get(value).is_some_and(|sent| *sent >= at) {
@@ -352,10 +357,11 @@ fn check(mut events: Vec<(String, Event)>) -> Checked {
 }
 
 /// Per fault, the longest gap between acknowledgements on one partition in
-/// the window from the fault to the next fault (or the last
-/// acknowledgement), counting the fault itself as the window's start.
+/// the window from the fault to the start of the next fault's injection (or
+/// the last acknowledgement), counting the fault itself as the window's
+/// start.
 fn stalls(
-    faults: &[(String, f64)],
+    faults: &[(String, f64, f64)],
     acked: &[(String, i32, i64, f64)],
     partitions: &std::collections::BTreeSet<i32>,
 ) -> Vec<(String, Option<f64>)> {
@@ -366,11 +372,11 @@ fn stalls(
     for list in times.values_mut() {
         list.sort_by(f64::total_cmp);
     }
-    let mut starts: Vec<f64> = faults.iter().map(|(_, at)| *at).collect();
+    let mut starts: Vec<f64> = faults.iter().map(|(_, _, begun)| *begun).collect();
     starts.sort_by(f64::total_cmp);
     faults
         .iter()
-        .map(|(kind, at)| {
+        .map(|(kind, at, _)| {
             let until = starts.iter().copied().find(|t| t > at).unwrap_or(f64::INFINITY);
             let mut longest = 0.0f64;
             for p in partitions {
@@ -392,7 +398,17 @@ mod tests {
     use super::*;
 
     fn event(f: &str, t: f64, value: Option<&str>, partition: Option<i32>, offset: Option<i64>) -> Event {
-        Event { f: f.into(), t, value: value.map(Into::into), partition, offset, kind: None, member: None, error: None }
+        Event {
+            f: f.into(),
+            t,
+            value: value.map(Into::into),
+            partition,
+            offset,
+            kind: None,
+            member: None,
+            error: None,
+            begun: None,
+        }
     }
 
     fn history(lines: Vec<Event>) -> Vec<(String, Event)> {
@@ -476,5 +492,25 @@ mod tests {
         assert!((recovery - 0.3).abs() < 1e-9, "{recovery}");
         let stall = checked.stalls[0].1.unwrap();
         assert!((stall - 6.3).abs() < 1e-9, "partition 0 waited from 10.2 to 16.5: {stall}");
+    }
+
+    /// A stall that starts once the next fault's injection has begun (a
+    /// flapping partition is injected for seconds) is the next fault's.
+    #[test]
+    fn a_stall_after_the_next_fault_began_is_the_next_faults() {
+        let mut first = event("fault", 10.0, None, None, None);
+        first.kind = Some("wal-freeze".into());
+        let mut second = event("fault", 30.0, None, None, None);
+        second.kind = Some("flapping-partition".into());
+        second.begun = Some(22.0);
+        let mut events = vec![first, second];
+        for (n, (sent, acked)) in [(10.1, 10.2), (12.0, 12.1), (23.0, 29.0), (29.5, 29.6)].iter().enumerate() {
+            let value = format!("a-{n}");
+            events.push(event("invoke", *sent, Some(&value), Some(0), None));
+            events.push(event("ok", *acked, Some(&value), Some(0), Some(n as i64)));
+        }
+        let checked = check(history(events));
+        let first = checked.stalls[0].1.unwrap();
+        assert!((first - 1.9).abs() < 1e-9, "the freeze's window ends when the flapping begins: {first}");
     }
 }
