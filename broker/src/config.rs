@@ -329,14 +329,8 @@ impl ConfigToml {
         anyhow::ensure!(!zone.is_empty(), "zone must not be empty");
         let listen = listen.unwrap_or_else(|| "127.0.0.1:9092".parse().expect("valid literal"));
         let controllers = controllers.unwrap_or_default();
-        anyhow::ensure!(!controllers.is_empty(), "controllers must list the controller quorum's addresses");
         let controller_zones = controller_zones.unwrap_or_default();
-        anyhow::ensure!(
-            controller_zones.is_empty() || controller_zones.len() == controllers.len(),
-            "controller_zones must name one zone per controller ({} given for {} controllers)",
-            controller_zones.len(),
-            controllers.len()
-        );
+        keel_controller_client::check_controllers(&controllers, &controller_zones)?;
         let advertise = advertise.unwrap_or_else(|| listen.to_string());
         anyhow::ensure!(
             advertise.rsplit_once(':').is_some_and(|(_, port)| port.parse::<u16>().is_ok()),

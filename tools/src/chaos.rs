@@ -801,8 +801,7 @@ impl S3Store {
     fn endpoint(&self, zone: Option<&str>) -> String {
         match zone {
             Some(zone) => {
-                let gateway = net::broker_ip(zone).octets();
-                format!("http://{}.{}.{}.1:{}", gateway[0], gateway[1], gateway[2], self.proxy.addr().port())
+                format!("http://{}:{}", net::gateway(net::broker_ip(zone)), self.proxy.addr().port())
             }
             None => self.proxy.endpoint(),
         }

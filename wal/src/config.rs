@@ -129,14 +129,8 @@ impl ConfigToml {
         anyhow::ensure!(!zone.is_empty(), "zone must not be empty");
         let listen = listen.unwrap_or_else(|| "127.0.0.1:9390".parse().expect("valid literal"));
         let controllers = controllers.unwrap_or_default();
-        anyhow::ensure!(!controllers.is_empty(), "controllers must list the controller quorum's addresses");
         let controller_zones = controller_zones.unwrap_or_default();
-        anyhow::ensure!(
-            controller_zones.is_empty() || controller_zones.len() == controllers.len(),
-            "controller_zones must name one zone per controller ({} given for {} controllers)",
-            controller_zones.len(),
-            controllers.len()
-        );
+        keel_controller_client::check_controllers(&controllers, &controller_zones)?;
         let segment_bytes = segment_bytes.unwrap_or(64 << 20);
         let entry_max = keel_wal_client::entry::ENTRY_BYTES_MAX as u64;
         anyhow::ensure!(

@@ -87,6 +87,18 @@ fn check_assignments<'a>(
     Ok(())
 }
 
+/// Commits a change of a topic's configs (AlterConfigs and
+/// IncrementalAlterConfigs), keeping in `last` the metadata version reached.
+async fn alter_topic_configs(
+    broker: &Broker,
+    alter: keel_controller_client::pb::AlterConfigsRequest,
+    last: &mut Option<Version>,
+) -> Result<(), (ResponseError, String)> {
+    let (version, _) = broker.cluster.client.alter_configs(alter).await.map_err(kafka_error)?;
+    *last = Some(version);
+    Ok(())
+}
+
 /// Waits (briefly) until this broker's metadata shows a committed change.
 async fn seen(broker: &Broker, version: Version) {
     let _ = broker.cluster.seen(version).await;

@@ -70,6 +70,19 @@ pub struct Deadlines {
     pub call: Duration,
 }
 
+/// Checks a node's controller addresses and, if given, the zone of each
+/// (`controller_zones`), as the broker and WAL configs take them.
+pub fn check_controllers(controllers: &[String], zones: &[String]) -> anyhow::Result<()> {
+    anyhow::ensure!(!controllers.is_empty(), "controllers must list the controller quorum's addresses");
+    anyhow::ensure!(
+        zones.is_empty() || zones.len() == controllers.len(),
+        "controller_zones must name one zone per controller ({} given for {} controllers)",
+        zones.len(),
+        controllers.len()
+    );
+    Ok(())
+}
+
 /// A client of the whole controller quorum.
 #[derive(Debug)]
 pub struct MetadataClient {

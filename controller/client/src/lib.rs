@@ -19,7 +19,7 @@ pub mod topic_rules;
 pub mod follower;
 
 pub use apply::configs_from_pairs;
-pub use client::{ClientError, ClientOptions, MetadataClient, WatchItem, GRPC_MESSAGE_BYTES_MAX};
+pub use client::{check_controllers, ClientError, ClientOptions, MetadataClient, WatchItem, GRPC_MESSAGE_BYTES_MAX};
 pub use command::{Command, Outcome, PRODUCER_ID_BLOCK_SIZE};
 pub use error::MetaError;
 pub use ids::{

@@ -45,6 +45,11 @@ pub fn broker_ip(zone: &str) -> Ipv4Addr {
     Ipv4Addr::new(198, 18, zone_index(zone) + 11, 2)
 }
 
+/// The router's address on the link of the namespace at `ip`: its gateway.
+pub fn gateway(ip: Ipv4Addr) -> Ipv4Addr {
+    Ipv4Addr::new(198, 18, ip.octets()[2], 1)
+}
+
 fn zone_index(zone: &str) -> u8 {
     ZONES.iter().position(|z| *z == zone).unwrap_or(0) as u8
 }
@@ -122,7 +127,7 @@ impl Net {
         let zones = self.zones.iter().map(|(zone, ns)| (ns, zone_ip(zone), router_if(zone)));
         let brokers = self.brokers.iter().map(|(zone, ns)| (ns, broker_ip(zone), broker_if(zone)));
         for (ns, ip, outside) in zones.chain(brokers) {
-            let gateway = Ipv4Addr::new(198, 18, ip.octets()[2], 1);
+            let gateway = gateway(ip);
             run("ip", &["netns", "add", ns])?;
             run("ip", &["-n", ns, "link", "set", "lo", "up"])?;
             run(

@@ -10,7 +10,7 @@ use kafka_protocol::messages::*;
 use keel_controller_client::pb;
 use keel_controller_client::topic_configs::validate_topic_config;
 
-use super::{kafka_error, meta_error, seen, RESOURCE_BROKER, RESOURCE_TOPIC};
+use super::{meta_error, seen, RESOURCE_BROKER, RESOURCE_TOPIC};
 use crate::broker::Broker;
 use crate::kafka::text;
 
@@ -54,13 +54,7 @@ pub(crate) async fn handle(broker: &Arc<Broker>, request: AlterConfigsRequest, _
         let outcome = match checked {
             Err(error) => Err(error),
             Ok(_) if request.validate_only => Ok(()),
-            Ok(alter) => match broker.cluster.client.alter_configs(alter).await {
-                Ok((version, _)) => {
-                    last = Some(version);
-                    Ok(())
-                }
-                Err(error) => Err(kafka_error(error)),
-            },
+            Ok(alter) => super::alter_topic_configs(broker, alter, &mut last).await,
         };
         responses.push(match outcome {
             Ok(()) => result,

@@ -11,7 +11,7 @@ use keel_controller_client::pb;
 use keel_controller_client::topic_configs::{list_items, topic_config, validate_topic_config, ConfigType};
 use keel_controller_client::MetaError;
 
-use super::{kafka_error, meta_error, seen, OP_APPEND, OP_DELETE, OP_SET, OP_SUBTRACT, RESOURCE_TOPIC};
+use super::{meta_error, seen, OP_APPEND, OP_DELETE, OP_SET, OP_SUBTRACT, RESOURCE_TOPIC};
 use crate::broker::Broker;
 use crate::kafka::text;
 
@@ -88,13 +88,7 @@ pub(crate) async fn handle(
                     Err((ResponseError::UnknownTopicOrPartition, format!("unknown topic {name:?}")))
                 }
             }
-            Ok(alter) => match broker.cluster.client.alter_configs(alter).await {
-                Ok((version, _)) => {
-                    last = Some(version);
-                    Ok(())
-                }
-                Err(error) => Err(kafka_error(error)),
-            },
+            Ok(alter) => super::alter_topic_configs(broker, alter, &mut last).await,
         };
         responses.push(match outcome {
             Ok(()) => result,
