@@ -58,7 +58,7 @@ pub enum ChaosCommand {
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct RunArgs {
-    /// zone-loss, zone-loss-wiped, zone-partition, controller-leader-kill,
+    /// zone-loss, zone-loss-wiped, zone-partition, one-way-partition, controller-leader-kill,
     /// controller-leader-freeze, controller-follower-freeze, wal-freeze,
     /// wal-slow-disk, wal-power-cut, zone-loss-and-broker-kill, broker-zombie,
     /// broker-inbound-loss, wal-disk-full, object-store-full,
@@ -280,6 +280,10 @@ fn scenario(name: &str, rng: &mut impl Rng) -> anyhow::Result<Fault> {
         "object-store-errors" => Fault::ObjectStoreErrors,
         "object-store-slow" => Fault::ObjectStoreSlow,
         "zone-partition" => Fault::ZonePartition(zone),
+        "one-way-partition" => {
+            let other = ZONES[(zone_index(&zone) + rng.gen_range(1..3)) % 3].to_owned();
+            Fault::OneWay(zone, other)
+        }
         "controller-leader-kill" => Fault::ControllerLeaderKill,
         "broker-zombie" => Fault::BrokerZombie(zone),
         "controller-leader-freeze" => Fault::ControllerFreeze { leader: true },
@@ -293,7 +297,7 @@ fn scenario(name: &str, rng: &mut impl Rng) -> anyhow::Result<Fault> {
             Fault::ZoneLossAndKill(zone, other, Kind::Broker)
         }
         other => anyhow::bail!(
-            "unknown scenario {other:?}: use zone-loss, zone-loss-wiped, zone-partition, controller-leader-kill, controller-leader-freeze, controller-follower-freeze, wal-freeze, wal-slow-disk, wal-power-cut, zone-loss-and-broker-kill, broker-zombie, broker-inbound-loss, wal-disk-full, object-store-full, object-store-errors or object-store-slow, or --soak"
+            "unknown scenario {other:?}: use zone-loss, zone-loss-wiped, zone-partition, one-way-partition, controller-leader-kill, controller-leader-freeze, controller-follower-freeze, wal-freeze, wal-slow-disk, wal-power-cut, zone-loss-and-broker-kill, broker-zombie, broker-inbound-loss, wal-disk-full, object-store-full, object-store-errors or object-store-slow, or --soak"
         ),
     })
 }

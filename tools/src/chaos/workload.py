@@ -22,6 +22,7 @@ the wall-clock time `t`), for the checker (`keelctl chaos check`).
 
 import argparse
 import json
+import os
 import time
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
@@ -56,6 +57,9 @@ def produce(args, history):
         "socket.timeout.ms": 3000,
         "metadata.max.age.ms": 2000,
         "topic.metadata.refresh.interval.ms": 1000,
+        # librdkafka's own debug contexts (e.g. "eos,msg"), to see why a
+        # producer did what it did; its log goes to producer-<zone>.log.
+        **({"debug": os.environ["KEEL_CHAOS_CLIENT_DEBUG"]} if os.environ.get("KEEL_CHAOS_CLIENT_DEBUG") else {}),
     })
     pending = {}
 
