@@ -266,3 +266,78 @@ async fn during_a_failover_clients_see_the_planned_leader_which_holds_their_prod
         .concat(),
     );
 }
+
+/// The soak's duplicates (issue 21): a produce for a partition just assigned
+/// to a broker that is still loading the partition's producers from the
+/// object store is held until they are loaded, not refused. Refused, a
+/// librdkafka producer whose next pipelined batch arrived once the state was
+/// loaded got OUT_OF_ORDER_SEQUENCE_NUMBER for it, bumped its epoch, and
+/// numbered anew every batch it had no answer for, also batches of other
+/// partitions that a timed-out request had stored already, which were then
+/// stored twice. The object store answers slowly here, so the load takes
+/// well over a second after the assignment.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_produce_while_the_new_leader_loads_the_partition_is_held_and_keeps_its_sequence() {
+    use keel_tools::s3::{Fault, FaultProxy};
+
+    let s3 = keel_tools::s3::S3Server::start().await.unwrap();
+    let proxy = FaultProxy::start(s3.addr()).await.unwrap();
+    let mut test = TestCluster::start(3, &[]).await.unwrap();
+    test.start_wal_nodes(3).await.unwrap();
+    let args = keel_tools::s3::broker_args(&proxy.endpoint(), s3.bucket(), &["--upload-interval", "200ms"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    test.start_brokers(3, &args).await.unwrap();
+    let client = test.cluster.client().unwrap();
+    let create =
+        keel_controller_client::pb::CreateTopicRequest { name: "orders".into(), partitions: 3, ..Default::default() };
+    client.create_topic(create).await.unwrap();
+    let bootstrap = test.cluster.bootstrap();
+    let layout = kafka::ready_layout(&bootstrap, "orders", Duration::from_secs(60)).await.unwrap();
+    let victim = layout.leaders[0];
+    let leader = kafka::Connection::connect(&layout.brokers[&victim]).await.unwrap();
+    let (producer, epoch) = kafka::init_producer_id(&leader).await.unwrap();
+    let values: Vec<bytes::Bytes> = (0..3).map(|i| bytes::Bytes::from(format!("before-{i}"))).collect();
+    let batch = kafka::batch(&values, 1_000, Some((producer, epoch, 0))).unwrap();
+    let answer = leader.send(kafka::PRODUCE_VERSION, &kafka::produce_request("orders", 0, -1, batch)).await.unwrap();
+    assert_eq!(kafka::produce_result(&answer).unwrap(), (0, 0));
+    keel_tests::eventually(Duration::from_secs(30), "the batch uploaded", || async {
+        let image = client.read_image().await.ok()?;
+        (image.topics["orders"].partitions[0].uploaded_end.0 >= 3).then_some(())
+    })
+    .await;
+
+    proxy.set(Fault::Slow);
+    let index = test.cluster.brokers.iter().position(|b| b.spec.id as i32 == victim).unwrap();
+    info!(victim, "kill -9 with the object store slow");
+    test.cluster.brokers[index].kill9();
+    let address = keel_tests::eventually(Duration::from_secs(60), "partition 0 assigned anew", || async {
+        let image = client.read_image().await.ok()?;
+        let leader = image.topics["orders"].partitions[0].leader.filter(|l| l.0 as i32 != victim)?;
+        image.brokers.get(&leader)?.inter_broker_address().map(str::to_owned)
+    })
+    .await;
+    // Two batches pipelined on one connection, as librdkafka sends them.
+    let connection = kafka::Connection::connect(&address).await.unwrap();
+    let sent = Instant::now();
+    let mut answers = Vec::new();
+    for sequence in [3, 4] {
+        let value = bytes::Bytes::from(format!("after-{sequence}"));
+        let batch = kafka::batch(&[value], 2_000, Some((producer, epoch, sequence))).unwrap();
+        let request = kafka::produce_request("orders", 0, -1, batch);
+        answers.push(connection.submit(kafka::PRODUCE_VERSION, &request).await.unwrap());
+    }
+    let mut results = Vec::new();
+    for answer in answers {
+        results.push(kafka::produce_result(&answer.wait().await.unwrap()).unwrap());
+    }
+    let held = sent.elapsed();
+    assert_eq!(results, [(0, 3), (0, 4)], "both stored in order, none refused; held {held:?}");
+    assert!(held >= Duration::from_millis(500), "sent while the state was loading, so held: {held:?}");
+    proxy.set(Fault::None);
+    let read = crate::broker_kcat::consume_all(&bootstrap, "orders").await;
+    let values: Vec<&str> = read.iter().map(|(_, _, value)| value.as_str()).collect();
+    assert_eq!(values, ["before-0", "before-1", "before-2", "after-3", "after-4"], "each stored once");
+    test.assert_clean_logs(
+        &[keel_tests::PEER_UNREACHABLE, &["upload failed, retrying", "cannot read the producer snapshot yet"]].concat(),
+    );
+}

@@ -14,7 +14,7 @@ use kafka_protocol::messages::produce_response::{
 use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse};
 use keel_broker_core::groups::is_internal;
 use keel_broker_core::partition::{Refusal, Writer};
-use keel_controller_client::{Image, StreamId};
+use keel_controller_client::Image;
 
 use crate::broker::Broker;
 use crate::coordinator::txn::Verified;
@@ -78,43 +78,93 @@ pub async fn admit(broker: &Arc<Broker>, request: ProduceRequest, version: i16) 
     Admitted { request, version, image, partitions, appended }
 }
 
-/// The longest produces are held, in all, for a partition planned to be led
-/// here: well over a failover (p99 about 1 s as the cluster sees it). A
-/// failover that takes longer (the object store down, no quorum) must not
-/// hold the other partitions of this broker's requests for longer: after
-/// this the planned partitions are refused at once, as any partition
-/// without a leader here.
+/// The longest produces are held, in all, for a partition taken over here:
+/// well over a failover (p99 about 1 s as the cluster sees it). A failover
+/// that takes longer (the object store down, no quorum) must not hold the
+/// other partitions of this broker's requests for longer: after this the
+/// partitions are refused at once, as any partition not led here.
 const PLANNED_WAIT: Duration = Duration::from_secs(2);
 
-/// Holds a produce with partitions that have no leader and are planned to
-/// be led here (`metadata::Leaders`: clients are pointed here during a
-/// failover) until this broker leads them with their state loaded, another
-/// broker is assigned or planned instead, the request's timeout passes, or
-/// `PLANNED_WAIT` passes since the first produce was held for them; the
-/// append then serves or refuses them as any partition. Called in the
-/// connection's request order, so a connection's produces keep their
-/// order. Costs nothing while every partition has a leader.
+/// Holds a produce with partitions this broker is taking over until it
+/// leads them with their state loaded, another broker is assigned or
+/// planned instead, the request's timeout passes, or `PLANNED_WAIT` passes
+/// since the first produce was held for them; the append then serves or
+/// refuses them as any partition. A partition is taken over while it has no
+/// leader and is planned to be led here (`metadata::Leaders`: clients are
+/// pointed here during a failover), and while it is assigned here with its
+/// producers' state still loading.
+///
+/// Refusing instead would break idempotent producers: librdkafka pipelines
+/// a partition's batches, and when the first is refused (NOT_LEADER) but the
+/// next arrives once the state is loaded, that one is out of sequence. The
+/// producer then bumps its epoch and numbers anew every batch it has not
+/// had an answer for, including batches of other partitions that may have
+/// been stored already (a timed-out request), which are then stored twice.
+///
+/// Called in the connection's request order, so a connection's produces
+/// keep their order. Costs one look at the leadership while every partition
+/// is led.
 async fn await_planned(broker: &Broker, request: &ProduceRequest) {
-    let image = broker.cluster.image();
     let me = broker.cluster.config.node_id;
-    let requested = || {
-        request.topic_data.iter().flat_map(|topic_data| {
-            let topic = super::find_topic(&image, &topic_data.name.0, topic_data.topic_id);
-            topic_data.partition_data.iter().filter_map(move |p| Some((topic?, u32::try_from(p.index).ok()?)))
+    let requested = |image: &Arc<Image>| -> Vec<(String, u32)> {
+        request
+            .topic_data
+            .iter()
+            .flat_map(|topic_data| {
+                let topic = super::find_topic(image, &topic_data.name.0, topic_data.topic_id);
+                topic_data
+                    .partition_data
+                    .iter()
+                    .filter_map(move |p| Some((topic?.name.clone(), u32::try_from(p.index).ok()?)))
+            })
+            .collect()
+    };
+    // Whether partition `index` of `name` is being taken over here, by `image`.
+    let taken_over = |image: &Image, name: &str, index: u32, planned: &mut Option<Vec<(String, u32)>>| {
+        let Some(partition) = image.topics.get(name).and_then(|t| t.partitions.get(index as usize)) else {
+            return false;
+        };
+        match partition.leader {
+            Some(leader) if leader == me => {
+                partition.uploaded_end.0 > 0 && !broker.partitions.leads(partition.stream_id, partition.leader_epoch)
+            }
+            Some(_) => false,
+            None => planned
+                .get_or_insert_with(|| {
+                    image
+                        .planned_leaders()
+                        .iter()
+                        .filter(|(_, _, _, leader)| *leader == me)
+                        .map(|(t, i, _, _)| (t.name.clone(), *i))
+                        .collect()
+                })
+                .iter()
+                .any(|(t, i)| t == name && *i == index),
+        }
+    };
+    let image = broker.cluster.image();
+    let all = requested(&image);
+    let quick = {
+        // One look at the leadership for the common case: every partition
+        // either led elsewhere or led here with its state.
+        let leadership = broker.partitions.leadership();
+        all.iter().any(|(name, index)| {
+            image.topics.get(name).and_then(|t| t.partitions.get(*index as usize)).is_some_and(|p| match p.leader {
+                None => true,
+                Some(leader) => {
+                    leader == me
+                        && p.uploaded_end.0 > 0
+                        && leadership.partitions.get(&p.stream_id).is_none_or(|s| s.leader_epoch != p.leader_epoch)
+                }
+            })
         })
     };
-    if !requested().any(|(topic, index)| topic.partitions.get(index as usize).is_some_and(|p| p.leader.is_none())) {
+    if !quick {
         return;
     }
-    let planned = image.planned_leaders();
-    let held: Vec<(String, u32, StreamId)> = requested()
-        .filter_map(|(topic, index)| {
-            let (_, _, partition, _) =
-                planned.iter().find(|(t, i, _, leader)| t.id == topic.id && *i == index && *leader == me)?;
-            Some((topic.name.clone(), index, partition.stream_id))
-        })
-        .collect();
-    drop(planned);
+    let mut planned = None;
+    let held: Vec<(String, u32)> =
+        all.into_iter().filter(|(name, index)| taken_over(&image, name, *index, &mut planned)).collect();
     if held.is_empty() {
         return;
     }
@@ -122,8 +172,11 @@ async fn await_planned(broker: &Broker, request: &ProduceRequest) {
     let timeout = Duration::from_millis(u64::try_from(request.timeout_ms).unwrap_or(0));
     let mut deadline = now + timeout;
     if let Ok(mut since) = broker.partitions.planned_since.lock() {
-        for (_, _, stream) in &held {
-            deadline = deadline.min(*since.entry(*stream).or_insert(now) + PLANNED_WAIT);
+        for (name, index) in &held {
+            let Some(partition) = image.topics.get(name).and_then(|t| t.partitions.get(*index as usize)) else {
+                continue;
+            };
+            deadline = deadline.min(*since.entry(partition.stream_id).or_insert(now) + PLANNED_WAIT);
         }
     }
     let mut images = broker.cluster.images.clone();
@@ -131,24 +184,7 @@ async fn await_planned(broker: &Broker, request: &ProduceRequest) {
     loop {
         let image = broker.cluster.image();
         let mut planned = None;
-        let waiting = held.iter().any(|(name, index, _)| {
-            let Some(partition) = image.topics.get(name).and_then(|t| t.partitions.get(*index as usize)) else {
-                return false;
-            };
-            match partition.leader {
-                Some(leader) if leader == me => {
-                    partition.uploaded_end.0 > 0
-                        && !broker.partitions.leads(partition.stream_id, partition.leader_epoch)
-                }
-                Some(_) => false,
-                None => planned
-                    .get_or_insert_with(|| image.planned_leaders())
-                    .iter()
-                    .any(|(t, i, _, leader)| t.name == *name && i == index && *leader == me),
-            }
-        });
-        drop(planned);
-        if !waiting {
+        if !held.iter().any(|(name, index)| taken_over(&image, name, *index, &mut planned)) {
             return;
         }
         tokio::select! {

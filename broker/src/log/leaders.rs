@@ -92,9 +92,23 @@ async fn follow(partitions: &Partitions) -> bool {
     let image = cluster.image();
     if let Ok(mut since) = partitions.planned_since.lock() {
         if !since.is_empty() {
-            let leaderless: std::collections::HashSet<StreamId> =
-                image.partitions().filter(|(_, _, p)| p.leader.is_none()).map(|(_, _, p)| p.stream_id).collect();
-            since.retain(|stream, _| leaderless.contains(stream));
+            // Kept while a partition is still being taken over: leaderless,
+            // or assigned here with its state not loaded yet.
+            let me = cluster.config.node_id;
+            let leadership = partitions.leadership();
+            let taking_over: std::collections::HashSet<StreamId> = image
+                .partitions()
+                .filter(|(_, _, p)| match p.leader {
+                    None => true,
+                    Some(leader) => {
+                        leader == me
+                            && leadership.partitions.get(&p.stream_id).is_none_or(|s| s.leader_epoch != p.leader_epoch)
+                    }
+                })
+                .map(|(_, _, p)| p.stream_id)
+                .collect();
+            drop(leadership);
+            since.retain(|stream, _| taking_over.contains(stream));
         }
     }
     complete
