@@ -9,6 +9,8 @@ use anyhow::Context;
 use keel_controller_client::NodeId;
 use serde::{Deserialize, Serialize};
 
+use crate::kafka::listeners::{self, ClientAuth, Listener, Protocol, TlsFiles};
+
 /// The file form. Every key is optional; unknown keys are errors.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, clap::Args)]
 #[serde(default, deny_unknown_fields)]
@@ -25,6 +27,33 @@ pub struct ConfigToml {
     /// The host:port Kafka clients are told to use for this broker. Default: `listen`.
     #[arg(long, env = "KEEL_BROKER_ADVERTISE")]
     pub advertise: Option<String>,
+    /// More Kafka listeners as `NAME://ip:port`, comma-separated (Kafka's
+    /// `listeners`; port 0 binds a free one). The one at `listen` is named
+    /// PLAINTEXT: brokers reach each other there.
+    #[arg(long, env = "KEEL_BROKER_LISTENERS", value_delimiter = ',')]
+    pub listeners: Option<Vec<String>>,
+    /// What clients are told for each of `listeners`, as `NAME://host:port`,
+    /// comma-separated (Kafka's `advertised.listeners`). Default: the bound address.
+    #[arg(long, env = "KEEL_BROKER_ADVERTISED_LISTENERS", value_delimiter = ',')]
+    pub advertised_listeners: Option<Vec<String>>,
+    /// Each listener's security protocol as `NAME:PROTOCOL` (PLAINTEXT or
+    /// SSL), comma-separated (Kafka's `listener.security.protocol.map`).
+    /// A listener missing here must be named after its protocol.
+    #[arg(long, env = "KEEL_BROKER_LISTENER_SECURITY_PROTOCOL_MAP", value_delimiter = ',')]
+    pub listener_security_protocol_map: Option<Vec<String>>,
+    /// The SSL listeners' certificate chain, a PEM file; read again when it
+    /// changes or on SIGHUP, without dropping a connection.
+    #[arg(long, env = "KEEL_BROKER_SSL_CERTIFICATE")]
+    pub ssl_certificate: Option<std::path::PathBuf>,
+    /// The private key of `ssl_certificate`, a PEM file (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "KEEL_BROKER_SSL_PRIVATE_KEY")]
+    pub ssl_private_key: Option<std::path::PathBuf>,
+    /// The CA certificates (PEM) client certificates must chain to.
+    #[arg(long, env = "KEEL_BROKER_SSL_CLIENT_CA")]
+    pub ssl_client_ca: Option<std::path::PathBuf>,
+    /// `required`, `requested` or `none` (Kafka's `ssl.client.auth`). Default none.
+    #[arg(long, env = "KEEL_BROKER_SSL_CLIENT_AUTH")]
+    pub ssl_client_auth: Option<String>,
     /// Admin HTTP listen address (/metrics, /health, /ready). Default 127.0.0.1:9592.
     #[arg(long, env = "KEEL_BROKER_ADMIN_LISTEN")]
     pub admin_listen: Option<SocketAddr>,
@@ -186,6 +215,10 @@ pub struct BrokerConfig {
     pub zone: String,
     pub listen: SocketAddr,
     pub advertise: String,
+    /// Every Kafka listener, the one at `listen` first.
+    pub listeners: Vec<Listener>,
+    /// Set when a listener is SSL.
+    pub tls: Option<TlsFiles>,
     pub admin_listen: SocketAddr,
     pub controllers: Vec<String>,
     pub controller_zones: Vec<String>,
@@ -225,6 +258,15 @@ impl ConfigToml {
             zone: self.zone.or(lower.zone),
             listen: self.listen.or(lower.listen),
             advertise: self.advertise.or(lower.advertise),
+            listeners: self.listeners.or(lower.listeners),
+            advertised_listeners: self.advertised_listeners.or(lower.advertised_listeners),
+            listener_security_protocol_map: self
+                .listener_security_protocol_map
+                .or(lower.listener_security_protocol_map),
+            ssl_certificate: self.ssl_certificate.or(lower.ssl_certificate),
+            ssl_private_key: self.ssl_private_key.or(lower.ssl_private_key),
+            ssl_client_ca: self.ssl_client_ca.or(lower.ssl_client_ca),
+            ssl_client_auth: self.ssl_client_auth.or(lower.ssl_client_auth),
             admin_listen: self.admin_listen.or(lower.admin_listen),
             controllers: self.controllers.or(lower.controllers),
             controller_zones: self.controller_zones.or(lower.controller_zones),
@@ -273,6 +315,13 @@ impl ConfigToml {
             zone,
             listen,
             advertise,
+            listeners,
+            advertised_listeners,
+            listener_security_protocol_map,
+            ssl_certificate,
+            ssl_private_key,
+            ssl_client_ca,
+            ssl_client_auth,
             admin_listen,
             controllers,
             controller_zones,
@@ -332,10 +381,34 @@ impl ConfigToml {
         let controller_zones = controller_zones.unwrap_or_default();
         keel_controller_client::check_controllers(&controllers, &controller_zones)?;
         let advertise = advertise.unwrap_or_else(|| listen.to_string());
-        anyhow::ensure!(
-            advertise.rsplit_once(':').is_some_and(|(_, port)| port.parse::<u16>().is_ok()),
-            "advertise must be host:port, not {advertise:?}"
-        );
+        listeners::check_host_port(&advertise, "advertise")?;
+        let listeners = listeners::parse(
+            listen,
+            advertise.clone(),
+            &listeners.unwrap_or_default(),
+            &advertised_listeners.unwrap_or_default(),
+            &listener_security_protocol_map.unwrap_or_default(),
+        )?;
+        let client_auth = match ssl_client_auth.as_deref().unwrap_or("none") {
+            "none" => ClientAuth::None,
+            "requested" => ClientAuth::Requested,
+            "required" => ClientAuth::Required,
+            other => anyhow::bail!("ssl_client_auth must be required, requested or none, not {other:?}"),
+        };
+        let tls = match (ssl_certificate, ssl_private_key) {
+            (Some(certificate), Some(private_key)) => {
+                anyhow::ensure!(
+                    client_auth == ClientAuth::None || ssl_client_ca.is_some(),
+                    "ssl_client_auth {client_auth:?} needs ssl_client_ca, the CAs client certificates chain to"
+                );
+                Some(TlsFiles { certificate, private_key, client_ca: ssl_client_ca, client_auth })
+            }
+            (None, None) => None,
+            _ => anyhow::bail!("set both ssl_certificate and ssl_private_key, or neither"),
+        };
+        if let Some(ssl) = listeners.iter().find(|l| l.protocol == Protocol::Ssl) {
+            anyhow::ensure!(tls.is_some(), "listener {} is SSL: set ssl_certificate and ssl_private_key", ssl.name);
+        }
         let offsets_topic_partitions = offsets_topic_partitions.unwrap_or(12);
         anyhow::ensure!(
             (1..=1000).contains(&offsets_topic_partitions),
@@ -362,6 +435,8 @@ impl ConfigToml {
             zone,
             listen,
             advertise,
+            listeners,
+            tls,
             admin_listen: admin_listen.unwrap_or_else(|| "127.0.0.1:9592".parse().expect("valid literal")),
             controllers,
             controller_zones,

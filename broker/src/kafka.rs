@@ -17,12 +17,14 @@ pub mod fetch;
 pub mod groups;
 pub mod init_producer_id;
 pub mod list_offsets;
+pub mod listeners;
 pub mod metadata;
 pub mod offset_for_leader_epoch;
 pub mod peers;
 pub mod produce;
 pub mod request;
 pub mod server;
+pub mod tls;
 pub mod txn;
 
 use kafka_protocol::error::ResponseError;

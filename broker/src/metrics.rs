@@ -39,6 +39,8 @@ pub struct Metrics {
     pub connections: IntGauge,
     /// Connections closed at once because `connections_max` were open.
     pub connections_refused: IntCounter,
+    /// TLS handshakes on an SSL listener that failed or timed out.
+    pub tls_handshakes_failed: IntCounter,
     /// Objects uploaded and committed, their bytes, the time each took, and failed attempts.
     pub uploads: IntCounter,
     pub upload_bytes: IntCounter,
@@ -153,6 +155,10 @@ impl Metrics {
                 "keel_broker_connections_refused_total",
                 "Kafka client connections closed as they arrived because connections_max were open.",
             )?,
+            tls_handshakes_failed: IntCounter::new(
+                "keel_broker_tls_handshakes_failed_total",
+                "TLS handshakes on an SSL listener that failed (no or a bad client certificate, a plaintext client) or timed out.",
+            )?,
             uploads: IntCounter::new("keel_broker_uploads_total", "Objects uploaded and committed.")?,
             upload_bytes: IntCounter::new(
                 "keel_broker_upload_bytes_total",
@@ -264,6 +270,7 @@ impl Metrics {
         registry.register(Box::new(metrics.close_seconds.clone()))?;
         registry.register(Box::new(metrics.connections.clone()))?;
         registry.register(Box::new(metrics.connections_refused.clone()))?;
+        registry.register(Box::new(metrics.tls_handshakes_failed.clone()))?;
         registry.register(Box::new(metrics.uploads.clone()))?;
         registry.register(Box::new(metrics.upload_bytes.clone()))?;
         registry.register(Box::new(metrics.upload_seconds.clone()))?;

@@ -39,8 +39,24 @@ pub struct BrokerNode {
 
 /// Starts a broker; it runs until `cancel` fires, then call `shutdown`.
 pub async fn start(config: BrokerConfig, registry: &Registry, cancel: CancellationToken) -> anyhow::Result<BrokerNode> {
-    let listener =
-        TcpListener::bind(config.listen).await.with_context(|| format!("bind Kafka listener {}", config.listen))?;
+    let mut listeners = Vec::new();
+    for listener in &config.listeners {
+        let socket = TcpListener::bind(listener.bind)
+            .await
+            .with_context(|| format!("bind Kafka listener {} at {}", listener.name, listener.bind))?;
+        listeners.push((socket, listener.clone()));
+    }
+    // Registered as NAME://host:port, the brokers' own listener first; one
+    // given no advertised address is advertised at the port it was bound to.
+    let mut advertised = Vec::new();
+    for (socket, listener) in &listeners {
+        let address = match &listener.advertise {
+            Some(address) => address.clone(),
+            None => socket.local_addr()?.to_string(),
+        };
+        advertised.push(format!("{}://{address}", listener.name));
+    }
+    let tls = config.tls.clone().map(crate::kafka::tls::Tls::load).transpose().context("TLS for the SSL listeners")?;
     let admin = TcpListener::bind(config.admin_listen)
         .await
         .with_context(|| format!("bind admin listener {}", config.admin_listen))?;
@@ -59,7 +75,7 @@ pub async fn start(config: BrokerConfig, registry: &Registry, cancel: Cancellati
         id: config.node_id,
         zone: config.zone.clone(),
         internal_addr: config.advertise.clone(),
-        kafka_listeners: vec![config.advertise.clone()],
+        kafka_listeners: advertised.clone(),
         incarnation: uuid::Uuid::new_v4().to_string(),
     };
     let (keeper, session) =
@@ -127,7 +143,10 @@ pub async fn start(config: BrokerConfig, registry: &Registry, cancel: Cancellati
         peers,
         fetch_sessions: FetchSessions::default(),
     });
-    tasks.spawn(crate::kafka::server::serve(listener, broker.clone(), tasks.clone(), cancel.clone()));
+    if let Some(tls) = &tls {
+        tasks.spawn(tls.clone().watch(cancel.clone()));
+    }
+    tasks.spawn(crate::kafka::server::serve(listeners, tls, broker.clone(), tasks.clone(), cancel.clone()));
 
     let (ready_sender, ready) = watch::channel(false);
     tasks.spawn(track_readiness(broker.partitions.clone(), ready_sender, cancel.clone()));
@@ -139,7 +158,7 @@ pub async fn start(config: BrokerConfig, registry: &Registry, cancel: Cancellati
             on_failure.cancel();
         }
     });
-    tracing::info!(kafka = %config.listen, advertise = %config.advertise, admin = %config.admin_listen, "broker serving");
+    tracing::info!(kafka = %config.listen, listeners = ?advertised, admin = %config.admin_listen, "broker serving");
     Ok(BrokerNode { cancel, tasks, broker })
 }
 

@@ -251,7 +251,7 @@ impl LocalCluster {
     }
 
     /// The loopback address this cluster's processes listen on.
-    fn ip(&self) -> std::net::IpAddr {
+    pub fn ip(&self) -> std::net::IpAddr {
         self.controllers.first().map_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), |c| c.spec.grpc.ip())
     }
 

@@ -74,8 +74,8 @@ pub async fn end_offsets(
         }
         let leader = topic.partitions.get(*index as usize).and_then(|p| p.leader);
         let Some(node) = leader.and_then(|id| image.brokers.get(&id)) else { continue };
-        if let Some(addr) = node.kafka_listeners.first() {
-            remote.entry(addr.clone()).or_default().push((name.clone(), *index));
+        if let Some(addr) = node.inter_broker_address() {
+            remote.entry(addr.to_owned()).or_default().push((name.clone(), *index));
         }
     }
     for (addr, asked) in remote {

@@ -25,7 +25,12 @@ use keel_controller_client::{pb, ClientError, Image, MetaError, NodeState, Parti
 
 use crate::broker::Broker;
 
-pub(crate) async fn handle(broker: &Arc<Broker>, request: MetadataRequest, version: i16) -> MetadataResponse {
+pub(crate) async fn handle(
+    broker: &Arc<Broker>,
+    request: MetadataRequest,
+    version: i16,
+    listener: &str,
+) -> MetadataResponse {
     let mut image = broker.cluster.image();
     // Before v1 an empty list meant every topic; from v1 that is `None`.
     let wanted: Option<Vec<(Option<String>, uuid::Uuid)>> = match request.topics {
@@ -69,7 +74,7 @@ pub(crate) async fn handle(broker: &Arc<Broker>, request: MetadataRequest, versi
             .collect(),
     };
     MetadataResponse::default()
-        .with_brokers(brokers(&image, version))
+        .with_brokers(brokers(&image, version, listener))
         .with_cluster_id((version >= 2).then(|| StrBytes::from_string(broker.cluster.config.cluster_id.clone())))
         // Any broker takes admin requests and forwards them to the controller quorum.
         .with_controller_id(BrokerId(if version >= 1 { broker.cluster.config.node_id.0 as i32 } else { -1 }))
@@ -98,15 +103,16 @@ async fn auto_create_topic(broker: &Broker, name: &str) -> Option<Arc<Image>> {
     }
 }
 
-/// The active brokers, each with its first Kafka listener.
+/// The active brokers with their address on `listener`, the one the client
+/// connected to; a broker without it is left out, as in Kafka.
 /// (`rack` exists from v1.)
-pub(crate) fn brokers(image: &Image, version: i16) -> Vec<MetadataResponseBroker> {
+pub(crate) fn brokers(image: &Image, version: i16, listener: &str) -> Vec<MetadataResponseBroker> {
     image
         .brokers
         .values()
         .filter(|node| node.state == NodeState::Active)
         .filter_map(|node| {
-            let (host, port) = kafka_endpoint(node)?;
+            let (host, port) = kafka_endpoint(node, listener)?;
             Some(
                 MetadataResponseBroker::default()
                     .with_node_id(BrokerId(node.id.0 as i32))
@@ -118,9 +124,9 @@ pub(crate) fn brokers(image: &Image, version: i16) -> Vec<MetadataResponseBroker
         .collect()
 }
 
-/// A broker's first Kafka listener as (host, port).
-pub(crate) fn kafka_endpoint(node: &keel_controller_client::NodeRecord) -> Option<(String, i32)> {
-    let (host, port) = node.kafka_listeners.first()?.rsplit_once(':')?;
+/// A broker's address on Kafka listener `listener` as (host, port).
+pub(crate) fn kafka_endpoint(node: &keel_controller_client::NodeRecord, listener: &str) -> Option<(String, i32)> {
+    let (host, port) = node.kafka_address(listener)?.rsplit_once(':')?;
     Some((host.to_string(), port.parse().ok()?))
 }
 

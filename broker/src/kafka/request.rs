@@ -9,6 +9,7 @@ use bytes::BytesMut;
 use kafka_protocol::messages::ApiKey;
 use keel_broker_core::wire::{decode, encode, versions, Request, Unreadable};
 
+use super::server::Connection;
 use super::{admin, groups, txn, Client};
 use crate::broker::Broker;
 
@@ -75,12 +76,14 @@ pub async fn admit(broker: &Arc<Broker>, request: Request) -> Result<Admitted, U
     Ok(Admitted::Other(Request { api, version, header, body }))
 }
 
-/// Answers one admitted request from `peer`. `Ok(None)` means no answer is sent (`acks=0`).
+/// Answers one admitted request that came on `connection`. `Ok(None)` means
+/// no answer is sent (`acks=0`).
 pub async fn handle(
     broker: &Arc<Broker>,
     admitted: Admitted,
-    peer: std::net::SocketAddr,
+    connection: &Connection,
 ) -> Result<Option<BytesMut>, Unreadable> {
+    let peer = connection.peer;
     let request = match admitted {
         Admitted::Answered(frame) => return Ok(Some(frame)),
         Admitted::Produce { correlation, version, started, produce } => {
@@ -97,16 +100,25 @@ pub async fn handle(
     let Request { api, version, header, body } = request;
     let started = std::time::Instant::now();
     let correlation = header.correlation_id;
-    // Every handler has the form `handle(broker, request, version) -> response`.
-    // (OffsetCommit and OffsetFetch are answered in `admit`.)
+    // Every handler has the form `handle(broker, request, version) -> response`,
+    // those whose answer names brokers' addresses `handle(broker, request,
+    // version, listener)`. (OffsetCommit and OffsetFetch are answered in `admit`.)
     macro_rules! answer {
         ($handler:path) => {
             encode(api, version, correlation, &$handler(broker, decode(api, version, body)?, version).await)?
         };
+        ($handler:path, listener) => {
+            encode(
+                api,
+                version,
+                correlation,
+                &$handler(broker, decode(api, version, body)?, version, &connection.listener).await,
+            )?
+        };
     }
     let answer = match api {
         ApiKey::ApiVersions => encode(api, version, correlation, &versions::answer())?,
-        ApiKey::Metadata => answer!(super::metadata::handle),
+        ApiKey::Metadata => answer!(super::metadata::handle, listener),
         ApiKey::Fetch => answer!(super::fetch::handle),
         ApiKey::ListOffsets => answer!(super::list_offsets::handle),
         ApiKey::InitProducerId => answer!(super::init_producer_id::handle),
@@ -123,8 +135,8 @@ pub async fn handle(
         ApiKey::ListPartitionReassignments => answer!(admin::partition_reassignments::list),
         ApiKey::OffsetForLeaderEpoch => answer!(super::offset_for_leader_epoch::handle),
         ApiKey::DescribeTopicPartitions => answer!(super::describe_topic_partitions::handle),
-        ApiKey::DescribeCluster => answer!(admin::describe_cluster::handle),
-        ApiKey::FindCoordinator => answer!(groups::find_coordinator::handle),
+        ApiKey::DescribeCluster => answer!(admin::describe_cluster::handle, listener),
+        ApiKey::FindCoordinator => answer!(groups::find_coordinator::handle, listener),
         ApiKey::JoinGroup => {
             let client = Client::of(&header, peer);
             let request = decode(api, version, body)?;

@@ -4,25 +4,31 @@
 //! produce waiting for the WAL does not hold up the fetches behind it) and
 //! writes the answers back strictly in request order, as the protocol requires.
 //!
+//! Each listener (`listeners`) is served alike; on an SSL one the TLS
+//! handshake comes first, within `HANDSHAKE_TIMEOUT`.
+//!
 //! Everything a client can make the broker hold is bounded: connections
 //! (`connections_max`; more are closed as they arrive), requests in flight
 //! per connection, the bytes of requests read and not yet answered across
 //! all connections (reading waits for room), and a connection's idle time.
 //! A fetch still waiting when its connection closes is dropped with it.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use keel_broker_core::wire::{self, Unreadable};
 
+use super::listeners::{Listener, Protocol};
 use super::request;
+use super::tls::Tls;
 use crate::broker::Broker;
 
 /// Requests of one connection being worked on at once, as Kafka's
@@ -31,22 +37,71 @@ const IN_FLIGHT_PER_CONNECTION: usize = 32;
 /// A connection with no request for this long is closed (Kafka's
 /// `connections.max.idle.ms`).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+/// A TLS client that has not finished its handshake by then is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bytes of requests read and not yet answered, across all connections, in
 /// KiB (or one request of `request_bytes_max`, if that is more).
 const QUEUED_REQUEST_KIB_MAX: u32 = 256 << 10;
 
-pub async fn serve(listener: TcpListener, broker: Arc<Broker>, tasks: TaskTracker, cancel: CancellationToken) {
-    let connections = Arc::new(Semaphore::new(broker.cluster.config.connections_max as usize));
-    let queued =
-        Arc::new(Semaphore::new(QUEUED_REQUEST_KIB_MAX.max(broker.cluster.config.request_bytes_max >> 10) as usize));
+/// Serves every Kafka listener until `cancel`; `tls` is set when one is
+/// SSL. The limits are the broker's, shared by all listeners.
+pub async fn serve(
+    listeners: Vec<(TcpListener, Listener)>,
+    tls: Option<Arc<Tls>>,
+    broker: Arc<Broker>,
+    tasks: TaskTracker,
+    cancel: CancellationToken,
+) {
+    let limits = Limits {
+        connections: Arc::new(Semaphore::new(broker.cluster.config.connections_max as usize)),
+        queued: Arc::new(Semaphore::new(
+            QUEUED_REQUEST_KIB_MAX.max(broker.cluster.config.request_bytes_max >> 10) as usize
+        )),
+    };
+    let mut accepting = Vec::new();
+    for (socket, listener) in listeners {
+        let tls = match listener.protocol {
+            Protocol::Plaintext => None,
+            Protocol::Ssl => Some(tls.clone().expect("the config refuses an SSL listener without TLS files")),
+        };
+        let name: Arc<str> = listener.name.into();
+        accepting.push(accept(socket, name, tls, broker.clone(), limits.clone(), tasks.clone(), cancel.clone()));
+    }
+    futures::future::join_all(accepting).await;
+}
+
+/// What bounds the connections of all listeners together.
+#[derive(Clone, Debug)]
+struct Limits {
+    connections: Arc<Semaphore>,
+    queued: Arc<Semaphore>,
+}
+
+/// The connection a request came on, for handlers whose answer depends on it.
+#[derive(Clone, Debug)]
+pub struct Connection {
+    pub peer: SocketAddr,
+    /// The listener's name: Metadata answers with that listener's addresses.
+    pub listener: Arc<str>,
+}
+
+async fn accept(
+    socket: TcpListener,
+    listener: Arc<str>,
+    tls: Option<Arc<Tls>>,
+    broker: Arc<Broker>,
+    limits: Limits,
+    tasks: TaskTracker,
+    cancel: CancellationToken,
+) {
     loop {
         let accepted = tokio::select! {
             _ = cancel.cancelled() => return,
-            accepted = listener.accept() => accepted,
+            accepted = socket.accept() => accepted,
         };
         match accepted {
             Ok((stream, peer)) => {
-                let Ok(slot) = connections.clone().try_acquire_owned() else {
+                let Ok(slot) = limits.connections.clone().try_acquire_owned() else {
                     broker.cluster.metrics.connections_refused.inc();
                     tracing::debug!(%peer, max = broker.cluster.config.connections_max, "too many connections: closing a new one");
                     continue;
@@ -55,10 +110,36 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>, tasks: TaskTracke
                 let broker = broker.clone();
                 let cancel = cancel.clone();
                 let request_tasks = tasks.clone();
-                let queued = queued.clone();
+                let queued = limits.queued.clone();
+                let connection = Connection { peer, listener: listener.clone() };
+                let tls = tls.as_ref().map(|tls| tls.acceptor());
                 tasks.spawn(async move {
                     broker.cluster.metrics.connections.inc();
-                    if let Err(error) = connection(stream, &broker, &request_tasks, &queued, cancel).await {
+                    let served = match tls {
+                        None => {
+                            let (reader, writer) = stream.into_split();
+                            serve_connection(reader, writer, &connection, &broker, &request_tasks, &queued, cancel)
+                                .await
+                        }
+                        Some(acceptor) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                            Ok(Ok(stream)) => {
+                                let (reader, writer) = tokio::io::split(stream);
+                                serve_connection(reader, writer, &connection, &broker, &request_tasks, &queued, cancel)
+                                    .await
+                            }
+                            Ok(Err(error)) => {
+                                broker.cluster.metrics.tls_handshakes_failed.inc();
+                                tracing::info!(%peer, listener = %connection.listener, "TLS handshake failed: {error}");
+                                Ok(())
+                            }
+                            Err(_) => {
+                                broker.cluster.metrics.tls_handshakes_failed.inc();
+                                tracing::info!(%peer, listener = %connection.listener, ?HANDSHAKE_TIMEOUT, "TLS handshake timed out");
+                                Ok(())
+                            }
+                        },
+                    };
+                    if let Err(error) = served {
                         tracing::debug!(%peer, "connection closed: {error}");
                     }
                     broker.cluster.metrics.connections.dec();
@@ -75,18 +156,20 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>, tasks: TaskTracke
 
 type Answer = oneshot::Receiver<Option<BytesMut>>;
 
-async fn connection(
-    stream: TcpStream,
+async fn serve_connection(
+    mut reader: impl AsyncRead + Unpin + Send + 'static,
+    mut writer: impl AsyncWrite + Unpin + Send + 'static,
+    connection: &Connection,
     broker: &Arc<Broker>,
     tasks: &TaskTracker,
     queued: &Arc<Semaphore>,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
-    let peer = stream.peer_addr()?;
+    let peer = connection.peer;
+    let connection = Arc::new(connection.clone());
     // Cancelled when the connection ends, for the fetches still waiting.
     let closed = cancel.child_token();
     let _closing = closed.clone().drop_guard();
-    let (mut reader, mut writer) = stream.into_split();
     let (answers, mut queue) = mpsc::channel::<Answer>(IN_FLIGHT_PER_CONNECTION);
     let write = async move {
         while let Some(answer) = queue.recv().await {
@@ -143,9 +226,10 @@ async fn connection(
             let admitted = request::admit(&broker, request).await;
             let broker = broker.clone();
             let closed = closed.clone();
+            let connection = connection.clone();
             tasks.spawn(async move {
                 let _room = room;
-                let handled = async { request::handle(&broker, admitted?, peer).await };
+                let handled = async { request::handle(&broker, admitted?, &connection).await };
                 // A fetch may wait long for records; nobody reads its answer
                 // once the connection is gone. (A produce runs to the end: its
                 // batches are appended already.)

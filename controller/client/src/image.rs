@@ -132,7 +132,9 @@ pub struct NodeRecord {
     pub id: NodeId,
     pub zone: String,
     pub internal_addr: String,
-    /// Kafka listeners as host:port (brokers only).
+    /// Kafka listeners as `NAME://host:port` (brokers only), the one
+    /// brokers use among themselves first (`inter_broker_address`). A bare
+    /// `host:port` (registered before listeners had names) is `PLAINTEXT`.
     pub kafka_listeners: Vec<String>,
     /// The id the node wrote when its data directory was created.
     pub incarnation: String,
@@ -142,6 +144,23 @@ pub struct NodeRecord {
     /// A draining broker gets no new partitions and hands its own over.
     #[serde(default)]
     pub draining: bool,
+}
+
+impl NodeRecord {
+    /// The host:port of this broker's Kafka listener `name`, if it has one.
+    pub fn kafka_address(&self, name: &str) -> Option<&str> {
+        self.kafka_listeners.iter().map(|entry| split_listener(entry)).find(|(n, _)| *n == name).map(|(_, a)| a)
+    }
+
+    /// The host:port other brokers reach this one at over Kafka.
+    pub fn inter_broker_address(&self) -> Option<&str> {
+        self.kafka_listeners.first().map(|entry| split_listener(entry).1)
+    }
+}
+
+/// `NAME://host:port` as (name, host:port); a bare host:port is `PLAINTEXT`.
+pub fn split_listener(entry: &str) -> (&str, &str) {
+    entry.split_once("://").unwrap_or(("PLAINTEXT", entry))
 }
 
 /// Whether a node's current registration may act.

@@ -27,8 +27,8 @@ pub use ids::{
     TopicId, Version,
 };
 pub use image::{
-    DeletedObject, EnsembleMember, Image, NodeRecord, NodeState, ObjectRange, ObjectRecord, Partition, Reservation,
-    Topic, WalLog, WalLogState,
+    split_listener, DeletedObject, EnsembleMember, Image, NodeRecord, NodeState, ObjectRange, ObjectRecord, Partition,
+    Reservation, Topic, WalLog, WalLogState,
 };
 pub use keel_proto::controller as pb;
 pub use session::{kind_from_pb, kind_to_pb, Registration, Renewal, SessionKeeper, SessionState};

@@ -175,7 +175,7 @@ impl Cluster {
             .brokers
             .values()
             .filter(|node| node.state == NodeState::Active)
-            .filter_map(|node| Some((node.id.0 as i32, node.kafka_listeners.first()?.clone())))
+            .filter_map(|node| Some((node.id.0 as i32, node.inter_broker_address()?.to_owned())))
             .collect();
         anyhow::ensure!(
             !brokers.is_empty(),

@@ -71,7 +71,7 @@ pub async fn send(
             let answered = if leader == cluster.config.node_id {
                 Ok(write(txns.runtime.partitions(), &txns.groups, std::slice::from_ref(&marker)).await)
             } else {
-                match image.brokers.get(&leader).and_then(|node| node.kafka_listeners.first()) {
+                match image.brokers.get(&leader).and_then(|node| node.inter_broker_address()) {
                     Some(address) => txns.peers.write_marker(address, &marker).await,
                     None => Err(anyhow::anyhow!("broker {leader} has no Kafka listener in the metadata")),
                 }
@@ -173,7 +173,7 @@ pub async fn verify(
     }
     let address = leader
         .and_then(|leader| image.brokers.get(&leader))
-        .and_then(|node| node.kafka_listeners.first().cloned())
+        .and_then(|node| node.inter_broker_address().map(str::to_owned))
         .ok_or_else(|| failed(format!("{TXN_TOPIC} partition {partition} has no leader")))?;
     let question = Verify {
         transactional_id: id.to_owned(),

@@ -13,6 +13,7 @@ pub(crate) async fn handle(
     broker: &Arc<Broker>,
     request: DescribeClusterRequest,
     _version: i16,
+    listener: &str,
 ) -> DescribeClusterResponse {
     let image = broker.cluster.image();
     let brokers = image
@@ -20,7 +21,7 @@ pub(crate) async fn handle(
         .values()
         .filter(|node| request.include_fenced_brokers || node.state == NodeState::Active)
         .filter_map(|node| {
-            let (host, port) = crate::kafka::metadata::kafka_endpoint(node)?;
+            let (host, port) = crate::kafka::metadata::kafka_endpoint(node, listener)?;
             Some(
                 DescribeClusterBroker::default()
                     .with_broker_id(BrokerId(node.id.0 as i32))

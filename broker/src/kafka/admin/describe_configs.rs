@@ -15,6 +15,7 @@ use keel_controller_client::topic_configs::{ConfigType, TOPIC_CONFIGS};
 
 use super::{RESOURCE_BROKER, RESOURCE_TOPIC, SOURCE_DEFAULT, SOURCE_STATIC_BROKER, SOURCE_TOPIC};
 use crate::broker::Broker;
+use crate::kafka::listeners::{Protocol, INTER_BROKER};
 use crate::kafka::text;
 
 /// One config as DescribeConfigs reports it.
@@ -138,9 +139,31 @@ fn broker_entries(broker: &Broker) -> Vec<Entry<'static>> {
     let mut entries = vec![
         set(
             "advertised.listeners",
-            format!("PLAINTEXT://{}", config.advertise),
+            broker
+                .cluster
+                .image()
+                .brokers
+                .get(&config.node_id)
+                .map_or_else(|| format!("PLAINTEXT://{}", config.advertise), |node| node.kafka_listeners.join(",")),
             ConfigType::List,
-            "The address clients are given for this broker (advertise).",
+            "The addresses clients are given for this broker, per listener (advertise, advertised_listeners).",
+        ),
+        set(
+            "listener.security.protocol.map",
+            config
+                .listeners
+                .iter()
+                .map(|l| format!("{}:{}", l.name, if l.protocol == Protocol::Ssl { "SSL" } else { "PLAINTEXT" }))
+                .collect::<Vec<_>>()
+                .join(","),
+            ConfigType::List,
+            "Each listener's security protocol (listener_security_protocol_map).",
+        ),
+        set(
+            "inter.broker.listener.name",
+            INTER_BROKER.to_owned(),
+            ConfigType::String,
+            "The listener brokers reach each other at: the one at `listen`.",
         ),
         set(
             "auto.create.topics.enable",

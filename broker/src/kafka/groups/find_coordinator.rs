@@ -20,6 +20,7 @@ pub(crate) async fn handle(
     broker: &Arc<Broker>,
     request: FindCoordinatorRequest,
     version: i16,
+    listener: &str,
 ) -> FindCoordinatorResponse {
     let keys: Vec<String> = if version >= 4 {
         request.coordinator_keys.iter().map(|k| k.to_string()).collect()
@@ -40,7 +41,7 @@ pub(crate) async fn handle(
             }
             other => Err((ResponseError::InvalidRequest, format!("unknown coordinator key type {other}"))),
         };
-        let endpoint = found.and_then(|node| endpoint_of(&node));
+        let endpoint = found.and_then(|node| endpoint_of(&node, listener));
         let coordinator = match endpoint {
             Ok((node, host, port)) => {
                 Coordinator::default().with_node_id(BrokerId(node)).with_host(text(host)).with_port(port)
@@ -69,9 +70,10 @@ pub(crate) async fn handle(
         .with_port(only.port)
 }
 
-/// A coordinator as (id, host, port).
-fn endpoint_of(node: &NodeRecord) -> Result<(i32, String, i32), (ResponseError, String)> {
-    let (host, port) = kafka_endpoint(node)
-        .ok_or_else(|| (ResponseError::CoordinatorNotAvailable, format!("broker {} has no Kafka listener", node.id)))?;
+/// A coordinator as (id, host, port) on `listener`.
+fn endpoint_of(node: &NodeRecord, listener: &str) -> Result<(i32, String, i32), (ResponseError, String)> {
+    let (host, port) = kafka_endpoint(node, listener).ok_or_else(|| {
+        (ResponseError::CoordinatorNotAvailable, format!("broker {} has no Kafka listener {listener}", node.id))
+    })?;
     Ok((node.id.0 as i32, host, port))
 }
