@@ -9,7 +9,9 @@ use anyhow::Context;
 use keel_controller_client::NodeId;
 use serde::{Deserialize, Serialize};
 
-use crate::kafka::listeners::{self, ClientAuth, Listener, Protocol, TlsFiles};
+pub mod listeners;
+
+use listeners::{ClientAuth, Listener, Mechanism, TlsFiles};
 
 /// The file form. Every key is optional; unknown keys are errors.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, clap::Args)]
@@ -54,6 +56,11 @@ pub struct ConfigToml {
     /// `required`, `requested` or `none` (Kafka's `ssl.client.auth`). Default none.
     #[arg(long, env = "KEEL_BROKER_SSL_CLIENT_AUTH")]
     pub ssl_client_auth: Option<String>,
+    /// The SASL mechanisms SASL listeners offer, comma-separated:
+    /// SCRAM-SHA-256, SCRAM-SHA-512, PLAIN (Kafka's
+    /// `sasl.enabled.mechanisms`). Default SCRAM-SHA-256,SCRAM-SHA-512.
+    #[arg(long, env = "KEEL_BROKER_SASL_ENABLED_MECHANISMS", value_delimiter = ',')]
+    pub sasl_enabled_mechanisms: Option<Vec<String>>,
     /// Admin HTTP listen address (/metrics, /health, /ready). Default 127.0.0.1:9592.
     #[arg(long, env = "KEEL_BROKER_ADMIN_LISTEN")]
     pub admin_listen: Option<SocketAddr>,
@@ -219,6 +226,7 @@ pub struct BrokerConfig {
     pub listeners: Vec<Listener>,
     /// Set when a listener is SSL.
     pub tls: Option<TlsFiles>,
+    pub sasl_mechanisms: Vec<Mechanism>,
     pub admin_listen: SocketAddr,
     pub controllers: Vec<String>,
     pub controller_zones: Vec<String>,
@@ -267,6 +275,7 @@ impl ConfigToml {
             ssl_private_key: self.ssl_private_key.or(lower.ssl_private_key),
             ssl_client_ca: self.ssl_client_ca.or(lower.ssl_client_ca),
             ssl_client_auth: self.ssl_client_auth.or(lower.ssl_client_auth),
+            sasl_enabled_mechanisms: self.sasl_enabled_mechanisms.or(lower.sasl_enabled_mechanisms),
             admin_listen: self.admin_listen.or(lower.admin_listen),
             controllers: self.controllers.or(lower.controllers),
             controller_zones: self.controller_zones.or(lower.controller_zones),
@@ -322,6 +331,7 @@ impl ConfigToml {
             ssl_private_key,
             ssl_client_ca,
             ssl_client_auth,
+            sasl_enabled_mechanisms,
             admin_listen,
             controllers,
             controller_zones,
@@ -406,7 +416,19 @@ impl ConfigToml {
             (None, None) => None,
             _ => anyhow::bail!("set both ssl_certificate and ssl_private_key, or neither"),
         };
-        if let Some(ssl) = listeners.iter().find(|l| l.protocol == Protocol::Ssl) {
+        let sasl_mechanisms = sasl_enabled_mechanisms
+            .unwrap_or_else(|| vec!["SCRAM-SHA-256".into(), "SCRAM-SHA-512".into()])
+            .iter()
+            .map(|name| {
+                Mechanism::parse(name).ok_or_else(|| {
+                    anyhow::anyhow!("unknown SASL mechanism {name:?}: use SCRAM-SHA-256, SCRAM-SHA-512 or PLAIN")
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        if let Some(sasl) = listeners.iter().find(|l| l.protocol.sasl()) {
+            anyhow::ensure!(!sasl_mechanisms.is_empty(), "listener {} is SASL: enable a mechanism", sasl.name);
+        }
+        if let Some(ssl) = listeners.iter().find(|l| l.protocol.tls()) {
             anyhow::ensure!(tls.is_some(), "listener {} is SSL: set ssl_certificate and ssl_private_key", ssl.name);
         }
         let offsets_topic_partitions = offsets_topic_partitions.unwrap_or(12);
@@ -437,6 +459,7 @@ impl ConfigToml {
             advertise,
             listeners,
             tls,
+            sasl_mechanisms,
             admin_listen: admin_listen.unwrap_or_else(|| "127.0.0.1:9592".parse().expect("valid literal")),
             controllers,
             controller_zones,

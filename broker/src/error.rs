@@ -113,6 +113,7 @@ fn metadata_error(error: &ClientError) -> ResponseError {
             MetaError::InvalidPartitions { .. } => ResponseError::InvalidPartitions,
             MetaError::UnknownConfig { .. } | MetaError::InvalidConfig { .. } => ResponseError::InvalidConfig,
             MetaError::InvalidRequest { .. } => ResponseError::InvalidRequest,
+            MetaError::InvalidScramCredential { .. } => ResponseError::UnacceptableCredential,
             MetaError::NoLeader | MetaError::Internal { .. } => ResponseError::NotController,
             MetaError::NotPartitionLeader { .. } | MetaError::StaleEpoch { .. } | MetaError::Fenced { .. } => {
                 ResponseError::NotLeaderOrFollower

@@ -41,6 +41,9 @@ pub struct Metrics {
     pub connections_refused: IntCounter,
     /// TLS handshakes on an SSL listener that failed or timed out.
     pub tls_handshakes_failed: IntCounter,
+    /// SASL authentications that succeeded and failed, by mechanism.
+    pub sasl_authenticated: IntCounterVec,
+    pub sasl_failed: IntCounterVec,
     /// Objects uploaded and committed, their bytes, the time each took, and failed attempts.
     pub uploads: IntCounter,
     pub upload_bytes: IntCounter,
@@ -154,6 +157,17 @@ impl Metrics {
             connections_refused: IntCounter::new(
                 "keel_broker_connections_refused_total",
                 "Kafka client connections closed as they arrived because connections_max were open.",
+            )?,
+            sasl_authenticated: IntCounterVec::new(
+                Opts::new("keel_broker_sasl_authentications_total", "SASL authentications that succeeded, by mechanism."),
+                &["mechanism"],
+            )?,
+            sasl_failed: IntCounterVec::new(
+                Opts::new(
+                    "keel_broker_sasl_authentication_failures_total",
+                    "SASL authentications refused (bad credentials, unknown user, a mechanism not enabled), by mechanism.",
+                ),
+                &["mechanism"],
             )?,
             tls_handshakes_failed: IntCounter::new(
                 "keel_broker_tls_handshakes_failed_total",
@@ -271,6 +285,8 @@ impl Metrics {
         registry.register(Box::new(metrics.connections.clone()))?;
         registry.register(Box::new(metrics.connections_refused.clone()))?;
         registry.register(Box::new(metrics.tls_handshakes_failed.clone()))?;
+        registry.register(Box::new(metrics.sasl_authenticated.clone()))?;
+        registry.register(Box::new(metrics.sasl_failed.clone()))?;
         registry.register(Box::new(metrics.uploads.clone()))?;
         registry.register(Box::new(metrics.upload_bytes.clone()))?;
         registry.register(Box::new(metrics.upload_seconds.clone()))?;

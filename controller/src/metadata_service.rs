@@ -174,6 +174,20 @@ impl pb::metadata_server::Metadata for MetadataService {
         write_reply(result.map_err(|e| e.to_status())?)
     }
 
+    async fn alter_scram_credentials(
+        &self,
+        request: Request<pb::AlterScramCredentialsRequest>,
+    ) -> Result<Response<pb::WriteReply>, Status> {
+        let request = leader_only!(self, request, alter_scram_credentials);
+        let upsert = serde_json::from_slice(&request.upsert)
+            .map_err(|e| Status::invalid_argument(format!("credentials to set: {e}")))?;
+        let delete = serde_json::from_slice(&request.delete)
+            .map_err(|e| Status::invalid_argument(format!("credentials to remove: {e}")))?;
+        let command = Command::AlterScramCredentials { upsert, delete };
+        let result = self.controller.propose(|_| Ok(command)).await;
+        write_reply(result.map_err(|e| e.to_status())?)
+    }
+
     async fn allocate_producer_ids(
         &self,
         request: Request<pb::AllocateProducerIdsRequest>,

@@ -45,7 +45,7 @@ fn issue(dir: &Path, name: &str, subject: &str, extensions: &str) {
     );
 }
 
-fn make_certificates(dir: &Path, ip: std::net::IpAddr) {
+pub(crate) fn make_certificates(dir: &Path, ip: std::net::IpAddr) {
     openssl(
         dir,
         &[
@@ -74,19 +74,19 @@ fn make_certificates(dir: &Path, ip: std::net::IpAddr) {
     issue(dir, "client", "/CN=orders-service", "extendedKeyUsage=clientAuth\n");
 }
 
-/// The SSL address of every broker, once all have registered theirs.
-async fn ssl_addresses(test: &TestCluster) -> Vec<String> {
+/// The address of every broker on listener `name`, once all have registered theirs.
+pub(crate) async fn listener_addresses(test: &TestCluster, name: &str) -> Vec<String> {
     let client = Arc::new(test.cluster.client().unwrap());
     let cancel = tokio_util::sync::CancellationToken::new();
     let _stop = cancel.clone().drop_guard();
     let (images, follow) = keel_controller_client::follower::follow(client, cancel.clone());
     let mut following = tokio::task::JoinSet::new();
     following.spawn(follow);
-    keel_tests::eventually(Duration::from_secs(30), "every broker registered its SSL listener", || {
+    keel_tests::eventually(Duration::from_secs(30), "every broker registered the listener", || {
         let image = images.borrow().clone();
         async move {
             let addresses: Vec<String> =
-                image.brokers.values().filter_map(|node| node.kafka_address("SSL").map(str::to_owned)).collect();
+                image.brokers.values().filter_map(|node| node.kafka_address(name).map(str::to_owned)).collect();
             (addresses.len() == 3).then_some(addresses)
         }
     })
@@ -147,7 +147,7 @@ async fn kafka_clients_use_an_ssl_listener_with_client_certificates_and_rotation
     ];
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     test.start_brokers(3, &args).await.unwrap();
-    let addresses = ssl_addresses(&test).await;
+    let addresses = listener_addresses(&test, "SSL").await;
     let bootstrap = addresses.join(",");
     let ssl = |extra: &[&str]| -> Vec<String> {
         let mut args: Vec<String> = ["-b", &bootstrap, "-X", "security.protocol=SSL", "-X"]

@@ -10,6 +10,7 @@ mod broker_kcat;
 mod broker_objects;
 mod broker_produce;
 mod broker_restart;
+mod broker_sasl;
 mod broker_tls;
 mod chaos;
 mod consumer_groups;

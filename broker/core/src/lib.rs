@@ -24,6 +24,7 @@ pub mod internal_topic;
 pub mod partition;
 pub mod producers;
 pub mod records;
+pub mod sasl;
 pub mod stream_index;
 pub mod txn;
 pub mod wire;

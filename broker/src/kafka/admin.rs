@@ -14,6 +14,7 @@ pub mod describe_log_dirs;
 pub mod elect_leaders;
 pub mod incremental_alter_configs;
 pub mod partition_reassignments;
+pub mod scram_credentials;
 
 use kafka_protocol::error::ResponseError;
 use keel_controller_client::{ClientError, MetaError, Version};

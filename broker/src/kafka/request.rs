@@ -164,6 +164,25 @@ pub async fn handle(
         ApiKey::DescribeTransactions => answer!(txn::describe_transactions::handle),
         ApiKey::ListTransactions => answer!(txn::list_transactions::handle),
         ApiKey::DescribeProducers => answer!(txn::describe_producers::handle),
+        ApiKey::DescribeUserScramCredentials => answer!(admin::scram_credentials::describe),
+        ApiKey::AlterUserScramCredentials => answer!(admin::scram_credentials::alter),
+        // On a SASL listener the connection answers these before anything
+        // else (`sasl`); here the listener has no SASL.
+        ApiKey::SaslHandshake => encode(
+            api,
+            version,
+            correlation,
+            &kafka_protocol::messages::SaslHandshakeResponse::default()
+                .with_error_code(kafka_protocol::error::ResponseError::IllegalSaslState.code()),
+        )?,
+        ApiKey::SaslAuthenticate => encode(
+            api,
+            version,
+            correlation,
+            &kafka_protocol::messages::SaslAuthenticateResponse::default()
+                .with_error_code(kafka_protocol::error::ResponseError::IllegalSaslState.code())
+                .with_error_message(Some("this listener has no SASL".into())),
+        )?,
         other => return Err(Unreadable::UnsupportedVersion { api: other, version, min: 0, max: -1 }),
     };
     count_request(broker, api, version, started);

@@ -26,10 +26,11 @@ use tokio_util::task::TaskTracker;
 
 use keel_broker_core::wire::{self, Unreadable};
 
-use super::listeners::{Listener, Protocol};
 use super::request;
+use super::sasl::{Authentication, Gate, Mechanism};
 use super::tls::Tls;
 use crate::broker::Broker;
+use crate::config::listeners::Listener;
 
 /// Requests of one connection being worked on at once, as Kafka's
 /// per-connection in-flight limit; reading pauses beyond it.
@@ -60,12 +61,14 @@ pub async fn serve(
     };
     let mut accepting = Vec::new();
     for (socket, listener) in listeners {
-        let tls = match listener.protocol {
-            Protocol::Plaintext => None,
-            Protocol::Ssl => Some(tls.clone().expect("the config refuses an SSL listener without TLS files")),
+        let tls = match listener.protocol.tls() {
+            false => None,
+            true => Some(tls.clone().expect("the config refuses an SSL listener without TLS files")),
         };
+        let sasl = listener.protocol.sasl().then(|| broker.cluster.config.sasl_mechanisms.clone());
         let name: Arc<str> = listener.name.into();
-        accepting.push(accept(socket, name, tls, broker.clone(), limits.clone(), tasks.clone(), cancel.clone()));
+        let listening = Listening { name, tls, sasl };
+        accepting.push(accept(socket, listening, broker.clone(), limits.clone(), tasks.clone(), cancel.clone()));
     }
     futures::future::join_all(accepting).await;
 }
@@ -85,10 +88,18 @@ pub struct Connection {
     pub listener: Arc<str>,
 }
 
+/// How one listener serves its connections.
+#[derive(Debug)]
+struct Listening {
+    name: Arc<str>,
+    tls: Option<Arc<Tls>>,
+    /// The SASL mechanisms a client must authenticate with first, on a SASL listener.
+    sasl: Option<Vec<Mechanism>>,
+}
+
 async fn accept(
     socket: TcpListener,
-    listener: Arc<str>,
-    tls: Option<Arc<Tls>>,
+    listening: Listening,
     broker: Arc<Broker>,
     limits: Limits,
     tasks: TaskTracker,
@@ -111,21 +122,31 @@ async fn accept(
                 let cancel = cancel.clone();
                 let request_tasks = tasks.clone();
                 let queued = limits.queued.clone();
-                let connection = Connection { peer, listener: listener.clone() };
-                let tls = tls.as_ref().map(|tls| tls.acceptor());
+                let connection = Connection { peer, listener: listening.name.clone() };
+                let tls = listening.tls.as_ref().map(|tls| tls.acceptor());
+                let sasl = listening.sasl.clone().map(Authentication::new);
                 tasks.spawn(async move {
                     broker.cluster.metrics.connections.inc();
                     let served = match tls {
                         None => {
                             let (reader, writer) = stream.into_split();
-                            serve_connection(reader, writer, &connection, &broker, &request_tasks, &queued, cancel)
+                            serve_connection(reader, writer, &connection, sasl, &broker, &request_tasks, &queued, cancel)
                                 .await
                         }
                         Some(acceptor) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                             Ok(Ok(stream)) => {
                                 let (reader, writer) = tokio::io::split(stream);
-                                serve_connection(reader, writer, &connection, &broker, &request_tasks, &queued, cancel)
-                                    .await
+                                serve_connection(
+                                    reader,
+                                    writer,
+                                    &connection,
+                                    sasl,
+                                    &broker,
+                                    &request_tasks,
+                                    &queued,
+                                    cancel,
+                                )
+                                .await
                             }
                             Ok(Err(error)) => {
                                 broker.cluster.metrics.tls_handshakes_failed.inc();
@@ -156,10 +177,12 @@ async fn accept(
 
 type Answer = oneshot::Receiver<Option<BytesMut>>;
 
+#[allow(clippy::too_many_arguments)]
 async fn serve_connection(
     mut reader: impl AsyncRead + Unpin + Send + 'static,
     mut writer: impl AsyncWrite + Unpin + Send + 'static,
     connection: &Connection,
+    mut sasl: Option<Authentication>,
     broker: &Arc<Broker>,
     tasks: &TaskTracker,
     queued: &Arc<Semaphore>,
@@ -218,6 +241,39 @@ async fn serve_connection(
                 }
             };
             let client = request.header.client_id.as_ref().map(|c| c.to_string()).unwrap_or_default();
+            // On a SASL listener, authentication first, in request order.
+            let gated = match sasl.as_mut() {
+                None => Ok(Gate::Pass(request)),
+                Some(sasl) => sasl.gate(&broker, request),
+            };
+            let request = match gated {
+                Ok(Gate::Pass(request)) => request,
+                Ok(Gate::Answer(frame)) => {
+                    let (reply, answer) = oneshot::channel();
+                    if answers.send(answer).await.is_err() {
+                        return Ok(());
+                    }
+                    let _ = reply.send(Some(frame));
+                    continue;
+                }
+                Ok(Gate::AnswerThenClose(frame, why)) => {
+                    // The writer sends this answer, then the connection closes.
+                    let (reply, answer) = oneshot::channel();
+                    if answers.send(answer).await.is_ok() {
+                        let _ = reply.send(Some(frame));
+                    }
+                    tracing::info!(%peer, client, listener = %connection.listener, "SASL authentication failed, closing the connection: {why}");
+                    return Ok(());
+                }
+                Ok(Gate::Close(why)) => {
+                    tracing::info!(%peer, client, listener = %connection.listener, "closing a connection: {why}");
+                    return Ok(());
+                }
+                Err(error) => {
+                    tracing::info!(%peer, client, "closing a connection: {error}");
+                    return Ok(());
+                }
+            };
             let (reply, answer) = oneshot::channel();
             if answers.send(answer).await.is_err() {
                 return Ok(());

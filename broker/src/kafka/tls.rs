@@ -16,7 +16,7 @@ use rustls::{RootCertStore, ServerConfig};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-use super::listeners::{ClientAuth, TlsFiles};
+use crate::config::listeners::{ClientAuth, TlsFiles};
 
 /// How often the files are checked for a change.
 const CHECK_EVERY: Duration = Duration::from_secs(5);

@@ -73,6 +73,33 @@ impl Image {
                 }
                 Ok(())
             }
+            Command::AlterScramCredentials { upsert, delete } => {
+                let invalid = |reason: String| Err(MetaError::InvalidScramCredential { reason });
+                for credential in upsert {
+                    let length = credential.mechanism.key_len();
+                    if credential.user.is_empty() {
+                        return invalid("the user name is empty".into());
+                    }
+                    if !crate::image::SCRAM_ITERATIONS.contains(&credential.iterations) {
+                        return invalid(format!(
+                            "{} iterations: at least {} and at most {}",
+                            credential.iterations,
+                            crate::image::SCRAM_ITERATIONS.start(),
+                            crate::image::SCRAM_ITERATIONS.end()
+                        ));
+                    }
+                    if credential.salt.is_empty()
+                        || credential.stored_key.len() != length
+                        || credential.server_key.len() != length
+                    {
+                        return invalid(format!("{}'s salt or keys have the wrong length", credential.user));
+                    }
+                }
+                if delete.iter().any(|(user, _)| user.is_empty()) {
+                    return invalid("the user name is empty".into());
+                }
+                Ok(())
+            }
             Command::AllocateProducerIds { broker, broker_epoch } => {
                 self.check_active(NodeKind::Broker, *broker, *broker_epoch)
             }
@@ -393,6 +420,23 @@ impl Image {
                 }
                 topic.configs.extend(set.iter().map(|(key, value)| (key.clone(), value.clone())));
                 Outcome::ConfigsAltered
+            }
+            Command::AlterScramCredentials { upsert, delete } => {
+                for (user, mechanism) in delete {
+                    if let Some(credentials) = self.scram_credentials.get_mut(user) {
+                        credentials.remove(mechanism);
+                        if credentials.is_empty() {
+                            self.scram_credentials.remove(user);
+                        }
+                    }
+                }
+                for credential in upsert {
+                    self.scram_credentials
+                        .entry(credential.user.clone())
+                        .or_default()
+                        .insert(credential.mechanism, credential.clone());
+                }
+                Outcome::ScramCredentialsAltered
             }
             Command::AllocateProducerIds { .. } => {
                 let first = self.next_producer_id;

@@ -258,6 +258,23 @@ impl MetadataClient {
         .await
     }
 
+    /// Sets and removes SCRAM credentials.
+    pub async fn alter_scram_credentials(
+        &self,
+        upsert: &[crate::ScramCredential],
+        delete: &[(String, crate::ScramMechanism)],
+    ) -> Result<(Version, Outcome), ClientError> {
+        let request = pb::AlterScramCredentialsRequest {
+            upsert: serde_json::to_vec(upsert).expect("credentials serialize"),
+            delete: serde_json::to_vec(delete).expect("names serialize"),
+        };
+        self.write(|mut c| {
+            let request = request.clone();
+            async move { c.alter_scram_credentials(request).await }
+        })
+        .await
+    }
+
     pub async fn allocate_producer_ids(
         &self,
         request: pb::AllocateProducerIdsRequest,

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::ids::{
     Epoch, LeaderEpoch, LogEpoch, LogId, NodeId, NodeKind, ObjectId, Offset, ProducerId, Seq, StreamId, TopicId,
 };
-use crate::image::{EnsembleMember, ObjectRecord};
+use crate::image::{EnsembleMember, ObjectRecord, ScramCredential, ScramMechanism};
 
 /// A change to the metadata image.
 ///
@@ -54,6 +54,12 @@ pub enum Command {
         name: String,
         set: BTreeMap<String, String>,
         delete: Vec<String>,
+    },
+    /// Sets and removes SCRAM credentials (KIP-554); removing one that does
+    /// not exist changes nothing.
+    AlterScramCredentials {
+        upsert: Vec<ScramCredential>,
+        delete: Vec<(String, ScramMechanism)>,
     },
     /// Hands a block of producer ids to an active broker.
     AllocateProducerIds {
@@ -223,6 +229,7 @@ pub enum Outcome {
         count: usize,
     },
     ConfigsAltered,
+    ScramCredentialsAltered,
     ProducerIds {
         first: ProducerId,
         count: u32,

@@ -18,6 +18,8 @@ pub enum MetaError {
     InvalidPartitions { count: i64, reason: String },
     #[error("unknown topic config {key:?}")]
     UnknownConfig { key: String },
+    #[error("invalid SCRAM credential: {reason}")]
+    InvalidScramCredential { reason: String },
     #[error("invalid value {value:?} for topic config {key:?}: {reason}")]
     InvalidConfig { key: String, value: String, reason: String },
     #[error("{kind} {node} is not registered")]
@@ -65,6 +67,7 @@ impl MetaError {
             | MetaError::InvalidPartitions { .. }
             | MetaError::UnknownConfig { .. }
             | MetaError::InvalidConfig { .. }
+            | MetaError::InvalidScramCredential { .. }
             | MetaError::UnknownNode { .. }
             | MetaError::StaleEpoch { .. }
             | MetaError::Fenced { .. }
@@ -88,6 +91,7 @@ impl MetaError {
             | MetaError::InvalidPartitions { .. }
             | MetaError::UnknownConfig { .. }
             | MetaError::InvalidConfig { .. }
+            | MetaError::InvalidScramCredential { .. }
             | MetaError::InvalidRequest { .. } => tonic::Code::InvalidArgument,
             MetaError::UnknownTopic { .. }
             | MetaError::UnknownNode { .. }

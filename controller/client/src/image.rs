@@ -44,6 +44,69 @@ pub struct Image {
     /// readers that found them just before.
     #[serde(default)]
     pub deleted_objects: BTreeMap<ObjectId, DeletedObject>,
+    /// SCRAM credentials by user, then mechanism (KIP-554).
+    #[serde(default)]
+    pub scram_credentials: BTreeMap<String, BTreeMap<ScramMechanism, ScramCredential>>,
+}
+
+/// A SCRAM mechanism (RFC 7677, RFC 5802), as Kafka names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum ScramMechanism {
+    #[serde(rename = "SCRAM-SHA-256")]
+    Sha256,
+    #[serde(rename = "SCRAM-SHA-512")]
+    Sha512,
+}
+
+impl ScramMechanism {
+    /// Kafka's name, as in SaslHandshake.
+    pub fn name(self) -> &'static str {
+        match self {
+            ScramMechanism::Sha256 => "SCRAM-SHA-256",
+            ScramMechanism::Sha512 => "SCRAM-SHA-512",
+        }
+    }
+
+    /// The hash's output length: the length of the stored and server keys.
+    pub fn key_len(self) -> usize {
+        match self {
+            ScramMechanism::Sha256 => 32,
+            ScramMechanism::Sha512 => 64,
+        }
+    }
+
+    /// Kafka's number in Describe/AlterUserScramCredentials.
+    pub fn kafka_type(self) -> i8 {
+        match self {
+            ScramMechanism::Sha256 => 1,
+            ScramMechanism::Sha512 => 2,
+        }
+    }
+
+    pub fn from_kafka_type(value: i8) -> Option<ScramMechanism> {
+        match value {
+            1 => Some(ScramMechanism::Sha256),
+            2 => Some(ScramMechanism::Sha512),
+            _ => None,
+        }
+    }
+}
+
+/// Fewest and most PBKDF2 iterations a SCRAM credential may have (Kafka's bounds).
+pub const SCRAM_ITERATIONS: std::ops::RangeInclusive<u32> = 4096..=16384;
+
+/// One user's SCRAM credential for one mechanism: what the server needs
+/// to check a client's proof, from which the password cannot be recovered.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScramCredential {
+    pub user: String,
+    pub mechanism: ScramMechanism,
+    pub salt: Vec<u8>,
+    /// H(HMAC(SaltedPassword, "Client Key")).
+    pub stored_key: Vec<u8>,
+    /// HMAC(SaltedPassword, "Server Key").
+    pub server_key: Vec<u8>,
+    pub iterations: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

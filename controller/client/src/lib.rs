@@ -28,7 +28,7 @@ pub use ids::{
 };
 pub use image::{
     split_listener, DeletedObject, EnsembleMember, Image, NodeRecord, NodeState, ObjectRange, ObjectRecord, Partition,
-    Reservation, Topic, WalLog, WalLogState,
+    Reservation, ScramCredential, ScramMechanism, Topic, WalLog, WalLogState, SCRAM_ITERATIONS,
 };
 pub use keel_proto::controller as pb;
 pub use session::{kind_from_pb, kind_to_pb, Registration, Renewal, SessionKeeper, SessionState};

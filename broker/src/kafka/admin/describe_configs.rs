@@ -15,7 +15,7 @@ use keel_controller_client::topic_configs::{ConfigType, TOPIC_CONFIGS};
 
 use super::{RESOURCE_BROKER, RESOURCE_TOPIC, SOURCE_DEFAULT, SOURCE_STATIC_BROKER, SOURCE_TOPIC};
 use crate::broker::Broker;
-use crate::kafka::listeners::{Protocol, INTER_BROKER};
+use crate::config::listeners::INTER_BROKER;
 use crate::kafka::text;
 
 /// One config as DescribeConfigs reports it.
@@ -150,12 +150,7 @@ fn broker_entries(broker: &Broker) -> Vec<Entry<'static>> {
         ),
         set(
             "listener.security.protocol.map",
-            config
-                .listeners
-                .iter()
-                .map(|l| format!("{}:{}", l.name, if l.protocol == Protocol::Ssl { "SSL" } else { "PLAINTEXT" }))
-                .collect::<Vec<_>>()
-                .join(","),
+            config.listeners.iter().map(|l| format!("{}:{}", l.name, l.protocol.name())).collect::<Vec<_>>().join(","),
             ConfigType::List,
             "Each listener's security protocol (listener_security_protocol_map).",
         ),

@@ -663,3 +663,51 @@ fn a_new_partition_never_goes_to_a_fenced_or_draining_broker() {
     let leaders: Vec<Option<NodeId>> = image.topics["orders"].partitions.iter().map(|p| p.leader).collect();
     assert_eq!(leaders, [None, None, Some(NodeId(3))]);
 }
+
+#[test]
+fn scram_credentials_are_set_replaced_and_removed_and_bad_ones_refused() {
+    use crate::image::{ScramCredential, ScramMechanism};
+    let credential = |user: &str, mechanism: ScramMechanism, iterations: u32| ScramCredential {
+        user: user.into(),
+        mechanism,
+        salt: vec![1; 16],
+        stored_key: vec![2; mechanism.key_len()],
+        server_key: vec![3; mechanism.key_len()],
+        iterations,
+    };
+    let mut image = Image::default();
+    let set = Command::AlterScramCredentials {
+        upsert: vec![
+            credential("alice", ScramMechanism::Sha512, 4096),
+            credential("alice", ScramMechanism::Sha256, 8192),
+        ],
+        delete: vec![],
+    };
+    assert_eq!(image.apply(Version(1), &set), Ok(Outcome::ScramCredentialsAltered));
+    assert_eq!(image.scram_credentials["alice"].len(), 2);
+    let replace = Command::AlterScramCredentials {
+        upsert: vec![credential("alice", ScramMechanism::Sha512, 16384)],
+        delete: vec![("alice".into(), ScramMechanism::Sha256), ("nobody".into(), ScramMechanism::Sha256)],
+    };
+    assert_eq!(image.apply(Version(2), &replace), Ok(Outcome::ScramCredentialsAltered));
+    let alice = &image.scram_credentials["alice"];
+    assert_eq!((alice.len(), alice[&ScramMechanism::Sha512].iterations), (1, 16384));
+    let remove =
+        Command::AlterScramCredentials { upsert: vec![], delete: vec![("alice".into(), ScramMechanism::Sha512)] };
+    image.apply(Version(3), &remove).unwrap();
+    assert!(image.scram_credentials.is_empty(), "a user without credentials is gone");
+
+    let mut short = credential("bob", ScramMechanism::Sha256, 4096);
+    short.stored_key.pop();
+    for (version, bad) in (4..).zip([
+        credential("bob", ScramMechanism::Sha256, 4095),
+        credential("bob", ScramMechanism::Sha256, 16385),
+        credential("", ScramMechanism::Sha256, 4096),
+        short,
+    ]) {
+        let command = Command::AlterScramCredentials { upsert: vec![bad.clone()], delete: vec![] };
+        let refused = image.apply(Version(version), &command);
+        assert!(matches!(refused, Err(MetaError::InvalidScramCredential { .. })), "{bad:?}: {refused:?}");
+    }
+    assert!(image.scram_credentials.is_empty());
+}

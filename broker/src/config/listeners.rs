@@ -9,15 +9,18 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use keel_controller_client::ScramMechanism;
+
 /// The default listener's name: the one at `listen`, used between brokers.
 pub const INTER_BROKER: &str = "PLAINTEXT";
 
-/// A listener's security protocol. SASL is not served yet: a listener
-/// mapped to SASL_PLAINTEXT or SASL_SSL is refused at start-up.
+/// A listener's security protocol, as Kafka's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Protocol {
     Plaintext,
     Ssl,
+    SaslPlaintext,
+    SaslSsl,
 }
 
 impl Protocol {
@@ -25,9 +28,31 @@ impl Protocol {
         match name {
             "PLAINTEXT" => Ok(Protocol::Plaintext),
             "SSL" => Ok(Protocol::Ssl),
-            "SASL_PLAINTEXT" | "SASL_SSL" => anyhow::bail!("security protocol {name} is not supported yet"),
-            other => anyhow::bail!("unknown security protocol {other:?}: use PLAINTEXT or SSL"),
+            "SASL_PLAINTEXT" => Ok(Protocol::SaslPlaintext),
+            "SASL_SSL" => Ok(Protocol::SaslSsl),
+            other => {
+                anyhow::bail!("unknown security protocol {other:?}: use PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL")
+            }
         }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Plaintext => "PLAINTEXT",
+            Protocol::Ssl => "SSL",
+            Protocol::SaslPlaintext => "SASL_PLAINTEXT",
+            Protocol::SaslSsl => "SASL_SSL",
+        }
+    }
+
+    /// Whether its connections start with a TLS handshake.
+    pub fn tls(self) -> bool {
+        matches!(self, Protocol::Ssl | Protocol::SaslSsl)
+    }
+
+    /// Whether its clients must authenticate with SASL before anything else.
+    pub fn sasl(self) -> bool {
+        matches!(self, Protocol::SaslPlaintext | Protocol::SaslSsl)
     }
 }
 
@@ -40,6 +65,31 @@ pub struct Listener {
     /// What clients are told; unset: the bound address.
     pub advertise: Option<String>,
     pub protocol: Protocol,
+}
+
+/// A SASL mechanism this broker can serve.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mechanism {
+    Plain,
+    Scram(ScramMechanism),
+}
+
+impl Mechanism {
+    pub fn parse(name: &str) -> Option<Mechanism> {
+        match name {
+            "PLAIN" => Some(Mechanism::Plain),
+            "SCRAM-SHA-256" => Some(Mechanism::Scram(ScramMechanism::Sha256)),
+            "SCRAM-SHA-512" => Some(Mechanism::Scram(ScramMechanism::Sha512)),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Mechanism::Plain => "PLAIN",
+            Mechanism::Scram(scram) => scram.name(),
+        }
+    }
 }
 
 /// Whether a TLS listener asks clients for a certificate (Kafka's
@@ -162,6 +212,8 @@ mod tests {
         assert_eq!((all[1].name.as_str(), all[1].protocol, all[1].advertise.as_deref()), ("SSL", Protocol::Ssl, None));
         assert_eq!(all[2].advertise.as_deref(), Some("public.example:443"));
         assert_eq!(all[2].protocol, Protocol::Ssl);
+        let sasl = parse(listen, "b1:9092".into(), &strings(&["SASL_SSL://0.0.0.0:9095"]), &[], &[]).unwrap();
+        assert!(sasl[1].protocol.tls() && sasl[1].protocol.sasl());
 
         let refused = |listeners: &[&str], advertised: &[&str], map: &[&str]| {
             parse(listen, "b1:9092".into(), &strings(listeners), &strings(advertised), &strings(map)).unwrap_err()
@@ -169,7 +221,7 @@ mod tests {
         assert!(refused(&["OTHER://0.0.0.0:1"], &[], &[])
             .to_string()
             .contains("not in listener_security_protocol_map"));
-        assert!(refused(&["SASL_SSL://0.0.0.0:1"], &[], &[]).to_string().contains("not supported yet"));
+        assert!(refused(&["TLS://0.0.0.0:1"], &[], &["TLS:TLS"]).to_string().contains("unknown security protocol"));
         assert!(refused(&["PLAINTEXT://0.0.0.0:1"], &[], &[]).to_string().contains("named twice"));
         assert!(refused(&["SSL://host:1"], &[], &[]).to_string().contains("ip:port"));
         assert!(refused(&["SSL:0.0.0.0:1"], &[], &[]).to_string().contains("NAME://host:port"));
