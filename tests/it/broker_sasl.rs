@@ -76,6 +76,55 @@ async fn scram_and_plain_clients_authenticate_and_bad_credentials_get_kafkas_err
         crate::broker_kcat::kcat(&[&kcat_args[..], &["-C", "-t", "kcat-secured", "-e", "-q"]].concat(), "").await;
     assert_eq!(read.lines().count(), 50, "read back over SASL_SSL: {read}");
 
+    // keelctl user: the password from standard input, listed, used, removed.
+    let run_keelctl = |args: &[&str], input: &str| {
+        let mut command = keel_tests::keelctl(&test);
+        command.args(args).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped());
+        command.stderr(std::process::Stdio::piped());
+        let mut child = command.spawn().expect("keelctl runs");
+        let input = input.to_owned();
+        let args: Vec<String> = args.iter().map(|arg| arg.to_string()).collect();
+        async move {
+            use tokio::io::AsyncWriteExt;
+            let mut stdin = child.stdin.take().unwrap();
+            stdin.write_all(input.as_bytes()).await.unwrap();
+            drop(stdin);
+            let output = child.wait_with_output().await.unwrap();
+            let text =
+                format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+            assert!(output.status.success(), "keelctl {args:?}: {text}");
+            text
+        }
+    };
+    let said = run_keelctl(&["user", "set", "cli-user", "--mechanism", "SCRAM-SHA-256"], "from-stdin pw\n").await;
+    assert!(said.contains("set cli-user's SCRAM-SHA-256 credential (8192 iterations)"), "{said}");
+    let listed = run_keelctl(&["user", "list", "--json"], "").await;
+    let users: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    let cli_user = users.as_array().unwrap().iter().find(|u| u["name"] == "cli-user").expect("cli-user listed");
+    assert_eq!(cli_user["credentials"], serde_json::json!([{"mechanism": "SCRAM-SHA-256", "iterations": 8192}]));
+    let login = |password: &'static str| {
+        let settings = [
+            "security.protocol=SASL_SSL".to_owned(),
+            "sasl.mechanism=SCRAM-SHA-256".into(),
+            "sasl.username=cli-user".into(),
+            format!("sasl.password={password}"),
+            format!("ssl.ca.location={}", file("ca.pem")),
+        ];
+        let mut args: Vec<String> = vec!["-b".into(), sasl_ssl.clone(), "-m".into(), "5".into(), "-L".into()];
+        for setting in settings {
+            args.extend(["-X".into(), setting]);
+        }
+        async move {
+            let output = tokio::process::Command::new("kcat").args(&args).kill_on_drop(true).output().await.unwrap();
+            output.status.success()
+        }
+    };
+    assert!(login("from-stdin pw").await, "kcat logs in with the password keelctl set");
+    assert!(!login("other").await, "and not with another");
+    let said = run_keelctl(&["user", "delete", "cli-user"], "").await;
+    assert!(said.contains("removed cli-user's SCRAM-SHA-256 credential"), "{said}");
+    assert!(!login("from-stdin pw").await, "a removed user cannot log in");
+
     let admins: Vec<_> = test.cluster.brokers.iter().map(|b| b.spec.admin).collect();
     let failures = keel_tests::metric_sum(&admins, "keel_broker_sasl_authentication_failures_total").await;
     assert!(failures >= 3.0, "failed authentications counted: {failures}");

@@ -171,6 +171,18 @@ impl<R: Request> Answer<R> {
     }
 }
 
+/// A connection to the first of `addresses` that answers.
+pub async fn connect_any(addresses: &[String]) -> anyhow::Result<Connection> {
+    let mut last = None;
+    for addr in addresses {
+        match Connection::connect(addr).await {
+            Ok(connection) => return Ok(connection),
+            Err(error) => last = Some(error),
+        }
+    }
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("no address to connect to"))).context("no broker answers")
+}
+
 /// A topic's partitions and who leads them, from `Metadata`.
 #[derive(Clone, Debug)]
 pub struct TopicLayout {

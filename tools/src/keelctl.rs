@@ -8,6 +8,7 @@ mod controller;
 mod dev;
 mod group;
 mod topic;
+mod user;
 mod wal;
 
 use clap::{Parser, Subcommand};
@@ -54,6 +55,11 @@ enum Command {
     Group {
         #[command(subcommand)]
         command: group::GroupCommand,
+    },
+    /// SCRAM credentials of the users SASL listeners authenticate: set, list, delete.
+    User {
+        #[command(subcommand)]
+        command: user::UserCommand,
     },
     /// The controller quorum's membership.
     Controller {
@@ -102,6 +108,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Wal { command } => wal::run(&client, command).await,
         Command::Controller { command } => controller::run(&client, command).await,
         Command::Group { command } => group::run(&client, command).await,
+        Command::User { command } => user::run(&client, command).await,
         Command::Dev(_) | Command::Config { .. } | Command::Chaos { .. } | Command::Completions { .. } => {
             unreachable!("handled above")
         }

@@ -192,14 +192,7 @@ impl Cluster {
     }
 
     async fn any_broker(&self) -> anyhow::Result<Connection> {
-        let mut last = None;
-        for addr in self.brokers.values() {
-            match Connection::connect(addr).await {
-                Ok(connection) => return Ok(connection),
-                Err(error) => last = Some(error),
-            }
-        }
-        Err(last.expect("at least one broker")).context("no broker answers")
+        crate::kafka::connect_any(&self.brokers.values().cloned().collect::<Vec<_>>()).await
     }
 
     /// A connection to `group`'s coordinator, and its id.
