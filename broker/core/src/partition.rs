@@ -49,7 +49,19 @@ pub struct PartitionState {
     pub ranges: Vec<LogRange>,
     /// Being handed to another broker (`drain`): no more writes.
     pub closing: bool,
+    /// When this broker started leading it (ms since the epoch).
+    pub led_since_ms: i64,
 }
+
+/// How long after a takeover a sequence gap is answered as a retriable
+/// NOT_LEADER_OR_FOLLOWER instead of OUT_OF_ORDER_SEQUENCE_NUMBER. A client
+/// whose first batch was refused while the partition was taken over (a
+/// takeover over `produce`'s hold) sends the next one pipelined behind it;
+/// told it is out of sequence, librdkafka bumps its epoch and numbers anew
+/// every batch it has no answer for, also batches other partitions may
+/// have stored already (a timed-out request), which are then stored twice.
+/// Retried instead, the refused batch comes first and the sequence holds.
+pub const GAP_GRACE_MS: i64 = 10_000;
 
 /// Who wrote a batch: a client, or the broker itself (the coordinators'
 /// records and transaction markers, which clients may not write).
@@ -251,7 +263,13 @@ impl PartitionState {
     /// A partition led from `end`, its uploaded end: everything before is in
     /// objects (DESIGN §5), everything after goes to `log`, the log this
     /// broker writes, with the producers' state as of `end`.
-    pub fn new(leader_epoch: LeaderEpoch, end: Offset, producers: Producers, log: LogId) -> PartitionState {
+    pub fn new(
+        leader_epoch: LeaderEpoch,
+        end: Offset,
+        producers: Producers,
+        log: LogId,
+        now_ms: i64,
+    ) -> PartitionState {
         PartitionState {
             leader_epoch,
             next_offset: end,
@@ -260,6 +278,7 @@ impl PartitionState {
             producers,
             ranges: vec![LogRange { log, sealed_seq: Seq(0), from: end }],
             closing: false,
+            led_since_ms: now_ms,
         }
     }
 
@@ -294,6 +313,12 @@ impl PartitionState {
             }
         };
         match verdict {
+            Verdict::Refuse(ResponseError::OutOfOrderSequenceNumber) if now_ms - self.led_since_ms < GAP_GRACE_MS => {
+                Admission::Refused(Refusal::with_message(
+                    ResponseError::NotLeaderOrFollower,
+                    "this broker has just taken the partition over and a batch before this one is missing; retry",
+                ))
+            }
             Verdict::Refuse(error) => Admission::Refused(Refusal::new(error)),
             Verdict::Duplicate { base_offset, last_offset } => {
                 Admission::Duplicate { base: base_offset, last: last_offset }

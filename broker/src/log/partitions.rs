@@ -58,7 +58,8 @@ impl Leadership {
     /// end, on the log this broker writes; false while it writes none.
     pub fn lead(&mut self, stream: StreamId, leader_epoch: LeaderEpoch, end: Offset, producers: Producers) -> bool {
         let Some(owned) = self.owned.as_ref() else { return false };
-        self.partitions.insert(stream, PartitionState::new(leader_epoch, end, producers, owned.log));
+        let now = keel_broker_core::clock::now_ms();
+        self.partitions.insert(stream, PartitionState::new(leader_epoch, end, producers, owned.log, now));
         true
     }
 }

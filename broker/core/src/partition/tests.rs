@@ -17,8 +17,9 @@ fn rules() -> TopicRules {
     }
 }
 
+/// A partition led for a minute (past `GAP_GRACE_MS`).
 fn state(end: i64) -> PartitionState {
-    PartitionState::new(LeaderEpoch(3), Offset(end), Producers::default(), LogId(1))
+    PartitionState::new(LeaderEpoch(3), Offset(end), Producers::default(), LogId(1), NOW - 60_000)
 }
 
 /// A client's batch of `count` records from producer (id, epoch) at `sequence`.
@@ -223,4 +224,25 @@ fn a_compacted_topic_refuses_keyless_records_and_names_them() {
     assert_eq!(indexes, [1, 3], "{refused:?}");
     assert!(check(&batch, Writer::Client, &rules(), NOW).is_ok(), "a topic that is not compacted takes them");
     assert!(check(&batch, Writer::Broker, &compacted, NOW).is_ok(), "the broker's own records are not checked");
+}
+
+/// Just after a takeover a gap is a batch refused during it, with the next
+/// one pipelined behind: retriable, so the client does not renumber (and
+/// duplicate) what it has not had an answer for.
+#[test]
+fn a_gap_just_after_a_takeover_is_retriable_and_later_out_of_sequence() {
+    let mut led = state(0);
+    offsets(&admit(&mut led, &produced((7, 0), 0, 2)));
+    let mut taken_over =
+        PartitionState::new(LeaderEpoch(4), Offset(2), led.producers.clone(), LogId(2), NOW - GAP_GRACE_MS + 1);
+    let gap = admit(&mut taken_over, &produced((7, 0), 3, 1));
+    match &gap {
+        Admission::Refused(refusal) => assert_eq!(refusal.error, ResponseError::NotLeaderOrFollower),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(offsets(&admit(&mut taken_over, &produced((7, 0), 2, 1))), (2, 2), "the missing batch, retried");
+    assert_eq!(offsets(&admit(&mut taken_over, &produced((7, 0), 3, 1))), (3, 3), "then the next, in sequence");
+    let mut long_led = PartitionState::new(LeaderEpoch(4), Offset(2), led.producers, LogId(2), NOW - GAP_GRACE_MS);
+    let gap = admit(&mut long_led, &produced((7, 0), 3, 1));
+    assert_eq!(gap, Admission::Refused(Refusal::new(ResponseError::OutOfOrderSequenceNumber)));
 }
