@@ -15,7 +15,7 @@ pub(crate) async fn kcat(args: &[&str], input: &str) -> String {
 }
 
 /// Runs kcat with `args`, feeding it `input`, and returns how it ended.
-async fn kcat_output(args: &[&str], input: &str) -> std::process::Output {
+pub(crate) async fn kcat_output(args: &[impl AsRef<std::ffi::OsStr>], input: &str) -> std::process::Output {
     use tokio::io::AsyncWriteExt;
     let mut child = tokio::process::Command::new("kcat")
         .args(args)

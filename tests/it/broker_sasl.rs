@@ -114,10 +114,7 @@ async fn scram_and_plain_clients_authenticate_and_bad_credentials_get_kafkas_err
         for setting in settings {
             args.extend(["-X".into(), setting]);
         }
-        async move {
-            let output = tokio::process::Command::new("kcat").args(&args).kill_on_drop(true).output().await.unwrap();
-            output.status.success()
-        }
+        async move { crate::broker_kcat::kcat_output(&args, "").await.status.success() }
     };
     assert!(login("from-stdin pw").await, "kcat logs in with the password keelctl set");
     assert!(!login("other").await, "and not with another");

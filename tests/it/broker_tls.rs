@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use keel_tests::TestCluster;
 
+use crate::broker_kcat::kcat_output;
+
 /// Runs `openssl args` in `dir`; fails the test if it fails.
 fn openssl(dir: &Path, args: &[&str]) {
     let output = std::process::Command::new("openssl")
@@ -93,22 +95,6 @@ pub(crate) async fn listener_addresses(test: &TestCluster, name: &str) -> Vec<St
     .await
 }
 
-async fn kcat(args: &[String], input: &str) -> std::process::Output {
-    use tokio::io::AsyncWriteExt;
-    let mut child = tokio::process::Command::new("kcat")
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("kcat is installed");
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(input.as_bytes()).await.unwrap();
-    drop(stdin);
-    tokio::time::timeout(Duration::from_secs(60), child.wait_with_output()).await.expect("kcat ended").unwrap()
-}
-
 /// The subject of the certificate a TLS server at `address` presents, as
 /// `subject=CN=...` (spaces removed: OpenSSL 3 writes `CN = ...`).
 fn served_subject(dir: &Path, address: &str) -> String {
@@ -162,7 +148,7 @@ async fn kafka_clients_use_an_ssl_listener_with_client_certificates_and_rotation
     };
 
     // Metadata over SSL names the brokers at their SSL addresses only.
-    let listed = kcat(&ssl(&["-L"]), "").await;
+    let listed = kcat_output(&ssl(&["-L"]), "").await;
     let listing = String::from_utf8_lossy(&listed.stdout).into_owned();
     assert!(listed.status.success(), "kcat -L over SSL: {}", String::from_utf8_lossy(&listed.stderr));
     for address in &addresses {
@@ -174,9 +160,9 @@ async fn kafka_clients_use_an_ssl_listener_with_client_certificates_and_rotation
 
     // kcat produces and consumes over SSL.
     let input: String = (0..100).map(|i| format!("secure-{i}\n")).collect();
-    let produced = kcat(&ssl(&["-P", "-t", "secure"]), &input).await;
+    let produced = kcat_output(&ssl(&["-P", "-t", "secure"]), &input).await;
     assert!(produced.status.success(), "kcat -P over SSL: {}", String::from_utf8_lossy(&produced.stderr));
-    let consumed = kcat(&ssl(&["-C", "-t", "secure", "-e", "-q"]), "").await;
+    let consumed = kcat_output(&ssl(&["-C", "-t", "secure", "-e", "-q"]), "").await;
     let mut read: Vec<String> = String::from_utf8_lossy(&consumed.stdout).lines().map(str::to_owned).collect();
     read.sort();
     let mut wanted: Vec<String> = input.lines().map(str::to_owned).collect();
@@ -189,9 +175,9 @@ async fn kafka_clients_use_an_ssl_listener_with_client_certificates_and_rotation
     let anonymous =
         ["-b", &bootstrap, "-X", "security.protocol=SSL", "-X", &format!("ssl.ca.location={ca}"), "-m", "5", "-L"];
     let anonymous: Vec<String> = anonymous.iter().map(|s| s.to_string()).collect();
-    assert!(!kcat(&anonymous, "").await.status.success(), "a client without a certificate was served");
+    assert!(!kcat_output(&anonymous, "").await.status.success(), "a client without a certificate was served");
     let plaintext: Vec<String> = ["-b", &bootstrap, "-m", "5", "-L"].iter().map(|s| s.to_string()).collect();
-    assert!(!kcat(&plaintext, "").await.status.success(), "a plaintext client was served on the SSL port");
+    assert!(!kcat_output(&plaintext, "").await.status.success(), "a plaintext client was served on the SSL port");
     let failed = keel_tests::metric_total(&admins, "keel_broker_tls_handshakes_failed_total").await;
     assert!(failed >= failed_before + 2.0, "refused handshakes counted: {failed_before} -> {failed}");
 

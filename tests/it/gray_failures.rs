@@ -188,23 +188,13 @@ async fn partition_moves_wait_while_the_object_store_is_down() {
 async fn during_a_failover_clients_see_the_planned_leader_which_holds_their_produce() {
     use kafka_protocol::messages::{MetadataRequest, MetadataResponse, TopicName};
     use kafka_protocol::protocol::StrBytes;
-    use keel_tools::s3::{Fault, FaultProxy};
+    use keel_tools::s3::Fault;
 
     use crate::broker_kcat::{consume_all, kcat};
 
-    let s3 = keel_tools::s3::S3Server::start().await.unwrap();
-    let proxy = FaultProxy::start(s3.addr()).await.unwrap();
-    let mut test = TestCluster::start(3, &[]).await.unwrap();
-    test.start_wal_nodes(3).await.unwrap();
-    let args = keel_tools::s3::broker_args(&proxy.endpoint(), s3.bucket(), &["--upload-interval", "200ms"]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    test.start_brokers(3, &args).await.unwrap();
+    let (_s3, proxy, mut test, layout) = s3_cluster_with_orders(6).await;
     let client = test.cluster.client().unwrap();
-    let create =
-        keel_controller_client::pb::CreateTopicRequest { name: "orders".into(), partitions: 6, ..Default::default() };
-    client.create_topic(create).await.unwrap();
     let bootstrap = test.cluster.bootstrap();
-    let layout = kafka::ready_layout(&bootstrap, "orders", Duration::from_secs(60)).await.unwrap();
 
     // Acknowledged by the WAL, never uploaded: the handover must wait for them.
     proxy.set(Fault::Outage);
@@ -278,21 +268,11 @@ async fn during_a_failover_clients_see_the_planned_leader_which_holds_their_prod
 /// well over a second after the assignment.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_produce_while_the_new_leader_loads_the_partition_is_held_and_keeps_its_sequence() {
-    use keel_tools::s3::{Fault, FaultProxy};
+    use keel_tools::s3::Fault;
 
-    let s3 = keel_tools::s3::S3Server::start().await.unwrap();
-    let proxy = FaultProxy::start(s3.addr()).await.unwrap();
-    let mut test = TestCluster::start(3, &[]).await.unwrap();
-    test.start_wal_nodes(3).await.unwrap();
-    let args = keel_tools::s3::broker_args(&proxy.endpoint(), s3.bucket(), &["--upload-interval", "200ms"]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    test.start_brokers(3, &args).await.unwrap();
+    let (_s3, proxy, mut test, layout) = s3_cluster_with_orders(3).await;
     let client = test.cluster.client().unwrap();
-    let create =
-        keel_controller_client::pb::CreateTopicRequest { name: "orders".into(), partitions: 3, ..Default::default() };
-    client.create_topic(create).await.unwrap();
     let bootstrap = test.cluster.bootstrap();
-    let layout = kafka::ready_layout(&bootstrap, "orders", Duration::from_secs(60)).await.unwrap();
     let victim = layout.leaders[0];
     let leader = kafka::Connection::connect(&layout.brokers[&victim]).await.unwrap();
     let (producer, epoch) = kafka::init_producer_id(&leader).await.unwrap();
@@ -340,4 +320,23 @@ async fn a_produce_while_the_new_leader_loads_the_partition_is_held_and_keeps_it
     test.assert_clean_logs(
         &[keel_tests::PEER_UNREACHABLE, &["upload failed, retrying", "cannot read the producer snapshot yet"]].concat(),
     );
+}
+
+/// Three zones whose brokers keep objects in moto's S3 behind a fault proxy
+/// (uploading every 200 ms), and topic `orders` with `partitions`, served.
+async fn s3_cluster_with_orders(
+    partitions: i32,
+) -> (keel_tools::s3::S3Server, keel_tools::s3::FaultProxy, TestCluster, kafka::TopicLayout) {
+    let s3 = keel_tools::s3::S3Server::start().await.unwrap();
+    let proxy = keel_tools::s3::FaultProxy::start(s3.addr()).await.unwrap();
+    let mut test = TestCluster::start(3, &[]).await.unwrap();
+    test.start_wal_nodes(3).await.unwrap();
+    let args = keel_tools::s3::broker_args(&proxy.endpoint(), s3.bucket(), &["--upload-interval", "200ms"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    test.start_brokers(3, &args).await.unwrap();
+    let create =
+        keel_controller_client::pb::CreateTopicRequest { name: "orders".into(), partitions, ..Default::default() };
+    test.cluster.client().unwrap().create_topic(create).await.unwrap();
+    let layout = kafka::ready_layout(&test.cluster.bootstrap(), "orders", Duration::from_secs(60)).await.unwrap();
+    (s3, proxy, test, layout)
 }

@@ -78,9 +78,7 @@ impl Mechanism {
     pub fn parse(name: &str) -> Option<Mechanism> {
         match name {
             "PLAIN" => Some(Mechanism::Plain),
-            "SCRAM-SHA-256" => Some(Mechanism::Scram(ScramMechanism::Sha256)),
-            "SCRAM-SHA-512" => Some(Mechanism::Scram(ScramMechanism::Sha512)),
-            _ => None,
+            scram => ScramMechanism::from_name(scram).map(Mechanism::Scram),
         }
     }
 

@@ -19,6 +19,7 @@ use keel_controller_client::Image;
 use crate::broker::Broker;
 use crate::coordinator::txn::Verified;
 use crate::log::append::{Answer, Appended, PartitionBatch};
+use crate::log::partitions::Leadership;
 
 /// A produce whose batches are appended (offsets assigned, the WAL entry
 /// queued), waiting for its answer.
@@ -103,32 +104,16 @@ const PLANNED_WAIT: Duration = Duration::from_secs(2);
 ///
 /// Called in the connection's request order, so a connection's produces
 /// keep their order. Costs one look at the leadership while every partition
-/// is led.
+/// is led (the planned leaders are worked out only for a leaderless one).
 async fn await_planned(broker: &Broker, request: &ProduceRequest) {
     let me = broker.cluster.config.node_id;
-    let requested = |image: &Arc<Image>| -> Vec<(String, u32)> {
-        request
-            .topic_data
-            .iter()
-            .flat_map(|topic_data| {
-                let topic = super::find_topic(image, &topic_data.name.0, topic_data.topic_id);
-                topic_data
-                    .partition_data
-                    .iter()
-                    .filter_map(move |p| Some((topic?.name.clone(), u32::try_from(p.index).ok()?)))
-            })
-            .collect()
-    };
     // Whether partition `index` of `name` is being taken over here, by `image`.
-    let taken_over = |image: &Image, name: &str, index: u32, planned: &mut Option<Vec<(String, u32)>>| {
+    let taken_over = |image: &Image, leadership: &Leadership, name: &str, index: u32, planned: &mut Option<Vec<_>>| {
         let Some(partition) = image.topics.get(name).and_then(|t| t.partitions.get(index as usize)) else {
             return false;
         };
         match partition.leader {
-            Some(leader) if leader == me => {
-                partition.uploaded_end.0 > 0 && !broker.partitions.leads(partition.stream_id, partition.leader_epoch)
-            }
-            Some(_) => false,
+            Some(_) => leadership.loading(me, partition),
             None => planned
                 .get_or_insert_with(|| {
                     image
@@ -139,32 +124,29 @@ async fn await_planned(broker: &Broker, request: &ProduceRequest) {
                         .collect()
                 })
                 .iter()
-                .any(|(t, i)| t == name && *i == index),
+                .any(|(t, i): &(String, u32)| t == name && *i == index),
         }
     };
     let image = broker.cluster.image();
-    let all = requested(&image);
-    let quick = {
-        // One look at the leadership for the common case: every partition
-        // either led elsewhere or led here with its state.
-        let leadership = broker.partitions.leadership();
-        all.iter().any(|(name, index)| {
-            image.topics.get(name).and_then(|t| t.partitions.get(*index as usize)).is_some_and(|p| match p.leader {
-                None => true,
-                Some(leader) => {
-                    leader == me
-                        && p.uploaded_end.0 > 0
-                        && leadership.partitions.get(&p.stream_id).is_none_or(|s| s.leader_epoch != p.leader_epoch)
-                }
-            })
+    let requested: Vec<(String, u32)> = request
+        .topic_data
+        .iter()
+        .flat_map(|topic_data| {
+            let topic = super::find_topic(&image, &topic_data.name.0, topic_data.topic_id);
+            topic_data
+                .partition_data
+                .iter()
+                .filter_map(move |p| Some((topic?.name.clone(), u32::try_from(p.index).ok()?)))
         })
+        .collect();
+    let held: Vec<(String, u32)> = {
+        let leadership = broker.partitions.leadership();
+        let mut planned = None;
+        requested
+            .into_iter()
+            .filter(|(name, index)| taken_over(&image, &leadership, name, *index, &mut planned))
+            .collect()
     };
-    if !quick {
-        return;
-    }
-    let mut planned = None;
-    let held: Vec<(String, u32)> =
-        all.into_iter().filter(|(name, index)| taken_over(&image, name, *index, &mut planned)).collect();
     if held.is_empty() {
         return;
     }
@@ -183,8 +165,12 @@ async fn await_planned(broker: &Broker, request: &ProduceRequest) {
     let mut leading = broker.partitions.leading.subscribe();
     loop {
         let image = broker.cluster.image();
-        let mut planned = None;
-        if !held.iter().any(|(name, index)| taken_over(&image, name, *index, &mut planned)) {
+        let waiting = {
+            let leadership = broker.partitions.leadership();
+            let mut planned = None;
+            held.iter().any(|(name, index)| taken_over(&image, &leadership, name, *index, &mut planned))
+        };
+        if !waiting {
             return;
         }
         tokio::select! {

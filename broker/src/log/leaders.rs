@@ -98,13 +98,7 @@ async fn follow(partitions: &Partitions) -> bool {
             let leadership = partitions.leadership();
             let taking_over: std::collections::HashSet<StreamId> = image
                 .partitions()
-                .filter(|(_, _, p)| match p.leader {
-                    None => true,
-                    Some(leader) => {
-                        leader == me
-                            && leadership.partitions.get(&p.stream_id).is_none_or(|s| s.leader_epoch != p.leader_epoch)
-                    }
-                })
+                .filter(|(_, _, p)| p.leader.is_none() || leadership.loading(me, p))
                 .map(|(_, _, p)| p.stream_id)
                 .collect();
             drop(leadership);

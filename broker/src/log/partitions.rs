@@ -14,7 +14,7 @@ use keel_broker_core::batch::BatchHeader;
 use keel_broker_core::cache::BatchCache;
 use keel_broker_core::partition::{LogRange, PartitionState};
 use keel_broker_core::producers::{AbortedTxn, Producers};
-use keel_controller_client::{LeaderEpoch, LogId, Offset, ProducerId, StreamId, Topic};
+use keel_controller_client::{LeaderEpoch, LogId, NodeId, Offset, Partition, ProducerId, StreamId, Topic};
 use tokio::sync::{watch, Notify};
 use tokio_util::task::TaskTracker;
 
@@ -33,6 +33,15 @@ pub struct Leadership {
 }
 
 impl Leadership {
+    /// Whether `partition`, assigned to broker `me`, is still being taken
+    /// over here: its state is not loaded at its leader epoch yet (a
+    /// partition with nothing uploaded needs none: `partition` makes it).
+    pub fn loading(&self, me: NodeId, partition: &Partition) -> bool {
+        partition.leader == Some(me)
+            && partition.uploaded_end.0 > 0
+            && self.partitions.get(&partition.stream_id).is_none_or(|s| s.leader_epoch != partition.leader_epoch)
+    }
+
     /// The state of a partition this broker leads at `leader_epoch`, once
     /// `leaders` has set it up; the log start follows the metadata's start
     /// offset (DeleteRecords, retention) up. A partition with nothing
@@ -132,12 +141,6 @@ impl Partitions {
 
     pub fn leadership(&self) -> MutexGuard<'_, Leadership> {
         self.leadership.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Whether this broker leads `stream` at `leader_epoch` with its state
-    /// loaded (a partition with nothing uploaded needs none).
-    pub fn leads(&self, stream: StreamId, leader_epoch: LeaderEpoch) -> bool {
-        self.leadership().partitions.get(&stream).is_some_and(|state| state.leader_epoch == leader_epoch)
     }
 
     /// Whether this broker may act for its partitions now: its lease holds

@@ -67,6 +67,11 @@ impl ScramMechanism {
         }
     }
 
+    /// The mechanism Kafka calls `name`.
+    pub fn from_name(name: &str) -> Option<ScramMechanism> {
+        [ScramMechanism::Sha256, ScramMechanism::Sha512].into_iter().find(|m| m.name() == name)
+    }
+
     /// The hash's output length: the length of the stored and server keys.
     pub fn key_len(self) -> usize {
         match self {

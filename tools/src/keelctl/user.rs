@@ -186,11 +186,8 @@ fn message(code: i16, message: &Option<kafka_protocol::protocol::StrBytes>) -> S
 }
 
 fn mechanism_named(name: &str) -> anyhow::Result<ScramMechanism> {
-    match name {
-        "SCRAM-SHA-256" => Ok(ScramMechanism::Sha256),
-        "SCRAM-SHA-512" => Ok(ScramMechanism::Sha512),
-        other => anyhow::bail!("unknown mechanism {other:?}: use SCRAM-SHA-512 or SCRAM-SHA-256"),
-    }
+    ScramMechanism::from_name(name)
+        .ok_or_else(|| anyhow::anyhow!("unknown mechanism {name:?}: use SCRAM-SHA-512 or SCRAM-SHA-256"))
 }
 
 /// The first line of `file`, or of standard input; never empty.

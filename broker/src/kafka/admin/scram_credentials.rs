@@ -75,17 +75,22 @@ pub(crate) async fn alter(
     let mut fail = |user: &str, error: ResponseError, message: String| {
         errors.entry(user.to_owned()).or_insert((error, message));
     };
+    // The mechanism of one change to `user`, once per (user, mechanism).
+    let mut mechanism_of = |user: &str, kind: i8, fail: &mut dyn FnMut(&str, ResponseError, String)| {
+        if !seen.insert((user.to_owned(), kind)) {
+            fail(user, ResponseError::DuplicateResource, format!("{user:?} is altered twice for one mechanism"));
+            return None;
+        }
+        let mechanism = ScramMechanism::from_kafka_type(kind);
+        if mechanism.is_none() {
+            fail(user, ResponseError::UnsupportedSaslMechanism, format!("unknown mechanism {kind}"));
+        }
+        mechanism
+    };
     let mut delete = Vec::new();
     for deletion in &request.deletions {
         let user = deletion.name.to_string();
-        if !seen.insert((user.clone(), deletion.mechanism)) {
-            fail(&user, ResponseError::DuplicateResource, format!("{user:?} is altered twice for one mechanism"));
-            continue;
-        }
-        let Some(mechanism) = ScramMechanism::from_kafka_type(deletion.mechanism) else {
-            fail(&user, ResponseError::UnsupportedSaslMechanism, format!("unknown mechanism {}", deletion.mechanism));
-            continue;
-        };
+        let Some(mechanism) = mechanism_of(&user, deletion.mechanism, &mut fail) else { continue };
         if image.scram_credentials.get(&user).is_none_or(|c| !c.contains_key(&mechanism)) {
             fail(&user, ResponseError::ResourceNotFound, format!("{user:?} has no {} credential", mechanism.name()));
             continue;
@@ -95,14 +100,7 @@ pub(crate) async fn alter(
     let mut upsert = Vec::new();
     for upsertion in &request.upsertions {
         let user = upsertion.name.to_string();
-        if !seen.insert((user.clone(), upsertion.mechanism)) {
-            fail(&user, ResponseError::DuplicateResource, format!("{user:?} is altered twice for one mechanism"));
-            continue;
-        }
-        let Some(mechanism) = ScramMechanism::from_kafka_type(upsertion.mechanism) else {
-            fail(&user, ResponseError::UnsupportedSaslMechanism, format!("unknown mechanism {}", upsertion.mechanism));
-            continue;
-        };
+        let Some(mechanism) = mechanism_of(&user, upsertion.mechanism, &mut fail) else { continue };
         let iterations = u32::try_from(upsertion.iterations).unwrap_or(0);
         if user.is_empty() || !SCRAM_ITERATIONS.contains(&iterations) {
             let message = format!(
